@@ -1,0 +1,35 @@
+//! The `fluxgate` command line: argument parsing and dispatch to each subcommand.
+
+use clap::{Parser, Subcommand};
+
+/// Fluxgate upgrades Flux-managed applications safely: snapshots, a Git commit and health
+/// checks as one unit, with rollbacks that restore data and revert Git together.
+#[derive(Debug, Parser)]
+#[command(name = "fluxgate", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand of `fluxgate`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the Fluxgate CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`).
+    Crd,
+    /// Print the version of this binary.
+    Version,
+}
+
+/// Runs the parsed command line; the returned error is printed by `main`.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Version => {
+            println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}

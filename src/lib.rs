@@ -1,0 +1,5 @@
+//! Fluxgate: upgrades Flux-managed applications safely — CSI snapshots, a Git commit and
+//! health checks as one unit, with rollback that restores data and reverts Git together.
+
+pub mod api;
+pub mod cli;
