@@ -15,21 +15,44 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the Fluxgate CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`).
-    Crd,
+    Crd(CrdArgs),
     /// Print the version of this binary.
     Version,
+}
+
+/// Arguments of `fluxgate crd`.
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {
+    /// Write one file per kind into this directory (as checked in under `crds/`) instead of
+    /// printing them.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the parsed command line; the returned error is printed by `main`.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Crd => {
-            print!("{}", crate::api::crds_yaml()?);
-            Ok(())
-        }
+        Command::Crd(args) => crd(&args),
         Command::Version => {
             println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
+}
+
+fn crd(args: &CrdArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match &args.dir {
+        None => print!("{}", crate::api::crds_yaml()?),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+            for (file, crd) in crate::api::crds() {
+                let path = dir.join(file);
+                std::fs::write(&path, crate::api::crd_yaml(&crd)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,304 @@
+//! The status shared by UpgradeRequest and RollbackRequest: phase, plan, audit trail,
+//! snapshots, commit, failure and kstatus conditions.
+
+use super::common::LocalObjectReference;
+use super::conditions::Condition;
+use super::managed_app::FluxObjectKind;
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The phases of a request. Upgrade: Queued → Suspend → Quiesce → Snapshot → Commit →
+/// Reconcile → Verify → Succeeded. Rollback: Queued → Suspend → Quiesce → SafetySnapshot →
+/// Restore → Revert → Reconcile → Verify → Succeeded. Dry-run: Preflight → Suspend →
+/// Quiesce → Resume → Succeeded.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Phase {
+    /// Waiting for the app's lock, held by another request (FIFO by creation time).
+    Queued,
+    /// Dry-run checks: Git readable and editable, Flux objects patchable, snapshot classes.
+    Preflight,
+    /// Suspending the Flux objects, parents first.
+    Suspend,
+    /// Scaling workloads that mount the app's volumes to zero and waiting until no pod
+    /// mounts them.
+    Quiesce,
+    /// Taking a CSI snapshot of every volume and waiting until each is ready to use.
+    Snapshot,
+    /// Snapshotting the failed state before a rollback overwrites it.
+    SafetySnapshot,
+    /// Committing the new versions to Git and pushing.
+    Commit,
+    /// Recreating each volume from its pre-upgrade snapshot.
+    Restore,
+    /// Committing the previous versions back to Git.
+    Revert,
+    /// Resuming Flux and waiting until it has applied the commit.
+    Reconcile,
+    /// Waiting until the app is healthy and stays healthy for the stabilization time.
+    Verify,
+    /// Putting Flux and the workloads back as they were before the request ends (dry-run,
+    /// failure before the commit, `onFailure: Resume`).
+    Resume,
+    /// The upgrade failed after its commit; its RollbackRequest is running.
+    RollingBack,
+    /// Finished: the operation did what it was asked.
+    Succeeded,
+    /// Finished: the operation failed; `failure` says where and why.
+    Failed,
+    /// Finished: the upgrade failed and was rolled back (data and Git).
+    RolledBack,
+    /// Stopped for a person (`onFailure: Freeze`): Flux stays suspended, nothing is undone.
+    Frozen,
+}
+
+impl Phase {
+    /// Terminal phases never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Succeeded | Phase::Failed | Phase::RolledBack | Phase::Frozen
+        )
+    }
+}
+
+/// How a phase ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PhaseOutcome {
+    /// The phase did its work.
+    Succeeded,
+    /// The phase failed.
+    Failed,
+    /// The phase ran out of time.
+    TimedOut,
+    /// The phase had nothing to do (e.g. `skipSnapshot`).
+    Skipped,
+    /// The request was deleted while the phase ran.
+    Cancelled,
+}
+
+/// One entry of the audit trail: a phase with its start, end and outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseRecord {
+    /// The phase.
+    pub name: Phase,
+    /// When it started.
+    pub started_at: Time,
+    /// When it ended; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<PhaseOutcome>,
+    /// What happened, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Everything a request will touch, decided and persisted before it touches anything.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Versions in Git when the request was admitted, by version name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub from: BTreeMap<String, String>,
+    /// Versions the request moves to, by version name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub to: BTreeMap<String, String>,
+    /// The Git repository, branch and revision the versions were read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<PlannedGit>,
+    /// Flux objects to suspend, parents first, with their `suspend` value before the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flux_objects: Vec<PlannedFluxObject>,
+    /// Workloads to scale to zero, with the replica counts to restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<PlannedWorkload>,
+    /// Volumes to snapshot (upgrade) or restore (rollback), with their full spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<PlannedVolume>,
+}
+
+/// Where the versions were read from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedGit {
+    /// Clone URL (never with credentials).
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// Commit the versions were read at.
+    pub revision: String,
+    /// Files holding the version fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+}
+
+/// A Flux object to suspend and later restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedFluxObject {
+    /// Kind of the Flux object.
+    pub kind: FluxObjectKind,
+    /// Name of the Flux object.
+    pub name: String,
+    /// Namespace of the Flux object.
+    pub namespace: String,
+    /// Its `spec.suspend` before the request: an object that was already suspended is left
+    /// suspended at the end.
+    pub was_suspended: bool,
+}
+
+/// The kinds of workload Fluxgate scales down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    /// An `apps/v1` Deployment.
+    Deployment,
+    /// An `apps/v1` StatefulSet.
+    StatefulSet,
+}
+
+/// A workload to scale to zero and later restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedWorkload {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload.
+    pub name: String,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// Replicas before the request, restored at the end.
+    pub replicas: i32,
+    /// A HorizontalPodAutoscaler that targets this workload, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<String>,
+}
+
+/// A volume with everything needed to snapshot it and to recreate it exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedVolume {
+    /// Name of the PersistentVolumeClaim.
+    pub name: String,
+    /// Namespace of the PersistentVolumeClaim.
+    pub namespace: String,
+    /// Its StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Its access modes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+    /// `Filesystem` or `Block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+    /// Its requested size.
+    pub size: Quantity,
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations (without those the system manages).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// CSI driver of its volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi_driver: Option<String>,
+    /// VolumeSnapshotClass to snapshot it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class_name: Option<String>,
+    /// For a rollback: the VolumeSnapshot to restore it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+}
+
+/// A VolumeSnapshot the request took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRecord {
+    /// The PersistentVolumeClaim it is a snapshot of.
+    pub pvc: String,
+    /// Name of the VolumeSnapshot (derived from the request UID and the PVC name).
+    pub name: String,
+    /// Whether the snapshot is ready to use.
+    #[serde(default)]
+    pub ready_to_use: bool,
+    /// Size a volume restored from it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_size: Option<Quantity>,
+    /// The snapshotter's error, if it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The Git commit the request pushed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitRecord {
+    /// Commit SHA.
+    pub sha: String,
+    /// Commit message (first line).
+    pub message: String,
+    /// Web URL of the commit, where the host's URL scheme is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// A CamelCase reason, e.g. `Timeout`, `SnapshotFailed`, `HealthCheckFailed`.
+    pub reason: String,
+    /// What went wrong and what to do, for people.
+    pub message: String,
+    /// Whether retrying could succeed (a new request, once the cause is fixed).
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// The status of an UpgradeRequest or RollbackRequest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestStatus {
+    /// The current phase; absent until the request is admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// When the current phase started; phase timeouts are measured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_started_at: Option<Time>,
+    /// The target versions in one line, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Everything the request will touch, persisted before it touches anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// The audit trail: one entry per phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseRecord>,
+    /// VolumeSnapshots the request took.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotRecord>,
+    /// The commit the request pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitRecord>,
+    /// Why the request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// The RollbackRequest created for this upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_ref: Option<LocalObjectReference>,
+    /// kstatus conditions: `Ready` (finished successfully), `Reconciling` (in progress),
+    /// `Stalled` (finished unsuccessfully or stuck).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
