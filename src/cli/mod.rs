@@ -1,5 +1,7 @@
 //! The `fluxgate` command line: argument parsing and dispatch to each subcommand.
 
+pub mod run;
+
 use clap::{Parser, Subcommand};
 
 /// Fluxgate upgrades Flux-managed applications safely: snapshots, a Git commit and health
@@ -16,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the Fluxgate CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`).
     Crd(CrdArgs),
+    /// Run the operator: connect to the cluster, check the APIs it needs and serve
+    /// /healthz, /readyz and /metrics until SIGTERM or SIGINT.
+    Run(run::RunArgs),
     /// Print the version of this binary.
     Version,
 }
@@ -33,6 +38,7 @@ pub struct CrdArgs {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd(args) => crd(&args),
+        Command::Run(args) => run::run(args).await,
         Command::Version => {
             println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -1,0 +1,51 @@
+//! Connecting to the cluster: a kube client from a kubeconfig file, the usual kubeconfig
+//! search, or the in-cluster service account — with errors that say what to check.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::path::Path;
+
+/// A client and the API server URL it talks to (for messages).
+pub struct Connection {
+    /// The client.
+    pub client: Client,
+    /// The API server's URL, as configured.
+    pub url: String,
+}
+
+/// Builds a client from `kubeconfig` (with an optional `context`), or from the usual
+/// places (`KUBECONFIG`, `~/.kube/config`, in-cluster) when no file is given.
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> anyhow::Result<Connection> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| anyhow::anyhow!("kubeconfig {} is not usable: {e}", path.display()))?
+        }
+        None if context.is_some() => Config::from_kubeconfig(&options).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load kubeconfig context {:?}: {e}",
+                context.unwrap_or_default()
+            )
+        })?,
+        None => Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot find a cluster to talk to: {e}. Pass --kubeconfig, set KUBECONFIG, \
+                 or run inside a cluster with a service account"
+            )
+        })?,
+    };
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config)
+        .map_err(|e| anyhow::anyhow!("cannot create a client for {url}: {e}"))?;
+    Ok(Connection { client, url })
+}

@@ -1,0 +1,5 @@
+//! The only code that talks to the Kubernetes API about the cluster around Fluxgate: Flux,
+//! snapshots, workloads, discovery and health.
+
+pub mod connect;
+pub mod required_apis;
