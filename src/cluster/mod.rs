@@ -2,4 +2,5 @@
 //! snapshots, workloads, discovery and health.
 
 pub mod connect;
+pub mod flux;
 pub mod required_apis;

@@ -1,0 +1,250 @@
+//! Has Flux applied our commit? Pure rules over Flux objects' status that never trust a
+//! `Ready=True` left over from before our change: progress is judged by revisions and
+//! generations, and helm-controller remediation counts as failure.
+
+use super::{GitRepository, HelmRelease, Kustomization};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+
+/// Where one Flux object stands with respect to our change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// The object has applied our change.
+    Done,
+    /// Not yet; the text says what is still missing, for status messages.
+    Waiting(String),
+    /// It will not get there: e.g. helm-controller rolled the release back.
+    Failed { reason: String, message: String },
+}
+
+impl Progress {
+    /// Whether the object has applied our change.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Progress::Done)
+    }
+}
+
+/// Whether a Flux revision names the commit `sha`: `main@sha1:<sha>`, `sha1:<sha>`, or the
+/// legacy `main/<sha>`. Abbreviated SHAs are not accepted.
+pub fn revision_is_commit(revision: &str, sha: &str) -> bool {
+    if sha.len() < 40 {
+        return false;
+    }
+    let digest = match revision.rsplit_once("sha1:") {
+        Some((_, digest)) => digest,
+        None => revision.rsplit_once('/').map_or(revision, |(_, d)| d),
+    };
+    digest.eq_ignore_ascii_case(sha)
+}
+
+/// Whether the GitRepository's artifact is our commit.
+pub fn git_repository_progress(repo: &GitRepository, sha: &str) -> Progress {
+    match repo.status.as_ref().and_then(|s| s.artifact.as_ref()) {
+        Some(artifact) if revision_is_commit(&artifact.revision, sha) => Progress::Done,
+        Some(artifact) => Progress::Waiting(format!(
+            "GitRepository {} has revision {}, waiting for {}",
+            repo.name_any(),
+            artifact.revision,
+            short(sha)
+        )),
+        None => Progress::Waiting(format!("GitRepository {} has no artifact yet", repo.name_any())),
+    }
+}
+
+/// Whether the Kustomization has applied our commit at its current generation.
+pub fn kustomization_progress(kustomization: &Kustomization, sha: &str) -> Progress {
+    let name = kustomization.name_any();
+    let Some(status) = kustomization.status.as_ref() else {
+        return Progress::Waiting(format!("Kustomization {name} has no status yet"));
+    };
+    if !generation_observed(kustomization.metadata.generation, status.observed_generation) {
+        return Progress::Waiting(format!("Kustomization {name} has not observed its latest spec yet"));
+    }
+    match status.last_applied_revision.as_deref() {
+        Some(revision) if revision_is_commit(revision, sha) => Progress::Done,
+        applied => {
+            let failing = status
+                .last_attempted_revision
+                .as_deref()
+                .is_some_and(|attempted| revision_is_commit(attempted, sha))
+                .then(|| condition(&status.conditions, "Ready"))
+                .flatten()
+                .filter(|ready| ready.status == "False");
+            match failing {
+                Some(ready) => Progress::Waiting(format!(
+                    "Kustomization {name} failed to apply {}: {}: {}",
+                    short(sha),
+                    ready.reason,
+                    ready.message
+                )),
+                None => Progress::Waiting(format!(
+                    "Kustomization {name} last applied {}, waiting for {}",
+                    applied.unwrap_or("nothing"),
+                    short(sha)
+                )),
+            }
+        }
+    }
+}
+
+/// Whether the HelmRelease has attempted `chart_version` at its current generation, or has
+/// been remediated (a failure).
+pub fn helm_release_progress(release: &HelmRelease, chart_version: &str) -> Progress {
+    let name = release.name_any();
+    if let Some((reason, message)) = remediation(release) {
+        return Progress::Failed { reason, message };
+    }
+    let Some(status) = release.status.as_ref() else {
+        return Progress::Waiting(format!("HelmRelease {name} has no status yet"));
+    };
+    if !generation_observed(release.metadata.generation, status.observed_generation) {
+        return Progress::Waiting(format!("HelmRelease {name} has not observed its latest spec yet"));
+    }
+    match status.last_attempted_revision.as_deref() {
+        Some(attempted) if same_chart_version(attempted, chart_version) => Progress::Done,
+        attempted => Progress::Waiting(format!(
+            "HelmRelease {name} last attempted chart {}, waiting for {chart_version}",
+            attempted.unwrap_or("nothing")
+        )),
+    }
+}
+
+/// helm-controller's remediation of the current generation — a rollback or uninstall after
+/// a failed install/upgrade, or retries exhausted — as (reason, message). Conditions left
+/// from an older generation are ignored.
+pub fn remediation(release: &HelmRelease) -> Option<(String, String)> {
+    let status = release.status.as_ref()?;
+    let generation = release.metadata.generation;
+    let current = |c: &&Condition| match (c.observed_generation, generation) {
+        (Some(observed), Some(generation)) => observed >= generation,
+        _ => status.last_attempted_generation == generation,
+    };
+    if let Some(c) = condition(&status.conditions, "Remediated").filter(current).filter(|c| c.status == "True") {
+        return Some((
+            "HelmRemediated".into(),
+            format!("helm-controller remediated the release ({}): {}", c.reason, c.message),
+        ));
+    }
+    if let Some(c) = condition(&status.conditions, "Stalled").filter(current).filter(|c| c.status == "True") {
+        return Some((
+            "HelmRetriesExhausted".into(),
+            format!("helm-controller gave up on the release ({}): {}", c.reason, c.message),
+        ));
+    }
+    None
+}
+
+fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
+    match (generation, observed) {
+        (Some(generation), Some(observed)) => observed >= generation,
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
+}
+
+/// Chart versions compare without a leading `v` (Chart.yaml versions have none, OCI tags
+/// often do) and without a pinned digest.
+fn same_chart_version(a: &str, b: &str) -> bool {
+    fn bare(v: &str) -> &str {
+        let v = v.split_once('@').map_or(v, |(tag, _)| tag);
+        v.strip_prefix('v').unwrap_or(v)
+    }
+    bare(a) == bare(b)
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+    const OLD: &str = "fedcba9876543210fedcba9876543210fedcba98";
+
+    fn ready(status: &str, generation: i64) -> serde_json::Value {
+        json!({"type": "Ready", "status": status, "reason": "ReconciliationSucceeded", "message": "Applied",
+               "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": generation})
+    }
+
+    fn kustomization(generation: i64, observed: i64, applied: &str) -> Kustomization {
+        serde_json::from_value(json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+            "metadata": {"name": "apps", "namespace": "flux-system", "generation": generation},
+            "spec": {"sourceRef": {"kind": "GitRepository", "name": "fleet"}, "path": "./apps", "interval": "10m", "prune": true},
+            "status": {"observedGeneration": observed, "lastAppliedRevision": format!("main@sha1:{applied}"),
+                       "conditions": [ready("True", observed)]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn revisions_match_full_shas_in_every_flux_format() {
+        assert!(revision_is_commit(&format!("main@sha1:{SHA}"), SHA));
+        assert!(revision_is_commit(&format!("sha1:{SHA}"), SHA));
+        assert!(revision_is_commit(&format!("main/{SHA}"), SHA));
+        assert!(!revision_is_commit(&format!("main@sha1:{OLD}"), SHA));
+        assert!(!revision_is_commit(&format!("main@sha1:{SHA}"), &SHA[..7]));
+    }
+
+    #[test]
+    fn a_stale_ready_kustomization_is_not_applied() {
+        // Right after resume: Ready=True from the previous revision must not count.
+        let stale = kustomization(3, 3, OLD);
+        assert!(matches!(kustomization_progress(&stale, SHA), Progress::Waiting(m) if m.contains("last applied main@sha1:fedcba")));
+        let not_observed = kustomization(4, 3, SHA);
+        assert!(!kustomization_progress(&not_observed, SHA).is_done());
+        assert_eq!(kustomization_progress(&kustomization(4, 4, SHA), SHA), Progress::Done);
+    }
+
+    fn helm_release(conditions: serde_json::Value, attempted: &str) -> HelmRelease {
+        serde_json::from_value(json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": "db", "namespace": "apps", "generation": 5},
+            "spec": {"chartRef": {"kind": "OCIRepository", "name": "db"}, "interval": "10m"},
+            "status": {"observedGeneration": 5, "lastAttemptedGeneration": 5, "lastAttemptedRevision": attempted,
+                       "conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_helm_release_is_done_when_it_attempted_the_target_chart() {
+        let release = helm_release(json!([ready("True", 5)]), "1.5.0");
+        assert_eq!(helm_release_progress(&release, "v1.5.0"), Progress::Done);
+        assert_eq!(helm_release_progress(&release, "1.5.0@sha256:abc"), Progress::Done);
+        assert!(!helm_release_progress(&release, "1.6.0").is_done());
+    }
+
+    #[test]
+    fn a_remediated_helm_release_is_a_failure() {
+        let remediated = json!({"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
+            "message": "Helm rollback to previous release succeeded", "lastTransitionTime": "2026-11-23T10:00:00Z",
+            "observedGeneration": 5});
+        let release = helm_release(json!([ready("False", 5), remediated]), "1.5.0");
+        match helm_release_progress(&release, "1.5.0") {
+            Progress::Failed { reason, message } => {
+                assert_eq!(reason, "HelmRemediated");
+                assert!(message.contains("RollbackSucceeded"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        let stalled = json!([{"type": "Stalled", "status": "True", "reason": "RetriesExceeded",
+            "message": "Failed to upgrade after 3 attempts", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5}]);
+        assert!(matches!(helm_release_progress(&helm_release(stalled, "1.5.0"), "1.5.0"), Progress::Failed { reason, .. } if reason == "HelmRetriesExhausted"));
+    }
+
+    #[test]
+    fn remediation_of_an_older_generation_is_ignored() {
+        let old = json!({"type": "Remediated", "status": "True", "reason": "RollbackSucceeded", "message": "old",
+            "lastTransitionTime": "2026-11-20T10:00:00Z", "observedGeneration": 4});
+        let release = helm_release(json!([ready("True", 5), old]), "1.5.0");
+        assert_eq!(helm_release_progress(&release, "1.5.0"), Progress::Done);
+    }
+}
