@@ -3,4 +3,5 @@
 
 pub mod connect;
 pub mod flux;
+pub mod helm_release;
 pub mod required_apis;

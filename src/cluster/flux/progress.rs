@@ -47,7 +47,10 @@ pub fn git_repository_progress(repo: &GitRepository, sha: &str) -> Progress {
             artifact.revision,
             short(sha)
         )),
-        None => Progress::Waiting(format!("GitRepository {} has no artifact yet", repo.name_any())),
+        None => Progress::Waiting(format!(
+            "GitRepository {} has no artifact yet",
+            repo.name_any()
+        )),
     }
 }
 
@@ -57,8 +60,13 @@ pub fn kustomization_progress(kustomization: &Kustomization, sha: &str) -> Progr
     let Some(status) = kustomization.status.as_ref() else {
         return Progress::Waiting(format!("Kustomization {name} has no status yet"));
     };
-    if !generation_observed(kustomization.metadata.generation, status.observed_generation) {
-        return Progress::Waiting(format!("Kustomization {name} has not observed its latest spec yet"));
+    if !generation_observed(
+        kustomization.metadata.generation,
+        status.observed_generation,
+    ) {
+        return Progress::Waiting(format!(
+            "Kustomization {name} has not observed its latest spec yet"
+        ));
     }
     match status.last_applied_revision.as_deref() {
         Some(revision) if revision_is_commit(revision, sha) => Progress::Done,
@@ -98,7 +106,9 @@ pub fn helm_release_progress(release: &HelmRelease, chart_version: &str) -> Prog
         return Progress::Waiting(format!("HelmRelease {name} has no status yet"));
     };
     if !generation_observed(release.metadata.generation, status.observed_generation) {
-        return Progress::Waiting(format!("HelmRelease {name} has not observed its latest spec yet"));
+        return Progress::Waiting(format!(
+            "HelmRelease {name} has not observed its latest spec yet"
+        ));
     }
     match status.last_attempted_revision.as_deref() {
         Some(attempted) if same_chart_version(attempted, chart_version) => Progress::Done,
@@ -119,16 +129,28 @@ pub fn remediation(release: &HelmRelease) -> Option<(String, String)> {
         (Some(observed), Some(generation)) => observed >= generation,
         _ => status.last_attempted_generation == generation,
     };
-    if let Some(c) = condition(&status.conditions, "Remediated").filter(current).filter(|c| c.status == "True") {
+    if let Some(c) = condition(&status.conditions, "Remediated")
+        .filter(current)
+        .filter(|c| c.status == "True")
+    {
         return Some((
             "HelmRemediated".into(),
-            format!("helm-controller remediated the release ({}): {}", c.reason, c.message),
+            format!(
+                "helm-controller remediated the release ({}): {}",
+                c.reason, c.message
+            ),
         ));
     }
-    if let Some(c) = condition(&status.conditions, "Stalled").filter(current).filter(|c| c.status == "True") {
+    if let Some(c) = condition(&status.conditions, "Stalled")
+        .filter(current)
+        .filter(|c| c.status == "True")
+    {
         return Some((
             "HelmRetriesExhausted".into(),
-            format!("helm-controller gave up on the release ({}): {}", c.reason, c.message),
+            format!(
+                "helm-controller gave up on the release ({}): {}",
+                c.reason, c.message
+            ),
         ));
     }
     None
@@ -197,10 +219,15 @@ mod tests {
     fn a_stale_ready_kustomization_is_not_applied() {
         // Right after resume: Ready=True from the previous revision must not count.
         let stale = kustomization(3, 3, OLD);
-        assert!(matches!(kustomization_progress(&stale, SHA), Progress::Waiting(m) if m.contains("last applied main@sha1:fedcba")));
+        assert!(
+            matches!(kustomization_progress(&stale, SHA), Progress::Waiting(m) if m.contains("last applied main@sha1:fedcba"))
+        );
         let not_observed = kustomization(4, 3, SHA);
         assert!(!kustomization_progress(&not_observed, SHA).is_done());
-        assert_eq!(kustomization_progress(&kustomization(4, 4, SHA), SHA), Progress::Done);
+        assert_eq!(
+            kustomization_progress(&kustomization(4, 4, SHA), SHA),
+            Progress::Done
+        );
     }
 
     fn helm_release(conditions: serde_json::Value, attempted: &str) -> HelmRelease {
@@ -218,7 +245,10 @@ mod tests {
     fn a_helm_release_is_done_when_it_attempted_the_target_chart() {
         let release = helm_release(json!([ready("True", 5)]), "1.5.0");
         assert_eq!(helm_release_progress(&release, "v1.5.0"), Progress::Done);
-        assert_eq!(helm_release_progress(&release, "1.5.0@sha256:abc"), Progress::Done);
+        assert_eq!(
+            helm_release_progress(&release, "1.5.0@sha256:abc"),
+            Progress::Done
+        );
         assert!(!helm_release_progress(&release, "1.6.0").is_done());
     }
 
@@ -237,7 +267,9 @@ mod tests {
         }
         let stalled = json!([{"type": "Stalled", "status": "True", "reason": "RetriesExceeded",
             "message": "Failed to upgrade after 3 attempts", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5}]);
-        assert!(matches!(helm_release_progress(&helm_release(stalled, "1.5.0"), "1.5.0"), Progress::Failed { reason, .. } if reason == "HelmRetriesExhausted"));
+        assert!(
+            matches!(helm_release_progress(&helm_release(stalled, "1.5.0"), "1.5.0"), Progress::Failed { reason, .. } if reason == "HelmRetriesExhausted")
+        );
     }
 
     #[test]
