@@ -2,6 +2,7 @@
 //! snapshots, workloads, discovery and health.
 
 pub mod connect;
+pub mod discovery;
 pub mod flux;
 pub mod helm_release;
 pub mod required_apis;
