@@ -1,0 +1,533 @@
+//! CSI volume snapshots: the VolumeSnapshot(Class) views, the class for each PVC's driver,
+//! deterministic snapshot names and labels, PVCs restored exactly as they were, and
+//! retention.
+
+use crate::api::PlannedVolume;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedObjectReference,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use kube::api::ObjectMeta;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Annotation marking the default VolumeSnapshotClass of a driver.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
+/// Label on snapshots: the ManagedApp they protect.
+pub const APP_LABEL: &str = "fluxgate.dev/app";
+/// Label on snapshots: the name of the request that took them.
+pub const REQUEST_LABEL: &str = "fluxgate.dev/request";
+/// Label on snapshots: the UID of the request that took them.
+pub const REQUEST_UID_LABEL: &str = "fluxgate.dev/request-uid";
+/// Label on snapshots: the PVC they are a snapshot of.
+pub const PVC_LABEL: &str = "fluxgate.dev/pvc";
+/// Annotation on a restored PVC: the snapshot it was restored from (so it is never
+/// restored twice).
+pub const RESTORED_FROM_ANNOTATION: &str = "fluxgate.dev/restored-from";
+
+/// Where a snapshot's data comes from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotSource {
+    /// The PVC to snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_name: Option<String>,
+    /// Everything else (pre-provisioned content).
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// The fields of a VolumeSnapshot that Fluxgate reads and writes.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "snapshot.storage.k8s.io",
+    version = "v1",
+    kind = "VolumeSnapshot",
+    namespaced,
+    status = "VolumeSnapshotStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotSpec {
+    /// The volume to snapshot.
+    pub source: VolumeSnapshotSource,
+    /// The class to snapshot it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+}
+
+/// A snapshotter error.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumeSnapshotError {
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Everything else (time).
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// The status fields of a VolumeSnapshot that Fluxgate reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotStatus {
+    /// Whether the snapshot can be restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_to_use: Option<bool>,
+    /// Smallest size a volume restored from it may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_size: Option<Quantity>,
+    /// The snapshotter's last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<VolumeSnapshotError>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// A VolumeSnapshotClass (cluster-scoped; not a CRD-derived type because its fields sit at
+/// the top level, not under `spec`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotClass {
+    /// Standard object metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The CSI driver it snapshots with.
+    #[serde(default)]
+    pub driver: String,
+    /// `Delete` or `Retain`.
+    #[serde(default)]
+    pub deletion_policy: String,
+}
+
+/// Why no snapshot class fits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotClassError {
+    /// The configured class does not exist or snapshots another driver.
+    #[error(
+        "VolumeSnapshotClass {class} (spec.snapshots.className) does not exist or is not for CSI driver {driver}; create it or fix the name"
+    )]
+    ConfiguredClassUnusable { class: String, driver: String },
+    /// No class is marked default for the driver.
+    #[error(
+        "no VolumeSnapshotClass for CSI driver {driver} is marked default (annotation {DEFAULT_CLASS_ANNOTATION}: \"true\"); mark one as default or set spec.snapshots.className"
+    )]
+    NoDefault { driver: String },
+    /// Several classes are marked default for the driver.
+    #[error(
+        "VolumeSnapshotClasses {classes:?} are all marked default for CSI driver {driver}; keep one default or set spec.snapshots.className"
+    )]
+    SeveralDefaults {
+        driver: String,
+        classes: Vec<String>,
+    },
+}
+
+/// The VolumeSnapshotClass for a PVC on `driver`: `configured` if given (it must exist and
+/// be for that driver), else the one class marked default for the driver.
+pub fn class_for_driver(
+    driver: &str,
+    configured: Option<&str>,
+    classes: &[VolumeSnapshotClass],
+) -> Result<String, SnapshotClassError> {
+    if let Some(name) = configured {
+        return classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name) && c.driver == driver)
+            .map(|_| name.to_owned())
+            .ok_or_else(|| SnapshotClassError::ConfiguredClassUnusable {
+                class: name.to_owned(),
+                driver: driver.to_owned(),
+            });
+    }
+    let defaults: Vec<String> = classes
+        .iter()
+        .filter(|c| c.driver == driver)
+        .filter(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .map(String::as_str)
+                == Some("true")
+        })
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    match defaults.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(SnapshotClassError::NoDefault {
+            driver: driver.to_owned(),
+        }),
+        _ => Err(SnapshotClassError::SeveralDefaults {
+            driver: driver.to_owned(),
+            classes: defaults,
+        }),
+    }
+}
+
+/// The deterministic name of the snapshot a request takes of a PVC:
+/// `fluxgate-<request uid>-<pvc>`, shortened with a stable hash when it would be too long.
+/// Deterministic so that a retry after a crash finds the snapshot instead of taking another.
+pub fn snapshot_name(request_uid: &str, pvc: &str) -> String {
+    const MAX: usize = 253;
+    let full = format!("fluxgate-{request_uid}-{pvc}");
+    if full.len() <= MAX {
+        return full;
+    }
+    let hash = format!("{:016x}", fnv1a(full.as_bytes()));
+    let keep = MAX - hash.len() - 1;
+    let mut cut = full[..keep].trim_end_matches(['-', '.']).to_owned();
+    cut.push('-');
+    cut.push_str(&hash);
+    cut
+}
+
+/// FNV-1a: tiny and, unlike std's hasher, guaranteed stable across Rust releases, which
+/// names that must survive an operator upgrade need.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// The VolumeSnapshot a request takes of a planned volume, labelled with app, request and
+/// PVC.
+pub fn snapshot_for(
+    volume: &PlannedVolume,
+    app: &str,
+    request: &str,
+    request_uid: &str,
+    class: &str,
+) -> VolumeSnapshot {
+    let labels = BTreeMap::from([
+        (APP_LABEL.to_owned(), app.to_owned()),
+        (REQUEST_LABEL.to_owned(), request.to_owned()),
+        (REQUEST_UID_LABEL.to_owned(), request_uid.to_owned()),
+        (PVC_LABEL.to_owned(), volume.name.clone()),
+    ]);
+    let mut snapshot = VolumeSnapshot::new(
+        &snapshot_name(request_uid, &volume.name),
+        VolumeSnapshotSpec {
+            source: VolumeSnapshotSource {
+                persistent_volume_claim_name: Some(volume.name.clone()),
+                rest: Map::new(),
+            },
+            volume_snapshot_class_name: Some(class.to_owned()),
+        },
+    );
+    snapshot.metadata.namespace = Some(volume.namespace.clone());
+    snapshot.metadata.labels = Some(labels);
+    snapshot
+}
+
+/// The PVC to recreate from `snapshot`: the captured spec (storage class, access modes,
+/// volume mode, labels, annotations), size `max(original, restoreSize)`, `dataSourceRef`
+/// to the snapshot, and an annotation naming the snapshot it came from.
+pub fn restored_claim(
+    volume: &PlannedVolume,
+    snapshot: &str,
+    restore_size: Option<&Quantity>,
+) -> PersistentVolumeClaim {
+    let size = match restore_size {
+        Some(restore)
+            if quantity_bytes(restore).unwrap_or(0) > quantity_bytes(&volume.size).unwrap_or(0) =>
+        {
+            restore.clone()
+        }
+        _ => volume.size.clone(),
+    };
+    let mut annotations = volume.annotations.clone();
+    annotations.insert(RESTORED_FROM_ANNOTATION.to_owned(), snapshot.to_owned());
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(volume.name.clone()),
+            namespace: Some(volume.namespace.clone()),
+            labels: (!volume.labels.is_empty()).then(|| volume.labels.clone()),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            storage_class_name: volume.storage_class_name.clone(),
+            access_modes: (!volume.access_modes.is_empty()).then(|| volume.access_modes.clone()),
+            volume_mode: volume.volume_mode.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), size)])),
+                ..Default::default()
+            }),
+            data_source_ref: Some(TypedObjectReference {
+                api_group: Some("snapshot.storage.k8s.io".to_owned()),
+                kind: "VolumeSnapshot".to_owned(),
+                name: snapshot.to_owned(),
+                namespace: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Whether a PVC was already restored from `snapshot` (so a retry does not restore twice).
+pub fn restored_from(claim: &PersistentVolumeClaim, snapshot: &str) -> bool {
+    claim
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTORED_FROM_ANNOTATION))
+        .is_some_and(|s| s == snapshot)
+}
+
+/// Whether a StorageClass binds its volumes only when a pod uses them; a restore must then
+/// not wait for `Bound`.
+pub fn binds_on_first_consumer(class: &StorageClass) -> bool {
+    class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
+}
+
+/// A Kubernetes quantity in bytes (`10Gi`, `500M`, `1e9`, `1073741824`); None when it is
+/// not a size this parser understands. Fractions are rounded down.
+pub fn quantity_bytes(quantity: &Quantity) -> Option<u128> {
+    let text = quantity.0.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    let multiplier: u128 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        exponent => 10u128.checked_pow(exponent.strip_prefix(['e', 'E'])?.parse().ok()?)?,
+    };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let fraction: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
+    };
+    whole
+        .checked_mul(multiplier)?
+        .checked_add(fraction.checked_mul(multiplier)? / scale)
+}
+
+/// One of an app's snapshots, for retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedSnapshot {
+    /// Name of the VolumeSnapshot.
+    pub name: String,
+    /// The PVC it belongs to.
+    pub pvc: String,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+}
+
+/// The snapshots retention deletes: per PVC, all but the newest `max_count`, and those
+/// older than `max_age_secs` — but never a PVC's newest snapshot.
+pub fn expired_snapshots(
+    snapshots: &[RetainedSnapshot],
+    max_count: usize,
+    max_age_secs: Option<i64>,
+    now: i64,
+) -> Vec<String> {
+    let mut by_pvc: BTreeMap<&str, Vec<&RetainedSnapshot>> = BTreeMap::new();
+    for snapshot in snapshots {
+        by_pvc.entry(&snapshot.pvc).or_default().push(snapshot);
+    }
+    let mut expired = Vec::new();
+    for mut list in by_pvc.into_values() {
+        list.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        for (index, snapshot) in list.iter().enumerate().skip(1) {
+            let too_many = index >= max_count.max(1);
+            let too_old = max_age_secs.is_some_and(|age| now - snapshot.created > age);
+            if too_many || too_old {
+                expired.push(snapshot.name.clone());
+            }
+        }
+    }
+    expired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn class(name: &str, driver: &str, default: bool) -> VolumeSnapshotClass {
+        serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+            "metadata": {"name": name, "annotations": {DEFAULT_CLASS_ANNOTATION: default.to_string()}},
+            "driver": driver, "deletionPolicy": "Delete"
+        }))
+        .unwrap()
+    }
+
+    fn volume() -> PlannedVolume {
+        PlannedVolume {
+            name: "data-db-0".into(),
+            namespace: "apps".into(),
+            storage_class_name: Some("fast".into()),
+            access_modes: vec!["ReadWriteOnce".into()],
+            volume_mode: Some("Filesystem".into()),
+            size: Quantity("10Gi".into()),
+            labels: BTreeMap::from([("app".into(), "db".into())]),
+            annotations: BTreeMap::from([("backup.example.com/tier".into(), "gold".into())]),
+            csi_driver: Some("hostpath.csi.k8s.io".into()),
+            snapshot_class_name: Some("csi-hostpath".into()),
+            restore_from: None,
+        }
+    }
+
+    #[test]
+    fn the_default_class_of_the_driver_is_chosen() {
+        let classes = vec![
+            class("a", "ebs.csi.aws.com", true),
+            class("b", "hostpath.csi.k8s.io", true),
+            class("c", "hostpath.csi.k8s.io", false),
+        ];
+        assert_eq!(
+            class_for_driver("hostpath.csi.k8s.io", None, &classes),
+            Ok("b".into())
+        );
+        assert_eq!(
+            class_for_driver("hostpath.csi.k8s.io", Some("c"), &classes),
+            Ok("c".into())
+        );
+        let err = class_for_driver("hostpath.csi.k8s.io", Some("a"), &classes).unwrap_err();
+        assert!(
+            err.to_string().contains("spec.snapshots.className"),
+            "{err}"
+        );
+        let err = class_for_driver("rbd.csi.ceph.com", None, &classes).unwrap_err();
+        assert!(
+            err.to_string().contains("rbd.csi.ceph.com")
+                && err.to_string().contains(DEFAULT_CLASS_ANNOTATION),
+            "{err}"
+        );
+        let two = vec![class("x", "d", true), class("y", "d", true)];
+        assert!(matches!(
+            class_for_driver("d", None, &two),
+            Err(SnapshotClassError::SeveralDefaults { .. })
+        ));
+    }
+
+    #[test]
+    fn snapshot_names_are_deterministic_and_bounded() {
+        let uid = "2f1c3a4b-0000-4000-8000-123456789abc";
+        assert_eq!(
+            snapshot_name(uid, "data-db-0"),
+            format!("fluxgate-{uid}-data-db-0")
+        );
+        let long_pvc = "p".repeat(240);
+        let name = snapshot_name(uid, &long_pvc);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_eq!(name, snapshot_name(uid, &long_pvc));
+        assert_ne!(name, snapshot_name(uid, &format!("{long_pvc}x")));
+    }
+
+    #[test]
+    fn a_snapshot_is_labelled_with_app_request_and_pvc() {
+        let snapshot = snapshot_for(&volume(), "db", "db-1-5-0", "uid-1", "csi-hostpath");
+        let labels = snapshot.metadata.labels.unwrap();
+        assert_eq!(labels[APP_LABEL], "db");
+        assert_eq!(labels[REQUEST_UID_LABEL], "uid-1");
+        assert_eq!(labels[PVC_LABEL], "data-db-0");
+        assert_eq!(snapshot.metadata.namespace.as_deref(), Some("apps"));
+        assert_eq!(
+            snapshot.spec.source.persistent_volume_claim_name.as_deref(),
+            Some("data-db-0")
+        );
+    }
+
+    #[test]
+    fn a_restored_claim_keeps_class_labels_modes_and_the_larger_size() {
+        let claim = restored_claim(&volume(), "snap-1", Some(&Quantity("12Gi".into())));
+        let spec = claim.spec.as_ref().unwrap();
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            spec.access_modes.as_deref(),
+            Some(&["ReadWriteOnce".to_owned()][..])
+        );
+        assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
+        assert_eq!(
+            spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
+            Quantity("12Gi".into())
+        );
+        assert_eq!(spec.data_source_ref.as_ref().unwrap().name, "snap-1");
+        assert_eq!(claim.metadata.labels.as_ref().unwrap()["app"], "db");
+        let annotations = claim.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["backup.example.com/tier"], "gold");
+        assert!(restored_from(&claim, "snap-1") && !restored_from(&claim, "snap-2"));
+        let smaller = restored_claim(&volume(), "snap-1", Some(&Quantity("5Gi".into())));
+        assert_eq!(
+            smaller.spec.unwrap().resources.unwrap().requests.unwrap()["storage"],
+            Quantity("10Gi".into())
+        );
+    }
+
+    #[test]
+    fn quantities_parse_to_bytes() {
+        for (text, bytes) in [
+            ("10Gi", 10u128 << 30),
+            ("1.5Gi", 3 << 29),
+            ("500M", 500_000_000),
+            ("1e3", 1000),
+            ("1024", 1024),
+            ("0.5Ki", 512),
+        ] {
+            assert_eq!(
+                quantity_bytes(&Quantity(text.into())),
+                Some(bytes),
+                "{text}"
+            );
+        }
+        assert_eq!(quantity_bytes(&Quantity("lots".into())), None);
+        assert_eq!(quantity_bytes(&Quantity("".into())), None);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_per_pvc() {
+        let snap = |name: &str, pvc: &str, created| RetainedSnapshot {
+            name: name.into(),
+            pvc: pvc.into(),
+            created,
+        };
+        let all = vec![
+            snap("a1", "a", 100),
+            snap("a2", "a", 200),
+            snap("a3", "a", 300),
+            snap("a4", "a", 400),
+            snap("b1", "b", 10),
+        ];
+        let mut expired = expired_snapshots(&all, 3, None, 1000);
+        expired.sort();
+        assert_eq!(expired, vec!["a1"]);
+        let mut expired = expired_snapshots(&all, 10, Some(650), 1000);
+        expired.sort();
+        assert_eq!(
+            expired,
+            vec!["a1", "a2", "a3"],
+            "old ones go, but b1 is b's newest and stays"
+        );
+    }
+}
