@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod discovery;
 pub mod flux;
+pub mod health;
 pub mod helm_release;
 pub mod required_apis;
 pub mod snapshots;
