@@ -290,6 +290,10 @@ pub struct RequestStatus {
     /// Why the request failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// When the app last became healthy during Verify; the request succeeds once health has
+    /// held for the ManagedApp's `health.stabilization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
     /// The RollbackRequest created for this upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_ref: Option<LocalObjectReference>,
