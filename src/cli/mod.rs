@@ -1,5 +1,7 @@
 //! The `fluxgate` command line: argument parsing and dispatch to each subcommand.
 
+pub mod manifest;
+
 use clap::{Parser, Subcommand};
 
 /// Fluxgate upgrades Flux-managed applications safely: snapshots, a Git commit and health
@@ -18,6 +20,8 @@ pub enum Command {
     Crd,
     /// Print the version of this binary.
     Version,
+    /// Read or change a version field in a YAML file, exactly as Fluxgate would.
+    Manifest(manifest::ManifestArgs),
 }
 
 /// Runs the parsed command line; the returned error is printed by `main`.
@@ -31,5 +35,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Manifest(args) => manifest::run(&args),
     }
 }

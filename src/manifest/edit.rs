@@ -2,7 +2,7 @@
 //! proves exactly one value changed.
 
 use super::document::{self, Chosen, DocSelector};
-use super::image::ImageRef;
+use super::image::{self, ImageRef};
 use super::path::{Segment, YamlPath};
 use super::scalar::{self, Context, PlainType};
 use super::tree::{self, Document, Node, NodeKind};
@@ -96,7 +96,7 @@ pub fn set(
     let target = locate(&chosen, path)?;
     let old = target.value.to_owned();
     let new = match format {
-        ValueFormat::Plain => new_value.to_owned(),
+        ValueFormat::Plain => with_plain_version(&old, new_value, path)?,
         ValueFormat::Image => with_image_version(&old, new_value, path)?,
     };
     check_new_value(&new)?;
@@ -139,6 +139,21 @@ pub fn set(
         old,
         new,
     })
+}
+
+/// A plain version replaces the whole scalar, but a value that pins a digest
+/// (`1.2.3@sha256:…`) is one unit: the new value must pin one too, or the old image keeps
+/// running under a new tag (or silently loses its pin).
+fn with_plain_version(old: &str, version: &str, path: &YamlPath) -> Result<String, ManifestError> {
+    let pins_digest = matches!(image::split_digest(old), Ok((_, Some(_))));
+    if pins_digest && !version.contains('@') {
+        return Err(ManifestError::DigestRequired {
+            path: path.to_string(),
+            current: old.to_owned(),
+            new: version.to_owned(),
+        });
+    }
+    Ok(version.to_owned())
 }
 
 fn with_image_version(old: &str, version: &str, path: &YamlPath) -> Result<String, ManifestError> {

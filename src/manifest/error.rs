@@ -104,7 +104,7 @@ pub enum ManifestError {
     },
 
     #[error(
-        "the image at `{path}` pins a digest (`{current}`) but the new version `{new}` has none; \
+        "the value at `{path}` pins a digest (`{current}`) but the new version `{new}` has none; \
          give the new version as `TAG@sha256:…` so the pin stays correct"
     )]
     DigestRequired {

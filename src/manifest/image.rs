@@ -91,7 +91,7 @@ impl fmt::Display for ImageRef {
 }
 
 /// Splits `text@algo:hex` into `text` and the checked digest.
-fn split_digest(text: &str) -> Result<(&str, Option<String>), String> {
+pub(crate) fn split_digest(text: &str) -> Result<(&str, Option<String>), String> {
     let Some((rest, digest)) = text.split_once('@') else {
         return Ok((text, None));
     };

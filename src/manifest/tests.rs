@@ -232,6 +232,62 @@ mod golden {
         );
     }
 
+    /// Small inputs for the scalar styles and placements real files use.
+    #[test]
+    fn edits_keep_style_and_surroundings() {
+        let cases = [
+            ("a: !!str 1.0\n", ".a", "1.10", "a: !!str 1.10\n"),
+            (
+                "\"version\": 1.2.3\n",
+                ".version",
+                "1.2.4",
+                "\"version\": 1.2.4\n",
+            ),
+            ("x: [a, 1.2.3]\n", ".x[1]", "a,b", "x: [a, \"a,b\"]\n"),
+            ("x: [a, 1.2.3]\n", ".x[1]", "1.3.0", "x: [a, 1.3.0]\n"),
+            (
+                "- {name: app, tag: 1.0}\n",
+                "[name=app].tag",
+                "2.0",
+                "- {name: app, tag: \"2.0\"}\n",
+            ),
+            ("\u{feff}a: 1.0.0\n", ".a", "1.0.1", "\u{feff}a: 1.0.1\n"),
+            (
+                "%YAML 1.2\n---\na: 'x'\n",
+                ".a",
+                "it's",
+                "%YAML 1.2\n---\na: 'it''s'\n",
+            ),
+            (
+                "a: \"x\"\n",
+                ".a",
+                "say \"hi\" \\o/",
+                "a: \"say \\\"hi\\\" \\\\o/\"\n",
+            ),
+            ("a: 1.0.0#not-a-comment\n", ".a", "2.0.0", "a: 2.0.0\n"),
+            ("a: multi\n  line\nb: 1\n", ".a", "one", "a: one\nb: 1\n"),
+            ("replicas: 2\n", ".replicas", "3", "replicas: 3\n"),
+            ("tag: 16\n", ".tag", "17-alpine", "tag: 17-alpine\n"),
+            (
+                "tag: 1.2.3\n",
+                ".tag",
+                "2024-01-15",
+                "tag: \"2024-01-15\"\n",
+            ),
+            (
+                "tag: \u{e9}t\u{e9}\n",
+                ".tag",
+                "\u{fc}ber",
+                "tag: \u{fc}ber\n",
+            ),
+            ("k: &a 1.0.0\n", ".k", "2.0.0", "k: &a 2.0.0\n"),
+        ];
+        for (input, path_text, value, expected) in cases {
+            let edit = set(input, None, &path(path_text), value, ValueFormat::Plain);
+            assert_eq!(edit.map(|e| e.text), Ok(expected.to_owned()), "{input:?}");
+        }
+    }
+
     #[test]
     fn plain_and_image_formats_read_the_same_field_differently() {
         let input = testdata("deployment_image_format.input.yaml");
@@ -486,6 +542,18 @@ spec:
         let text = format!("image: app:1.0@{OLD_DIGEST}\n");
         let err = set_err(&text, ".image", "1.1", ValueFormat::Image);
         assert_mentions(&err, "digest_required", &["`.image`", "TAG@sha256:"]);
+        // A digest-pinned tag is one unit in plain format too.
+        let tag = format!("tag: 1.0@{OLD_DIGEST}\n");
+        let err = set_err(&tag, ".tag", "1.1", ValueFormat::Plain);
+        assert_mentions(&err, "digest_required", &["`.tag`", "`1.1`"]);
+        let edit = set(
+            &tag,
+            None,
+            &path(".tag"),
+            &format!("1.1@{NEW_DIGEST}"),
+            ValueFormat::Plain,
+        );
+        assert_eq!(edit.map(|e| e.text), Ok(format!("tag: 1.1@{NEW_DIGEST}\n")));
     }
 
     #[test]
