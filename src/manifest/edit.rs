@@ -70,12 +70,13 @@ pub fn get_version(
                 reason,
             };
             let image = ImageRef::parse(&value).map_err(invalid)?;
-            image
-                .version()
-                .ok_or_else(|| invalid("it has no tag to read a version from".to_owned()))
+            image.version().ok_or_else(|| invalid(NO_TAG.to_owned()))
         }
     }
 }
+
+const NO_TAG: &str = "it has no tag; write the current tag (`name:TAG`) first, \
+    Fluxgate only replaces an existing one";
 
 /// Replaces the scalar at `path` with `new_value` (for [`ValueFormat::Image`]: `TAG` or
 /// `TAG@sha256:…`, replacing only the reference's tag and digest).
@@ -157,11 +158,16 @@ fn with_plain_version(old: &str, version: &str, path: &YamlPath) -> Result<Strin
 }
 
 fn with_image_version(old: &str, version: &str, path: &YamlPath) -> Result<String, ManifestError> {
-    let image = ImageRef::parse(old).map_err(|reason| ManifestError::InvalidImage {
+    let invalid = |reason: String| ManifestError::InvalidImage {
         path: path.to_string(),
         value: old.to_owned(),
         reason,
-    })?;
+    };
+    let image = ImageRef::parse(old).map_err(invalid)?;
+    // Same rule as `get_version`: only an existing tag is replaced, never added.
+    if image.tag.is_none() {
+        return Err(invalid(NO_TAG.to_owned()));
+    }
     match image.with_version(version) {
         Ok(updated) => Ok(updated.to_string()),
         Err(Some(reason)) => Err(ManifestError::InvalidValue {

@@ -365,6 +365,23 @@ spec:
     }
 
     #[test]
+    fn deep_nesting_is_a_syntax_error_not_a_crash() {
+        let depth = 100_000;
+        let deep = format!("a: {}1{}\n", "[".repeat(depth), "]".repeat(depth));
+        let err = set_err(&deep, ".a[0]", "2", ValueFormat::Plain);
+        assert_eq!(err.category(), "yaml_syntax", "{err}");
+        let mut block = String::new();
+        for level in 0..1_000 {
+            block.push_str(&format!("{}k:\n", " ".repeat(level)));
+        }
+        let err = get(&block, None, &path(".k")).err();
+        assert!(
+            err.is_some(),
+            "1,000 nested mappings must be refused or fail cleanly"
+        );
+    }
+
+    #[test]
     fn yaml_syntax_errors_are_reported_with_position() {
         let err = set_err("a: [1, 2\nb: 3\n", ".a[0]", "4", ValueFormat::Plain);
         assert_mentions(&err, "yaml_syntax", &["not valid YAML", "line"]);
@@ -528,6 +545,8 @@ spec:
         let untagged = "image: nginx\n";
         let err = get_version(untagged, None, &path(".image"), ValueFormat::Image).err();
         assert!(err.is_some_and(|e| e.category() == "invalid_image" && e.to_string().contains("no tag")));
+        let err = set_err(untagged, ".image", "1.27", ValueFormat::Image);
+        assert_mentions(&err, "invalid_image", &["no tag", "nginx"]);
         let err = set_err(
             "image: nginx:1.0\n",
             ".image",
@@ -810,6 +829,22 @@ mod properties {
         ]
     }
 
+    /// One line of text that is often, but not always, valid YAML.
+    fn yamlish_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => "[a-c]: [a-c0-9.]{1,5}",
+            3 => "  [a-c]: [a-c0-9.'\"]{1,5}",
+            2 => "[a-c]:",
+            2 => "- [a-c0-9.]{1,4}",
+            1 => "[a-c]: \\{[a-c]: [a-c0-9.]{1,3}\\}",
+            1 => " {0,4}[a-c]: ?[a-c0-9.'\"#&*!|>@{}\\[\\],:~-]{0,6}",
+            1 => " {0,4}- ?[a-c0-9.'\"#{}\\[\\]:-]{0,6}",
+            1 => "---",
+            1 => "# [ -~]{0,6}",
+            1 => "[ -~]{0,8}",
+        ]
+    }
+
     fn layout() -> impl Strategy<Value = Layout> {
         (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(crlf, flow, comments)| Layout {
             newline: if crlf { "\r\n" } else { "\n" },
@@ -857,6 +892,34 @@ mod properties {
             if edit.text.len() - value.len() == text.len() - old.len() || old == value {
                 // The value was written in its original style: the bytes come back exactly.
                 prop_assert_eq!(&back.text, &text);
+            }
+        }
+
+        /// Arbitrary YAML-ish text never panics, and whatever `set` accepts reads back as set.
+        #[test]
+        fn arbitrary_input_is_refused_or_edited_correctly(
+            lines in prop::collection::vec(yamlish_line(), 0..8),
+            crlf in any::<bool>(),
+            path_text in prop_oneof![
+                4 => "\\.[a-c]",
+                2 => "\\.[a-c]\\.[a-c]",
+                1 => "\\.[a-c]\\[[01]\\]",
+                1 => "\\[[01]\\]\\.?[a-c]?",
+                1 => "[.\\[\\]a-c0-2='\"]{1,8}",
+            ],
+            value in prop_oneof![4 => "[a-c0-9][a-c0-9.-]{0,6}", 1 => "[a-c0-9.:#@' \"-]{0,8}"],
+            image in any::<bool>(),
+        ) {
+            let text = lines.join(if crlf { "\r\n" } else { "\n" });
+            let Ok(yaml_path) = YamlPath::parse(&path_text) else {
+                return Ok(());
+            };
+            let format = if image { ValueFormat::Image } else { ValueFormat::Plain };
+            let read = get_version(&text, None, &yaml_path, format);
+            if let Ok(edit) = set(&text, None, &yaml_path, &value, format) {
+                prop_assert!(read.is_ok(), "set succeeded where get failed: {:?}", read);
+                let after = get_version(&edit.text, None, &yaml_path, format);
+                prop_assert_eq!(after.as_deref().ok(), Some(value.as_str()), "{:?}", edit.text);
             }
         }
 
