@@ -266,6 +266,40 @@ mod tests {
         );
     }
 
+    fn any_version() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[vV]?[0-9]{1,2}(\\.[0-9]{1,2}){0,2}",
+            "v?[0-9]\\.[0-9]\\.[0-9](-(rc|alpha|beta)(\\.[0-9])?)?(\\+b[0-9])?",
+            "[0-9]\\.[0-9]\\.[0-9]@sha256:[a-f]{4}",
+            "[a-z]{1,6}(-[0-9a-f]{3})?",
+            "\"[0-9]\\.[0-9]\\.[0-9]\"",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Ordering is a total order that agrees with equality, so sorting and `max` are
+        /// well defined whatever tags a registry returns.
+        #[test]
+        fn ordering_is_total_and_agrees_with_equality(
+            a in any_version(),
+            b in any_version(),
+            c in any_version(),
+        ) {
+            let (a, b, c) = (Version::parse(&a), Version::parse(&b), Version::parse(&c));
+            proptest::prop_assert_eq!(a == b, a.cmp(&b) == Ordering::Equal);
+            proptest::prop_assert_eq!(a.cmp(&b), b.cmp(&a).reverse());
+            if a <= b && b <= c {
+                proptest::prop_assert!(a <= c, "{} <= {} <= {}", a, b, c);
+            }
+            if let (Some(x), Some(y)) = (a.semver(), b.semver())
+                && x != y
+            {
+                proptest::prop_assert_eq!(a.cmp(&b), x.cmp(y));
+            }
+        }
+    }
+
     #[test]
     fn classifies_update_types() {
         let cases = [
