@@ -189,7 +189,7 @@ mod golden {
             let (start, old_end, _) = differing_range(&input, &edit.text);
             let changed_old = &input[start..old_end];
             assert!(
-                !changed_old.contains(['\n', '#']),
+                !changed_old.contains(['\r', '\n', '#']),
                 "{name}: change spans more than the scalar: {changed_old:?}"
             );
 
