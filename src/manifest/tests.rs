@@ -537,6 +537,29 @@ spec:
         assert_eq!(err.map(|e| e.category()), Some("alias_bomb"));
     }
 
+    /// Many anchors and aliases (legal, not a bomb) in a file near the size limit are read
+    /// in linear time.
+    #[test]
+    fn many_anchors_near_the_size_limit_are_fine() {
+        let mut text = String::new();
+        let mut index = 0;
+        while text.len() < MAX_FILE_BYTES - 100 {
+            text.push_str(&format!(
+                "a{index}: &x{index} v{index}\nb{index}: *x{index}\n"
+            ));
+            index += 1;
+        }
+        text.push_str("version: 1.0.0\n");
+        let started = std::time::Instant::now();
+        let edit = set(&text, None, &path(".version"), "1.0.1", ValueFormat::Plain);
+        assert_eq!(edit.map(|e| e.text.len()), Ok(text.len()));
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
     #[test]
     fn image_format_needs_an_image_reference() {
         let text = "image: \"not an image!\"\n";

@@ -6,6 +6,7 @@
 
 use super::ManifestError;
 use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, ScanError, Span, StructureStyle};
+use std::collections::HashMap;
 use std::ops::Range;
 
 /// Most nodes a document may expand to through aliases. A 1 MiB file without aliases has
@@ -115,8 +116,9 @@ struct Open {
 struct Builder {
     documents: Vec<Document>,
     stack: Vec<Open>,
-    /// Expanded size of each anchored node, by anchor id, for alias-bomb accounting.
-    anchor_sizes: Vec<(usize, usize)>,
+    /// Expanded size of each anchored node, by anchor id, for alias-bomb accounting. (A map,
+    /// not a list: a hostile file may hold many thousands of anchors and aliases.)
+    anchor_sizes: HashMap<usize, usize>,
 }
 
 fn byte_range(span: &Span) -> Range<usize> {
@@ -146,12 +148,7 @@ impl Builder {
                 self.finish(node, 1)?;
             }
             Event::Alias(anchor) => {
-                let size = self
-                    .anchor_sizes
-                    .iter()
-                    .rev()
-                    .find(|(id, _)| *id == anchor)
-                    .map_or(1, |(_, size)| *size);
+                let size = self.anchor_sizes.get(&anchor).copied().unwrap_or(1);
                 let node = Node {
                     kind: NodeKind::Alias { anchor },
                     span: range,
@@ -209,7 +206,7 @@ impl Builder {
             });
         }
         if node.anchor != 0 {
-            self.anchor_sizes.push((node.anchor, expanded));
+            self.anchor_sizes.insert(node.anchor, expanded);
         }
         let Some(parent) = self.stack.last_mut() else {
             let empty = node.span.is_empty() && node.scalar().is_some();
