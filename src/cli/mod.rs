@@ -1,5 +1,6 @@
 //! The `fluxgate` command line: argument parsing and dispatch to each subcommand.
 
+pub mod manifest;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the version of this binary.
     Version,
+    /// Read or change a version field in a YAML file, exactly as Fluxgate would.
+    Manifest(manifest::ManifestArgs),
 }
 
 /// Arguments of `fluxgate crd`.
@@ -43,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Manifest(args) => manifest::run(&args),
     }
 }
 
