@@ -6,3 +6,4 @@ pub mod cli;
 pub mod cluster;
 pub mod manifest;
 pub mod telemetry;
+pub mod workflow;

@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 pub enum Phase {
+    /// The first reconcile: references and target validated, the app's lock taken and the
+    /// plan persisted (appears in the audit trail and as a failure's phase).
+    Admit,
     /// Waiting for the app's lock, held by another request (FIFO by creation time).
     Queued,
     /// Dry-run checks: Git readable and editable, Flux objects patchable, snapshot classes.

@@ -1,0 +1,20 @@
+//! Pure phase machines for UpgradeRequest and RollbackRequest: (request, app policy,
+//! status, observations) → decision — the new status plus the idempotent side effects to
+//! perform. No I/O at all, so every decision is unit-testable. The controller observes,
+//! calls [`decide`], performs the actions, and writes the returned status once.
+
+pub mod actions;
+mod machine;
+pub mod observations;
+pub mod policy;
+mod transitions;
+
+#[cfg(test)]
+mod tests;
+
+pub use actions::{Action, Decision, Finish, Note};
+pub use machine::{decide, on_action_error, rollback_name};
+pub use observations::{
+    ClaimState, CommitState, LockState, Observed, Problem, SnapshotState, object_key,
+};
+pub use policy::{AppPolicy, Request, RequestKind};

@@ -1,0 +1,144 @@
+//! What the controller saw this reconcile, in the terms the machine decides on. Objects
+//! are keyed by [`object_key`] so observations never depend on list order.
+
+use crate::api::{CommitRecord, Phase, Plan};
+use crate::cluster::flux::progress::Progress;
+use crate::cluster::health::HealthReport;
+use crate::cluster::workloads::PodMount;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::BTreeMap;
+
+/// The key of an object in observations: `Kind/namespace/name`.
+pub fn object_key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// Something that went wrong, with a CamelCase reason and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason, e.g. `FluxObjectNotFound`.
+    pub reason: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Whether trying again (within the phase's time) can succeed.
+    pub retryable: bool,
+}
+
+impl Problem {
+    /// A problem that retrying will not fix.
+    pub fn terminal(reason: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            reason: reason.to_owned(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A problem that may go away (API 409/429/5xx, network, a push race).
+    pub fn retryable(reason: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            reason: reason.to_owned(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// Who holds the app's lock (`ManagedApp.status.activeOperation`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// Nobody.
+    Free,
+    /// This request.
+    Ours,
+    /// The upgrade this rollback undoes, which hands the lock over (it is rolling back or
+    /// frozen).
+    HandedOver,
+    /// Another request, by name.
+    HeldBy(String),
+}
+
+/// A VolumeSnapshot the request takes, as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotState {
+    /// Whether it is ready to use.
+    pub ready: bool,
+    /// The snapshotter's error, if any.
+    pub error: Option<String>,
+    /// Its restore size, once known.
+    pub restore_size: Option<Quantity>,
+}
+
+/// A PVC being restored, as observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimState {
+    /// It is being deleted.
+    pub terminating: bool,
+    /// The snapshot it was restored from (its `fluxgate.dev/restored-from` annotation).
+    pub restored_from: Option<String>,
+    /// It is bound to a volume.
+    pub bound: bool,
+    /// Its StorageClass binds on first consumer, so `Bound` is not to be waited for.
+    pub waits_for_first_consumer: bool,
+}
+
+/// The request's commit, looked up in Git by its `Fluxgate-Request-UID` trailer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CommitState {
+    /// Not looked up this reconcile (outside Commit/Revert).
+    #[default]
+    Unknown,
+    /// No commit of ours on the branch yet.
+    NotFound,
+    /// Our commit is on the branch.
+    Pushed(CommitRecord),
+    /// The branch already holds the target versions without a commit of ours (someone else
+    /// pushed them): the head is what Flux must apply.
+    AlreadyAtTarget(CommitRecord),
+}
+
+/// The child RollbackRequest of an upgrade, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildRollback {
+    /// Its phase, if admitted.
+    pub phase: Option<Phase>,
+    /// Its failure message, if it failed.
+    pub failure: Option<String>,
+}
+
+/// Everything observed in one reconcile. Fields a phase does not need may stay at their
+/// defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The time of this reconcile.
+    pub now: Timestamp,
+    /// Who holds the app's lock.
+    pub lock: Option<LockState>,
+    /// This request is the oldest one waiting for the app (FIFO by creation).
+    pub first_in_queue: bool,
+    /// The plan, or why the request cannot be admitted (computed when it may be).
+    pub admission: Option<Result<Plan, Problem>>,
+    /// Dry-run preflight result.
+    pub preflight: Option<Result<(), Problem>>,
+    /// `spec.suspend` of each planned Flux object, by [`object_key`]; absent = not found.
+    pub flux_suspended: BTreeMap<String, bool>,
+    /// `spec.replicas` of each planned workload, by [`object_key`]; absent = not found.
+    pub replicas: BTreeMap<String, i32>,
+    /// Pods that still hold planned volumes.
+    pub mounts: Vec<PodMount>,
+    /// Snapshots the request takes, by `namespace/pvc`.
+    pub snapshots: BTreeMap<String, SnapshotState>,
+    /// Restored PVCs, by `namespace/pvc`; absent = the PVC does not exist.
+    pub claims: BTreeMap<String, ClaimState>,
+    /// The request's commit.
+    pub commit: CommitState,
+    /// Whether Flux has applied the commit (Reconcile).
+    pub flux_progress: Option<Progress>,
+    /// The app's health (Verify).
+    pub health: Option<HealthReport>,
+    /// helm-controller remediation of the release (Reconcile, Verify): a failure.
+    pub remediation: Option<Problem>,
+    /// The upgrade's RollbackRequest (RollingBack).
+    pub rollback: Option<ChildRollback>,
+}

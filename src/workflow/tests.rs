@@ -1,0 +1,1052 @@
+//! Table-driven transition tests and property tests of the phase machine.
+
+use super::observations::ChildRollback;
+use super::*;
+use crate::api::{
+    CommitRecord, FluxObjectKind, OnFailure, Phase, PhaseOutcome, Plan, PlannedFluxObject,
+    PlannedVolume, PlannedWorkload, RequestStatus, WorkloadKind,
+};
+use crate::cluster::flux::progress::Progress;
+use crate::cluster::health::{HealthReport, ObjectHealth};
+use crate::cluster::workloads::{PodMount, PodOwner};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn request(kind: RequestKind) -> Request {
+    Request {
+        kind,
+        name: "db-1-5-0".into(),
+        uid: "uid-1".into(),
+        generation: Some(1),
+        dry_run: false,
+        skip_snapshot: false,
+        deleting: false,
+    }
+}
+
+fn upgrade() -> Request {
+    request(RequestKind::Upgrade)
+}
+
+fn app(on_failure: OnFailure) -> AppPolicy {
+    let mut spec: crate::api::ManagedAppSpec = serde_json::from_value(serde_json::json!({
+        "source": {"kind": "HelmRelease", "name": "db"}, "git": {"file": "apps/db.yaml"}
+    }))
+    .unwrap();
+    spec.rollback.on_failure = on_failure;
+    AppPolicy::from_spec(&spec)
+}
+
+fn flux(kind: FluxObjectKind, name: &str, was_suspended: bool) -> PlannedFluxObject {
+    PlannedFluxObject {
+        kind,
+        name: name.into(),
+        namespace: "flux-system".into(),
+        was_suspended,
+    }
+}
+
+fn plan() -> Plan {
+    Plan {
+        from: BTreeMap::from([("chart".into(), "1.4.0".into())]),
+        to: BTreeMap::from([("chart".into(), "1.5.0".into())]),
+        git: None,
+        flux_objects: vec![
+            flux(FluxObjectKind::Kustomization, "apps", false),
+            flux(FluxObjectKind::Kustomization, "infra", true),
+            flux(FluxObjectKind::HelmRelease, "db", false),
+        ],
+        workloads: vec![PlannedWorkload {
+            kind: WorkloadKind::StatefulSet,
+            name: "db".into(),
+            namespace: "apps".into(),
+            replicas: 2,
+            autoscaler: None,
+        }],
+        volumes: vec![volume("data-db-0"), volume("data-db-1")],
+    }
+}
+
+fn volume(name: &str) -> PlannedVolume {
+    PlannedVolume {
+        name: name.into(),
+        namespace: "apps".into(),
+        storage_class_name: Some("fast".into()),
+        access_modes: vec!["ReadWriteOnce".into()],
+        volume_mode: None,
+        size: Quantity("1Gi".into()),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        csi_driver: Some("hostpath.csi.k8s.io".into()),
+        snapshot_class_name: Some("snap".into()),
+        restore_from: None,
+    }
+}
+
+fn flux_key(o: &PlannedFluxObject) -> String {
+    object_key(&format!("{:?}", o.kind), &o.namespace, &o.name)
+}
+
+fn workload_key(w: &PlannedWorkload) -> String {
+    object_key(&format!("{:?}", w.kind), &w.namespace, &w.name)
+}
+
+/// A world at rest before the request: Flux as planned, workloads at their replicas.
+fn world(plan: &Plan, now: i64) -> Observed {
+    Observed {
+        now: t(now),
+        lock: Some(LockState::Ours),
+        first_in_queue: true,
+        flux_suspended: plan
+            .flux_objects
+            .iter()
+            .map(|o| (flux_key(o), o.was_suspended))
+            .collect(),
+        replicas: plan
+            .workloads
+            .iter()
+            .map(|w| (workload_key(w), w.replicas))
+            .collect(),
+        commit: CommitState::Unknown,
+        ..Default::default()
+    }
+}
+
+/// A status in `phase`, started at `started`.
+fn in_phase(phase: Phase, started: i64) -> RequestStatus {
+    RequestStatus {
+        phase: Some(phase),
+        phase_started_at: Some(Time(t(started))),
+        plan: Some(plan()),
+        ..Default::default()
+    }
+}
+
+fn sha() -> CommitRecord {
+    CommitRecord {
+        sha: "0123456789abcdef0123456789abcdef01234567".into(),
+        message: "fluxgate: upgrade".into(),
+        url: None,
+    }
+}
+
+#[test]
+fn the_creating_reconcile_persists_the_plan_and_touches_nothing() {
+    let mut observed = world(&plan(), 0);
+    observed.lock = Some(LockState::Free);
+    observed.admission = Some(Ok(plan()));
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &RequestStatus::default(),
+        &observed,
+    );
+    assert_eq!(
+        d.actions,
+        vec![Action::TakeLock],
+        "only the lock, no side effect"
+    );
+    assert_eq!(d.status.phase, Some(Phase::Suspend));
+    assert_eq!(d.status.plan, Some(plan()));
+    assert_eq!(d.status.target.as_deref(), Some("1.5.0"));
+    let trail: Vec<(Phase, Option<PhaseOutcome>)> = d
+        .status
+        .phases
+        .iter()
+        .map(|p| (p.name, p.outcome))
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            (Phase::Admit, Some(PhaseOutcome::Succeeded)),
+            (Phase::Suspend, None)
+        ]
+    );
+}
+
+#[test]
+fn a_second_request_queues_until_the_lock_is_free() {
+    let mut observed = world(&plan(), 0);
+    observed.lock = Some(LockState::HeldBy("db-first".into()));
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &RequestStatus::default(),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    assert!(d.actions.is_empty() && d.status.plan.is_none());
+    // Free, but an older request waits too: still queued, status unchanged.
+    observed.lock = Some(LockState::Free);
+    observed.first_in_queue = false;
+    let again = decide(&upgrade(), &app(OnFailure::Rollback), &d.status, &observed);
+    assert_eq!(again.status.phase, Some(Phase::Queued));
+    assert!(again.actions.is_empty());
+    observed.first_in_queue = true;
+    observed.admission = Some(Ok(plan()));
+    let admitted = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &again.status,
+        &observed,
+    );
+    assert_eq!(admitted.status.phase, Some(Phase::Suspend));
+    assert_eq!(admitted.actions, vec![Action::TakeLock]);
+    let names: Vec<Phase> = admitted.status.phases.iter().map(|p| p.name).collect();
+    assert_eq!(names, vec![Phase::Queued, Phase::Admit, Phase::Suspend]);
+}
+
+#[test]
+fn an_invalid_request_is_refused_at_admission_with_its_reason() {
+    let mut observed = world(&plan(), 0);
+    observed.lock = Some(LockState::Free);
+    observed.admission = Some(Err(Problem::terminal(
+        "FailedVersion",
+        "chart 1.5.0 was rolled back before; set force: true to try it again",
+    )));
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &RequestStatus::default(),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    let failure = d.status.failure.unwrap();
+    assert_eq!(
+        (failure.phase, failure.reason.as_str()),
+        (Phase::Admit, "FailedVersion")
+    );
+    assert!(
+        d.actions.is_empty(),
+        "nothing was touched, the lock was not ours"
+    );
+}
+
+#[test]
+fn suspend_goes_parent_first_and_skips_already_suspended_objects() {
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Suspend, 0),
+        &world(&plan(), 1),
+    );
+    let suspended: Vec<String> = d
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::SetSuspend {
+                object,
+                suspend: true,
+            } => object.name.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        suspended,
+        vec!["apps", "db"],
+        "parent first; infra was already suspended"
+    );
+    assert_eq!(d.status.phase, Some(Phase::Suspend));
+
+    let mut done = world(&plan(), 2);
+    done.flux_suspended.values_mut().for_each(|s| *s = true);
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Suspend, 0),
+        &done,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Quiesce));
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn a_missing_flux_object_fails_before_the_commit_and_is_undone() {
+    let mut observed = world(&plan(), 1);
+    observed
+        .flux_suspended
+        .remove(&flux_key(&plan().flux_objects[2]));
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Suspend, 0),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+    assert_eq!(
+        d.status.failure.as_ref().unwrap().reason,
+        "FluxObjectNotFound"
+    );
+}
+
+#[test]
+fn quiesce_scales_to_zero_and_waits_for_pods_to_let_go() {
+    let mut observed = world(&plan(), 1);
+    observed.mounts = vec![PodMount {
+        pod: "db-0".into(),
+        claims: ["data-db-0".to_owned()].into(),
+        owner: PodOwner::StatefulSet("db".into()),
+    }];
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Quiesce, 0),
+        &observed,
+    );
+    assert!(matches!(
+        &d.actions[..],
+        [Action::Scale { replicas: 0, .. }]
+    ));
+    assert_eq!(d.status.phase, Some(Phase::Quiesce));
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("db-0 (StatefulSet db)"))
+    );
+
+    observed.replicas.values_mut().for_each(|r| *r = 0);
+    observed.mounts.clear();
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Quiesce, 0),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Snapshot));
+}
+
+#[test]
+fn a_daemonset_holding_a_volume_is_a_blocker() {
+    let mut observed = world(&plan(), 1);
+    observed.mounts = vec![PodMount {
+        pod: "agent-x".into(),
+        claims: ["data-db-0".to_owned()].into(),
+        owner: PodOwner::DaemonSet("agent".into()),
+    }];
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Quiesce, 0),
+        &observed,
+    );
+    let failure = d.status.failure.unwrap();
+    assert_eq!(failure.reason, "VolumeInUse");
+    assert!(
+        failure.message.contains("DaemonSet agent"),
+        "{}",
+        failure.message
+    );
+}
+
+#[test]
+fn snapshots_are_created_once_named_by_uid_and_their_errors_are_shown() {
+    let observed = world(&plan(), 1);
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Snapshot, 0),
+        &observed,
+    );
+    let names: Vec<String> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CreateSnapshot { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec!["fluxgate-uid-1-data-db-0", "fluxgate-uid-1-data-db-1"]
+    );
+
+    let mut observed = world(&plan(), 2);
+    observed.snapshots.insert(
+        "apps/data-db-0".into(),
+        SnapshotState {
+            ready: true,
+            ..Default::default()
+        },
+    );
+    observed.snapshots.insert(
+        "apps/data-db-1".into(),
+        SnapshotState {
+            error: Some("quota exceeded".into()),
+            ..Default::default()
+        },
+    );
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Snapshot, 0),
+        &observed,
+    );
+    assert!(
+        d.actions.is_empty(),
+        "existing snapshots are not created again"
+    );
+    assert_eq!(d.status.phase, Some(Phase::Snapshot));
+    assert_eq!(
+        d.status.snapshots[1].error.as_deref(),
+        Some("quota exceeded")
+    );
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("data-db-1: quota exceeded"))
+    );
+
+    observed.snapshots.get_mut("apps/data-db-1").unwrap().ready = true;
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Snapshot, 0),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Commit));
+}
+
+#[test]
+fn skip_snapshot_goes_straight_to_commit() {
+    let mut skipping = upgrade();
+    skipping.skip_snapshot = true;
+    let d = decide(
+        &skipping,
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Snapshot, 0),
+        &world(&plan(), 1),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Commit));
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.phases.last().map(|p| p.name), Some(Phase::Commit));
+}
+
+#[test]
+fn commit_pushes_once_and_advances_when_git_has_it() {
+    let mut observed = world(&plan(), 1);
+    observed.commit = CommitState::NotFound;
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Commit, 0),
+        &observed,
+    );
+    assert!(
+        matches!(&d.actions[..], [Action::Commit { versions, .. }] if versions["chart"] == "1.5.0")
+    );
+    assert_eq!(d.requeue_after, Some(Duration::ZERO));
+    // After a crash between push and status write, the trailer lookup finds it: no new push.
+    observed.commit = CommitState::Pushed(sha());
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Commit, 0),
+        &observed,
+    );
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status.commit, Some(sha()));
+    assert_eq!(d.status.phase, Some(Phase::Reconcile));
+}
+
+#[test]
+fn reconcile_resumes_children_last_and_restores_replicas_flux_left_at_zero() {
+    let mut observed = world(&plan(), 1);
+    observed.flux_suspended.values_mut().for_each(|s| *s = true);
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::Reconcile, 0)
+    };
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    let resumed: Vec<String> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetSuspend {
+                object,
+                suspend: false,
+            } => Some(object.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resumed,
+        vec!["apps", "db"],
+        "parents first, children last; infra was suspended before and stays so"
+    );
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::RequestReconcile { .. }))
+    );
+
+    let mut observed = world(&plan(), 2);
+    observed.replicas.values_mut().for_each(|r| *r = 0);
+    observed.flux_progress = Some(Progress::Waiting(
+        "Kustomization apps last applied main@sha1:old".into(),
+    ));
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Reconcile),
+        "a stale Ready is not progress"
+    );
+    observed.flux_progress = Some(Progress::Done);
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Scale { replicas: 2, .. }))
+    );
+    assert_eq!(d.status.phase, Some(Phase::Reconcile));
+    observed.replicas.values_mut().for_each(|r| *r = 2);
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Verify));
+}
+
+fn health(healthy: bool) -> HealthReport {
+    HealthReport {
+        objects: vec![ObjectHealth {
+            object: "StatefulSet apps/db".into(),
+            healthy,
+            reason: "x".into(),
+        }],
+    }
+}
+
+#[test]
+fn verify_requires_health_to_hold_for_the_stabilization_time() {
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::Verify, 0)
+    };
+    let app = app(OnFailure::Rollback);
+    let mut observed = world(&plan(), 10);
+    observed.health = Some(health(true));
+    let first = decide(&upgrade(), &app, &status, &observed);
+    assert_eq!(first.status.healthy_since, Some(Time(t(10))));
+    assert_eq!(first.requeue_after, Some(Duration::from_secs(30)));
+    observed.now = t(25);
+    observed.health = Some(health(false));
+    let flapped = decide(&upgrade(), &app, &first.status, &observed);
+    assert_eq!(
+        flapped.status.healthy_since, None,
+        "unhealthy resets the clock"
+    );
+    observed.now = t(30);
+    observed.health = Some(health(true));
+    let again = decide(&upgrade(), &app, &flapped.status, &observed);
+    observed.now = t(61);
+    let done = decide(&upgrade(), &app, &again.status, &observed);
+    assert_eq!(done.status.phase, Some(Phase::Succeeded));
+    let Some(Action::Finish(finish)) = done.actions.first() else {
+        panic!("{:?}", done.actions)
+    };
+    assert_eq!(finish.current_versions.as_ref().unwrap()["chart"], "1.5.0");
+    assert!(finish.release_lock);
+    assert!(
+        done.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+}
+
+#[test]
+fn a_phase_timeout_fires_from_the_persisted_start_even_after_a_restart() {
+    // The operator restarted: the only memory is phaseStartedAt in the status.
+    let status = in_phase(Phase::Quiesce, 0);
+    let mut observed = world(&plan(), 5 * 60 - 1);
+    observed.mounts = vec![PodMount {
+        pod: "db-0".into(),
+        claims: ["data-db-0".to_owned()].into(),
+        owner: PodOwner::Job("x".into()),
+    }];
+    let waiting = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(waiting.status.phase, Some(Phase::Quiesce));
+    assert_eq!(
+        waiting.requeue_after,
+        Some(Duration::from_secs(1)),
+        "wakes up when the timeout is due"
+    );
+    observed.now = t(5 * 60);
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &waiting.status,
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+    let failure = d.status.failure.unwrap();
+    assert_eq!(
+        (failure.phase, failure.reason.as_str()),
+        (Phase::Quiesce, "Timeout")
+    );
+    assert!(
+        failure.message.contains("db-0 (Job x)"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(d.status.phases.last().map(|p| p.name), Some(Phase::Resume));
+}
+
+#[test]
+fn a_clock_behind_the_phase_start_does_not_fire_the_timeout() {
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Suspend, 100),
+        &world(&plan(), -500),
+    );
+    assert_eq!(d.status.phase, Some(Phase::Suspend));
+}
+
+#[test]
+fn failure_after_the_commit_follows_on_failure() {
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::Verify, 0)
+    };
+    let mut observed = world(&plan(), 10);
+    observed.remediation = Some(Problem::terminal(
+        "HelmRemediated",
+        "helm-controller rolled the release back",
+    ));
+
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::RollingBack));
+    assert_eq!(
+        d.actions,
+        vec![Action::CreateRollback {
+            name: "db-1-5-0-rollback".into()
+        }]
+    );
+
+    let d = decide(&upgrade(), &app(OnFailure::Freeze), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    assert!(
+        matches!(&d.actions[..], [Action::Finish(f)] if !f.release_lock && f.result == Some(Phase::Frozen))
+    );
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.warning && n.message.contains("FROZEN"))
+    );
+
+    let d = decide(&upgrade(), &app(OnFailure::Resume), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+}
+
+#[test]
+fn rolling_back_ends_when_the_rollback_does() {
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::RollingBack, 0)
+    };
+    let mut observed = world(&plan(), 10);
+    observed.rollback = Some(ChildRollback {
+        phase: Some(Phase::Restore),
+        failure: None,
+    });
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::RollingBack));
+    assert!(d.actions.is_empty());
+    observed.rollback = Some(ChildRollback {
+        phase: Some(Phase::Succeeded),
+        failure: None,
+    });
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::RolledBack));
+    assert_eq!(
+        d.status.rollback_ref.as_ref().map(|r| r.name.as_str()),
+        Some("db-1-5-0-rollback")
+    );
+}
+
+#[test]
+fn deleting_a_running_request_undoes_it_before_it_goes() {
+    let mut deleting = upgrade();
+    deleting.deleting = true;
+    let mut observed = world(&plan(), 10);
+    observed.flux_suspended.values_mut().for_each(|s| *s = true);
+    observed.replicas.values_mut().for_each(|r| *r = 0);
+    let d = decide(
+        &deleting,
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Snapshot, 0),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+    assert!(!d.remove_finalizer);
+    let d = decide(&deleting, &app(OnFailure::Rollback), &d.status, &observed);
+    assert_eq!(
+        d.actions.len(),
+        3,
+        "two Flux objects resumed (infra stays suspended) and one workload restored: {:?}",
+        d.actions
+    );
+    assert!(!d.remove_finalizer);
+    let restored = world(&plan(), 11);
+    let d = decide(&deleting, &app(OnFailure::Rollback), &d.status, &restored);
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(d.status.failure.as_ref().unwrap().reason, "Cancelled");
+    assert!(d.remove_finalizer);
+}
+
+#[test]
+fn a_dry_run_cycles_and_puts_everything_back_without_commit_or_snapshot() {
+    let mut dry = upgrade();
+    dry.dry_run = true;
+    let app = app(OnFailure::Rollback);
+    let mut observed = world(&plan(), 0);
+    observed.lock = Some(LockState::Free);
+    observed.admission = Some(Ok(plan()));
+    observed.preflight = Some(Ok(()));
+    let mut status = RequestStatus::default();
+    let mut phases = Vec::new();
+    for step in 0..20 {
+        observed.now = t(step);
+        let d = decide(&dry, &app, &status, &observed);
+        for action in &d.actions {
+            match action {
+                Action::SetSuspend { object, suspend } => {
+                    observed.flux_suspended.insert(flux_key(object), *suspend);
+                }
+                Action::Scale { workload, replicas } => {
+                    observed.replicas.insert(workload_key(workload), *replicas);
+                }
+                Action::TakeLock | Action::Finish(_) => {}
+                other => panic!("a dry run must not {other:?}"),
+            }
+        }
+        status = d.status;
+        if phases.last() != status.phase.as_ref() {
+            phases.push(status.phase.unwrap());
+        }
+    }
+    assert_eq!(
+        phases,
+        vec![
+            Phase::Preflight,
+            Phase::Suspend,
+            Phase::Quiesce,
+            Phase::Resume,
+            Phase::Succeeded
+        ]
+    );
+    assert_eq!(observed.flux_suspended, world(&plan(), 0).flux_suspended);
+    assert_eq!(observed.replicas, world(&plan(), 0).replicas);
+}
+
+#[test]
+fn a_rollback_deletes_and_recreates_each_volume_once() {
+    let mut rollback_plan = plan();
+    for v in &mut rollback_plan.volumes {
+        v.restore_from = Some(format!("fluxgate-up-{}", v.name));
+    }
+    let status = RequestStatus {
+        plan: Some(rollback_plan.clone()),
+        ..in_phase(Phase::Restore, 0)
+    };
+    let rollback = request(RequestKind::Rollback);
+    let mut observed = world(&rollback_plan, 1);
+    observed.claims.insert(
+        "apps/data-db-0".into(),
+        ClaimState {
+            bound: true,
+            ..Default::default()
+        },
+    );
+    let d = decide(&rollback, &app(OnFailure::Rollback), &status, &observed);
+    assert!(
+        matches!(&d.actions[..], [Action::DeleteClaim { volume }, Action::RestoreClaim { snapshot, .. }]
+        if volume.name == "data-db-0" && snapshot == "fluxgate-up-data-db-1")
+    );
+    observed.claims.insert(
+        "apps/data-db-0".into(),
+        ClaimState {
+            terminating: true,
+            bound: true,
+            ..Default::default()
+        },
+    );
+    observed.claims.insert(
+        "apps/data-db-1".into(),
+        ClaimState {
+            restored_from: Some("fluxgate-up-data-db-1".into()),
+            waits_for_first_consumer: true,
+            ..Default::default()
+        },
+    );
+    let d = decide(&rollback, &app(OnFailure::Rollback), &status, &observed);
+    assert!(
+        d.actions.is_empty(),
+        "a terminating PVC is waited for; a restored one is left alone: {:?}",
+        d.actions
+    );
+    observed.claims.insert(
+        "apps/data-db-0".into(),
+        ClaimState {
+            restored_from: Some("fluxgate-up-data-db-0".into()),
+            bound: true,
+            ..Default::default()
+        },
+    );
+    let d = decide(&rollback, &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Revert),
+        "WaitForFirstConsumer is not waited on for Bound"
+    );
+}
+
+#[test]
+fn a_successful_rollback_records_the_undone_versions_as_failed() {
+    let mut rollback_plan = plan();
+    std::mem::swap(&mut rollback_plan.from, &mut rollback_plan.to);
+    let status = RequestStatus {
+        plan: Some(rollback_plan),
+        commit: Some(sha()),
+        ..in_phase(Phase::Verify, 0)
+    };
+    let mut observed = world(&plan(), 100);
+    observed.health = Some(health(true));
+    let first = decide(
+        &request(RequestKind::Rollback),
+        &app(OnFailure::Rollback),
+        &status,
+        &observed,
+    );
+    observed.now = t(200);
+    let d = decide(
+        &request(RequestKind::Rollback),
+        &app(OnFailure::Rollback),
+        &first.status,
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    let Some(Action::Finish(finish)) = d.actions.first() else {
+        panic!("{:?}", d.actions)
+    };
+    assert_eq!(finish.failed_versions["chart"], "1.5.0");
+    assert_eq!(finish.current_versions.as_ref().unwrap()["chart"], "1.4.0");
+}
+
+#[test]
+fn errors_from_actions_retry_or_fail_by_kind() {
+    let status = in_phase(Phase::Suspend, 0);
+    let observed = world(&plan(), 1);
+    let retry = on_action_error(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &status,
+        &Problem::retryable("ApiError", "HTTP 500 from the API server"),
+        &observed,
+    );
+    assert_eq!(retry.status.phase, Some(Phase::Suspend));
+    assert_eq!(retry.requeue_after, Some(Duration::from_secs(5)));
+    assert!(
+        retry
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("retrying after ApiError"))
+    );
+    let terminal = on_action_error(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &status,
+        &Problem::terminal("Forbidden", "RBAC denies patching HelmRelease"),
+        &observed,
+    );
+    assert_eq!(terminal.status.phase, Some(Phase::Resume));
+    assert_eq!(terminal.status.failure.unwrap().reason, "Forbidden");
+}
+
+#[test]
+fn deciding_twice_on_the_same_world_writes_nothing_new() {
+    // Conditions keep their transition time, so an unchanged world gives an identical
+    // status and the controller skips the write (no self-triggering loop).
+    let mut observed = world(&plan(), 1);
+    observed.mounts = vec![PodMount {
+        pod: "db-0".into(),
+        claims: ["data-db-0".to_owned()].into(),
+        owner: PodOwner::StatefulSet("db".into()),
+    }];
+    let first = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Quiesce, 0),
+        &observed,
+    );
+    observed.now = t(2);
+    let second = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &first.status,
+        &observed,
+    );
+    assert_eq!(first.status, second.status);
+}
+
+#[test]
+fn terminal_phases_are_sticky() {
+    for phase in [
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::RolledBack,
+        Phase::Frozen,
+    ] {
+        let status = in_phase(phase, 0);
+        let mut observed = world(&plan(), 10_000);
+        observed.admission = Some(Ok(plan()));
+        observed.flux_suspended.values_mut().for_each(|s| *s = true);
+        let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+        assert_eq!(d.status, status, "{phase:?}");
+        assert!(d.actions.is_empty());
+    }
+}
+
+mod properties {
+    //! Random worlds: actions take effect only sometimes, health and Flux answer at random.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Turn {
+        applies: bool,
+        pods_gone: bool,
+        snapshots_ready: bool,
+        flux_done: bool,
+        healthy: bool,
+        remediated: bool,
+        child: u8,
+        minutes: i64,
+    }
+
+    fn turn() -> impl Strategy<Value = Turn> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.05),
+            0u8..4,
+            0i64..4,
+        )
+            .prop_map(
+                |(
+                    applies,
+                    pods_gone,
+                    snapshots_ready,
+                    flux_done,
+                    healthy,
+                    remediated,
+                    child,
+                    minutes,
+                )| Turn {
+                    applies,
+                    pods_gone,
+                    snapshots_ready,
+                    flux_done,
+                    healthy,
+                    remediated,
+                    child,
+                    minutes,
+                },
+            )
+    }
+
+    fn on_failure() -> impl Strategy<Value = OnFailure> {
+        prop_oneof![
+            Just(OnFailure::Rollback),
+            Just(OnFailure::Freeze),
+            Just(OnFailure::Resume)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn invariants_hold_in_any_world(turns in prop::collection::vec(turn(), 1..80), policy in on_failure(), skip in any::<bool>(), dry in any::<bool>(), delete_at in prop::option::of(0usize..80)) {
+            let mut req = upgrade();
+            req.skip_snapshot = skip;
+            req.dry_run = dry;
+            let app = app(policy);
+            let mut observed = world(&plan(), 0);
+            observed.lock = Some(LockState::Free);
+            observed.admission = Some(Ok(plan()));
+            observed.preflight = Some(Ok(()));
+            let mut status = RequestStatus::default();
+            let mut now = 0;
+            let mut committed = false;
+            let mut created_snapshots = std::collections::BTreeSet::new();
+            for (i, turn) in turns.iter().enumerate() {
+                req.deleting = delete_at.is_some_and(|at| i >= at);
+                now += turn.minutes * 60 + 1;
+                observed.now = t(now);
+                // Pods run while replicas > 0 and linger a while after scale-down.
+                let running = observed.replicas.values().any(|r| *r > 0);
+                observed.mounts = if running || !turn.pods_gone {
+                    vec![PodMount { pod: "db-0".into(), claims: ["data-db-0".to_owned()].into(), owner: PodOwner::StatefulSet("db".into()) }]
+                } else {
+                    vec![]
+                };
+                for key in created_snapshots.iter() {
+                    let state: &mut SnapshotState = observed.snapshots.entry(String::clone(key)).or_default();
+                    state.ready |= turn.snapshots_ready;
+                }
+                observed.commit = if committed { CommitState::Pushed(sha()) } else { CommitState::NotFound };
+                observed.flux_progress = Some(if turn.flux_done { Progress::Done } else { Progress::Waiting("waiting".into()) });
+                observed.health = Some(health(turn.healthy));
+                observed.remediation = turn.remediated.then(|| Problem::terminal("HelmRemediated", "rolled back by helm"));
+                observed.rollback = match turn.child { 0 => None, 1 => Some(ChildRollback { phase: Some(Phase::Restore), failure: None }),
+                    2 => Some(ChildRollback { phase: Some(Phase::Succeeded), failure: None }), _ => Some(ChildRollback { phase: Some(Phase::Failed), failure: Some("x".into()) }) };
+
+                let before = status.phase;
+                let d = decide(&req, &app, &status, &observed);
+                if before.is_some_and(|p| p.is_terminal()) && before != Some(Phase::Frozen) {
+                    prop_assert_eq!(d.status.phase, before, "terminal phases are sticky");
+                }
+                for action in &d.actions {
+                    match action {
+                        Action::Commit { .. } => {
+                            prop_assert!(!req.dry_run, "a dry run never commits");
+                            let snapshots_ready = status.snapshots.len() == plan().volumes.len() && status.snapshots.iter().all(|s| s.ready_to_use);
+                            prop_assert!(req.skip_snapshot || snapshots_ready, "commit before snapshots were ready: {:?}", status.snapshots);
+                            if turn.applies { committed = true; }
+                        }
+                        Action::CreateSnapshot { volume, .. } => {
+                            prop_assert!(!req.dry_run, "a dry run never snapshots");
+                            if turn.applies { created_snapshots.insert(format!("{}/{}", volume.namespace, volume.name)); }
+                        }
+                        Action::SetSuspend { object, suspend } if turn.applies => { observed.flux_suspended.insert(flux_key(object), *suspend); }
+                        Action::Scale { workload, replicas } if turn.applies => { observed.replicas.insert(workload_key(workload), *replicas); }
+                        _ => {}
+                    }
+                }
+                status = d.status;
+                let finished = status.phase.is_some_and(|p| p.is_terminal() && p != Phase::Frozen && p != Phase::RolledBack);
+                if finished {
+                    // Flux and replicas are back as they were (RolledBack: the rollback
+                    // request did that, outside this simulation).
+                    for object in &plan().flux_objects {
+                        prop_assert_eq!(observed.flux_suspended[&flux_key(object)], object.was_suspended, "{:?} left wrong", object.name);
+                    }
+                    for w in &plan().workloads {
+                        prop_assert!(observed.replicas[&workload_key(w)] != 0, "workload left at zero");
+                    }
+                }
+            }
+        }
+    }
+}
