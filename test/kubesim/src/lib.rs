@@ -4,3 +4,380 @@
 //! semantics the operator relies on (discovery, CRDs with schema and CEL validation,
 //! optimistic concurrency, finalizers, the status subresource, watches with bounded
 //! history) plus test controls (request log, fault injection, gates).
+//!
+//! # How to use it in a test
+//!
+//! ```no_run
+//! # async fn t() -> anyhow::Result<()> {
+//! use kubesim::{KubeSim, Match};
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! let sim = KubeSim::start().await;                       // 127.0.0.1, random port
+//! sim.load_yaml("../shared/external-crds")?;              // CRDs (files or directories)
+//! let cms: kube::Api<ConfigMap> = kube::Api::namespaced(sim.client(), "default");
+//! // ... run the code under test against sim.client() or sim.kubeconfig_path() ...
+//! let writes = sim.count(&Match::any().verb("write").resource("configmaps"));
+//! assert!(writes <= 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Faults: `sim.inject(Fault::respond(Match::any().verb("update"), 409).nth(2))`;
+//! pause between writes: `let gate = sim.gate(Match::any().verb("write")); gate.wait_held(1, t).await; gate.release(1);`;
+//! watches: `sim.drop_watches()`, `sim.force_watch_gone(Match::any().resource("pods"))`,
+//! `sim.expire_history("", "pods")`.
+//!
+//! # Deliberate differences from a real API server
+//!
+//! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
+//!   SelfSubjectAccessReview answers "allowed" unless a test called [`KubeSim::deny`].
+//! - JSON only: protobuf and CBOR are never served (clients fall back to JSON).
+//! - Built-in kinds are stored as given: no schema validation, defaulting or pruning for them
+//!   (only name format and label type checks). Custom resources get full structural-schema
+//!   handling. OpenAPI documents carry schemas for custom resources only, so
+//!   `kubectl explain` works for CRDs but not for built-ins, and client-side apply computes
+//!   strategic merge patches for built-ins from kubectl's compiled-in types.
+//! - OpenAPI `format`s (`date-time`, `int64`, ...) are not checked; value validation covers
+//!   type, required, enum, pattern, bounds, lengths, item/property counts, nullable,
+//!   int-or-string, list-type set/map uniqueness, additionalProperties and allOf/anyOf/oneOf/not.
+//! - Multi-version CRDs convert with strategy `None` semantics (only `apiVersion` changes),
+//!   even when the CRD asks for a webhook.
+//! - The CRD controllers are instant: `NamesAccepted` and `Established` are set in the same
+//!   write that creates the CRD; name conflicts with other CRDs are not detected.
+//! - Garbage collection is synchronous and inside the deleting request: background and
+//!   foreground propagation both delete dependents at once (foreground does not wait for
+//!   them); orphan removes the owner reference. Dependents with another live owner stay.
+//!   Namespace deletion deletes the namespace's objects at once and removes the namespace
+//!   when the last of them (finalizers permitting) is gone.
+//! - Field ownership (server-side apply) is simplified: lists are atomic (owned as a whole,
+//!   `managedFields` never hold `k:`/`v:` entries), conflicts are per leaf field, a manager
+//!   that stops applying a field removes it unless someone else owns it, and keyed lists
+//!   (containers, env, ports, ...) merge by key on apply. Non-apply writes record `Update`
+//!   managers for the fields they changed; the manager is `fieldManager` or the User-Agent
+//!   up to the first `/`.
+//! - Strategic merge patch picks list merge keys by field name (containers/env/volumes by
+//!   `name`, ports by `containerPort` or `port`, conditions by `type`, ...) rather than from Go
+//!   struct tags; `$patch: delete|replace`, `$retainKeys` and `$deleteFromPrimitiveList` work,
+//!   `$setElementOrder` is ignored.
+//! - `continue` tokens resume from a key in the current state, not a snapshot: objects
+//!   created behind the cursor during paging are not seen; a continue never answers 410.
+//! - Watch history is per resource and bounded ([`Config::history_limit`]); a watcher that
+//!   falls more than 4096 events behind is disconnected (it resumes from its last version).
+//!   Bookmarks come every [`Config::bookmark_interval`] when asked for.
+//! - Core `v1` Events and `events.k8s.io/v1` Events are stored separately (no conversion).
+//! - `generation` is kept for custom resources and apps/batch workloads and CRDs; other
+//!   built-ins have none. No-op writes do not bump resourceVersion, as on the real server.
+//! - Table output: NAME and AGE for built-ins (plus STATUS for namespaces); CRD
+//!   `additionalPrinterColumns` with a JSONPath subset (fields, indexes, `[*]`, `[?(@.a=="b")]`).
+
+pub mod cel;
+pub mod controls;
+pub mod crd;
+pub mod discovery;
+pub mod http;
+pub mod managed;
+pub mod openapi;
+pub mod patch;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+pub use controls::{Fault, FaultAction, Gate, Match, RequestInfo, RequestRecord};
+pub use http::Config;
+pub use status::{ApiError, Cause};
+
+use http::Shared;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use store::{Inner, WriteOpts};
+
+/// Why loading YAML into the simulator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: {kind} {name:?} was refused: {error}")]
+    Refused {
+        path: PathBuf,
+        kind: String,
+        name: String,
+        error: Box<ApiError>,
+    },
+    #[error("{path}: no served resource for apiVersion {api_version:?} kind {kind:?}")]
+    UnknownKind {
+        path: PathBuf,
+        api_version: String,
+        kind: String,
+    },
+}
+
+/// A running simulator; it stops when dropped or on [`KubeSim::shutdown`].
+pub struct KubeSim {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    kubeconfig_dir: tempfile::TempDir,
+}
+
+/// Kubeconfig text for a server at `base_url` (any token works).
+pub fn kubeconfig_yaml(base_url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {base_url}\nusers:\n- name: kubesim\n  user:\n    token: kubesim\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\n"
+    )
+}
+
+impl KubeSim {
+    /// Starts on 127.0.0.1 with a random port and default [`Config`].
+    ///
+    /// # Panics
+    /// When no loopback port can be bound (a broken test machine).
+    pub async fn start() -> KubeSim {
+        Self::start_with(
+            Config::default(),
+            "127.0.0.1:0".parse().expect("valid address"),
+        )
+        .await
+        .expect("kubesim could not bind a loopback port")
+    }
+
+    /// Starts with explicit tunables and address.
+    pub async fn start_with(config: Config, addr: SocketAddr) -> std::io::Result<KubeSim> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared {
+            store: RwLock::new(Inner::new(config.history_limit)),
+            controls: Arc::default(),
+            config,
+            shutdown: rx.clone(),
+            addr: RwLock::new(addr.to_string()),
+        });
+        let app = http::router(shared.clone());
+        let mut stop = rx;
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "kubesim server stopped");
+            }
+        });
+        let kubeconfig_dir = tempfile::tempdir()?;
+        let sim = KubeSim {
+            shared,
+            addr,
+            shutdown: tx,
+            kubeconfig_dir,
+        };
+        std::fs::write(sim.kubeconfig_path(), kubeconfig_yaml(&sim.base_url()))?;
+        Ok(sim)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kube client for this server, default namespace `default`.
+    pub fn client(&self) -> kube::Client {
+        let uri = self.base_url().parse().expect("base URL is a valid URI");
+        let config = kube::Config::new(uri);
+        kube::Client::try_from(config).expect("a plain-HTTP kube client always builds")
+    }
+
+    /// A kubeconfig file `kubectl --kubeconfig` accepts, valid while the simulator lives.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig_dir.path().join("kubeconfig")
+    }
+
+    /// Loads every YAML document from a file or a directory of `.yaml`/`.yml`/`.json` files:
+    /// CustomResourceDefinitions first, then everything else (created, or replaced if present).
+    /// Returns `kind/name` of each object written.
+    pub fn load_yaml(&self, path: impl AsRef<Path>) -> Result<Vec<String>, LoadError> {
+        let path = path.as_ref();
+        let mut files = Vec::new();
+        if path.is_dir() {
+            let rd = std::fs::read_dir(path).map_err(|source| LoadError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            for e in rd.flatten() {
+                let p = e.path();
+                if matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("yaml" | "yml" | "json")
+                ) {
+                    files.push(p);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_path_buf());
+        }
+        let mut docs: Vec<(PathBuf, Value)> = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|source| LoadError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            let values: Vec<Value> =
+                serde_saphyr::from_multiple(&text).map_err(|e| LoadError::Yaml {
+                    path: f.clone(),
+                    message: e.to_string(),
+                })?;
+            for v in values.into_iter().filter(Value::is_object) {
+                docs.push((f.clone(), v));
+            }
+        }
+        docs.sort_by_key(|(_, v)| v["kind"] != "CustomResourceDefinition");
+        let mut written = Vec::new();
+        for (p, v) in docs {
+            written.push(self.put_object(&p, v)?);
+        }
+        Ok(written)
+    }
+
+    /// Creates or replaces one object given as JSON (apiVersion and kind required).
+    pub fn put(&self, obj: Value) -> Result<String, LoadError> {
+        self.put_object(Path::new("<value>"), obj)
+    }
+
+    fn put_object(&self, path: &Path, v: Value) -> Result<String, LoadError> {
+        let api_version = v["apiVersion"].as_str().unwrap_or("").to_string();
+        let kind = v["kind"].as_str().unwrap_or("").to_string();
+        let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, ver)) => (g.to_string(), ver.to_string()),
+            None => (String::new(), api_version.clone()),
+        };
+        let mut store = self.shared.store.write().expect("store lock");
+        let rt = store
+            .types
+            .get(&(group, version))
+            .and_then(|m| m.values().find(|rt| rt.kind == kind).cloned())
+            .ok_or_else(|| LoadError::UnknownKind {
+                path: path.to_path_buf(),
+                api_version: api_version.clone(),
+                kind: kind.clone(),
+            })?;
+        let ns = if rt.namespaced {
+            Some(
+                v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        let opts = WriteOpts {
+            manager: "kubesim-load".into(),
+            ..WriteOpts::default()
+        };
+        let refused = |error: ApiError| LoadError::Refused {
+            path: path.to_path_buf(),
+            kind: kind.clone(),
+            name: name.clone(),
+            error: Box::new(error),
+        };
+        let key_ns = ns.clone().unwrap_or_default();
+        match store.get(&rt, &key_ns, &name) {
+            Ok(_) => {
+                let mut body = v.clone();
+                if let Some(m) = body["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                store
+                    .update(&rt, ns.as_deref(), &name, body, None, &opts)
+                    .map_err(refused)?;
+            }
+            Err(_) => {
+                store
+                    .create(&rt, ns.as_deref(), v, &opts)
+                    .map_err(refused)?;
+            }
+        }
+        Ok(format!("{kind}/{name}"))
+    }
+
+    /// Requests answered so far that match.
+    pub fn requests(&self, m: &Match) -> Vec<RequestRecord> {
+        self.shared.controls.requests(m)
+    }
+
+    /// How many answered requests match, e.g. status writes of one object.
+    pub fn count(&self, m: &Match) -> usize {
+        self.requests(m).len()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.controls.clear_log();
+    }
+
+    /// Adds a fault rule.
+    pub fn inject(&self, f: Fault) {
+        self.shared.controls.add_fault(f);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.controls.clear_faults();
+    }
+
+    /// Holds matching requests until [`Gate::release`]d; dropping the gate opens it.
+    pub fn gate(&self, m: Match) -> Gate {
+        self.shared.controls.gate(m)
+    }
+
+    /// Ends every open watch stream now (clients see the stream close and re-watch).
+    pub fn drop_watches(&self) {
+        self.shared.controls.drop_watches.send_modify(|n| *n += 1);
+    }
+
+    /// The next watch matching `m` gets an ERROR event with a 410 `Status` instead of events.
+    pub fn force_watch_gone(&self, m: Match) {
+        self.inject(Fault::new(m.verb("watch"), FaultAction::WatchGone));
+    }
+
+    /// Forgets the watch history of a resource, so watches from any earlier version get 410.
+    pub fn expire_history(&self, group: &str, plural: &str) {
+        let gr = resources::GroupResource {
+            group: group.to_string(),
+            resource: plural.to_string(),
+        };
+        self.shared.store.write().expect("store lock").compact(&gr);
+    }
+
+    /// Makes SelfSubjectAccessReviews for `verb` on `resource` (`*` for any) answer "denied".
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.shared.controls.deny(verb, resource);
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.read().expect("store lock").rv
+    }
+
+    /// Stops serving; open watches end.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}

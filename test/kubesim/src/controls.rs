@@ -1,0 +1,372 @@
+//! Test controls: the request log, fault injection (errors, latency, forced 410s, dropped watches) and gates.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Notify, Semaphore, watch};
+
+/// What a request was about, as the log records and matchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`,
+    /// or `discovery` for everything that is not a resource request.
+    pub verb: String,
+    pub group: String,
+    pub version: String,
+    /// Plural resource name, e.g. `configmaps`.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    /// `merge`, `json`, `strategic` or `apply` for patches.
+    pub patch_type: Option<String>,
+    pub path: String,
+}
+
+/// One answered request.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub info: RequestInfo,
+    pub code: u16,
+    pub time: SystemTime,
+    pub user_agent: String,
+}
+
+impl std::ops::Deref for RequestRecord {
+    type Target = RequestInfo;
+    fn deref(&self) -> &RequestInfo {
+        &self.info
+    }
+}
+
+/// Selects requests by verb/resource/namespace/name/subresource; unset parts match anything.
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    verbs: Vec<String>,
+    resource: Option<String>,
+    group: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<Option<String>>,
+}
+
+impl Match {
+    /// Matches every request (including discovery).
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// Adds an accepted verb; several calls accept any of them. `write` means create/update/patch/delete.
+    pub fn verb(mut self, verb: &str) -> Self {
+        if verb == "write" {
+            self.verbs.extend(
+                ["create", "update", "patch", "delete", "deletecollection"].map(String::from),
+            );
+        } else {
+            self.verbs.push(verb.to_string());
+        }
+        self
+    }
+
+    pub fn resource(mut self, plural: &str) -> Self {
+        self.resource = Some(plural.to_string());
+        self
+    }
+
+    pub fn group(mut self, group: &str) -> Self {
+        self.group = Some(group.to_string());
+        self
+    }
+
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = Some(ns.to_string());
+        self
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// `status`, `scale`, ...
+    pub fn subresource(mut self, sub: &str) -> Self {
+        self.subresource = Some(Some(sub.to_string()));
+        self
+    }
+
+    /// Only requests to the main resource, not a subresource.
+    pub fn main_resource(mut self) -> Self {
+        self.subresource = Some(None);
+        self
+    }
+
+    pub fn matches(&self, r: &RequestInfo) -> bool {
+        (self.verbs.is_empty() || self.verbs.contains(&r.verb))
+            && self.resource.as_ref().is_none_or(|x| *x == r.resource)
+            && self.group.as_ref().is_none_or(|x| *x == r.group)
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|x| r.namespace.as_ref() == Some(x))
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|x| r.name.as_ref() == Some(x))
+            && self
+                .subresource
+                .as_ref()
+                .is_none_or(|x| *x == r.subresource)
+    }
+}
+
+/// What a fault does to a matching request.
+#[derive(Debug, Clone)]
+pub enum FaultAction {
+    /// Answer with this HTTP code and a `Status` with the matching reason.
+    Respond(u16),
+    /// Wait this long, then handle normally.
+    Delay(Duration),
+    /// For watches: open the stream and send an ERROR event with a 410 `Status` at once.
+    WatchGone,
+}
+
+/// A fault rule: which requests, which action, on which occurrence and how often.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    matcher: Match,
+    action: FaultAction,
+    skip: usize,
+    times: Option<usize>,
+}
+
+impl Fault {
+    pub fn new(matcher: Match, action: FaultAction) -> Self {
+        Fault {
+            matcher,
+            action,
+            skip: 0,
+            times: Some(1),
+        }
+    }
+
+    /// Answer a matching request with `code` (409, 429, 500, ...), once.
+    pub fn respond(matcher: Match, code: u16) -> Self {
+        Self::new(matcher, FaultAction::Respond(code))
+    }
+
+    /// Delay matching requests, every time.
+    pub fn delay(matcher: Match, by: Duration) -> Self {
+        Self::new(matcher, FaultAction::Delay(by)).always()
+    }
+
+    /// Fire on the `n`th matching request (1-based) instead of the first.
+    pub fn nth(mut self, n: usize) -> Self {
+        self.skip = n.saturating_sub(1);
+        self
+    }
+
+    /// Fire this many times (after the skipped ones).
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    pub fn always(mut self) -> Self {
+        self.times = None;
+        self
+    }
+}
+
+struct GateInner {
+    matcher: Match,
+    permits: Semaphore,
+    held: AtomicUsize,
+    passed: AtomicUsize,
+    changed: Notify,
+}
+
+/// Holds matching requests until released; dropping the gate opens it.
+pub struct Gate {
+    inner: Arc<GateInner>,
+    controls: Arc<Controls>,
+}
+
+impl Gate {
+    /// Requests waiting at the gate now.
+    pub fn held(&self) -> usize {
+        self.inner.held.load(Ordering::SeqCst)
+    }
+
+    /// Requests let through so far.
+    pub fn passed(&self) -> usize {
+        self.inner.passed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` requests are held (or the timeout passes); true when reached.
+    pub async fn wait_held(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.changed.notified();
+            if self.held() >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.held() >= n;
+            }
+        }
+    }
+
+    /// Lets `n` held (or future) requests through.
+    pub fn release(&self, n: usize) {
+        self.inner.permits.add_permits(n);
+    }
+
+    /// Lets everything through from now on and removes the gate.
+    pub fn open(&self) {
+        self.inner.permits.close();
+        self.controls
+            .gates
+            .lock()
+            .expect("gate list lock")
+            .retain(|g| !Arc::ptr_eq(g, &self.inner));
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.open();
+    }
+}
+
+/// Shared state of the request log, faults and gates.
+pub struct Controls {
+    log: Mutex<Vec<RequestRecord>>,
+    faults: Mutex<Vec<(Fault, usize)>>,
+    gates: Mutex<Vec<Arc<GateInner>>>,
+    /// Bumped to make open watches end.
+    pub drop_watches: watch::Sender<u64>,
+    denied: Mutex<Vec<(String, String)>>,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        Controls {
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            gates: Mutex::new(Vec::new()),
+            drop_watches: watch::channel(0).0,
+            denied: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Controls {
+    pub fn record(&self, info: RequestInfo, code: u16, user_agent: String) {
+        self.log.lock().expect("log lock").push(RequestRecord {
+            info,
+            code,
+            time: SystemTime::now(),
+            user_agent,
+        });
+    }
+
+    pub fn requests(&self, m: &Match) -> Vec<RequestRecord> {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|r| m.matches(&r.info))
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        self.log.lock().expect("log lock").clear();
+    }
+
+    pub fn add_fault(&self, f: Fault) {
+        self.faults.lock().expect("fault lock").push((f, 0));
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.lock().expect("fault lock").clear();
+    }
+
+    /// The actions that fire for this request, consuming one use of each.
+    pub fn faults_for(&self, r: &RequestInfo) -> Vec<FaultAction> {
+        let mut out = Vec::new();
+        let mut faults = self.faults.lock().expect("fault lock");
+        for (f, seen) in faults.iter_mut() {
+            if !f.matcher.matches(r) {
+                continue;
+            }
+            *seen += 1;
+            if *seen <= f.skip {
+                continue;
+            }
+            if let Some(t) = f.times.as_mut() {
+                if *t == 0 {
+                    continue;
+                }
+                *t -= 1;
+            }
+            out.push(f.action.clone());
+        }
+        faults.retain(|(f, _)| f.times != Some(0));
+        out
+    }
+
+    pub fn gate(self: &Arc<Self>, m: Match) -> Gate {
+        let inner = Arc::new(GateInner {
+            matcher: m,
+            permits: Semaphore::new(0),
+            held: AtomicUsize::new(0),
+            passed: AtomicUsize::new(0),
+            changed: Notify::new(),
+        });
+        self.gates.lock().expect("gate lock").push(inner.clone());
+        Gate {
+            inner,
+            controls: self.clone(),
+        }
+    }
+
+    /// Waits at every gate that matches.
+    pub async fn pass_gates(&self, r: &RequestInfo) {
+        let gates: Vec<Arc<GateInner>> = self
+            .gates
+            .lock()
+            .expect("gate lock")
+            .iter()
+            .filter(|g| g.matcher.matches(r))
+            .cloned()
+            .collect();
+        for g in gates {
+            g.held.fetch_add(1, Ordering::SeqCst);
+            g.changed.notify_waiters();
+            // A closed semaphore means the gate was opened: pass freely.
+            if let Ok(p) = g.permits.acquire().await {
+                p.forget();
+            }
+            g.held.fetch_sub(1, Ordering::SeqCst);
+            g.passed.fetch_add(1, Ordering::SeqCst);
+            g.changed.notify_waiters();
+        }
+    }
+
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.denied
+            .lock()
+            .expect("deny lock")
+            .push((verb.to_string(), resource.to_string()));
+    }
+
+    pub fn allowed(&self, verb: &str, resource: &str) -> bool {
+        !self
+            .denied
+            .lock()
+            .expect("deny lock")
+            .iter()
+            .any(|(v, r)| (v == verb || v == "*") && (r == resource || r == "*"))
+    }
+}

@@ -1,0 +1,248 @@
+//! CustomResourceDefinitions: checking them, turning them into served resource types, and their status conditions.
+
+use crate::resources::{PrinterColumn, ResourceType, ScalePaths, Special};
+use crate::schema::VersionSchema;
+use crate::status::Cause;
+use crate::store::now;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The checks the real server makes that matter for serving the CRD.
+pub fn validate(crd: &Value) -> Vec<Cause> {
+    let mut c = Vec::new();
+    let group = s(crd, "/spec/group");
+    let plural = s(crd, "/spec/names/plural");
+    let kind = s(crd, "/spec/names/kind");
+    let name = s(crd, "/metadata/name");
+    if group.is_empty() {
+        c.push(Cause::new(
+            "FieldValueRequired",
+            "spec.group",
+            "Required value",
+        ));
+    }
+    if plural.is_empty() {
+        c.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.plural",
+            "Required value",
+        ));
+    }
+    if kind.is_empty() {
+        c.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.kind",
+            "Required value",
+        ));
+    }
+    if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
+        c.push(Cause::new(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    match s(crd, "/spec/scope") {
+        "Namespaced" | "Cluster" => {}
+        other => c.push(Cause::new(
+            "FieldValueNotSupported",
+            "spec.scope",
+            format!("Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""),
+        )),
+    }
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array);
+    match versions {
+        None => c.push(Cause::new(
+            "FieldValueRequired",
+            "spec.versions",
+            "Required value",
+        )),
+        Some(vs) => {
+            let storage = vs
+                .iter()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .count();
+            if storage != 1 {
+                c.push(Cause::new(
+                    "FieldValueInvalid",
+                    "spec.versions",
+                    format!("Invalid value: {storage}: must have exactly one version marked as storage version"),
+                ));
+            }
+            for (i, v) in vs.iter().enumerate() {
+                if v["name"].as_str().unwrap_or("").is_empty() {
+                    c.push(Cause::new(
+                        "FieldValueRequired",
+                        format!("spec.versions[{i}].name"),
+                        "Required value",
+                    ));
+                }
+                let schema = &v["schema"]["openAPIV3Schema"];
+                if schema.is_object()
+                    && let Some(rules) = crate::cel::CelRules::compile(schema)
+                {
+                    for e in rules.compile_errors() {
+                        c.push(Cause::new(
+                            "FieldValueInvalid",
+                            format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                            format!("Invalid value: \"object\": compilation failed: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    c
+}
+
+/// `status` as the apiextensions controllers would set it once names are accepted.
+pub fn status(crd: &Value) -> Value {
+    let t = now();
+    let stored: Vec<Value> = crd["spec"]["versions"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .map(|v| v["name"].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut stored = stored;
+    if let Some(prev) = crd["status"]["storedVersions"].as_array() {
+        for p in prev {
+            if !stored.contains(p) {
+                stored.insert(0, p.clone());
+            }
+        }
+    }
+    let keep_time = |ty: &str| -> String {
+        crd["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == ty && c["status"] == "True"))
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .map(String::from)
+            .unwrap_or_else(|| t.clone())
+    };
+    json!({
+        "acceptedNames": crd["spec"]["names"],
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": keep_time("NamesAccepted")},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": keep_time("Established")},
+        ],
+        "storedVersions": stored,
+    })
+}
+
+/// The resource types a CRD serves: one per served version.
+pub fn types(crd: &Value) -> Result<Vec<ResourceType>, String> {
+    let spec = &crd["spec"];
+    let group = s(crd, "/spec/group").to_string();
+    let names = &spec["names"];
+    let plural = names["plural"]
+        .as_str()
+        .ok_or("spec.names.plural missing")?
+        .to_string();
+    let kind = names["kind"]
+        .as_str()
+        .ok_or("spec.names.kind missing")?
+        .to_string();
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let versions = spec["versions"].as_array().ok_or("spec.versions missing")?;
+    let storage_version = versions
+        .iter()
+        .find(|v| v["storage"].as_bool() == Some(true))
+        .and_then(|v| v["name"].as_str())
+        .ok_or("no storage version")?
+        .to_string();
+    let mut out = Vec::new();
+    for v in versions {
+        if v["served"].as_bool() != Some(true) {
+            continue;
+        }
+        let version = v["name"].as_str().unwrap_or("").to_string();
+        let schema = v["schema"]["openAPIV3Schema"].clone();
+        let columns = v["additionalPrinterColumns"]
+            .as_array()
+            .map(|cols| {
+                cols.iter()
+                    .map(|c| PrinterColumn {
+                        name: c["name"].as_str().unwrap_or("").to_string(),
+                        type_: c["type"].as_str().unwrap_or("string").to_string(),
+                        format: c["format"].as_str().unwrap_or("").to_string(),
+                        description: c["description"].as_str().unwrap_or("").to_string(),
+                        priority: c["priority"].as_i64().unwrap_or(0),
+                        json_path: c["jsonPath"].as_str().unwrap_or("").to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sub = &v["subresources"];
+        let scale = sub["scale"].as_object().map(|sc| ScalePaths {
+            spec_replicas: sc
+                .get("specReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".spec.replicas")
+                .to_string(),
+            status_replicas: sc
+                .get("statusReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".status.replicas")
+                .to_string(),
+            label_selector: sc
+                .get("labelSelectorPath")
+                .and_then(Value::as_str)
+                .map(String::from),
+        });
+        out.push(ResourceType {
+            group: group.clone(),
+            version,
+            plural: plural.clone(),
+            singular: names["singular"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| kind.to_lowercase()),
+            kind: kind.clone(),
+            list_kind: names["listKind"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("{kind}List")),
+            namespaced: spec["scope"].as_str() != Some("Cluster"),
+            short_names: strs(&names["shortNames"]),
+            categories: strs(&names["categories"]),
+            status: sub["status"].is_object(),
+            scale,
+            columns,
+            schema: schema
+                .is_object()
+                .then(|| Arc::new(VersionSchema::new(schema))),
+            generation: true,
+            storage_version: storage_version.clone(),
+            selectable_fields: v["selectableFields"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f["jsonPath"].as_str())
+                        .map(|p| p.trim_start_matches('.').to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            special: Special::None,
+            custom: true,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,295 @@
+//! `meta.k8s.io/v1` Table answers for `kubectl get`: printer columns and the JSONPath subset they use.
+
+use crate::resources::ResourceType;
+use serde_json::{Value, json};
+
+/// Age as kubectl prints it (`45s`, `3m20s`, `5h`, `12d`).
+pub fn human_age(created: &str) -> String {
+    let Ok(t) = created.parse::<jiff::Timestamp>() else {
+        return "<unknown>".into();
+    };
+    let secs = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    if secs < 120 {
+        format!("{secs}s")
+    } else if m < 10 {
+        if secs % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", secs % 60)
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if h < 24 * 8 {
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else {
+        format!("{}y", d / 365)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Field(String),
+    Index(usize),
+    All,
+    Filter {
+        path: Vec<String>,
+        eq: bool,
+        value: String,
+    },
+}
+
+fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+    let p = path.trim();
+    let p = p
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(p);
+    let p = p.strip_prefix('$').unwrap_or(p);
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    let mut steps = Vec::new();
+    while i < chars.len() {
+        match chars[i] {
+            '.' => {
+                i += 1;
+                let start = i;
+                while i < chars.len() && chars[i] != '.' && chars[i] != '[' {
+                    i += 1;
+                }
+                let name: String = chars[start..i].iter().collect();
+                if !name.is_empty() {
+                    steps.push(Step::Field(name));
+                }
+            }
+            '[' => {
+                let end = chars[i..]
+                    .iter()
+                    .position(|c| *c == ']')
+                    .map(|e| e + i)
+                    .ok_or_else(|| format!("unclosed [ in {path}"))?;
+                let inner: String = chars[i + 1..end].iter().collect();
+                let inner = inner.trim();
+                if inner == "*" {
+                    steps.push(Step::All);
+                } else if let Some(f) = inner.strip_prefix("?(").and_then(|f| f.strip_suffix(')')) {
+                    let (lhs, eq, rhs) = if let Some(k) = f.find("!=") {
+                        (&f[..k], false, &f[k + 2..])
+                    } else if let Some(k) = f.find("==") {
+                        (&f[..k], true, &f[k + 2..])
+                    } else {
+                        return Err(format!("unsupported filter {f} in {path}"));
+                    };
+                    let lhs = lhs
+                        .trim()
+                        .strip_prefix('@')
+                        .ok_or_else(|| format!("filter must start with @ in {path}"))?;
+                    steps.push(Step::Filter {
+                        path: lhs
+                            .split('.')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect(),
+                        eq,
+                        value: rhs
+                            .trim()
+                            .trim_matches(|c| c == '"' || c == '\'')
+                            .to_string(),
+                    });
+                } else if let Ok(n) = inner.parse::<usize>() {
+                    steps.push(Step::Index(n));
+                } else {
+                    steps.push(Step::Field(
+                        inner.trim_matches(|c| c == '"' || c == '\'').to_string(),
+                    ));
+                }
+                i = end + 1;
+            }
+            _ => {
+                let start = i;
+                while i < chars.len() && chars[i] != '.' && chars[i] != '[' {
+                    i += 1;
+                }
+                steps.push(Step::Field(chars[start..i].iter().collect()));
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// Evaluates a printer-column JSONPath; returns every match in order.
+pub fn jsonpath<'a>(obj: &'a Value, path: &str) -> Result<Vec<&'a Value>, String> {
+    let steps = parse_path(path)?;
+    let mut cur = vec![obj];
+    for step in &steps {
+        let mut next = Vec::new();
+        for v in cur {
+            match step {
+                Step::Field(f) => next.extend(v.get(f)),
+                Step::Index(n) => next.extend(v.get(*n)),
+                Step::All => match v {
+                    Value::Array(a) => next.extend(a.iter()),
+                    Value::Object(m) => next.extend(m.values()),
+                    _ => {}
+                },
+                Step::Filter { path, eq, value } => {
+                    if let Value::Array(a) = v {
+                        for e in a {
+                            let got = path.iter().try_fold(e, |c, p| c.get(p));
+                            let got = match got {
+                                Some(Value::String(s)) => Some(s.clone()),
+                                Some(other) => Some(other.to_string()),
+                                None => None,
+                            };
+                            if got.as_deref().is_some_and(|g| (g == value) == *eq) {
+                                next.push(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        cur = next;
+    }
+    Ok(cur)
+}
+
+fn cell(v: Option<&Value>, ty: &str) -> Value {
+    match v {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) if ty == "date" => Value::String(human_age(s)),
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(n @ (Value::Number(_) | Value::Bool(_))) => n.clone(),
+        Some(other) => Value::String(other.to_string()),
+    }
+}
+
+fn column(name: &str, ty: &str, format: &str, description: &str, priority: i64) -> Value {
+    json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
+}
+
+/// A Table of `objects`; `include` is `None`, `Metadata` (default) or `Object`.
+pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -> Value {
+    let mut defs = vec![column(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    )];
+    let custom = !rt.columns.is_empty();
+    if custom {
+        for c in &rt.columns {
+            defs.push(column(
+                &c.name,
+                &c.type_,
+                &c.format,
+                &c.description,
+                c.priority,
+            ));
+        }
+    } else {
+        if rt.special == crate::resources::Special::Namespace {
+            defs.push(column(
+                "Status",
+                "string",
+                "",
+                "The phase of the namespace.",
+                0,
+            ));
+        }
+        defs.push(column(
+            "Age",
+            "date",
+            "",
+            "CreationTimestamp is a timestamp representing the server time when this object was created.",
+            0,
+        ));
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            if custom {
+                for c in &rt.columns {
+                    let found = jsonpath(o, &c.json_path)
+                        .ok()
+                        .and_then(|r| r.first().copied());
+                    cells.push(cell(found, &c.type_));
+                }
+            } else {
+                if rt.special == crate::resources::Special::Namespace {
+                    cells.push(o["status"]["phase"].clone());
+                }
+                cells.push(cell(o["metadata"].get("creationTimestamp"), "date"));
+            }
+            let mut row = json!({"cells": cells});
+            match include {
+                "None" => {}
+                "Object" => row["object"] = o.clone(),
+                _ => {
+                    row["object"] = json!({
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": o["metadata"],
+                    })
+                }
+            }
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv.to_string()},
+        "columnDefinitions": defs,
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonpath_filters_and_fields() {
+        let o = json!({"status": {"conditions": [
+            {"type": "Reconciling", "status": "False"},
+            {"type": "Ready", "status": "True", "message": "ok"}]}, "spec": {"url": "x"}});
+        let r = jsonpath(&o, ".status.conditions[?(@.type==\"Ready\")].status").unwrap();
+        assert_eq!(r, vec![&json!("True")]);
+        assert_eq!(jsonpath(&o, ".spec.url").unwrap(), vec![&json!("x")]);
+        assert_eq!(
+            jsonpath(&o, ".status.conditions[0].type").unwrap(),
+            vec![&json!("Reconciling")]
+        );
+        assert!(jsonpath(&o, ".spec.missing").unwrap().is_empty());
+        assert_eq!(
+            jsonpath(&o, "{.status.conditions[*].type}").unwrap().len(),
+            2
+        );
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let t = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3 * 3600 + 5 * 60);
+        assert_eq!(
+            human_age(&t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            "3h5m"
+        );
+    }
+}
