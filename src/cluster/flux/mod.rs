@@ -2,6 +2,7 @@
 //! HelmRelease and OCIRepository (the fields we read, everything else kept in `rest`), and
 //! the pure rules for reading their progress.
 
+pub mod ops;
 pub mod progress;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -95,9 +95,9 @@ pub fn kustomization_progress(kustomization: &Kustomization, sha: &str) -> Progr
     }
 }
 
-/// Whether the HelmRelease has attempted `chart_version` at its current generation, or has
-/// been remediated (a failure).
-pub fn helm_release_progress(release: &HelmRelease, chart_version: &str) -> Progress {
+/// Whether the HelmRelease has acted on its current generation — and, when the upgrade
+/// changes the chart, attempted `chart_version` — or has been remediated (a failure).
+pub fn helm_release_progress(release: &HelmRelease, chart_version: Option<&str>) -> Progress {
     let name = release.name_any();
     if let Some((reason, message)) = remediation(release) {
         return Progress::Failed { reason, message };
@@ -105,15 +105,21 @@ pub fn helm_release_progress(release: &HelmRelease, chart_version: &str) -> Prog
     let Some(status) = release.status.as_ref() else {
         return Progress::Waiting(format!("HelmRelease {name} has no status yet"));
     };
-    if !generation_observed(release.metadata.generation, status.observed_generation) {
+    if !generation_observed(release.metadata.generation, status.observed_generation)
+        || !generation_observed(
+            release.metadata.generation,
+            status.last_attempted_generation,
+        )
+    {
         return Progress::Waiting(format!(
-            "HelmRelease {name} has not observed its latest spec yet"
+            "HelmRelease {name} has not acted on its latest spec yet"
         ));
     }
-    match status.last_attempted_revision.as_deref() {
-        Some(attempted) if same_chart_version(attempted, chart_version) => Progress::Done,
-        attempted => Progress::Waiting(format!(
-            "HelmRelease {name} last attempted chart {}, waiting for {chart_version}",
+    match (chart_version, status.last_attempted_revision.as_deref()) {
+        (None, _) => Progress::Done,
+        (Some(target), Some(attempted)) if same_chart_version(attempted, target) => Progress::Done,
+        (Some(target), attempted) => Progress::Waiting(format!(
+            "HelmRelease {name} last attempted chart {}, waiting for {target}",
             attempted.unwrap_or("nothing")
         )),
     }
@@ -244,12 +250,16 @@ mod tests {
     #[test]
     fn a_helm_release_is_done_when_it_attempted_the_target_chart() {
         let release = helm_release(json!([ready("True", 5)]), "1.5.0");
-        assert_eq!(helm_release_progress(&release, "v1.5.0"), Progress::Done);
         assert_eq!(
-            helm_release_progress(&release, "1.5.0@sha256:abc"),
+            helm_release_progress(&release, Some("v1.5.0")),
             Progress::Done
         );
-        assert!(!helm_release_progress(&release, "1.6.0").is_done());
+        assert_eq!(helm_release_progress(&release, None), Progress::Done);
+        assert_eq!(
+            helm_release_progress(&release, Some("1.5.0@sha256:abc")),
+            Progress::Done
+        );
+        assert!(!helm_release_progress(&release, Some("1.6.0")).is_done());
     }
 
     #[test]
@@ -258,7 +268,7 @@ mod tests {
             "message": "Helm rollback to previous release succeeded", "lastTransitionTime": "2026-11-23T10:00:00Z",
             "observedGeneration": 5});
         let release = helm_release(json!([ready("False", 5), remediated]), "1.5.0");
-        match helm_release_progress(&release, "1.5.0") {
+        match helm_release_progress(&release, Some("1.5.0")) {
             Progress::Failed { reason, message } => {
                 assert_eq!(reason, "HelmRemediated");
                 assert!(message.contains("RollbackSucceeded"), "{message}");
@@ -268,7 +278,7 @@ mod tests {
         let stalled = json!([{"type": "Stalled", "status": "True", "reason": "RetriesExceeded",
             "message": "Failed to upgrade after 3 attempts", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5}]);
         assert!(
-            matches!(helm_release_progress(&helm_release(stalled, "1.5.0"), "1.5.0"), Progress::Failed { reason, .. } if reason == "HelmRetriesExhausted")
+            matches!(helm_release_progress(&helm_release(stalled, "1.5.0"), Some("1.5.0")), Progress::Failed { reason, .. } if reason == "HelmRetriesExhausted")
         );
     }
 
@@ -277,6 +287,9 @@ mod tests {
         let old = json!({"type": "Remediated", "status": "True", "reason": "RollbackSucceeded", "message": "old",
             "lastTransitionTime": "2026-11-20T10:00:00Z", "observedGeneration": 4});
         let release = helm_release(json!([ready("True", 5), old]), "1.5.0");
-        assert_eq!(helm_release_progress(&release, "1.5.0"), Progress::Done);
+        assert_eq!(
+            helm_release_progress(&release, Some("1.5.0")),
+            Progress::Done
+        );
     }
 }

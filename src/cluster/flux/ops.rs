@@ -1,0 +1,212 @@
+//! Talking to the API about Flux objects: reading them, suspending and resuming them
+//! (merge patches of `spec.suspend` only), asking them to reconcile now, and walking the
+//! chain of parent Kustomizations that must be suspended first.
+
+use super::{KUSTOMIZE_NAME_LABEL, KUSTOMIZE_NAMESPACE_LABEL, REQUESTED_AT_ANNOTATION};
+use crate::api::{
+    FluxObjectKind, FluxObjectReference, PlannedFluxObject, SourceKind, SourceReference,
+};
+use crate::cluster::error::ClusterError;
+use crate::cluster::patch_params;
+use kube::api::{Api, DynamicObject, Patch};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// How deep a chain of parent Kustomizations may be before it is treated as a loop.
+const MAX_CHAIN_DEPTH: usize = 16;
+
+/// The API resource of a Flux kind, at the version Fluxgate speaks.
+pub fn api_resource(kind: FluxObjectKind) -> ApiResource {
+    let (group, version, name) = match kind {
+        FluxObjectKind::Kustomization => ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        FluxObjectKind::HelmRelease => ("helm.toolkit.fluxcd.io", "v2", "HelmRelease"),
+        FluxObjectKind::GitRepository => ("source.toolkit.fluxcd.io", "v1", "GitRepository"),
+        FluxObjectKind::OciRepository => ("source.toolkit.fluxcd.io", "v1", "OCIRepository"),
+        FluxObjectKind::HelmRepository => ("source.toolkit.fluxcd.io", "v1", "HelmRepository"),
+    };
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, name))
+}
+
+/// `Kind namespace/name`, for messages.
+pub fn describe(kind: FluxObjectKind, namespace: &str, name: &str) -> String {
+    format!("{} {namespace}/{name}", api_resource(kind).kind)
+}
+
+fn api(client: &Client, kind: FluxObjectKind, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &api_resource(kind))
+}
+
+/// A Flux object, or None when it does not exist.
+pub async fn get(
+    client: &Client,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<DynamicObject>, ClusterError> {
+    api(client, kind, namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| ClusterError::api("reading", describe(kind, namespace, name), e))
+}
+
+/// Whether `spec.suspend` is set on an object.
+pub fn is_suspended(object: &DynamicObject) -> bool {
+    object.data["spec"]["suspend"].as_bool().unwrap_or(false)
+}
+
+/// Sets `spec.suspend` — and nothing else — on a Flux object.
+pub async fn set_suspend(
+    client: &Client,
+    object: &PlannedFluxObject,
+    suspend: bool,
+) -> Result<(), ClusterError> {
+    let patch = Patch::Merge(json!({"spec": {"suspend": suspend}}));
+    let action = if suspend { "suspending" } else { "resuming" };
+    api(client, object.kind, &object.namespace)
+        .patch(&object.name, &patch_params(), &patch)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            ClusterError::api(
+                action,
+                describe(object.kind, &object.namespace, &object.name),
+                e,
+            )
+        })
+}
+
+/// Asks a Flux controller to reconcile now by setting `reconcile.fluxcd.io/requestedAt` to
+/// `token`; no write when the object already carries that token.
+pub async fn request_reconcile(
+    client: &Client,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+    token: &str,
+) -> Result<(), ClusterError> {
+    let Some(object) = get(client, kind, namespace, name).await? else {
+        return Err(ClusterError::NotFound {
+            object: describe(kind, namespace, name),
+            hint: String::new(),
+        });
+    };
+    if object
+        .annotations()
+        .get(REQUESTED_AT_ANNOTATION)
+        .map(String::as_str)
+        == Some(token)
+    {
+        return Ok(());
+    }
+    let patch =
+        Patch::Merge(json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: token}}}));
+    api(client, kind, namespace)
+        .patch(name, &patch_params(), &patch)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            ClusterError::api(
+                "requesting a reconcile of",
+                describe(kind, namespace, name),
+                e,
+            )
+        })
+}
+
+/// The Kustomization that applied `object`, from Flux's labels.
+fn parent_of(object: &DynamicObject) -> Option<(String, String)> {
+    let labels = object.labels();
+    let name = labels.get(KUSTOMIZE_NAME_LABEL)?;
+    let namespace = labels
+        .get(KUSTOMIZE_NAMESPACE_LABEL)
+        .cloned()
+        .or_else(|| object.namespace())?;
+    Some((namespace, name.clone()))
+}
+
+fn source_kind(kind: SourceKind) -> FluxObjectKind {
+    match kind {
+        SourceKind::HelmRelease => FluxObjectKind::HelmRelease,
+        SourceKind::Kustomization => FluxObjectKind::Kustomization,
+    }
+}
+
+/// The Flux objects to suspend for an app, parents first: the chain of Kustomizations that
+/// applied the source (walked up through Flux's labels to the root), the source itself, then
+/// the extra objects of `spec.suspend`; each with its current `spec.suspend` as the value to
+/// restore. References default to `app_namespace`.
+pub async fn suspend_chain(
+    client: &Client,
+    app_namespace: &str,
+    source: &SourceReference,
+    extra: &[FluxObjectReference],
+) -> Result<Vec<PlannedFluxObject>, ClusterError> {
+    let namespace = source
+        .namespace
+        .clone()
+        .unwrap_or_else(|| app_namespace.to_owned());
+    let mut chain = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut next = Some((source_kind(source.kind), namespace, source.name.clone()));
+    while let Some((kind, namespace, name)) = next.take() {
+        let id = describe(kind, &namespace, &name);
+        if !seen.insert(id.clone()) || chain.len() >= MAX_CHAIN_DEPTH {
+            return Err(ClusterError::Invalid(format!(
+                "the parents of {} form a loop or are deeper than {MAX_CHAIN_DEPTH} at {id}; check the {KUSTOMIZE_NAME_LABEL} labels",
+                describe(source_kind(source.kind), app_namespace, &source.name)
+            )));
+        }
+        let Some(object) = get(client, kind, &namespace, &name).await? else {
+            let hint = if chain.is_empty() {
+                "; check spec.source of the ManagedApp".to_owned()
+            } else {
+                format!(
+                    "; it is named as a parent by the {KUSTOMIZE_NAME_LABEL} label of {}",
+                    chain_name(&chain)
+                )
+            };
+            return Err(ClusterError::NotFound { object: id, hint });
+        };
+        next = parent_of(&object).map(|(ns, n)| (FluxObjectKind::Kustomization, ns, n));
+        chain.push(PlannedFluxObject {
+            kind,
+            name,
+            namespace,
+            was_suspended: is_suspended(&object),
+        });
+    }
+    chain.reverse();
+    for reference in extra {
+        let namespace = reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| app_namespace.to_owned());
+        if chain.iter().any(|o| {
+            o.kind == reference.kind && o.namespace == namespace && o.name == reference.name
+        }) {
+            continue;
+        }
+        let Some(object) = get(client, reference.kind, &namespace, &reference.name).await? else {
+            return Err(ClusterError::NotFound {
+                object: describe(reference.kind, &namespace, &reference.name),
+                hint: "; it is listed in spec.suspend of the ManagedApp".into(),
+            });
+        };
+        chain.push(PlannedFluxObject {
+            kind: reference.kind,
+            name: reference.name.clone(),
+            namespace,
+            was_suspended: is_suspended(&object),
+        });
+    }
+    Ok(chain)
+}
+
+fn chain_name(chain: &[PlannedFluxObject]) -> String {
+    chain
+        .last()
+        .map(|o| describe(o.kind, &o.namespace, &o.name))
+        .unwrap_or_default()
+}
