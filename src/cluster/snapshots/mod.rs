@@ -2,6 +2,8 @@
 //! deterministic snapshot names and labels, PVCs restored exactly as they were, and
 //! retention.
 
+pub mod ops;
+
 use crate::api::PlannedVolume;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedObjectReference,
@@ -223,6 +225,61 @@ pub fn snapshot_for(
     snapshot.metadata.namespace = Some(volume.namespace.clone());
     snapshot.metadata.labels = Some(labels);
     snapshot
+}
+
+/// Annotation prefixes the system manages on PVCs; a restored PVC must not carry them over
+/// (they describe the old volume's binding).
+const SYSTEM_ANNOTATIONS: &[&str] = &[
+    "pv.kubernetes.io/",
+    "volume.beta.kubernetes.io/",
+    "volume.kubernetes.io/",
+    "kubectl.kubernetes.io/",
+];
+
+/// Everything needed to snapshot a PVC and to recreate it exactly: storage class, access
+/// modes, volume mode, size, labels and user annotations, CSI driver and snapshot class.
+pub fn capture_volume(
+    claim: &PersistentVolumeClaim,
+    csi_driver: Option<String>,
+    snapshot_class_name: Option<String>,
+) -> PlannedVolume {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let size = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage").cloned())
+        .or_else(|| {
+            claim
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage").cloned())
+        })
+        .unwrap_or_else(|| Quantity("0".into()));
+    let annotations = claim
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| {
+            k != RESTORED_FROM_ANNOTATION && !SYSTEM_ANNOTATIONS.iter().any(|p| k.starts_with(p))
+        })
+        .collect();
+    PlannedVolume {
+        name: claim.metadata.name.clone().unwrap_or_default(),
+        namespace: claim.metadata.namespace.clone().unwrap_or_default(),
+        storage_class_name: spec.storage_class_name,
+        access_modes: spec.access_modes.unwrap_or_default(),
+        volume_mode: spec.volume_mode,
+        size,
+        labels: claim.metadata.labels.clone().unwrap_or_default(),
+        annotations,
+        csi_driver,
+        snapshot_class_name,
+        restore_from: None,
+    }
 }
 
 /// The PVC to recreate from `snapshot`: the captured spec (storage class, access modes,
@@ -482,6 +539,39 @@ mod tests {
         assert_eq!(
             smaller.spec.unwrap().resources.unwrap().requests.unwrap()["storage"],
             Quantity("10Gi".into())
+        );
+    }
+
+    #[test]
+    fn a_captured_claim_restores_to_the_same_spec_without_binding_leftovers() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data-db-0", "namespace": "apps", "labels": {"app": "db"},
+                         "annotations": {"pv.kubernetes.io/bind-completed": "yes", "volume.kubernetes.io/storage-provisioner": "x",
+                                         "backup.example.com/tier": "gold", RESTORED_FROM_ANNOTATION: "old-snap"}},
+            "spec": {"storageClassName": "fast", "accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem",
+                     "volumeName": "pv-1", "resources": {"requests": {"storage": "10Gi"}}}
+        }))
+        .unwrap();
+        let volume = capture_volume(
+            &claim,
+            Some("hostpath.csi.k8s.io".into()),
+            Some("snap".into()),
+        );
+        let expected = PlannedVolume {
+            snapshot_class_name: Some("snap".into()),
+            ..self::volume()
+        };
+        assert_eq!(
+            volume, expected,
+            "system annotations and the old restored-from are dropped"
+        );
+        let restored = restored_claim(&volume, "snap-2", None);
+        let spec = restored.spec.unwrap();
+        assert_eq!(spec.volume_name, None, "a restore binds a new volume");
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            restored.metadata.annotations.unwrap()[RESTORED_FROM_ANNOTATION],
+            "snap-2"
         );
     }
 

@@ -2,6 +2,8 @@
 //! Deployment by ownerReference lookup, not by name), which owners Fluxgate cannot scale
 //! (DaemonSets, Jobs, bare pods: blockers), and whether the app is quiesced.
 
+pub mod ops;
+
 use super::discovery::claims_in_pod_spec;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;

@@ -1,0 +1,211 @@
+//! Talking to the API about snapshots and volumes: snapshot classes, creating and reading
+//! VolumeSnapshots (creation is idempotent by name), the CSI driver behind a PVC, and
+//! deleting and recreating PVCs for a restore.
+
+use super::{VolumeSnapshot, VolumeSnapshotClass};
+use crate::cluster::error::ClusterError;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+
+fn already_exists(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409 && status.reason == "AlreadyExists")
+}
+
+/// Every VolumeSnapshotClass.
+pub async fn classes(client: &Client) -> Result<Vec<VolumeSnapshotClass>, ClusterError> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshotClass",
+    ));
+    let list = Api::<DynamicObject>::all_with(client.clone(), &resource)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ClusterError::api("listing", "VolumeSnapshotClasses", e))?;
+    list.items
+        .into_iter()
+        .map(|object| {
+            let name = object.name_any();
+            serde_json::to_value(object)
+                .and_then(serde_json::from_value)
+                .map_err(|e| {
+                    ClusterError::Invalid(format!("VolumeSnapshotClass {name} is malformed: {e}"))
+                })
+        })
+        .collect()
+}
+
+/// Creates a VolumeSnapshot; one that already exists under that name counts as created
+/// (names are deterministic, so it is ours from before a crash).
+pub async fn create_snapshot(
+    client: &Client,
+    snapshot: &VolumeSnapshot,
+) -> Result<(), ClusterError> {
+    let namespace = snapshot.namespace().unwrap_or_default();
+    match Api::<VolumeSnapshot>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), snapshot)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if already_exists(&e) => Ok(()),
+        Err(e) => Err(ClusterError::api(
+            "creating",
+            format!("VolumeSnapshot {namespace}/{}", snapshot.name_any()),
+            e,
+        )),
+    }
+}
+
+/// A VolumeSnapshot, or None.
+pub async fn snapshot(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<VolumeSnapshot>, ClusterError> {
+    Api::<VolumeSnapshot>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| ClusterError::api("reading", format!("VolumeSnapshot {namespace}/{name}"), e))
+}
+
+/// The VolumeSnapshots carrying a label selector, e.g. an app's for retention.
+pub async fn snapshots_with(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+) -> Result<Vec<VolumeSnapshot>, ClusterError> {
+    Api::<VolumeSnapshot>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| {
+            ClusterError::api(
+                "listing",
+                format!("VolumeSnapshots in {namespace} ({selector})"),
+                e,
+            )
+        })
+}
+
+/// Deletes a VolumeSnapshot; one already gone is fine.
+pub async fn delete_snapshot(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ClusterError> {
+    match Api::<VolumeSnapshot>::namespaced(client.clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(ClusterError::api(
+            "deleting",
+            format!("VolumeSnapshot {namespace}/{name}"),
+            e,
+        )),
+    }
+}
+
+/// A PVC, or None.
+pub async fn claim(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<PersistentVolumeClaim>, ClusterError> {
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| {
+            ClusterError::api(
+                "reading",
+                format!("PersistentVolumeClaim {namespace}/{name}"),
+                e,
+            )
+        })
+}
+
+/// Deletes a PVC (it stays Terminating while a pod uses it); one already gone is fine.
+pub async fn delete_claim(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ClusterError> {
+    match Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(ClusterError::api(
+            "deleting",
+            format!("PersistentVolumeClaim {namespace}/{name}"),
+            e,
+        )),
+    }
+}
+
+/// Creates a restored PVC; one that already exists is left to the caller to inspect (its
+/// `restored-from` annotation says whether it is ours).
+pub async fn create_claim(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+) -> Result<(), ClusterError> {
+    let namespace = claim.namespace().unwrap_or_default();
+    match Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), claim)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if already_exists(&e) => Ok(()),
+        Err(e) => Err(ClusterError::api(
+            "creating",
+            format!("PersistentVolumeClaim {namespace}/{}", claim.name_any()),
+            e,
+        )),
+    }
+}
+
+/// A StorageClass, or None.
+pub async fn storage_class(
+    client: &Client,
+    name: &str,
+) -> Result<Option<StorageClass>, ClusterError> {
+    Api::<StorageClass>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|e| ClusterError::api("reading", format!("StorageClass {name}"), e))
+}
+
+/// The CSI driver behind a PVC: its bound PersistentVolume's `spec.csi.driver`, else its
+/// StorageClass's provisioner; None for volumes that are not CSI (they cannot be
+/// snapshotted).
+pub async fn csi_driver(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+) -> Result<Option<String>, ClusterError> {
+    let spec = claim.spec.as_ref();
+    if let Some(volume) = spec
+        .and_then(|s| s.volume_name.as_deref())
+        .filter(|v| !v.is_empty())
+    {
+        let pv = Api::<PersistentVolume>::all(client.clone())
+            .get_opt(volume)
+            .await
+            .map_err(|e| ClusterError::api("reading", format!("PersistentVolume {volume}"), e))?;
+        if let Some(driver) = pv
+            .and_then(|pv| pv.spec)
+            .and_then(|s| s.csi)
+            .map(|csi| csi.driver)
+        {
+            return Ok(Some(driver));
+        }
+    }
+    let Some(class) = spec.and_then(|s| s.storage_class_name.as_deref()) else {
+        return Ok(None);
+    };
+    Ok(storage_class(client, class).await?.map(|c| c.provisioner))
+}

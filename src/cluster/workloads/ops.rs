@@ -1,0 +1,85 @@
+//! Talking to the API about workloads: their replicas, scaling them (a merge patch of
+//! `spec.replicas` only), and the pods that still hold an app's volumes.
+
+use super::{PodMount, pods_mounting};
+use crate::api::{PlannedWorkload, WorkloadKind};
+use crate::cluster::error::ClusterError;
+use crate::cluster::patch_params;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+fn describe(kind: WorkloadKind, namespace: &str, name: &str) -> String {
+    format!("{kind:?} {namespace}/{name}")
+}
+
+/// A workload's `spec.replicas` (1 when unset, as Kubernetes defaults it), or None when it
+/// does not exist.
+pub async fn replicas(
+    client: &Client,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<i32>, ClusterError> {
+    let error = |e| ClusterError::api("reading", describe(kind, namespace, name), e);
+    Ok(match kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(error)?
+            .map(|d| d.spec.replicas.unwrap_or(1)),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(error)?
+            .map(|s| s.spec.replicas.unwrap_or(1)),
+    })
+}
+
+/// Sets a workload's replicas.
+pub async fn scale(
+    client: &Client,
+    workload: &PlannedWorkload,
+    replicas: i32,
+) -> Result<(), ClusterError> {
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    let object = describe(workload.kind, &workload.namespace, &workload.name);
+    let result = match workload.kind {
+        WorkloadKind::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), &workload.namespace)
+                .patch(&workload.name, &patch_params(), &patch)
+                .await
+                .map(|_| ())
+        }
+        WorkloadKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), &workload.namespace)
+                .patch(&workload.name, &patch_params(), &patch)
+                .await
+                .map(|_| ())
+        }
+    };
+    result.map_err(|e| ClusterError::api("scaling", object, e))
+}
+
+/// The pods of `namespace` that still hold any of `claims`, with their owners resolved.
+pub async fn mounts(
+    client: &Client,
+    namespace: &str,
+    claims: &BTreeSet<String>,
+) -> Result<Vec<PodMount>, ClusterError> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ClusterError::api("listing", format!("pods in {namespace}"), e))?;
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ClusterError::api("listing", format!("ReplicaSets in {namespace}"), e))?;
+    Ok(pods_mounting(&pods.items, claims, &replica_sets.items))
+}
