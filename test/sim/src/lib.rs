@@ -3,3 +3,5 @@
 //! Flux source/kustomize/helm controllers that read a real Git repository, a CSI snapshot
 //! controller, Deployment/StatefulSet/pod controllers, a PVC binder and git servers
 //! (`file://` and smart HTTP) for tests and `fluxgate demo`.
+
+pub mod git_server;
