@@ -140,7 +140,11 @@ pub(crate) fn validate(repo: &git2::Repository, tracking_ref: &str) -> Result<()
 
 /// Deletes a damaged cache so the next open re-clones it.
 pub(crate) fn wipe(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
+    let removed = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => std::fs::remove_file(dir),
+        _ => std::fs::remove_dir_all(dir),
+    };
+    match removed {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }

@@ -791,6 +791,11 @@ impl<'a> Net<'a> {
             c.get()
         };
         match &self.inner.auth {
+            // libgit2 tries credentials embedded in the URL before asking us.
+            GitAuth::Anonymous if self.inner.url.password.is_some() => Err(self.fail_auth(
+                "the server rejected the credentials embedded in the URL; move them to a \
+                 secret (git.secretRef) with a valid token",
+            )),
             GitAuth::Anonymous => Err(self.fail_auth(
                 "the server requires credentials but none are configured (set git.secretRef)",
             )),

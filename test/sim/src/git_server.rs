@@ -390,6 +390,17 @@ impl GitServer {
         Ok(String::from_utf8_lossy(&sha).trim().to_owned())
     }
 
+    /// Installs a server-side hook (e.g. `pre-receive`) with this shell script as its body;
+    /// it runs for pushes over HTTP (git's local transport used by `file://` clients may
+    /// bypass hooks). Example: `server.install_hook("pre-receive", "echo protected >&2; exit 1")`.
+    pub fn install_hook(&self, name: &str, script: &str) -> io::Result<()> {
+        let path = self.repo.join("hooks").join(name);
+        std::fs::create_dir_all(self.repo.join("hooks"))?;
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n"))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+    }
+
     fn branch_ref(&self) -> String {
         format!("refs/heads/{}", self.branch)
     }
