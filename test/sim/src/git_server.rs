@@ -440,6 +440,8 @@ fn seed_stream(branch: &str, message: &str, files: &[(String, Vec<u8>)]) -> Vec<
 /// Environment that isolates fixture git commands from the user's and system git config.
 fn isolated(cmd: &mut Command) -> &mut Command {
     cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+        // Messages in English whatever the machine's locale, so tests can match them.
+        .env("LC_ALL", "C")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
         .env_remove("GIT_DIR")
