@@ -31,6 +31,9 @@ impl std::fmt::Debug for SecretString {
 pub struct SshAuth {
     /// The private key in PEM/OpenSSH format (Flux key `identity`).
     pub identity: SecretString,
+    /// The matching public key (Flux key `identity.pub`); derived from the private key by
+    /// libssh2 when absent.
+    pub public_key: Option<String>,
     /// Passphrase of the key (Flux key `password` next to `identity`).
     pub passphrase: Option<SecretString>,
     /// Trusted host keys in OpenSSH `known_hosts` format (Flux key `known_hosts`).
@@ -84,6 +87,7 @@ impl GitAuth {
             let known_hosts = KnownHosts::parse(&known_hosts)?;
             return Ok(GitAuth::Ssh(SshAuth {
                 identity: SecretString::new(identity),
+                public_key: text(data, "identity.pub")?,
                 passphrase: password.map(SecretString::new),
                 known_hosts,
             }));
@@ -297,10 +301,12 @@ mod tests {
         let kh = format!("github.com ssh-ed25519 {KEY_A}\n");
         match GitAuth::from_secret_data(&data(&[
             ("identity", "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"),
+            ("identity.pub", "ssh-ed25519 AAAA test"),
             ("password", "phrase"),
             ("known_hosts", &kh),
         ])) {
             Ok(GitAuth::Ssh(ssh)) => {
+                assert_eq!(ssh.public_key.as_deref(), Some("ssh-ed25519 AAAA test"));
                 assert_eq!(
                     ssh.passphrase.as_ref().map(SecretString::expose),
                     Some("phrase")

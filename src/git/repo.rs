@@ -830,7 +830,7 @@ impl<'a> Net<'a> {
                 }
                 Cred::ssh_key_from_memory(
                     user,
-                    None,
+                    ssh.public_key.as_deref(),
                     ssh.identity.expose(),
                     ssh.passphrase.as_ref().map(|p| p.expose()),
                 )
