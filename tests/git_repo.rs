@@ -238,26 +238,33 @@ fn no_commit_when_the_new_head_already_has_the_edit() -> TestResult {
     Ok(())
 }
 
-/// Two writers with separate caches push at the same moment: both land, one after the other.
+/// Two writers with separate caches push at the same moment: both land, one after the
+/// other, nothing lost (over `file://`, where libgit2's own local push would lose one).
 #[test]
-fn two_racing_writers_both_land() -> TestResult {
+fn two_racing_writers_both_land_over_file_url() -> TestResult {
     let server = GitServer::builder()
         .file(RELEASE, RELEASE_V1)
         .file("b.txt", "b0\n")
         .start()?;
+    racing_writers(&server, &server.file_url())
+}
+
+/// The same race through git's smart HTTP server (its receive-pack does the compare-and-swap).
+#[test]
+fn two_racing_writers_both_land_over_http() -> TestResult {
+    let server = GitServer::builder()
+        .file(RELEASE, RELEASE_V1)
+        .file("b.txt", "b0\n")
+        .http()
+        .start()?;
+    let url = server.http_url().ok_or("http enabled")?;
+    racing_writers(&server, &url)
+}
+
+fn racing_writers(server: &GitServer, url: &str) -> TestResult {
     let (cache_a, cache_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let a = open(
-        &server,
-        server.file_url(),
-        GitAuth::Anonymous,
-        cache_a.path(),
-    )?;
-    let b = open(
-        &server,
-        server.file_url(),
-        GitAuth::Anonymous,
-        cache_b.path(),
-    )?;
+    let a = open(server, url.to_owned(), GitAuth::Anonymous, cache_a.path())?;
+    let b = open(server, url.to_owned(), GitAuth::Anonymous, cache_b.path())?;
     let barrier = Arc::new(std::sync::Barrier::new(2));
     let make = |uid: &'static str, path: &'static str, text: &'static str| {
         let barrier = barrier.clone();

@@ -287,7 +287,7 @@ impl Git2Repo {
                     .repo
                     .commit(None, &author, &author, &message, &tree, &[&parent])
                     .map_err(|e| inner.corrupt(&e))?;
-                match s.push(oid)? {
+                match s.push(oid, head)? {
                     Push::Done => {
                         // Keep the tracking ref in step so the next fetch negotiates from here.
                         let _ =
@@ -445,6 +445,9 @@ fn is_race(reason: &str) -> bool {
         "fetch first",
         "stale info",
         "cannot lock ref",
+        "failed to update ref",
+        // libgit2's local transport when another writer holds the ref lock.
+        "failed to lock",
         "incorrect old value",
     ]
     .iter()
@@ -687,10 +690,14 @@ impl Session<'_> {
         }
     }
 
-    /// Pushes `commit` to the branch (never forced).
-    fn push(&self, commit: Oid) -> Result<Push, GitError> {
+    /// Pushes `commit` (whose parent is `expected`, the head we fetched) to the branch,
+    /// never forced.
+    fn push(&self, commit: Oid, expected: Oid) -> Result<Push, GitError> {
         let inner = self.inner;
         self.check_deadline()?;
+        if inner.url.transport == Transport::File {
+            return self.push_local(commit, expected);
+        }
         self.repo
             .reference(PUSH_REF, commit, true, "fluxgate: to push")
             .map_err(|e| inner.corrupt(&e))?;
@@ -716,6 +723,91 @@ impl Session<'_> {
             Err(e) => Err(net.error(&e, self.operation)),
         }
     }
+}
+
+impl Session<'_> {
+    /// Push to a repository on this machine. libgit2's local transport checks for a fast
+    /// forward when it connects but then overwrites the ref unconditionally, so a push landing
+    /// in between is silently lost. Instead: copy the missing objects ourselves, then move
+    /// the branch with a compare-and-swap against `expected` (under git's own ref lock).
+    fn push_local(&self, commit: Oid, expected: Oid) -> Result<Push, GitError> {
+        let inner = self.inner;
+        let network = |detail: String| GitError::Network {
+            remote: inner.remote(),
+            branch: inner.branch.clone(),
+            detail: inner.scrub(&detail),
+        };
+        let target = Repository::open(&inner.url.path)
+            .map_err(|e| network(format!("cannot open the repository: {}", e.message())))?;
+        let branch_ref = format!("refs/heads/{}", inner.branch);
+        if !target.is_bare()
+            && target
+                .head()
+                .ok()
+                .and_then(|h| h.name().ok().map(|n| n == branch_ref))
+                .unwrap_or(false)
+        {
+            return Ok(Push::Rejected(format!(
+                "refusing to update the checked-out branch {} of a non-bare repository",
+                inner.branch
+            )));
+        }
+        copy_missing_objects(&self.repo, &target, commit)
+            .map_err(|e| network(format!("copying objects: {}", e.message())))?;
+        match target.reference_matching(&branch_ref, commit, true, expected, "fluxgate: push") {
+            Ok(_) => Ok(Push::Done),
+            Err(e)
+                if matches!(e.code(), ErrorCode::Modified | ErrorCode::Locked)
+                    || is_race(e.message()) =>
+            {
+                Ok(Push::Race)
+            }
+            Err(e) => Err(network(format!("updating {branch_ref}: {}", e.message()))),
+        }
+    }
+}
+
+/// Copies the objects reachable from `commit` that `dst` lacks, children before parents,
+/// so that `dst` never holds an object whose referents are missing (which would make the
+/// "already there, skip it" shortcut wrong after an interrupted copy).
+fn copy_missing_objects(
+    src: &Repository,
+    dst: &Repository,
+    commit: Oid,
+) -> Result<(), git2::Error> {
+    let (src_odb, dst_odb) = (src.odb()?, dst.odb()?);
+    let mut seen = std::collections::HashSet::new();
+    let mut order = Vec::new();
+    let mut stack = vec![commit];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) || dst_odb.exists(id) {
+            continue;
+        }
+        let object = src.find_object(id, None)?;
+        match object.kind() {
+            Some(git2::ObjectType::Commit) => {
+                let c = object.peel_to_commit()?;
+                stack.push(c.tree_id());
+                stack.extend(c.parent_ids());
+            }
+            Some(git2::ObjectType::Tree) => {
+                let t = object.peel_to_tree()?;
+                // Submodule entries point into other repositories.
+                stack.extend(
+                    t.iter()
+                        .filter(|e| e.kind() != Some(git2::ObjectType::Commit))
+                        .map(|e| e.id()),
+                );
+            }
+            _ => {}
+        }
+        order.push(id);
+    }
+    for id in order.into_iter().rev() {
+        let object = src_odb.read(id)?;
+        dst_odb.write(object.kind(), object.data())?;
+    }
+    Ok(())
 }
 
 /// Callback state for one network operation: credentials (bounded), host-key check,
