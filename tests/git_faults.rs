@@ -235,3 +235,50 @@ fn ssh_urls_need_a_key_and_known_hosts() -> TestResult {
     assert_eq!(err.category(), "git_config");
     Ok(())
 }
+
+/// Captured log output for one thread (our blocking calls log on the calling thread).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn logs_never_contain_credentials() -> TestResult {
+    let server = http_server()?;
+    let cache = tempfile::tempdir()?;
+    let plain = server.http_url().ok_or("http")?;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || -> TestResult {
+        // Good token in the URL over plain http (warned about), a commit, then a bad one.
+        let good = plain.replacen("http://", &format!("http://{USER}:{TOKEN}@"), 1);
+        let repo = open(&good, GitAuth::Anonymous, cache.path())?;
+        repo.commit_and_push_blocking(request("uid-log", vec![set_version("1.1.0", counter())]))?;
+        let secret_auth = open(&plain, basic(TOKEN), cache.path())?;
+        secret_auth.head_blocking()?;
+        let bad = open(&plain, basic("bad-pa55word-xyz"), cache.path())?;
+        let _ = bad.head_blocking().expect_err("bad password");
+        Ok(())
+    })?;
+    let logs = String::from_utf8(captured.0.lock().map_err(|_| "poisoned")?.clone())?;
+    assert!(logs.contains("pushed commit"), "logging is on: {logs}");
+    for secret in [TOKEN, "bad-pa55word-xyz"] {
+        assert!(!logs.contains(secret), "secret {secret:?} in logs: {logs}");
+    }
+    Ok(())
+}

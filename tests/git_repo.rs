@@ -514,7 +514,7 @@ fn one_commit_for_several_files() -> TestResult {
 /// single-threaded runtime (blocking work must not stall it).
 #[tokio::test]
 async fn async_trait_object_round_trip() -> TestResult {
-    let server = file_server()?;
+    let server = GitServer::with_files("main", &[(RELEASE, RELEASE_V1)])?;
     let cache = tempfile::tempdir()?;
     let repo: Arc<dyn GitRepo> = Arc::new(open(
         &server,
