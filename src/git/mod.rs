@@ -14,6 +14,7 @@
 mod auth;
 mod cache;
 mod error;
+mod net;
 mod remote;
 mod repo;
 mod trailers;
