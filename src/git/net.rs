@@ -200,7 +200,8 @@ impl<'a> Net<'a> {
             }
             None => {}
         }
-        let lower = detail.to_ascii_lowercase();
+        // Classify on libgit2's own words: scrubbing may have replaced parts of them.
+        let lower = err.message().to_ascii_lowercase();
         if err.code() == ErrorCode::Auth
             || lower.contains("status code: 401")
             || lower.contains("status code: 403")
@@ -237,5 +238,142 @@ impl<'a> Net<'a> {
                 detail,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::{Git2Repo, GitConfig, KnownHosts, RemoteSpec, SecretString, SshAuth};
+    use std::time::Duration;
+
+    const KNOWN_HOSTS: &str = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    fn repo(url: &str, auth: GitAuth) -> (tempfile::TempDir, Git2Repo) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = Git2Repo::open(
+            GitConfig::new(tmp.path()),
+            RemoteSpec {
+                url: url.to_owned(),
+                branch: "main".to_owned(),
+                auth,
+            },
+        )
+        .expect("valid remote");
+        (tmp, repo)
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn ssh_key_is_offered_once_then_refused() {
+        let auth = GitAuth::Ssh(SshAuth {
+            identity: SecretString::new("-----BEGIN OPENSSH PRIVATE KEY-----\nkey\n"),
+            public_key: None,
+            passphrase: Some(SecretString::new("passphrase-secret")),
+            known_hosts: KnownHosts::parse(KNOWN_HOSTS).expect("known_hosts"),
+        });
+        let (_tmp, repo) = repo("ssh://github.com/o/r.git", auth);
+        let net = Net::new(repo.inner(), later());
+        assert!(net.credentials(None, CredentialType::USERNAME).is_ok());
+        assert!(
+            net.credentials(Some("git"), CredentialType::SSH_KEY)
+                .is_ok()
+        );
+        assert!(net.failure().is_none());
+        assert!(
+            net.credentials(Some("git"), CredentialType::SSH_KEY)
+                .is_err()
+        );
+        let err = net.error(&git2::Error::from_str("callback error"), "fetch");
+        assert_eq!(err.category(), "git_auth", "{err}");
+        assert!(err.to_string().contains("rejected the SSH key"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("passphrase-secret"));
+    }
+
+    #[test]
+    fn password_is_offered_once_then_refused() {
+        let auth = GitAuth::Basic {
+            username: "u".into(),
+            password: SecretString::new("tok"),
+        };
+        let (_tmp, repo) = repo("https://example.com/o/r.git", auth);
+        let net = Net::new(repo.inner(), later());
+        assert!(
+            net.credentials(None, CredentialType::SSH_KEY).is_err(),
+            "wrong kind asked for"
+        );
+        let net = Net::new(repo.inner(), later());
+        assert!(
+            net.credentials(None, CredentialType::USER_PASS_PLAINTEXT)
+                .is_ok()
+        );
+        assert!(
+            net.credentials(None, CredentialType::USER_PASS_PLAINTEXT)
+                .is_err()
+        );
+        assert!(matches!(net.failure(), Some(Failure::Auth(why)) if why.contains("rejected")));
+    }
+
+    #[test]
+    fn a_passed_deadline_is_a_timeout() {
+        let (_tmp, repo) = repo("https://example.com/o/r.git", GitAuth::Anonymous);
+        let net = Net::new(repo.inner(), Instant::now());
+        assert!(
+            net.credentials(None, CredentialType::USER_PASS_PLAINTEXT)
+                .is_err()
+        );
+        let err = net.error(&git2::Error::from_str("aborted"), "push");
+        assert_eq!(err.category(), "git_timeout", "{err}");
+    }
+
+    #[test]
+    fn libgit2_errors_are_classified() {
+        let (_tmp, repo) = repo("https://u:sekrit@example.com/o/r.git", GitAuth::Anonymous);
+        let net = Net::new(repo.inner(), later());
+        let classify = |code, class, msg: &str| {
+            net.error(&git2::Error::new(code, class, msg), "fetch")
+                .category()
+        };
+        use git2::{ErrorClass as C, ErrorCode as E};
+        assert_eq!(
+            classify(E::GenericError, C::Http, "unexpected http status code: 401"),
+            "git_auth"
+        );
+        assert_eq!(
+            classify(
+                E::Auth,
+                C::Http,
+                "too many redirects or authentication replays"
+            ),
+            "git_auth"
+        );
+        assert_eq!(
+            classify(
+                E::GenericError,
+                C::Net,
+                "failed to connect: Connection refused"
+            ),
+            "git_network"
+        );
+        assert_eq!(
+            classify(E::Timeout, C::Net, "read timed out"),
+            "git_timeout"
+        );
+        assert_eq!(
+            classify(E::GenericError, C::Odb, "object not found"),
+            "git_corrupt"
+        );
+        let err = net.error(
+            &git2::Error::new(
+                E::GenericError,
+                C::Net,
+                "cannot reach https://u:sekrit@example.com/o/r.git",
+            ),
+            "fetch",
+        );
+        assert!(!err.to_string().contains("sekrit"), "{err}");
     }
 }

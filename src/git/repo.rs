@@ -144,8 +144,8 @@ impl Git2Repo {
         })?;
         let mut secrets = spec.auth.secrets();
         secrets.extend(url.password.clone());
-        if matches!(url.transport, Transport::Https | Transport::Http) {
-            // Tokens are often passed as the username of an HTTPS URL.
+        if matches!(url.transport, Transport::Https | Transport::Http) && url.password.is_none() {
+            // A lone username in an HTTPS URL is usually a token (`https://TOKEN@host`).
             secrets.extend(url.user.clone());
         }
         let tracking_ref = format!("refs/remotes/origin/{}", spec.branch);
@@ -208,6 +208,12 @@ impl Git2Repo {
         Ok(Git2Repo {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The shared state, for the network module's tests.
+    #[cfg(test)]
+    pub(super) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The cache directory of this remote + branch (for operators and tests).
