@@ -138,6 +138,22 @@ pub(crate) fn validate(repo: &git2::Repository, tracking_ref: &str) -> Result<()
     }
 }
 
+/// Every fetch adds a small pack and libgit2 cannot repack, so a long-lived cache slowly
+/// fragments; past this many packs we start over from a fresh clone (one clone per few
+/// hundred operations).
+pub(crate) const MAX_PACKS: usize = 256;
+
+/// Whether the cache at `dir` has fragmented into more than [`MAX_PACKS`] packs.
+pub(crate) fn too_fragmented(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("objects").join("pack")).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+            .count()
+            > MAX_PACKS
+    })
+}
+
 /// Deletes a damaged cache so the next open re-clones it.
 pub(crate) fn wipe(dir: &Path) -> std::io::Result<()> {
     let removed = match std::fs::symlink_metadata(dir) {
@@ -163,6 +179,20 @@ mod tests {
         let name = dir_name(&a, "main");
         assert_eq!(name.len(), 32);
         assert!(name.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
+    }
+
+    #[test]
+    fn many_packs_mean_start_over() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let packs = tmp.path().join("objects").join("pack");
+        std::fs::create_dir_all(&packs).expect("mkdir");
+        assert!(!too_fragmented(tmp.path()));
+        for i in 0..=MAX_PACKS {
+            std::fs::write(packs.join(format!("pack-{i}.pack")), b"").expect("write");
+            std::fs::write(packs.join(format!("pack-{i}.idx")), b"").expect("write");
+        }
+        assert!(too_fragmented(tmp.path()));
+        assert!(!too_fragmented(&tmp.path().join("absent")));
     }
 
     #[test]

@@ -10,6 +10,40 @@
 //! now say "already done"), and push again, a bounded number of times. Idempotency across
 //! crashes comes from the `Fluxgate-Request-UID` trailer: [`CommitRequest::idempotency`]
 //! (or [`GitRepo::find_commit_by_trailer`]) finds a commit pushed before a crash.
+//!
+//! ```no_run
+//! use fluxgate::git::*;
+//! # async fn upgrade(secret_data: std::collections::BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+//! let repo = Git2Repo::open(
+//!     GitConfig::new("/var/cache/fluxgate/git"),
+//!     RemoteSpec {
+//!         url: "https://github.com/acme/fleet.git".into(),
+//!         branch: "main".into(),
+//!         auth: GitAuth::from_secret_data(&secret_data)?,
+//!     },
+//! )?;
+//! let edit = FileEdit::new("apps/gitea/release.yaml", |current| {
+//!     let text = std::str::from_utf8(current.ok_or("file is missing")?)?;
+//!     // The manifest module computes the new text; "already there" means Unchanged.
+//!     Ok(match text.replace("version: 1.21.0", "version: 1.22.1") {
+//!         new if new == text => EditResult::Unchanged,
+//!         new => EditResult::Replace(new.into_bytes()),
+//!     })
+//! });
+//! let outcome = repo
+//!     .commit_and_push(CommitRequest {
+//!         message: "Upgrade gitea to 1.22.1".into(),
+//!         author: Author::new("Fluxgate", "fluxgate@example.com"),
+//!         trailers: request_trailers("apps", "gitea-up", "4f1c…uid"),
+//!         edits: vec![edit],
+//!         idempotency: Some((REQUEST_UID_TRAILER.into(), "4f1c…uid".into())),
+//!     })
+//!     .await?;
+//! if let CommitOutcome::Pushed { commit, .. } | CommitOutcome::AlreadyPushed { commit } = outcome {
+//!     println!("{} {:?}", commit.sha, commit.url);
+//! }
+//! # Ok(()) }
+//! ```
 
 mod auth;
 mod cache;

@@ -348,6 +348,11 @@ impl Git2Repo {
             }
         })?;
         let mut wiped = false;
+        if cache::too_fragmented(&inner.dir) {
+            tracing::info!(remote = %inner.url.redacted, cache = %inner.dir.display(),
+                "git cache has too many packs; re-cloning");
+            wiped = cache::wipe(&inner.dir).is_ok();
+        }
         loop {
             let opened = cache::open_or_create(&inner.dir).and_then(|repo| {
                 cache::validate(&repo, &inner.tracking_ref)?;
