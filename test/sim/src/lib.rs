@@ -4,4 +4,5 @@
 //! controller, Deployment/StatefulSet/pod controllers, a PVC binder and git servers
 //! (`file://` and smart HTTP) for tests and `fluxgate demo`.
 
+pub mod git_server;
 pub mod helm_secret;
