@@ -5,4 +5,5 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod manifest;
+pub mod renovate;
 pub mod telemetry;
