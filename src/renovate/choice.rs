@@ -166,7 +166,11 @@ pub fn choose(
                 digest_only,
                 released_at: update.release_timestamp,
                 is_breaking: update.is_breaking,
-                source: format!("renovate {} {}", update.manager, finding.package_file),
+                // The status field holds at most 1024 characters.
+                source: format!("renovate {} {}", update.manager, finding.package_file)
+                    .chars()
+                    .take(1024)
+                    .collect(),
                 version,
             });
         }

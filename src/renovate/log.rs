@@ -169,6 +169,10 @@ fn no_updates_warning(summary: &SourceSummary) -> String {
              LOG_LEVEL=debug), or use reportType: file",
             summary.lines
         )
+    } else if summary.levels.keys().all(|level| level == "other") {
+        "none of its lines is a Renovate log line (no Bunyan `level`) and it is not a report \
+         (no `repositories`): is this the right ConfigMap key or file?"
+            .to_owned()
     } else if debug_lines == 0 {
         format!(
             "no `{UPDATES_MSG}` line and no debug-level line: Renovate logged at info level, \

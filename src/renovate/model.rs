@@ -252,6 +252,22 @@ impl Reader<'_> {
         }
     }
 
+    /// A string field the entry cannot do without: absent → one problem saying the entry is
+    /// skipped; present but invalid → the problem [`Reader::string`] reported.
+    fn required(
+        &mut self,
+        object: &Map<String, Value>,
+        key: &str,
+        at: &str,
+        what: &str,
+    ) -> Option<String> {
+        let value = self.string(object, key, at);
+        if value.is_none() && matches!(object.get(key), None | Some(Value::Null)) {
+            self.problem(at, format!("{what} without `{key}` is skipped"));
+        }
+        value
+    }
+
     /// Reads Renovate's `config` object: manager name → list of package files.
     pub fn package_files(
         &mut self,
@@ -301,8 +317,7 @@ impl Reader<'_> {
             self.problem(at, format!("expected a package file, found {}", kind(file)));
             return;
         };
-        let Some(raw_path) = self.string(file, "packageFile", at) else {
-            self.problem(at, "a package file without `packageFile` is skipped");
+        let Some(raw_path) = self.required(file, "packageFile", at, "a package file") else {
             return;
         };
         let package_file = match normalize_repo_path(&raw_path) {
@@ -342,8 +357,7 @@ impl Reader<'_> {
                 *self.summary.skipped_deps.entry(reason).or_default() += 1;
                 continue;
             }
-            let Some(dep_name) = self.string(dep, "depName", &at) else {
-                self.problem(&at, "a dependency without `depName` is skipped");
+            let Some(dep_name) = self.required(dep, "depName", &at, "a dependency") else {
                 continue;
             };
             let Some(current_value) = self.string(dep, "currentValue", &at) else {
@@ -400,16 +414,14 @@ impl Reader<'_> {
                 self.problem(&at, format!("expected an update, found {}", kind(update)));
                 continue;
             };
-            let Some(type_text) = self.string(update, "updateType", &at) else {
-                self.problem(&at, "an update without `updateType` is skipped");
+            let Some(type_text) = self.required(update, "updateType", &at, "an update") else {
                 continue;
             };
             let Some(update_type) = RenovateUpdateType::parse(&type_text) else {
                 *self.summary.ignored_updates.entry(type_text).or_default() += 1;
                 continue;
             };
-            let Some(new_value) = self.string(update, "newValue", &at) else {
-                self.problem(&at, "an update without `newValue` is skipped");
+            let Some(new_value) = self.required(update, "newValue", &at, "an update") else {
                 continue;
             };
             let release_timestamp = match self.string(update, "releaseTimestamp", &at) {
