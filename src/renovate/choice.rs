@@ -67,6 +67,16 @@ impl FieldChoice {
     }
 }
 
+/// The API's name of an update type (`patch`, `minor`, `major`, `other`), for messages.
+pub fn update_type_name(update_type: UpdateType) -> &'static str {
+    match update_type {
+        UpdateType::Patch => "patch",
+        UpdateType::Minor => "minor",
+        UpdateType::Major => "major",
+        UpdateType::Other => "other",
+    }
+}
+
 /// Whether `a` and `b` are the same version including the digest: the tag under the
 /// manifest module's normalisation, and the same digest (or none on both sides).
 pub fn same_version(a: &str, b: &str) -> bool {

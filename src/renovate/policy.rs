@@ -1,7 +1,7 @@
 //! The automatic-upgrade decision: whether an app's `updatePolicy` lets Fluxgate create an
 //! UpgradeRequest now, for which target, under which deterministic name and labels.
 
-use super::choice::is_failed;
+use super::choice::{is_failed, update_type_name};
 use super::schedule::{Window, WindowState};
 use crate::api::{AutoUpdate, AvailableUpdate, FailedVersion, UpdatePolicy, UpdateType};
 use crate::manifest::{normalize, versions_equal};
@@ -76,6 +76,9 @@ pub struct Situation {
 /// upgraded only by a person; fields whose release is too young wait for their own request
 /// rather than holding back the others.
 ///
+/// The window gates only the creation of a request: a running upgrade always finishes,
+/// even when the window closes meanwhile.
+///
 /// A release without a known time never satisfies `minReleaseAge`: the point of the rule is
 /// letting a release prove itself, and an unknown age proves nothing.
 pub fn auto_upgrade(
@@ -115,7 +118,7 @@ pub fn auto_upgrade(
             refused.push(format!(
                 "{field} {} is a {} update, beyond auto: {}",
                 update.version,
-                type_name(update.update_type),
+                update_type_name(update.update_type),
                 auto_name(policy.auto)
             ));
             continue;
@@ -205,15 +208,6 @@ pub fn auto_upgrade(
 fn never(reason: impl Into<String>) -> AutoDecision {
     AutoDecision::Never {
         reason: reason.into(),
-    }
-}
-
-fn type_name(update_type: UpdateType) -> &'static str {
-    match update_type {
-        UpdateType::Patch => "patch",
-        UpdateType::Minor => "minor",
-        UpdateType::Major => "major",
-        UpdateType::Other => "non-semver",
     }
 }
 

@@ -226,7 +226,11 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
         let mut v = low;
         while v <= high {
             mask |= 1 << v;
-            v += step;
+            // A huge step (`*/4000000000`) must end the loop, not overflow.
+            match v.checked_add(step) {
+                Some(next) => v = next,
+                None => break,
+            }
         }
     }
     Ok(mask)
@@ -531,6 +535,37 @@ mod tests {
         // February 31st never comes.
         let never = Window::new("0 0 31 2 *", "1h", TimeZone::UTC).expect("valid");
         assert_eq!(never.next_open(ts("2026-01-01T00:00:00Z")), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a user writes, parsing and evaluating returns (never panics or spins).
+        #[test]
+        fn any_schedule_text_is_parsed_or_refused(
+            fields in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "\\*", "\\*/[0-9]{1,2}", "[0-9]{1,2}", "[0-9]{1,2}-[0-9]{1,2}(/[0-9])?",
+                    "[0-9]{1,2},[0-9]{1,2}", "(mon|fri|sat|jan|feb|dec)", "[0-9*/,a-zA-Z?#-]{1,12}",
+                ],
+                5,
+            ),
+            seconds in 0i64..4_000_000_000,
+        ) {
+            if let Ok(schedule) = Schedule::parse(&fields.join(" ")) {
+                let at = Timestamp::from_second(seconds).expect("in range");
+                if let Some(previous) = schedule.previous(at, &TimeZone::UTC) {
+                    proptest::prop_assert!(previous <= at);
+                }
+                if let Some(next) = schedule.next(at, &TimeZone::UTC) {
+                    proptest::prop_assert!(next > at);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_steps_do_not_overflow() {
+        assert_eq!(schedule("*/4294967295 * * * *").minutes, 1);
+        assert!(Schedule::parse("*/4294967296 * * * *").is_err());
     }
 
     #[test]

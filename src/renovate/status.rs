@@ -1,7 +1,7 @@
 //! The next `status.availableUpdate` map and `UpdateAvailable` condition: what fresh
 //! Renovate data offers, minus what Git already has, with why old entries went away.
 
-use super::choice::same_version;
+use super::choice::{same_version, update_type_name};
 use crate::api::AvailableUpdate;
 use crate::api::conditions::{UPDATE_AVAILABLE, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -106,10 +106,7 @@ pub fn refresh(
         let message = available
             .iter()
             .map(|(field, u)| {
-                let kind = serde_json::to_value(u.update_type)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
+                let kind = update_type_name(u.update_type);
                 format!("{field} {} → {} ({kind})", u.current, u.version)
             })
             .collect::<Vec<_>>()
