@@ -85,15 +85,42 @@ fn read_one(reader: &mut Reader<'_>, content: &str, out: &mut Vec<Finding>) -> S
     }
     // A report is one (usually pretty-printed) document; a log is one object per line and
     // does not parse as a whole unless it has exactly one line.
-    if trimmed.starts_with('{')
-        && let Ok(document) = serde_json::from_str::<Value>(trimmed)
-        && report::is_report(&document)
-    {
-        let mut source = SourceSummary::new(reader.source, InputKind::Report);
-        source.used = report::read_report(reader, &document, "", out);
-        return source;
+    let mut as_document = None;
+    if trimmed.starts_with('{') {
+        match serde_json::from_str::<Value>(trimmed) {
+            Ok(document) if report::is_report(&document) => {
+                let mut source = SourceSummary::new(reader.source, InputKind::Report);
+                source.used = report::read_report(reader, &document, "", out);
+                return source;
+            }
+            Ok(_) => {}
+            Err(err) => as_document = Some(err),
+        }
     }
-    log::read_log(reader, content, out)
+    let source = log::read_log(reader, content, out);
+    if source.used == 0 {
+        let warning = match as_document {
+            // Mostly not JSON lines, and not a document either: most likely a pretty-printed
+            // report that was cut short (a ConfigMap holds at most 1 MiB). A few of its
+            // lines may parse on their own (`{"level": 40, "msg": …},` does not, but an
+            // entry without the comma does), so the test is "mostly".
+            Some(err) if source.malformed_lines * 2 > source.lines => {
+                reader.line = Some(err.line());
+                reader.problem("", format!("not valid JSON: {err}"));
+                reader.line = None;
+                format!(
+                    "neither a log nor a valid report: as a report it is not valid JSON \
+                     ({err}); was it cut at the ConfigMap's 1 MiB limit?"
+                )
+            }
+            _ => log::no_updates_warning(&source),
+        };
+        reader
+            .summary
+            .warnings
+            .push(format!("{}: {warning}", reader.source));
+    }
+    source
 }
 
 type Key = (String, Option<String>, String, String, String);

@@ -100,13 +100,6 @@ pub(crate) fn read_log(
     }
     reader.line = None;
     summary.used += reports;
-    if summary.used == 0 {
-        let warning = no_updates_warning(&summary);
-        reader
-            .summary
-            .warnings
-            .push(format!("{}: {warning}", reader.source));
-    }
     summary
 }
 
@@ -158,7 +151,7 @@ fn snapshot(reader: &mut Reader<'_>, line: usize, mut value: Value) -> Option<Sn
 }
 
 /// The warning for a log without a usable line, naming the likely setup mistake.
-fn no_updates_warning(summary: &SourceSummary) -> String {
+pub(crate) fn no_updates_warning(summary: &SourceSummary) -> String {
     let debug_lines = summary.levels.get("debug").copied().unwrap_or(0)
         + summary.levels.get("trace").copied().unwrap_or(0);
     if summary.lines == 0 {

@@ -459,6 +459,34 @@ mod parsing {
     }
 
     #[test]
+    fn a_report_cut_short_is_reported_as_such() {
+        let report = testdata("two_repositories.report.json");
+        let cut = &report[..report.len() / 2];
+        let parsed = parse(&[("cm/report.json", cut)]);
+        assert!(parsed.findings.is_empty());
+        let warning = &parsed.summary.warnings[0];
+        assert!(
+            warning.starts_with("cm/report.json: neither a log nor a valid report"),
+            "{warning}"
+        );
+        assert!(warning.contains("1 MiB"), "{warning}");
+        let problem = &parsed.summary.problems[0];
+        assert!(
+            problem.line.is_some() && problem.message.contains("EOF"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_log_whose_first_line_was_cut_is_still_a_log() {
+        let log = testdata("minimal.ndjson");
+        let text = format!("{{\"level\":20,\"msg\":\"cut\n{log}");
+        let parsed = parse(&[("log", &text)]);
+        assert_eq!(parsed.findings.len(), 1);
+        assert_eq!(parsed.summary.sources[0].malformed_lines, 1);
+    }
+
+    #[test]
     fn a_json_document_that_is_neither_is_reported() {
         let parsed = parse(&[("values.yaml", r#"{"replicas": 3}"#)]);
         assert!(parsed.findings.is_empty());
