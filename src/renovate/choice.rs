@@ -110,6 +110,10 @@ pub fn choose(
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut skipped = Vec::new();
     for finding in findings {
+        // Renovate saw a digest, but not in this field: it sits in a field of its own (a
+        // Kustomize `digest:`). Changing only the tag would leave the image pinned to the
+        // old digest, an upgrade in name only.
+        let digest_elsewhere = !pinned && finding.current_digest.is_some();
         for update in &finding.updates {
             let mut skip = |version: &str, reason: String| {
                 skipped.push(Skipped {
@@ -117,6 +121,15 @@ pub fn choose(
                     reason,
                 })
             };
+            if digest_elsewhere {
+                skip(
+                    &update.new_value,
+                    "the image's digest is pinned in another field; Fluxgate would change \
+                     only the tag (pin the digest in this field as `tag@digest` instead)"
+                        .into(),
+                );
+                continue;
+            }
             // A manager may write `tag@digest` into newValue itself.
             let (tag, value_digest) = match update.new_value.split_once('@') {
                 Some((tag, _)) => (tag.to_owned(), digest_of(&update.new_value)),

@@ -945,9 +945,15 @@ mod choice_tests {
         let mut unpinned = home_assistant();
         unpinned.value = "2024.3.1".into();
         let findings = home_ops();
+        // As Renovate reports an unpinned tag: no currentDigest (a digest update can still
+        // come with `newDigest`).
         let matched: Vec<Finding> = findings
             .into_iter()
             .filter(|f| f.dep_name == "ghcr.io/home-operations/home-assistant")
+            .map(|f| Finding {
+                current_digest: None,
+                ..f
+            })
             .collect();
         let choice = choice::choose(&unpinned, &matched, AutoUpdate::Major, &[]).expect("choice");
         assert_eq!(candidates(&choice), ["2024.4.0", "2024.3.2"]);
@@ -956,6 +962,56 @@ mod choice_tests {
                 .skipped
                 .iter()
                 .any(|s| s.reason.contains("pins no digest"))
+        );
+    }
+
+    #[test]
+    fn a_digest_pinned_in_another_field_blocks_tag_only_updates() {
+        // Kustomize `images:` with `newTag` and a separate `digest:`.
+        let text = "images:\n  - name: redis\n    newTag: 7.2.4\n    digest: sha256:aa\n";
+        let path = YamlPath::parse(".images[name=redis].newTag").expect("path");
+        let field = ResolvedField {
+            name: "redis".into(),
+            file: "kustomization.yaml".into(),
+            document: None,
+            path: path.to_string(),
+            format: ValueFormat::Plain,
+            value: manifest::get(text, None, &path).expect("value"),
+            package: mapping::infer_package(text, None, &path, ValueFormat::Plain),
+        };
+        let finding = Finding {
+            repository: "r/r".into(),
+            base_branch: None,
+            managers: vec!["kustomize".into()],
+            package_file: "kustomization.yaml".into(),
+            dep_name: "redis".into(),
+            package_name: None,
+            current_value: "7.2.4".into(),
+            current_digest: Some(OLD_DIGEST.into()),
+            datasource: Some("docker".into()),
+            updates: vec![Update {
+                update_type: RenovateUpdateType::Patch,
+                new_value: "7.2.5".into(),
+                new_digest: Some(NEW_DIGEST.into()),
+                new_version: None,
+                release_timestamp: None,
+                bucket: None,
+                is_breaking: false,
+                manager: "kustomize".into(),
+            }],
+        };
+        let mapping = mapping::map_findings(
+            std::slice::from_ref(&field),
+            std::slice::from_ref(&finding),
+            &Scope::default(),
+        );
+        let choice = choice::choose(&field, &mapping.matches["redis"], AutoUpdate::Major, &[])
+            .expect("choice");
+        assert!(choice.chosen.is_none());
+        assert!(
+            choice.skipped[0].reason.contains("pinned in another field"),
+            "{:?}",
+            choice.skipped
         );
     }
 
