@@ -9,8 +9,14 @@
 //! - [`choice`]: candidates and the `availableUpdate` per field;
 //! - [`schedule`]: five-field cron schedules and maintenance windows in a time zone;
 //! - [`policy`]: the automatic-upgrade decision and the request's name and labels;
-//! - [`status`]: the new `availableUpdate` map and the `UpdateAvailable` condition.
+//! - [`status`]: the new `availableUpdate` map and the `UpdateAvailable` condition;
+//! - [`app`]: mapping, choice and status for one app in one call.
+//!
+//! The controller's order: [`parse_inputs`] once per change of Renovate's output, then per
+//! app [`app::evaluate`] (write `refreshed` to the status) and [`policy::auto_upgrade`]
+//! (create the request it names, if any).
 
+pub mod app;
 pub mod choice;
 pub mod input;
 pub mod log;

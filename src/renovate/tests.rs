@@ -1720,38 +1720,47 @@ mod status_tests {
     fn end_to_end_from_log_to_status_and_decision() {
         // The pieces in the order the controller will call them.
         let parsed = parse_fixture("home_ops.ndjson");
-        let fields = [db_chart(), home_assistant()];
-        let mapping = mapping::map_findings(&fields, &parsed.findings, &Scope::default());
+        let fields = [db_chart(), home_assistant(), podinfo_chart()];
         let failed_versions = [failed("chart", "v1.5.0")];
-        let fresh: BTreeMap<String, AvailableUpdate> = fields
-            .iter()
-            .filter_map(|f| {
-                let matched = mapping.matches.get(&f.name)?;
-                choice::choose(f, matched, AutoUpdate::Minor, &failed_versions)
-                    .ok()?
-                    .available_update()
-                    .map(|a| (f.name.clone(), a))
-            })
-            .collect();
-        let current = git(&[
-            ("chart", "v1.4.2"),
-            ("app", &format!("2024.3.1@{OLD_DIGEST}")),
-        ]);
-        let refreshed = refresh(
-            &BTreeMap::new(),
-            &fresh,
-            &current,
-            !mapping.matches.is_empty(),
-        );
-        assert_eq!(
-            refreshed.summary.as_deref(),
-            Some(format!("app=2024.4.0@{NEW_DIGEST}, chart=v1.4.3").as_str())
-        );
         let policy = crate::api::UpdatePolicy {
             auto: AutoUpdate::Minor,
             min_release_age: Some("24h".into()),
             window: None,
         };
+        let previous = BTreeMap::from([("chart".to_owned(), offer("v1.4.2", "v1.5.0"))]);
+        let scope = Scope {
+            repository: Some("git@github.com:home/ops.git".into()),
+            branch: Some("main".into()),
+        };
+        let updates = app::evaluate(
+            app::AppContext {
+                fields: &fields[..2],
+                scope: &scope,
+                policy: &policy,
+                failed: &failed_versions,
+                previous: &previous,
+            },
+            &parsed.findings,
+        );
+        let refreshed = updates.refreshed;
+        assert_eq!(
+            refreshed.summary.as_deref(),
+            Some(format!("app=2024.4.0@{NEW_DIGEST}, chart=v1.4.3").as_str())
+        );
+        assert_eq!(refreshed.cleared[0].reason, "replaced by v1.4.3");
+        assert_eq!(updates.choices.len(), 2);
+        // A podinfo chart field in another app: its own choice, not the image's 6.7.1.
+        let podinfo = app::evaluate(
+            app::AppContext {
+                fields: &fields[2..],
+                scope: &scope,
+                policy: &policy,
+                failed: &[],
+                previous: &BTreeMap::new(),
+            },
+            &parsed.findings,
+        );
+        assert_eq!(podinfo.refreshed.summary.as_deref(), Some("chart=6.6.0"));
         let situation = policy::Situation {
             app_idle: true,
             running_auto_upgrades: 0,
