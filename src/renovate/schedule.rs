@@ -520,6 +520,41 @@ mod tests {
     }
 
     #[test]
+    fn the_local_day_decides_not_the_utc_day() {
+        // Saturday 01:00 in Tokyo (UTC+9) is Friday 16:00 UTC.
+        let window = Window::new("0 1 * * sat", "90m", tz("Asia/Tokyo")).expect("valid");
+        assert_eq!(
+            window.next_open(ts("2026-11-23T00:00:00Z")),
+            Some(ts("2026-11-27T16:00:00Z"))
+        );
+        assert!(matches!(
+            window.state(ts("2026-11-27T17:29:00Z")),
+            WindowState::Open { .. }
+        ));
+        assert!(matches!(
+            window.state(ts("2026-11-28T16:30:00Z")),
+            WindowState::Closed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_window_longer_than_its_period_is_always_open() {
+        let window = Window::new("0 * * * *", "2h", TimeZone::UTC).expect("valid");
+        for at in [
+            "2026-11-23T00:00:00Z",
+            "2026-11-23T00:59:59Z",
+            "2026-11-23T13:37:00Z",
+        ] {
+            assert!(
+                matches!(window.state(ts(at)), WindowState::Open { .. }),
+                "{at}"
+            );
+        }
+        let zero = Window::new("0 * * * *", "0s", TimeZone::UTC).expect_err("zero");
+        assert!(zero.to_string().contains("never open"), "{zero}");
+    }
+
+    #[test]
     fn rare_schedules_are_found_and_impossible_ones_end() {
         // February 29th at noon: the next one after 2026 is in 2028.
         let leap = Window::new("0 12 29 2 *", "1h", TimeZone::UTC).expect("valid");
