@@ -207,6 +207,61 @@ impl Summary {
     }
 }
 
+/// One line for logs and events, e.g. `renovate.log: log, 1 of 9 lines used, 3 malformed;
+/// 42 deps, 5 skipped (local-chart 1, unknown-registry 4); 2 problems`.
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts = |map: &BTreeMap<String, usize>| {
+            map.iter()
+                .map(|(key, count)| format!("{key} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for source in &self.sources {
+            match source.kind {
+                InputKind::Empty => write!(f, "{}: empty; ", source.name)?,
+                InputKind::Report => {
+                    write!(f, "{}: report, {} repositories; ", source.name, source.used)?
+                }
+                InputKind::Log => {
+                    write!(
+                        f,
+                        "{}: log, {} of {} lines used",
+                        source.name, source.used, source.lines
+                    )?;
+                    if source.superseded > 0 {
+                        write!(f, ", {} superseded", source.superseded)?;
+                    }
+                    if source.malformed_lines > 0 {
+                        write!(f, ", {} malformed", source.malformed_lines)?;
+                    }
+                    write!(f, "; ")?;
+                }
+            }
+        }
+        write!(f, "{} deps", self.deps)?;
+        let skipped: usize = self.skipped_deps.values().sum();
+        if skipped > 0 {
+            write!(f, ", {skipped} skipped ({})", counts(&self.skipped_deps))?;
+        }
+        let ignored: usize = self.ignored_updates.values().sum();
+        if ignored > 0 {
+            write!(
+                f,
+                "; {ignored} updates ignored ({})",
+                counts(&self.ignored_updates)
+            )?;
+        }
+        if self.problem_count > 0 {
+            write!(f, "; {} problems", self.problem_count)?;
+        }
+        if !self.warnings.is_empty() {
+            write!(f, "; {} warnings", self.warnings.len())?;
+        }
+        Ok(())
+    }
+}
+
 /// Where reading is: the source, the line and the running totals it adds to.
 pub(crate) struct Reader<'a> {
     pub source: &'a str,

@@ -109,6 +109,11 @@ mod parsing {
             "{:?}",
             parsed.summary.warnings
         );
+        assert_eq!(
+            parsed.summary.to_string(),
+            "home_ops.ndjson: log, 1 of 9 lines used, 1 superseded; 10 deps, 1 skipped \
+             (local-chart 1); 2 updates ignored (pinDigest 1, rollback 1)"
+        );
     }
 
     #[test]
