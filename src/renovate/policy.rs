@@ -62,7 +62,8 @@ pub struct Situation {
     pub app_idle: bool,
     /// Automatic upgrades running now, over all apps.
     pub running_auto_upgrades: usize,
-    /// The operator's limit on concurrent automatic upgrades (default 1).
+    /// The operator's limit on concurrent automatic upgrades (default 1; 0 turns automatic
+    /// upgrades off everywhere).
     pub global_limit: usize,
     pub now: Timestamp,
 }
@@ -154,7 +155,15 @@ pub fn auto_upgrade(
         // Only young releases: wait until the first is old enough and the window is open.
         let ready = matures.unwrap_or(now);
         let until = match &window {
-            Some(window) => window.next_open(ready),
+            Some(window) => match window.next_open(ready) {
+                Some(opens) => Some(opens),
+                None => {
+                    return never(format!(
+                        "the maintenance window `{}` never opens again",
+                        window.schedule
+                    ));
+                }
+            },
             None => Some(ready),
         };
         return AutoDecision::Wait {

@@ -1462,6 +1462,20 @@ mod policy_tests {
                 until: Some(ts("2026-12-05T02:00:00Z")),
             }
         );
+        windowed.window = Some(MaintenanceWindow {
+            schedule: "0 0 31 2 *".into(),
+            duration: "1h".into(),
+            timezone: "UTC".into(),
+        });
+        for available in [&available, &young] {
+            let decision = auto_upgrade("db", &windowed, available, &[], at(NOW));
+            assert_eq!(
+                decision,
+                AutoDecision::Never {
+                    reason: "the maintenance window `0 0 31 2 *` never opens again".into()
+                }
+            );
+        }
         let mut broken = policy(AutoUpdate::Patch);
         broken.window = Some(MaintenanceWindow {
             schedule: "0 3 * * L".into(),
