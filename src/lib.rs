@@ -6,5 +6,6 @@ pub mod cli;
 pub mod cluster;
 pub mod git;
 pub mod manifest;
+pub mod renovate;
 pub mod telemetry;
 pub mod workflow;

@@ -1,0 +1,389 @@
+//! Which Renovate findings belong to which of a ManagedApp's version fields: same file,
+//! same current value under the manifest module's normalisation, same package when known.
+
+use super::model::{Finding, normalize_repo_path};
+use crate::api::ValueFormat;
+use crate::manifest::image::split_digest;
+use crate::manifest::path::Segment;
+use crate::manifest::{self, DocSelector, ImageRef, YamlPath, versions_equal};
+use std::collections::BTreeMap;
+
+/// A version field resolved against Git: where it is and what it holds now. The controller
+/// fills this from the spec and the file it read; mapping itself reads nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedField {
+    /// The field's name (the key in `target`, `currentVersions`, `failedVersions`).
+    pub name: String,
+    /// Repository-relative file holding the field (for a `chartRef` chart, the
+    /// OCIRepository's file).
+    pub file: String,
+    pub document: Option<String>,
+    pub path: String,
+    pub format: ValueFormat,
+    /// The scalar as it is in Git (`manifest::get`): the version, or for `format: image`
+    /// the whole image reference.
+    pub value: String,
+    /// The package the field versions, when known (see [`infer_package`]): a chart name,
+    /// an OCI repository or an image repository. It tells apart two dependencies of one
+    /// file that happen to be at the same version (a chart and its image, both `6.5.0`).
+    pub package: Option<String>,
+}
+
+impl ResolvedField {
+    /// The version the field holds: the value itself, or the image reference's tag, with
+    /// `@digest` when it pins one.
+    pub fn current_version(&self) -> Result<String, String> {
+        match self.format {
+            ValueFormat::Plain => Ok(self.value.trim().to_owned()),
+            ValueFormat::Image => {
+                let image = ImageRef::parse(&self.value)
+                    .map_err(|reason| format!("`{}` is not an image: {reason}", self.value))?;
+                image
+                    .version()
+                    .ok_or_else(|| format!("the image `{}` has no tag", self.value))
+            }
+        }
+    }
+
+    /// The digest the field pins (`tag@sha256:…`), if any.
+    pub fn pinned_digest(&self) -> Option<String> {
+        let version = self.current_version().ok()?;
+        digest_of(&version)
+    }
+
+    /// The package: [`ResolvedField::package`], or for an image field the image's name.
+    fn package_hint(&self) -> Option<String> {
+        self.package.clone().or_else(|| match self.format {
+            ValueFormat::Image => ImageRef::parse(&self.value).ok().map(|image| image.name),
+            ValueFormat::Plain => None,
+        })
+    }
+}
+
+/// The digest part of `tag@digest`, when it is a valid digest.
+pub(crate) fn digest_of(version: &str) -> Option<String> {
+    split_digest(version.trim())
+        .ok()
+        .and_then(|(_, digest)| digest)
+}
+
+/// Which repository and branch an app's Git location is, to ignore findings for others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The app's repository: Renovate's `owner/repo` or a clone URL; `None` accepts all.
+    pub repository: Option<String>,
+    /// The app's branch; findings for another base branch are ignored.
+    pub branch: Option<String>,
+}
+
+/// Findings per field name, and why near misses did not match (for a person debugging a
+/// setup: "Renovate saw this file, but at another value").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mapping {
+    pub matches: BTreeMap<String, Vec<Finding>>,
+    pub notes: Vec<String>,
+}
+
+/// Matches findings to fields. A field may match several findings (one per manager or
+/// repository it came through); a finding matching no field is simply not this app's.
+pub fn map_findings(fields: &[ResolvedField], findings: &[Finding], scope: &Scope) -> Mapping {
+    let mut mapping = Mapping::default();
+    for field in fields {
+        let file = match normalize_repo_path(&field.file) {
+            Ok(file) => file,
+            Err(reason) => {
+                mapping.notes.push(format!("{}: {reason}", field.name));
+                continue;
+            }
+        };
+        let current = match field.current_version() {
+            Ok(current) => current,
+            Err(reason) => {
+                mapping.notes.push(format!("{}: {reason}", field.name));
+                continue;
+            }
+        };
+        let pinned = digest_of(&current);
+        let hint = field.package_hint();
+        let mut matched: Vec<(PackageMatch, Finding)> = Vec::new();
+        for finding in findings {
+            if finding.package_file != file || !in_scope(finding, scope) {
+                continue;
+            }
+            if !versions_equal(&finding.current_value, &current) {
+                continue;
+            }
+            let renovate_digest = finding
+                .current_digest
+                .clone()
+                .or_else(|| digest_of(&finding.current_value));
+            if let (Some(git), Some(seen)) = (&pinned, &renovate_digest)
+                && git != seen
+            {
+                mapping.notes.push(format!(
+                    "{}: Renovate saw {} at digest {seen}, Git pins {git}; its data is older \
+                     than Git",
+                    field.name, finding.dep_name
+                ));
+                continue;
+            }
+            let level = match &hint {
+                None => PackageMatch::Exact,
+                Some(hint) => match package_match(hint, finding) {
+                    Some(level) => level,
+                    None => {
+                        mapping.notes.push(format!(
+                            "{}: {} in {file} is at the same version but is not the package \
+                             `{hint}`",
+                            field.name, finding.dep_name
+                        ));
+                        continue;
+                    }
+                },
+            };
+            matched.push((level, finding.clone()));
+        }
+        // An exact name beats a shared last segment: with the chart `podinfo`, the image
+        // `ghcr.io/stefanprodan/podinfo` at the same version is not the chart.
+        let best = matched.iter().map(|(level, _)| *level).min();
+        let matched: Vec<Finding> = matched
+            .into_iter()
+            .filter(|(level, _)| Some(*level) == best)
+            .map(|(_, finding)| finding)
+            .collect();
+        if hint.is_none() {
+            let mut names: Vec<&str> = matched.iter().map(|f| f.dep_name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            if names.len() > 1 {
+                mapping.notes.push(format!(
+                    "{}: several packages in {file} are at {current} ({}); the field's \
+                     package is unknown, so none is used",
+                    field.name,
+                    names.join(", ")
+                ));
+                continue;
+            }
+        }
+        if !matched.is_empty() {
+            mapping.matches.insert(field.name.clone(), matched);
+        }
+    }
+    mapping
+}
+
+fn in_scope(finding: &Finding, scope: &Scope) -> bool {
+    let repository_ok = scope
+        .repository
+        .as_deref()
+        .is_none_or(|repository| repository_matches(&finding.repository, repository));
+    let branch_ok = match (&finding.base_branch, &scope.branch) {
+        (Some(seen), Some(wanted)) => seen == wanted,
+        _ => true,
+    };
+    repository_ok && branch_ok
+}
+
+/// Whether Renovate's repository name (`owner/repo`, `group/sub/repo`) names the repository
+/// at `location` (the same name, or a clone URL: `https://host/owner/repo.git`,
+/// `ssh://git@host/owner/repo`, `git@host:owner/repo.git`). Case-insensitive, as hosts are.
+pub fn repository_matches(renovate: &str, location: &str) -> bool {
+    let clean = |text: &str| {
+        text.trim()
+            .trim_end_matches('/')
+            .trim_end_matches(".git")
+            .to_ascii_lowercase()
+    };
+    let renovate = clean(renovate);
+    let location = clean(location);
+    if renovate.is_empty() {
+        return false;
+    }
+    let path = match location.split_once("://") {
+        // scheme://[user@]host[:port]/path
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, path)| path).to_owned(),
+        None => match location.split_once(':') {
+            // user@host:path (scp-like)
+            Some((host, path)) if host.contains('@') => path.to_owned(),
+            _ => location,
+        },
+    };
+    path.trim_start_matches('/') == renovate
+}
+
+/// A package name in one spelling: no scheme, no Docker Hub prefixes, lowercase.
+fn canonical_package(name: &str) -> String {
+    let mut name = name.trim().trim_end_matches('/').to_ascii_lowercase();
+    for scheme in ["oci://", "https://", "http://"] {
+        if let Some(rest) = name.strip_prefix(scheme) {
+            name = rest.to_owned();
+        }
+    }
+    for prefix in ["index.docker.io/", "docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            name = rest.to_owned();
+        }
+    }
+    name.strip_prefix("library/").unwrap_or(&name).to_owned()
+}
+
+/// How well a field's package names a finding's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PackageMatch {
+    /// The same name (after [`canonical_package`]).
+    Exact,
+    /// One is the other's last path segments (a chart `podinfo` and its OCI package
+    /// `ghcr.io/stefanprodan/charts/podinfo`).
+    Suffix,
+}
+
+/// Whether `hint` names the finding's package (its `depName` or `packageName`), and how.
+fn package_match(hint: &str, finding: &Finding) -> Option<PackageMatch> {
+    let hint = canonical_package(hint);
+    [Some(&finding.dep_name), finding.package_name.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|name| canonical_package(name))
+        .filter_map(|name| {
+            if name == hint {
+                Some(PackageMatch::Exact)
+            } else if name.ends_with(&format!("/{hint}")) || hint.ends_with(&format!("/{name}")) {
+                Some(PackageMatch::Suffix)
+            } else {
+                None
+            }
+        })
+        .min()
+}
+
+/// The package a field versions, read from the field's neighbours in the manifest:
+/// `.spec.chart.spec.version` → `.spec.chart.spec.chart`; an OCIRepository's
+/// `.spec.ref.tag` → `.spec.url`; `….tag` → `….repository` (after `….registry/` when there
+/// is one); Kustomize `….newTag` → `….newName`, else `….name`; `format: image` → the
+/// image's name. `None` when the layout is not one of these.
+pub fn infer_package(
+    text: &str,
+    document: Option<&DocSelector>,
+    path: &YamlPath,
+    format: ValueFormat,
+) -> Option<String> {
+    let get = |parent: usize, key: &str| -> Option<String> {
+        let segments = path.segments();
+        let sibling = format!("{}.{key}", path.prefix(segments.len().checked_sub(parent)?));
+        let sibling = YamlPath::parse(&sibling).ok()?;
+        let value = manifest::get(text, document, &sibling).ok()?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    };
+    if format == ValueFormat::Image {
+        let value = manifest::get(text, document, path).ok()?;
+        return ImageRef::parse(&value).ok().map(|image| image.name);
+    }
+    let keys: Vec<&str> = path
+        .segments()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|segment| match segment {
+            Segment::Key(key) => key.as_str(),
+            _ => "",
+        })
+        .collect();
+    match keys.as_slice() {
+        ["version", ..] => get(1, "chart"),
+        ["tag", "ref"] => get(2, "url"),
+        ["tag", ..] => {
+            let repository = get(1, "repository")?;
+            Some(match get(1, "registry") {
+                Some(registry) => format!("{registry}/{repository}"),
+                None => repository,
+            })
+        }
+        ["newTag", ..] => get(1, "newName").or_else(|| get(1, "name")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names_match_clone_urls() {
+        for location in [
+            "home/ops",
+            "https://github.com/home/ops.git",
+            "https://github.com/Home/Ops",
+            "ssh://git@github.com/home/ops.git",
+            "ssh://git@github.com:22/home/ops",
+            "git@github.com:home/ops.git",
+            "https://github.com/home/ops/",
+        ] {
+            assert!(repository_matches("home/ops", location), "{location}");
+        }
+        for location in [
+            "https://github.com/home/ops-old.git",
+            "https://github.com/other/home/ops-x",
+            "https://github.com/ops",
+            "git@github.com:home/opsx.git",
+        ] {
+            assert!(!repository_matches("home/ops", location), "{location}");
+        }
+        assert!(repository_matches(
+            "group/sub/repo",
+            "https://gitlab.example.com/group/sub/repo.git"
+        ));
+    }
+
+    #[test]
+    fn package_names_compare_across_spellings() {
+        let finding = |dep: &str, package: Option<&str>| Finding {
+            repository: "home/ops".into(),
+            base_branch: None,
+            managers: vec!["flux".into()],
+            package_file: "f.yaml".into(),
+            dep_name: dep.into(),
+            package_name: package.map(str::to_owned),
+            current_value: "1.0.0".into(),
+            current_digest: None,
+            datasource: None,
+            updates: vec![],
+        };
+        use PackageMatch::{Exact, Suffix};
+        let cases = [
+            (
+                "redis",
+                finding("docker.io/library/redis", None),
+                Some(Exact),
+            ),
+            (
+                "oci://ghcr.io/acme/charts/db",
+                finding("ghcr.io/acme/charts/db", None),
+                Some(Exact),
+            ),
+            (
+                "podinfo",
+                finding("x", Some("ghcr.io/stefanprodan/charts/podinfo")),
+                Some(Suffix),
+            ),
+            (
+                "podinfo",
+                finding("podinfo", Some("ghcr.io/a/charts/podinfo")),
+                Some(Exact),
+            ),
+            (
+                "podinfo",
+                finding("ghcr.io/stefanprodan/podinfo-ui", None),
+                None,
+            ),
+            ("db", finding("ghcr.io/acme/charts/dbx", None), None),
+        ];
+        for (hint, finding, expected) in cases {
+            assert_eq!(
+                package_match(hint, &finding),
+                expected,
+                "{hint} vs {finding:?}"
+            );
+        }
+    }
+}
