@@ -48,6 +48,31 @@ pub fn decide(
         remove_finalizer: false,
     };
     match status.phase {
+        Some(Phase::Frozen)
+            if observed
+                .rollback
+                .as_ref()
+                .is_some_and(|r| r.phase == Some(Phase::Succeeded)) =>
+        {
+            // A person rolled the frozen upgrade back: it ends RolledBack and lets the app go.
+            let plan = status.plan.clone().unwrap_or_default();
+            d.actions.push(Action::Finish(finish(
+                Some(&plan),
+                Some(Phase::RolledBack),
+                false,
+                true,
+            )));
+            let message = "rolled back by a RollbackRequest after being frozen: data restored and Git reverted";
+            enter(
+                &mut d,
+                Phase::RolledBack,
+                PhaseOutcome::Succeeded,
+                message,
+                observed.now,
+                request.generation,
+            );
+            d.remove_finalizer = request.deleting;
+        }
         Some(Phase::Frozen) if request.deleting => {
             // A person deletes a frozen request once they have looked: put Flux back.
             cancel(request, &mut d, observed);
@@ -172,7 +197,9 @@ fn admit(request: &Request, d: &mut Decision, observed: &Observed) {
             );
         }
         Some(Ok(plan)) => {
-            if lock != LockState::Ours {
+            // A rollback handed the lock by its own upgrade runs under the upgrade's lock,
+            // which the upgrade releases when it ends.
+            if lock == LockState::Free {
                 d.actions.push(Action::TakeLock);
             }
             d.status.target = Some(summary(&plan.to));
@@ -842,21 +869,19 @@ fn rolling_back(request: &Request, d: &mut Decision, plan: &Plan, observed: &Obs
             Step::Concluded
         }
         Some(Phase::Failed) => {
+            // The rollback may have failed before touching anything (e.g. refused at
+            // admission): put Flux and replicas back ourselves before ending Failed.
             let why = child.failure.clone().unwrap_or_default();
-            d.actions.push(Action::Finish(finish(
-                Some(plan),
-                Some(Phase::Failed),
-                false,
-                true,
-            )));
+            let message = format!("rollback {name} failed: {why}; putting Flux and replicas back");
             enter(
                 d,
-                Phase::Failed,
+                Phase::Resume,
                 PhaseOutcome::Failed,
-                &format!("rollback {name} failed: {why}"),
+                &message,
                 observed.now,
                 request.generation,
             );
+            d.requeue_after = Some(Duration::ZERO);
             Step::Concluded
         }
         phase => Step::Wait(format!(

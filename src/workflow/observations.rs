@@ -52,8 +52,8 @@ pub enum LockState {
     Free,
     /// This request.
     Ours,
-    /// The upgrade this rollback undoes, which hands the lock over (it is rolling back or
-    /// frozen).
+    /// Held by the upgrade this rollback undoes, which lets its rollback run under its lock
+    /// (it is rolling back or frozen) and releases it when it ends.
     HandedOver,
     /// Another request, by name.
     HeldBy(String),
@@ -139,6 +139,6 @@ pub struct Observed {
     pub health: Option<HealthReport>,
     /// helm-controller remediation of the release (Reconcile, Verify): a failure.
     pub remediation: Option<Problem>,
-    /// The upgrade's RollbackRequest (RollingBack).
+    /// The upgrade's RollbackRequest (RollingBack, and Frozen: a person's rollback).
     pub rollback: Option<ChildRollback>,
 }

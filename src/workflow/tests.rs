@@ -669,6 +669,63 @@ fn rolling_back_ends_when_the_rollback_does() {
         d.status.rollback_ref.as_ref().map(|r| r.name.as_str()),
         Some("db-1-5-0-rollback")
     );
+
+    // A rollback refused before it touched anything: the upgrade puts Flux back itself.
+    observed.rollback = Some(ChildRollback {
+        phase: Some(Phase::Failed),
+        failure: Some("no snapshots".into()),
+    });
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+    assert!(
+        d.status
+            .conditions
+            .iter()
+            .any(|c| c.message.contains("no snapshots"))
+    );
+}
+
+#[test]
+fn a_frozen_upgrade_ends_when_a_person_rolls_it_back() {
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::Frozen, 0)
+    };
+    let mut observed = world(&plan(), 10);
+    observed.rollback = Some(ChildRollback {
+        phase: Some(Phase::Verify),
+        failure: None,
+    });
+    assert_eq!(
+        decide(&upgrade(), &app(OnFailure::Freeze), &status, &observed).status,
+        status,
+        "frozen while it runs"
+    );
+    observed.rollback = Some(ChildRollback {
+        phase: Some(Phase::Succeeded),
+        failure: None,
+    });
+    let d = decide(&upgrade(), &app(OnFailure::Freeze), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::RolledBack));
+    assert!(matches!(&d.actions[..], [Action::Finish(f)] if f.release_lock));
+}
+
+#[test]
+fn a_rollback_runs_under_its_upgrades_lock() {
+    let mut observed = world(&plan(), 0);
+    observed.lock = Some(LockState::HandedOver);
+    observed.admission = Some(Ok(plan()));
+    let d = decide(
+        &request(RequestKind::Rollback),
+        &app(OnFailure::Rollback),
+        &RequestStatus::default(),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Suspend));
+    assert!(
+        d.actions.is_empty(),
+        "the upgrade keeps the lock and releases it when it ends"
+    );
 }
 
 #[test]
@@ -990,6 +1047,7 @@ mod properties {
             let mut now = 0;
             let mut committed = false;
             let mut created_snapshots = std::collections::BTreeSet::new();
+            let mut trace: Vec<String> = Vec::new();
             for (i, turn) in turns.iter().enumerate() {
                 req.deleting = delete_at.is_some_and(|at| i >= at);
                 now += turn.minutes * 60 + 1;
@@ -1014,6 +1072,7 @@ mod properties {
 
                 let before = status.phase;
                 let d = decide(&req, &app, &status, &observed);
+                trace.push(format!("{:?}->{:?} {:?}", before, d.status.phase, d.actions.iter().map(|a| format!("{a:?}").chars().take(40).collect::<String>()).collect::<Vec<_>>()));
                 if before.is_some_and(|p| p.is_terminal()) && before != Some(Phase::Frozen) {
                     prop_assert_eq!(d.status.phase, before, "terminal phases are sticky");
                 }
@@ -1037,10 +1096,10 @@ mod properties {
                 status = d.status;
                 let finished = status.phase.is_some_and(|p| p.is_terminal() && p != Phase::Frozen && p != Phase::RolledBack);
                 if finished {
-                    // Flux and replicas are back as they were (RolledBack: the rollback
-                    // request did that, outside this simulation).
+                    // Flux and replicas are back as they were (for RolledBack the
+                    // rollback request did that, outside this simulation).
                     for object in &plan().flux_objects {
-                        prop_assert_eq!(observed.flux_suspended[&flux_key(object)], object.was_suspended, "{:?} left wrong", object.name);
+                        prop_assert_eq!(observed.flux_suspended[&flux_key(object)], object.was_suspended, "{:?} left wrong: {:#?}", object.name, trace);
                     }
                     for w in &plan().workloads {
                         prop_assert!(observed.replicas[&workload_key(w)] != 0, "workload left at zero");
