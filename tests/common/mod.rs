@@ -2,6 +2,8 @@
 //! builders for Flux objects in the shapes Flux writes them.
 #![allow(dead_code)]
 
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use kubesim::KubeSim;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -49,4 +51,21 @@ pub fn helm_release(namespace: &str, name: &str, parent: Option<(&str, &str)>) -
         "spec": {"interval": "10m", "chartRef": {"kind": "OCIRepository", "name": name},
                  "values": {"image": {"tag": "16.4"}}}
     })
+}
+
+/// Writes status fields the way a controller does (the status subresource).
+pub async fn patch_status(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    status: Value,
+) {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap_or_else(|e| panic!("status of {kind} {namespace}/{name}: {e}"));
 }

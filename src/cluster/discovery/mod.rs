@@ -2,6 +2,8 @@
 //! manifest or the Flux inventory — from workload *specs*, never only from running pods, so
 //! discovery gives the same answer after the app is scaled to zero.
 
+pub mod ops;
+
 use super::flux::InventoryEntry;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};

@@ -289,6 +289,18 @@ pub fn builtins() -> Vec<ResourceType> {
             ..b("batch", "v1", "jobs", "Job", true)
         },
         B {
+            short: &["hpa"],
+            status: true,
+            generation: true,
+            ..b(
+                "autoscaling",
+                "v2",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+                true,
+            )
+        },
+        B {
             short: &["sc"],
             ..b(
                 "storage.k8s.io",
