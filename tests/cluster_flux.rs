@@ -222,3 +222,146 @@ async fn api_faults_are_classified_for_retry() {
         .await
         .expect("the retry succeeds");
 }
+
+mod applied {
+    //! "Has Flux applied our commit?" read from live objects: a stale Ready=True right after
+    //! resume is not applied; a remediated HelmRelease is a failure.
+
+    use super::*;
+    use common::patch_status;
+    use fluxgate::cluster::flux::ops::{apply_progress, git_source};
+    use fluxgate::cluster::flux::progress::Progress;
+
+    const OLD: &str = "1111111111111111111111111111111111111111";
+    const NEW: &str = "2222222222222222222222222222222222222222";
+
+    fn ready(generation: i64) -> serde_json::Value {
+        json!({"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded", "message": "Applied revision",
+               "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": generation})
+    }
+
+    async fn world_at(revision: &str) -> KubeSim {
+        let sim = fleet().await;
+        sim.put(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "fleet", "namespace": "flux-system"},
+            "spec": {"url": "https://git.example.com/fleet.git", "interval": "1m", "ref": {"branch": "main"}, "secretRef": {"name": "fleet-auth"}}}))
+            .unwrap();
+        let client = sim.client();
+        let artifact = json!({"status": {"artifact": {"revision": format!("main@sha1:{revision}"), "digest": "sha256:x",
+            "lastUpdateTime": "2026-11-23T10:00:00Z", "path": "p", "url": "u"}, "conditions": [ready(1)]}});
+        patch_status(
+            &client,
+            "source.toolkit.fluxcd.io",
+            "v1",
+            "GitRepository",
+            "flux-system",
+            "fleet",
+            artifact,
+        )
+        .await;
+        for name in ["flux-system", "apps"] {
+            let status = json!({"status": {"observedGeneration": 1, "lastAppliedRevision": format!("main@sha1:{revision}"), "conditions": [ready(1)]}});
+            patch_status(
+                &client,
+                "kustomize.toolkit.fluxcd.io",
+                "v1",
+                "Kustomization",
+                "flux-system",
+                name,
+                status,
+            )
+            .await;
+        }
+        let release = json!({"status": {"observedGeneration": 1, "lastAttemptedGeneration": 1, "lastAttemptedRevision": "1.5.0", "conditions": [ready(1)]}});
+        patch_status(
+            &client,
+            "helm.toolkit.fluxcd.io",
+            "v2",
+            "HelmRelease",
+            "apps",
+            "db",
+            release,
+        )
+        .await;
+        sim
+    }
+
+    #[tokio::test]
+    async fn the_git_source_comes_from_the_deploying_kustomization() {
+        let sim = world_at(OLD).await;
+        let chain = suspend_chain(&sim.client(), "apps", &db(), &[])
+            .await
+            .unwrap();
+        let source = git_source(&sim.client(), &chain).await.unwrap();
+        assert_eq!(source.url, "https://git.example.com/fleet.git");
+        assert_eq!(source.branch, "main");
+        assert_eq!(source.secret.as_deref(), Some("fleet-auth"));
+        assert_eq!(
+            source.repository,
+            ("flux-system".to_owned(), "fleet".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_ready_right_after_resume_is_not_applied() {
+        let sim = world_at(OLD).await;
+        let client = sim.client();
+        let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
+        // Everything is Ready=True — for the old commit.
+        let progress = apply_progress(&client, &chain, NEW, Some("1.5.0"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&progress, Progress::Waiting(m) if m.contains("GitRepository fleet")),
+            "{progress:?}"
+        );
+        let applied = world_at(NEW).await;
+        let chain = suspend_chain(&applied.client(), "apps", &db(), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            apply_progress(&applied.client(), &chain, NEW, Some("v1.5.0"))
+                .await
+                .unwrap(),
+            Progress::Done
+        );
+        let progress = apply_progress(&applied.client(), &chain, NEW, Some("1.6.0"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&progress, Progress::Waiting(m) if m.contains("waiting for 1.6.0")),
+            "{progress:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_helm_release_remediated_by_helm_controller_is_a_failure() {
+        let sim = world_at(NEW).await;
+        let client = sim.client();
+        let remediated = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "UpgradeFailed", "message": "context deadline exceeded", "lastTransitionTime": "2026-11-23T10:05:00Z", "observedGeneration": 1},
+            {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded", "message": "Helm rollback to previous release apps/db.v1 succeeded", "lastTransitionTime": "2026-11-23T10:05:00Z", "observedGeneration": 1}
+        ]}});
+        patch_status(
+            &client,
+            "helm.toolkit.fluxcd.io",
+            "v2",
+            "HelmRelease",
+            "apps",
+            "db",
+            remediated,
+        )
+        .await;
+        let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
+        match apply_progress(&client, &chain, NEW, Some("1.5.0"))
+            .await
+            .unwrap()
+        {
+            Progress::Failed { reason, message } => {
+                assert_eq!(reason, "HelmRemediated");
+                assert!(message.contains("RollbackSucceeded"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+}

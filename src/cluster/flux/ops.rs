@@ -210,3 +210,185 @@ fn chain_name(chain: &[PlannedFluxObject]) -> String {
         .map(|o| describe(o.kind, &o.namespace, &o.name))
         .unwrap_or_default()
 }
+
+/// The Git repository an app's versions live in by default: the GitRepository that the
+/// deploying Kustomization's `spec.sourceRef` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitSource {
+    /// The GitRepository's namespace and name.
+    pub repository: (String, String),
+    /// Its clone URL.
+    pub url: String,
+    /// Its branch (Flux's default is `master`).
+    pub branch: String,
+    /// Its credentials Secret (in the GitRepository's namespace), if any.
+    pub secret: Option<String>,
+}
+
+/// The Kustomization that deploys the app: the source itself when it is one, else the
+/// closest Kustomization above it in the chain.
+fn deploying_kustomization(chain: &[PlannedFluxObject]) -> Option<&PlannedFluxObject> {
+    chain
+        .iter()
+        .rev()
+        .find(|o| o.kind == FluxObjectKind::Kustomization)
+}
+
+/// The GitRepository behind the deploying Kustomization of a suspend chain.
+pub async fn git_source(
+    client: &Client,
+    chain: &[PlannedFluxObject],
+) -> Result<GitSource, ClusterError> {
+    let Some(deployer) = deploying_kustomization(chain) else {
+        return Err(ClusterError::Invalid(
+            "no Kustomization deploys this app, so its Git repository is unknown; set spec.git.url and spec.git.branch".into(),
+        ));
+    };
+    let kustomization = api(client, FluxObjectKind::Kustomization, &deployer.namespace)
+        .get(&deployer.name)
+        .await
+        .map_err(|e| {
+            ClusterError::api(
+                "reading",
+                describe(deployer.kind, &deployer.namespace, &deployer.name),
+                e,
+            )
+        })?;
+    let source: super::KustomizationSpec =
+        serde_json::from_value(kustomization.data["spec"].clone()).map_err(|e| {
+            ClusterError::Invalid(format!(
+                "Kustomization {}/{} has a malformed spec: {e}",
+                deployer.namespace, deployer.name
+            ))
+        })?;
+    if source.source_ref.kind != "GitRepository" {
+        return Err(ClusterError::Invalid(format!(
+            "Kustomization {}/{} deploys from a {}, not a GitRepository; set spec.git.url and spec.git.branch",
+            deployer.namespace, deployer.name, source.source_ref.kind
+        )));
+    }
+    let namespace = source
+        .source_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| deployer.namespace.clone());
+    let name = source.source_ref.name.clone();
+    let repository = get(client, FluxObjectKind::GitRepository, &namespace, &name)
+        .await?
+        .ok_or_else(|| ClusterError::NotFound {
+            object: describe(FluxObjectKind::GitRepository, &namespace, &name),
+            hint: format!(
+                "; Kustomization {}/{} names it in spec.sourceRef",
+                deployer.namespace, deployer.name
+            ),
+        })?;
+    let spec: super::GitRepositorySpec = serde_json::from_value(repository.data["spec"].clone())
+        .map_err(|e| {
+            ClusterError::Invalid(format!(
+                "GitRepository {namespace}/{name} has a malformed spec: {e}"
+            ))
+        })?;
+    let branch = spec
+        .reference
+        .and_then(|r| r.branch)
+        .unwrap_or_else(|| "master".into());
+    Ok(GitSource {
+        repository: (namespace, name),
+        url: spec.url,
+        branch,
+        secret: spec.secret_ref.map(|s| s.name),
+    })
+}
+
+/// Whether Flux has applied commit `sha` for an app: the GitRepository's artifact is the
+/// commit, every Kustomization of the chain that follows that repository applied it at its
+/// current generation, and a HelmRelease in the chain acted on its current generation (and
+/// attempted `chart_version` when the upgrade changes the chart). The first thing still
+/// missing (or a failure) is reported.
+pub async fn apply_progress(
+    client: &Client,
+    chain: &[PlannedFluxObject],
+    sha: &str,
+    chart_version: Option<&str>,
+) -> Result<super::progress::Progress, ClusterError> {
+    use super::progress::{
+        Progress, git_repository_progress, helm_release_progress, kustomization_progress,
+    };
+    use super::{GitRepository, HelmRelease, Kustomization};
+    let source = git_source(client, chain).await?;
+    let (repo_namespace, repo_name) = &source.repository;
+    let repository: GitRepository = typed(
+        get(
+            client,
+            FluxObjectKind::GitRepository,
+            repo_namespace,
+            repo_name,
+        )
+        .await?,
+        FluxObjectKind::GitRepository,
+        repo_namespace,
+        repo_name,
+    )?;
+    let mut verdicts = vec![git_repository_progress(&repository, sha)];
+    for object in chain {
+        match object.kind {
+            FluxObjectKind::Kustomization => {
+                let kustomization: Kustomization = typed(
+                    get(client, object.kind, &object.namespace, &object.name).await?,
+                    object.kind,
+                    &object.namespace,
+                    &object.name,
+                )?;
+                let follows = kustomization.spec.source_ref.name == *repo_name
+                    && kustomization
+                        .spec
+                        .source_ref
+                        .namespace
+                        .as_deref()
+                        .unwrap_or(&object.namespace)
+                        == repo_namespace;
+                if follows {
+                    verdicts.push(kustomization_progress(&kustomization, sha));
+                }
+            }
+            FluxObjectKind::HelmRelease => {
+                let release: HelmRelease = typed(
+                    get(client, object.kind, &object.namespace, &object.name).await?,
+                    object.kind,
+                    &object.namespace,
+                    &object.name,
+                )?;
+                verdicts.push(helm_release_progress(&release, chart_version));
+            }
+            _ => {}
+        }
+    }
+    let failed = verdicts
+        .iter()
+        .find(|v| matches!(v, Progress::Failed { .. }))
+        .cloned();
+    Ok(failed
+        .or_else(|| verdicts.into_iter().find(|v| !v.is_done()))
+        .unwrap_or(Progress::Done))
+}
+
+/// A Flux object as its typed view; absent or malformed objects are errors naming it.
+fn typed<T: serde::de::DeserializeOwned>(
+    object: Option<DynamicObject>,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Result<T, ClusterError> {
+    let object = object.ok_or_else(|| ClusterError::NotFound {
+        object: describe(kind, namespace, name),
+        hint: String::new(),
+    })?;
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ClusterError::Invalid(format!(
+                "{} is malformed: {e}",
+                describe(kind, namespace, name)
+            ))
+        })
+}
