@@ -209,3 +209,33 @@ pub async fn csi_driver(
     };
     Ok(storage_class(client, class).await?.map(|c| c.provisioner))
 }
+
+/// Applies an app's snapshot retention in `namespace`: per PVC, keeps the newest
+/// `max_count` of Fluxgate's snapshots of the app and deletes older ones and those older
+/// than `max_age_secs` (never a PVC's newest). Returns the names deleted.
+pub async fn apply_retention(
+    client: &Client,
+    namespace: &str,
+    app: &str,
+    max_count: usize,
+    max_age_secs: Option<i64>,
+    now: jiff::Timestamp,
+) -> Result<Vec<String>, ClusterError> {
+    use super::{APP_LABEL, PVC_LABEL, RetainedSnapshot, expired_snapshots};
+    let snapshots = snapshots_with(client, namespace, &format!("{APP_LABEL}={app}")).await?;
+    let retained: Vec<RetainedSnapshot> = snapshots
+        .iter()
+        .filter_map(|s| {
+            Some(RetainedSnapshot {
+                name: s.name_any(),
+                pvc: s.labels().get(PVC_LABEL)?.clone(),
+                created: s.metadata.creation_timestamp.as_ref()?.0.as_second(),
+            })
+        })
+        .collect();
+    let expired = expired_snapshots(&retained, max_count, max_age_secs, now.as_second());
+    for name in &expired {
+        delete_snapshot(client, namespace, name).await?;
+    }
+    Ok(expired)
+}

@@ -3,6 +3,8 @@
 //! workloads fully rolled out, extra condition checks, and helm-controller remediation
 //! counted as failure.
 
+pub mod ops;
+
 use super::flux::{HelmRelease, Kustomization, progress::remediation};
 use crate::api::HealthCheck;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -224,10 +226,34 @@ pub fn condition_check(object: &DynamicObject, check: &HealthCheck) -> ObjectHea
         object.name_any()
     );
     let status = object.data.get("status");
+    // Other controllers' conditions often lack fields the strict type requires (times,
+    // reasons): read each leniently, skipping only entries without type and status.
     let conditions: Vec<Condition> = status
         .and_then(|s| s.get("conditions"))
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some(Condition {
+                type_: c.get("type")?.as_str()?.to_owned(),
+                status: c.get("status")?.as_str()?.to_owned(),
+                reason: c
+                    .get("reason")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                message: c
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                observed_generation: c.get("observedGeneration").and_then(|g| g.as_i64()),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::UNIX_EPOCH,
+                ),
+            })
+        })
+        .collect();
     let observed = status
         .and_then(|s| s.get("observedGeneration"))
         .and_then(|g| g.as_i64());
