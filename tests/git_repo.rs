@@ -536,3 +536,39 @@ async fn async_trait_object_round_trip() -> TestResult {
     assert_eq!(found.map(|c| c.sha), Some(commit.sha));
     Ok(())
 }
+
+#[test]
+fn reads_a_whole_directory_at_one_head() -> TestResult {
+    let server = GitServer::builder()
+        .file("apps/db/helmrelease.yaml", "kind: HelmRelease\n")
+        .file("apps/db/ocirepository.yaml", "kind: OCIRepository\n")
+        .file("apps/db/config/values.yaml", "a: 1\n")
+        .file("README.md", "fleet\n")
+        .start()?;
+    let cache = tempfile::tempdir()?;
+    let repo = open(&server, server.file_url(), GitAuth::Anonymous, cache.path())?;
+    let dir = repo.read_directory_blocking("apps/db")?;
+    assert_eq!(dir.commit, server.head()?);
+    let names: Vec<&str> = dir.files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        vec!["helmrelease.yaml", "ocirepository.yaml"],
+        "subdirectories are not files"
+    );
+    assert_eq!(dir.files["ocirepository.yaml"], b"kind: OCIRepository\n");
+    assert!(
+        repo.read_directory_blocking("")?
+            .files
+            .contains_key("README.md")
+    );
+    assert!(repo.read_directory_blocking("apps/none")?.files.is_empty());
+    let err = repo
+        .read_directory_blocking("apps/db/helmrelease.yaml")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is a file, not a directory"),
+        "{err}"
+    );
+    assert!(repo.read_directory_blocking("../etc").is_err());
+    Ok(())
+}

@@ -225,6 +225,16 @@ pub struct FileAtHead {
     pub contents: Option<Vec<u8>>,
 }
 
+/// The files directly inside one directory, read at one branch head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryAtHead {
+    /// The head commit the files were read at.
+    pub commit: String,
+    /// File name (not path) → contents; subdirectories, symbolic links, submodules and files
+    /// over the size limit are left out. Empty when the directory does not exist.
+    pub files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
 /// One branch of one Git repository, as the workflow sees it. Object-safe so tests can
 /// substitute a fake; every method fetches first, so answers reflect the remote now.
 pub trait GitRepo: Send + Sync {
@@ -239,6 +249,10 @@ pub trait GitRepo: Send + Sync {
 
     /// Fetches and reads `path` at the head of the branch.
     fn read_file(&self, path: &str) -> BoxFuture<'_, Result<FileAtHead, GitError>>;
+
+    /// Fetches and reads every file directly inside `dir` (`""` for the repository root) at
+    /// the head of the branch, so related files are seen at one commit.
+    fn read_directory(&self, dir: &str) -> BoxFuture<'_, Result<DirectoryAtHead, GitError>>;
 
     /// Applies the request's edits on the fetched head, commits and pushes, re-applying on
     /// the new head after a lost push race (bounded). See [`CommitOutcome`].

@@ -15,8 +15,8 @@ use super::net::Net;
 use super::remote::{RemoteUrl, Transport};
 use super::trailers;
 use super::{
-    CommitInfo, CommitOutcome, CommitRequest, EditResult, FileAtHead, FileEdit, GitConfig, GitRepo,
-    RemoteSpec,
+    CommitInfo, CommitOutcome, CommitRequest, DirectoryAtHead, EditResult, FileAtHead, FileEdit,
+    GitConfig, GitRepo, RemoteSpec,
 };
 
 /// Local ref our commit is pushed from (libgit2 pushes refs, not bare object ids).
@@ -240,6 +240,22 @@ impl Git2Repo {
         })
     }
 
+    /// Blocking [`GitRepo::read_directory`].
+    pub fn read_directory_blocking(&self, dir: &str) -> Result<DirectoryAtHead, GitError> {
+        if !dir.is_empty() {
+            path_components(dir).map_err(|reason| self.inner.invalid_path(dir, reason))?;
+        }
+        self.run("fetch", |s| {
+            let head = s.fetch()?;
+            let tree = s.tree_of(head)?;
+            let files = s.read_directory(&tree, dir)?;
+            Ok(DirectoryAtHead {
+                commit: head.to_string(),
+                files,
+            })
+        })
+    }
+
     /// Blocking [`GitRepo::find_commit_by_trailer`].
     pub fn find_commit_by_trailer_blocking(
         &self,
@@ -419,6 +435,11 @@ impl GitRepo for Git2Repo {
         Box::pin(self.spawn("fetch", move |r| r.read_file_blocking(&path)))
     }
 
+    fn read_directory(&self, dir: &str) -> BoxFuture<'_, Result<DirectoryAtHead, GitError>> {
+        let dir = dir.to_owned();
+        Box::pin(self.spawn("fetch", move |r| r.read_directory_blocking(&dir)))
+    }
+
     fn commit_and_push(
         &self,
         request: CommitRequest,
@@ -570,6 +591,50 @@ impl Session<'_> {
             Some(git2::ObjectType::Tree) => Err(inner.invalid_path(path, "is a directory")),
             _ => Err(inner.invalid_path(path, "is a submodule, not a file")),
         }
+    }
+
+    /// The regular files directly inside `dir` of `tree` (the root for `""`), by name; an
+    /// absent directory has none. Oversized files, links and submodules are skipped.
+    fn read_directory(
+        &self,
+        tree: &git2::Tree<'_>,
+        dir: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, GitError> {
+        let inner = self.inner;
+        let subtree;
+        let tree = if dir.is_empty() {
+            tree
+        } else {
+            match tree.get_path(Path::new(dir)) {
+                Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
+                    subtree = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(|e| inner.corrupt(&e))?;
+                    &subtree
+                }
+                Ok(_) => return Err(inner.invalid_path(dir, "is a file, not a directory")),
+                Err(e) if e.code() == ErrorCode::NotFound => return Ok(Default::default()),
+                Err(e) => return Err(inner.corrupt(&e)),
+            }
+        };
+        let mut files = std::collections::BTreeMap::new();
+        for entry in tree.iter() {
+            let (Ok(name), Some(git2::ObjectType::Blob)) = (entry.name(), entry.kind()) else {
+                continue;
+            };
+            if entry.filemode() == 0o120000 {
+                continue;
+            }
+            let blob = self
+                .repo
+                .find_blob(entry.id())
+                .map_err(|e| inner.corrupt(&e))?;
+            if (blob.size() as u64) <= inner.config.max_file_size {
+                files.insert(name.to_owned(), blob.content().to_vec());
+            }
+        }
+        Ok(files)
     }
 
     /// Runs every edit on the tree it builds up; the new root tree, or `None` when nothing
