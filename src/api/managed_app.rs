@@ -513,6 +513,24 @@ pub enum UpdateType {
     Other,
 }
 
+impl UpdateType {
+    /// The lowercase name used in the API (`patch`, `minor`, `major`, `other`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateType::Patch => "patch",
+            UpdateType::Minor => "minor",
+            UpdateType::Major => "major",
+            UpdateType::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for UpdateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An update offered for one version field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -10,15 +10,7 @@ use super::{ManifestError, check_size};
 use serde_saphyr::granit_parser::ScalarStyle;
 use std::collections::HashSet;
 
-/// What the field at the path holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ValueFormat {
-    /// The scalar is the version (`1.2.3`, `v1.2.3`, `1.2.3@sha256:…`) and is replaced whole.
-    #[default]
-    Plain,
-    /// The scalar is an image reference; only its tag (and digest) is the version.
-    Image,
-}
+pub use crate::api::ValueFormat;
 
 /// The result of [`set`]: the new file text and the scalar values before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,33 +16,7 @@ pub struct Version {
     semver: Option<semver::Version>,
 }
 
-/// How big a change between two versions is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpdateType {
-    Patch,
-    Minor,
-    Major,
-    /// Not comparable as semver (opaque tags), or no change of major, minor or patch.
-    Other,
-}
-
-impl UpdateType {
-    /// The lowercase name used in the API (`patch`, `minor`, `major`, `other`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpdateType::Patch => "patch",
-            UpdateType::Minor => "minor",
-            UpdateType::Major => "major",
-            UpdateType::Other => "other",
-        }
-    }
-}
-
-impl fmt::Display for UpdateType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::api::UpdateType;
 
 /// Applies the module's one normalisation rule (see the module documentation).
 pub fn normalize(version: &str) -> String {

@@ -233,10 +233,7 @@ fn classify(
         return UpdateType::Other;
     }
     match manifest::update_type(current, new) {
-        manifest::UpdateType::Patch => UpdateType::Patch,
-        manifest::UpdateType::Minor => UpdateType::Minor,
-        manifest::UpdateType::Major => UpdateType::Major,
-        manifest::UpdateType::Other => {
+        UpdateType::Other => {
             let both_semver = Version::parse(current).semver().is_some()
                 && Version::parse(new).semver().is_some();
             match renovate {
@@ -247,5 +244,6 @@ fn classify(
                 RenovateUpdateType::Digest | RenovateUpdateType::Bump => UpdateType::Other,
             }
         }
+        known => known,
     }
 }
