@@ -6,7 +6,8 @@
 //! - [`document`]: choosing one document of a multi-document file (`Kind/name` or index);
 //! - [`edit`]: [`get`] and [`set`], the byte splice and the re-parse check;
 //! - [`image`]: image references whose tag (and digest) a `format: image` field updates;
-//! - [`version`]: version parsing, the one normalisation rule, ordering and update types.
+//! - [`version`]: version parsing, the one normalisation rule, ordering and update types;
+//! - [`fields`]: an app's version fields — where they live, what they hold, editing several.
 //!
 //! Spans come from `granit-parser`, the YAML 1.2 event parser that serde-saphyr is built on
 //! and re-exports, so reading, editing and verifying all see the file exactly as the typed
@@ -15,6 +16,7 @@
 
 pub mod document;
 pub mod edit;
+pub mod fields;
 pub mod image;
 pub mod path;
 pub mod version;

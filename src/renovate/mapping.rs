@@ -3,69 +3,13 @@
 
 use super::model::{Finding, normalize_repo_path};
 use crate::api::ValueFormat;
-use crate::manifest::image::split_digest;
 use crate::manifest::path::Segment;
 use crate::manifest::{self, DocSelector, ImageRef, YamlPath, versions_equal};
 use std::collections::BTreeMap;
 
-/// A version field resolved against Git: where it is and what it holds now. The controller
-/// fills this from the spec and the file it read; mapping itself reads nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedField {
-    /// The field's name (the key in `target`, `currentVersions`, `failedVersions`).
-    pub name: String,
-    /// Repository-relative file holding the field (for a `chartRef` chart, the
-    /// OCIRepository's file).
-    pub file: String,
-    pub document: Option<String>,
-    pub path: String,
-    pub format: ValueFormat,
-    /// The scalar as it is in Git (`manifest::get`): the version, or for `format: image`
-    /// the whole image reference.
-    pub value: String,
-    /// The package the field versions, when known (see [`infer_package`]): a chart name,
-    /// an OCI repository or an image repository. It tells apart two dependencies of one
-    /// file that happen to be at the same version (a chart and its image, both `6.5.0`).
-    pub package: Option<String>,
-}
+pub use crate::manifest::fields::ResolvedField;
 
-impl ResolvedField {
-    /// The version the field holds: the value itself, or the image reference's tag, with
-    /// `@digest` when it pins one.
-    pub fn current_version(&self) -> Result<String, String> {
-        match self.format {
-            ValueFormat::Plain => Ok(self.value.trim().to_owned()),
-            ValueFormat::Image => {
-                let image = ImageRef::parse(&self.value)
-                    .map_err(|reason| format!("`{}` is not an image: {reason}", self.value))?;
-                image
-                    .version()
-                    .ok_or_else(|| format!("the image `{}` has no tag", self.value))
-            }
-        }
-    }
-
-    /// The digest the field pins (`tag@sha256:…`), if any.
-    pub fn pinned_digest(&self) -> Option<String> {
-        let version = self.current_version().ok()?;
-        digest_of(&version)
-    }
-
-    /// The package: [`ResolvedField::package`], or for an image field the image's name.
-    fn package_hint(&self) -> Option<String> {
-        self.package.clone().or_else(|| match self.format {
-            ValueFormat::Image => ImageRef::parse(&self.value).ok().map(|image| image.name),
-            ValueFormat::Plain => None,
-        })
-    }
-}
-
-/// The digest part of `tag@digest`, when it is a valid digest.
-pub(crate) fn digest_of(version: &str) -> Option<String> {
-    split_digest(version.trim())
-        .ok()
-        .and_then(|(_, digest)| digest)
-}
+pub(crate) use crate::manifest::fields::digest_of;
 
 /// Which repository and branch an app's Git location is, to ignore findings for others.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
