@@ -50,3 +50,16 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::SerializeError> {
     }
     Ok(out)
 }
+
+/// Versions in one line for `kubectl get`: the version alone for a single field, else
+/// `name=version,…`.
+pub fn versions_summary(versions: &std::collections::BTreeMap<String, String>) -> String {
+    match versions.len() {
+        1 => versions.values().next().cloned().unwrap_or_default(),
+        _ => versions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}

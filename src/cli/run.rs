@@ -1,5 +1,5 @@
 //! `fluxgate run`: the operator process — connects to the cluster, checks the APIs it needs,
-//! serves its endpoints and runs until SIGTERM or SIGINT.
+//! serves its endpoints, runs the request controllers until SIGTERM or SIGINT.
 
 use crate::cluster::{connect, required_apis};
 use crate::telemetry::{
@@ -26,6 +26,23 @@ pub struct RunArgs {
     /// Log format: json (default, for log collectors) or text (for people).
     #[arg(long, env = "FLUXGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Directory of the Git clone cache (one bare repository per remote and branch).
+    #[arg(
+        long,
+        env = "FLUXGATE_GIT_CACHE_DIR",
+        default_value = "/var/cache/fluxgate/git"
+    )]
+    pub git_cache_dir: PathBuf,
+    /// Author name of Fluxgate's commits.
+    #[arg(long, env = "FLUXGATE_GIT_AUTHOR_NAME", default_value = "Fluxgate")]
+    pub git_author_name: String,
+    /// Author email of Fluxgate's commits.
+    #[arg(
+        long,
+        env = "FLUXGATE_GIT_AUTHOR_EMAIL",
+        default_value = "fluxgate@fluxgate.dev"
+    )]
+    pub git_author_email: String,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -46,9 +63,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     readiness.set(true);
     tracing::info!(cluster = %cluster.url, "connected; every required API is served");
 
+    let mut settings = crate::controller::Settings::new(&args.git_cache_dir);
+    settings.author = crate::git::Author::new(&args.git_author_name, &args.git_author_email);
+    let context = std::sync::Arc::new(crate::controller::Context {
+        client: cluster.client.clone(),
+        settings,
+    });
+    let (stop_controllers, controllers_stopped) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(crate::controller::requests::run(context, async {
+        let _ = controllers_stopped.await;
+    }));
     shutdown_signal().await?;
     tracing::info!("shutting down");
     readiness.set(false);
+    let _ = stop_controllers.send(());
+    controllers.await?;
     let _ = stop_endpoints.send(());
     serving.await??;
     Ok(())

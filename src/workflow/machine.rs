@@ -8,6 +8,7 @@ use super::transitions::{enter, progress, record_failure};
 use crate::api::conditions::{READY, find_condition};
 use crate::api::{
     OnFailure, Phase, PhaseOutcome, PhaseRecord, Plan, RequestStatus, SnapshotRecord,
+    versions_summary,
 };
 use crate::cluster::flux::progress::Progress;
 use crate::cluster::snapshots::snapshot_name;
@@ -202,7 +203,7 @@ fn admit(request: &Request, d: &mut Decision, observed: &Observed) {
             if lock == LockState::Free {
                 d.actions.push(Action::TakeLock);
             }
-            d.status.target = Some(summary(&plan.to));
+            d.status.target = Some(versions_summary(&plan.to));
             d.status.plan = Some(plan.clone());
             open_admit_record(&mut d.status, now);
             let first = if request.dry_run {
@@ -210,7 +211,11 @@ fn admit(request: &Request, d: &mut Decision, observed: &Observed) {
             } else {
                 Phase::Suspend
             };
-            let message = format!("admitted: {} → {}", summary(&plan.from), summary(&plan.to));
+            let message = format!(
+                "admitted: {} → {}",
+                versions_summary(&plan.from),
+                versions_summary(&plan.to)
+            );
             enter(
                 d,
                 first,
@@ -240,18 +245,6 @@ fn open_admit_record(status: &mut RequestStatus, now: jiff::Timestamp) {
         outcome: None,
         message: None,
     });
-}
-
-/// `name=version,…` (or just the version for single-version apps), for `kubectl get`.
-fn summary(versions: &BTreeMap<String, String>) -> String {
-    match versions.len() {
-        1 => versions.values().next().cloned().unwrap_or_default(),
-        _ => versions
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    }
 }
 
 /// Deletion of a running request: record why, then undo through Resume.
@@ -668,7 +661,7 @@ fn commit(request: &Request, d: &mut Decision, plan: &Plan, observed: &Observed)
             };
             d.actions.push(Action::Commit {
                 versions: plan.to.clone(),
-                subject: format!("fluxgate: {verb} to {}", summary(&plan.to)),
+                subject: format!("fluxgate: {verb} to {}", versions_summary(&plan.to)),
             });
             // A push raises no watch event: look again right away.
             d.requeue_after = Some(Duration::ZERO);

@@ -1,0 +1,249 @@
+//! Performing the workflow's actions against the cluster and Git. Every action is
+//! idempotent (deterministic names, "set to" values, idempotency trailers), so a repeat after
+//! a crash changes nothing that was already done.
+
+use super::Context;
+use super::app_status::{self, Holder};
+use super::git_access::{git_problem, locate, open, read_version_files};
+use crate::api::{
+    FluxObjectKind, ManagedApp, Plan, RollbackRequest, RollbackRequestSpec, UpgradeRequest,
+};
+use crate::cluster::error::ClusterError;
+use crate::cluster::flux::ops::{request_reconcile, set_suspend};
+use crate::cluster::snapshots::ops::{create_claim, create_snapshot, delete_claim, snapshot};
+use crate::cluster::snapshots::{restored_claim, snapshot_for};
+use crate::cluster::workloads::ops::scale;
+use crate::git::{
+    CommitRequest, EditError, EditResult, FileEdit, REQUEST_UID_TRAILER, request_trailers,
+};
+use crate::manifest::fields::{edit_file, locate_fields};
+use crate::workflow::{Action, Problem, Request};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+fn problem(error: ClusterError) -> Problem {
+    Problem {
+        reason: error.reason().into(),
+        message: error.to_string(),
+        retryable: error.is_retryable(),
+    }
+}
+
+/// Everything an action needs to know about its request.
+pub struct Acting<'a> {
+    /// The request, as the workflow sees it.
+    pub request: &'a Request,
+    /// Who holds the app's lock for this operation.
+    pub holder: &'a Holder,
+    /// The app.
+    pub app: &'a ManagedApp,
+    /// The request's plan.
+    pub plan: Option<&'a Plan>,
+    /// The upgrade object, for creating its rollback (owner reference).
+    pub upgrade: Option<&'a UpgradeRequest>,
+    /// The UID of a lock holder that no longer exists, which TakeLock may replace.
+    pub stale_lock: Option<&'a str>,
+}
+
+/// Performs one action.
+pub async fn perform(
+    ctx: &Context,
+    acting: &Acting<'_>,
+    action: &Action,
+    now: jiff::Timestamp,
+) -> Result<(), Problem> {
+    let client = &ctx.client;
+    let namespace = acting.app.namespace().unwrap_or_default();
+    let app_name = acting.app.name_any();
+    match action {
+        Action::TakeLock => {
+            app_status::take_lock(
+                client,
+                &namespace,
+                &app_name,
+                acting.holder,
+                acting.stale_lock,
+                now,
+            )
+            .await
+        }
+        Action::Finish(finish) => {
+            app_status::finish(client, &namespace, &app_name, acting.holder, finish, now).await
+        }
+        Action::SetSuspend { object, suspend } => {
+            set_suspend(client, object, *suspend).await.map_err(problem)
+        }
+        Action::Scale { workload, replicas } => {
+            scale(client, workload, *replicas).await.map_err(problem)
+        }
+        Action::RequestReconcile { token } => {
+            for object in acting
+                .plan
+                .map(|p| p.flux_objects.as_slice())
+                .unwrap_or_default()
+            {
+                if matches!(
+                    object.kind,
+                    FluxObjectKind::Kustomization | FluxObjectKind::HelmRelease
+                ) && !object.was_suspended
+                {
+                    request_reconcile(client, object.kind, &object.namespace, &object.name, token)
+                        .await
+                        .map_err(problem)?;
+                }
+            }
+            Ok(())
+        }
+        Action::CreateSnapshot { volume, .. } => {
+            let class = volume.snapshot_class_name.clone().ok_or_else(|| {
+                Problem::terminal(
+                    "NoSnapshotClass",
+                    format!(
+                        "PVC {}/{} has no VolumeSnapshotClass in the plan",
+                        volume.namespace, volume.name
+                    ),
+                )
+            })?;
+            let wanted = snapshot_for(
+                volume,
+                &app_name,
+                &acting.request.name,
+                &acting.request.uid,
+                &class,
+            );
+            create_snapshot(client, &wanted).await.map_err(problem)
+        }
+        Action::DeleteClaim { volume } => delete_claim(client, &volume.namespace, &volume.name)
+            .await
+            .map_err(problem),
+        Action::RestoreClaim {
+            volume,
+            snapshot: name,
+        } => {
+            let source = snapshot(client, &volume.namespace, name)
+                .await
+                .map_err(problem)?
+                .ok_or_else(|| {
+                    Problem::terminal(
+                        "SnapshotNotFound",
+                        format!(
+                            "VolumeSnapshot {}/{name} to restore {} from is gone",
+                            volume.namespace, volume.name
+                        ),
+                    )
+                })?;
+            let restore_size = source.status.and_then(|s| s.restore_size);
+            create_claim(client, &restored_claim(volume, name, restore_size.as_ref()))
+                .await
+                .map_err(problem)
+        }
+        Action::Commit { versions, subject } => commit(ctx, acting, versions, subject).await,
+        Action::CreateRollback { name } => create_rollback(ctx, acting, name).await,
+    }
+}
+
+async fn commit(
+    ctx: &Context,
+    acting: &Acting<'_>,
+    versions: &std::collections::BTreeMap<String, String>,
+    subject: &str,
+) -> Result<(), Problem> {
+    let app = acting.app;
+    let chain = acting
+        .plan
+        .map(|p| p.flux_objects.as_slice())
+        .unwrap_or_default();
+    let location = locate(ctx, app, chain).await?;
+    let repo = open(ctx, &location).await?;
+    // Locate the fields on the current head; each edit re-applies on whatever head the push
+    // lands on (a lost race re-runs it), so only the fields' bytes change.
+    let (_, files) = read_version_files(repo.as_ref(), app).await?;
+    let fields = locate_fields(&app.spec, &files)
+        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+    let mut paths: Vec<String> = fields
+        .iter()
+        .filter(|f| versions.contains_key(&f.name))
+        .map(|f| f.file.clone())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let edits = paths
+        .into_iter()
+        .map(|path| {
+            let fields = fields.clone();
+            let versions = versions.clone();
+            let file = path.clone();
+            FileEdit::new(
+                path,
+                move |current: Option<&[u8]>| -> Result<EditResult, EditError> {
+                    let bytes = current.ok_or_else(|| format!("{file} is gone from the branch"))?;
+                    let text =
+                        crate::manifest::text_from_bytes(bytes).map_err(|e| e.to_string())?;
+                    let edited =
+                        edit_file(text, &file, &fields, &versions).map_err(|e| e.to_string())?;
+                    Ok(if edited == text {
+                        EditResult::Unchanged
+                    } else {
+                        EditResult::Replace(edited.into_bytes())
+                    })
+                },
+            )
+        })
+        .collect();
+    let namespace = app.namespace().unwrap_or_default();
+    let request = CommitRequest {
+        message: subject.to_owned(),
+        author: ctx.settings.author.clone(),
+        trailers: request_trailers(&namespace, &acting.request.name, &acting.request.uid),
+        edits,
+        idempotency: Some((REQUEST_UID_TRAILER.into(), acting.request.uid.clone())),
+    };
+    repo.commit_and_push(request)
+        .await
+        .map(|_| ())
+        .map_err(git_problem)
+}
+
+async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Result<(), Problem> {
+    let Some(upgrade) = acting.upgrade else {
+        return Err(Problem::terminal(
+            "Internal",
+            "only an upgrade creates a rollback",
+        ));
+    };
+    let namespace = upgrade.namespace().unwrap_or_default();
+    let mut rollback = RollbackRequest::new(
+        name,
+        RollbackRequestSpec {
+            upgrade_request: upgrade.name_any(),
+            safety_snapshot: true,
+            dry_run: false,
+        },
+    );
+    rollback.metadata.namespace = Some(namespace.clone());
+    rollback.metadata.labels =
+        Some([("fluxgate.dev/automatic".to_owned(), "true".to_owned())].into());
+    rollback.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: UpgradeRequest::api_version(&()).into_owned(),
+        kind: UpgradeRequest::kind(&()).into_owned(),
+        name: upgrade.name_any(),
+        uid: upgrade.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    match Api::<RollbackRequest>::namespaced(ctx.client.clone(), &namespace)
+        .create(&PostParams::default(), &rollback)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
+            Ok(())
+        }
+        Err(e) => Err(problem(ClusterError::api(
+            "creating",
+            format!("RollbackRequest {namespace}/{name}"),
+            e,
+        ))),
+    }
+}

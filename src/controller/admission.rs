@@ -1,0 +1,228 @@
+//! Admitting a request: everything it will touch, decided before it touches anything — the
+//! versions from Git now, the target validated against the app and its failed versions,
+//! the Flux objects to suspend with their prior state, the workloads with their replicas
+//! and the volumes with their full spec. A rollback's plan is derived from its upgrade's.
+
+use super::Context;
+use super::git_access::{locate, open, read_version_files};
+use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
+use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
+use crate::cluster::flux::ops::suspend_chain;
+use crate::cluster::snapshots::ops::classes;
+use crate::manifest::fields::{check_target, current_versions, locate_fields};
+use crate::manifest::versions_equal;
+use crate::workflow::Problem;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+fn cluster_problem(reason: &str, error: crate::cluster::error::ClusterError) -> Problem {
+    Problem {
+        reason: reason.into(),
+        message: error.to_string(),
+        retryable: error.is_retryable(),
+    }
+}
+
+/// The versions an upgrade asks for: `target`, `version` (single-version apps) or the app's
+/// `availableUpdate`.
+fn requested_target(
+    upgrade: &UpgradeRequest,
+    app: &ManagedApp,
+    field_names: &[String],
+) -> Result<BTreeMap<String, String>, Problem> {
+    if let Some(target) = &upgrade.spec.target {
+        return Ok(target.clone());
+    }
+    if let Some(version) = &upgrade.spec.version {
+        return match field_names {
+            [only] => Ok(BTreeMap::from([(only.clone(), version.clone())])),
+            _ => Err(Problem::terminal(
+                "AmbiguousVersion",
+                format!(
+                    "spec.version needs an app with exactly one version field; this one has {}: use spec.target",
+                    field_names.join(", ")
+                ),
+            )),
+        };
+    }
+    let available: BTreeMap<String, String> = app
+        .status
+        .as_ref()
+        .map(|s| {
+            s.available_update
+                .iter()
+                .map(|(k, v)| (k.clone(), v.version.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if available.is_empty() {
+        return Err(Problem::terminal(
+            "NoTarget",
+            "no target, no version and the ManagedApp offers no available update: set spec.target or spec.version",
+        ));
+    }
+    Ok(available)
+}
+
+/// The plan of an UpgradeRequest, or why it cannot run.
+pub async fn upgrade_plan(
+    ctx: &Context,
+    upgrade: &UpgradeRequest,
+    app: &ManagedApp,
+) -> Result<Plan, Problem> {
+    let namespace = app.namespace().unwrap_or_default();
+    let chain = suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
+        .await
+        .map_err(|e| cluster_problem("FluxObjectNotFound", e))?;
+    if let Some(source) = chain
+        .iter()
+        .find(|o| o.name == app.spec.source.name && o.was_suspended)
+    {
+        return Err(Problem::terminal(
+            "SourceSuspended",
+            format!(
+                "{:?} {}/{} is suspended, so Flux would never apply the upgrade; resume it first",
+                source.kind, source.namespace, source.name
+            ),
+        ));
+    }
+    let location = locate(ctx, app, &chain).await?;
+    let repo = open(ctx, &location).await?;
+    let (revision, files) = read_version_files(repo.as_ref(), app).await?;
+    let fields = locate_fields(&app.spec, &files)
+        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+    let current = current_versions(&fields)
+        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+    let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+    let target = requested_target(upgrade, app, &names)?;
+    check_target(&fields, &target)
+        .map_err(|e| Problem::terminal("InvalidTarget", e.to_string()))?;
+    if !upgrade.spec.force {
+        let failed = app
+            .status
+            .as_ref()
+            .map(|s| s.failed_versions.as_slice())
+            .unwrap_or_default();
+        if let Some(f) = failed.iter().find(|f| {
+            target
+                .get(&f.name)
+                .is_some_and(|t| versions_equal(t, &f.version))
+        }) {
+            return Err(Problem::terminal(
+                "FailedVersion",
+                format!(
+                    "{} {} was rolled back before ({}); set spec.force: true to try it again",
+                    f.name, f.version, f.upgrade_request
+                ),
+            ));
+        }
+    }
+    if target
+        .iter()
+        .all(|(k, v)| current.get(k).is_some_and(|c| c == v))
+    {
+        return Err(Problem::terminal(
+            "AlreadyAtTarget",
+            format!("Git already holds {target:?}; nothing to upgrade"),
+        ));
+    }
+    let snapshots_wanted =
+        app.spec.snapshots.enabled && !upgrade.spec.skip_snapshot && !upgrade.spec.dry_run;
+    let all_classes = if snapshots_wanted {
+        Some(
+            classes(&ctx.client)
+                .await
+                .map_err(|e| cluster_problem("ApiError", e))?,
+        )
+    } else {
+        None
+    };
+    let selection = VolumeSelection {
+        include: &app.spec.snapshots.include,
+        exclude: &app.spec.snapshots.exclude,
+        class_name: app.spec.snapshots.class_name.as_deref(),
+        classes: all_classes.as_deref(),
+    };
+    let source_namespace = app
+        .spec
+        .source
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
+    let inventory = discover_app(
+        &ctx.client,
+        app.spec.source.kind,
+        &source_namespace,
+        &app.spec.source.name,
+        &selection,
+    )
+    .await
+    .map_err(|e| cluster_problem("DiscoveryFailed", e))?;
+    let from = target
+        .keys()
+        .filter_map(|k| current.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    let mut files_touched: Vec<String> = fields
+        .iter()
+        .filter(|f| target.contains_key(&f.name))
+        .map(|f| f.file.clone())
+        .collect();
+    files_touched.dedup();
+    Ok(Plan {
+        from,
+        to: target,
+        git: Some(PlannedGit {
+            url: location.shown_url(),
+            branch: location.branch,
+            revision,
+            files: files_touched,
+        }),
+        flux_objects: chain,
+        workloads: inventory.workloads,
+        volumes: inventory.volumes,
+    })
+}
+
+/// The plan of a RollbackRequest: its upgrade's plan reversed — back to the upgrade's
+/// `from` versions, the same Flux objects and workloads with their original state, and each
+/// volume restored from the upgrade's ready snapshot of it.
+pub fn rollback_plan(upgrade: &UpgradeRequest) -> Result<Plan, Problem> {
+    let name = upgrade.name_any();
+    let status: &RequestStatus = upgrade.status.as_ref().ok_or_else(|| {
+        Problem::terminal(
+            "NothingToRollBack",
+            format!("UpgradeRequest {name} has not started"),
+        )
+    })?;
+    let plan = status.plan.as_ref().ok_or_else(|| {
+        Problem::terminal(
+            "NothingToRollBack",
+            format!("UpgradeRequest {name} has no plan"),
+        )
+    })?;
+    if status.commit.is_none() || upgrade.spec.dry_run {
+        return Err(Problem::terminal(
+            "NothingToRollBack",
+            format!(
+                "UpgradeRequest {name} never committed a change (phase {:?}); there is nothing to roll back",
+                status.phase.unwrap_or(Phase::Admit)
+            ),
+        ));
+    }
+    let mut volumes = plan.volumes.clone();
+    for volume in &mut volumes {
+        volume.restore_from = status
+            .snapshots
+            .iter()
+            .find(|s| s.pvc == volume.name && s.ready_to_use)
+            .map(|s| s.name.clone());
+    }
+    Ok(Plan {
+        from: plan.to.clone(),
+        to: plan.from.clone(),
+        git: plan.git.clone(),
+        flux_objects: plan.flux_objects.clone(),
+        workloads: plan.workloads.clone(),
+        volumes,
+    })
+}

@@ -1,0 +1,174 @@
+//! The ManagedApp's bookkeeping written by requests: the lock (`activeOperation`, taken and
+//! released with optimistic concurrency) and, when an operation ends, `lastOperation`,
+//! `currentVersions`, `failedVersions` and the `availableUpdate` it met.
+
+use crate::api::{
+    FailedVersion, LastOperation, ManagedApp, ManagedAppStatus, OperationKind, OperationReference,
+    versions_summary,
+};
+use crate::cluster::FIELD_MANAGER;
+use crate::manifest::{Version, versions_equal};
+use crate::workflow::{Finish, Problem};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+/// How many times a conflicting ManagedApp status write is re-read and retried.
+const CONFLICT_RETRIES: usize = 4;
+
+/// The request on whose behalf the app is changed.
+#[derive(Clone, Debug)]
+pub struct Holder {
+    /// UpgradeRequest or RollbackRequest.
+    pub kind: OperationKind,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+    /// The upgrade the operation is about (itself, or the one a rollback undoes).
+    pub upgrade: String,
+}
+
+/// Reads the app, lets `change` edit its status (returning false means "nothing to do") and
+/// writes it back with the resourceVersion it read; a conflict re-reads, up to a bound.
+async fn update_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    mut change: impl FnMut(&mut ManagedAppStatus) -> Result<bool, Problem>,
+) -> Result<(), Problem> {
+    let api = Api::<ManagedApp>::namespaced(client.clone(), namespace);
+    for _ in 0..CONFLICT_RETRIES {
+        let mut app = api.get(name).await.map_err(|e| {
+            Problem::retryable(
+                "ApiError",
+                format!("reading ManagedApp {namespace}/{name}: {e}"),
+            )
+        })?;
+        let mut status = app.status.clone().unwrap_or_default();
+        if !change(&mut status)? {
+            return Ok(());
+        }
+        app.status = Some(status);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.replace_status(name, &params, &app).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => {
+                return Err(Problem::retryable(
+                    "ApiError",
+                    format!("writing the status of ManagedApp {namespace}/{name}: {e}"),
+                ));
+            }
+        }
+    }
+    Err(Problem::retryable(
+        "Conflict",
+        format!(
+            "the status of ManagedApp {namespace}/{name} kept changing under {CONFLICT_RETRIES} attempts; will retry"
+        ),
+    ))
+}
+
+/// Makes `holder` the app's active operation; fails (retryably) when another holds it. A
+/// lock left by a request that no longer exists (`stale` UID) is taken over.
+pub async fn take_lock(
+    client: &Client,
+    namespace: &str,
+    app: &str,
+    holder: &Holder,
+    stale: Option<&str>,
+    now: jiff::Timestamp,
+) -> Result<(), Problem> {
+    update_status(client, namespace, app, |status| {
+        match &status.active_operation {
+            Some(active) if active.uid == holder.uid => Ok(false),
+            Some(active) if Some(active.uid.as_str()) != stale => Err(Problem::retryable(
+                "LockHeld",
+                format!("{:?} {} took the app first", active.kind, active.name),
+            )),
+            _ => {
+                status.active_operation = Some(OperationReference {
+                    kind: holder.kind,
+                    name: holder.name.clone(),
+                    uid: holder.uid.clone(),
+                    since: Time(now),
+                });
+                Ok(true)
+            }
+        }
+    })
+    .await
+}
+
+/// Records the end of an operation on the app (see [`Finish`]).
+pub async fn finish(
+    client: &Client,
+    namespace: &str,
+    app: &str,
+    holder: &Holder,
+    finish: &Finish,
+    now: jiff::Timestamp,
+) -> Result<(), Problem> {
+    update_status(client, namespace, app, |status| {
+        let before = status.clone();
+        if let Some(result) = finish.result {
+            status.last_operation = Some(LastOperation {
+                kind: holder.kind,
+                name: holder.name.clone(),
+                result: format!("{result:?}"),
+                from: finish.from.clone(),
+                to: finish.to.clone(),
+                completed_at: Time(now),
+            });
+        }
+        if let Some(versions) = &finish.current_versions {
+            for (field, version) in versions {
+                status
+                    .current_versions
+                    .insert(field.clone(), version.clone());
+                // A later success past a failed version unblocks it; an offer now met is gone.
+                let now_at = Version::parse(version);
+                status
+                    .failed_versions
+                    .retain(|f| f.name != *field || Version::parse(&f.version) > now_at);
+                if status
+                    .available_update
+                    .get(field)
+                    .is_some_and(|u| versions_equal(&u.version, version))
+                {
+                    status.available_update.remove(field);
+                }
+            }
+            status.current = Some(versions_summary(&status.current_versions));
+        }
+        for (field, version) in &finish.failed_versions {
+            if !status
+                .failed_versions
+                .iter()
+                .any(|f| f.name == *field && versions_equal(&f.version, version))
+            {
+                status.failed_versions.push(FailedVersion {
+                    name: field.clone(),
+                    version: version.clone(),
+                    upgrade_request: holder.upgrade.clone(),
+                    failed_at: Time(now),
+                    reason: Some(format!("rolled back by {}", holder.name)),
+                });
+            }
+        }
+        if finish.release_lock
+            && status
+                .active_operation
+                .as_ref()
+                .is_some_and(|a| a.uid == holder.uid)
+        {
+            status.active_operation = None;
+        }
+        Ok(*status != before)
+    })
+    .await
+}

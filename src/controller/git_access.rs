@@ -1,0 +1,154 @@
+//! Reaching an app's Git repository: its location (the ManagedApp's `git` overrides, else
+//! the GitRepository that deploys it), credentials from the referenced Secret, and the
+//! files holding its version fields, read at one head.
+
+use super::Context;
+use crate::api::{ManagedApp, PlannedFluxObject};
+use crate::cluster::flux::ops::git_source;
+use crate::git::{DirectoryAtHead, Git2Repo, GitAuth, GitRepo, RemoteSpec, redact_url};
+use crate::manifest::fields::directory_of;
+use crate::manifest::text_from_bytes;
+use crate::workflow::Problem;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Where an app's versions live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitLocation {
+    /// Clone URL (may carry credentials only if the user wrote them; never shown unredacted).
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// The credentials Secret as (namespace, name).
+    pub secret: Option<(String, String)>,
+}
+
+impl GitLocation {
+    /// The URL safe to show in status and events.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// The app's Git location: `spec.git` where set, else the deploying GitRepository's.
+pub async fn locate(
+    ctx: &Context,
+    app: &ManagedApp,
+    chain: &[PlannedFluxObject],
+) -> Result<GitLocation, Problem> {
+    let namespace = app.namespace().unwrap_or_default();
+    let git = &app.spec.git;
+    let own_secret = git
+        .secret_ref
+        .as_ref()
+        .map(|s| (namespace.clone(), s.name.clone()));
+    if let (Some(url), Some(branch)) = (&git.url, &git.branch) {
+        return Ok(GitLocation {
+            url: url.clone(),
+            branch: branch.clone(),
+            secret: own_secret,
+        });
+    }
+    let source = git_source(&ctx.client, chain).await.map_err(|e| Problem {
+        reason: "GitSourceUnknown".into(),
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+    })?;
+    Ok(GitLocation {
+        url: git.url.clone().unwrap_or(source.url),
+        branch: git.branch.clone().unwrap_or(source.branch),
+        secret: own_secret.or_else(|| source.secret.map(|s| (source.repository.0.clone(), s))),
+    })
+}
+
+/// Opens the repository at `location` with the credentials of its Secret.
+pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRepo>, Problem> {
+    let auth = match &location.secret {
+        None => GitAuth::Anonymous,
+        Some((namespace, name)) => {
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .map_err(|e| {
+                    Problem::retryable(
+                        "ApiError",
+                        format!("reading Secret {namespace}/{name}: {e}"),
+                    )
+                })?
+                .ok_or_else(|| {
+                    Problem::terminal(
+                        "GitSecretNotFound",
+                        format!("the Git credentials Secret {namespace}/{name} does not exist"),
+                    )
+                })?;
+            let data: BTreeMap<String, Vec<u8>> = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            GitAuth::from_secret_data(&data).map_err(|e| {
+                Problem::terminal(
+                    "GitSecretInvalid",
+                    format!("Secret {namespace}/{name}: {e}"),
+                )
+            })?
+        }
+    };
+    let spec = RemoteSpec {
+        url: location.url.clone(),
+        branch: location.branch.clone(),
+        auth,
+    };
+    let repo = Git2Repo::open(ctx.settings.git.clone(), spec).map_err(git_problem)?;
+    Ok(Arc::new(repo))
+}
+
+/// A git error as a workflow problem, keeping its retryability.
+pub fn git_problem(error: crate::git::GitError) -> Problem {
+    Problem {
+        reason: "GitError".into(),
+        message: error.to_string(),
+        retryable: error.is_retryable(),
+    }
+}
+
+/// The files of every directory holding the app's version files (`git.file`'s directory and
+/// each `versions[].file`'s), as text, with the head commit of the first read.
+pub async fn read_version_files(
+    repo: &dyn GitRepo,
+    app: &ManagedApp,
+) -> Result<(String, BTreeMap<String, String>), Problem> {
+    let mut directories = BTreeSet::from([directory_of(&app.spec.git.file).to_owned()]);
+    directories.extend(
+        app.spec
+            .versions
+            .iter()
+            .filter_map(|v| v.file.as_deref())
+            .map(|f| directory_of(f).to_owned()),
+    );
+    let mut files = BTreeMap::new();
+    let mut commit = None;
+    for directory in directories {
+        let DirectoryAtHead {
+            commit: head,
+            files: found,
+        } = repo.read_directory(&directory).await.map_err(git_problem)?;
+        commit.get_or_insert(head);
+        for (name, bytes) in found {
+            let path = if directory.is_empty() {
+                name
+            } else {
+                format!("{directory}/{name}")
+            };
+            // Files that are not text are not version files; skip rather than fail on them.
+            if let Ok(text) = text_from_bytes(&bytes) {
+                files.insert(path, text.to_owned());
+            }
+        }
+    }
+    Ok((commit.unwrap_or_default(), files))
+}

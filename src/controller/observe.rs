@@ -1,0 +1,291 @@
+//! Observing what a request's current phase decides on — and only that: Flux objects'
+//! suspend state, workload replicas, pods holding volumes, snapshots, restored PVCs, the
+//! request's commit in Git, Flux's progress and the app's health.
+
+use super::Context;
+use super::git_access::{git_problem, locate, open, read_version_files};
+use crate::api::CommitRecord;
+use crate::api::{ManagedApp, Phase, Plan, RequestStatus, RollbackRequest, SourceKind};
+use crate::cluster::error::ClusterError;
+use crate::cluster::flux::HelmRelease;
+use crate::cluster::flux::ops::{apply_progress, get};
+use crate::cluster::flux::progress::remediation;
+use crate::cluster::health::ops::app_health;
+use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
+use crate::cluster::snapshots::{RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name};
+use crate::cluster::workloads::ops::{mounts, replicas};
+use crate::git::{CommitInfo, REQUEST_UID_TRAILER};
+use crate::manifest::fields::{current_versions, locate_fields};
+use crate::workflow::observations::ChildRollback;
+use crate::workflow::{
+    ClaimState, CommitState, Observed, Problem, Request, RequestKind, SnapshotState, object_key,
+};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How far back in the branch's history a request's commit is looked for.
+const COMMIT_LOOKBACK: usize = 200;
+
+fn problem(error: ClusterError) -> Problem {
+    Problem {
+        reason: error.reason().into(),
+        message: error.to_string(),
+        retryable: error.is_retryable(),
+    }
+}
+
+fn record(info: CommitInfo) -> CommitRecord {
+    let subject = info.message.lines().next().unwrap_or_default().to_owned();
+    CommitRecord {
+        sha: info.sha,
+        message: subject,
+        url: info.url,
+    }
+}
+
+/// Fills `observed` with what `phase` needs. Errors are problems the caller feeds back
+/// to the workflow (retryable ones keep the phase).
+pub async fn observe_phase(
+    ctx: &Context,
+    request: &Request,
+    app: &ManagedApp,
+    status: &RequestStatus,
+    phase: Phase,
+    observed: &mut Observed,
+) -> Result<(), Problem> {
+    let Some(plan) = status.plan.as_ref() else {
+        return Ok(());
+    };
+    let client = &ctx.client;
+    let needs_flux_state = matches!(
+        phase,
+        Phase::Suspend | Phase::Resume | Phase::Reconcile | Phase::Quiesce
+    );
+    if needs_flux_state || phase == Phase::Frozen {
+        for object in &plan.flux_objects {
+            if let Some(found) = get(client, object.kind, &object.namespace, &object.name)
+                .await
+                .map_err(problem)?
+            {
+                let key = object_key(
+                    &format!("{:?}", object.kind),
+                    &object.namespace,
+                    &object.name,
+                );
+                observed
+                    .flux_suspended
+                    .insert(key, crate::cluster::flux::ops::is_suspended(&found));
+            }
+        }
+        for workload in &plan.workloads {
+            if let Some(count) =
+                replicas(client, workload.kind, &workload.namespace, &workload.name)
+                    .await
+                    .map_err(problem)?
+            {
+                observed.replicas.insert(
+                    object_key(
+                        &format!("{:?}", workload.kind),
+                        &workload.namespace,
+                        &workload.name,
+                    ),
+                    count,
+                );
+            }
+        }
+    }
+    match phase {
+        Phase::Quiesce => {
+            let mut by_namespace: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+            for volume in &plan.volumes {
+                by_namespace
+                    .entry(&volume.namespace)
+                    .or_default()
+                    .insert(volume.name.clone());
+            }
+            for (namespace, claims) in by_namespace {
+                observed
+                    .mounts
+                    .extend(mounts(client, namespace, &claims).await.map_err(problem)?);
+            }
+        }
+        Phase::Snapshot | Phase::SafetySnapshot => {
+            for volume in &plan.volumes {
+                let name = snapshot_name(&request.uid, &volume.name);
+                if let Some(found) = snapshot(client, &volume.namespace, &name)
+                    .await
+                    .map_err(problem)?
+                {
+                    let status = found.status.unwrap_or_default();
+                    observed.snapshots.insert(
+                        format!("{}/{}", volume.namespace, volume.name),
+                        SnapshotState {
+                            ready: status.ready_to_use.unwrap_or(false),
+                            error: status.error.and_then(|e| e.message),
+                            restore_size: status.restore_size,
+                        },
+                    );
+                }
+            }
+        }
+        Phase::Restore => {
+            for volume in plan.volumes.iter().filter(|v| v.restore_from.is_some()) {
+                let Some(pvc) = claim(client, &volume.namespace, &volume.name)
+                    .await
+                    .map_err(problem)?
+                else {
+                    continue;
+                };
+                let waits = match &volume.storage_class_name {
+                    Some(class) => storage_class(client, class)
+                        .await
+                        .map_err(problem)?
+                        .is_some_and(|c| binds_on_first_consumer(&c)),
+                    None => false,
+                };
+                observed.claims.insert(
+                    format!("{}/{}", volume.namespace, volume.name),
+                    ClaimState {
+                        terminating: pvc.metadata.deletion_timestamp.is_some(),
+                        restored_from: pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned(),
+                        bound: pvc.status.as_ref().and_then(|s| s.phase.as_deref())
+                            == Some("Bound"),
+                        waits_for_first_consumer: waits,
+                    },
+                );
+            }
+        }
+        Phase::Commit | Phase::Revert => {
+            observed.commit = commit_state(ctx, request, app, plan).await?
+        }
+        Phase::Reconcile => {
+            let sha = status
+                .commit
+                .as_ref()
+                .map(|c| c.sha.clone())
+                .unwrap_or_default();
+            let chart = (app.spec.source.kind == SourceKind::HelmRelease)
+                .then(|| plan.to.get("chart"))
+                .flatten();
+            observed.flux_progress = Some(
+                apply_progress(client, &plan.flux_objects, &sha, chart.map(String::as_str))
+                    .await
+                    .map_err(problem)?,
+            );
+        }
+        Phase::Verify => {
+            let namespace = app.namespace().unwrap_or_default();
+            let source_namespace = app
+                .spec
+                .source
+                .namespace
+                .clone()
+                .unwrap_or_else(|| namespace.clone());
+            let source = (
+                app.spec.source.kind,
+                source_namespace.as_str(),
+                app.spec.source.name.as_str(),
+            );
+            observed.health = Some(
+                app_health(
+                    client,
+                    source,
+                    &plan.workloads,
+                    &app.spec.health.checks,
+                    &namespace,
+                )
+                .await
+                .map_err(problem)?,
+            );
+            if app.spec.source.kind == SourceKind::HelmRelease {
+                let release = Api::<HelmRelease>::namespaced(client.clone(), &source_namespace)
+                    .get_opt(&app.spec.source.name)
+                    .await
+                    .map_err(|e| {
+                        problem(ClusterError::api(
+                            "reading",
+                            format!("HelmRelease {source_namespace}/{}", app.spec.source.name),
+                            e,
+                        ))
+                    })?;
+                observed.remediation = release
+                    .as_ref()
+                    .and_then(remediation)
+                    .map(|(reason, message)| Problem::terminal(&reason, message));
+            }
+        }
+        Phase::RollingBack | Phase::Frozen if request.kind == RequestKind::Upgrade => {
+            observed.rollback = child_rollback(ctx, request, app).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The request's commit: found by its UID trailer, or the branch already at the target
+/// versions without it (someone else pushed them), or not there yet.
+async fn commit_state(
+    ctx: &Context,
+    request: &Request,
+    app: &ManagedApp,
+    plan: &Plan,
+) -> Result<CommitState, Problem> {
+    let namespace = app.namespace().unwrap_or_default();
+    let chain = &plan.flux_objects;
+    let location = locate(ctx, app, chain).await?;
+    let repo = open(ctx, &location).await?;
+    if let Some(found) = repo
+        .find_commit_by_trailer(REQUEST_UID_TRAILER, &request.uid, COMMIT_LOOKBACK)
+        .await
+        .map_err(git_problem)?
+    {
+        return Ok(CommitState::Pushed(record(found)));
+    }
+    let (head, files) = read_version_files(repo.as_ref(), app).await?;
+    let fields = locate_fields(&app.spec, &files)
+        .map_err(|e| Problem::terminal("VersionFieldInvalid", format!("{namespace}: {e}")))?;
+    let current = current_versions(&fields)
+        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+    if plan.to.iter().all(|(k, v)| current.get(k) == Some(v)) {
+        return Ok(CommitState::AlreadyAtTarget(CommitRecord {
+            sha: head,
+            message: "already at the target versions".into(),
+            url: None,
+        }));
+    }
+    Ok(CommitState::NotFound)
+}
+
+/// The RollbackRequest undoing this upgrade, if any: the automatic one, else the newest a
+/// person created.
+async fn child_rollback(
+    ctx: &Context,
+    request: &Request,
+    app: &ManagedApp,
+) -> Result<Option<ChildRollback>, Problem> {
+    let namespace = app.namespace().unwrap_or_default();
+    let rollbacks = Api::<RollbackRequest>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| {
+            problem(ClusterError::api(
+                "listing",
+                format!("RollbackRequests in {namespace}"),
+                e,
+            ))
+        })?;
+    let mut mine: Vec<RollbackRequest> = rollbacks
+        .items
+        .into_iter()
+        .filter(|r| r.spec.upgrade_request == request.name)
+        .collect();
+    mine.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    Ok(mine.pop().map(|r| {
+        let status = r.status.unwrap_or_default();
+        ChildRollback {
+            phase: status.phase,
+            failure: status.failure.map(|f| f.message),
+        }
+    }))
+}

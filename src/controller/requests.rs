@@ -1,0 +1,508 @@
+//! The UpgradeRequest and RollbackRequest controllers: each reconcile reads the request and
+//! its app, observes what the current phase needs, lets the workflow decide, performs the
+//! actions, writes the status once (with the resourceVersion it read) and emits Events.
+
+use super::act::{Acting, perform};
+use super::admission::{rollback_plan, upgrade_plan};
+use super::app_status::Holder;
+use super::observe::observe_phase;
+use super::{Context, FINALIZER};
+use crate::api::{
+    ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, UpgradeRequest,
+};
+use crate::workflow::{
+    self, AppPolicy, Decision, LockState, Observed, Problem, Request, RequestKind,
+};
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors that end a reconcile early; the controller retries them with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The API refused or failed a request about the request object itself.
+    #[error("{0}")]
+    Api(String),
+}
+
+/// A request kind the controller handles.
+trait RequestObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: RequestKind;
+    fn status(&self) -> Option<&RequestStatus>;
+    fn set_status(&mut self, status: RequestStatus);
+}
+
+impl RequestObject for UpgradeRequest {
+    const KIND: RequestKind = RequestKind::Upgrade;
+    fn status(&self) -> Option<&RequestStatus> {
+        self.status.as_ref()
+    }
+    fn set_status(&mut self, status: RequestStatus) {
+        self.status = Some(status);
+    }
+}
+
+impl RequestObject for RollbackRequest {
+    const KIND: RequestKind = RequestKind::Rollback;
+    fn status(&self) -> Option<&RequestStatus> {
+        self.status.as_ref()
+    }
+    fn set_status(&mut self, status: RequestStatus) {
+        self.status = Some(status);
+    }
+}
+
+fn api_error(what: &str, e: kube::Error) -> ReconcileError {
+    ReconcileError::Api(format!("{what}: {e}"))
+}
+
+/// Runs both request controllers until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let upgrades = Controller::new(
+        Api::<UpgradeRequest>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let upgrade_store = upgrades.store();
+    let upgrades = upgrades
+        .watches(
+            Api::<ManagedApp>::all(client.clone()),
+            watcher::Config::default(),
+            {
+                let store = upgrade_store.clone();
+                move |app: ManagedApp| waiting_for_app(&store.state(), &app)
+            },
+        )
+        .watches(
+            Api::<RollbackRequest>::all(client.clone()),
+            watcher::Config::default(),
+            |rollback: RollbackRequest| {
+                rollback
+                    .namespace()
+                    .map(|ns| ObjectRef::new(&rollback.spec.upgrade_request).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_upgrade, error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let rollbacks = Controller::new(
+        Api::<RollbackRequest>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile_rollback, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    futures::join!(upgrades, rollbacks);
+}
+
+/// Requests of `app` that are not finished: a change of the app (its lock released) may let
+/// them go on.
+fn waiting_for_app(
+    requests: &[Arc<UpgradeRequest>],
+    app: &ManagedApp,
+) -> Vec<ObjectRef<UpgradeRequest>> {
+    requests
+        .iter()
+        .filter(|r| r.namespace() == app.namespace() && r.spec.managed_app == app.name_any())
+        .filter(|r| {
+            !r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(Phase::is_terminal)
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+fn error_policy<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Requeue {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_upgrade(
+    upgrade: Arc<UpgradeRequest>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let namespace = upgrade.namespace().unwrap_or_default();
+    let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&upgrade.spec.managed_app)
+        .await
+        .map_err(|e| api_error("reading the ManagedApp", e))?;
+    let request = request_of(upgrade.as_ref(), upgrade.spec.dry_run, false);
+    reconcile(
+        ctx,
+        upgrade.clone(),
+        request,
+        app,
+        Some(upgrade.as_ref().clone()),
+    )
+    .await
+}
+
+async fn reconcile_rollback(
+    rollback: Arc<RollbackRequest>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let namespace = rollback.namespace().unwrap_or_default();
+    let upgrade = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&rollback.spec.upgrade_request)
+        .await
+        .map_err(|e| api_error("reading the UpgradeRequest", e))?;
+    let app = match &upgrade {
+        Some(upgrade) => Api::<ManagedApp>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&upgrade.spec.managed_app)
+            .await
+            .map_err(|e| api_error("reading the ManagedApp", e))?,
+        None => None,
+    };
+    let request = request_of(
+        rollback.as_ref(),
+        rollback.spec.dry_run,
+        !rollback.spec.safety_snapshot,
+    );
+    reconcile(ctx, rollback.clone(), request, app, upgrade).await
+}
+
+fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) -> Request {
+    Request {
+        kind: K::KIND,
+        name: object.name_any(),
+        uid: object.uid().unwrap_or_default(),
+        generation: object.meta().generation,
+        dry_run,
+        skip_snapshot,
+        deleting: object.meta().deletion_timestamp.is_some(),
+    }
+}
+
+async fn reconcile<K: RequestObject>(
+    ctx: Arc<Context>,
+    object: Arc<K>,
+    mut request: Request,
+    app: Option<ManagedApp>,
+    upgrade: Option<UpgradeRequest>,
+) -> Result<Requeue, ReconcileError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
+    if !has_finalizer && !request.deleting {
+        let mut finalizers = object.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
+        api.patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| api_error("adding the finalizer", e))?;
+        return Ok(Requeue::await_change());
+    }
+    let status = object.status().cloned().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let mut observed = Observed {
+        now,
+        ..Default::default()
+    };
+    let Some(app) = app else {
+        // Nothing can be planned without the app (or, for a rollback, its upgrade).
+        observed.lock = Some(LockState::Free);
+        observed.first_in_queue = true;
+        let missing = if K::KIND == RequestKind::Rollback && upgrade.is_none() {
+            "UpgradeRequest"
+        } else {
+            "ManagedApp"
+        };
+        observed.admission = Some(Err(Problem::terminal(
+            &format!("{missing}NotFound"),
+            format!("the {missing} this request names does not exist in namespace {namespace}"),
+        )));
+        let policy = AppPolicy::from_spec(&default_spec());
+        let decision = workflow::decide(&request, &policy, &status, &observed);
+        return finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await;
+    };
+    let policy = AppPolicy::from_spec(&app.spec);
+    if K::KIND == RequestKind::Upgrade {
+        request.skip_snapshot = request.skip_snapshot
+            || !app.spec.snapshots.enabled
+            || upgrade.as_ref().is_some_and(|u| u.spec.skip_snapshot);
+    }
+    let holder = Holder {
+        kind: if K::KIND == RequestKind::Upgrade {
+            OperationKind::UpgradeRequest
+        } else {
+            OperationKind::RollbackRequest
+        },
+        name: request.name.clone(),
+        uid: request.uid.clone(),
+        upgrade: upgrade
+            .as_ref()
+            .map(|u| u.name_any())
+            .unwrap_or_else(|| request.name.clone()),
+    };
+    let (lock, stale) = lock_state(&ctx, &app, &request, upgrade.as_ref()).await?;
+    observed.lock = Some(lock.clone());
+    let phase = status.phase;
+    if matches!(phase, None | Some(Phase::Queued) | Some(Phase::Admit)) && !request.deleting {
+        observed.first_in_queue = first_in_queue(&ctx, &app, &request).await?;
+        let may_admit = matches!(
+            lock,
+            LockState::Free | LockState::Ours | LockState::HandedOver
+        ) && observed.first_in_queue;
+        if may_admit {
+            observed.admission = Some(match (K::KIND, &upgrade) {
+                (RequestKind::Upgrade, Some(u)) => upgrade_plan(&ctx, u, &app).await,
+                (RequestKind::Rollback, Some(u)) => rollback_plan(u),
+                _ => Err(Problem::terminal(
+                    "UpgradeRequestNotFound",
+                    "the UpgradeRequest to roll back does not exist",
+                )),
+            });
+            if request.dry_run && matches!(observed.admission, Some(Ok(_))) {
+                observed.preflight = Some(Ok(()));
+            }
+        }
+    }
+    let decision = match phase {
+        Some(p) if !matches!(p, Phase::Queued | Phase::Admit) => {
+            let effective = if request.deleting && !p.is_terminal() {
+                Phase::Resume
+            } else {
+                p
+            };
+            match observe_phase(&ctx, &request, &app, &status, effective, &mut observed).await {
+                Ok(()) => {
+                    if p == Phase::Preflight {
+                        observed.preflight = Some(Ok(()));
+                    }
+                    workflow::decide(&request, &policy, &status, &observed)
+                }
+                Err(problem) => {
+                    workflow::on_action_error(&request, &policy, &status, &problem, &observed)
+                }
+            }
+        }
+        _ => workflow::decide(&request, &policy, &status, &observed),
+    };
+    let plan = decision.status.plan.clone().or(status.plan.clone());
+    let acting = Acting {
+        request: &request,
+        holder: &holder,
+        app: &app,
+        plan: plan.as_ref(),
+        upgrade: upgrade.as_ref(),
+        stale_lock: stale.as_deref(),
+    };
+    let mut decision = decision;
+    for action in decision.actions.clone() {
+        if let Err(problem) = perform(&ctx, &acting, &action, now).await {
+            tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
+            decision = workflow::on_action_error(&request, &policy, &status, &problem, &observed);
+            break;
+        }
+    }
+    finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await
+}
+
+/// Writes the decided status (once, only when it changed, with the resourceVersion read),
+/// emits its Events, lets the object go when the workflow says so.
+async fn finish_reconcile<K: RequestObject>(
+    ctx: &Context,
+    api: &Api<K>,
+    object: &K,
+    before: &RequestStatus,
+    decision: Decision,
+    request: &Request,
+) -> Result<Requeue, ReconcileError> {
+    if decision.status != *before {
+        let mut updated = object.clone();
+        updated.set_status(decision.status.clone());
+        let params = PostParams {
+            field_manager: Some(crate::cluster::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.replace_status(&request.name, &params, &updated).await {
+            Ok(_) => {}
+            // Someone wrote in between: the next reconcile starts from a fresh read.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Ok(Requeue::requeue(Duration::ZERO));
+            }
+            Err(e) => return Err(api_error("writing the status", e)),
+        }
+    }
+    let recorder = Recorder::new(
+        ctx.client.clone(),
+        Reporter {
+            controller: "fluxgate".into(),
+            instance: None,
+        },
+    );
+    let reference = object.object_ref(&());
+    for note in &decision.notes {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+    if decision.remove_finalizer {
+        let finalizers: Vec<String> = object
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers}});
+        match api
+            .patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(api_error("removing the finalizer", e)),
+        }
+    }
+    Ok(match decision.requeue_after {
+        Some(after) => Requeue::requeue(after),
+        None => Requeue::await_change(),
+    })
+}
+
+/// Who holds the app's lock, from this request's point of view, and the UID of a holder
+/// that no longer exists (its lock may be taken over).
+async fn lock_state(
+    ctx: &Context,
+    app: &ManagedApp,
+    request: &Request,
+    upgrade: Option<&UpgradeRequest>,
+) -> Result<(LockState, Option<String>), ReconcileError> {
+    let Some(active) = app.status.as_ref().and_then(|s| s.active_operation.clone()) else {
+        return Ok((LockState::Free, None));
+    };
+    if active.uid == request.uid {
+        return Ok((LockState::Ours, None));
+    }
+    let namespace = app.namespace().unwrap_or_default();
+    if let (RequestKind::Rollback, Some(upgrade)) = (request.kind, upgrade) {
+        let handing_over = upgrade.uid().as_deref() == Some(active.uid.as_str())
+            && upgrade
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|p| matches!(p, Phase::RollingBack | Phase::Frozen));
+        if handing_over {
+            return Ok((LockState::HandedOver, None));
+        }
+    }
+    let holder_exists = match active.kind {
+        OperationKind::UpgradeRequest => {
+            Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&active.name)
+                .await
+                .map_err(|e| api_error("reading the lock holder", e))?
+                .is_some_and(|r| r.uid().as_deref() == Some(active.uid.as_str()))
+        }
+        OperationKind::RollbackRequest => {
+            Api::<RollbackRequest>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(&active.name)
+                .await
+                .map_err(|e| api_error("reading the lock holder", e))?
+                .is_some_and(|r| r.uid().as_deref() == Some(active.uid.as_str()))
+        }
+    };
+    if holder_exists {
+        Ok((
+            LockState::HeldBy(format!("{:?} {}", active.kind, active.name)),
+            None,
+        ))
+    } else {
+        Ok((LockState::Free, Some(active.uid)))
+    }
+}
+
+/// Whether this request is the oldest not-yet-admitted request for its app (FIFO by
+/// creation time, then name).
+async fn first_in_queue(
+    ctx: &Context,
+    app: &ManagedApp,
+    request: &Request,
+) -> Result<bool, ReconcileError> {
+    let namespace = app.namespace().unwrap_or_default();
+    let waiting = |status: Option<&RequestStatus>| {
+        matches!(status.and_then(|s| s.phase), None | Some(Phase::Queued))
+    };
+    let upgrades = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error("listing UpgradeRequests", e))?;
+    let mut queue: Vec<(Option<jiff::Timestamp>, String, String)> = upgrades
+        .items
+        .iter()
+        .filter(|u| {
+            u.spec.managed_app == app.name_any()
+                && waiting(u.status.as_ref())
+                && u.meta().deletion_timestamp.is_none()
+        })
+        .map(|u| {
+            (
+                u.meta().creation_timestamp.clone().map(|t| t.0),
+                u.name_any(),
+                u.uid().unwrap_or_default(),
+            )
+        })
+        .collect();
+    if request.kind == RequestKind::Rollback {
+        // A rollback is not queued behind upgrades: it undoes one.
+        return Ok(true);
+    }
+    queue.sort();
+    Ok(queue.first().is_none_or(|(_, _, uid)| *uid == request.uid))
+}
+
+fn default_spec() -> crate::api::ManagedAppSpec {
+    crate::api::ManagedAppSpec {
+        source: crate::api::SourceReference {
+            kind: crate::api::SourceKind::HelmRelease,
+            name: String::new(),
+            namespace: None,
+        },
+        suspend: Vec::new(),
+        git: crate::api::GitLocation {
+            file: String::new(),
+            url: None,
+            branch: None,
+            secret_ref: None,
+        },
+        versions: Vec::new(),
+        snapshots: Default::default(),
+        health: Default::default(),
+        rollback: Default::default(),
+        update_policy: Default::default(),
+        timeouts: Default::default(),
+    }
+}
