@@ -1,0 +1,119 @@
+//! The whole simulated world in one call: every sim started against one `kube::Client`
+//! (kubesim or a real cluster), sharing one [`Failures`] handle; dropping it stops them.
+//!
+//! ```no_run
+//! # async fn t(client: kube::Client) -> anyhow::Result<()> {
+//! use sim::world::{World, WorldOptions};
+//! let world = World::start(client.clone(), WorldOptions::fast()).await?;
+//! sim::seed::storage(&client).await?;
+//! world.failures.fail_chart_version("2.0.0");            // its pods never get ready
+//! world.failures.fail_snapshots("data-", "quota exceeded"); // status.error.message
+//! let token = sim::volumes::content_token(&client, "apps", "data-db-0").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What the sims do not model
+//! Flux:
+//!
+//! - source-controller builds no artifact tarball: `artifact.digest` is `sha1:<commit>`,
+//!   `url` points nowhere; GitRepository `ref.tag`/`semver`/`commit`, `include`, `ignore`,
+//!   `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are not simulated;
+//!   OCIRepository only resolves `ref.tag` (no registry is contacted, digests are fake);
+//!   HelmRepository, HelmChart and Bucket sources are not simulated.
+//! - kustomize-controller: no periodic drift correction (applies happen when the artifact,
+//!   the generation or `requestedAt` changes, and failed applies retry), no `dependsOn`,
+//!   `wait`/`healthChecks`, `postBuild` substitution, SOPS decryption, patches, generators,
+//!   components or remote resources; `kustomization.yaml` honours `resources`, `namespace`
+//!   and `images` only. Objects are applied in one pass (CRDs and Namespaces first).
+//! - helm-controller: charts are the simulated chart of [`crate::chart`]; no `valuesFrom`,
+//!   hooks, tests, drift detection, post-renderers or `maxHistory` pruning of secrets; it
+//!   does not wait for workloads to become ready — a version fails only when declared
+//!   failing — and a failed release with its whole retry/remediation cycle is settled in
+//!   one reconcile (watchers see the outcome, not each retry). `status.history` timestamps
+//!   are the time of the status write.
+//!
+//! CSI and kube:
+//!
+//! - VolumeSnapshotContents are created but never deleted (no snapshot finalizers or
+//!   `deletionPolicy` handling); pre-provisioned snapshots, group snapshots and volume
+//!   expansion are not simulated. Restored PVC size is not checked against `restoreSize`.
+//! - Deployments replace all old pods at once (as `Recreate`); StatefulSets replace outdated
+//!   pods and scale down all at once rather than one ordinal at a time; no
+//!   ControllerRevisions, `minReadySeconds`, PodDisruptionBudgets, HPAs, DaemonSets or Jobs.
+//!   Pods have no nodes, probes, restarts or logs; a pod is ready unless its image or chart
+//!   version is declared failing.
+
+use crate::faults::Failures;
+use crate::flux_source::{SourceController, SourceOptions};
+use crate::helm::{HelmController, HelmOptions};
+use crate::kustomize::{KustomizeController, KustomizeOptions};
+use crate::oci_source::OciSourceController;
+use crate::pods::{PodOptions, PodSim};
+use crate::snapshots::{SnapshotOptions, Snapshotter};
+use crate::volumes::VolumeBinder;
+use crate::workloads::WorkloadSim;
+use std::time::Duration;
+
+/// Options for every sim of the world.
+#[derive(Clone, Debug, Default)]
+pub struct WorldOptions {
+    pub source: SourceOptions,
+    pub kustomize: KustomizeOptions,
+    pub helm: HelmOptions,
+    pub snapshots: SnapshotOptions,
+    pub pods: PodOptions,
+    /// The failures handle to share; a fresh one when `None`.
+    pub failures: Option<Failures>,
+}
+
+impl WorldOptions {
+    /// Short timings for tests: Git polled every second, retries after 200 ms,
+    /// snapshots instant, pods terminate after 100 ms.
+    pub fn fast() -> WorldOptions {
+        WorldOptions {
+            source: SourceOptions {
+                interval: Some(Duration::from_secs(1)),
+            },
+            kustomize: KustomizeOptions {
+                retry_interval: Duration::from_millis(200),
+            },
+            pods: PodOptions {
+                termination_delay: Duration::from_millis(100),
+            },
+            ..WorldOptions::default()
+        }
+    }
+}
+
+/// Every sim, running. Dropping the world stops them all.
+#[derive(Debug)]
+pub struct World {
+    /// Declared failures (chart versions, images, snapshots), shared by the sims.
+    pub failures: Failures,
+    pub source: SourceController,
+    pub oci: OciSourceController,
+    pub kustomize: KustomizeController,
+    pub helm: HelmController,
+    pub snapshots: Snapshotter,
+    pub volumes: VolumeBinder,
+    pub pods: PodSim,
+    pub workloads: WorkloadSim,
+}
+
+impl World {
+    /// Starts all sims against `client`.
+    pub async fn start(client: kube::Client, options: WorldOptions) -> anyhow::Result<World> {
+        let failures = options.failures.unwrap_or_default();
+        Ok(World {
+            source: SourceController::start(client.clone(), options.source)?,
+            oci: OciSourceController::start(client.clone()),
+            kustomize: KustomizeController::start(client.clone(), options.kustomize)?,
+            helm: HelmController::start(client.clone(), failures.clone(), options.helm),
+            snapshots: Snapshotter::start(client.clone(), failures.clone(), options.snapshots),
+            volumes: VolumeBinder::start(client.clone()),
+            pods: PodSim::start(client.clone(), failures.clone(), options.pods),
+            workloads: WorkloadSim::start(client),
+            failures,
+        })
+    }
+}
