@@ -58,9 +58,9 @@ pub fn render(
     if !annotations.is_object() {
         annotations = json!({});
     }
-    if failing {
-        annotations[NEVER_READY_ANNOTATION] = json!("true");
-    }
+    // Always set, never dropped: a rollback then changes the value rather than relying on
+    // server-side apply removing a field the manager stopped applying.
+    annotations[NEVER_READY_ANNOTATION] = json!(if failing { "true" } else { "false" });
     let persistence: Vec<(String, String, Option<String>)> = values["persistence"]
         .as_array()
         .into_iter()

@@ -24,6 +24,8 @@ use std::time::Duration;
 pub struct SourceOptions {
     /// Fetch interval for every GitRepository; `None` uses each object's `spec.interval`.
     pub interval: Option<Duration>,
+    /// URL rewrites, as git's `insteadOf` (see [`Mirror::new`]).
+    pub url_rewrites: Vec<(String, String)>,
 }
 
 /// The running GitRepository controller; stops when dropped.
@@ -46,7 +48,7 @@ impl SourceController {
         let controller = Controller::new_with(api, watcher::Config::default(), ar);
         let ctx = Arc::new(Ctx {
             client,
-            mirror: Mirror::new()?,
+            mirror: Mirror::new(options.url_rewrites.clone())?,
             options,
         });
         Ok(SourceController {

@@ -22,6 +22,7 @@ pub struct Mirror {
 
 struct MirrorInner {
     repo: git2::Repository,
+    rewrites: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,12 +33,19 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl Mirror {
-    /// An empty mirror.
-    pub fn new() -> Result<Mirror> {
+    /// An empty mirror. `rewrites` work like git's `url.<base>.insteadOf`: a URL starting
+    /// with the first string is fetched from the second plus the rest — e.g.
+    /// (`https://git.sim.test/`, `file:///`) serves `https://` URLs, which Flux's CRD
+    /// requires, from local bare repositories.
+    pub fn new(rewrites: Vec<(String, String)>) -> Result<Mirror> {
         let dir = tempfile::tempdir().context("creating a mirror directory")?;
         let repo = git2::Repository::init_bare(dir.path()).context("initialising a mirror")?;
         Ok(Mirror {
-            inner: Arc::new(Mutex::new(MirrorInner { repo, _dir: dir })),
+            inner: Arc::new(Mutex::new(MirrorInner {
+                repo,
+                rewrites,
+                _dir: dir,
+            })),
         })
     }
 
@@ -48,6 +56,15 @@ impl Mirror {
             .inner
             .lock()
             .map_err(|_| anyhow!("mirror lock poisoned"))?;
+        let url = inner
+            .rewrites
+            .iter()
+            .find_map(|(from, to)| {
+                url.strip_prefix(from.as_str())
+                    .map(|rest| format!("{to}{rest}"))
+            })
+            .unwrap_or_else(|| url.to_owned());
+        let url = url.as_str();
         let local = format!("refs/mirror/{}", url_key(url));
         let refspec = format!("+refs/heads/{branch}:{local}/{branch}");
         let mut callbacks = git2::RemoteCallbacks::new();

@@ -31,12 +31,15 @@ pub const NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
 pub struct KustomizeOptions {
     /// How long after a failed apply the same revision is tried again.
     pub retry_interval: Duration,
+    /// URL rewrites, as git's `insteadOf` (see [`Mirror::new`]).
+    pub url_rewrites: Vec<(String, String)>,
 }
 
 impl Default for KustomizeOptions {
     fn default() -> Self {
         KustomizeOptions {
             retry_interval: Duration::from_secs(1),
+            url_rewrites: Vec::new(),
         }
     }
 }
@@ -87,7 +90,7 @@ impl KustomizeController {
         let ctx = Arc::new(Ctx {
             applier: Applier::new(client.clone(), "kustomize-controller"),
             client,
-            mirror: Mirror::new()?,
+            mirror: Mirror::new(options.url_rewrites.clone())?,
             options,
             failed_at: Mutex::default(),
         });
@@ -294,14 +297,21 @@ async fn attempt(
             if !mirror.has_commit(&sha) {
                 mirror.fetch(&url, &branch, creds.as_ref())?;
             }
-            mirror.files(&sha, &path)
+            mirror.files(&sha, "")
         })
         .await
         .map_err(|e| anyhow!("read task: {e}"))
         .and_then(|r| r)
         .map_err(fail("ArtifactFailed"))?
     };
-    let mut objects = build(&files).map_err(fail("BuildFailed"))?;
+    let dir = crate::git_mirror::clean_path(&path);
+    if !crate::kustomize_build::is_dir(&files, &dir) {
+        return Err(Failure {
+            reason: "ArtifactFailed",
+            message: format!("kustomization path not found: {path}"),
+        });
+    }
+    let mut objects = build(&files, &dir).map_err(fail("BuildFailed"))?;
 
     let ns = ks["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = ks["metadata"]["name"].as_str().unwrap_or_default();

@@ -22,10 +22,15 @@ const CLUSTER_SCOPED: [&str; 10] = [
     "APIService",
 ];
 
-/// Builds the objects of the tree `files` (paths relative to the Kustomization's
-/// `spec.path`, `/`-separated), in resource order.
-pub fn build(files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<Value>> {
-    build_dir(files, "", 0)
+/// Builds the objects of directory `dir` in the repository tree `files` (paths from the
+/// repository root, `/`-separated), in resource order. Resources may point anywhere in the
+/// repository (`../base`), as with Flux, but not outside it.
+pub fn build(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Vec<Value>> {
+    let dir = normalize(dir)?;
+    if !is_dir(files, &dir) {
+        bail!("kustomization path not found: {dir}");
+    }
+    build_dir(files, &dir, 0)
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -45,7 +50,7 @@ fn normalize(path: &str) -> Result<String> {
             ".." => {
                 parts
                     .pop()
-                    .ok_or_else(|| anyhow!("path {path} leaves the kustomization root"))?;
+                    .ok_or_else(|| anyhow!("path {path} leaves the repository"))?;
             }
             p => parts.push(p),
         }
@@ -53,7 +58,7 @@ fn normalize(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-fn is_dir(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> bool {
+pub fn is_dir(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> bool {
     let prefix = if dir.is_empty() {
         String::new()
     } else {
@@ -268,7 +273,7 @@ mod tests {
             ("sub/ignored.yaml", &format!("{CM}ignored\n")),
             ("unlisted.yaml", &format!("{CM}unlisted\n")),
         ]);
-        let objects = build(&files).unwrap();
+        let objects = build(&files, "").unwrap();
         assert_eq!(
             names(&objects),
             ["ConfigMap/b1", "ConfigMap/b2", "ConfigMap/c", "ConfigMap/a"]
@@ -288,7 +293,7 @@ mod tests {
             ("k/y.yaml", &format!("{CM}y\n")),
         ]);
         assert_eq!(
-            names(&build(&files).unwrap()),
+            names(&build(&files, "").unwrap()),
             ["ConfigMap/a", "ConfigMap/b", "ConfigMap/x"]
         );
     }
@@ -296,11 +301,40 @@ mod tests {
     #[test]
     fn missing_resource_and_escape_are_errors() {
         let files = tree(&[("kustomization.yaml", "resources: [gone.yaml]\n")]);
-        assert!(build(&files).unwrap_err().to_string().contains("gone.yaml"));
+        assert!(
+            build(&files, "")
+                .unwrap_err()
+                .to_string()
+                .contains("gone.yaml")
+        );
         let files = tree(&[("kustomization.yaml", "resources: [../x.yaml]\n")]);
-        assert!(build(&files).is_err());
+        assert!(build(&files, "").is_err());
         let files = tree(&[("a.yaml", "kind: ConfigMap\n")]);
-        assert!(build(&files).unwrap_err().to_string().contains("a.yaml"));
+        assert!(
+            build(&files, "")
+                .unwrap_err()
+                .to_string()
+                .contains("a.yaml")
+        );
+    }
+
+    #[test]
+    fn a_path_may_use_the_rest_of_the_repository() {
+        let files = tree(&[
+            (
+                "clusters/prod/kustomization.yaml",
+                "resources: [../../base]\n",
+            ),
+            ("base/a.yaml", &format!("{CM}a\n")),
+            ("other/b.yaml", &format!("{CM}b\n")),
+        ]);
+        assert_eq!(
+            names(&build(&files, "./clusters/prod/").unwrap()),
+            ["ConfigMap/a"]
+        );
+        assert_eq!(names(&build(&files, "./base").unwrap()), ["ConfigMap/a"]);
+        let missing = build(&files, "./nope").unwrap_err().to_string();
+        assert!(missing.contains("path not found"), "{missing}");
     }
 
     #[test]
@@ -315,7 +349,7 @@ mod tests {
                 "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  template:\n    spec:\n      containers:\n      - {name: a, image: 'ghcr.io/x/app:1.0.0'}\n      - {name: b, image: 'other:1'}\n",
             ),
         ]);
-        let o = &build(&files).unwrap()[0];
+        let o = &build(&files, "").unwrap()[0];
         assert_eq!(
             o["spec"]["template"]["spec"]["containers"][0]["image"],
             "ghcr.io/x/app:2.0.0"

@@ -13,8 +13,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The finalizer that makes deleted pods linger for the termination delay, standing in for
 /// the kubelet's graceful shutdown.
@@ -38,6 +39,9 @@ struct Ctx {
     client: Client,
     failures: Failures,
     options: PodOptions,
+    /// When the sim first saw each pod (by UID) terminating: `deletionTimestamp` has
+    /// only second precision, too coarse for sub-second delays.
+    seen_deleted: Mutex<HashMap<String, Instant>>,
 }
 
 impl PodSim {
@@ -65,6 +69,7 @@ impl PodSim {
             client,
             failures,
             options,
+            seen_deleted: Mutex::default(),
         });
         PodSim {
             _task: run_controller("kubelet", controller, reconcile, ctx),
@@ -87,12 +92,18 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let finalizers = pod.finalizers().to_vec();
     let ours = finalizers.iter().any(|f| f == TERMINATION_FINALIZER);
 
-    if let Some(deleted) = &pod.metadata.deletion_timestamp {
+    if pod.metadata.deletion_timestamp.is_some() {
         if !ours {
             return Ok(Action::await_change());
         }
-        let since = jiff::Timestamp::now().duration_since(deleted.0);
-        let since = Duration::try_from(since).unwrap_or_default();
+        let uid = pod.uid().unwrap_or_default();
+        let since = ctx
+            .seen_deleted
+            .lock()
+            .map_err(|_| anyhow::anyhow!("termination clock lock poisoned"))?
+            .entry(uid.clone())
+            .or_insert_with(Instant::now)
+            .elapsed();
         if since < ctx.options.termination_delay {
             if pod_ready(&pod) {
                 // A terminating pod is no longer ready, as the endpoints controller sees it.
@@ -110,6 +121,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
             &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
         )
         .await?;
+        if let Ok(mut seen) = ctx.seen_deleted.lock() {
+            seen.remove(&uid);
+        }
         return Ok(Action::await_change());
     }
     if !ours {

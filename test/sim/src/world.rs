@@ -62,6 +62,9 @@ pub struct WorldOptions {
     pub helm: HelmOptions,
     pub snapshots: SnapshotOptions,
     pub pods: PodOptions,
+    /// Git URL rewrites for both Flux controllers that read Git (see
+    /// [`crate::git_mirror::Mirror::new`]); added to those in `source` and `kustomize`.
+    pub git_url_rewrites: Vec<(String, String)>,
     /// The failures handle to share; a fresh one when `None`.
     pub failures: Option<Failures>,
 }
@@ -73,9 +76,11 @@ impl WorldOptions {
         WorldOptions {
             source: SourceOptions {
                 interval: Some(Duration::from_secs(1)),
+                ..SourceOptions::default()
             },
             kustomize: KustomizeOptions {
                 retry_interval: Duration::from_millis(200),
+                ..KustomizeOptions::default()
             },
             pods: PodOptions {
                 termination_delay: Duration::from_millis(100),
@@ -104,10 +109,15 @@ impl World {
     /// Starts all sims against `client`.
     pub async fn start(client: kube::Client, options: WorldOptions) -> anyhow::Result<World> {
         let failures = options.failures.unwrap_or_default();
+        let (mut source, mut kustomize) = (options.source, options.kustomize);
+        source
+            .url_rewrites
+            .extend(options.git_url_rewrites.iter().cloned());
+        kustomize.url_rewrites.extend(options.git_url_rewrites);
         Ok(World {
-            source: SourceController::start(client.clone(), options.source)?,
+            source: SourceController::start(client.clone(), source)?,
             oci: OciSourceController::start(client.clone()),
-            kustomize: KustomizeController::start(client.clone(), options.kustomize)?,
+            kustomize: KustomizeController::start(client.clone(), kustomize)?,
             helm: HelmController::start(client.clone(), failures.clone(), options.helm),
             snapshots: Snapshotter::start(client.clone(), failures.clone(), options.snapshots),
             volumes: VolumeBinder::start(client.clone()),

@@ -1,0 +1,7 @@
+//! The simulated world against kubesim: each sim with its real contract.
+
+mod common;
+mod flux_git;
+mod helm;
+mod storage;
+mod workloads;
