@@ -55,6 +55,11 @@ pub async fn storage(client: &Client) -> Result<()> {
     .await
 }
 
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
 /// A Secret with `username`/`password` for a GitRepository's `secretRef`.
 pub async fn git_credentials(
     client: &Client,
@@ -65,7 +70,8 @@ pub async fn git_credentials(
 ) -> Result<()> {
     put(client, json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque", "stringData": {"username": username, "password": password},
+        // `data`, not `stringData`: kubesim stores built-ins as given and does not convert.
+        "type": "Opaque", "data": {"username": b64(username), "password": b64(password)},
     }))
     .await
 }

@@ -69,7 +69,7 @@ impl WorkloadSim {
 fn template_hash(template: &Value) -> String {
     let mut h = DefaultHasher::new();
     template.to_string().hash(&mut h);
-    format!("{:x}", h.finish())[..10].to_owned()
+    format!("{:016x}", h.finish())[..10].to_owned()
 }
 
 /// A random-looking 5-character suffix from Kubernetes' name alphabet.

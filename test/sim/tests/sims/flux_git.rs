@@ -111,6 +111,44 @@ async fn unreachable_repository_is_not_ready_with_the_git_error() {
     );
 }
 
+#[tokio::test]
+async fn credentials_come_from_the_secret_ref() {
+    let env = env().await;
+    let repo = GitRepo::new();
+    let sha = repo
+        .write("a.yaml", &config_map("a", None, "1"))
+        .push("one");
+    seed::namespace(&env.client, "flux-system").await.unwrap();
+    seed::git_repository(
+        &env.client,
+        "flux-system",
+        "app",
+        &repo.url(),
+        "main",
+        Some("git-auth"),
+    )
+    .await
+    .unwrap();
+    let api = dynamic(&env.client, &git_repository(), "flux-system");
+    let failed = wait_for(&api, "app", "missing secret reported", |o| {
+        cond(&json_of(o), "Ready")["status"] == "False"
+    })
+    .await;
+    let message = cond(&json_of(&failed), "Ready")["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("flux-system/git-auth"),
+        "{message}"
+    );
+    seed::git_credentials(&env.client, "flux-system", "git-auth", "fluxgate", "s3cret")
+        .await
+        .unwrap();
+    request_reconcile(&api, "app", "with-secret").await;
+    wait_for(&api, "app", "fetched with credentials", |o| {
+        revision(o) == format!("main@sha1:{sha}") && cond(&json_of(o), "Ready")["status"] == "True"
+    })
+    .await;
+}
+
 fn applied(obj: &DynamicObject, sha: &str) -> bool {
     let v = json_of(obj);
     v["status"]["lastAppliedRevision"] == format!("main@sha1:{sha}").as_str()

@@ -272,3 +272,137 @@ async fn failing_version_without_remediation_leaves_pods_unready() {
     .await;
     assert_eq!(releases(&env, "apps", "db").await.len(), 2);
 }
+
+#[tokio::test]
+async fn helm_release_honours_suspend_and_requested_at() {
+    let env = env().await;
+    let api = app(&env, json!({}), json!({})).await;
+    wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    merge(&api, "db", json!({"spec": {"suspend": true}})).await;
+    let oci = dynamic(&env.client, &oci_repository(), "apps");
+    merge(&oci, "db-chart", json!({"spec": {"ref": {"tag": "1.1.0"}}})).await;
+    wait_for(&oci, "db-chart", "new tag resolved", |o| {
+        json_of(o)["status"]["artifact"]["revision"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("1.1.0@sha256:")
+    })
+    .await;
+    request_reconcile(&api, "db", "while-suspended").await;
+    // Nothing may happen, so there is no event to wait for: allow time for a wrong upgrade.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let hr = json_of(&api.get("db").await.unwrap());
+    assert_eq!(
+        hr["status"]["lastAttemptedRevision"], "1.0.0",
+        "upgraded while suspended"
+    );
+    assert_ne!(hr["status"]["lastHandledReconcileAt"], "while-suspended");
+    assert_eq!(releases(&env, "apps", "db").await.len(), 1);
+
+    merge(&api, "db", json!({"spec": {"suspend": false}})).await;
+    let hr = wait_for(&api, "db", "upgrade after resume", |o| {
+        attempted(o, "1.1.0")
+    })
+    .await;
+    assert_eq!(
+        json_of(&hr)["status"]["lastHandledReconcileAt"],
+        "while-suspended"
+    );
+    request_reconcile(&api, "db", "later").await;
+    let hr = wait_for(&api, "db", "requestedAt handled", |o| {
+        json_of(o)["status"]["lastHandledReconcileAt"] == "later"
+    })
+    .await;
+    // Nothing changed, so nothing was released again.
+    assert_eq!(history(&hr).len(), 2);
+}
+
+#[tokio::test]
+async fn failing_install_is_remediated_by_uninstall() {
+    let env = env().await;
+    env.world.failures.fail_chart_version("1.0.0");
+    seed::namespace(&env.client, "apps").await.unwrap();
+    seed::oci_chart(
+        &env.client,
+        "apps",
+        "db-chart",
+        "oci://ghcr.io/example/charts/db",
+        "1.0.0",
+    )
+    .await
+    .unwrap();
+    seed::put(
+        &env.client,
+        json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "spec": {"interval": "10m", "chartRef": {"kind": "OCIRepository", "name": "db-chart"},
+                     "targetNamespace": "apps", "install": {"remediation": {"retries": 1}}},
+        }),
+    )
+    .await
+    .unwrap();
+    let api = dynamic(&env.client, &helm_release(), "apps");
+    let hr = wait_for(&api, "db", "failed install", |o| attempted(o, "1.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Released")["reason"], "InstallFailed");
+    assert_eq!(cond(&v, "Remediated")["reason"], "UninstallSucceeded");
+    assert_eq!(cond(&v, "Stalled")["reason"], "RetriesExceeded");
+    assert_eq!(v["status"]["installFailures"], 2);
+    // Flux's default release name with a target namespace; uninstalled without history.
+    assert!(releases(&env, "apps", "apps-db").await.is_empty());
+    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
+    assert!(sts.get_opt("apps-db").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
+    let env = env().await;
+    seed::namespace(&env.client, "flux-system").await.unwrap();
+    seed::namespace(&env.client, "web").await.unwrap();
+    seed::put(&env.client, json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "site", "namespace": "flux-system"},
+        "spec": {
+            "interval": "10m", "targetNamespace": "web",
+            "chart": {"spec": {"chart": "site", "version": "3.1.0", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}},
+            "values": {"kind": "Deployment", "replicaCount": 2, "image": {"repository": "ghcr.io/example/site", "tag": "9.9"},
+                       "persistence": [{"name": "uploads", "size": "2Gi"}]},
+        },
+    }))
+    .await
+    .unwrap();
+    let api = dynamic(&env.client, &helm_release(), "flux-system");
+    let hr = wait_for(&api, "site", "install", |o| attempted(o, "3.1.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["status"], "True");
+    assert_eq!(v["status"]["helmChart"], "flux-system/flux-system-site");
+    assert_eq!(v["status"]["storageNamespace"], "flux-system");
+    assert_eq!(
+        v["status"]["inventory"]["entries"],
+        json!([{"id": "web_web-site-uploads__PersistentVolumeClaim", "v": "v1"}, {"id": "web_web-site_apps_Deployment", "v": "v1"}])
+    );
+    assert_eq!(
+        releases(&env, "flux-system", "web-site").await,
+        [(1, "deployed".into(), "3.1.0".into())]
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), "web");
+    let d = wait_for(&deployments, "web-site", "rolled out", |d| {
+        d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
+    })
+    .await;
+    let labels = d.metadata.labels.unwrap();
+    assert_eq!(labels["helm.toolkit.fluxcd.io/name"], "site");
+    assert_eq!(labels["helm.toolkit.fluxcd.io/namespace"], "flux-system");
+    let pod_spec = d.spec.template.spec.unwrap();
+    assert_eq!(
+        pod_spec.containers[0].image.as_deref(),
+        Some("ghcr.io/example/site:9.9")
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "web");
+    wait_for(&pvcs, "web-site-uploads", "claim bound", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    })
+    .await;
+}

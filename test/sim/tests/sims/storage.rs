@@ -302,3 +302,32 @@ async fn claim_mounted_by_a_pod_stays_terminating_until_the_pod_is_gone() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_dropped_world_stops_acting() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
+    pvc(&env, "before", None, None).await;
+    wait_for(&pvcs, "before", "bound while running", bound).await;
+    let Env {
+        world,
+        client,
+        _kube,
+    } = env;
+    drop(world);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "apps");
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "after", "namespace": "apps"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    pvcs.create(&PostParams::default(), &claim).await.unwrap();
+    // Nothing may happen, so there is no event to wait for.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = pvcs.get("after").await.unwrap();
+    assert!(
+        !bound(&after) && after.metadata.finalizers.is_none(),
+        "a dropped binder still acted: {after:?}"
+    );
+}
