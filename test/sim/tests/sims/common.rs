@@ -179,6 +179,14 @@ impl GitRepo {
         }
     }
 
+    /// The directory holding the bare repository `repo.git`.
+    pub fn root(&self) -> PathBuf {
+        self.bare
+            .parent()
+            .expect("bare repo has a parent")
+            .to_path_buf()
+    }
+
     pub fn url(&self) -> String {
         let path = self.bare.display().to_string();
         format!("{GIT_HOST}{}", path.trim_start_matches('/'))

@@ -2,6 +2,7 @@
 
 mod common;
 mod flux_git;
+mod git_http;
 mod helm;
 mod storage;
 mod workloads;
