@@ -504,15 +504,24 @@ async fn uninstall(ctx: &Ctx, target: &ReleaseTarget) -> Result<String, SimError
     ))
 }
 
-async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
-    let hr = to_value(&*obj);
+async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
+    // Read the object fresh: the cache may not yet hold our own last status write, and
+    // deciding on a stale status would redo (or re-fail) a release or apply.
+    let api = dyn_api(
+        &ctx.client,
+        &helm_release(),
+        &cached.namespace().unwrap_or_default(),
+    );
+    let Some(obj) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let hr = to_value(&obj);
     if suspended(&hr) {
         return Ok(Action::await_change());
     }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let generation = obj.metadata.generation;
-    let api = dyn_api(&ctx.client, &helm_release(), &ns);
     let old_status = &hr["status"];
     let target = release_target(&hr);
     let mut conditions = conditions_of(&hr);

@@ -127,8 +127,18 @@ fn fail(reason: &'static str) -> impl FnOnce(anyhow::Error) -> Failure {
     }
 }
 
-async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
-    let v = to_value(&*obj);
+async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
+    // Read the object fresh: the cache may not yet hold our own last status write, and
+    // deciding on a stale status would redo (or re-fail) a release or apply.
+    let api = dyn_api(
+        &ctx.client,
+        &kustomization(),
+        &cached.namespace().unwrap_or_default(),
+    );
+    let Some(obj) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let v = to_value(&obj);
     if suspended(&v) {
         return Ok(Action::await_change());
     }
@@ -175,7 +185,6 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
         });
     }
 
-    let api = dyn_api(&ctx.client, &kustomization(), &ns);
     let mut conditions = conditions_of(&v);
     let progress = format!(
         "Reconciliation in progress for revision {}",
