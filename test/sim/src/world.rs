@@ -4,13 +4,25 @@
 //! ```no_run
 //! # async fn t(client: kube::Client) -> anyhow::Result<()> {
 //! use sim::world::{World, WorldOptions};
-//! let world = World::start(client.clone(), WorldOptions::fast()).await?;
-//! sim::seed::storage(&client).await?;
-//! world.failures.fail_chart_version("2.0.0");            // its pods never get ready
+//! let mut options = WorldOptions::fast();
+//! // Flux's CRD only takes http(s):// and ssh:// URLs; serve local bare repos under one.
+//! options.git_url_rewrites.push(("https://git.sim.test/".into(), "file:///".into()));
+//! let world = World::start(client.clone(), options).await?;
+//! sim::seed::storage(&client).await?;                       // classes for hostpath.csi.k8s.io
+//! sim::seed::flux_system(&client, "https://git.sim.test/tmp/r/repo.git", "main", "./clusters/prod").await?;
+//! world.failures.fail_chart_version("2.0.0");               // its pods never get ready
+//! world.failures.fail_image("ghcr.io/example/web:2.0.0");   // same, for any workload
 //! world.failures.fail_snapshots("data-", "quota exceeded"); // status.error.message
 //! let token = sim::volumes::content_token(&client, "apps", "data-db-0").await?;
+//! let cut = sim::volumes::snapshot_token(&client, "apps", "snap-1").await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The same failures can be declared on the objects themselves, which also works when the
+//! sims run elsewhere: HelmRelease annotation `sim.fluxgate.dev/fail-versions: "2.0.0,2.1.0"`,
+//! pod template annotation `sim.fluxgate.dev/never-ready: "true"`, VolumeSnapshot annotation
+//! `sim.fluxgate.dev/snapshot-error: <message>`. Content tokens are the annotation
+//! `sim.fluxgate.dev/content` on PVCs and VolumeSnapshots (see [`crate::volumes`]).
 //!
 //! # What the sims do not model
 //! Flux:
