@@ -222,3 +222,34 @@ async fn scale_to_zero_removes_pods_after_the_termination_delay() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn pods_of_a_failing_image_never_become_ready_until_cleared() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    env.world.failures.fail_image("2.0.0");
+    seed::put(&env.client, deployment("ghcr.io/example/web:2.0.0", 1))
+        .await
+        .unwrap();
+    let api: Api<Deployment> = Api::namespaced(env.client.clone(), "apps");
+    let stuck = wait_for(&api, "web", "rolled out but unready", |d| {
+        let s = d.status.clone().unwrap_or_default();
+        s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(1)
+            && s.replicas == Some(1)
+    })
+    .await;
+    let status = stuck.status.unwrap();
+    assert_eq!(status.ready_replicas, None);
+    assert_eq!(status.unavailable_replicas, Some(1));
+    let available = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Available"))
+        .unwrap();
+    assert_eq!(available.status.as_deref(), Some("False"));
+
+    env.world.failures.clear_versions();
+    wait_for(&api, "web", "ready once cleared", |d| deployment_done(d, 1)).await;
+}
