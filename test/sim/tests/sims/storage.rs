@@ -331,3 +331,42 @@ async fn a_dropped_world_stops_acting() {
         "a dropped binder still acted: {after:?}"
     );
 }
+
+#[tokio::test]
+async fn sims_started_before_the_crds_back_off_then_pick_them_up() {
+    let kube = kubesim::KubeSim::start().await;
+    let client = kube.client();
+    let world = sim::world::World::start(client.clone(), WorldOptions::fast())
+        .await
+        .unwrap();
+    // Failing watches must retry with backoff, not spin: measure one second of it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requests = kube.count(&kubesim::Match::any());
+    assert!(
+        requests < 100,
+        "{requests} requests in one second without CRDs"
+    );
+
+    let crds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/external-crds");
+    kube.load_yaml(&crds).unwrap();
+    seed::storage(&client).await.unwrap();
+    seed::namespace(&client, "apps").await.unwrap();
+    let env = Env {
+        world,
+        client,
+        _kube: kube,
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
+    pvc(&env, "data", None, None).await;
+    wait_for(&pvcs, "data", "bound", bound).await;
+    snapshot(&env, "late", "data").await;
+    let snaps = dynamic(&env.client, &volume_snapshot(), "apps");
+    wait_for(
+        &snaps,
+        "late",
+        "snapshot handled once its CRD exists",
+        |s| json_of(s)["status"]["readyToUse"] == true,
+    )
+    .await;
+}
