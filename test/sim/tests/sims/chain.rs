@@ -70,6 +70,7 @@ async fn a_commit_flows_through_flux_to_the_helm_release_and_its_volumes() {
         let st = s.status.clone().unwrap_or_default();
         st.ready_replicas == Some(1)
             && st.current_revision == st.update_revision
+            && st.observed_generation == s.metadata.generation
             && s.spec.template.spec.as_ref().unwrap().containers[0]
                 .image
                 .as_deref()

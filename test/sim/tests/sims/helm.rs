@@ -170,7 +170,8 @@ async fn helm_release_installs_statefulset_with_pvcs_and_real_release_secrets() 
     );
     wait_for(&sts, "db", "new image rolled out", |s| {
         let st = s.status.clone().unwrap_or_default();
-        st.update_revision == st.current_revision
+        st.observed_generation == s.metadata.generation
+            && st.update_revision == st.current_revision
             && st.ready_replicas == Some(1)
             && s.spec.template.spec.as_ref().unwrap().containers[0]
                 .image
@@ -219,6 +220,9 @@ async fn failing_version_is_remediated_by_rollback_when_retries_allow() {
             .as_deref()
             == Some("ghcr.io/example/db:1.0.0")
             && s.status.as_ref().and_then(|st| st.ready_replicas) == Some(1)
+            && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+            && s.status.as_ref().and_then(|st| st.update_revision.clone())
+                == s.status.as_ref().and_then(|st| st.current_revision.clone())
     })
     .await;
 }
@@ -255,7 +259,14 @@ async fn failing_version_without_remediation_leaves_pods_unready() {
     let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
     let broken = wait_for(&sts, "db", "broken version rolled out", |s| {
         let st = s.status.clone().unwrap_or_default();
-        st.updated_replicas == Some(1) && st.replicas == 1
+        let image = s.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone();
+        // The watch may first show the status of the 1.0.0 pod: wait for 2.0.0's.
+        st.observed_generation == s.metadata.generation
+            && image.as_deref() == Some("ghcr.io/example/db:2.0.0")
+            && st.updated_replicas == Some(1)
+            && st.replicas == 1
     })
     .await;
     assert_eq!(

@@ -166,7 +166,7 @@ async fn statefulset_creates_claims_and_reports_revisions() {
 #[tokio::test]
 async fn scale_to_zero_removes_pods_after_the_termination_delay() {
     let mut options = WorldOptions::fast();
-    options.pods.termination_delay = Duration::from_millis(600);
+    options.pods.termination_delay = Duration::from_millis(1000);
     let env = env_with(options).await;
     seed::namespace(&env.client, "apps").await.unwrap();
     seed::put(&env.client, statefulset("ghcr.io/example/db:1.0.0", 1))
@@ -205,7 +205,7 @@ async fn scale_to_zero_removes_pods_after_the_termination_delay() {
     );
     wait_gone(&pods, "db-0", "pod").await;
     assert!(
-        start.elapsed() >= Duration::from_millis(600),
+        start.elapsed() >= Duration::from_millis(1000),
         "pod gone after {:?}",
         start.elapsed()
     );
