@@ -578,7 +578,34 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         .iter()
         .any(|c| c["type"] == "Stalled" && c["status"] == "True");
     if up_to_date || (same_attempt && stalled) {
-        // Nothing to release: only record that we looked.
+        // Nothing to release: record that we looked, at this generation.
+        if up_to_date {
+            let release = latest.map_or(0, |r| r.revision);
+            let message = format!(
+                "Helm release {}/{}.v{release} with chart {chart}@{version} is in sync",
+                target.namespace, target.name
+            );
+            for t in ["Ready", "Released"] {
+                let keep = conditions
+                    .iter()
+                    .find(|c| c["type"] == t && c["status"] == "True")
+                    .cloned();
+                let c = match keep {
+                    Some(mut c) => {
+                        c["observedGeneration"] = json!(generation);
+                        c
+                    }
+                    None => condition(t, "True", "UpgradeSucceeded", &message, generation),
+                };
+                set_condition(&mut conditions, c);
+            }
+            remove_condition(&mut conditions, "Stalled");
+            remove_condition(&mut conditions, "Remediated");
+            status["conditions"] = json!(conditions);
+            status["lastAttemptedRevision"] = json!(version);
+            status["lastAttemptedGeneration"] = json!(generation);
+            status["lastAttemptedConfigDigest"] = json!(config_digest);
+        }
         let mut refreshed = old_status.clone();
         for (k, v) in status.as_object().into_iter().flatten() {
             refreshed[k] = v.clone();

@@ -225,6 +225,36 @@ async fn failing_version_is_remediated_by_rollback_when_retries_allow() {
                 == s.status.as_ref().and_then(|st| st.current_revision.clone())
     })
     .await;
+
+    // Reverting to the version the rollback runs is in sync: Ready again, nothing released.
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "1.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "in sync again", |o| {
+        let v = json_of(o);
+        attempted(o, "1.0.0") && cond(&v, "Ready")["status"] == "True"
+    })
+    .await;
+    let v = json_of(&hr);
+    assert!(
+        cond(&v, "Stalled").is_null() && cond(&v, "Remediated").is_null(),
+        "{v}"
+    );
+    assert_eq!(releases(&env, "apps", "db").await.len(), 5);
+
+    // A spec change that needs no release still moves every condition to the new generation.
+    merge(&api, "db", json!({"spec": {"interval": "5m"}})).await;
+    let hr = wait_for(&api, "db", "new generation observed", |o| {
+        let v = json_of(o);
+        v["status"]["observedGeneration"] == v["metadata"]["generation"]
+            && cond(&v, "Ready")["observedGeneration"] == v["metadata"]["generation"]
+    })
+    .await;
+    assert_eq!(cond(&json_of(&hr), "Ready")["status"], "True");
+    assert_eq!(releases(&env, "apps", "db").await.len(), 5);
 }
 
 #[tokio::test]
