@@ -634,8 +634,8 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
     );
     patch_status(&api, &name, json!({"conditions": conditions}), MANAGER).await?;
 
-    // A new spec resets the failure counters, as in Flux.
-    let reset = old_status["lastAttemptedGeneration"].as_i64() != generation;
+    // A new spec, chart version or values resets the failure counters, as in Flux.
+    let reset = !same_attempt;
     let counter = |k: &str| {
         if reset {
             0

@@ -312,6 +312,23 @@ async fn failing_version_without_remediation_leaves_pods_unready() {
     })
     .await;
     assert_eq!(releases(&env, "apps", "db").await.len(), 2);
+
+    // A new chart version (as a revert in Git gives) is tried afresh despite the stall.
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "1.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "reverted release", |o| attempted(o, "1.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["reason"], "UpgradeSucceeded", "{v}");
+    assert!(cond(&v, "Stalled").is_null());
+    assert_eq!(v["status"]["upgradeFailures"], 0);
+    assert_eq!(
+        releases(&env, "apps", "db").await[2],
+        (3, "deployed".into(), "1.0.0".into())
+    );
 }
 
 #[tokio::test]
