@@ -36,13 +36,17 @@
 //!   the generation or `requestedAt` changes, and failed applies retry), no `dependsOn`,
 //!   `wait`/`healthChecks`, `postBuild` substitution, SOPS decryption, patches, generators,
 //!   components or remote resources; `kustomization.yaml` honours `resources`, `namespace`
-//!   and `images` only. Objects are applied in one pass (CRDs and Namespaces first).
+//!   and `images` only. Objects are applied in one pass (CRDs and Namespaces first). Only
+//!   GitRepository sources (not OCIRepository or Bucket). Namespaced objects without a
+//!   namespace fail with Flux's "namespace not specified" unless `targetNamespace` is set.
 //! - helm-controller: charts are the simulated chart of [`crate::chart`]; no `valuesFrom`,
 //!   hooks, tests, drift detection, post-renderers or `maxHistory` pruning of secrets; it
 //!   does not wait for workloads to become ready — a version fails only when declared
 //!   failing — and a failed release with its whole retry/remediation cycle is settled in
 //!   one reconcile (watchers see the outcome, not each retry). `status.history` timestamps
-//!   are the time of the status write.
+//!   are the time of the status write. Release names longer than 53 characters are not
+//!   shortened as Flux does; chart versions must be exact (no semver ranges); the
+//!   `HelmChart` object is named in `status.helmChart` but not created.
 //!
 //! CSI and kube:
 //!
