@@ -59,7 +59,8 @@ pub fn render(
         annotations = json!({});
     }
     // Always set, never dropped: a rollback then changes the value rather than relying on
-    // server-side apply removing a field the manager stopped applying.
+    // server-side apply removing a field the manager stopped applying (kubesim's field
+    // ownership splits keys at dots, so it would keep a dropped `sim.fluxgate.dev/…` key).
     annotations[NEVER_READY_ANNOTATION] = json!(if failing { "true" } else { "false" });
     let persistence: Vec<(String, String, Option<String>)> = values["persistence"]
         .as_array()
