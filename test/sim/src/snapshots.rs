@@ -1,6 +1,8 @@
 //! The CSI snapshotter: VolumeSnapshots of a PVC get a VolumeSnapshotContent, record the
 //! PVC's content token, and become `readyToUse` with `restoreSize` after a configurable
-//! delay — or report `status.error` when a test declared the snapshot failing.
+//! delay — or report `status.error` when a test declared the snapshot failing. A deleted
+//! snapshot waits for pending restores from it, then takes its content along (policy
+//! `Delete`), guarded by the snapshot-controller's finalizers.
 
 use crate::faults::{Failures, SNAPSHOT_ERROR_ANNOTATION};
 use crate::runtime::{
@@ -10,7 +12,7 @@ use crate::runtime::{
 use crate::volumes::CONTENT_ANNOTATION;
 use anyhow::anyhow;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{DynamicObject, ListParams, Patch, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -21,6 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MANAGER: &str = "snapshot-controller";
+/// Held while the snapshot is bound to its content.
+pub const BOUND_FINALIZER: &str = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
+/// Held while a PVC is being restored from the snapshot.
+pub const SOURCE_FINALIZER: &str =
+    "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection";
 
 /// Options for [`Snapshotter`].
 #[derive(Clone, Debug, Default)]
@@ -62,9 +69,13 @@ impl Snapshotter {
                         .state()
                         .into_iter()
                         .filter(|s| {
-                            s.namespace() == ns
-                                && to_value(&**s)["spec"]["source"]["persistentVolumeClaimName"]
-                                    == name.as_str()
+                            let restoring = crate::volumes::snapshot_source(&pvc).is_some_and(
+                                |(sns, sname)| Some(sns) == s.namespace() && sname == s.name_any(),
+                            );
+                            restoring
+                                || (s.namespace() == ns
+                                    && to_value(&**s)["spec"]["source"]["persistentVolumeClaimName"]
+                                        == name.as_str())
                         })
                         .map(|s| ObjectRef::from_obj_with(&*s, vs.clone()))
                         .collect::<Vec<_>>()
@@ -126,9 +137,65 @@ async fn set_error(
     Ok(Action::await_change())
 }
 
+/// Deletion: wait while a PVC is still being restored from the snapshot, then delete its
+/// content when the policy says so and let the snapshot go.
+async fn finalize(ctx: &Ctx, v: &Value) -> Result<Action, SimError> {
+    let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = v["metadata"]["name"].as_str().unwrap_or_default();
+    let finalizers: Vec<String> = v["metadata"]["finalizers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
+    let ours = |f: &String| f == BOUND_FINALIZER || f == SOURCE_FINALIZER;
+    if !finalizers.iter().any(ours) {
+        return Ok(Action::await_change());
+    }
+    let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let restoring = claims.items.iter().any(|p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
+            && crate::volumes::snapshot_source(p)
+                .is_some_and(|(sns, sname)| sns == ns && sname == name)
+    });
+    if restoring {
+        return Ok(Action::await_change());
+    }
+    if let Some(content) = v["status"]["boundVolumeSnapshotContentName"].as_str() {
+        let contents =
+            Api::<DynamicObject>::all_with(ctx.client.clone(), &volume_snapshot_content());
+        if let Some(c) = contents.get_opt(content).await?
+            && to_value(&c)["spec"]["deletionPolicy"] == "Delete"
+        {
+            match contents.delete(content, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if let (Some(uid), Ok(mut cut)) = (v["metadata"]["uid"].as_str(), ctx.cut_at.lock()) {
+        cut.remove(uid);
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| !ours(f)).collect();
+    dyn_api(&ctx.client, &volume_snapshot(), ns)
+        .patch(
+            name,
+            &crate::runtime::manager(MANAGER),
+            &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
+        )
+        .await?;
+    Ok(Action::await_change())
+}
+
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let v = to_value(&*obj);
-    if v["metadata"]["deletionTimestamp"].is_string() || v["status"]["readyToUse"] == json!(true) {
+    if v["metadata"]["deletionTimestamp"].is_string() {
+        return finalize(&ctx, &v).await;
+    }
+    if v["status"]["readyToUse"] == json!(true) {
         return Ok(Action::await_change());
     }
     let ns = obj.namespace().unwrap_or_default();
@@ -187,11 +254,23 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
                 .get(CONTENT_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
+            let mut finalizers: Vec<Value> = v["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for f in [BOUND_FINALIZER, SOURCE_FINALIZER] {
+                if !finalizers.iter().any(|x| x == f) {
+                    finalizers.push(json!(f));
+                }
+            }
             vs_api
                 .patch(
                     &name,
                     &crate::runtime::manager(MANAGER),
-                    &Patch::Merge(json!({"metadata": {"annotations": {CONTENT_ANNOTATION: t}}})),
+                    &Patch::Merge(json!({"metadata": {
+                        "annotations": {CONTENT_ANNOTATION: t},
+                        "finalizers": finalizers,
+                    }})),
                 )
                 .await?;
             t

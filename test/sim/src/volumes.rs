@@ -138,7 +138,7 @@ impl VolumeBinder {
 }
 
 /// (namespace, name) of the VolumeSnapshot a PVC is restored from.
-fn snapshot_source(pvc: &PersistentVolumeClaim) -> Option<(String, String)> {
+pub fn snapshot_source(pvc: &PersistentVolumeClaim) -> Option<(String, String)> {
     let spec = pvc.spec.as_ref()?;
     if let Some(r) = &spec.data_source_ref
         && r.kind == "VolumeSnapshot"

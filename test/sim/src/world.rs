@@ -50,9 +50,9 @@
 //!
 //! CSI and kube:
 //!
-//! - VolumeSnapshotContents are created but never deleted (no snapshot finalizers or
-//!   `deletionPolicy` handling); pre-provisioned snapshots, group snapshots and volume
-//!   expansion are not simulated. Restored PVC size is not checked against `restoreSize`.
+//! - Pre-provisioned snapshots, group snapshots and volume expansion are not simulated;
+//!   a restored PVC's size is not checked against `restoreSize`; the source PVC gets no
+//!   `pvc-as-source-protection` finalizer while a snapshot is cut (cutting is instant).
 //! - Deployments replace all old pods at once (as `Recreate`); StatefulSets replace outdated
 //!   pods and scale down all at once rather than one ordinal at a time; no
 //!   ControllerRevisions, `minReadySeconds`, PodDisruptionBudgets, HPAs, DaemonSets or Jobs.

@@ -370,3 +370,63 @@ async fn sims_started_before_the_crds_back_off_then_pick_them_up() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn deleting_a_snapshot_waits_for_pending_restores_then_takes_its_content() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
+    pvc(&env, "data", None, None).await;
+    wait_for(&pvcs, "data", "bound", bound).await;
+    snapshot(&env, "snap", "data").await;
+    let snaps = dynamic(&env.client, &volume_snapshot(), "apps");
+    let ready = wait_for(&snaps, "snap", "ready", |s| {
+        json_of(s)["status"]["readyToUse"] == true
+    })
+    .await;
+    let content = json_of(&ready)["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A WaitForFirstConsumer restore stays Pending, so it holds the snapshot.
+    pvc(&env, "restore", Some(seed::WFFC_CLASS), Some("snap")).await;
+    wait_for(&pvcs, "restore", "restore seen by the binder", |p| {
+        p.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == PVC_PROTECTION)
+    })
+    .await;
+    snaps
+        .delete("snap", &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = wait_for(&snaps, "snap", "deletion requested", |s| {
+        s.metadata.deletion_timestamp.is_some()
+    })
+    .await;
+    assert!(
+        held.metadata
+            .finalizers
+            .unwrap()
+            .iter()
+            .any(|f| f == sim::snapshots::SOURCE_FINALIZER)
+    );
+    // Nothing may happen, so there is no event to wait for: give the snapshotter time to err.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        snaps.get_opt("snap").await.unwrap().is_some(),
+        "snapshot deleted under a pending restore"
+    );
+
+    pod(&env, "consumer", "restore", "ghcr.io/example/app:1.0.0").await;
+    wait_for(&pvcs, "restore", "restore bound", bound).await;
+    wait_gone(&snaps, "snap", "snapshot after its restore").await;
+    let contents = kube::Api::<kube::api::DynamicObject>::all_with(
+        env.client.clone(),
+        &volume_snapshot_content(),
+    );
+    wait_gone(&contents, &content, "content with policy Delete").await;
+}
