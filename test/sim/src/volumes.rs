@@ -95,8 +95,24 @@ impl VolumeBinder {
         let pvcs = Api::<PersistentVolumeClaim>::all(client.clone());
         let controller = Controller::new(pvcs, watcher::Config::default());
         let store = controller.store();
+        let pending = controller.store();
         let vs = volume_snapshot();
         let controller = controller
+            // A class created after its claims lets them bind.
+            .watches(
+                Api::<StorageClass>::all(client.clone()),
+                watcher::Config::default(),
+                move |_: StorageClass| {
+                    pending
+                        .state()
+                        .into_iter()
+                        .filter(|p| {
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound")
+                        })
+                        .map(|p| ObjectRef::from_obj(&*p))
+                        .collect::<Vec<_>>()
+                },
+            )
             .watches(
                 Api::<Pod>::all(client.clone()),
                 watcher::Config::default(),

@@ -430,3 +430,35 @@ async fn deleting_a_snapshot_waits_for_pending_restores_then_takes_its_content()
     );
     wait_gone(&contents, &content, "content with policy Delete").await;
 }
+
+#[tokio::test]
+async fn a_claim_binds_once_its_storage_class_appears() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
+    pvc(&env, "early", Some("made-later"), None).await;
+    wait_for(&pvcs, "early", "seen by the binder", |p| {
+        p.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == PVC_PROTECTION)
+    })
+    .await;
+    assert!(!bound(&pvcs.get("early").await.unwrap()));
+    seed::put(&env.client, json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "made-later"},
+        "provisioner": "other.csi.example.com", "volumeBindingMode": "Immediate",
+    }))
+    .await
+    .unwrap();
+    let early = wait_for(&pvcs, "early", "bound after the class exists", bound).await;
+    let pv = Api::<PersistentVolume>::all(env.client.clone())
+        .get(early.spec.unwrap().volume_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        pv.spec.unwrap().csi.unwrap().driver,
+        "other.csi.example.com"
+    );
+}
