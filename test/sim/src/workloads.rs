@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -418,7 +418,7 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
     let desired = v["spec"]["replicas"].as_i64().unwrap_or(1);
     let update_revision = format!("{name}-{}", template_hash(&v["spec"]["template"]));
     let pods = owned_pods(client, &ns, &sts.uid().unwrap_or_default()).await?;
-    let by_name: BTreeMap<String, &Pod> = pods.iter().map(|p| (p.name_any(), p)).collect();
+    let by_name: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
     let revision_of = |p: &Pod| {
         p.labels()
             .get("controller-revision-hash")
@@ -431,9 +431,29 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
         .unwrap_or_default();
     let selector_labels = v["spec"]["selector"]["matchLabels"].clone();
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    // OrderedReady (the default): pod N is created only once pods 0..N are running and
+    // ready, and pods go one at a time from the highest ordinal.
+    let ordered = v["spec"]["podManagementPolicy"].as_str() != Some("Parallel");
+    let ordinal_of = |p: &Pod| {
+        p.name_any()
+            .rsplit_once('-')
+            .and_then(|(_, o)| o.parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
+    };
+    let any_terminating = pods.iter().any(terminating);
 
     for ordinal in 0..desired {
         let pod_name = format!("{name}-{ordinal}");
+        if ordered && pods.iter().filter(|p| ordinal_of(p) < ordinal).count() < ordinal as usize {
+            break;
+        }
+        if ordered
+            && pods
+                .iter()
+                .any(|p| ordinal_of(p) < ordinal && (terminating(p) || !pod_ready(p)))
+        {
+            break;
+        }
         for t in &templates {
             let claim = format!(
                 "{}-{pod_name}",
@@ -460,54 +480,62 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
                 }
             }
         }
-        match by_name.get(&pod_name) {
-            None => {
-                let mut template = v["spec"]["template"].clone();
-                let mut labels = template["metadata"]["labels"].clone();
-                labels["controller-revision-hash"] = json!(update_revision);
-                labels["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
-                labels["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
-                let volumes = template["spec"]["volumes"]
-                    .as_array_mut()
-                    .map(std::mem::take)
-                    .unwrap_or_default();
-                let mut volumes: Vec<Value> = volumes;
-                for t in &templates {
-                    let vol = t["metadata"]["name"].as_str().unwrap_or_default();
-                    volumes.retain(|x| x["name"] != vol);
-                    volumes.push(json!({"name": vol, "persistentVolumeClaim": {"claimName": format!("{vol}-{pod_name}")}}));
-                }
-                template["spec"]["volumes"] = json!(volumes);
-                template["spec"]["hostname"] = json!(pod_name);
-                if let Some(svc) = v["spec"]["serviceName"].as_str() {
-                    template["spec"]["subdomain"] = json!(svc);
-                }
-                create_pod(
-                    client,
-                    &ns,
-                    &pod_name,
-                    &template,
-                    &labels,
-                    controller_ref(&*sts),
-                )
-                .await?;
+        if !by_name.contains(&pod_name) {
+            let mut template = v["spec"]["template"].clone();
+            let mut labels = template["metadata"]["labels"].clone();
+            labels["controller-revision-hash"] = json!(update_revision);
+            labels["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+            labels["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
+            let volumes = template["spec"]["volumes"]
+                .as_array_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let mut volumes: Vec<Value> = volumes;
+            for t in &templates {
+                let vol = t["metadata"]["name"].as_str().unwrap_or_default();
+                volumes.retain(|x| x["name"] != vol);
+                volumes.push(json!({"name": vol, "persistentVolumeClaim": {"claimName": format!("{vol}-{pod_name}")}}));
             }
-            // Outdated pods are replaced (all at once rather than one by one).
-            Some(p) if !terminating(*p) && revision_of(p) != update_revision => {
-                delete_pod(client, &ns, &pod_name).await?;
+            template["spec"]["volumes"] = json!(volumes);
+            template["spec"]["hostname"] = json!(pod_name);
+            if let Some(svc) = v["spec"]["serviceName"].as_str() {
+                template["spec"]["subdomain"] = json!(svc);
             }
-            Some(_) => {}
+            create_pod(
+                client,
+                &ns,
+                &pod_name,
+                &template,
+                &labels,
+                controller_ref(&*sts),
+            )
+            .await?;
         }
     }
-    for p in &pods {
-        let ordinal = p
-            .name_any()
-            .rsplit_once('-')
-            .and_then(|(_, o)| o.parse::<i64>().ok())
-            .unwrap_or(i64::MAX);
-        if ordinal >= desired && !terminating(p) {
-            delete_pod(client, &ns, &p.name_any()).await?;
-        }
+    // Outdated pods are replaced from the highest ordinal; under OrderedReady one at a
+    // time (without waiting for readiness, so a broken version cannot wedge a rollback).
+    let mut outdated: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            ordinal_of(p) < desired && !terminating(*p) && revision_of(p) != update_revision
+        })
+        .collect();
+    let mut condemned: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| ordinal_of(p) >= desired && !terminating(*p))
+        .collect();
+    condemned.sort_by_key(|p| std::cmp::Reverse(ordinal_of(p)));
+    outdated.sort_by_key(|p| std::cmp::Reverse(ordinal_of(p)));
+    let victims: Vec<&Pod> = condemned.into_iter().chain(outdated).collect();
+    let take = if !ordered {
+        victims.len()
+    } else if any_terminating {
+        0
+    } else {
+        1
+    };
+    for p in victims.into_iter().take(take) {
+        delete_pod(client, &ns, &p.name_any()).await?;
     }
 
     // Status, counted over the pods that exist (terminating ones too, as the real controller does).

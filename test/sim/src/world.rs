@@ -53,9 +53,12 @@
 //! - Pre-provisioned snapshots, group snapshots and volume expansion are not simulated;
 //!   a restored PVC's size is not checked against `restoreSize`; the source PVC gets no
 //!   `pvc-as-source-protection` finalizer while a snapshot is cut (cutting is instant).
-//! - Deployments replace all old pods at once (as `Recreate`); StatefulSets replace outdated
-//!   pods and scale down all at once rather than one ordinal at a time; no
-//!   ControllerRevisions, `minReadySeconds`, PodDisruptionBudgets, HPAs, DaemonSets or Jobs.
+//! - Deployments replace all old pods at once (as `Recreate`, no surge). StatefulSets
+//!   (OrderedReady) start pods in order and scale down one at a time from the top, but a
+//!   rolling update replaces pods one at a time without waiting for readiness, and an
+//!   unready pod does not block scale-down; `updateStrategy`, `partition` and the PVC
+//!   retention policy are ignored (claims are always retained). No ControllerRevisions,
+//!   `minReadySeconds`, PodDisruptionBudgets, HPAs, DaemonSets or Jobs.
 //!   Pods have no nodes, probes, restarts or logs; a pod is ready unless its image or chart
 //!   version is declared failing.
 

@@ -253,3 +253,72 @@ async fn pods_of_a_failing_image_never_become_ready_until_cleared() {
     env.world.failures.clear_versions();
     wait_for(&api, "web", "ready once cleared", |d| deployment_done(d, 1)).await;
 }
+
+fn named_statefulset(name: &str, image: &str, replicas: i64, policy: &str) -> serde_json::Value {
+    let mut s = statefulset(image, replicas);
+    s["metadata"]["name"] = json!(name);
+    s["spec"]["selector"]["matchLabels"]["app"] = json!(name);
+    s["spec"]["template"]["metadata"]["labels"]["app"] = json!(name);
+    s["spec"]["podManagementPolicy"] = json!(policy);
+    s
+}
+
+#[tokio::test]
+async fn ordered_statefulsets_start_in_order_and_scale_down_from_the_top() {
+    let mut options = WorldOptions::fast();
+    options.pods.termination_delay = Duration::from_millis(400);
+    let env = env_with(options).await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "apps");
+
+    // A broken first pod holds back the rest, unless the policy is Parallel.
+    env.world.failures.fail_image("9.9.9");
+    seed::put(
+        &env.client,
+        named_statefulset("ordered", "ghcr.io/example/db:9.9.9", 2, "OrderedReady"),
+    )
+    .await
+    .unwrap();
+    seed::put(
+        &env.client,
+        named_statefulset("parallel", "ghcr.io/example/db:9.9.9", 2, "Parallel"),
+    )
+    .await
+    .unwrap();
+    wait_for(&pods, "parallel-1", "parallel pods both created", |_| true).await;
+    wait_for(&pods, "ordered-0", "first ordered pod running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    assert!(
+        pods.get_opt("ordered-1").await.unwrap().is_none(),
+        "ordered-1 started before ordered-0 was ready"
+    );
+    env.world.failures.clear_versions();
+    wait_for(
+        &pods,
+        "ordered-1",
+        "second ordered pod once the first is ready",
+        |_| true,
+    )
+    .await;
+
+    // Scale-down goes from the highest ordinal, one pod at a time.
+    seed::put(
+        &env.client,
+        named_statefulset("ordered", "ghcr.io/example/db:9.9.9", 0, "OrderedReady"),
+    )
+    .await
+    .unwrap();
+    wait_for(&pods, "ordered-1", "top pod terminating", |p| {
+        p.metadata.deletion_timestamp.is_some()
+    })
+    .await;
+    let first = pods.get("ordered-0").await.unwrap();
+    assert!(
+        first.metadata.deletion_timestamp.is_none(),
+        "ordered-0 deleted together with ordered-1"
+    );
+    wait_gone(&pods, "ordered-1", "top pod").await;
+    wait_gone(&pods, "ordered-0", "last pod").await;
+}
