@@ -1,0 +1,170 @@
+//! Flux source-controller for GitRepository v1: fetches `spec.url` at `spec.ref.branch`
+//! and reports the artifact revision (`<branch>@sha1:<sha>`), `Ready`, `observedGeneration`
+//! and `lastHandledReconcileAt`, on its interval or when `requestedAt` changes.
+
+use crate::git_mirror::{Credentials, Mirror};
+use crate::runtime::{
+    SimError, SimTask, condition, conditions_of, dyn_api, git_repository, now, parse_go_duration,
+    patch_status, remove_condition, requested_at, run_controller, set_condition, suspended,
+    to_value,
+};
+use anyhow::{Context, anyhow};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::DynamicObject;
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options for [`SourceController`].
+#[derive(Clone, Debug, Default)]
+pub struct SourceOptions {
+    /// Fetch interval for every GitRepository; `None` uses each object's `spec.interval`.
+    pub interval: Option<Duration>,
+    /// URL rewrites, as git's `insteadOf` (see [`Mirror::new`]).
+    pub url_rewrites: Vec<(String, String)>,
+}
+
+/// The running GitRepository controller; stops when dropped.
+#[derive(Debug)]
+pub struct SourceController {
+    _task: SimTask,
+}
+
+struct Ctx {
+    client: Client,
+    mirror: Mirror,
+    options: SourceOptions,
+}
+
+impl SourceController {
+    /// Starts watching GitRepositories in all namespaces.
+    pub fn start(client: Client, options: SourceOptions) -> anyhow::Result<SourceController> {
+        let ar = git_repository();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let controller = Controller::new_with(api, watcher::Config::default(), ar);
+        let ctx = Arc::new(Ctx {
+            client,
+            mirror: Mirror::new(options.url_rewrites.clone())?,
+            options,
+        });
+        Ok(SourceController {
+            _task: run_controller("source-controller", controller, reconcile, ctx),
+        })
+    }
+}
+
+/// Reads a GitRepository's basic-auth Secret (`spec.secretRef`), if it names one.
+pub async fn credentials(
+    client: &Client,
+    namespace: &str,
+    spec: &Value,
+) -> anyhow::Result<Option<Credentials>> {
+    let Some(name) = spec["secretRef"]["name"].as_str() else {
+        return Ok(None);
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("secret {namespace}/{name}"))?;
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| anyhow!("secret {namespace}/{name} has no {k:?}"))
+    };
+    Ok(Some(Credentials {
+        username: field("username")?,
+        password: field("password")?,
+    }))
+}
+
+/// The branch a GitRepository follows; Flux defaults to `master`.
+pub fn branch_of(spec: &Value) -> String {
+    spec["ref"]["branch"]
+        .as_str()
+        .unwrap_or("master")
+        .to_owned()
+}
+
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
+    let v = to_value(&*obj);
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    if suspended(&v) {
+        return Ok(Action::await_change());
+    }
+    let interval = ctx
+        .options
+        .interval
+        .or_else(|| v["spec"]["interval"].as_str().and_then(parse_go_duration))
+        .unwrap_or(Duration::from_secs(60));
+    let url = v["spec"]["url"].as_str().unwrap_or_default().to_owned();
+    let branch = branch_of(&v["spec"]);
+    let fetched = match credentials(&ctx.client, &ns, &v["spec"]).await {
+        Ok(creds) => {
+            let mirror = ctx.mirror.clone();
+            let (u, b) = (url.clone(), branch.clone());
+            tokio::task::spawn_blocking(move || mirror.fetch(&u, &b, creds.as_ref()))
+                .await
+                .map_err(|e| anyhow!("fetch task: {e}"))
+                .and_then(|r| r)
+        }
+        Err(e) => Err(e),
+    };
+    let generation = obj.metadata.generation;
+    let old = v["status"].clone();
+    let mut status = old.clone();
+    if !status.is_object() {
+        status = json!({});
+    }
+    let mut conditions = conditions_of(&v);
+    match fetched {
+        Ok(sha) => {
+            let revision = format!("{branch}@sha1:{sha}");
+            if status["artifact"]["revision"] != revision.as_str() {
+                let path = format!("gitrepository/{ns}/{name}/{sha}.tar.gz");
+                status["artifact"] = json!({
+                    "revision": revision,
+                    // No tarball is built, so the digest names the commit itself.
+                    "digest": format!("sha1:{sha}"),
+                    "lastUpdateTime": now(),
+                    "path": path,
+                    "url": format!("http://source-controller.flux-system.svc.cluster.local./{path}"),
+                });
+            }
+            let message = format!("stored artifact for revision '{revision}'");
+            for t in ["Ready", "ArtifactInStorage"] {
+                set_condition(
+                    &mut conditions,
+                    condition(t, "True", "Succeeded", &message, generation),
+                );
+            }
+            remove_condition(&mut conditions, "FetchFailed");
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::info!(gitrepository = %format!("{ns}/{name}"), error = %message, "fetch failed");
+            for t in ["Ready", "FetchFailed"] {
+                let status = if t == "Ready" { "False" } else { "True" };
+                set_condition(
+                    &mut conditions,
+                    condition(t, status, "GitOperationFailed", &message, generation),
+                );
+            }
+        }
+    }
+    status["conditions"] = json!(conditions);
+    status["observedGeneration"] = json!(generation);
+    if let Some(at) = requested_at(&v) {
+        status["lastHandledReconcileAt"] = json!(at);
+    }
+    if status != old {
+        let api = dyn_api(&ctx.client, &git_repository(), &ns);
+        patch_status(&api, &name, status, "source-controller").await?;
+    }
+    Ok(Action::requeue(interval))
+}

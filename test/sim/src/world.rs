@@ -1,0 +1,148 @@
+//! The whole simulated world in one call: every sim started against one `kube::Client`
+//! (kubesim or a real cluster), sharing one [`Failures`] handle; dropping it stops them.
+//!
+//! ```no_run
+//! # async fn t(client: kube::Client) -> anyhow::Result<()> {
+//! use sim::world::{World, WorldOptions};
+//! let mut options = WorldOptions::fast();
+//! // Flux's CRD only takes http(s):// and ssh:// URLs; serve local bare repos under one.
+//! options.git_url_rewrites.push(("https://git.sim.test/".into(), "file:///".into()));
+//! let world = World::start(client.clone(), options).await?;
+//! sim::seed::storage(&client).await?;                       // classes for hostpath.csi.k8s.io
+//! sim::seed::flux_system(&client, "https://git.sim.test/tmp/r/repo.git", "main", "./clusters/prod").await?;
+//! world.failures.fail_chart_version("2.0.0");               // its pods never get ready
+//! world.failures.fail_image("ghcr.io/example/web:2.0.0");   // same, for any workload
+//! world.failures.fail_snapshots("data-", "quota exceeded"); // status.error.message
+//! let token = sim::volumes::content_token(&client, "apps", "data-db-0").await?;
+//! let cut = sim::volumes::snapshot_token(&client, "apps", "snap-1").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The same failures can be declared on the objects themselves, which also works when the
+//! sims run elsewhere: HelmRelease annotation `sim.fluxgate.dev/fail-versions: "2.0.0,2.1.0"`,
+//! pod template annotation `sim.fluxgate.dev/never-ready: "true"`, VolumeSnapshot annotation
+//! `sim.fluxgate.dev/snapshot-error: <message>`. Content tokens are the annotation
+//! `sim.fluxgate.dev/content` on PVCs and VolumeSnapshots (see [`crate::volumes`]).
+//!
+//! # What the sims do not model
+//! Flux:
+//!
+//! - source-controller builds no artifact tarball: `artifact.digest` is `sha1:<commit>`,
+//!   `url` points nowhere; GitRepository `ref.tag`/`semver`/`commit`, `include`, `ignore`,
+//!   `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are not simulated;
+//!   OCIRepository only resolves `ref.tag` (no registry is contacted, digests are fake);
+//!   HelmRepository, HelmChart and Bucket sources are not simulated.
+//! - kustomize-controller: no periodic drift correction (applies happen when the artifact,
+//!   the generation or `requestedAt` changes, and failed applies retry), no `dependsOn`,
+//!   `wait`/`healthChecks`, `postBuild` substitution, SOPS decryption, patches, generators,
+//!   components or remote resources; `kustomization.yaml` honours `resources`, `namespace`
+//!   and `images` only. Objects are applied in one pass (CRDs and Namespaces first). Only
+//!   GitRepository sources (not OCIRepository or Bucket). Namespaced objects without a
+//!   namespace fail with Flux's "namespace not specified" unless `targetNamespace` is set.
+//! - helm-controller: charts are the simulated chart of [`crate::chart`]; no `valuesFrom`,
+//!   hooks, tests, drift detection, post-renderers or `maxHistory` pruning of secrets; it
+//!   does not wait for workloads to become ready — a version fails only when declared
+//!   failing — and a failed release with its whole retry/remediation cycle is settled in
+//!   one reconcile (watchers see the outcome, not each retry). `status.history` timestamps
+//!   are the time of the status write. Release names longer than 53 characters are not
+//!   shortened as Flux does; chart versions must be exact (no semver ranges); the
+//!   `HelmChart` object is named in `status.helmChart` but not created.
+//!
+//! CSI and kube:
+//!
+//! - Pre-provisioned snapshots, group snapshots and volume expansion are not simulated;
+//!   a restored PVC's size is not checked against `restoreSize`; the source PVC gets no
+//!   `pvc-as-source-protection` finalizer while a snapshot is cut (cutting is instant).
+//! - Deployments replace all old pods at once (as `Recreate`, no surge). StatefulSets
+//!   (OrderedReady) start pods in order and scale down one at a time from the top, but a
+//!   rolling update replaces pods one at a time without waiting for readiness, and an
+//!   unready pod does not block scale-down; `updateStrategy`, `partition` and the PVC
+//!   retention policy are ignored (claims are always retained). No ControllerRevisions,
+//!   `minReadySeconds`, PodDisruptionBudgets, HPAs, DaemonSets or Jobs.
+//!   Pods have no nodes, probes, restarts or logs; a pod is ready unless its image or chart
+//!   version is declared failing.
+
+use crate::faults::Failures;
+use crate::flux_source::{SourceController, SourceOptions};
+use crate::helm::{HelmController, HelmOptions};
+use crate::kustomize::{KustomizeController, KustomizeOptions};
+use crate::oci_source::OciSourceController;
+use crate::pods::{PodOptions, PodSim};
+use crate::snapshots::{SnapshotOptions, Snapshotter};
+use crate::volumes::VolumeBinder;
+use crate::workloads::WorkloadSim;
+use std::time::Duration;
+
+/// Options for every sim of the world.
+#[derive(Clone, Debug, Default)]
+pub struct WorldOptions {
+    pub source: SourceOptions,
+    pub kustomize: KustomizeOptions,
+    pub helm: HelmOptions,
+    pub snapshots: SnapshotOptions,
+    pub pods: PodOptions,
+    /// Git URL rewrites for both Flux controllers that read Git (see
+    /// [`crate::git_mirror::Mirror::new`]); added to those in `source` and `kustomize`.
+    pub git_url_rewrites: Vec<(String, String)>,
+    /// The failures handle to share; a fresh one when `None`.
+    pub failures: Option<Failures>,
+}
+
+impl WorldOptions {
+    /// Short timings for tests: Git polled every second, retries after 200 ms,
+    /// snapshots instant, pods terminate after 100 ms.
+    pub fn fast() -> WorldOptions {
+        WorldOptions {
+            source: SourceOptions {
+                interval: Some(Duration::from_secs(1)),
+                ..SourceOptions::default()
+            },
+            kustomize: KustomizeOptions {
+                retry_interval: Duration::from_millis(200),
+                ..KustomizeOptions::default()
+            },
+            pods: PodOptions {
+                termination_delay: Duration::from_millis(100),
+            },
+            ..WorldOptions::default()
+        }
+    }
+}
+
+/// Every sim, running. Dropping the world stops them all.
+#[derive(Debug)]
+pub struct World {
+    /// Declared failures (chart versions, images, snapshots), shared by the sims.
+    pub failures: Failures,
+    pub source: SourceController,
+    pub oci: OciSourceController,
+    pub kustomize: KustomizeController,
+    pub helm: HelmController,
+    pub snapshots: Snapshotter,
+    pub volumes: VolumeBinder,
+    pub pods: PodSim,
+    pub workloads: WorkloadSim,
+}
+
+impl World {
+    /// Starts all sims against `client`.
+    pub async fn start(client: kube::Client, options: WorldOptions) -> anyhow::Result<World> {
+        let failures = options.failures.unwrap_or_default();
+        let (mut source, mut kustomize) = (options.source, options.kustomize);
+        source
+            .url_rewrites
+            .extend(options.git_url_rewrites.iter().cloned());
+        kustomize.url_rewrites.extend(options.git_url_rewrites);
+        Ok(World {
+            source: SourceController::start(client.clone(), source)?,
+            oci: OciSourceController::start(client.clone()),
+            kustomize: KustomizeController::start(client.clone(), kustomize)?,
+            helm: HelmController::start(client.clone(), failures.clone(), options.helm),
+            snapshots: Snapshotter::start(client.clone(), failures.clone(), options.snapshots),
+            volumes: VolumeBinder::start(client.clone()),
+            pods: PodSim::start(client.clone(), failures.clone(), options.pods),
+            workloads: WorkloadSim::start(client),
+            failures,
+        })
+    }
+}

@@ -1,0 +1,466 @@
+//! helm-controller (with the OCIRepository source) against kubesim.
+
+use crate::common::*;
+use base64::Engine;
+use flate2::read::GzDecoder;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::Api;
+use kube::api::{DynamicObject, ListParams};
+use serde_json::{Value, json};
+use sim::runtime::{helm_release, oci_repository};
+use sim::seed;
+use std::io::Read;
+
+/// Decodes a release secret as Helm reads it: base64 → gzip → JSON.
+fn decode(secret: &Secret) -> Value {
+    let payload = &secret.data.as_ref().unwrap()["release"].0;
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "release is not gzip");
+    let mut json = String::new();
+    GzDecoder::new(gz.as_slice())
+        .read_to_string(&mut json)
+        .unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+async fn releases(env: &Env, ns: &str, release: &str) -> Vec<(i64, String, String)> {
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), ns);
+    let list = secrets
+        .list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
+        .await
+        .unwrap();
+    let mut out: Vec<(i64, String, String)> = list
+        .items
+        .iter()
+        .map(|s| {
+            assert_eq!(s.type_.as_deref(), Some("helm.sh/release.v1"));
+            let r = decode(s);
+            assert_eq!(
+                s.metadata.name.as_deref().unwrap(),
+                format!("sh.helm.release.v1.{release}.v{}", r["version"])
+            );
+            (
+                r["version"].as_i64().unwrap(),
+                r["info"]["status"].as_str().unwrap().to_owned(),
+                r["chart"]["metadata"]["version"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn history(hr: &DynamicObject) -> Vec<(i64, String, String)> {
+    json_of(hr)["status"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["version"].as_i64().unwrap(),
+                h["status"].as_str().unwrap().to_owned(),
+                h["chartVersion"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn attempted(hr: &DynamicObject, version: &str) -> bool {
+    let v = json_of(hr);
+    v["status"]["lastAttemptedRevision"] == version
+        && v["status"]["observedGeneration"] == v["metadata"]["generation"]
+        && cond(&v, "Reconciling").is_null()
+}
+
+async fn app(env: &Env, annotations: Value, upgrade: Value) -> Api<DynamicObject> {
+    seed::namespace(&env.client, "apps").await.unwrap();
+    seed::oci_chart(
+        &env.client,
+        "apps",
+        "db-chart",
+        "oci://ghcr.io/example/charts/db",
+        "1.0.0",
+    )
+    .await
+    .unwrap();
+    seed::put(&env.client, json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "db", "namespace": "apps", "annotations": annotations},
+        "spec": {
+            "interval": "10m", "chartRef": {"kind": "OCIRepository", "name": "db-chart"},
+            "upgrade": upgrade,
+            "values": {"persistence": [{"name": "data", "size": "1Gi"}, {"name": "logs", "size": "256Mi"}]},
+        },
+    }))
+    .await
+    .unwrap();
+    dynamic(&env.client, &helm_release(), "apps")
+}
+
+#[tokio::test]
+async fn helm_release_installs_statefulset_with_pvcs_and_real_release_secrets() {
+    let env = env().await;
+    let api = app(&env, json!({}), json!({})).await;
+    let hr = wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["status"], "True", "{v}");
+    assert_eq!(cond(&v, "Ready")["reason"], "InstallSucceeded");
+    assert_eq!(cond(&v, "Released")["status"], "True");
+    assert_eq!(
+        v["status"]["lastAttemptedGeneration"],
+        v["metadata"]["generation"]
+    );
+    assert_eq!(v["status"]["storageNamespace"], "apps");
+    assert_eq!(
+        v["status"]["inventory"]["entries"],
+        json!([{"id": "apps_db_apps_StatefulSet", "v": "v1"}])
+    );
+    assert_eq!(history(&hr), [(1, "deployed".into(), "1.0.0".into())]);
+    assert_eq!(
+        releases(&env, "apps", "db").await,
+        [(1, "deployed".into(), "1.0.0".into())]
+    );
+
+    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
+    let ready = wait_for(&sts, "db", "StatefulSet ready", |s| {
+        s.status.as_ref().and_then(|st| st.ready_replicas) == Some(1)
+    })
+    .await;
+    let image = ready.spec.template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "ghcr.io/example/db:1.0.0");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
+    for claim in ["data-db-0", "logs-db-0"] {
+        wait_for(&pvcs, claim, "claim bound", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+        })
+        .await;
+    }
+
+    // A new tag upgrades: the old release is superseded, history is newest first.
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "1.1.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "upgrade", |o| attempted(o, "1.1.0")).await;
+    assert_eq!(cond(&json_of(&hr), "Ready")["reason"], "UpgradeSucceeded");
+    assert_eq!(
+        history(&hr),
+        [
+            (2, "deployed".into(), "1.1.0".into()),
+            (1, "superseded".into(), "1.0.0".into())
+        ]
+    );
+    assert_eq!(
+        releases(&env, "apps", "db").await,
+        [
+            (1, "superseded".into(), "1.0.0".into()),
+            (2, "deployed".into(), "1.1.0".into())
+        ]
+    );
+    wait_for(&sts, "db", "new image rolled out", |s| {
+        let st = s.status.clone().unwrap_or_default();
+        st.observed_generation == s.metadata.generation
+            && st.update_revision == st.current_revision
+            && st.ready_replicas == Some(1)
+            && s.spec.template.spec.as_ref().unwrap().containers[0]
+                .image
+                .as_deref()
+                == Some("ghcr.io/example/db:1.1.0")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failing_version_is_remediated_by_rollback_when_retries_allow() {
+    let env = env().await;
+    let api = app(&env, json!({}), json!({"remediation": {"retries": 1}})).await;
+    wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    env.world.failures.fail_chart_version("2.0.0");
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "2.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "failed upgrade", |o| attempted(o, "2.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["status"], "False");
+    assert_eq!(cond(&v, "Released")["reason"], "UpgradeFailed");
+    assert_eq!(cond(&v, "Remediated")["status"], "True");
+    assert_eq!(cond(&v, "Remediated")["reason"], "RollbackSucceeded");
+    assert_eq!(cond(&v, "Stalled")["reason"], "RetriesExceeded");
+    assert_eq!(v["status"]["upgradeFailures"], 2);
+    // Two failed attempts, each rolled back to 1.0.0.
+    assert_eq!(
+        releases(&env, "apps", "db").await,
+        [
+            (1, "superseded".into(), "1.0.0".into()),
+            (2, "failed".into(), "2.0.0".into()),
+            (3, "superseded".into(), "1.0.0".into()),
+            (4, "failed".into(), "2.0.0".into()),
+            (5, "deployed".into(), "1.0.0".into()),
+        ]
+    );
+    assert_eq!(history(&hr)[0], (5, "deployed".into(), "1.0.0".into()));
+    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
+    wait_for(&sts, "db", "rolled back and ready", |s| {
+        s.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .as_deref()
+            == Some("ghcr.io/example/db:1.0.0")
+            && s.status.as_ref().and_then(|st| st.ready_replicas) == Some(1)
+            && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+            && s.status.as_ref().and_then(|st| st.update_revision.clone())
+                == s.status.as_ref().and_then(|st| st.current_revision.clone())
+    })
+    .await;
+
+    // Reverting to the version the rollback runs is in sync: Ready again, nothing released.
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "1.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "in sync again", |o| {
+        let v = json_of(o);
+        attempted(o, "1.0.0") && cond(&v, "Ready")["status"] == "True"
+    })
+    .await;
+    let v = json_of(&hr);
+    assert!(
+        cond(&v, "Stalled").is_null() && cond(&v, "Remediated").is_null(),
+        "{v}"
+    );
+    assert_eq!(releases(&env, "apps", "db").await.len(), 5);
+
+    // A spec change that needs no release still moves every condition to the new generation.
+    merge(&api, "db", json!({"spec": {"interval": "5m"}})).await;
+    let hr = wait_for(&api, "db", "new generation observed", |o| {
+        let v = json_of(o);
+        v["status"]["observedGeneration"] == v["metadata"]["generation"]
+            && cond(&v, "Ready")["observedGeneration"] == v["metadata"]["generation"]
+    })
+    .await;
+    assert_eq!(cond(&json_of(&hr), "Ready")["status"], "True");
+    assert_eq!(releases(&env, "apps", "db").await.len(), 5);
+}
+
+#[tokio::test]
+async fn failing_version_without_remediation_leaves_pods_unready() {
+    let env = env().await;
+    let api = app(
+        &env,
+        json!({"sim.fluxgate.dev/fail-versions": "2.0.0"}),
+        json!({}),
+    )
+    .await;
+    wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "2.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "failed upgrade", |o| attempted(o, "2.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["status"], "False");
+    assert_eq!(cond(&v, "Ready")["reason"], "UpgradeFailed");
+    assert!(cond(&v, "Remediated").is_null());
+    assert_eq!(cond(&v, "Stalled")["status"], "True");
+    assert_eq!(
+        releases(&env, "apps", "db").await,
+        [
+            (1, "deployed".into(), "1.0.0".into()),
+            (2, "failed".into(), "2.0.0".into())
+        ]
+    );
+    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
+    let broken = wait_for(&sts, "db", "broken version rolled out", |s| {
+        let st = s.status.clone().unwrap_or_default();
+        let image = s.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone();
+        // The watch may first show the status of the 1.0.0 pod: wait for 2.0.0's.
+        st.observed_generation == s.metadata.generation
+            && image.as_deref() == Some("ghcr.io/example/db:2.0.0")
+            && st.updated_replicas == Some(1)
+            && st.replicas == 1
+    })
+    .await;
+    assert_eq!(
+        broken.status.unwrap().ready_replicas,
+        None,
+        "a failing version's pod became ready"
+    );
+
+    // A requestedAt alone does not retry a stalled release.
+    request_reconcile(&api, "db", "again").await;
+    wait_for(&api, "db", "requestedAt handled", |o| {
+        json_of(o)["status"]["lastHandledReconcileAt"] == "again"
+    })
+    .await;
+    assert_eq!(releases(&env, "apps", "db").await.len(), 2);
+
+    // A new chart version (as a revert in Git gives) is tried afresh despite the stall.
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "1.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "reverted release", |o| attempted(o, "1.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["reason"], "UpgradeSucceeded", "{v}");
+    assert!(cond(&v, "Stalled").is_null());
+    assert_eq!(v["status"]["upgradeFailures"], 0);
+    assert_eq!(
+        releases(&env, "apps", "db").await[2],
+        (3, "deployed".into(), "1.0.0".into())
+    );
+}
+
+#[tokio::test]
+async fn helm_release_honours_suspend_and_requested_at() {
+    let env = env().await;
+    let api = app(&env, json!({}), json!({})).await;
+    wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    merge(&api, "db", json!({"spec": {"suspend": true}})).await;
+    let oci = dynamic(&env.client, &oci_repository(), "apps");
+    merge(&oci, "db-chart", json!({"spec": {"ref": {"tag": "1.1.0"}}})).await;
+    wait_for(&oci, "db-chart", "new tag resolved", |o| {
+        json_of(o)["status"]["artifact"]["revision"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("1.1.0@sha256:")
+    })
+    .await;
+    request_reconcile(&api, "db", "while-suspended").await;
+    // Nothing may happen, so there is no event to wait for: allow time for a wrong upgrade.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let hr = json_of(&api.get("db").await.unwrap());
+    assert_eq!(
+        hr["status"]["lastAttemptedRevision"], "1.0.0",
+        "upgraded while suspended"
+    );
+    assert_ne!(hr["status"]["lastHandledReconcileAt"], "while-suspended");
+    assert_eq!(releases(&env, "apps", "db").await.len(), 1);
+
+    merge(&api, "db", json!({"spec": {"suspend": false}})).await;
+    let hr = wait_for(&api, "db", "upgrade after resume", |o| {
+        attempted(o, "1.1.0")
+    })
+    .await;
+    assert_eq!(
+        json_of(&hr)["status"]["lastHandledReconcileAt"],
+        "while-suspended"
+    );
+    request_reconcile(&api, "db", "later").await;
+    let hr = wait_for(&api, "db", "requestedAt handled", |o| {
+        json_of(o)["status"]["lastHandledReconcileAt"] == "later"
+    })
+    .await;
+    // Nothing changed, so nothing was released again.
+    assert_eq!(history(&hr).len(), 2);
+}
+
+#[tokio::test]
+async fn failing_install_is_remediated_by_uninstall() {
+    let env = env().await;
+    env.world.failures.fail_chart_version("1.0.0");
+    seed::namespace(&env.client, "apps").await.unwrap();
+    seed::oci_chart(
+        &env.client,
+        "apps",
+        "db-chart",
+        "oci://ghcr.io/example/charts/db",
+        "1.0.0",
+    )
+    .await
+    .unwrap();
+    seed::put(
+        &env.client,
+        json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "spec": {"interval": "10m", "chartRef": {"kind": "OCIRepository", "name": "db-chart"},
+                     "targetNamespace": "apps", "install": {"remediation": {"retries": 1}}},
+        }),
+    )
+    .await
+    .unwrap();
+    let api = dynamic(&env.client, &helm_release(), "apps");
+    let hr = wait_for(&api, "db", "failed install", |o| attempted(o, "1.0.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Released")["reason"], "InstallFailed");
+    assert_eq!(cond(&v, "Remediated")["reason"], "UninstallSucceeded");
+    assert_eq!(cond(&v, "Stalled")["reason"], "RetriesExceeded");
+    assert_eq!(v["status"]["installFailures"], 2);
+    // Flux's default release name with a target namespace; uninstalled without history.
+    assert!(releases(&env, "apps", "apps-db").await.is_empty());
+    let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
+    assert!(sts.get_opt("apps-db").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
+    let env = env().await;
+    seed::namespace(&env.client, "flux-system").await.unwrap();
+    seed::namespace(&env.client, "web").await.unwrap();
+    seed::put(&env.client, json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "site", "namespace": "flux-system"},
+        "spec": {
+            "interval": "10m", "targetNamespace": "web",
+            "chart": {"spec": {"chart": "site", "version": "3.1.0", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}},
+            "values": {"kind": "Deployment", "replicaCount": 2, "image": {"repository": "ghcr.io/example/site", "tag": "9.9"},
+                       "persistence": [{"name": "uploads", "size": "2Gi"}]},
+        },
+    }))
+    .await
+    .unwrap();
+    let api = dynamic(&env.client, &helm_release(), "flux-system");
+    let hr = wait_for(&api, "site", "install", |o| attempted(o, "3.1.0")).await;
+    let v = json_of(&hr);
+    assert_eq!(cond(&v, "Ready")["status"], "True");
+    assert_eq!(v["status"]["helmChart"], "flux-system/flux-system-site");
+    assert_eq!(v["status"]["storageNamespace"], "flux-system");
+    assert_eq!(
+        v["status"]["inventory"]["entries"],
+        json!([{"id": "web_web-site-uploads__PersistentVolumeClaim", "v": "v1"}, {"id": "web_web-site_apps_Deployment", "v": "v1"}])
+    );
+    assert_eq!(
+        releases(&env, "flux-system", "web-site").await,
+        [(1, "deployed".into(), "3.1.0".into())]
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), "web");
+    let d = wait_for(&deployments, "web-site", "rolled out", |d| {
+        d.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)
+    })
+    .await;
+    let labels = d.metadata.labels.unwrap();
+    assert_eq!(labels["helm.toolkit.fluxcd.io/name"], "site");
+    assert_eq!(labels["helm.toolkit.fluxcd.io/namespace"], "flux-system");
+    let pod_spec = d.spec.template.spec.unwrap();
+    assert_eq!(
+        pod_spec.containers[0].image.as_deref(),
+        Some("ghcr.io/example/site:9.9")
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "web");
+    wait_for(&pvcs, "web-site-uploads", "claim bound", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    })
+    .await;
+}

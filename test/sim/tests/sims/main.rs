@@ -1,0 +1,9 @@
+//! The simulated world against kubesim: each sim with its real contract.
+
+mod chain;
+mod common;
+mod flux_git;
+mod git_http;
+mod helm;
+mod storage;
+mod workloads;
