@@ -2,8 +2,9 @@
 //! references, StatefulSet PVCs from `volumeClaimTemplates`, and rollout status fields as
 //! the real controllers report them.
 
+use crate::controller::{SimError, SimTask, run_controller};
+use crate::kinds::to_value;
 use crate::pods::{TERMINATION_FINALIZER, pod_ready};
-use crate::runtime::{SimError, SimTask, run_controller, to_value};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -301,7 +302,7 @@ async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Actio
         let since = prior
             .filter(|c| c["status"] == s)
             .map(|c| c["lastTransitionTime"].clone())
-            .unwrap_or_else(|| json!(crate::runtime::now()));
+            .unwrap_or_else(|| json!(crate::conditions::now()));
         json!({"type": t, "status": s, "reason": reason, "message": message,
                "lastTransitionTime": since, "lastUpdateTime": since})
     };

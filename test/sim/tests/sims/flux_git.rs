@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
-use sim::runtime::{git_repository, kustomization};
+use sim::kinds::{git_repository, kustomization};
 use sim::seed;
 
 fn revision(obj: &DynamicObject) -> String {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use serde_json::{Value, json};
-use sim::runtime::{helm_release, oci_repository};
+use sim::kinds::{helm_release, oci_repository};
 use sim::seed;
 use std::io::Read;
 
