@@ -363,3 +363,34 @@ async fn child_kustomization_carries_parent_labels_and_failures_are_not_ready() 
         format!("main@sha1:{sha}")
     );
 }
+
+#[tokio::test]
+async fn an_object_without_namespace_fails_the_apply_like_flux() {
+    let env = env().await;
+    let repo = GitRepo::new();
+    let sha = repo
+        .write("app/good.yaml", &config_map("good", Some("default"), "1"))
+        .write("app/bad.yaml", &config_map("homeless", None, "1"))
+        .push("one without namespace");
+    seed::flux_system(&env.client, &repo.url(), "main", "./app")
+        .await
+        .unwrap();
+    let api = dynamic(&env.client, &kustomization(), "flux-system");
+    let failed = wait_for(&api, "flux-system", "apply failure", |o| {
+        let v = json_of(o);
+        cond(&v, "Ready")["status"] == "False"
+            && v["status"]["lastAttemptedRevision"] == format!("main@sha1:{sha}").as_str()
+    })
+    .await;
+    let v = json_of(&failed);
+    assert_eq!(cond(&v, "Ready")["reason"], "ReconciliationFailed");
+    assert!(
+        cond(&v, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap/homeless namespace not specified"),
+        "{v}"
+    );
+    assert_eq!(cond(&v, "Reconciling")["reason"], "ProgressingWithRetry");
+    assert!(v["status"]["lastAppliedRevision"].is_null());
+}
