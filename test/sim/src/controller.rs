@@ -32,27 +32,46 @@ impl Drop for SimTask {
     }
 }
 
-/// A reconcile failure: logged, then the object is retried after a short pause.
+/// A reconcile failure: logged, then retried after a short pause — or, for an object the
+/// sim cannot make sense of, left alone until the object changes.
 #[derive(Debug)]
-pub struct SimError(pub anyhow::Error);
+pub struct SimError {
+    pub error: anyhow::Error,
+    /// The object itself is unusable (e.g. a pod template that is no pod spec): retrying
+    /// cannot help, a change to it may.
+    pub invalid: bool,
+}
+
+impl SimError {
+    /// A failure caused by the object's content, not by the API.
+    pub fn invalid(error: anyhow::Error) -> SimError {
+        SimError {
+            error,
+            invalid: true,
+        }
+    }
+}
 
 impl std::fmt::Display for SimError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
+        write!(f, "{:#}", self.error)
     }
 }
 
 impl std::error::Error for SimError {}
 
 impl From<anyhow::Error> for SimError {
-    fn from(e: anyhow::Error) -> Self {
-        SimError(e)
+    fn from(error: anyhow::Error) -> Self {
+        SimError {
+            error,
+            invalid: false,
+        }
     }
 }
 
 impl From<kube::Error> for SimError {
     fn from(e: kube::Error) -> Self {
-        SimError(e.into())
+        SimError::from(anyhow::Error::from(e))
     }
 }
 
@@ -77,6 +96,10 @@ where
     let stream = controller.run(
         reconcile,
         move |obj: Arc<K>, err: &SimError, _| {
+            if err.invalid {
+                tracing::warn!(sim = name, object = ?obj.meta().name, error = %err, "skipping an object the sim cannot use until it changes");
+                return Action::await_change();
+            }
             tracing::warn!(sim = name, object = ?obj.meta().name, error = %err, "reconcile failed");
             Action::requeue(RETRY)
         },

@@ -236,11 +236,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
     let pv = Api::<PersistentVolume>::all(ctx.client.clone())
         .get(&pv_name)
         .await?;
-    let csi = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.csi.clone())
-        .ok_or_else(|| anyhow!("PV {pv_name} is not a CSI volume"))?;
+    let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.clone()) else {
+        let message = format!("volume {pv_name} is not a CSI volume and cannot be snapshotted");
+        return set_error(&ctx, &ns, &name, &v, message).await;
+    };
     let class = match snapshot_class(&ctx.client, &v, &csi.driver).await? {
         Ok(c) => c,
         Err(message) => return set_error(&ctx, &ns, &name, &v, message).await,

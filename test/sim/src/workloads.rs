@@ -170,7 +170,11 @@ async fn create_pod(
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"],
     }))
-    .map_err(|e| anyhow::anyhow!("pod template of {name} is not a pod spec: {e}"))?;
+    .map_err(|e| {
+        SimError::invalid(anyhow::anyhow!(
+            "pod template of {name} is not a pod spec: {e}"
+        ))
+    })?;
     match Api::<Pod>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &pod)
         .await
@@ -236,7 +240,7 @@ async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Actio
                 },
                 "spec": {"replicas": desired, "selector": selector, "template": template},
             }))
-            .map_err(|e| anyhow::anyhow!("Deployment {ns}/{name} template: {e}"))?;
+            .map_err(|e| SimError::invalid(anyhow::anyhow!("Deployment {ns}/{name} template: {e}")))?;
             match api.create(&PostParams::default(), &rs).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -472,7 +476,9 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
                     "spec": t["spec"],
                 }))
                 .map_err(|e| {
-                    anyhow::anyhow!("volumeClaimTemplate of StatefulSet {ns}/{name}: {e}")
+                    SimError::invalid(anyhow::anyhow!(
+                        "volumeClaimTemplate of StatefulSet {ns}/{name}: {e}"
+                    ))
                 })?;
                 match pvcs.create(&PostParams::default(), &pvc).await {
                     Ok(_) => {}
