@@ -464,3 +464,28 @@ async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sim_option_supplies_remediation_retries_when_the_spec_sets_none() {
+    let mut options = sim::world::WorldOptions::fast();
+    options.helm.default_retries = Some(1);
+    let env = env_with(options).await;
+    let api = app(
+        &env,
+        json!({"sim.fluxgate.dev/fail-versions": "2.0.0"}),
+        json!({}),
+    )
+    .await;
+    wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "2.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "failed upgrade", |o| attempted(o, "2.0.0")).await;
+    assert_eq!(
+        cond(&json_of(&hr), "Remediated")["reason"],
+        "RollbackSucceeded"
+    );
+}
