@@ -2,12 +2,13 @@
 //! and reports the artifact revision (`<branch>@sha1:<sha>`), `Ready`, `observedGeneration`
 //! and `lastHandledReconcileAt`, on its interval or when `requestedAt` changes.
 
-use crate::git_mirror::{Credentials, Mirror};
-use crate::runtime::{
-    SimError, SimTask, condition, conditions_of, dyn_api, git_repository, now, parse_go_duration,
-    patch_status, remove_condition, requested_at, run_controller, set_condition, suspended,
-    to_value,
+use crate::conditions::{
+    condition, conditions_of, now, parse_go_duration, remove_condition, requested_at,
+    set_condition, suspended,
 };
+use crate::controller::{SimError, SimTask, run_controller};
+use crate::git_mirror::{Credentials, Mirror};
+use crate::kinds::{dyn_api, git_repository, patch_status, to_value};
 use anyhow::{Context, anyhow};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;

@@ -5,13 +5,13 @@
 
 use crate::apply::{Applier, Entry};
 use crate::chart::{Rendered, render};
+use crate::conditions::{
+    condition, conditions_of, now, remove_condition, requested_at, set_condition, suspended,
+};
+use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{FAIL_VERSIONS_ANNOTATION, Failures};
 use crate::helm_secret::HelmReleaseSecret;
-use crate::runtime::{
-    SimError, SimTask, condition, conditions_of, dyn_api, helm_release, now, oci_repository,
-    patch_status, remove_condition, requested_at, run_controller, set_condition, suspended,
-    to_value,
-};
+use crate::kinds::{dyn_api, helm_release, oci_repository, patch_status, to_value};
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
@@ -223,7 +223,7 @@ async fn store(client: &Client, target: &ReleaseTarget, release: &Release) -> Re
         Err(kube::Error::Api(s)) if s.code == 409 => {
             api.patch(
                 &secret.name_any(),
-                &crate::runtime::manager(MANAGER),
+                &crate::kinds::manager(MANAGER),
                 &Patch::Merge(&secret),
             )
             .await?;

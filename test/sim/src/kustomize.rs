@@ -3,14 +3,14 @@
 //! changed; prunes, and reports inventory, revisions and `Ready`/`Reconciling` like Flux.
 
 use crate::apply::{Applier, Entry};
+use crate::conditions::{
+    condition, conditions_of, remove_condition, requested_at, set_condition, suspended,
+};
+use crate::controller::{SimError, SimTask, run_controller};
 use crate::flux_source::{branch_of, credentials};
 use crate::git_mirror::Mirror;
+use crate::kinds::{dyn_api, git_repository, kustomization, patch_status, to_value};
 use crate::kustomize_build::build;
-use crate::runtime::{
-    SimError, SimTask, condition, conditions_of, dyn_api, git_repository, kustomization,
-    patch_status, remove_condition, requested_at, run_controller, set_condition, suspended,
-    to_value,
-};
 use anyhow::{Context, anyhow};
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;

@@ -6,17 +6,19 @@
 
 pub mod apply;
 pub mod chart;
+pub mod conditions;
+pub mod controller;
 pub mod faults;
 pub mod flux_source;
 pub mod git_mirror;
 pub mod git_server;
 pub mod helm;
 pub mod helm_secret;
+pub mod kinds;
 pub mod kustomize;
 pub mod kustomize_build;
 pub mod oci_source;
 pub mod pods;
-pub mod runtime;
 pub mod seed;
 pub mod snapshots;
 pub mod volumes;

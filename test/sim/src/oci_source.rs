@@ -1,10 +1,9 @@
 //! Flux source-controller for OCIRepository v1, charts only: the artifact revision is
 //! `spec.ref.tag` plus a digest derived from the URL and tag (no registry is contacted).
 
-use crate::runtime::{
-    SimError, SimTask, condition, conditions_of, dyn_api, now, oci_repository, patch_status,
-    requested_at, run_controller, set_condition, suspended, to_value,
-};
+use crate::conditions::{condition, conditions_of, now, requested_at, set_condition, suspended};
+use crate::controller::{SimError, SimTask, run_controller};
+use crate::kinds::{dyn_api, oci_repository, patch_status, to_value};
 use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};

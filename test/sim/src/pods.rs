@@ -2,9 +2,10 @@
 //! image or version is declared failing, "write" to their volumes (content tokens), and
 //! take a configurable moment to terminate after deletion.
 
+use crate::conditions::now;
+use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{Failures, NEVER_READY_ANNOTATION};
 use crate::kustomize_build::split_image;
-use crate::runtime::{SimError, SimTask, now, run_controller};
 use crate::volumes::{CONTENT_ANNOTATION, claims_of, next_token, writer_of};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Patch, PatchParams};
@@ -184,7 +185,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         if writer_of(&current) != writer {
             pvcs.patch(
                 &pvc.name_any(),
-                &crate::runtime::manager(MANAGER),
+                &crate::kinds::manager(MANAGER),
                 &Patch::Merge(
                     json!({"metadata": {"annotations": {CONTENT_ANNOTATION: next_token(&writer)}}}),
                 ),
@@ -238,7 +239,7 @@ async fn write_status(
     });
     api.patch_status(
         name,
-        &crate::runtime::manager(MANAGER),
+        &crate::kinds::manager(MANAGER),
         &Patch::Merge(json!({"status": status})),
     )
     .await?;

@@ -4,10 +4,12 @@
 //! snapshot waits for pending restores from it, then takes its content along (policy
 //! `Delete`), guarded by the snapshot-controller's finalizers.
 
+use crate::conditions::now;
+use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{Failures, SNAPSHOT_ERROR_ANNOTATION};
-use crate::runtime::{
-    SimError, SimTask, dyn_api, now, patch_status, run_controller, to_value, volume_snapshot,
-    volume_snapshot_class, volume_snapshot_content,
+use crate::kinds::{
+    dyn_api, patch_status, to_value, volume_snapshot, volume_snapshot_class,
+    volume_snapshot_content,
 };
 use crate::volumes::CONTENT_ANNOTATION;
 use anyhow::anyhow;
@@ -183,7 +185,7 @@ async fn finalize(ctx: &Ctx, v: &Value) -> Result<Action, SimError> {
     dyn_api(&ctx.client, &volume_snapshot(), ns)
         .patch(
             name,
-            &crate::runtime::manager(MANAGER),
+            &crate::kinds::manager(MANAGER),
             &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
         )
         .await?;
@@ -234,11 +236,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
     let pv = Api::<PersistentVolume>::all(ctx.client.clone())
         .get(&pv_name)
         .await?;
-    let csi = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.csi.clone())
-        .ok_or_else(|| anyhow!("PV {pv_name} is not a CSI volume"))?;
+    let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.clone()) else {
+        let message = format!("volume {pv_name} is not a CSI volume and cannot be snapshotted");
+        return set_error(&ctx, &ns, &name, &v, message).await;
+    };
     let class = match snapshot_class(&ctx.client, &v, &csi.driver).await? {
         Ok(c) => c,
         Err(message) => return set_error(&ctx, &ns, &name, &v, message).await,
@@ -266,7 +267,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
             vs_api
                 .patch(
                     &name,
-                    &crate::runtime::manager(MANAGER),
+                    &crate::kinds::manager(MANAGER),
                     &Patch::Merge(json!({"metadata": {
                         "annotations": {CONTENT_ANNOTATION: t},
                         "finalizers": finalizers,

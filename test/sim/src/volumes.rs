@@ -9,7 +9,8 @@
 //! writer "writes" and sets writer = its image tag; a snapshot records the token its PVC
 //! had when it was cut, and a PVC restored from that snapshot starts with that token.
 
-use crate::runtime::{SimError, SimTask, dyn_api, run_controller, to_value, volume_snapshot};
+use crate::controller::{SimError, SimTask, run_controller};
+use crate::kinds::{dyn_api, to_value, volume_snapshot};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -319,7 +320,7 @@ async fn bind(
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
     api.patch(
         &name,
-        &crate::runtime::manager(MANAGER),
+        &crate::kinds::manager(MANAGER),
         &Patch::Merge(json!({
             "metadata": {"annotations": {
                 "pv.kubernetes.io/bind-completed": "yes",
@@ -333,7 +334,7 @@ async fn bind(
     .await?;
     api.patch_status(
         &name,
-        &crate::runtime::manager(MANAGER),
+        &crate::kinds::manager(MANAGER),
         &Patch::Merge(json!({"status": {"phase": "Bound", "accessModes": access_modes, "capacity": {"storage": size}}})),
     )
     .await?;

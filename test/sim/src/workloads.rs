@@ -2,8 +2,9 @@
 //! references, StatefulSet PVCs from `volumeClaimTemplates`, and rollout status fields as
 //! the real controllers report them.
 
+use crate::controller::{SimError, SimTask, run_controller};
+use crate::kinds::to_value;
 use crate::pods::{TERMINATION_FINALIZER, pod_ready};
-use crate::runtime::{SimError, SimTask, run_controller, to_value};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -169,7 +170,11 @@ async fn create_pod(
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"],
     }))
-    .map_err(|e| anyhow::anyhow!("pod template of {name} is not a pod spec: {e}"))?;
+    .map_err(|e| {
+        SimError::invalid(anyhow::anyhow!(
+            "pod template of {name} is not a pod spec: {e}"
+        ))
+    })?;
     match Api::<Pod>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &pod)
         .await
@@ -235,7 +240,7 @@ async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Actio
                 },
                 "spec": {"replicas": desired, "selector": selector, "template": template},
             }))
-            .map_err(|e| anyhow::anyhow!("Deployment {ns}/{name} template: {e}"))?;
+            .map_err(|e| SimError::invalid(anyhow::anyhow!("Deployment {ns}/{name} template: {e}")))?;
             match api.create(&PostParams::default(), &rs).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -301,7 +306,7 @@ async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Actio
         let since = prior
             .filter(|c| c["status"] == s)
             .map(|c| c["lastTransitionTime"].clone())
-            .unwrap_or_else(|| json!(crate::runtime::now()));
+            .unwrap_or_else(|| json!(crate::conditions::now()));
         json!({"type": t, "status": s, "reason": reason, "message": message,
                "lastTransitionTime": since, "lastUpdateTime": since})
     };
@@ -471,7 +476,9 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
                     "spec": t["spec"],
                 }))
                 .map_err(|e| {
-                    anyhow::anyhow!("volumeClaimTemplate of StatefulSet {ns}/{name}: {e}")
+                    SimError::invalid(anyhow::anyhow!(
+                        "volumeClaimTemplate of StatefulSet {ns}/{name}: {e}"
+                    ))
                 })?;
                 match pvcs.create(&PostParams::default(), &pvc).await {
                     Ok(_) => {}

@@ -5,7 +5,7 @@ use crate::common::*;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
-use sim::runtime::{git_repository, helm_release};
+use sim::kinds::{git_repository, helm_release};
 use sim::seed;
 use sim::volumes::writer_of;
 

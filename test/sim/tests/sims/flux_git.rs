@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::DynamicObject;
 use serde_json::{Value, json};
-use sim::runtime::{git_repository, kustomization};
+use sim::kinds::{git_repository, kustomization};
 use sim::seed;
 
 fn revision(obj: &DynamicObject) -> String {
@@ -362,4 +362,35 @@ async fn child_kustomization_carries_parent_labels_and_failures_are_not_ready() 
         v["status"]["lastAppliedRevision"],
         format!("main@sha1:{sha}")
     );
+}
+
+#[tokio::test]
+async fn an_object_without_namespace_fails_the_apply_like_flux() {
+    let env = env().await;
+    let repo = GitRepo::new();
+    let sha = repo
+        .write("app/good.yaml", &config_map("good", Some("default"), "1"))
+        .write("app/bad.yaml", &config_map("homeless", None, "1"))
+        .push("one without namespace");
+    seed::flux_system(&env.client, &repo.url(), "main", "./app")
+        .await
+        .unwrap();
+    let api = dynamic(&env.client, &kustomization(), "flux-system");
+    let failed = wait_for(&api, "flux-system", "apply failure", |o| {
+        let v = json_of(o);
+        cond(&v, "Ready")["status"] == "False"
+            && v["status"]["lastAttemptedRevision"] == format!("main@sha1:{sha}").as_str()
+    })
+    .await;
+    let v = json_of(&failed);
+    assert_eq!(cond(&v, "Ready")["reason"], "ReconciliationFailed");
+    assert!(
+        cond(&v, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap/homeless namespace not specified"),
+        "{v}"
+    );
+    assert_eq!(cond(&v, "Reconciling")["reason"], "ProgressingWithRetry");
+    assert!(v["status"]["lastAppliedRevision"].is_null());
 }

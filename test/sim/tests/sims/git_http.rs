@@ -6,7 +6,7 @@ use crate::common::*;
 use base64::Engine;
 use kube::api::DynamicObject;
 use serde_json::json;
-use sim::runtime::{git_repository, kustomization};
+use sim::kinds::{git_repository, kustomization};
 use sim::seed;
 use std::path::PathBuf;
 use std::process::Stdio;

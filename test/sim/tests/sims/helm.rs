@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use serde_json::{Value, json};
-use sim::runtime::{helm_release, oci_repository};
+use sim::kinds::{helm_release, oci_repository};
 use sim::seed;
 use std::io::Read;
 
@@ -463,4 +463,29 @@ async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
     })
     .await;
+}
+
+#[tokio::test]
+async fn sim_option_supplies_remediation_retries_when_the_spec_sets_none() {
+    let mut options = sim::world::WorldOptions::fast();
+    options.helm.default_retries = Some(1);
+    let env = env_with(options).await;
+    let api = app(
+        &env,
+        json!({"sim.fluxgate.dev/fail-versions": "2.0.0"}),
+        json!({}),
+    )
+    .await;
+    wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    merge(
+        &dynamic(&env.client, &oci_repository(), "apps"),
+        "db-chart",
+        json!({"spec": {"ref": {"tag": "2.0.0"}}}),
+    )
+    .await;
+    let hr = wait_for(&api, "db", "failed upgrade", |o| attempted(o, "2.0.0")).await;
+    assert_eq!(
+        cond(&json_of(&hr), "Remediated")["reason"],
+        "RollbackSucceeded"
+    );
 }

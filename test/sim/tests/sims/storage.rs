@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use sim::runtime::{volume_snapshot, volume_snapshot_content};
+use sim::kinds::{volume_snapshot, volume_snapshot_content};
 use sim::seed;
 use sim::volumes::{PVC_PROTECTION, content_token, snapshot_token, writer_of};
 use sim::world::WorldOptions;

@@ -322,3 +322,40 @@ async fn ordered_statefulsets_start_in_order_and_scale_down_from_the_top() {
     wait_gone(&pods, "ordered-1", "top pod").await;
     wait_gone(&pods, "ordered-0", "last pod").await;
 }
+
+#[tokio::test]
+async fn an_unusable_template_is_skipped_until_fixed() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    // kubesim stores built-in kinds unvalidated, so this reaches the sims as written.
+    let mut bad = deployment("ghcr.io/example/bad:1", 1);
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["template"]["spec"]["containers"] = json!("not a list");
+    env._kube.put(bad.clone()).unwrap();
+    seed::put(&env.client, deployment("ghcr.io/example/web:1.0.0", 1))
+        .await
+        .unwrap();
+    let api: Api<Deployment> = Api::namespaced(env.client.clone(), "apps");
+    wait_for(&api, "web", "the good one rolls out", |d| {
+        deployment_done(d, 1)
+    })
+    .await;
+    let rss: Api<ReplicaSet> = Api::namespaced(env.client.clone(), "apps");
+    let names: Vec<String> = rss
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("bad-")), "{names:?}");
+
+    bad["spec"]["template"]["spec"]["containers"] =
+        json!([{"name": "bad", "image": "ghcr.io/example/bad:2"}]);
+    env._kube.put(bad).unwrap();
+    wait_for(&api, "bad", "the fixed one rolls out", |d| {
+        deployment_done(d, 1)
+    })
+    .await;
+}
