@@ -198,6 +198,11 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         let ct = self.content_type();
+        if ct.contains("protobuf") || ct.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+            )));
+        }
         if ct.contains("yaml") {
             let text = std::str::from_utf8(&self.body)
                 .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;

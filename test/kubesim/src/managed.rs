@@ -6,7 +6,16 @@ use crate::store::now;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Leaf paths, segments separated by NUL so keys with dots (annotations) stay whole.
 type FieldSet = BTreeSet<String>;
+
+/// Managers whose fields a server-side apply takes over without conflict: client-side
+/// apply history, which the real server migrates through the last-applied annotation.
+const MIGRATED_MANAGERS: &[&str] = &["kubectl-client-side-apply", "before-first-apply"];
+
+fn display(path: &str) -> String {
+    path.replace('\u{0}', ".")
+}
 
 const META_SKIP: &[&str] = &[
     "name",
@@ -28,7 +37,7 @@ fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 for (k, c) in m {
-                    walk(c, format!("{path}.{k}"), out);
+                    walk(c, format!("{path}\u{0}{k}"), out);
                 }
             }
             _ => {
@@ -46,13 +55,13 @@ fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
                     if let Some(mm) = c.as_object() {
                         for (mk, mc) in mm {
                             if !META_SKIP.contains(&mk.as_str()) {
-                                walk(mc, format!(".metadata.{mk}"), &mut out);
+                                walk(mc, format!("\u{0}metadata\u{0}{mk}"), &mut out);
                             }
                         }
                     }
                 }
                 _ if status && k != "status" => {}
-                _ => walk(c, format!(".{k}"), &mut out),
+                _ => walk(c, format!("\u{0}{k}"), &mut out),
             }
         }
     }
@@ -63,7 +72,7 @@ fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
     for path in set {
         let mut cur = &mut root;
-        for seg in path.split('.').filter(|s| !s.is_empty()) {
+        for seg in path.split('\u{0}').filter(|s| !s.is_empty()) {
             let entry = cur
                 .entry(format!("f:{seg}"))
                 .or_insert_with(|| Value::Object(Map::new()));
@@ -94,7 +103,7 @@ fn from_fields_v1(v: &Value) -> FieldSet {
             }
         }
         for (k, c) in children {
-            walk(c, format!("{path}.{}", &k[2..]), out);
+            walk(c, format!("{path}\u{0}{}", &k[2..]), out);
         }
     }
     let mut out = FieldSet::new();
@@ -222,7 +231,7 @@ pub fn record_update(
 }
 
 fn remove_path(obj: &mut Value, path: &str) {
-    let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path.split('\u{0}').filter(|s| !s.is_empty()).collect();
     let Some((last, parents)) = segs.split_last() else {
         return;
     };
@@ -239,7 +248,7 @@ fn remove_path(obj: &mut Value, path: &str) {
 }
 
 fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
+    path.split('\u{0}')
         .filter(|s| !s.is_empty())
         .try_fold(obj, |c, s| c.get(s))
 }
@@ -316,7 +325,9 @@ pub fn apply(
     let sub = if status { "status" } else { "" };
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for e in &entries {
-        if e.manager == manager && (e.operation == "Apply" || e.subresource == sub) {
+        if (e.manager == manager && (e.operation == "Apply" || e.subresource == sub))
+            || MIGRATED_MANAGERS.contains(&e.manager.as_str())
+        {
             continue;
         }
         for p in e.fields.intersection(&applied_set) {
@@ -331,14 +342,14 @@ pub fn apply(
             .map(|(m, p)| {
                 Cause::new(
                     "FieldManagerConflict",
-                    p.clone(),
+                    display(p),
                     format!("conflict with \"{m}\""),
                 )
             })
             .collect();
         let list: Vec<String> = conflicts
             .iter()
-            .map(|(m, p)| format!("conflict with \"{m}\": {p}"))
+            .map(|(m, p)| format!("conflict with \"{m}\": {}", display(p)))
             .collect();
         let mut err = ApiError::new(
             409,
@@ -355,7 +366,12 @@ pub fn apply(
         );
         return Err(err);
     }
-    let conflicted: FieldSet = conflicts.into_iter().map(|(_, p)| p).collect();
+    let mut conflicted: FieldSet = conflicts.into_iter().map(|(_, p)| p).collect();
+    for e in &entries {
+        if MIGRATED_MANAGERS.contains(&e.manager.as_str()) {
+            conflicted.extend(e.fields.intersection(&applied_set).cloned());
+        }
+    }
     let prev_applied: FieldSet = entries
         .iter()
         .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)

@@ -998,6 +998,11 @@ impl Inner {
         let gr = rt.group_resource();
         let key = (ns.to_string(), name.to_string());
         if rt.special == Special::Namespace {
+            if ["default", "kube-system", "kube-public"].contains(&name) {
+                return Err(ApiError::forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                )));
+            }
             return Ok(self.delete_namespace(name, old));
         }
         Ok(self.delete_obj(&gr, key, old, opts.propagation))
