@@ -131,7 +131,12 @@ fn bytes_response(code: u16, body: Bytes, content_type: &str) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.to_json())
+    let mut r = json_response(e.code, &e.to_json());
+    if e.code == 429 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
 struct Req {
