@@ -37,7 +37,9 @@ async fn main() {
             let api = api.clone();
             tokio::spawn(async move {
                 for i in 0..gets / 4 {
-                    api.get(&format!("cm-{:04}", (i * 4 + w) % OBJECTS)).await.unwrap();
+                    api.get(&format!("cm-{:04}", (i * 4 + w) % OBJECTS))
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -45,7 +47,10 @@ async fn main() {
     for t in tasks {
         t.await.unwrap();
     }
-    println!("get:                     {:>9.0} requests/s ({gets} gets, 4 concurrent clients)", rate(gets, t.elapsed()));
+    println!(
+        "get:                     {:>9.0} requests/s ({gets} gets, 4 concurrent clients)",
+        rate(gets, t.elapsed())
+    );
 
     // list of 1,000 objects.
     let lists = 100 / scale;
@@ -54,13 +59,22 @@ async fn main() {
         let l = api.list(&ListParams::default()).await.unwrap();
         assert_eq!(l.items.len(), OBJECTS);
     }
-    println!("list (1,000 objects):    {:>9.1} requests/s ({lists} lists)", rate(lists, t.elapsed()));
+    println!(
+        "list (1,000 objects):    {:>9.1} requests/s ({lists} lists)",
+        rate(lists, t.elapsed())
+    );
     let t = Instant::now();
     for _ in 0..lists {
-        let l = api.list(&ListParams::default().labels("i=3")).await.unwrap();
+        let l = api
+            .list(&ListParams::default().labels("i=3"))
+            .await
+            .unwrap();
         assert_eq!(l.items.len(), OBJECTS / 10);
     }
-    println!("list (selector, 100/1k): {:>9.1} requests/s ({lists} lists)", rate(lists, t.elapsed()));
+    println!(
+        "list (selector, 100/1k): {:>9.1} requests/s ({lists} lists)",
+        rate(lists, t.elapsed())
+    );
 
     // watch fan-out: 50 watchers each receive every write.
     let writes = 1000 / scale;
@@ -82,9 +96,13 @@ async fn main() {
     }
     let t = Instant::now();
     for i in 0..writes {
-        api.patch(&format!("cm-{:04}", i % OBJECTS), &PatchParams::default(), &Patch::Merge(json!({"data": {"n": i.to_string()}})))
-            .await
-            .unwrap();
+        api.patch(
+            &format!("cm-{:04}", i % OBJECTS),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": i.to_string()}})),
+        )
+        .await
+        .unwrap();
     }
     let write_time = t.elapsed();
     for w in watchers {

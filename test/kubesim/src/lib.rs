@@ -29,7 +29,11 @@
 //!
 //! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
 //!   SelfSubjectAccessReview answers "allowed" unless a test called [`KubeSim::deny`].
-//! - JSON only: protobuf and CBOR are never served (clients fall back to JSON).
+//! - JSON (and YAML request bodies) only: protobuf and CBOR are never served. Responses are
+//!   always JSON, which every client accepts; a protobuf *request body* gets 415, so kubectl's
+//!   imperative generators (`kubectl create deployment|namespace|configmap ...`, which send
+//!   protobuf) fail; `kubectl create -f`, `apply`, `patch`, `replace`, `delete`, `scale`, `get`,
+//!   `wait` all speak JSON and work.
 //! - Built-in kinds are stored as given: no schema validation, defaulting or pruning for them
 //!   (only name format and label type checks). Custom resources get full structural-schema
 //!   handling. OpenAPI documents carry schemas for custom resources only, so
@@ -50,7 +54,9 @@
 //! - Field ownership (server-side apply) is simplified: lists are atomic (owned as a whole,
 //!   `managedFields` never hold `k:`/`v:` entries), conflicts are per leaf field, a manager
 //!   that stops applying a field removes it unless someone else owns it, and keyed lists
-//!   (containers, env, ports, ...) merge by key on apply. Non-apply writes record `Update`
+//!   (containers, env, ports, ...) merge by key on apply. Fields owned by
+//!   `kubectl-client-side-apply` or `before-first-apply` never conflict: an apply takes them
+//!   over (the real server migrates them via the last-applied annotation). Non-apply writes record `Update`
 //!   managers for the fields they changed; the manager is `fieldManager` or the User-Agent
 //!   up to the first `/`.
 //! - Strategic merge patch picks list merge keys by field name (containers/env/volumes by

@@ -1265,3 +1265,46 @@ async fn tables_use_printer_columns() {
     assert_eq!(cells[3], "True");
     assert_eq!(cells[4], "stored artifact");
 }
+
+#[tokio::test]
+async fn kube_lease_manager_elects_exactly_one_leader() {
+    use kube_lease_manager::LeaseManagerBuilder;
+    let sim = KubeSim::start().await;
+    let build = |id: &str| {
+        LeaseManagerBuilder::new(sim.client(), "fluxgate-leader")
+            .with_namespace("default")
+            .with_identity(id)
+            .with_duration(2)
+            .with_grace(1)
+            .build()
+    };
+    let (mut a, a_task) = build("pod-a").await.unwrap().watch().await;
+    let a_leads = tokio::time::timeout(Duration::from_secs(5), a.wait_for(|locked| *locked))
+        .await
+        .is_ok();
+    assert!(a_leads, "a leads");
+    let (mut b, b_task) = build("pod-b").await.unwrap().watch().await;
+    // While a renews, b never gets the lock.
+    let b_won = tokio::time::timeout(Duration::from_secs(3), b.wait_for(|locked| *locked))
+        .await
+        .is_ok();
+    assert!(!b_won, "two leaders at once");
+    assert!(*a.borrow());
+    // a steps down (closing its channel releases the lease); b takes over.
+    drop(a);
+    a_task.await.unwrap().unwrap();
+    let b_leads = tokio::time::timeout(Duration::from_secs(8), b.wait_for(|locked| *locked))
+        .await
+        .is_ok();
+    assert!(b_leads, "b leads after a");
+    let lease: Lease = Api::default_namespaced(sim.client())
+        .get("fluxgate-leader")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("pod-b")
+    );
+    drop(b);
+    b_task.await.unwrap().unwrap();
+}
