@@ -50,7 +50,11 @@ pub struct Shared {
 }
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
+    // The real server's request size limit; large CRDs need more than axum's 2 MiB default.
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024))
+        .with_state(shared)
 }
 
 #[derive(Debug)]
@@ -620,7 +624,7 @@ fn resource(
             if rt.special == Special::SelfSubjectAccessReview {
                 return Ok(json_response(
                     201,
-                    &self_subject_access_review(&shared.controls, body),
+                    &self_subject_access_review(&shared.controls, body)?,
                 ));
             }
             let opts = req.write_opts();
@@ -834,7 +838,12 @@ fn delete_opts(req: &Req) -> ApiResult<DeleteOpts> {
     })
 }
 
-fn self_subject_access_review(controls: &Controls, mut body: Value) -> Value {
+fn self_subject_access_review(controls: &Controls, mut body: Value) -> ApiResult<Value> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
     let attrs = &body["spec"]["resourceAttributes"];
     let verb = attrs["verb"].as_str().unwrap_or("").to_string();
     let resource = attrs["resource"].as_str().unwrap_or("").to_string();
@@ -846,5 +855,5 @@ fn self_subject_access_review(controls: &Controls, mut body: Value) -> Value {
     } else {
         json!({"allowed": false, "denied": true, "reason": format!("denied by a kubesim test control ({verb} {resource})")})
     };
-    body
+    Ok(body)
 }

@@ -666,7 +666,10 @@ impl Inner {
             Some(n) => n.to_string(),
             None => match body["metadata"]["generateName"].as_str() {
                 Some(prefix) if !prefix.is_empty() => {
-                    let coll = &self.collections[&rt.group_resource()];
+                    let coll = self
+                        .collections
+                        .get(&rt.group_resource())
+                        .ok_or_else(ApiError::no_route)?;
                     let mut tries = 0;
                     loop {
                         let candidate = format!("{prefix}{}", random_suffix());
@@ -722,7 +725,8 @@ impl Inner {
         self.namespace_ok(rt, ns)?;
         let gr = rt.group_resource();
         let key = (key_ns, name.clone());
-        if self.collections[&gr].objects.contains_key(&key) {
+        let coll = self.collections.get(&gr).ok_or_else(ApiError::no_route)?;
+        if coll.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         if !opts.applied {
@@ -1034,7 +1038,11 @@ impl Inner {
 
     /// Removes an object now and collects what it owned.
     fn remove(&mut self, gr: &GroupResource, key: Key, propagation: Propagation) -> Arc<Obj> {
-        let prev = self.collections[gr].objects.get(&key).cloned();
+        let prev = self
+            .collections
+            .get(gr)
+            .and_then(|c| c.objects.get(&key))
+            .cloned();
         let Some(prev) = prev else {
             return Arc::new(Obj::new(Value::Null, self.rv));
         };
@@ -1116,7 +1124,11 @@ impl Inner {
             }
         }
         for (cgr, k, o) in victims {
-            if self.collections[&cgr].objects.contains_key(&k) {
+            if self
+                .collections
+                .get(&cgr)
+                .is_some_and(|c| c.objects.contains_key(&k))
+            {
                 self.delete_obj(&cgr, k, o, Propagation::Background);
             }
         }

@@ -1308,3 +1308,62 @@ async fn kube_lease_manager_elects_exactly_one_leader() {
     drop(b);
     b_task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_dry_run_and_delete_collection() {
+    let sim = KubeSim::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    for n in ["s0", "s1"] {
+        api.create(&PostParams::default(), &cm(n, json!({"group": "a"})))
+            .await
+            .unwrap();
+    }
+    // sendInitialEvents: ADDED for each object, then the initial-events-end bookmark.
+    let mut stream: WatchStream =
+        watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match next(&mut stream).await.unwrap().unwrap() {
+            watcher::Event::InitApply(c) => initial.push(c.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, ["s0", "s1"]);
+    assert_eq!(
+        sim.count(&Match::any().verb("list").resource("configmaps")),
+        0,
+        "no list call needed"
+    );
+
+    // Server-side dry run validates but stores nothing.
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let dry = api.create(&pp, &cm("dry", json!({}))).await.unwrap();
+    assert_eq!(dry.metadata.name.as_deref(), Some("dry"));
+    assert!(api.get_opt("dry").await.unwrap().is_none());
+
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("group=a"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.left().map(|l| l.items.len()), Some(2));
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    for _ in 0..2 {
+        assert!(matches!(
+            next(&mut stream).await.unwrap().unwrap(),
+            watcher::Event::Delete(_)
+        ));
+    }
+}
