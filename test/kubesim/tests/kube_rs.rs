@@ -1367,3 +1367,175 @@ async fn streaming_list_watcher_dry_run_and_delete_collection() {
         ));
     }
 }
+
+#[tokio::test]
+async fn event_recorder_publishes_and_updates_series() {
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let sim = KubeSim::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let target = api
+        .create(&PostParams::default(), &cm("subject", json!({})))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        sim.client(),
+        Reporter {
+            controller: "fluxgate".into(),
+            instance: None,
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "SnapshotTaken".into(),
+        note: Some("snapshot data-1 ready".into()),
+        action: "Snapshot".into(),
+        secondary: None,
+    };
+    let reference = target.object_ref(&());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<EventV1> = Api::default_namespaced(sim.client());
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "the repeat becomes a series on the same event"
+    );
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("SnapshotTaken"));
+    assert_eq!(
+        e.regarding.as_ref().unwrap().name.as_deref(),
+        Some("subject")
+    );
+    assert_eq!(
+        sim.count(&Match::any().verb("create").group("events.k8s.io")),
+        1
+    );
+    assert_eq!(
+        sim.count(&Match::any().verb("patch").group("events.k8s.io")),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_status_answers() {
+    let sim = KubeSim::start().await;
+    let client = sim.client();
+    let send = |method: &str, path: &str, ct: &str, body: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Content-Type", ct)
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        let client = client.clone();
+        async move { status(client.request::<serde_json::Value>(req).await) }
+    };
+    let cases = [
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "{not json",
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "[1,2]",
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            r#"{"kind":"Secret","metadata":{"name":"x"}}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            r#"{"metadata":{}}"#,
+            422,
+            "Invalid",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20b",
+            "application/json",
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps?continue=%%%",
+            "application/json",
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            "/apis/nope.example.com/v1/things",
+            "application/json",
+            "",
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps/x/nosuchsub",
+            "application/json",
+            "",
+            404,
+            "NotFound",
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/x",
+            "text/plain",
+            "{}",
+            415,
+            "UnsupportedMediaType",
+        ),
+        (
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            "application/json",
+            "42",
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/yaml",
+            "a: [",
+            400,
+            "BadRequest",
+        ),
+    ];
+    for (method, path, ct, body, code, reason) in cases {
+        let st = send(method, path, ct, body).await;
+        assert_eq!(
+            (st.code, st.reason.as_str()),
+            (code, reason),
+            "{method} {path} {body}: {}",
+            st.message
+        );
+        assert!(!st.message.is_empty());
+    }
+    // The server is still healthy afterwards.
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    api.create(&PostParams::default(), &cm("fine", json!({})))
+        .await
+        .unwrap();
+}
