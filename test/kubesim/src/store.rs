@@ -207,6 +207,28 @@ fn dns_subdomain_ok(s: &str) -> bool {
         })
 }
 
+const LABEL_VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const QUALIFIED_NAME_RULE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+
+/// Label values: at most 63 characters of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
+fn label_value_ok(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// Label and annotation keys: `[prefix/]name`, prefix a DNS subdomain, name like a label value.
+fn qualified_name_ok(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    !name.is_empty() && label_value_ok(name) && prefix.is_none_or(dns_subdomain_ok)
+}
+
 fn dns_label_ok(s: &str) -> bool {
     !s.contains('.') && s.len() <= 63 && dns_subdomain_ok(s)
 }
@@ -558,11 +580,53 @@ impl Inner {
         }
         if let Some(labels) = obj["metadata"]["labels"].as_object() {
             for (k, v) in labels {
-                if !v.is_string() {
+                if !qualified_name_ok(k) {
                     causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.labels",
+                        format!("Invalid value: {k:?}: {QUALIFIED_NAME_RULE}"),
+                    ));
+                }
+                match v.as_str() {
+                    Some(text) if label_value_ok(text) => {}
+                    Some(text) => causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.labels",
+                        format!("Invalid value: {text:?}: {LABEL_VALUE_RULE}"),
+                    )),
+                    None => causes.push(Cause::new(
                         "FieldValueTypeInvalid",
                         format!("metadata.labels.{k}"),
                         "Invalid value: label values must be strings",
+                    )),
+                }
+            }
+        }
+        if let Some(annotations) = obj["metadata"]["annotations"].as_object() {
+            let size: usize = annotations
+                .iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum();
+            if size > 262_144 {
+                causes.push(Cause::new(
+                    "FieldValueTooLong",
+                    "metadata.annotations",
+                    "Too long: may not be more than 262144 bytes",
+                ));
+            }
+            for (k, v) in annotations {
+                if !qualified_name_ok(k) {
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.annotations",
+                        format!("Invalid value: {k:?}: {QUALIFIED_NAME_RULE}"),
+                    ));
+                }
+                if !v.is_string() {
+                    causes.push(Cause::new(
+                        "FieldValueTypeInvalid",
+                        format!("metadata.annotations.{k}"),
+                        "Invalid value: annotation values must be strings",
                     ));
                 }
             }

@@ -140,6 +140,21 @@ async fn crud_generate_name_and_error_statuses() {
     assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
     assert_eq!(bad.details.unwrap().causes[0].field, "metadata.name");
 
+    let bad_label = status(
+        api.create(
+            &PostParams::default(),
+            &cm("l", json!({"version": "1.2.3+build"})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (
+            bad_label.code,
+            bad_label.details.unwrap().causes[0].field.as_str()
+        ),
+        (422, "metadata.labels")
+    );
+
     let nsapi: Api<ConfigMap> = Api::namespaced(sim.client(), "absent");
     let no_ns = status(
         nsapi
