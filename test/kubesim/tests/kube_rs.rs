@@ -1554,3 +1554,41 @@ async fn bad_requests_get_status_answers() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn repository_crds_load_and_are_served() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crds");
+    let has_yaml = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml")
+            })
+        })
+        .unwrap_or(false);
+    if !has_yaml {
+        eprintln!(
+            "SKIPPED: {} holds no CRD YAML yet; nothing to load",
+            dir.display()
+        );
+        return;
+    }
+    let sim = KubeSim::start().await;
+    let loaded = sim.load_yaml(&dir).expect("the repository's CRDs load");
+    assert!(!loaded.is_empty());
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(sim.client());
+    let d = kube::Discovery::new(sim.client()).run().await.unwrap();
+    for crd in crds.list(&ListParams::default()).await.unwrap() {
+        let kind = &crd.spec.names.kind;
+        let found = d
+            .groups()
+            .any(|g| g.name() == crd.spec.group && g.recommended_kind(kind).is_some());
+        assert!(
+            found,
+            "{kind} from {} is not served",
+            crd.metadata.name.unwrap_or_default()
+        );
+    }
+}
