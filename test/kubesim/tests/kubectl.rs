@@ -90,6 +90,21 @@ impl Ctl {
         o.stdout
     }
 
+    /// Waits until some client has a watch open on `resource` (so a change made next is seen live).
+    async fn watch_opened(&self, resource: &str) {
+        for _ in 0..200 {
+            if self
+                .sim
+                .count(&Match::any().verb("watch").resource(resource))
+                > 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no watch on {resource} was opened within 10s");
+    }
+
     async fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
@@ -348,7 +363,7 @@ async fn kubectl_delete_waits_for_finalizer_removal() {
         .cmd(&["wait", "--for=delete", "cm/held", "--timeout=20s"])
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctl.watch_opened("configmaps").await;
     ctl.ok(&[
         "patch",
         "cm",
@@ -388,7 +403,7 @@ async fn kubectl_wait_for_condition() {
         ])
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctl.watch_opened("gitrepositories").await;
     ctl.ok(&["patch", "gitrepository", "apps", "--subresource", "status", "--type", "merge", "-p",
         r#"{"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"Succeeded","message":"stored artifact","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#]).await;
     let out = waiter.wait_with_output().await.unwrap();
@@ -420,7 +435,7 @@ async fn kubectl_get_watch_with_request_timeout() {
         .cmd(&["get", "cm", "watched", "--watch", "--request-timeout=3s"])
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    ctl.watch_opened("configmaps").await;
     ctl.ok(&[
         "patch",
         "cm",
