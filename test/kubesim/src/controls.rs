@@ -179,6 +179,8 @@ impl Fault {
 
 struct GateInner {
     matcher: Match,
+    /// (code, how many): the next requests let through are answered with `code`, unhandled.
+    fail_with: Mutex<(u16, usize)>,
     permits: Semaphore,
     held: AtomicUsize,
     passed: AtomicUsize,
@@ -218,6 +220,13 @@ impl Gate {
 
     /// Lets `n` held (or future) requests through.
     pub fn release(&self, n: usize) {
+        self.inner.permits.add_permits(n);
+    }
+
+    /// Answers `n` held (or future) requests with `code` without handling them: the write never
+    /// happens, as if the client had died before sending it (the crash matrix).
+    pub fn fail(&self, n: usize, code: u16) {
+        *self.inner.fail_with.lock().expect("gate lock") = (code, n);
         self.inner.permits.add_permits(n);
     }
 
@@ -319,6 +328,7 @@ impl Controls {
     pub fn gate(self: &Arc<Self>, m: Match) -> Gate {
         let inner = Arc::new(GateInner {
             matcher: m,
+            fail_with: Mutex::new((0, 0)),
             permits: Semaphore::new(0),
             held: AtomicUsize::new(0),
             passed: AtomicUsize::new(0),
@@ -331,8 +341,8 @@ impl Controls {
         }
     }
 
-    /// Waits at every gate that matches.
-    pub async fn pass_gates(&self, r: &RequestInfo) {
+    /// Waits at every gate that matches; `Some(code)` when a gate failed the request instead.
+    pub async fn pass_gates(&self, r: &RequestInfo) -> Option<u16> {
         let gates: Vec<Arc<GateInner>> = self
             .gates
             .lock()
@@ -351,7 +361,13 @@ impl Controls {
             g.held.fetch_sub(1, Ordering::SeqCst);
             g.passed.fetch_add(1, Ordering::SeqCst);
             g.changed.notify_waiters();
+            let mut fail = g.fail_with.lock().expect("gate lock");
+            if fail.1 > 0 {
+                fail.1 -= 1;
+                return Some(fail.0);
+            }
         }
+        None
     }
 
     pub fn deny(&self, verb: &str, resource: &str) {

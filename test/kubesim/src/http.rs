@@ -295,7 +295,10 @@ async fn handle(
         body,
     };
     let info = request_info(&route, &req, uri.path());
-    shared.controls.pass_gates(&info).await;
+    if let Some(code) = shared.controls.pass_gates(&info).await {
+        shared.controls.record(info, code, req.user_agent());
+        return error_response(&ApiError::injected(code));
+    }
     let mut force_gone = false;
     for action in shared.controls.faults_for(&info) {
         match action {

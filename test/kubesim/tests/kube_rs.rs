@@ -1216,6 +1216,27 @@ async fn request_log_faults_latency_and_gates() {
     write.await.unwrap().unwrap();
     assert_eq!(api.get("x").await.unwrap().data.unwrap()["n"], "gated");
     assert_eq!(gate.passed(), 1);
+
+    // Crash between writes: the held write is failed instead of applied.
+    let api3 = api.clone();
+    let doomed = tokio::spawn(async move {
+        api3.patch(
+            "x",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": "lost"}})),
+        )
+        .await
+    });
+    assert!(gate.wait_held(1, Duration::from_secs(5)).await);
+    doomed.abort();
+    gate.fail(1, 503);
+    gate.open();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        api.get("x").await.unwrap().data.unwrap()["n"],
+        "gated",
+        "the failed write never happened"
+    );
 }
 
 #[tokio::test]
