@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Faults: `sim.inject(Fault::respond(Match::any().verb("update"), 409).nth(2))`;
-//! pause between writes: `let gate = sim.gate(Match::any().verb("write")); gate.wait_held(1, t).await; gate.release(1);`;
+//! pause between writes: `let gate = sim.gate(Match::any().verb("write")); gate.wait_held(1, t).await; gate.release(1);`
+//! (or `gate.fail(1, 503)` to drop the held write, as if the operator died before sending it);
 //! watches: `sim.drop_watches()`, `sim.force_watch_gone(Match::any().resource("pods"))`,
 //! `sim.expire_history("", "pods")`.
 //!
@@ -49,11 +50,14 @@
 //!   even when the CRD asks for a webhook.
 //! - The CRD controllers are instant: `NamesAccepted` and `Established` are set in the same
 //!   write that creates the CRD; name conflicts with other CRDs are not detected.
-//! - Garbage collection is synchronous and inside the deleting request: background and
-//!   foreground propagation both delete dependents at once (foreground does not wait for
-//!   them); orphan removes the owner reference. Dependents with another live owner stay.
-//!   Namespace deletion deletes the namespace's objects at once and removes the namespace
-//!   when the last of them (finalizers permitting) is gone.
+//! - Garbage collection is synchronous and inside the deleting request. Background deletes
+//!   dependents at once; foreground marks the owner (`deletionTimestamp` plus the
+//!   `foregroundDeletion` finalizer), deletes dependents (foreground, recursively) and removes
+//!   the owner when its last dependent is gone — every dependent blocks, whatever its
+//!   `blockOwnerDeletion`; orphan removes the owner reference. Dependents with another live
+//!   owner stay. Dependents whose owner never existed are not collected. Namespace deletion
+//!   deletes the namespace's objects at once and removes the namespace when the last of them
+//!   (finalizers permitting) is gone.
 //! - Field ownership (server-side apply) is simplified: lists are atomic (owned as a whole,
 //!   `managedFields` never hold `k:`/`v:` entries), conflicts are per leaf field, a manager
 //!   that stops applying a field removes it unless someone else owns it, and keyed lists

@@ -187,6 +187,9 @@ fn new_uid() -> String {
     )
 }
 
+/// The finalizer a foreground deletion puts on the owner until its dependents are gone.
+const FOREGROUND: &str = "foregroundDeletion";
+
 fn random_suffix() -> String {
     // The alphabet the real server uses: no vowels, no confusable characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -1084,20 +1087,82 @@ impl Inner {
         old: Arc<Obj>,
         propagation: Propagation,
     ) -> Arc<Obj> {
-        if finalizers(&old.value).is_empty() {
+        let uid = old.meta_str("uid").to_string();
+        let foreground = propagation == Propagation::Foreground && self.has_dependents(&uid);
+        if finalizers(&old.value).is_empty() && !foreground {
             return self.remove(gr, key, propagation);
         }
-        if !old.value["metadata"]["deletionTimestamp"].is_null() {
+        let deleting = !old.value["metadata"]["deletionTimestamp"].is_null();
+        let has_fg = finalizers(&old.value).iter().any(|f| f == FOREGROUND);
+        if deleting && (!foreground || has_fg) {
             return old;
         }
         let mut v = old.value.clone();
         let meta = meta_mut(&mut v);
-        meta.insert("deletionTimestamp".into(), Value::String(now()));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-        if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
-            meta.insert("generation".into(), json!(g + 1));
+        if !deleting {
+            meta.insert("deletionTimestamp".into(), Value::String(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
+                meta.insert("generation".into(), json!(g + 1));
+            }
         }
-        self.commit(gr, key, Some(v), Some(old))
+        if foreground && !has_fg {
+            let mut fs = finalizers(&old.value);
+            fs.push(FOREGROUND.to_string());
+            meta.insert("finalizers".into(), json!(fs));
+        }
+        let marked = self.commit(gr, key.clone(), Some(v), Some(old));
+        if foreground {
+            self.collect_dependents(&uid, Propagation::Foreground);
+            self.release_foreground(&uid);
+            return self
+                .collections
+                .get(gr)
+                .and_then(|c| c.objects.get(&key))
+                .cloned()
+                .unwrap_or(marked);
+        }
+        marked
+    }
+
+    fn has_dependents(&self, uid: &str) -> bool {
+        self.owners.get(uid).is_some_and(|d| !d.is_empty())
+    }
+
+    /// Drops an owner's `foregroundDeletion` finalizer once its last dependent is gone.
+    fn release_foreground(&mut self, owner_uid: &str) {
+        if self.has_dependents(owner_uid) {
+            return;
+        }
+        let Some((gr, key)) = self.uids.get(owner_uid).cloned() else {
+            return;
+        };
+        let Some(owner) = self
+            .collections
+            .get(&gr)
+            .and_then(|c| c.objects.get(&key))
+            .cloned()
+        else {
+            return;
+        };
+        let fs = finalizers(&owner.value);
+        if owner.value["metadata"]["deletionTimestamp"].is_null()
+            || !fs.iter().any(|f| f == FOREGROUND)
+        {
+            return;
+        }
+        let rest: Vec<String> = fs.into_iter().filter(|f| f != FOREGROUND).collect();
+        let mut v = owner.value.clone();
+        if rest.is_empty() {
+            meta_mut(&mut v).remove("finalizers");
+        } else {
+            meta_mut(&mut v).insert("finalizers".into(), json!(rest));
+        }
+        let done = finalizers(&v).is_empty();
+        self.commit(&gr, key.clone(), Some(v), Some(owner));
+        if done {
+            self.remove(&gr, key, Propagation::Background);
+        }
     }
 
     /// Removes an object now and collects what it owned.
@@ -1115,6 +1180,9 @@ impl Inner {
         let obj = self.commit(gr, key, None, Some(prev));
         let uid = obj.meta_str("uid").to_string();
         self.collect_dependents(&uid, propagation);
+        for owner in owner_uids(&obj.value) {
+            self.release_foreground(&owner);
+        }
         if is_crd {
             self.crd_removed(&obj.value);
         }
@@ -1125,7 +1193,13 @@ impl Inner {
     }
 
     fn collect_dependents(&mut self, owner_uid: &str, propagation: Propagation) {
-        let Some(deps) = self.owners.remove(owner_uid) else {
+        // Foreground keeps the index: the owner waits for these dependents to go.
+        let deps = if propagation == Propagation::Foreground {
+            self.owners.get(owner_uid).cloned()
+        } else {
+            self.owners.remove(owner_uid)
+        };
+        let Some(deps) = deps else {
             return;
         };
         let mut deps: Vec<_> = deps.into_iter().collect();
@@ -1155,7 +1229,7 @@ impl Inner {
                 .iter()
                 .any(|u| u != owner_uid && self.uids.contains_key(u));
             if !other_live_owner {
-                self.delete_obj(&gr, key, dep, Propagation::Background);
+                self.delete_obj(&gr, key, dep, propagation);
             }
         }
     }

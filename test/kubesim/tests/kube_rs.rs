@@ -1613,3 +1613,50 @@ async fn repository_crds_load_and_are_served() {
         );
     }
 }
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents() {
+    let sim = KubeSim::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let owner = api
+        .create(&PostParams::default(), &cm("fg-owner", json!({})))
+        .await
+        .unwrap();
+    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "fg-owner", "uid": owner.metadata.uid, "blockOwnerDeletion": true}]);
+    let mut held = cm("fg-held", json!({}));
+    held.metadata.owner_references = Some(serde_json::from_value(oref.clone()).unwrap());
+    held.metadata.finalizers = Some(vec!["kubesim.dev/hold".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+    let mut free = cm("fg-free", json!({}));
+    free.metadata.owner_references = Some(serde_json::from_value(oref).unwrap());
+    api.create(&PostParams::default(), &free).await.unwrap();
+
+    api.delete("fg-owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let o = api.get("fg-owner").await.unwrap();
+    assert!(o.metadata.deletion_timestamp.is_some());
+    assert_eq!(o.metadata.finalizers.unwrap(), ["foregroundDeletion"]);
+    assert!(api.get_opt("fg-free").await.unwrap().is_none());
+    assert!(
+        api.get("fg-held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+
+    api.patch(
+        "fg-held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("fg-held").await.unwrap().is_none());
+    assert!(
+        api.get_opt("fg-owner").await.unwrap().is_none(),
+        "the owner goes with its last dependent"
+    );
+}
