@@ -35,11 +35,16 @@
 //!   imperative generators (`kubectl create deployment|namespace|configmap ...`, which send
 //!   protobuf) fail; `kubectl create -f`, `apply`, `patch`, `replace`, `delete`, `scale`, `get`,
 //!   `wait` all speak JSON and work.
-//! - Built-in kinds are stored as given: no schema validation, defaulting or pruning for them
-//!   (only name format and label type checks). Custom resources get full structural-schema
-//!   handling. OpenAPI documents carry schemas for custom resources only, so
-//!   `kubectl explain` works for CRDs but not for built-ins, and client-side apply computes
-//!   strategic merge patches for built-ins from kubectl's compiled-in types.
+//! - Built-in kinds get no schema validation, defaulting or pruning. What they do get: name
+//!   format, label and annotation checks, Secret `stringData` folded into `data` (and `type`
+//!   defaulting to `Opaque`), immutable ConfigMaps/Secrets, and the update restrictions of
+//!   PVCs (spec frozen except `resources.requests` and a first `volumeName`), Pods (spec frozen
+//!   except images, tolerations and deadlines), StatefulSets (only replicas, template,
+//!   updateStrategy, ... may change), and selectors of Deployments/DaemonSets/ReplicaSets/Jobs
+//!   (plus a Job's template). Custom resources get full structural-schema handling. OpenAPI
+//!   documents carry schemas for custom resources only, so `kubectl explain` works for CRDs but
+//!   not for built-ins, and client-side apply computes strategic merge patches for built-ins
+//!   from kubectl's compiled-in types.
 //! - OpenAPI `format`s (`date-time`, `int64`, ...) are not checked; value validation covers
 //!   type, required, enum, pattern, bounds, lengths, item/property counts, nullable,
 //!   int-or-string, list-type set/map uniqueness, additionalProperties and allOf/anyOf/oneOf/not.
@@ -81,6 +86,7 @@
 //! - Table output: NAME and AGE for built-ins (plus STATUS for namespaces); CRD
 //!   `additionalPrinterColumns` with a JSONPath subset (fields, indexes, `[*]`, `[?(@.a=="b")]`).
 
+pub mod builtin;
 pub mod cel;
 pub mod controls;
 pub mod crd;

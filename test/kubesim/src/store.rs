@@ -1,5 +1,6 @@
 //! The object store: typed collections of JSON objects, the global resourceVersion, write semantics, events and garbage collection.
 
+use crate::builtin;
 use crate::crd;
 use crate::managed;
 use crate::resources::{GroupResource, ResourceType, Special, builtins, version_priority};
@@ -785,6 +786,9 @@ impl Inner {
                 body["status"] = json!({"phase": "Active"});
             }
         }
+        if !rt.custom {
+            builtin::normalise(rt, &mut body);
+        }
         self.admit(rt, &mut body, None, opts)?;
         if rt.special == Special::Crd {
             body["status"] = crd::status(&body);
@@ -927,6 +931,15 @@ impl Inner {
                         "Forbidden: no new finalizers can be added if the object is being deleted",
                     )],
                 ));
+            }
+        }
+        if !rt.custom {
+            builtin::normalise(rt, &mut new);
+            if subresource != Some("status") {
+                let causes = builtin::validate_update(rt, &new, &old.value);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(&rt.group, &rt.kind, name, causes));
+                }
             }
         }
         self.admit(rt, &mut new, Some(&old.value), opts)?;

@@ -1660,3 +1660,94 @@ async fn foreground_deletion_waits_for_dependents() {
         "the owner goes with its last dependent"
     );
 }
+
+#[tokio::test]
+async fn builtin_kind_rules_secrets_immutability_pvcs_statefulsets() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+    let sim = KubeSim::start().await;
+    let secrets: Api<Secret> = Api::default_namespaced(sim.client());
+    let s = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"password": "hunter2"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.data.unwrap()["password"].0, b"hunter2");
+    assert!(s.string_data.is_none());
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+
+    let cms: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let mut frozen = cm("frozen", json!({}));
+    frozen.immutable = Some(true);
+    cms.create(&PostParams::default(), &frozen).await.unwrap();
+    let st = status(
+        cms.patch(
+            "frozen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "changed"}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (st.code, st.details.unwrap().causes[0].field.as_str()),
+        (422, "data")
+    );
+
+    let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(sim.client());
+    pvcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    pvcs.patch(
+        "data",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}, "volumeName": "pv-1"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let st = status(pvcs.patch("data", &PatchParams::default(), &Patch::Merge(json!({"spec": {"dataSource": {"kind": "VolumeSnapshot", "name": "s", "apiGroup": "snapshot.storage.k8s.io"}}}))).await);
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message.contains("spec is immutable after creation"),
+        "{}",
+        st.message
+    );
+
+    let sts: Api<StatefulSet> = Api::default_namespaced(sim.client());
+    sts.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "db"},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})).unwrap())
+        .await
+        .unwrap();
+    sts.patch_scale(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 0}})),
+    )
+    .await
+    .unwrap();
+    let st = status(
+        sts.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"volumeClaimTemplates": []}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (st.code, st.details.unwrap().causes[0].reason.as_str()),
+        (422, "FieldValueForbidden")
+    );
+}
