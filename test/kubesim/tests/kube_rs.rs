@@ -1751,3 +1751,62 @@ async fn builtin_kind_rules_secrets_immutability_pvcs_statefulsets() {
         (422, "FieldValueForbidden")
     );
 }
+
+#[tokio::test]
+async fn bounded_history_answers_410_for_versions_it_no_longer_keeps() {
+    let config = kubesim::Config {
+        history_limit: 5,
+        ..Default::default()
+    };
+    let sim = KubeSim::start_with(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let first = api
+        .create(&PostParams::default(), &cm("b", json!({})))
+        .await
+        .unwrap();
+    let rv0 = first.metadata.resource_version.unwrap();
+    for i in 0..3 {
+        api.patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    // Still inside the last 5 events: replayed.
+    let events: Vec<_> = api
+        .watch(&WatchParams::default().timeout(1), &rv0)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, WatchEvent::Modified(_)))
+            .count(),
+        3
+    );
+    for i in 3..10 {
+        api.patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    let mut s = api
+        .watch(&WatchParams::default().timeout(1), &rv0)
+        .await
+        .unwrap()
+        .boxed();
+    match s.next().await.unwrap() {
+        Ok(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+}
