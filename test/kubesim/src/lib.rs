@@ -83,6 +83,17 @@
 //! - Core `v1` Events and `events.k8s.io/v1` Events are stored separately (no conversion).
 //! - `generation` is kept for custom resources and apps/batch workloads and CRDs; other
 //!   built-ins have none. No-op writes do not bump resourceVersion, as on the real server.
+//! - Reads always see the latest state: `resourceVersion`/`resourceVersionMatch` on get and
+//!   list are accepted and ignored. A resource whose collection appears later (a CRD applied
+//!   after startup, or re-created) starts its watch history then, so a watch from an earlier
+//!   version of it answers 410.
+//! - `fieldValidation=Strict` is honoured for custom resources (unknown fields → 400) and
+//!   ignored for built-ins; `Warn` is ignored.
+//! - No controllers and no kubelet: Deployments create no ReplicaSets or Pods, PVCs stay
+//!   unbound, Pods are removed at once on delete (no graceful termination), and namespaces
+//!   have no `kubernetes` spec finalizer. The `sim` crate plays those parts.
+//! - No admission webhooks, quotas, limit ranges or API priority and fairness; 429s only
+//!   come from injected faults. The request log grows for the life of the simulator.
 //! - Table output: NAME and AGE for built-ins (plus STATUS for namespaces); CRD
 //!   `additionalPrinterColumns` with a JSONPath subset (fields, indexes, `[*]`, `[?(@.a=="b")]`).
 
