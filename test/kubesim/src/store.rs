@@ -947,16 +947,14 @@ impl Inner {
             new["status"] = crd::status(&new);
         }
         if rt.generation || rt.custom {
-            let spec_new = without(
-                &new,
-                &["resourceVersion", "managedFields"],
-                &["metadata", "status"],
-            );
-            let spec_old = without(
-                &old.value,
-                &["resourceVersion", "managedFields"],
-                &["metadata", "status"],
-            );
+            // Without a status subresource, status is part of what generation tracks.
+            let ignored: &[&str] = if rt.status {
+                &["metadata", "status"]
+            } else {
+                &["metadata"]
+            };
+            let spec_new = without(&new, &["resourceVersion", "managedFields"], ignored);
+            let spec_old = without(&old.value, &["resourceVersion", "managedFields"], ignored);
             if spec_new != spec_old {
                 let g = old.value["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 meta_mut(&mut new).insert("generation".into(), json!(g));
