@@ -207,7 +207,16 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         let ct = self.content_type();
-        if ct.contains("protobuf") || ct.contains("cbor") {
+        if ct.contains("protobuf") {
+            return crate::protobuf::decode(&self.body).map_err(|e| {
+                if e.starts_with("kubesim decodes") {
+                    ApiError::unsupported_media_type(e)
+                } else {
+                    ApiError::bad_request(format!("the protobuf request body is malformed: {e}"))
+                }
+            });
+        }
+        if ct.contains("cbor") {
             return Err(ApiError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
             )));

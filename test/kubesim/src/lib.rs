@@ -30,11 +30,12 @@
 //!
 //! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
 //!   SelfSubjectAccessReview answers "allowed" unless a test called [`KubeSim::deny`].
-//! - JSON (and YAML request bodies) only: protobuf and CBOR are never served. Responses are
-//!   always JSON, which every client accepts; a protobuf *request body* gets 415, so kubectl's
-//!   imperative generators (`kubectl create deployment|namespace|configmap ...`, which send
-//!   protobuf) fail; `kubectl create -f`, `apply`, `patch`, `replace`, `delete`, `scale`, `get`,
-//!   `wait` all speak JSON and work.
+//! - Responses are always JSON, which every client accepts (protobuf and CBOR are never
+//!   served). Request bodies may be JSON or YAML, and protobuf only for v1 Secret, ConfigMap,
+//!   Namespace and DeleteOptions — what Go typed clients such as Helm's release storage and
+//!   `kubectl create secret|configmap|namespace` send. Other protobuf bodies get 415, so e.g.
+//!   `kubectl create deployment` fails; `kubectl create -f`, `apply`, `patch`, `replace`,
+//!   `delete`, `scale`, `get` and `wait` all speak JSON and work.
 //! - Built-in kinds get no schema validation, defaulting or pruning. What they do get: name
 //!   format, label and annotation checks, Secret `stringData` folded into `data` (and `type`
 //!   defaulting to `Opaque`), immutable ConfigMaps/Secrets, and the update restrictions of
@@ -106,6 +107,7 @@ pub mod http;
 pub mod managed;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -461,6 +461,55 @@ async fn kubectl_get_watch_with_request_timeout() {
 }
 
 #[tokio::test]
+async fn kubectl_create_generators_send_protobuf_for_secrets_configmaps_namespaces() {
+    if !kubectl_present() {
+        return;
+    }
+    let ctl = Ctl::new().await;
+    ctl.ok(&["create", "namespace", "made"]).await;
+    ctl.ok(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "made",
+        "--from-literal=a=b",
+    ])
+    .await;
+    ctl.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "made",
+        "--from-literal=p=q",
+    ])
+    .await;
+    assert_eq!(
+        ctl.ok(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "made",
+            "-o",
+            "jsonpath={.data.p}"
+        ])
+        .await,
+        "cQ=="
+    );
+    assert_eq!(
+        ctl.ok(&["get", "cm", "c", "-n", "made", "-o", "jsonpath={.data.a}"])
+            .await,
+        "b"
+    );
+    ctl.ok(&["delete", "namespace", "made"]).await;
+    let gone = ctl.run(&["get", "ns", "made"]).await;
+    assert!(!gone.ok, "the namespace and its contents are gone");
+}
+
+#[tokio::test]
 async fn kubectl_stale_replace_is_a_conflict() {
     if !kubectl_present() {
         return;
