@@ -26,6 +26,16 @@
 //! watches: `sim.drop_watches()`, `sim.force_watch_gone(Match::any().resource("pods"))`,
 //! `sim.expire_history("", "pods")`.
 //!
+//! # What kubectl 1.32 asks for (seen in the request log)
+//!
+//! `kubectl apply -f` with a cold cache: `GET /openapi/v3`, the per group-version documents
+//! it needs (`/openapi/v3/api/v1?hash=…`, `/openapi/v3/apis/apps/v1?hash=…`), `GET /api` and
+//! `GET /apis` (aggregated discovery v2), then per object `GET` (404) and
+//! `POST …?fieldManager=kubectl-client-side-apply&fieldValidation=Strict` — the OpenAPI path
+//! items declare `fieldValidation`, so kubectl validates server-side and never needs
+//! `/openapi/v2`. `kubectl get` asks for `as=Table`; `get --watch` and `wait` list then watch
+//! with `fieldSelector=metadata.name=…`.
+//!
 //! # Deliberate differences from a real API server
 //!
 //! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
