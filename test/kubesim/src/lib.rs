@@ -105,8 +105,10 @@
 //!   have no `kubernetes` spec finalizer. The `sim` crate plays those parts.
 //! - No admission webhooks, quotas, limit ranges or API priority and fairness; 429s only
 //!   come from injected faults. The request log grows for the life of the simulator.
-//! - Table output: NAME and AGE for built-ins (plus STATUS for namespaces); CRD
-//!   `additionalPrinterColumns` with a JSONPath subset (fields, indexes, `[*]`, `[?(@.a=="b")]`).
+//! - Table output: the real server's main columns for the built-in kinds (e.g. pods READY,
+//!   STATUS, RESTARTS; deployments READY, UP-TO-DATE, AVAILABLE; PVCs STATUS, VOLUME, ...)
+//!   but not their `-o wide` extras; CRD `additionalPrinterColumns` with a JSONPath subset
+//!   (fields, indexes, `[*]`, `[?(@.a=="b")]`).
 
 pub mod builtin;
 pub mod cel;
