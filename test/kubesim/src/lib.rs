@@ -74,14 +74,15 @@
 //!   owner stay. Dependents whose owner never existed are not collected. Namespace deletion
 //!   deletes the namespace's objects at once and removes the namespace when the last of them
 //!   (finalizers permitting) is gone.
-//! - Field ownership (server-side apply) is simplified: lists are atomic (owned as a whole,
-//!   `managedFields` never hold `k:`/`v:` entries), conflicts are per leaf field, a manager
-//!   that stops applying a field removes it unless someone else owns it, and keyed lists
-//!   (containers, env, ports, ...) merge by key on apply. Fields owned by
-//!   `kubectl-client-side-apply` or `before-first-apply` never conflict: an apply takes them
-//!   over (the real server migrates them via the last-applied annotation). Non-apply writes record `Update`
-//!   managers for the fields they changed; the manager is `fieldManager` or the User-Agent
-//!   up to the first `/`.
+//! - Field ownership (server-side apply) is simplified: conflicts are per leaf field; items
+//!   of keyed lists (containers/env/volumes by `name`, ports, conditions by `type`, ... — the
+//!   strategic-merge keys below, not the schema's `x-kubernetes-list-map-keys`) are owned one
+//!   by one under `k:{...}` entries as in real `fieldsV1`, every other list is atomic, and
+//!   `managedFields` have no `.`/`v:` entries. A manager that stops applying a field or item
+//!   removes it unless someone else owns it. Fields owned by `kubectl-client-side-apply` or
+//!   `before-first-apply` never conflict: an apply takes them over (the real server migrates
+//!   them via the last-applied annotation). Non-apply writes record `Update` managers for the
+//!   fields they changed; the manager is `fieldManager` or the User-Agent up to the first `/`.
 //! - Strategic merge patch picks list merge keys by field name (containers/env/volumes by
 //!   `name`, ports by `containerPort` or `port`, conditions by `type`, ...) rather than from Go
 //!   struct tags; `$patch: delete|replace`, `$retainKeys` and `$deleteFromPrimitiveList` work,
