@@ -253,6 +253,21 @@ fn without(v: &Value, drop_meta: &[&str], drop_top: &[&str]) -> Value {
     c
 }
 
+fn without_field_times(v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(entries) = c["metadata"]
+        .get_mut("managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for e in entries {
+            if let Some(m) = e.as_object_mut() {
+                m.remove("time");
+            }
+        }
+    }
+    c
+}
+
 fn owner_uids(v: &Value) -> Vec<String> {
     v["metadata"]["ownerReferences"]
         .as_array()
@@ -964,8 +979,12 @@ impl Inner {
             "resourceVersion".into(),
             Value::String(old.meta_str("resourceVersion").to_string()),
         );
-        let unchanged =
-            without(&new, &["managedFields"], &[]) == without(&old.value, &["managedFields"], &[]);
+        // An apply that only changes ownership is still a write; timestamps alone are not.
+        let unchanged = if opts.applied {
+            without_field_times(&new) == without_field_times(&old.value)
+        } else {
+            without(&new, &["managedFields"], &[]) == without(&old.value, &["managedFields"], &[])
+        };
         if unchanged {
             // The real server skips the write (no new resourceVersion, no event) for a no-op.
             return Ok(old);
