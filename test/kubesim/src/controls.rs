@@ -1,7 +1,7 @@
 //! Test controls: the request log, fault injection (errors, latency, forced 410s, dropped watches) and gates.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -226,7 +226,11 @@ impl Gate {
     /// Answers `n` held (or future) requests with `code` without handling them: the write never
     /// happens, as if the client had died before sending it (the crash matrix).
     pub fn fail(&self, n: usize, code: u16) {
-        *self.inner.fail_with.lock().expect("gate lock") = (code, n);
+        *self
+            .inner
+            .fail_with
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (code, n);
         self.inner.permits.add_permits(n);
     }
 
@@ -271,12 +275,15 @@ impl Default for Controls {
 
 impl Controls {
     pub fn record(&self, info: RequestInfo, code: u16, user_agent: String) {
-        self.log.lock().expect("log lock").push(RequestRecord {
-            info,
-            code,
-            time: SystemTime::now(),
-            user_agent,
-        });
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(RequestRecord {
+                info,
+                code,
+                time: SystemTime::now(),
+                user_agent,
+            });
     }
 
     pub fn requests(&self, m: &Match) -> Vec<RequestRecord> {
@@ -290,21 +297,30 @@ impl Controls {
     }
 
     pub fn clear_log(&self) {
-        self.log.lock().expect("log lock").clear();
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     pub fn add_fault(&self, f: Fault) {
-        self.faults.lock().expect("fault lock").push((f, 0));
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((f, 0));
     }
 
     pub fn clear_faults(&self) {
-        self.faults.lock().expect("fault lock").clear();
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The actions that fire for this request, consuming one use of each.
     pub fn faults_for(&self, r: &RequestInfo) -> Vec<FaultAction> {
         let mut out = Vec::new();
-        let mut faults = self.faults.lock().expect("fault lock");
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
         for (f, seen) in faults.iter_mut() {
             if !f.matcher.matches(r) {
                 continue;
@@ -334,7 +350,10 @@ impl Controls {
             passed: AtomicUsize::new(0),
             changed: Notify::new(),
         });
-        self.gates.lock().expect("gate lock").push(inner.clone());
+        self.gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(inner.clone());
         Gate {
             inner,
             controls: self.clone(),
@@ -361,7 +380,7 @@ impl Controls {
             g.held.fetch_sub(1, Ordering::SeqCst);
             g.passed.fetch_add(1, Ordering::SeqCst);
             g.changed.notify_waiters();
-            let mut fail = g.fail_with.lock().expect("gate lock");
+            let mut fail = g.fail_with.lock().unwrap_or_else(PoisonError::into_inner);
             if fail.1 > 0 {
                 fail.1 -= 1;
                 return Some(fail.0);

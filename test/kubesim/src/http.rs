@@ -18,7 +18,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch as tokio_watch;
 
@@ -341,7 +341,7 @@ fn dispatch(
             Err(ApiError::method_not_allowed("discovery is read-only"))
         }
         Route::Api => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             if aggregated {
                 Ok(bytes_response(
                     200,
@@ -349,12 +349,16 @@ fn dispatch(
                     discovery::AGGREGATED_CONTENT_TYPE,
                 ))
             } else {
-                let addr = shared.addr.read().expect("addr lock").clone();
+                let addr = shared
+                    .addr
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 Ok(json_response(200, &discovery::api_versions(&addr)))
             }
         }
         Route::Apis => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             if aggregated {
                 Ok(bytes_response(
                     200,
@@ -366,23 +370,23 @@ fn dispatch(
             }
         }
         Route::ApiGroup(g) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             discovery::api_group(&store, &g)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route)
         }
         Route::ResourceList(g, v) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             discovery::resource_list(&store, &g, &v)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route)
         }
         Route::OpenApiIndex => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             Ok(json_response(200, &openapi::index(&store)))
         }
         Route::OpenApiDoc(g, v) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             openapi::document(&store, &g, &v)
                 .map(|d| json_response(200, &d))
                 .ok_or_else(ApiError::no_route)
@@ -543,7 +547,7 @@ fn resource(
     let key_ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
     match (&req.method, name) {
         (&Method::GET, Some(name)) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             let obj = store.get(rt, key_ns, name)?;
             if sub == Some("scale") {
                 return Ok(json_response(200, &scale_of(rt, &obj)));
@@ -603,7 +607,7 @@ fn resource(
                 ),
             };
             let page = {
-                let store = shared.store.read().expect("store lock");
+                let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
                 store.list(rt, ns, &labels, &fields, limit, req.q("continue"))?
             };
             if req.wants_table() {
@@ -650,7 +654,7 @@ fn resource(
         (&Method::PUT, Some(name)) => {
             let body = req.body_value()?;
             let opts = req.write_opts();
-            let mut store = shared.store.write().expect("store lock");
+            let mut store = shared.store.write().unwrap_or_else(PoisonError::into_inner);
             if sub == Some("scale") {
                 let old = store.get(rt, key_ns, name)?;
                 return write_scale(&mut store, rt, ns, name, old, body, &opts);
@@ -673,7 +677,7 @@ fn resource(
             }
             let body = req.body_value()?;
             let mut opts = req.write_opts();
-            let mut store = shared.store.write().expect("store lock");
+            let mut store = shared.store.write().unwrap_or_else(PoisonError::into_inner);
             let old = match store.get(rt, key_ns, name) {
                 Ok(o) => Some(o),
                 Err(e) if e.code == 404 && pt == PatchType::Apply && sub.is_none() => None,
@@ -739,7 +743,7 @@ fn resource(
             let fields =
                 FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), &rt.selectable_fields)?;
             let opts = delete_opts(req)?;
-            let mut store = shared.store.write().expect("store lock");
+            let mut store = shared.store.write().unwrap_or_else(PoisonError::into_inner);
             let page = store.list(rt, ns, &labels, &fields, None, None)?;
             let mut deleted = Vec::new();
             for o in page.items {

@@ -137,7 +137,7 @@ use http::Shared;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use store::{Inner, WriteOpts};
 
 /// Why loading YAML into the simulator failed.
@@ -308,7 +308,11 @@ impl KubeSim {
             Some((g, ver)) => (g.to_string(), ver.to_string()),
             None => (String::new(), api_version.clone()),
         };
-        let mut store = self.shared.store.write().expect("store lock");
+        let mut store = self
+            .shared
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let rt = store
             .types
             .get(&(group, version))
@@ -402,7 +406,11 @@ impl KubeSim {
             group: group.to_string(),
             resource: plural.to_string(),
         };
-        self.shared.store.write().expect("store lock").compact(&gr);
+        self.shared
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .compact(&gr);
     }
 
     /// Makes SelfSubjectAccessReviews for `verb` on `resource` (`*` for any) answer "denied".
@@ -412,7 +420,11 @@ impl KubeSim {
 
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
-        self.shared.store.read().expect("store lock").rv
+        self.shared
+            .store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rv
     }
 
     /// Stops serving; open watches end.

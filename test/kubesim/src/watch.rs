@@ -9,7 +9,7 @@ use crate::table;
 use bytes::Bytes;
 use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
@@ -107,7 +107,7 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<Result<By
             "too old resource version: the watch was expired by a test (forced 410)",
         )));
     } else {
-        let store = shared.store.read().expect("store lock");
+        let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
         match store.collections.get(&gr) {
             None => first.push(error_line(&ApiError::gone(
                 "the resource is no longer served",
@@ -188,7 +188,7 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<Result<By
                 },
                 _ = ticker.tick(), if req.bookmarks => {
                     let rv = {
-                        let store = shared.store.read().expect("store lock");
+                        let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
                         sub.is_empty().then_some(store.rv)
                     };
                     if let Some(rv) = rv {
