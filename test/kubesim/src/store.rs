@@ -1374,12 +1374,6 @@ impl Inner {
         self.unregister(&group, &plural);
         self.collections.remove(&gr);
     }
-
-    /// Direct write of a whole object after a patch was applied to `old`.
-    pub fn current(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Arc<Obj>> {
-        let ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
-        self.get(rt, ns, name)
-    }
 }
 
 fn encode_continue(last: Option<Key>) -> String {

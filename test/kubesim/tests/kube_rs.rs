@@ -312,6 +312,12 @@ async fn generation_and_status_subresource() {
         ),
         1
     );
+    let main_patches = Match::any()
+        .verb("patch")
+        .resource("gitrepositories")
+        .name("r")
+        .main_resource();
+    assert_eq!(sim.count(&main_patches), 2);
 }
 
 #[tokio::test]
