@@ -29,6 +29,59 @@ pub fn normalise(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
+/// The core `v1` view of an `events.k8s.io/v1` Event (the field mapping the real server uses).
+pub fn core_event(ev: &Value) -> Value {
+    let mut out = json!({"apiVersion": "v1", "kind": "Event", "metadata": ev["metadata"].clone()});
+    let series = &ev["series"];
+    let pairs: [(&str, Value); 14] = [
+        ("involvedObject", ev["regarding"].clone()),
+        ("related", ev["related"].clone()),
+        ("reason", ev["reason"].clone()),
+        ("message", ev["note"].clone()),
+        ("type", ev["type"].clone()),
+        ("action", ev["action"].clone()),
+        ("eventTime", ev["eventTime"].clone()),
+        ("series", ev["series"].clone()),
+        ("reportingComponent", ev["reportingController"].clone()),
+        ("reportingInstance", ev["reportingInstance"].clone()),
+        (
+            "source",
+            if ev["deprecatedSource"].is_object() {
+                ev["deprecatedSource"].clone()
+            } else {
+                json!({"component": ev["reportingController"]})
+            },
+        ),
+        ("firstTimestamp", ev["deprecatedFirstTimestamp"].clone()),
+        (
+            "lastTimestamp",
+            [
+                &ev["deprecatedLastTimestamp"],
+                &series["lastObservedTime"],
+                &ev["eventTime"],
+            ]
+            .into_iter()
+            .find(|v| !v.is_null())
+            .cloned()
+            .unwrap_or(Value::Null),
+        ),
+        (
+            "count",
+            if series.is_object() {
+                series["count"].clone()
+            } else {
+                ev["deprecatedCount"].clone()
+            },
+        ),
+    ];
+    for (k, v) in pairs {
+        if !v.is_null() {
+            out[k] = v;
+        }
+    }
+    out
+}
+
 fn strip(v: &Value, paths: &[&[&str]]) -> Value {
     let mut c = v.clone();
     for path in paths {

@@ -92,7 +92,10 @@
 //! - Watch history is per resource and bounded ([`Config::history_limit`]); a watcher that
 //!   falls more than 4096 events behind is disconnected (it resumes from its last version).
 //!   Bookmarks come every [`Config::bookmark_interval`] when asked for.
-//! - Core `v1` Events and `events.k8s.io/v1` Events are stored separately (no conversion).
+//! - `events.k8s.io/v1` Events are mirrored into core `v1` Events (converted as the real
+//!   server does, same name and uid, their own resourceVersion), so `kubectl describe` and
+//!   `kubectl get events` show what kube-rs's `Recorder` publishes; core Events written
+//!   directly are not visible through `events.k8s.io`.
 //! - `generation` is kept for custom resources and apps/batch workloads and CRDs; other
 //!   built-ins have none. No-op writes do not bump resourceVersion, as on the real server.
 //! - Reads always see the latest state: `resourceVersion`/`resourceVersionMatch` on get and

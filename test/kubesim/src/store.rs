@@ -515,6 +515,7 @@ impl Inner {
             self.uids.insert(uid, (gr.clone(), key.clone()));
         }
         let limit = self.history_limit;
+        let key_copy = key.clone();
         let coll = self
             .collections
             .get_mut(gr)
@@ -533,7 +534,39 @@ impl Inner {
         }
         // No receivers is normal; the history still serves later watchers.
         let _ = coll.tx.send(ev);
+        if gr.group == "events.k8s.io" && gr.resource == "events" {
+            self.mirror_core_event(key_copy, kind, &obj);
+        }
         obj
+    }
+
+    /// Shows an `events.k8s.io/v1` Event through the core `v1` Events API too, as the real
+    /// server does (one storage, two versions), so `kubectl describe` and `get events` see it.
+    fn mirror_core_event(&mut self, key: Key, kind: EventType, obj: &Obj) {
+        let core = GroupResource {
+            group: String::new(),
+            resource: "events".into(),
+        };
+        let prev = self
+            .collections
+            .get(&core)
+            .and_then(|c| c.objects.get(&key))
+            .cloned();
+        match kind {
+            EventType::Deleted => {
+                if prev.is_some() {
+                    self.commit(&core, key, None, prev);
+                }
+            }
+            _ => {
+                self.commit(
+                    &core,
+                    key,
+                    Some(crate::builtin::core_event(&obj.value)),
+                    prev,
+                );
+            }
+        }
     }
 
     /// Drops all history of a resource so the next watch from an old version gets 410.

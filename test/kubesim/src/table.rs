@@ -351,6 +351,29 @@ fn builtin_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str, Cell)>
                 o["spec"]["completions"].as_i64().unwrap_or(1)
             ))
         })],
+        ("", "events") => vec![
+            ("Last Seen", "string", |o| {
+                let t = [
+                    &o["lastTimestamp"],
+                    &o["eventTime"],
+                    &o["metadata"]["creationTimestamp"],
+                ]
+                .into_iter()
+                .find_map(|v| v.as_str());
+                json!(t.map(human_age).unwrap_or_default())
+            }),
+            ("Type", "string", |o| o["type"].clone()),
+            ("Reason", "string", |o| o["reason"].clone()),
+            ("Object", "string", |o| {
+                let r = &o["involvedObject"];
+                json!(format!(
+                    "{}/{}",
+                    r["kind"].as_str().unwrap_or("").to_lowercase(),
+                    r["name"].as_str().unwrap_or("")
+                ))
+            }),
+            ("Message", "string", |o| o["message"].clone()),
+        ],
         ("coordination.k8s.io", "leases") => vec![("Holder", "string", |o| {
             json!(o["spec"]["holderIdentity"].as_str().unwrap_or(""))
         })],

@@ -1463,6 +1463,24 @@ async fn event_recorder_publishes_and_updates_series() {
         sim.count(&Match::any().verb("patch").group("events.k8s.io")),
         1
     );
+    // The same event through the core v1 API, as `kubectl describe` reads it.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(sim.client());
+    let seen = core
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.name=subject,involvedObject.kind=ConfigMap"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.items.len(), 1);
+    assert_eq!(
+        seen.items[0].message.as_deref(),
+        Some("snapshot data-1 ready")
+    );
+    assert_eq!(
+        seen.items[0].reporting_component.as_deref(),
+        Some("fluxgate")
+    );
 }
 
 #[tokio::test]
