@@ -402,6 +402,11 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
     } else {
         builtin_columns(rt)
     };
+    // Core events print like the real server: no NAME (priority 1, `-o wide`) and no AGE.
+    let is_event = rt.group.is_empty() && rt.plural == "events";
+    if is_event {
+        defs[0]["priority"] = json!(1);
+    }
     if custom {
         for c in &rt.columns {
             defs.push(column(
@@ -416,13 +421,15 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
         for (name, ty, _) in &builtin {
             defs.push(column(name, ty, "", "", 0));
         }
-        defs.push(column(
-            "Age",
-            "date",
-            "",
-            "CreationTimestamp is a timestamp representing the server time when this object was created.",
-            0,
-        ));
+        if !is_event {
+            defs.push(column(
+                "Age",
+                "date",
+                "",
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                0,
+            ));
+        }
     }
     let rows: Vec<Value> = objects
         .iter()
@@ -439,7 +446,9 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
                 for (_, _, f) in &builtin {
                     cells.push(f(o));
                 }
-                cells.push(cell(o["metadata"].get("creationTimestamp"), "date"));
+                if !is_event {
+                    cells.push(cell(o["metadata"].get("creationTimestamp"), "date"));
+                }
             }
             let mut row = json!({"cells": cells});
             match include {
