@@ -166,6 +166,10 @@ impl Req {
             .unwrap_or("")
     }
 
+    fn wants_metadata(&self) -> bool {
+        self.accept().contains("as=PartialObjectMetadata")
+    }
+
     fn wants_table(&self) -> bool {
         self.accept().contains("as=Table")
     }
@@ -466,6 +470,13 @@ fn list_bytes(
 }
 
 fn obj_response(code: u16, rt: &ResourceType, obj: &Obj, req: &Req) -> Response {
+    if req.wants_metadata() {
+        return bytes_response(
+            code,
+            Bytes::from(partial_metadata(&obj.value).to_string()),
+            METADATA_CONTENT_TYPE,
+        );
+    }
     if req.wants_table() {
         let t = table::table_for(
             rt,
@@ -477,6 +488,13 @@ fn obj_response(code: u16, rt: &ResourceType, obj: &Obj, req: &Req) -> Response 
     }
     bytes_response(code, obj.bytes_for(rt), "application/json")
 }
+
+/// The `PartialObjectMetadata` form of an object (`Accept: ...;as=PartialObjectMetadata`).
+pub fn partial_metadata(v: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]})
+}
+
+const METADATA_CONTENT_TYPE: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
 
 fn table_response(t: &Value) -> Response {
     bytes_response(
@@ -583,6 +601,7 @@ fn resource(
                     send_initial: req.flag("sendInitialEvents"),
                     timeout,
                     table: req.wants_table(),
+                    metadata_only: req.wants_metadata(),
                     force_gone,
                 };
                 let rx = watch::start(shared.clone(), wr);
@@ -592,6 +611,8 @@ fn resource(
                 let mut r = Response::new(Body::from_stream(stream));
                 let ct = if req.wants_table() {
                     "application/json;as=Table;v=v1;g=meta.k8s.io"
+                } else if req.wants_metadata() {
+                    METADATA_CONTENT_TYPE
                 } else {
                     "application/json"
                 };
@@ -610,6 +631,23 @@ fn resource(
                 let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
                 store.list(rt, ns, &labels, &fields, limit, req.q("continue"))?
             };
+            if req.wants_metadata() {
+                let mut meta = json!({"resourceVersion": page.rv.to_string()});
+                if let Some(c) = &page.continue_token {
+                    meta["continue"] = json!(c);
+                }
+                let items: Vec<Value> = page
+                    .items
+                    .iter()
+                    .map(|o| partial_metadata(&o.value))
+                    .collect();
+                let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
+                return Ok(bytes_response(
+                    200,
+                    Bytes::from(list.to_string()),
+                    METADATA_CONTENT_TYPE,
+                ));
+            }
             if req.wants_table() {
                 let values: Vec<Value> = page.items.iter().map(|o| o.value.clone()).collect();
                 let mut t = table::table_for(

@@ -24,6 +24,8 @@ pub struct WatchRequest {
     pub send_initial: bool,
     pub timeout: Option<Duration>,
     pub table: bool,
+    /// `as=PartialObjectMetadata`: events carry metadata only.
+    pub metadata_only: bool,
     /// A test asked for this watch to fail with 410 at once.
     pub force_gone: bool,
 }
@@ -42,6 +44,10 @@ impl WatchRequest {
     }
 
     fn line(&self, kind: EventType, obj: &Obj) -> Bytes {
+        if self.metadata_only {
+            let partial = crate::http::partial_metadata(&obj.value);
+            return event_line(kind, &serde_json::to_vec(&partial).unwrap_or_default());
+        }
         if self.table {
             let t = table::table_for(&self.rt, std::slice::from_ref(&obj.value), obj.rv, "Object");
             return event_line(kind, &serde_json::to_vec(&t).unwrap_or_default());
@@ -54,7 +60,7 @@ impl WatchRequest {
         let same_version =
             ev.obj.value["apiVersion"].as_str() == Some(self.rt.api_version().as_str());
         if !self.filtered() {
-            return Some(if same_version && !self.table {
+            return Some(if same_version && !self.table && !self.metadata_only {
                 ev.line.clone()
             } else {
                 self.line(ev.kind, &ev.obj)
@@ -70,11 +76,13 @@ impl WatchRequest {
             EventType::Deleted if now => EventType::Deleted,
             _ => return None,
         };
-        Some(if kind == ev.kind && same_version && !self.table {
-            ev.line.clone()
-        } else {
-            self.line(kind, &ev.obj)
-        })
+        Some(
+            if kind == ev.kind && same_version && !self.table && !self.metadata_only {
+                ev.line.clone()
+            } else {
+                self.line(kind, &ev.obj)
+            },
+        )
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {

@@ -1838,3 +1838,46 @@ async fn bounded_history_answers_410_for_versions_it_no_longer_keeps() {
         other => panic!("expected 410, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn metadata_only_get_list_and_watch() {
+    use kube::core::PartialObjectMeta;
+    let sim = KubeSim::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    api.create(&PostParams::default(), &cm("m0", json!({"app": "m"})))
+        .await
+        .unwrap();
+    let one = api.get_metadata("m0").await.unwrap();
+    assert_eq!(one.metadata.name.as_deref(), Some("m0"));
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(
+        list.items[0].types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    let meta_api: Api<PartialObjectMeta<ConfigMap>> = Api::default_namespaced(sim.client());
+    let mut w = watcher(meta_api, watcher::Config::default()).boxed();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::InitDone => break,
+            _ => continue,
+        }
+    }
+    api.create(&PostParams::default(), &cm("m1", json!({})))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        watcher::Event::Apply(m) => assert_eq!(m.metadata.name.as_deref(), Some("m1")),
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
