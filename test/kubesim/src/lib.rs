@@ -24,7 +24,11 @@
 //! pause between writes: `let gate = sim.gate(Match::any().verb("write")); gate.wait_held(1, t).await; gate.release(1);`
 //! (or `gate.fail(1, 503)` to drop the held write, as if the operator died before sending it);
 //! watches: `sim.drop_watches()`, `sim.force_watch_gone(Match::any().resource("pods"))`,
-//! `sim.expire_history("", "pods")`.
+//! `sim.expire_history("", "pods")`. Injected 429s carry `Retry-After` and kube-rs retries
+//! 429/503/504 by itself; inject 409 or 500 to see an error reach the code under test.
+//!
+//! As a process: `kubesim serve --addr 127.0.0.1:0 --kubeconfig /tmp/kc --crds ../shared/external-crds`
+//! prints `kubesim listening on http://127.0.0.1:<port>` and serves until SIGINT/SIGTERM.
 //!
 //! # What kubectl 1.32 asks for (seen in the request log)
 //!
