@@ -63,9 +63,10 @@
 //! - OpenAPI `format`s (`date-time`, `int64`, ...) are not checked; value validation covers
 //!   type, required, enum, pattern, bounds, lengths, item/property counts, nullable,
 //!   int-or-string, list-type set/map uniqueness, additionalProperties and allOf/anyOf/oneOf/not.
-//! - CEL rules are compiled but not type-checked when a CRD is written: a rule naming a
-//!   field the schema lacks is accepted with the CRD and fails (422) on the first object,
-//!   where the real server refuses the CRD. CEL cost limits are not enforced.
+//! - CEL rules are not fully type-checked when a CRD is written: kubesim refuses rules that
+//!   use variables other than `self`/`oldSelf`/`apiVersion`/`apiGroup`/`kind`, that do not
+//!   compile, or whose `self.a.b` chains name undeclared fields; type errors beyond that
+//!   surface (422) on the first object instead. CEL cost limits are not enforced.
 //! - Multi-version CRDs convert with strategy `None` semantics (only `apiVersion` changes),
 //!   even when the CRD asks for a webhook.
 //! - The CRD controllers are instant: `NamesAccepted` and `Established` are set in the same

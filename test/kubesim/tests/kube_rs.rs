@@ -1881,3 +1881,41 @@ async fn metadata_only_get_list_and_watch() {
         other => panic!("expected Apply, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn crd_with_rules_naming_undeclared_fields_or_variables_is_refused() {
+    let sim = KubeSim::start().await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(sim.client());
+    let crd = |rule: &str| {
+        serde_json::from_value(json!({
+            "metadata": {"name": "gadgets.test.kubesim.dev"},
+            "spec": {"group": "test.kubesim.dev", "scope": "Namespaced",
+                "names": {"plural": "gadgets", "kind": "Gadget"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "x-kubernetes-validations": [{"rule": rule}],
+                    "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}}}}}}}]}
+        }))
+        .unwrap()
+    };
+    for bad in [
+        "self.replicas <= 5",
+        "self.spec.sise > 0",
+        "object.spec.size > 0",
+    ] {
+        let st = status(crds.create(&PostParams::default(), &crd(bad)).await);
+        assert_eq!(st.code, 422, "{bad}: {}", st.message);
+        assert!(
+            st.details.unwrap().causes[0]
+                .field
+                .ends_with("x-kubernetes-validations[0].rule")
+        );
+    }
+    crds.create(
+        &PostParams::default(),
+        &crd("self.spec.size > 0 && self.spec.tags.size() < 3 && has(self.spec.tags)"),
+    )
+    .await
+    .unwrap();
+}
