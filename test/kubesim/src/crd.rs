@@ -83,7 +83,7 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
                 }
                 let schema = &v["schema"]["openAPIV3Schema"];
                 let base = format!("spec.versions[{i}].schema.openAPIV3Schema");
-                check_rules(schema, &base, &mut c);
+                check_rules(schema, &base, true, &mut c);
                 if schema.is_object()
                     && let Some(rules) = crate::cel::CelRules::compile(schema)
                 {
@@ -152,7 +152,7 @@ fn declares(node: &Value, field: &str) -> Option<Value> {
 
 /// The checks the real server's CEL type-checker makes that matter most in practice: only
 /// `self`, `oldSelf` and the root variables exist, and `self.a.b` must name declared fields.
-fn check_rules(node: &Value, path: &str, out: &mut Vec<Cause>) {
+fn check_rules(node: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
     static FIELD_REF: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = FIELD_REF.get_or_init(|| {
         regex::Regex::new(r"\b(?:self|oldSelf)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\s*\()?")
@@ -183,6 +183,14 @@ fn check_rules(node: &Value, path: &str, out: &mut Vec<Cause>) {
                     &chain[..]
                 };
                 let mut cur = node.clone();
+                // The root always has apiVersion, kind and metadata, declared or not.
+                if root
+                    && fields
+                        .first()
+                        .is_some_and(|f| ["apiVersion", "kind", "metadata"].contains(f))
+                {
+                    continue;
+                }
                 for f in fields {
                     let f = unescape(f);
                     match declares(&cur, &f) {
@@ -203,12 +211,12 @@ fn check_rules(node: &Value, path: &str, out: &mut Vec<Cause>) {
     }
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
         for (k, child) in props {
-            check_rules(child, &format!("{path}.properties[{k}]"), out);
+            check_rules(child, &format!("{path}.properties[{k}]"), false, out);
         }
     }
     for key in ["items", "additionalProperties"] {
         if let Some(child) = node.get(key).filter(|c| c.is_object()) {
-            check_rules(child, &format!("{path}.{key}"), out);
+            check_rules(child, &format!("{path}.{key}"), false, out);
         }
     }
 }

@@ -1914,7 +1914,7 @@ async fn crd_with_rules_naming_undeclared_fields_or_variables_is_refused() {
     }
     crds.create(
         &PostParams::default(),
-        &crd("self.spec.size > 0 && self.spec.tags.size() < 3 && has(self.spec.tags)"),
+        &crd("self.spec.size > 0 && self.spec.tags.size() < 3 && has(self.spec.tags) && self.metadata.name != ''"),
     )
     .await
     .unwrap();
