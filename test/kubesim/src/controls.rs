@@ -30,6 +30,8 @@ pub struct RequestRecord {
     pub code: u16,
     pub time: SystemTime,
     pub user_agent: String,
+    /// The request body of writes (create/update/patch) when it was JSON or YAML.
+    pub body: Option<serde_json::Value>,
 }
 
 impl std::ops::Deref for RequestRecord {
@@ -274,7 +276,13 @@ impl Default for Controls {
 }
 
 impl Controls {
-    pub fn record(&self, info: RequestInfo, code: u16, user_agent: String) {
+    pub fn record(
+        &self,
+        info: RequestInfo,
+        code: u16,
+        user_agent: String,
+        body: Option<serde_json::Value>,
+    ) {
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -283,6 +291,7 @@ impl Controls {
                 code,
                 time: SystemTime::now(),
                 user_agent,
+                body,
             });
     }
 

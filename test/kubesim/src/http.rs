@@ -293,6 +293,14 @@ fn request_info(route: &Route, req: &Req, path: &str) -> RequestInfo {
     info
 }
 
+/// Write bodies go into the request log so tests can check what was sent.
+fn logged_body(req: &Req) -> Option<Value> {
+    let write = matches!(req.method, Method::POST | Method::PUT | Method::PATCH);
+    (write && !req.body.is_empty())
+        .then(|| req.body_value().ok())
+        .flatten()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -309,7 +317,9 @@ async fn handle(
     };
     let info = request_info(&route, &req, uri.path());
     if let Some(code) = shared.controls.pass_gates(&info).await {
-        shared.controls.record(info, code, req.user_agent());
+        shared
+            .controls
+            .record(info, code, req.user_agent(), logged_body(&req));
         return error_response(&ApiError::injected(code));
     }
     let mut force_gone = false;
@@ -317,7 +327,9 @@ async fn handle(
         match action {
             FaultAction::Delay(d) => tokio::time::sleep(d).await,
             FaultAction::Respond(code) => {
-                shared.controls.record(info, code, req.user_agent());
+                shared
+                    .controls
+                    .record(info, code, req.user_agent(), logged_body(&req));
                 return error_response(&ApiError::injected(code));
             }
             FaultAction::WatchGone => force_gone = true,
@@ -325,9 +337,12 @@ async fn handle(
     }
     let response =
         dispatch(&shared, route, &req, force_gone).unwrap_or_else(|e| error_response(&e));
-    shared
-        .controls
-        .record(info, response.status().as_u16(), req.user_agent());
+    shared.controls.record(
+        info,
+        response.status().as_u16(),
+        req.user_agent(),
+        logged_body(&req),
+    );
     response
 }
 

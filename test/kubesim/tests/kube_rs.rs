@@ -318,6 +318,11 @@ async fn generation_and_status_subresource() {
         .name("r")
         .main_resource();
     assert_eq!(sim.count(&main_patches), 2);
+    let status_patch = &sim.requests(&Match::any().verb("patch").subresource("status"))[0];
+    assert_eq!(
+        status_patch.body.as_ref().unwrap()["status"]["observedGeneration"],
+        2
+    );
 }
 
 #[tokio::test]
