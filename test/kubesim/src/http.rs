@@ -579,6 +579,22 @@ fn resource(
 ) -> ApiResult<Response> {
     let key_ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
     match (&req.method, name) {
+        (&Method::GET, Some(name)) if req.flag("watch") && sub.is_none() => {
+            // The old single-object watch form: a watch of the collection narrowed to the name.
+            let mut query = req.query.clone();
+            let narrowed = match req.q("fieldSelector").filter(|f| !f.is_empty()) {
+                Some(f) => format!("{f},metadata.name={name}"),
+                None => format!("metadata.name={name}"),
+            };
+            query.insert("fieldSelector".into(), narrowed);
+            let collection = Req {
+                method: req.method.clone(),
+                query,
+                headers: req.headers.clone(),
+                body: req.body.clone(),
+            };
+            resource(shared, rt, ns, None, None, &collection, force_gone)
+        }
         (&Method::GET, Some(name)) => {
             let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             let obj = store.get(rt, key_ns, name)?;

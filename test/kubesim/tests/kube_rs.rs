@@ -1924,3 +1924,32 @@ async fn crd_with_rules_naming_undeclared_fields_or_variables_is_refused() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn single_object_watch_path() {
+    let sim = KubeSim::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    api.create(&PostParams::default(), &cm("one", json!({})))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &cm("other", json!({})))
+        .await
+        .unwrap();
+    let req =
+        http::Request::get("/api/v1/namespaces/default/configmaps/one?watch=true&timeoutSeconds=1")
+            .body(Vec::new())
+            .unwrap();
+    let text = sim.client().request_text(req).await.unwrap();
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| {
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["one"]);
+}
