@@ -1,7 +1,7 @@
 //! Test controls: the request log, fault injection (errors, latency, forced 410s, dropped watches) and gates.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -30,6 +30,8 @@ pub struct RequestRecord {
     pub code: u16,
     pub time: SystemTime,
     pub user_agent: String,
+    /// The request body of writes (create/update/patch) when it was JSON or YAML.
+    pub body: Option<serde_json::Value>,
 }
 
 impl std::ops::Deref for RequestRecord {
@@ -179,6 +181,8 @@ impl Fault {
 
 struct GateInner {
     matcher: Match,
+    /// (code, how many): the next requests let through are answered with `code`, unhandled.
+    fail_with: Mutex<(u16, usize)>,
     permits: Semaphore,
     held: AtomicUsize,
     passed: AtomicUsize,
@@ -218,6 +222,17 @@ impl Gate {
 
     /// Lets `n` held (or future) requests through.
     pub fn release(&self, n: usize) {
+        self.inner.permits.add_permits(n);
+    }
+
+    /// Answers `n` held (or future) requests with `code` without handling them: the write never
+    /// happens, as if the client had died before sending it (the crash matrix).
+    pub fn fail(&self, n: usize, code: u16) {
+        *self
+            .inner
+            .fail_with
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (code, n);
         self.inner.permits.add_permits(n);
     }
 
@@ -261,13 +276,23 @@ impl Default for Controls {
 }
 
 impl Controls {
-    pub fn record(&self, info: RequestInfo, code: u16, user_agent: String) {
-        self.log.lock().expect("log lock").push(RequestRecord {
-            info,
-            code,
-            time: SystemTime::now(),
-            user_agent,
-        });
+    pub fn record(
+        &self,
+        info: RequestInfo,
+        code: u16,
+        user_agent: String,
+        body: Option<serde_json::Value>,
+    ) {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(RequestRecord {
+                info,
+                code,
+                time: SystemTime::now(),
+                user_agent,
+                body,
+            });
     }
 
     pub fn requests(&self, m: &Match) -> Vec<RequestRecord> {
@@ -281,21 +306,30 @@ impl Controls {
     }
 
     pub fn clear_log(&self) {
-        self.log.lock().expect("log lock").clear();
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     pub fn add_fault(&self, f: Fault) {
-        self.faults.lock().expect("fault lock").push((f, 0));
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((f, 0));
     }
 
     pub fn clear_faults(&self) {
-        self.faults.lock().expect("fault lock").clear();
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The actions that fire for this request, consuming one use of each.
     pub fn faults_for(&self, r: &RequestInfo) -> Vec<FaultAction> {
         let mut out = Vec::new();
-        let mut faults = self.faults.lock().expect("fault lock");
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
         for (f, seen) in faults.iter_mut() {
             if !f.matcher.matches(r) {
                 continue;
@@ -319,20 +353,24 @@ impl Controls {
     pub fn gate(self: &Arc<Self>, m: Match) -> Gate {
         let inner = Arc::new(GateInner {
             matcher: m,
+            fail_with: Mutex::new((0, 0)),
             permits: Semaphore::new(0),
             held: AtomicUsize::new(0),
             passed: AtomicUsize::new(0),
             changed: Notify::new(),
         });
-        self.gates.lock().expect("gate lock").push(inner.clone());
+        self.gates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(inner.clone());
         Gate {
             inner,
             controls: self.clone(),
         }
     }
 
-    /// Waits at every gate that matches.
-    pub async fn pass_gates(&self, r: &RequestInfo) {
+    /// Waits at every gate that matches; `Some(code)` when a gate failed the request instead.
+    pub async fn pass_gates(&self, r: &RequestInfo) -> Option<u16> {
         let gates: Vec<Arc<GateInner>> = self
             .gates
             .lock()
@@ -351,7 +389,13 @@ impl Controls {
             g.held.fetch_sub(1, Ordering::SeqCst);
             g.passed.fetch_add(1, Ordering::SeqCst);
             g.changed.notify_waiters();
+            let mut fail = g.fail_with.lock().unwrap_or_else(PoisonError::into_inner);
+            if fail.1 > 0 {
+                fail.1 -= 1;
+                return Some(fail.0);
+            }
         }
+        None
     }
 
     pub fn deny(&self, verb: &str, resource: &str) {

@@ -82,6 +82,8 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
                     ));
                 }
                 let schema = &v["schema"]["openAPIV3Schema"];
+                let base = format!("spec.versions[{i}].schema.openAPIV3Schema");
+                check_rules(schema, &base, true, &mut c);
                 if schema.is_object()
                     && let Some(rules) = crate::cel::CelRules::compile(schema)
                 {
@@ -97,6 +99,126 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
         }
     }
     c
+}
+
+/// The property name a CEL identifier stands for (`__namespace__` → `namespace`, `a__dash__b` → `a-b`).
+fn unescape(ident: &str) -> String {
+    const RESERVED: &[&str] = &[
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    ];
+    if let Some(inner) = ident.strip_prefix("__").and_then(|i| i.strip_suffix("__"))
+        && RESERVED.contains(&inner)
+    {
+        return inner.to_string();
+    }
+    ident
+        .replace("__underscores__", "\u{0}")
+        .replace("__dot__", ".")
+        .replace("__dash__", "-")
+        .replace("__slash__", "/")
+        .replace('\u{0}', "_")
+}
+
+/// Whether a schema node declares `field` (or accepts any field).
+fn declares(node: &Value, field: &str) -> Option<Value> {
+    if node["x-kubernetes-preserve-unknown-fields"] == json!(true)
+        || node.get("additionalProperties").is_some()
+    {
+        return None;
+    }
+    let props = node.get("properties").and_then(Value::as_object)?;
+    Some(props.get(field).cloned().unwrap_or(Value::Null))
+}
+
+/// The checks the real server's CEL type-checker makes that matter most in practice: only
+/// `self`, `oldSelf` and the root variables exist, and `self.a.b` must name declared fields.
+fn check_rules(node: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
+    static FIELD_REF: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = FIELD_REF.get_or_init(|| {
+        regex::Regex::new(r"\b(?:self|oldSelf)((?:\.[A-Za-z_][A-Za-z0-9_]*)+)(\s*\()?")
+            .expect("static regex")
+    });
+    if let Some(rules) = node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
+        for (j, r) in rules.iter().enumerate() {
+            let Some(rule) = r["rule"].as_str() else {
+                continue;
+            };
+            let field = format!("{path}.x-kubernetes-validations[{j}].rule");
+            for w in kube_cel::check_rule_scope(rule, kube_cel::ScopeContext::CrdValidation) {
+                out.push(Cause::new(
+                    "FieldValueInvalid",
+                    field.clone(),
+                    format!("Invalid value: {rule:?}: compilation failed: {}", w.message),
+                ));
+            }
+            for cap in re.captures_iter(rule) {
+                let chain: Vec<&str> = cap[1].split('.').filter(|s| !s.is_empty()).collect();
+                // A trailing `(` makes the last name a method (`self.size()`), not a field.
+                let fields = if cap.get(2).is_some() {
+                    &chain[..chain.len() - 1]
+                } else {
+                    &chain[..]
+                };
+                let mut cur = node.clone();
+                // The root always has apiVersion, kind and metadata, declared or not.
+                if root
+                    && fields
+                        .first()
+                        .is_some_and(|f| ["apiVersion", "kind", "metadata"].contains(f))
+                {
+                    continue;
+                }
+                for f in fields {
+                    let f = unescape(f);
+                    match declares(&cur, &f) {
+                        None => break,
+                        Some(Value::Null) => {
+                            out.push(Cause::new(
+                                "FieldValueInvalid",
+                                field.clone(),
+                                format!("Invalid value: {rule:?}: compilation failed: undefined field '{f}'"),
+                            ));
+                            break;
+                        }
+                        Some(child) => cur = child,
+                    }
+                }
+            }
+        }
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, child) in props {
+            check_rules(child, &format!("{path}.properties[{k}]"), false, out);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = node.get(key).filter(|c| c.is_object()) {
+            check_rules(child, &format!("{path}.{key}"), false, out);
+        }
+    }
 }
 
 /// `status` as the apiextensions controllers would set it once names are accepted.

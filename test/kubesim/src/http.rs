@@ -18,7 +18,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch as tokio_watch;
 
@@ -50,7 +50,11 @@ pub struct Shared {
 }
 
 pub fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
+    // The real server's request size limit; large CRDs need more than axum's 2 MiB default.
+    axum::Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024))
+        .with_state(shared)
 }
 
 #[derive(Debug)]
@@ -131,7 +135,12 @@ fn bytes_response(code: u16, body: Bytes, content_type: &str) -> Response {
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code, &e.to_json())
+    let mut r = json_response(e.code, &e.to_json());
+    if e.code == 429 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
 struct Req {
@@ -155,6 +164,10 @@ impl Req {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
+    }
+
+    fn wants_metadata(&self) -> bool {
+        self.accept().contains("as=PartialObjectMetadata")
     }
 
     fn wants_table(&self) -> bool {
@@ -198,6 +211,20 @@ impl Req {
             return Err(ApiError::bad_request("the request body is empty"));
         }
         let ct = self.content_type();
+        if ct.contains("protobuf") {
+            return crate::protobuf::decode(&self.body).map_err(|e| {
+                if e.starts_with("kubesim decodes") {
+                    ApiError::unsupported_media_type(e)
+                } else {
+                    ApiError::bad_request(format!("the protobuf request body is malformed: {e}"))
+                }
+            });
+        }
+        if ct.contains("cbor") {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+            )));
+        }
         if ct.contains("yaml") {
             let text = std::str::from_utf8(&self.body)
                 .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
@@ -266,6 +293,14 @@ fn request_info(route: &Route, req: &Req, path: &str) -> RequestInfo {
     info
 }
 
+/// Write bodies go into the request log so tests can check what was sent.
+fn logged_body(req: &Req) -> Option<Value> {
+    let write = matches!(req.method, Method::POST | Method::PUT | Method::PATCH);
+    (write && !req.body.is_empty())
+        .then(|| req.body_value().ok())
+        .flatten()
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -281,13 +316,20 @@ async fn handle(
         body,
     };
     let info = request_info(&route, &req, uri.path());
-    shared.controls.pass_gates(&info).await;
+    if let Some(code) = shared.controls.pass_gates(&info).await {
+        shared
+            .controls
+            .record(info, code, req.user_agent(), logged_body(&req));
+        return error_response(&ApiError::injected(code));
+    }
     let mut force_gone = false;
     for action in shared.controls.faults_for(&info) {
         match action {
             FaultAction::Delay(d) => tokio::time::sleep(d).await,
             FaultAction::Respond(code) => {
-                shared.controls.record(info, code, req.user_agent());
+                shared
+                    .controls
+                    .record(info, code, req.user_agent(), logged_body(&req));
                 return error_response(&ApiError::injected(code));
             }
             FaultAction::WatchGone => force_gone = true,
@@ -295,9 +337,12 @@ async fn handle(
     }
     let response =
         dispatch(&shared, route, &req, force_gone).unwrap_or_else(|e| error_response(&e));
-    shared
-        .controls
-        .record(info, response.status().as_u16(), req.user_agent());
+    shared.controls.record(
+        info,
+        response.status().as_u16(),
+        req.user_agent(),
+        logged_body(&req),
+    );
     response
 }
 
@@ -315,7 +360,7 @@ fn dispatch(
             Err(ApiError::method_not_allowed("discovery is read-only"))
         }
         Route::Api => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             if aggregated {
                 Ok(bytes_response(
                     200,
@@ -323,12 +368,16 @@ fn dispatch(
                     discovery::AGGREGATED_CONTENT_TYPE,
                 ))
             } else {
-                let addr = shared.addr.read().expect("addr lock").clone();
+                let addr = shared
+                    .addr
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 Ok(json_response(200, &discovery::api_versions(&addr)))
             }
         }
         Route::Apis => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             if aggregated {
                 Ok(bytes_response(
                     200,
@@ -340,23 +389,23 @@ fn dispatch(
             }
         }
         Route::ApiGroup(g) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             discovery::api_group(&store, &g)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route)
         }
         Route::ResourceList(g, v) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             discovery::resource_list(&store, &g, &v)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route)
         }
         Route::OpenApiIndex => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             Ok(json_response(200, &openapi::index(&store)))
         }
         Route::OpenApiDoc(g, v) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             openapi::document(&store, &g, &v)
                 .map(|d| json_response(200, &d))
                 .ok_or_else(ApiError::no_route)
@@ -436,6 +485,13 @@ fn list_bytes(
 }
 
 fn obj_response(code: u16, rt: &ResourceType, obj: &Obj, req: &Req) -> Response {
+    if req.wants_metadata() {
+        return bytes_response(
+            code,
+            Bytes::from(partial_metadata(&obj.value).to_string()),
+            METADATA_CONTENT_TYPE,
+        );
+    }
     if req.wants_table() {
         let t = table::table_for(
             rt,
@@ -447,6 +503,13 @@ fn obj_response(code: u16, rt: &ResourceType, obj: &Obj, req: &Req) -> Response 
     }
     bytes_response(code, obj.bytes_for(rt), "application/json")
 }
+
+/// The `PartialObjectMetadata` form of an object (`Accept: ...;as=PartialObjectMetadata`).
+pub fn partial_metadata(v: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]})
+}
+
+const METADATA_CONTENT_TYPE: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
 
 fn table_response(t: &Value) -> Response {
     bytes_response(
@@ -516,8 +579,24 @@ fn resource(
 ) -> ApiResult<Response> {
     let key_ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
     match (&req.method, name) {
+        (&Method::GET, Some(name)) if req.flag("watch") && sub.is_none() => {
+            // The old single-object watch form: a watch of the collection narrowed to the name.
+            let mut query = req.query.clone();
+            let narrowed = match req.q("fieldSelector").filter(|f| !f.is_empty()) {
+                Some(f) => format!("{f},metadata.name={name}"),
+                None => format!("metadata.name={name}"),
+            };
+            query.insert("fieldSelector".into(), narrowed);
+            let collection = Req {
+                method: req.method.clone(),
+                query,
+                headers: req.headers.clone(),
+                body: req.body.clone(),
+            };
+            resource(shared, rt, ns, None, None, &collection, force_gone)
+        }
         (&Method::GET, Some(name)) => {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
             let obj = store.get(rt, key_ns, name)?;
             if sub == Some("scale") {
                 return Ok(json_response(200, &scale_of(rt, &obj)));
@@ -553,6 +632,7 @@ fn resource(
                     send_initial: req.flag("sendInitialEvents"),
                     timeout,
                     table: req.wants_table(),
+                    metadata_only: req.wants_metadata(),
                     force_gone,
                 };
                 let rx = watch::start(shared.clone(), wr);
@@ -562,6 +642,8 @@ fn resource(
                 let mut r = Response::new(Body::from_stream(stream));
                 let ct = if req.wants_table() {
                     "application/json;as=Table;v=v1;g=meta.k8s.io"
+                } else if req.wants_metadata() {
+                    METADATA_CONTENT_TYPE
                 } else {
                     "application/json"
                 };
@@ -577,9 +659,26 @@ fn resource(
                 ),
             };
             let page = {
-                let store = shared.store.read().expect("store lock");
+                let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
                 store.list(rt, ns, &labels, &fields, limit, req.q("continue"))?
             };
+            if req.wants_metadata() {
+                let mut meta = json!({"resourceVersion": page.rv.to_string()});
+                if let Some(c) = &page.continue_token {
+                    meta["continue"] = json!(c);
+                }
+                let items: Vec<Value> = page
+                    .items
+                    .iter()
+                    .map(|o| partial_metadata(&o.value))
+                    .collect();
+                let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items});
+                return Ok(bytes_response(
+                    200,
+                    Bytes::from(list.to_string()),
+                    METADATA_CONTENT_TYPE,
+                ));
+            }
             if req.wants_table() {
                 let values: Vec<Value> = page.items.iter().map(|o| o.value.clone()).collect();
                 let mut t = table::table_for(
@@ -610,7 +709,7 @@ fn resource(
             if rt.special == Special::SelfSubjectAccessReview {
                 return Ok(json_response(
                     201,
-                    &self_subject_access_review(&shared.controls, body),
+                    &self_subject_access_review(&shared.controls, body)?,
                 ));
             }
             let opts = req.write_opts();
@@ -624,7 +723,7 @@ fn resource(
         (&Method::PUT, Some(name)) => {
             let body = req.body_value()?;
             let opts = req.write_opts();
-            let mut store = shared.store.write().expect("store lock");
+            let mut store = shared.store.write().unwrap_or_else(PoisonError::into_inner);
             if sub == Some("scale") {
                 let old = store.get(rt, key_ns, name)?;
                 return write_scale(&mut store, rt, ns, name, old, body, &opts);
@@ -647,7 +746,7 @@ fn resource(
             }
             let body = req.body_value()?;
             let mut opts = req.write_opts();
-            let mut store = shared.store.write().expect("store lock");
+            let mut store = shared.store.write().unwrap_or_else(PoisonError::into_inner);
             let old = match store.get(rt, key_ns, name) {
                 Ok(o) => Some(o),
                 Err(e) if e.code == 404 && pt == PatchType::Apply && sub.is_none() => None,
@@ -713,7 +812,7 @@ fn resource(
             let fields =
                 FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), &rt.selectable_fields)?;
             let opts = delete_opts(req)?;
-            let mut store = shared.store.write().expect("store lock");
+            let mut store = shared.store.write().unwrap_or_else(PoisonError::into_inner);
             let page = store.list(rt, ns, &labels, &fields, None, None)?;
             let mut deleted = Vec::new();
             for o in page.items {
@@ -824,7 +923,12 @@ fn delete_opts(req: &Req) -> ApiResult<DeleteOpts> {
     })
 }
 
-fn self_subject_access_review(controls: &Controls, mut body: Value) -> Value {
+fn self_subject_access_review(controls: &Controls, mut body: Value) -> ApiResult<Value> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
     let attrs = &body["spec"]["resourceAttributes"];
     let verb = attrs["verb"].as_str().unwrap_or("").to_string();
     let resource = attrs["resource"].as_str().unwrap_or("").to_string();
@@ -836,5 +940,5 @@ fn self_subject_access_review(controls: &Controls, mut body: Value) -> Value {
     } else {
         json!({"allowed": false, "denied": true, "reason": format!("denied by a kubesim test control ({verb} {resource})")})
     };
-    body
+    Ok(body)
 }

@@ -21,38 +21,73 @@
 //! ```
 //!
 //! Faults: `sim.inject(Fault::respond(Match::any().verb("update"), 409).nth(2))`;
-//! pause between writes: `let gate = sim.gate(Match::any().verb("write")); gate.wait_held(1, t).await; gate.release(1);`;
+//! pause between writes: `let gate = sim.gate(Match::any().verb("write")); gate.wait_held(1, t).await; gate.release(1);`
+//! (or `gate.fail(1, 503)` to drop the held write, as if the operator died before sending it);
 //! watches: `sim.drop_watches()`, `sim.force_watch_gone(Match::any().resource("pods"))`,
-//! `sim.expire_history("", "pods")`.
+//! `sim.expire_history("", "pods")`. Injected 429s carry `Retry-After` and kube-rs retries
+//! 429/503/504 by itself; inject 409 or 500 to see an error reach the code under test.
+//!
+//! As a process: `kubesim serve --addr 127.0.0.1:0 --kubeconfig /tmp/kc --crds ../shared/external-crds`
+//! prints `kubesim listening on http://127.0.0.1:<port>` and serves until SIGINT/SIGTERM.
+//!
+//! # What kubectl 1.32 asks for (seen in the request log)
+//!
+//! `kubectl apply -f` with a cold cache: `GET /openapi/v3`, the per group-version documents
+//! it needs (`/openapi/v3/api/v1?hash=…`, `/openapi/v3/apis/apps/v1?hash=…`), `GET /api` and
+//! `GET /apis` (aggregated discovery v2), then per object `GET` (404) and
+//! `POST …?fieldManager=kubectl-client-side-apply&fieldValidation=Strict` — the OpenAPI path
+//! items declare `fieldValidation`, so kubectl validates server-side and never needs
+//! `/openapi/v2`. `kubectl get` asks for `as=Table`; `get --watch` and `wait` list then watch
+//! with `fieldSelector=metadata.name=…`.
 //!
 //! # Deliberate differences from a real API server
 //!
 //! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
 //!   SelfSubjectAccessReview answers "allowed" unless a test called [`KubeSim::deny`].
-//! - JSON only: protobuf and CBOR are never served (clients fall back to JSON).
-//! - Built-in kinds are stored as given: no schema validation, defaulting or pruning for them
-//!   (only name format and label type checks). Custom resources get full structural-schema
-//!   handling. OpenAPI documents carry schemas for custom resources only, so
-//!   `kubectl explain` works for CRDs but not for built-ins, and client-side apply computes
-//!   strategic merge patches for built-ins from kubectl's compiled-in types.
+//! - Responses are always JSON, which every client accepts (protobuf and CBOR are never
+//!   served). Request bodies may be JSON or YAML, and protobuf only for v1 Secret, ConfigMap,
+//!   Namespace and DeleteOptions — what Go typed clients such as Helm's release storage and
+//!   `kubectl create secret|configmap|namespace` send. Other protobuf bodies get 415, so e.g.
+//!   `kubectl create deployment` fails; `kubectl create -f`, `apply`, `patch`, `replace`,
+//!   `delete`, `scale`, `get` and `wait` all speak JSON and work.
+//! - Built-in kinds get no schema validation, defaulting or pruning. What they do get: name
+//!   format, label and annotation checks, Secret `stringData` folded into `data` (and `type`
+//!   defaulting to `Opaque`), immutable ConfigMaps/Secrets, and the update restrictions of
+//!   PVCs (spec frozen except `resources.requests` and a first `volumeName`), Pods (spec frozen
+//!   except images, tolerations and deadlines), StatefulSets (only replicas, template,
+//!   updateStrategy, ... may change), and selectors of Deployments/DaemonSets/ReplicaSets/Jobs
+//!   (plus a Job's template). Custom resources get full structural-schema handling. OpenAPI
+//!   documents carry schemas for custom resources only, so `kubectl explain` works for CRDs but
+//!   not for built-ins, and client-side apply computes strategic merge patches for built-ins
+//!   from kubectl's compiled-in types.
 //! - OpenAPI `format`s (`date-time`, `int64`, ...) are not checked; value validation covers
 //!   type, required, enum, pattern, bounds, lengths, item/property counts, nullable,
 //!   int-or-string, list-type set/map uniqueness, additionalProperties and allOf/anyOf/oneOf/not.
+//! - CEL rules are not fully type-checked when a CRD is written: kubesim refuses rules that
+//!   use variables other than `self`/`oldSelf`/`apiVersion`/`apiGroup`/`kind`, that do not
+//!   compile, or whose `self.a.b` chains name undeclared fields; type errors beyond that
+//!   surface (422) on the first object instead. CEL cost limits are not enforced.
 //! - Multi-version CRDs convert with strategy `None` semantics (only `apiVersion` changes),
 //!   even when the CRD asks for a webhook.
 //! - The CRD controllers are instant: `NamesAccepted` and `Established` are set in the same
 //!   write that creates the CRD; name conflicts with other CRDs are not detected.
-//! - Garbage collection is synchronous and inside the deleting request: background and
-//!   foreground propagation both delete dependents at once (foreground does not wait for
-//!   them); orphan removes the owner reference. Dependents with another live owner stay.
-//!   Namespace deletion deletes the namespace's objects at once and removes the namespace
-//!   when the last of them (finalizers permitting) is gone.
-//! - Field ownership (server-side apply) is simplified: lists are atomic (owned as a whole,
-//!   `managedFields` never hold `k:`/`v:` entries), conflicts are per leaf field, a manager
-//!   that stops applying a field removes it unless someone else owns it, and keyed lists
-//!   (containers, env, ports, ...) merge by key on apply. Non-apply writes record `Update`
-//!   managers for the fields they changed; the manager is `fieldManager` or the User-Agent
-//!   up to the first `/`.
+//! - Garbage collection is synchronous and inside the deleting request. Background deletes
+//!   dependents at once; foreground marks the owner (`deletionTimestamp` plus the
+//!   `foregroundDeletion` finalizer), deletes dependents (foreground, recursively) and removes
+//!   the owner when its last dependent is gone — every dependent blocks, whatever its
+//!   `blockOwnerDeletion`; orphan removes the owner reference. Dependents with another live
+//!   owner stay. Dependents whose owner never existed are not collected. Namespace deletion
+//!   deletes the namespace's objects at once and removes the namespace when the last of them
+//!   (finalizers permitting) is gone.
+//! - Field ownership (server-side apply) is simplified: conflicts are per leaf field; items
+//!   of keyed lists (containers/env/volumes by `name`, ports, conditions by `type`, ... — the
+//!   strategic-merge keys below, not the schema's `x-kubernetes-list-map-keys`) are owned one
+//!   by one under `k:{...}` entries as in real `fieldsV1`, every other list is atomic, and
+//!   `managedFields` have no `.`/`v:` entries. A manager that stops applying a field or item
+//!   removes it unless someone else owns it. Fields owned by `kubectl-client-side-apply` or
+//!   `before-first-apply` never conflict: an apply takes them over (the real server migrates
+//!   them via the last-applied annotation). Non-apply writes record `Update` managers for the
+//!   fields they changed; the manager is `fieldManager` or the User-Agent up to the first `/`.
 //! - Strategic merge patch picks list merge keys by field name (containers/env/volumes by
 //!   `name`, ports by `containerPort` or `port`, conditions by `type`, ...) rather than from Go
 //!   struct tags; `$patch: delete|replace`, `$retainKeys` and `$deleteFromPrimitiveList` work,
@@ -62,12 +97,29 @@
 //! - Watch history is per resource and bounded ([`Config::history_limit`]); a watcher that
 //!   falls more than 4096 events behind is disconnected (it resumes from its last version).
 //!   Bookmarks come every [`Config::bookmark_interval`] when asked for.
-//! - Core `v1` Events and `events.k8s.io/v1` Events are stored separately (no conversion).
+//! - `events.k8s.io/v1` Events are mirrored into core `v1` Events (converted as the real
+//!   server does, same name and uid, their own resourceVersion), so `kubectl describe` and
+//!   `kubectl get events` show what kube-rs's `Recorder` publishes; core Events written
+//!   directly are not visible through `events.k8s.io`.
 //! - `generation` is kept for custom resources and apps/batch workloads and CRDs; other
 //!   built-ins have none. No-op writes do not bump resourceVersion, as on the real server.
-//! - Table output: NAME and AGE for built-ins (plus STATUS for namespaces); CRD
-//!   `additionalPrinterColumns` with a JSONPath subset (fields, indexes, `[*]`, `[?(@.a=="b")]`).
+//! - Reads always see the latest state: `resourceVersion`/`resourceVersionMatch` on get and
+//!   list are accepted and ignored. A resource whose collection appears later (a CRD applied
+//!   after startup, or re-created) starts its watch history then, so a watch from an earlier
+//!   version of it answers 410.
+//! - `fieldValidation=Strict` is honoured for custom resources (unknown fields → 400) and
+//!   ignored for built-ins; `Warn` is ignored.
+//! - No controllers and no kubelet: Deployments create no ReplicaSets or Pods, PVCs stay
+//!   unbound, Pods are removed at once on delete (no graceful termination), and namespaces
+//!   have no `kubernetes` spec finalizer. The `sim` crate plays those parts.
+//! - No admission webhooks, quotas, limit ranges or API priority and fairness; 429s only
+//!   come from injected faults. The request log grows for the life of the simulator.
+//! - Table output: the real server's main columns for the built-in kinds (e.g. pods READY,
+//!   STATUS, RESTARTS; deployments READY, UP-TO-DATE, AVAILABLE; PVCs STATUS, VOLUME, ...)
+//!   but not their `-o wide` extras; CRD `additionalPrinterColumns` with a JSONPath subset
+//!   (fields, indexes, `[*]`, `[?(@.a=="b")]`).
 
+pub mod builtin;
 pub mod cel;
 pub mod controls;
 pub mod crd;
@@ -76,6 +128,7 @@ pub mod http;
 pub mod managed;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -92,7 +145,7 @@ use http::Shared;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use store::{Inner, WriteOpts};
 
 /// Why loading YAML into the simulator failed.
@@ -263,7 +316,11 @@ impl KubeSim {
             Some((g, ver)) => (g.to_string(), ver.to_string()),
             None => (String::new(), api_version.clone()),
         };
-        let mut store = self.shared.store.write().expect("store lock");
+        let mut store = self
+            .shared
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let rt = store
             .types
             .get(&(group, version))
@@ -357,7 +414,11 @@ impl KubeSim {
             group: group.to_string(),
             resource: plural.to_string(),
         };
-        self.shared.store.write().expect("store lock").compact(&gr);
+        self.shared
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .compact(&gr);
     }
 
     /// Makes SelfSubjectAccessReviews for `verb` on `resource` (`*` for any) answer "denied".
@@ -367,7 +428,11 @@ impl KubeSim {
 
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
-        self.shared.store.read().expect("store lock").rv
+        self.shared
+            .store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rv
     }
 
     /// Stops serving; open watches end.

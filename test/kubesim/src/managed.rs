@@ -1,4 +1,4 @@
-//! Field ownership (`managedFields`) and server-side apply, simplified: lists are atomic leaves.
+//! Field ownership (`managedFields`) and server-side apply: per-field owners, keyed list items owned one by one, other lists atomic.
 
 use crate::patch::merge_key;
 use crate::status::{ApiError, Cause};
@@ -6,7 +6,30 @@ use crate::store::now;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Leaf paths, segments separated by NUL so keys with dots (annotations) stay whole.
 type FieldSet = BTreeSet<String>;
+
+/// Managers whose fields a server-side apply takes over without conflict: client-side
+/// apply history, which the real server migrates through the last-applied annotation.
+const MIGRATED_MANAGERS: &[&str] = &["kubectl-client-side-apply", "before-first-apply"];
+
+/// `.spec.containers[name="app"].image`, the way the real server names fields in conflicts.
+fn display(path: &str) -> String {
+    let mut out = String::new();
+    for seg in path.split('\u{0}').filter(|s| !s.is_empty()) {
+        match item_match(seg) {
+            Some(m) => {
+                let keys: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!("[{}]", keys.join(",")));
+            }
+            None => {
+                out.push('.');
+                out.push_str(seg);
+            }
+        }
+    }
+    out
+}
 
 const META_SKIP: &[&str] = &[
     "name",
@@ -22,15 +45,50 @@ const META_SKIP: &[&str] = &[
     "generateName",
 ];
 
-/// Leaf paths (`.spec.a.b`) of an object with their values; lists and scalars are leaves.
+/// The merge key of a list whose items are owned one by one (every item has a scalar key).
+fn item_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    merge_key(field, items).filter(|k| {
+        !items.is_empty()
+            && items
+                .iter()
+                .all(|e| e.get(*k).is_some_and(|v| v.is_string() || v.is_number()))
+    })
+}
+
+/// `k:{"name":"web"}`: the path segment of a keyed list item, as in real `fieldsV1`.
+fn item_segment(key: &str, item: &Value) -> String {
+    let mut m = Map::new();
+    m.insert(key.to_string(), item[key].clone());
+    format!("k:{}", Value::Object(m))
+}
+
+/// Leaf paths (NUL-separated segments) of an object with their values. Scalars, atomic
+/// lists and empty maps are leaves; keyed list items are walked under `k:` segments.
 fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
-    fn walk<'a>(v: &'a Value, path: String, out: &mut BTreeMap<String, &'a Value>) {
+    fn walk<'a>(v: &'a Value, field: &str, path: String, out: &mut BTreeMap<String, &'a Value>) {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 for (k, c) in m {
-                    walk(c, format!("{path}.{k}"), out);
+                    walk(c, k, format!("{path}\u{0}{k}"), out);
                 }
             }
+            // An empty keyed list claims no items.
+            Value::Array(items) if items.is_empty() && merge_key(field, items).is_some() => {}
+            Value::Array(items) => match item_key(field, items) {
+                Some(key) => {
+                    for item in items {
+                        walk(
+                            item,
+                            "",
+                            format!("{path}\u{0}{}", item_segment(key, item)),
+                            out,
+                        );
+                    }
+                }
+                None => {
+                    out.insert(path, v);
+                }
+            },
             _ => {
                 out.insert(path, v);
             }
@@ -46,27 +104,59 @@ fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
                     if let Some(mm) = c.as_object() {
                         for (mk, mc) in mm {
                             if !META_SKIP.contains(&mk.as_str()) {
-                                walk(mc, format!(".metadata.{mk}"), &mut out);
+                                walk(mc, mk, format!("\u{0}metadata\u{0}{mk}"), &mut out);
                             }
                         }
                     }
                 }
                 _ if status && k != "status" => {}
-                _ => walk(c, format!(".{k}"), &mut out),
+                _ => walk(c, k, format!("\u{0}{k}"), &mut out),
             }
         }
     }
     out
 }
 
+/// The key/value pairs a `k:` segment names.
+fn item_match(seg: &str) -> Option<Map<String, Value>> {
+    seg.strip_prefix("k:")
+        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+        .and_then(|v| v.as_object().cloned())
+}
+
+fn find_item(items: &[Value], want: &Map<String, Value>) -> Option<usize> {
+    items
+        .iter()
+        .position(|e| want.iter().all(|(k, v)| e.get(k) == Some(v)))
+}
+
+/// The path of the innermost keyed list item a path runs through.
+fn item_prefix(path: &str) -> Option<String> {
+    let segs: Vec<&str> = path.split('\u{0}').collect();
+    let i = segs.iter().rposition(|s| s.starts_with("k:"))?;
+    Some(segs[..=i].join("\u{0}"))
+}
+
+/// Whether the path is a key field of its list item (`...k:{"name":"x"}\0name`).
+fn is_item_key(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('\u{0}').collect();
+    match segs.as_slice() {
+        [.., parent, last] => item_match(parent).is_some_and(|m| m.contains_key(*last)),
+        _ => false,
+    }
+}
+
 fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
     for path in set {
         let mut cur = &mut root;
-        for seg in path.split('.').filter(|s| !s.is_empty()) {
-            let entry = cur
-                .entry(format!("f:{seg}"))
-                .or_insert_with(|| Value::Object(Map::new()));
+        for seg in path.split('\u{0}').filter(|s| !s.is_empty()) {
+            let name = if seg.starts_with("k:") {
+                seg.to_string()
+            } else {
+                format!("f:{seg}")
+            };
+            let entry = cur.entry(name).or_insert_with(|| Value::Object(Map::new()));
             cur = match entry {
                 Value::Object(m) => m,
                 _ => unreachable!("fieldsV1 nodes are always objects"),
@@ -78,23 +168,30 @@ fn to_fields_v1(set: &FieldSet) -> Value {
 
 fn from_fields_v1(v: &Value) -> FieldSet {
     fn walk(v: &Value, path: String, out: &mut FieldSet) {
-        let children: Vec<(&String, &Value)> = v
+        let children: Vec<(String, &Value)> = v
             .as_object()
-            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, c)| {
+                        if let Some(f) = k.strip_prefix("f:") {
+                            Some((f.to_string(), c))
+                        } else if k.starts_with("k:") {
+                            Some((k.clone(), c))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        if children.is_empty()
-            || v.as_object()
-                .is_some_and(|m| m.keys().any(|k| !k.starts_with("f:") && k != "."))
-        {
+        if children.is_empty() {
             if !path.is_empty() {
-                out.insert(path.clone());
+                out.insert(path);
             }
-            if children.is_empty() {
-                return;
-            }
+            return;
         }
-        for (k, c) in children {
-            walk(c, format!("{path}.{}", &k[2..]), out);
+        for (seg, c) in children {
+            walk(c, format!("{path}\u{0}{seg}"), out);
         }
     }
     let mut out = FieldSet::new();
@@ -222,26 +319,49 @@ pub fn record_update(
 }
 
 fn remove_path(obj: &mut Value, path: &str) {
-    let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path.split('\u{0}').filter(|s| !s.is_empty()).collect();
     let Some((last, parents)) = segs.split_last() else {
         return;
     };
     let mut cur = obj;
     for s in parents {
-        match cur.get_mut(*s) {
+        let next = match item_match(s) {
+            Some(want) => match cur.as_array_mut() {
+                Some(items) => find_item(items, &want).and_then(|i| items.get_mut(i)),
+                None => None,
+            },
+            None => cur.get_mut(*s),
+        };
+        match next {
             Some(c) => cur = c,
             None => return,
         }
     }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(*last);
+    match item_match(last) {
+        Some(want) => {
+            if let Some(items) = cur.as_array_mut()
+                && let Some(i) = find_item(items, &want)
+            {
+                items.remove(i);
+            }
+        }
+        None => {
+            if let Some(m) = cur.as_object_mut() {
+                m.remove(*last);
+            }
+        }
     }
 }
 
 fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
+    path.split('\u{0}')
         .filter(|s| !s.is_empty())
-        .try_fold(obj, |c, s| c.get(s))
+        .try_fold(obj, |c, s| match item_match(s) {
+            Some(want) => c
+                .as_array()
+                .and_then(|items| find_item(items, &want).map(|i| &items[i])),
+            None => c.get(s),
+        })
 }
 
 /// Deep merge for apply: maps merge, keyed lists merge by key, other lists and scalars replace.
@@ -261,25 +381,19 @@ fn apply_merge(target: &mut Value, applied: &Value, field: &str) {
                 }
             }
         }
-        (Value::Array(t), Value::Array(a)) => {
-            match merge_key(field, a)
-                .filter(|_| a.iter().all(Value::is_object) && field != "conditions")
-            {
-                Some(key) => {
-                    let mut out = Vec::new();
-                    for ae in a {
-                        let mut merged = ae.clone();
-                        if let Some(te) = t.iter().find(|te| te.get(key) == ae.get(key)) {
-                            merged = te.clone();
-                            apply_merge(&mut merged, ae, "");
-                        }
-                        out.push(merged);
+        (Value::Array(_), Value::Array(a)) if a.is_empty() && merge_key(field, a).is_some() => {}
+        (Value::Array(t), Value::Array(a)) => match item_key(field, a) {
+            // Items merge into the live list by key; items others own stay.
+            Some(key) => {
+                for ae in a {
+                    match t.iter_mut().find(|te| te.get(key) == ae.get(key)) {
+                        Some(te) => apply_merge(te, ae, ""),
+                        None => t.push(ae.clone()),
                     }
-                    *t = out;
                 }
-                None => *t = a.clone(),
             }
-        }
+            None => *t = a.clone(),
+        },
         (t, a) => *t = a.clone(),
     }
 }
@@ -316,7 +430,9 @@ pub fn apply(
     let sub = if status { "status" } else { "" };
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for e in &entries {
-        if e.manager == manager && (e.operation == "Apply" || e.subresource == sub) {
+        if (e.manager == manager && (e.operation == "Apply" || e.subresource == sub))
+            || MIGRATED_MANAGERS.contains(&e.manager.as_str())
+        {
             continue;
         }
         for p in e.fields.intersection(&applied_set) {
@@ -331,14 +447,14 @@ pub fn apply(
             .map(|(m, p)| {
                 Cause::new(
                     "FieldManagerConflict",
-                    p.clone(),
+                    display(p),
                     format!("conflict with \"{m}\""),
                 )
             })
             .collect();
         let list: Vec<String> = conflicts
             .iter()
-            .map(|(m, p)| format!("conflict with \"{m}\": {p}"))
+            .map(|(m, p)| format!("conflict with \"{m}\": {}", display(p)))
             .collect();
         let mut err = ApiError::new(
             409,
@@ -355,19 +471,42 @@ pub fn apply(
         );
         return Err(err);
     }
-    let conflicted: FieldSet = conflicts.into_iter().map(|(_, p)| p).collect();
+    let mut conflicted: FieldSet = conflicts.into_iter().map(|(_, p)| p).collect();
+    for e in &entries {
+        if MIGRATED_MANAGERS.contains(&e.manager.as_str()) {
+            conflicted.extend(e.fields.intersection(&applied_set).cloned());
+        }
+    }
     let prev_applied: FieldSet = entries
         .iter()
         .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
         .map(|e| e.fields.clone())
         .unwrap_or_default();
     let mut new = old.clone();
-    for p in prev_applied.difference(&applied_set) {
-        let owned_elsewhere = entries
+    let others = |p: &dyn Fn(&String) -> bool| {
+        entries
             .iter()
-            .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
-        if !owned_elsewhere {
-            remove_path(&mut new, p);
+            .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.iter().any(p))
+    };
+    let mut dropped_items = BTreeSet::new();
+    for p in prev_applied.difference(&applied_set) {
+        if others(&|f| f == p) {
+            continue;
+        }
+        if let Some(item) = item_prefix(p) {
+            dropped_items.insert(item);
+            // Key fields go with their item, never alone.
+            if is_item_key(p) {
+                continue;
+            }
+        }
+        remove_path(&mut new, p);
+    }
+    for item in dropped_items {
+        let still_owned =
+            applied_set.iter().any(|f| f.starts_with(&item)) || others(&|f| f.starts_with(&item));
+        if !still_owned {
+            remove_path(&mut new, &item);
         }
     }
     let mut body = applied.clone();
@@ -435,6 +574,80 @@ mod tests {
         )
         .unwrap();
         assert_eq!(forced["spec"]["holder"], "b");
+    }
+
+    #[test]
+    fn keyed_list_items_have_their_own_owners() {
+        let dep = |containers: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"spec": {"containers": containers}}}})
+        };
+        let a = apply(
+            None,
+            &dep(json!([{"name": "app", "image": "app:1"}])),
+            "a",
+            false,
+            "apps/v1",
+            false,
+        )
+        .unwrap();
+        // b adds a sidecar: no conflict, both items live.
+        let b = apply(
+            Some(&a),
+            &dep(json!([{"name": "sidecar", "image": "proxy:1"}])),
+            "b",
+            false,
+            "apps/v1",
+            false,
+        )
+        .unwrap();
+        let names = |v: &Value| -> Vec<String> {
+            v["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(&b), ["app", "sidecar"]);
+        let fields = &b["metadata"]["managedFields"][1]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]
+            ["f:containers"];
+        assert!(fields.get("k:{\"name\":\"sidecar\"}").is_some(), "{fields}");
+        // b changing a's image conflicts on that one field.
+        let err = apply(
+            Some(&b),
+            &dep(
+                json!([{"name": "sidecar", "image": "proxy:1"}, {"name": "app", "image": "app:2"}]),
+            ),
+            "b",
+            false,
+            "apps/v1",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .contains(".spec.template.spec.containers[name=\"app\"].image"),
+            "{}",
+            err.message
+        );
+        // a re-applies without its container: only a's item goes.
+        let c = apply(Some(&b), &dep(json!([])), "a", false, "apps/v1", false).unwrap();
+        assert_eq!(names(&c), ["sidecar"]);
+        // An Update manager changing one item owns just that item's field.
+        let mut upd = c.clone();
+        upd["spec"]["template"]["spec"]["containers"][0]["image"] = json!("proxy:2");
+        record_update(Some(&c), &mut upd, "kubectl-edit", "apps/v1", None);
+        let err = apply(
+            Some(&upd),
+            &dep(json!([{"name": "sidecar", "image": "proxy:3"}])),
+            "b",
+            false,
+            "apps/v1",
+            false,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("kubectl-edit"), "{}", err.message);
     }
 
     #[test]

@@ -340,7 +340,7 @@ fn validate_string(s: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
         ));
     }
     if let Some(p) = s.get("pattern").and_then(Value::as_str) {
-        match regex::Regex::new(p) {
+        match cached_regex(p) {
             Ok(re) if !re.is_match(text) => out.push(Cause::new(
                 "FieldValueInvalid",
                 path,
@@ -354,6 +354,22 @@ fn validate_string(s: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
             )),
         }
     }
+}
+
+/// Patterns compile once per process: schemas are few, objects many.
+fn cached_regex(p: &str) -> Result<regex::Regex, regex::Error> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, regex::Regex>>,
+    > = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().ok().and_then(|c| c.get(p).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::Regex::new(p)?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(p.to_string(), re.clone());
+    }
+    Ok(re)
 }
 
 fn validate_number(s: &Value, n: f64, v: &Value, path: &str, out: &mut Vec<Cause>) {

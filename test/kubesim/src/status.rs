@@ -170,10 +170,6 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", message)
-    }
-
     /// An error a test asked for; the reason matches what a real server sends for that code.
     pub fn injected(code: u16) -> Self {
         let (reason, msg) = match code {

@@ -1,5 +1,6 @@
 //! The object store: typed collections of JSON objects, the global resourceVersion, write semantics, events and garbage collection.
 
+use crate::builtin;
 use crate::crd;
 use crate::managed;
 use crate::resources::{GroupResource, ResourceType, Special, builtins, version_priority};
@@ -187,6 +188,9 @@ fn new_uid() -> String {
     )
 }
 
+/// The finalizer a foreground deletion puts on the owner until its dependents are gone.
+const FOREGROUND: &str = "foregroundDeletion";
+
 fn random_suffix() -> String {
     // The alphabet the real server uses: no vowels, no confusable characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -207,6 +211,28 @@ fn dns_subdomain_ok(s: &str) -> bool {
         })
 }
 
+const LABEL_VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+const QUALIFIED_NAME_RULE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+
+/// Label values: at most 63 characters of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
+fn label_value_ok(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+/// Label and annotation keys: `[prefix/]name`, prefix a DNS subdomain, name like a label value.
+fn qualified_name_ok(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    !name.is_empty() && label_value_ok(name) && prefix.is_none_or(dns_subdomain_ok)
+}
+
 fn dns_label_ok(s: &str) -> bool {
     !s.contains('.') && s.len() <= 63 && dns_subdomain_ok(s)
 }
@@ -222,6 +248,21 @@ fn without(v: &Value, drop_meta: &[&str], drop_top: &[&str]) -> Value {
     if let Some(m) = c.as_object_mut() {
         for k in drop_top {
             m.remove(*k);
+        }
+    }
+    c
+}
+
+fn without_field_times(v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(entries) = c["metadata"]
+        .get_mut("managedFields")
+        .and_then(Value::as_array_mut)
+    {
+        for e in entries {
+            if let Some(m) = e.as_object_mut() {
+                m.remove("time");
+            }
         }
     }
     c
@@ -474,6 +515,7 @@ impl Inner {
             self.uids.insert(uid, (gr.clone(), key.clone()));
         }
         let limit = self.history_limit;
+        let key_copy = key.clone();
         let coll = self
             .collections
             .get_mut(gr)
@@ -492,7 +534,39 @@ impl Inner {
         }
         // No receivers is normal; the history still serves later watchers.
         let _ = coll.tx.send(ev);
+        if gr.group == "events.k8s.io" && gr.resource == "events" {
+            self.mirror_core_event(key_copy, kind, &obj);
+        }
         obj
+    }
+
+    /// Shows an `events.k8s.io/v1` Event through the core `v1` Events API too, as the real
+    /// server does (one storage, two versions), so `kubectl describe` and `get events` see it.
+    fn mirror_core_event(&mut self, key: Key, kind: EventType, obj: &Obj) {
+        let core = GroupResource {
+            group: String::new(),
+            resource: "events".into(),
+        };
+        let prev = self
+            .collections
+            .get(&core)
+            .and_then(|c| c.objects.get(&key))
+            .cloned();
+        match kind {
+            EventType::Deleted => {
+                if prev.is_some() {
+                    self.commit(&core, key, None, prev);
+                }
+            }
+            _ => {
+                self.commit(
+                    &core,
+                    key,
+                    Some(crate::builtin::core_event(&obj.value)),
+                    prev,
+                );
+            }
+        }
     }
 
     /// Drops all history of a resource so the next watch from an old version gets 410.
@@ -558,11 +632,53 @@ impl Inner {
         }
         if let Some(labels) = obj["metadata"]["labels"].as_object() {
             for (k, v) in labels {
-                if !v.is_string() {
+                if !qualified_name_ok(k) {
                     causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.labels",
+                        format!("Invalid value: {k:?}: {QUALIFIED_NAME_RULE}"),
+                    ));
+                }
+                match v.as_str() {
+                    Some(text) if label_value_ok(text) => {}
+                    Some(text) => causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.labels",
+                        format!("Invalid value: {text:?}: {LABEL_VALUE_RULE}"),
+                    )),
+                    None => causes.push(Cause::new(
                         "FieldValueTypeInvalid",
                         format!("metadata.labels.{k}"),
                         "Invalid value: label values must be strings",
+                    )),
+                }
+            }
+        }
+        if let Some(annotations) = obj["metadata"]["annotations"].as_object() {
+            let size: usize = annotations
+                .iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum();
+            if size > 262_144 {
+                causes.push(Cause::new(
+                    "FieldValueTooLong",
+                    "metadata.annotations",
+                    "Too long: may not be more than 262144 bytes",
+                ));
+            }
+            for (k, v) in annotations {
+                if !qualified_name_ok(k) {
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "metadata.annotations",
+                        format!("Invalid value: {k:?}: {QUALIFIED_NAME_RULE}"),
+                    ));
+                }
+                if !v.is_string() {
+                    causes.push(Cause::new(
+                        "FieldValueTypeInvalid",
+                        format!("metadata.annotations.{k}"),
+                        "Invalid value: annotation values must be strings",
                     ));
                 }
             }
@@ -666,7 +782,10 @@ impl Inner {
             Some(n) => n.to_string(),
             None => match body["metadata"]["generateName"].as_str() {
                 Some(prefix) if !prefix.is_empty() => {
-                    let coll = &self.collections[&rt.group_resource()];
+                    let coll = self
+                        .collections
+                        .get(&rt.group_resource())
+                        .ok_or_else(ApiError::no_route)?;
                     let mut tries = 0;
                     loop {
                         let candidate = format!("{prefix}{}", random_suffix());
@@ -715,6 +834,9 @@ impl Inner {
                 body["status"] = json!({"phase": "Active"});
             }
         }
+        if !rt.custom {
+            builtin::normalise(rt, &mut body);
+        }
         self.admit(rt, &mut body, None, opts)?;
         if rt.special == Special::Crd {
             body["status"] = crd::status(&body);
@@ -722,7 +844,8 @@ impl Inner {
         self.namespace_ok(rt, ns)?;
         let gr = rt.group_resource();
         let key = (key_ns, name.clone());
-        if self.collections[&gr].objects.contains_key(&key) {
+        let coll = self.collections.get(&gr).ok_or_else(ApiError::no_route)?;
+        if coll.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         if !opts.applied {
@@ -858,21 +981,28 @@ impl Inner {
                 ));
             }
         }
+        if !rt.custom {
+            builtin::normalise(rt, &mut new);
+            if subresource != Some("status") {
+                let causes = builtin::validate_update(rt, &new, &old.value);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(&rt.group, &rt.kind, name, causes));
+                }
+            }
+        }
         self.admit(rt, &mut new, Some(&old.value), opts)?;
         if rt.special == Special::Crd && subresource != Some("status") {
             new["status"] = crd::status(&new);
         }
         if rt.generation || rt.custom {
-            let spec_new = without(
-                &new,
-                &["resourceVersion", "managedFields"],
-                &["metadata", "status"],
-            );
-            let spec_old = without(
-                &old.value,
-                &["resourceVersion", "managedFields"],
-                &["metadata", "status"],
-            );
+            // Without a status subresource, status is part of what generation tracks.
+            let ignored: &[&str] = if rt.status {
+                &["metadata", "status"]
+            } else {
+                &["metadata"]
+            };
+            let spec_new = without(&new, &["resourceVersion", "managedFields"], ignored);
+            let spec_old = without(&old.value, &["resourceVersion", "managedFields"], ignored);
             if spec_new != spec_old {
                 let g = old.value["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 meta_mut(&mut new).insert("generation".into(), json!(g));
@@ -882,8 +1012,12 @@ impl Inner {
             "resourceVersion".into(),
             Value::String(old.meta_str("resourceVersion").to_string()),
         );
-        let unchanged =
-            without(&new, &["managedFields"], &[]) == without(&old.value, &["managedFields"], &[]);
+        // An apply that only changes ownership is still a write; timestamps alone are not.
+        let unchanged = if opts.applied {
+            without_field_times(&new) == without_field_times(&old.value)
+        } else {
+            without(&new, &["managedFields"], &[]) == without(&old.value, &["managedFields"], &[])
+        };
         if unchanged {
             // The real server skips the write (no new resourceVersion, no event) for a no-op.
             return Ok(old);
@@ -998,6 +1132,11 @@ impl Inner {
         let gr = rt.group_resource();
         let key = (ns.to_string(), name.to_string());
         if rt.special == Special::Namespace {
+            if ["default", "kube-system", "kube-public"].contains(&name) {
+                return Err(ApiError::forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                )));
+            }
             return Ok(self.delete_namespace(name, old));
         }
         Ok(self.delete_obj(&gr, key, old, opts.propagation))
@@ -1011,25 +1150,91 @@ impl Inner {
         old: Arc<Obj>,
         propagation: Propagation,
     ) -> Arc<Obj> {
-        if finalizers(&old.value).is_empty() {
+        let uid = old.meta_str("uid").to_string();
+        let foreground = propagation == Propagation::Foreground && self.has_dependents(&uid);
+        if finalizers(&old.value).is_empty() && !foreground {
             return self.remove(gr, key, propagation);
         }
-        if !old.value["metadata"]["deletionTimestamp"].is_null() {
+        let deleting = !old.value["metadata"]["deletionTimestamp"].is_null();
+        let has_fg = finalizers(&old.value).iter().any(|f| f == FOREGROUND);
+        if deleting && (!foreground || has_fg) {
             return old;
         }
         let mut v = old.value.clone();
         let meta = meta_mut(&mut v);
-        meta.insert("deletionTimestamp".into(), Value::String(now()));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-        if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
-            meta.insert("generation".into(), json!(g + 1));
+        if !deleting {
+            meta.insert("deletionTimestamp".into(), Value::String(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
+                meta.insert("generation".into(), json!(g + 1));
+            }
         }
-        self.commit(gr, key, Some(v), Some(old))
+        if foreground && !has_fg {
+            let mut fs = finalizers(&old.value);
+            fs.push(FOREGROUND.to_string());
+            meta.insert("finalizers".into(), json!(fs));
+        }
+        let marked = self.commit(gr, key.clone(), Some(v), Some(old));
+        if foreground {
+            self.collect_dependents(&uid, Propagation::Foreground);
+            self.release_foreground(&uid);
+            return self
+                .collections
+                .get(gr)
+                .and_then(|c| c.objects.get(&key))
+                .cloned()
+                .unwrap_or(marked);
+        }
+        marked
+    }
+
+    fn has_dependents(&self, uid: &str) -> bool {
+        self.owners.get(uid).is_some_and(|d| !d.is_empty())
+    }
+
+    /// Drops an owner's `foregroundDeletion` finalizer once its last dependent is gone.
+    fn release_foreground(&mut self, owner_uid: &str) {
+        if self.has_dependents(owner_uid) {
+            return;
+        }
+        let Some((gr, key)) = self.uids.get(owner_uid).cloned() else {
+            return;
+        };
+        let Some(owner) = self
+            .collections
+            .get(&gr)
+            .and_then(|c| c.objects.get(&key))
+            .cloned()
+        else {
+            return;
+        };
+        let fs = finalizers(&owner.value);
+        if owner.value["metadata"]["deletionTimestamp"].is_null()
+            || !fs.iter().any(|f| f == FOREGROUND)
+        {
+            return;
+        }
+        let rest: Vec<String> = fs.into_iter().filter(|f| f != FOREGROUND).collect();
+        let mut v = owner.value.clone();
+        if rest.is_empty() {
+            meta_mut(&mut v).remove("finalizers");
+        } else {
+            meta_mut(&mut v).insert("finalizers".into(), json!(rest));
+        }
+        let done = finalizers(&v).is_empty();
+        self.commit(&gr, key.clone(), Some(v), Some(owner));
+        if done {
+            self.remove(&gr, key, Propagation::Background);
+        }
     }
 
     /// Removes an object now and collects what it owned.
     fn remove(&mut self, gr: &GroupResource, key: Key, propagation: Propagation) -> Arc<Obj> {
-        let prev = self.collections[gr].objects.get(&key).cloned();
+        let prev = self
+            .collections
+            .get(gr)
+            .and_then(|c| c.objects.get(&key))
+            .cloned();
         let Some(prev) = prev else {
             return Arc::new(Obj::new(Value::Null, self.rv));
         };
@@ -1038,6 +1243,9 @@ impl Inner {
         let obj = self.commit(gr, key, None, Some(prev));
         let uid = obj.meta_str("uid").to_string();
         self.collect_dependents(&uid, propagation);
+        for owner in owner_uids(&obj.value) {
+            self.release_foreground(&owner);
+        }
         if is_crd {
             self.crd_removed(&obj.value);
         }
@@ -1048,7 +1256,13 @@ impl Inner {
     }
 
     fn collect_dependents(&mut self, owner_uid: &str, propagation: Propagation) {
-        let Some(deps) = self.owners.remove(owner_uid) else {
+        // Foreground keeps the index: the owner waits for these dependents to go.
+        let deps = if propagation == Propagation::Foreground {
+            self.owners.get(owner_uid).cloned()
+        } else {
+            self.owners.remove(owner_uid)
+        };
+        let Some(deps) = deps else {
             return;
         };
         let mut deps: Vec<_> = deps.into_iter().collect();
@@ -1078,7 +1292,7 @@ impl Inner {
                 .iter()
                 .any(|u| u != owner_uid && self.uids.contains_key(u));
             if !other_live_owner {
-                self.delete_obj(&gr, key, dep, Propagation::Background);
+                self.delete_obj(&gr, key, dep, propagation);
             }
         }
     }
@@ -1111,7 +1325,11 @@ impl Inner {
             }
         }
         for (cgr, k, o) in victims {
-            if self.collections[&cgr].objects.contains_key(&k) {
+            if self
+                .collections
+                .get(&cgr)
+                .is_some_and(|c| c.objects.contains_key(&k))
+            {
                 self.delete_obj(&cgr, k, o, Propagation::Background);
             }
         }
@@ -1188,12 +1406,6 @@ impl Inner {
         }
         self.unregister(&group, &plural);
         self.collections.remove(&gr);
-    }
-
-    /// Direct write of a whole object after a patch was applied to `old`.
-    pub fn current(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> ApiResult<Arc<Obj>> {
-        let ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
-        self.get(rt, ns, name)
     }
 }
 

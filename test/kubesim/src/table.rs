@@ -182,6 +182,211 @@ fn column(name: &str, ty: &str, format: &str, description: &str, priority: i64) 
     json!({"name": name, "type": ty, "format": format, "description": description, "priority": priority})
 }
 
+type Cell = fn(&Value) -> Value;
+
+fn count(v: &Value) -> Value {
+    json!(v.as_object().map_or(0, |m| m.len()))
+}
+
+fn or_none(v: &Value) -> Value {
+    match v {
+        Value::Null => json!("<none>"),
+        Value::String(s) if s.is_empty() => json!("<none>"),
+        Value::Array(a) => json!(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.clone(),
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn pod_ready(o: &Value) -> Value {
+    let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+    let ready = o["status"]["containerStatuses"].as_array().map_or(0, |a| {
+        a.iter().filter(|c| c["ready"] == json!(true)).count()
+    });
+    json!(format!("{ready}/{total}"))
+}
+
+fn pod_status(o: &Value) -> Value {
+    if !o["metadata"]["deletionTimestamp"].is_null() {
+        return json!("Terminating");
+    }
+    let waiting = o["status"]["containerStatuses"].as_array().and_then(|a| {
+        a.iter()
+            .find_map(|c| c["state"]["waiting"]["reason"].as_str())
+    });
+    json!(
+        waiting
+            .or(o["status"]["phase"].as_str())
+            .unwrap_or("Pending")
+    )
+}
+
+fn pod_restarts(o: &Value) -> Value {
+    json!(o["status"]["containerStatuses"].as_array().map_or(0, |a| {
+        a.iter().map(|c| int(&c["restartCount"])).sum::<i64>()
+    }))
+}
+
+fn ports(o: &Value) -> Value {
+    let list: Vec<String> = o["spec"]["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(if list.is_empty() {
+        "<none>".to_string()
+    } else {
+        list.join(",")
+    })
+}
+
+/// Columns the real server prints for built-in kinds (between NAME and AGE).
+fn builtin_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str, Cell)> {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "namespaces") => vec![("Status", "string", |o| o["status"]["phase"].clone())],
+        ("", "configmaps") => vec![("Data", "integer", |o| {
+            json!(
+                count(&o["data"]).as_u64().unwrap_or(0)
+                    + count(&o["binaryData"]).as_u64().unwrap_or(0)
+            )
+        })],
+        ("", "secrets") => vec![
+            ("Type", "string", |o| o["type"].clone()),
+            ("Data", "integer", |o| count(&o["data"])),
+        ],
+        ("", "pods") => vec![
+            ("Ready", "string", pod_ready),
+            ("Status", "string", pod_status),
+            ("Restarts", "string", pod_restarts),
+        ],
+        ("", "services") => vec![
+            ("Type", "string", |o| {
+                json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP"))
+            }),
+            ("Cluster-IP", "string", |o| or_none(&o["spec"]["clusterIP"])),
+            ("Port(s)", "string", ports),
+        ],
+        ("", "persistentvolumeclaims") => vec![
+            ("Status", "string", |o| {
+                json!(o["status"]["phase"].as_str().unwrap_or("Pending"))
+            }),
+            ("Volume", "string", |o| {
+                json!(o["spec"]["volumeName"].as_str().unwrap_or(""))
+            }),
+            ("Capacity", "string", |o| {
+                json!(o["status"]["capacity"]["storage"].as_str().unwrap_or(""))
+            }),
+            ("Access Modes", "string", |o| {
+                or_none(&o["spec"]["accessModes"])
+            }),
+            ("StorageClass", "string", |o| {
+                or_none(&o["spec"]["storageClassName"])
+            }),
+        ],
+        ("", "persistentvolumes") => vec![
+            ("Capacity", "string", |o| {
+                o["spec"]["capacity"]["storage"].clone()
+            }),
+            ("Access Modes", "string", |o| {
+                or_none(&o["spec"]["accessModes"])
+            }),
+            ("Reclaim Policy", "string", |o| {
+                json!(
+                    o["spec"]["persistentVolumeReclaimPolicy"]
+                        .as_str()
+                        .unwrap_or("Retain")
+                )
+            }),
+            ("Status", "string", |o| {
+                json!(o["status"]["phase"].as_str().unwrap_or("Pending"))
+            }),
+            ("Claim", "string", |o| {
+                let c = &o["spec"]["claimRef"];
+                json!(c["name"].as_str().map_or(String::new(), |n| format!(
+                    "{}/{n}",
+                    c["namespace"].as_str().unwrap_or("")
+                )))
+            }),
+            ("StorageClass", "string", |o| {
+                or_none(&o["spec"]["storageClassName"])
+            }),
+        ],
+        ("apps", "deployments") => vec![
+            ("Ready", "string", |o| {
+                json!(format!(
+                    "{}/{}",
+                    int(&o["status"]["readyReplicas"]),
+                    int(&o["spec"]["replicas"])
+                ))
+            }),
+            ("Up-to-date", "integer", |o| {
+                json!(int(&o["status"]["updatedReplicas"]))
+            }),
+            ("Available", "integer", |o| {
+                json!(int(&o["status"]["availableReplicas"]))
+            }),
+        ],
+        ("apps", "statefulsets") | ("apps", "replicasets") => vec![("Ready", "string", |o| {
+            json!(format!(
+                "{}/{}",
+                int(&o["status"]["readyReplicas"]),
+                int(&o["spec"]["replicas"])
+            ))
+        })],
+        ("batch", "jobs") => vec![("Completions", "string", |o| {
+            json!(format!(
+                "{}/{}",
+                int(&o["status"]["succeeded"]),
+                o["spec"]["completions"].as_i64().unwrap_or(1)
+            ))
+        })],
+        ("", "events") => vec![
+            ("Last Seen", "string", |o| {
+                let t = [
+                    &o["lastTimestamp"],
+                    &o["eventTime"],
+                    &o["metadata"]["creationTimestamp"],
+                ]
+                .into_iter()
+                .find_map(|v| v.as_str());
+                json!(t.map(human_age).unwrap_or_default())
+            }),
+            ("Type", "string", |o| o["type"].clone()),
+            ("Reason", "string", |o| o["reason"].clone()),
+            ("Object", "string", |o| {
+                let r = &o["involvedObject"];
+                json!(format!(
+                    "{}/{}",
+                    r["kind"].as_str().unwrap_or("").to_lowercase(),
+                    r["name"].as_str().unwrap_or("")
+                ))
+            }),
+            ("Message", "string", |o| o["message"].clone()),
+        ],
+        ("coordination.k8s.io", "leases") => vec![("Holder", "string", |o| {
+            json!(o["spec"]["holderIdentity"].as_str().unwrap_or(""))
+        })],
+        ("storage.k8s.io", "storageclasses") => vec![
+            ("Provisioner", "string", |o| o["provisioner"].clone()),
+            ("ReclaimPolicy", "string", |o| {
+                json!(o["reclaimPolicy"].as_str().unwrap_or("Delete"))
+            }),
+        ],
+        _ => vec![],
+    }
+}
+
 /// A Table of `objects`; `include` is `None`, `Metadata` (default) or `Object`.
 pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -> Value {
     let mut defs = vec![column(
@@ -192,6 +397,16 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
         0,
     )];
     let custom = !rt.columns.is_empty();
+    let builtin = if custom {
+        Vec::new()
+    } else {
+        builtin_columns(rt)
+    };
+    // Core events print like the real server: no NAME (priority 1, `-o wide`) and no AGE.
+    let is_event = rt.group.is_empty() && rt.plural == "events";
+    if is_event {
+        defs[0]["priority"] = json!(1);
+    }
     if custom {
         for c in &rt.columns {
             defs.push(column(
@@ -203,22 +418,18 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
             ));
         }
     } else {
-        if rt.special == crate::resources::Special::Namespace {
+        for (name, ty, _) in &builtin {
+            defs.push(column(name, ty, "", "", 0));
+        }
+        if !is_event {
             defs.push(column(
-                "Status",
-                "string",
+                "Age",
+                "date",
                 "",
-                "The phase of the namespace.",
+                "CreationTimestamp is a timestamp representing the server time when this object was created.",
                 0,
             ));
         }
-        defs.push(column(
-            "Age",
-            "date",
-            "",
-            "CreationTimestamp is a timestamp representing the server time when this object was created.",
-            0,
-        ));
     }
     let rows: Vec<Value> = objects
         .iter()
@@ -232,10 +443,12 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
                     cells.push(cell(found, &c.type_));
                 }
             } else {
-                if rt.special == crate::resources::Special::Namespace {
-                    cells.push(o["status"]["phase"].clone());
+                for (_, _, f) in &builtin {
+                    cells.push(f(o));
                 }
-                cells.push(cell(o["metadata"].get("creationTimestamp"), "date"));
+                if !is_event {
+                    cells.push(cell(o["metadata"].get("creationTimestamp"), "date"));
+                }
             }
             let mut row = json!({"cells": cells});
             match include {
@@ -281,6 +494,36 @@ mod tests {
         assert_eq!(
             jsonpath(&o, "{.status.conditions[*].type}").unwrap().len(),
             2
+        );
+    }
+
+    #[test]
+    fn builtin_columns_follow_the_real_server() {
+        let pods = crate::resources::builtins()
+            .into_iter()
+            .find(|r| r.plural == "pods")
+            .unwrap();
+        let pod = json!({"metadata": {"name": "p", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"ready": true, "restartCount": 2, "state": {}}, {"ready": false, "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        let t = table_for(&pods, &[pod], 1, "None");
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age"]);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "p",
+                "1/2",
+                "CrashLoopBackOff",
+                3,
+                human_age("2020-01-01T00:00:00Z")
+            ])
         );
     }
 

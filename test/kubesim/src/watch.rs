@@ -9,7 +9,7 @@ use crate::table;
 use bytes::Bytes;
 use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
@@ -24,6 +24,8 @@ pub struct WatchRequest {
     pub send_initial: bool,
     pub timeout: Option<Duration>,
     pub table: bool,
+    /// `as=PartialObjectMetadata`: events carry metadata only.
+    pub metadata_only: bool,
     /// A test asked for this watch to fail with 410 at once.
     pub force_gone: bool,
 }
@@ -42,6 +44,10 @@ impl WatchRequest {
     }
 
     fn line(&self, kind: EventType, obj: &Obj) -> Bytes {
+        if self.metadata_only {
+            let partial = crate::http::partial_metadata(&obj.value);
+            return event_line(kind, &serde_json::to_vec(&partial).unwrap_or_default());
+        }
         if self.table {
             let t = table::table_for(&self.rt, std::slice::from_ref(&obj.value), obj.rv, "Object");
             return event_line(kind, &serde_json::to_vec(&t).unwrap_or_default());
@@ -54,7 +60,7 @@ impl WatchRequest {
         let same_version =
             ev.obj.value["apiVersion"].as_str() == Some(self.rt.api_version().as_str());
         if !self.filtered() {
-            return Some(if same_version && !self.table {
+            return Some(if same_version && !self.table && !self.metadata_only {
                 ev.line.clone()
             } else {
                 self.line(ev.kind, &ev.obj)
@@ -70,11 +76,13 @@ impl WatchRequest {
             EventType::Deleted if now => EventType::Deleted,
             _ => return None,
         };
-        Some(if kind == ev.kind && same_version && !self.table {
-            ev.line.clone()
-        } else {
-            self.line(kind, &ev.obj)
-        })
+        Some(
+            if kind == ev.kind && same_version && !self.table && !self.metadata_only {
+                ev.line.clone()
+            } else {
+                self.line(kind, &ev.obj)
+            },
+        )
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
@@ -107,7 +115,7 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<Result<By
             "too old resource version: the watch was expired by a test (forced 410)",
         )));
     } else {
-        let store = shared.store.read().expect("store lock");
+        let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
         match store.collections.get(&gr) {
             None => first.push(error_line(&ApiError::gone(
                 "the resource is no longer served",
@@ -188,7 +196,7 @@ pub fn start(shared: Arc<Shared>, req: WatchRequest) -> mpsc::Receiver<Result<By
                 },
                 _ = ticker.tick(), if req.bookmarks => {
                     let rv = {
-                        let store = shared.store.read().expect("store lock");
+                        let store = shared.store.read().unwrap_or_else(PoisonError::into_inner);
                         sub.is_empty().then_some(store.rv)
                     };
                     if let Some(rv) = rv {

@@ -1,0 +1,267 @@
+//! Rules of built-in kinds that operators trip over: Secret `stringData`, immutable ConfigMaps and Secrets, and fields the real server forbids changing.
+
+use crate::resources::ResourceType;
+use crate::status::Cause;
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// Normalises a built-in object before storage (e.g. `stringData` into `data`).
+pub fn normalise(rt: &ResourceType, obj: &mut Value) {
+    if rt.group.is_empty() && rt.plural == "secrets" {
+        if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+            if !obj["data"].is_object() {
+                obj["data"] = json!({});
+            }
+            for (k, v) in sd {
+                let text = v
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string());
+                obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+            }
+        }
+        if obj
+            .get("type")
+            .is_none_or(|t| t.as_str().is_none_or(str::is_empty))
+        {
+            obj["type"] = json!("Opaque");
+        }
+    }
+}
+
+/// The core `v1` view of an `events.k8s.io/v1` Event (the field mapping the real server uses).
+pub fn core_event(ev: &Value) -> Value {
+    let mut out = json!({"apiVersion": "v1", "kind": "Event", "metadata": ev["metadata"].clone()});
+    let series = &ev["series"];
+    let pairs: [(&str, Value); 14] = [
+        ("involvedObject", ev["regarding"].clone()),
+        ("related", ev["related"].clone()),
+        ("reason", ev["reason"].clone()),
+        ("message", ev["note"].clone()),
+        ("type", ev["type"].clone()),
+        ("action", ev["action"].clone()),
+        ("eventTime", ev["eventTime"].clone()),
+        ("series", ev["series"].clone()),
+        ("reportingComponent", ev["reportingController"].clone()),
+        ("reportingInstance", ev["reportingInstance"].clone()),
+        (
+            "source",
+            if ev["deprecatedSource"].is_object() {
+                ev["deprecatedSource"].clone()
+            } else {
+                json!({"component": ev["reportingController"]})
+            },
+        ),
+        ("firstTimestamp", ev["deprecatedFirstTimestamp"].clone()),
+        (
+            "lastTimestamp",
+            [
+                &ev["deprecatedLastTimestamp"],
+                &series["lastObservedTime"],
+                &ev["eventTime"],
+            ]
+            .into_iter()
+            .find(|v| !v.is_null())
+            .cloned()
+            .unwrap_or(Value::Null),
+        ),
+        (
+            "count",
+            if series.is_object() {
+                series["count"].clone()
+            } else {
+                ev["deprecatedCount"].clone()
+            },
+        ),
+    ];
+    for (k, v) in pairs {
+        if !v.is_null() {
+            out[k] = v;
+        }
+    }
+    out
+}
+
+fn strip(v: &Value, paths: &[&[&str]]) -> Value {
+    let mut c = v.clone();
+    for path in paths {
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut cur = Some(&mut c);
+        for p in parents {
+            cur = cur.and_then(|x| x.get_mut(*p));
+        }
+        if let Some(Value::Object(m)) = cur {
+            m.remove(*last);
+        }
+    }
+    c
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::Object(_) => "\"object\"".into(),
+        Value::Array(_) => "\"array\"".into(),
+        other => other.to_string(),
+    }
+}
+
+fn forbidden(field: &str, message: &str) -> Cause {
+    Cause::new(
+        "FieldValueForbidden",
+        field,
+        format!("Forbidden: {message}"),
+    )
+}
+
+fn immutable(field: &str, v: &Value) -> Cause {
+    Cause::new(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: {}: field is immutable", short(v)),
+    )
+}
+
+/// Update checks the real server's strategies make for these kinds.
+pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "configmaps" | "secrets") => {
+            if old["immutable"] == json!(true) {
+                if new["immutable"] != json!(true) {
+                    causes.push(forbidden(
+                        "immutable",
+                        "field is immutable when `immutable` is set",
+                    ));
+                }
+                for f in ["data", "binaryData"] {
+                    if new.get(f) != old.get(f) {
+                        causes.push(forbidden(f, "field is immutable when `immutable` is set"));
+                    }
+                }
+            }
+            if rt.plural == "secrets" && new["type"] != old["type"] {
+                causes.push(immutable("type", &new["type"]));
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            let mut old_spec = strip(
+                &old["spec"],
+                &[&["resources", "requests"], &["volumeAttributesClassName"]],
+            );
+            let new_spec = strip(
+                &new["spec"],
+                &[&["resources", "requests"], &["volumeAttributesClassName"]],
+            );
+            // The binder may fill in volumeName once.
+            if old_spec
+                .get("volumeName")
+                .is_none_or(|v| v.as_str().is_none_or(str::is_empty))
+                && let (Some(o), Some(n)) = (old_spec.as_object_mut(), new_spec.get("volumeName"))
+            {
+                o.insert("volumeName".into(), n.clone());
+            }
+            if old_spec != new_spec {
+                causes.push(forbidden(
+                    "spec",
+                    "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                ));
+            }
+        }
+        ("", "pods") => {
+            let mutable: &[&[&str]] = &[
+                &["activeDeadlineSeconds"],
+                &["tolerations"],
+                &["terminationGracePeriodSeconds"],
+            ];
+            let images = |spec: &Value| -> Value {
+                let mut s = strip(spec, mutable);
+                for list in ["containers", "initContainers"] {
+                    if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+                        for c in cs {
+                            if let Some(m) = c.as_object_mut() {
+                                m.remove("image");
+                            }
+                        }
+                    }
+                }
+                s
+            };
+            if images(&old["spec"]) != images(&new["spec"]) {
+                causes.push(forbidden(
+                    "spec",
+                    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+                ));
+            }
+        }
+        ("apps", "statefulsets") => {
+            let allowed: &[&[&str]] = &[
+                &["replicas"],
+                &["template"],
+                &["updateStrategy"],
+                &["persistentVolumeClaimRetentionPolicy"],
+                &["minReadySeconds"],
+                &["ordinals"],
+                &["revisionHistoryLimit"],
+            ];
+            if strip(&old["spec"], allowed) != strip(&new["spec"], allowed) {
+                causes.push(forbidden(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+                ));
+            }
+        }
+        ("apps", "deployments" | "daemonsets" | "replicasets")
+            if new["spec"]["selector"] != old["spec"]["selector"] =>
+        {
+            causes.push(immutable("spec.selector", &new["spec"]["selector"]));
+        }
+        ("batch", "jobs") => {
+            if new["spec"]["selector"] != old["spec"]["selector"] {
+                causes.push(immutable("spec.selector", &new["spec"]["selector"]));
+            }
+            if new["spec"]["template"] != old["spec"]["template"] {
+                causes.push(immutable("spec.template", &json!("object")));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::builtins;
+
+    fn rt(plural: &str) -> ResourceType {
+        builtins().into_iter().find(|r| r.plural == plural).unwrap()
+    }
+
+    #[test]
+    fn string_data_becomes_data() {
+        let mut s = json!({"stringData": {"password": "hunter2"}});
+        normalise(&rt("secrets"), &mut s);
+        assert_eq!(
+            s,
+            json!({"data": {"password": "aHVudGVyMg=="}, "type": "Opaque"})
+        );
+    }
+
+    #[test]
+    fn pvc_spec_is_immutable_but_requests_grow() {
+        let pvc = rt("persistentvolumeclaims");
+        let old = json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        let mut grown = old.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        grown["spec"]["volumeName"] = json!("pv-1");
+        assert!(validate_update(&pvc, &grown, &old).is_empty());
+        let mut restored = old.clone();
+        restored["spec"]["dataSource"] = json!({"kind": "VolumeSnapshot", "name": "s"});
+        assert_eq!(
+            validate_update(&pvc, &restored, &old)[0].reason,
+            "FieldValueForbidden"
+        );
+    }
+}
