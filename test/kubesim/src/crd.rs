@@ -167,7 +167,15 @@ fn check_rules(node: &Value, path: &str, root: bool, out: &mut Vec<Cause>) {
                 continue;
             };
             let field = format!("{path}.x-kubernetes-validations[{j}].rule");
-            for w in kube_cel::check_rule_scope(rule, kube_cel::ScopeContext::CrdValidation) {
+            let bound = macro_bound_variables(rule);
+            for w in kube_cel::check_rule_scope(rule, kube_cel::ScopeContext::CrdValidation)
+                .into_iter()
+                .filter(|w| {
+                    !bound
+                        .iter()
+                        .any(|v| w.message.starts_with(&format!("variable '{v}' ")))
+                })
+            {
                 out.push(Cause::new(
                     "FieldValueInvalid",
                     field.clone(),
@@ -367,4 +375,42 @@ pub fn types(crd: &Value) -> Result<Vec<ResourceType>, String> {
         });
     }
     Ok(out)
+}
+
+/// Names bound by CEL comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`,
+/// with one or two variables): kube-cel's scope check reports them as unknown variables,
+/// which the real API server does not.
+fn macro_bound_variables(rule: &str) -> Vec<String> {
+    let binder = regex::Regex::new(
+        r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,(?:\s*([A-Za-z_][A-Za-z0-9_]*)\s*,)?",
+    )
+    .expect("a valid regex");
+    binder
+        .captures_iter(rule)
+        .flat_map(|c| {
+            [c.get(1), c.get(2)]
+                .into_iter()
+                .flatten()
+                .map(|m| m.as_str().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod macro_variable_tests {
+    use super::macro_bound_variables;
+
+    #[test]
+    fn comprehension_variables_are_bound() {
+        assert_eq!(
+            macro_bound_variables("self.all(v, self.exists_one(w, w.name == v.name))"),
+            vec!["v", "w"]
+        );
+        assert_eq!(
+            macro_bound_variables("self.all(k, v, v > 0)"),
+            vec!["k", "v"]
+        );
+        assert!(macro_bound_variables("self.x > 0").is_empty());
+    }
 }
