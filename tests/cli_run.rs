@@ -148,6 +148,9 @@ mod on_kubesim {
 
     fn get(addr: &str, path: &str) -> (u16, String) {
         let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         write!(
             stream,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -170,14 +173,30 @@ mod on_kubesim {
             let mut child = Command::new(env!("CARGO_BIN_EXE_fluxgate"))
                 .args(&args)
                 .env("RUST_LOG", "info")
+                .arg("--git-cache-dir")
+                .arg(std::env::temp_dir().join("fluxgate-cli-run-test"))
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+            // Drain stderr on its own thread so the child never blocks on a full pipe, and
+            // wait for lines with a deadline so a stuck child fails the test instead of
+            // hanging it.
+            let stderr = BufReader::new(child.stderr.take().unwrap());
+            let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+            std::thread::spawn(move || {
+                for line in stderr.lines().map_while(Result::ok) {
+                    if lines_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
             let mut endpoints = None;
             let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                let line = lines.next().expect("fluxgate logs until ready").unwrap();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = lines
+                    .recv_timeout(left)
+                    .expect("fluxgate logs until ready within 30s");
                 let log: serde_json::Value =
                     serde_json::from_str(&line).expect("logs are JSON lines");
                 if let Some(addr) = log["endpoints"].as_str() {
@@ -204,9 +223,20 @@ mod on_kubesim {
                 .args(["-TERM", &child.id().to_string()])
                 .status()
                 .unwrap();
-            let status = child.wait().unwrap();
+            let stopped_by = Instant::now() + Duration::from_secs(20);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > stopped_by {
+                    child.kill().unwrap();
+                    panic!("fluxgate did not stop within 20s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
             assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
-            let rest: Vec<String> = lines.map_while(Result::ok).collect();
+            // The child has exited, so its stderr ends and the reader thread hangs up.
+            let rest: Vec<String> = lines.iter().collect();
             assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
         })
         .await

@@ -77,11 +77,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     readiness.set(false);
     let _ = stop_controllers.send(());
-    controllers.await?;
     let _ = stop_endpoints.send(());
-    serving.await??;
+    // Running reconciles get a bounded time to finish (Kubernetes kills the pod after its
+    // grace period anyway); every step is idempotent, so cutting one short loses nothing.
+    let stopping = async {
+        controllers.await?;
+        serving.await??;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, stopping).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!(
+            seconds = SHUTDOWN_GRACE.as_secs(),
+            "work still running at shutdown was cut short"
+        ),
+    }
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long running work may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Completes on SIGTERM (how Kubernetes stops a pod) or SIGINT (Ctrl-C).
 async fn shutdown_signal() -> anyhow::Result<()> {

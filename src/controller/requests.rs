@@ -84,7 +84,7 @@ pub async fn run(
         watcher::Config::default(),
     );
     let upgrade_store = upgrades.store();
-    let upgrades = upgrades
+    let upgrades = watch_the_world(upgrades, &client)
         .watches(
             Api::<ManagedApp>::all(client.clone()),
             watcher::Config::default(),
@@ -108,11 +108,101 @@ pub async fn run(
     let rollbacks = Controller::new(
         Api::<RollbackRequest>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile_rollback, error_policy, ctx.clone())
-    .for_each(|_| async {});
+    );
+    let rollbacks = watch_the_world(rollbacks, &client)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_rollback, error_policy, ctx.clone())
+        .for_each(|_| async {});
     futures::join!(upgrades, rollbacks);
+}
+
+/// Progress is event-driven: a change of anything a running request waits on (Flux
+/// objects, snapshots, PVCs, pods, workloads) reconciles the running requests whose plan
+/// touches that namespace, found in the controller's own cache (no API calls to map).
+fn watch_the_world<K: RequestObject>(
+    controller: Controller<K>,
+    client: &kube::Client,
+) -> Controller<K> {
+    use crate::api::FluxObjectKind;
+    use crate::cluster::flux::ops::api_resource;
+    use crate::cluster::snapshots::VolumeSnapshot;
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use kube::api::DynamicObject;
+    let store = controller.store();
+    let config = watcher::Config::default;
+    let map = |store: kube::runtime::reflector::Store<K>| {
+        move |namespace: Option<String>| running_in(&store.state(), namespace.as_deref())
+    };
+    let mut controller = controller
+        .watches(Api::<Pod>::all(client.clone()), config(), {
+            let f = map(store.clone());
+            move |o: Pod| f(o.namespace())
+        })
+        .watches(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            config(),
+            {
+                let f = map(store.clone());
+                move |o: PersistentVolumeClaim| f(o.namespace())
+            },
+        )
+        .watches(Api::<StatefulSet>::all(client.clone()), config(), {
+            let f = map(store.clone());
+            move |o: StatefulSet| f(o.namespace())
+        })
+        .watches(Api::<Deployment>::all(client.clone()), config(), {
+            let f = map(store.clone());
+            move |o: Deployment| f(o.namespace())
+        })
+        .watches(Api::<VolumeSnapshot>::all(client.clone()), config(), {
+            let f = map(store.clone());
+            move |o: VolumeSnapshot| f(o.namespace())
+        });
+    for kind in [
+        FluxObjectKind::Kustomization,
+        FluxObjectKind::HelmRelease,
+        FluxObjectKind::GitRepository,
+    ] {
+        let resource = api_resource(kind);
+        // Flux objects often live in another namespace than the app: any change wakes
+        // every running request (there are few).
+        let f = map(store.clone());
+        controller = controller.watches_with(
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            resource,
+            config(),
+            move |_: DynamicObject| f(None),
+        );
+    }
+    controller
+}
+
+/// Running (admitted, not finished) requests whose plan touches `namespace` (any namespace
+/// when None).
+fn running_in<K: RequestObject>(requests: &[Arc<K>], namespace: Option<&str>) -> Vec<ObjectRef<K>> {
+    requests
+        .iter()
+        .filter(|r| {
+            let Some(status) = r.status() else {
+                return false;
+            };
+            let running = status
+                .phase
+                .is_some_and(|p| !p.is_terminal() && !matches!(p, Phase::Queued | Phase::Admit));
+            let touches = |plan: &crate::api::Plan| match namespace {
+                None => true,
+                Some(ns) => {
+                    plan.workloads.iter().any(|w| w.namespace == ns)
+                        || plan.volumes.iter().any(|v| v.namespace == ns)
+                        || plan.flux_objects.iter().any(|o| o.namespace == ns)
+                }
+            };
+            (running || status.phase == Some(Phase::Frozen))
+                && status.plan.as_ref().is_some_and(touches)
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
 }
 
 /// Requests of `app` that are not finished: a change of the app (its lock released) may let
