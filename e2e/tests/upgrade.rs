@@ -3,171 +3,24 @@
 //! simulated world: one commit with the trailers and a byte-minimal diff, ready snapshots,
 //! Flux back to its prior state, replicas restored, the ManagedApp updated.
 
-use fluxgate::api::{ManagedApp, Phase, UpgradeRequest};
-use fluxgate::controller::{Context, Settings};
+use e2e::story::{APP_FILE, Story, app_manifest};
+use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
+use fluxgate::cluster::flux::ops::{get, is_suspended};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, PostParams};
-use kubesim::KubeSim;
+use kube::api::Api;
 use serde_json::json;
-use sim::git_server::GitServer;
-use sim::world::{World, WorldOptions};
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const FLEET_URL: &str = "https://git.sim.test/fleet.git";
-
-fn release(tag: &str) -> String {
-    format!(
-        "# The database of the apps namespace.
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: OCIRepository
-metadata:
-  name: db
-  namespace: apps
-spec:
-  interval: 10m
-  url: oci://ghcr.io/example/charts/db
-  ref:
-    tag: {tag} # pinned by Fluxgate
----
-apiVersion: helm.toolkit.fluxcd.io/v2
-kind: HelmRelease
-metadata:
-  name: db
-  namespace: apps
-spec:
-  interval: 10m
-  chartRef:
-    kind: OCIRepository
-    name: db
-  values:
-    replicaCount: 2
-    persistence:
-    - name: data
-      size: 1Gi
-"
-    )
-}
-
-async fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_helm_release_app_is_upgraded_end_to_end() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,fluxgate=info")
-        .with_test_writer()
-        .try_init();
-    let kube = KubeSim::start().await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    kube.load_yaml(root.join("crds")).unwrap();
-    kube.load_yaml(root.join("../shared/external-crds"))
-        .unwrap();
-    let client = kube.client();
-    let git = GitServer::builder()
-        .file(
-            "clusters/prod/kustomization.yaml",
-            "resources:\n- ns.yaml\n- db.yaml\n",
-        )
-        .file(
-            "clusters/prod/ns.yaml",
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n",
-        )
-        .file("clusters/prod/db.yaml", release("v1.4.0"))
-        .start()
-        .unwrap();
-    let mut options = WorldOptions::fast();
-    options
-        .git_url_rewrites
-        .push((FLEET_URL.into(), git.file_url()));
-    let _world = World::start(client.clone(), options).await.unwrap();
-    sim::seed::storage(&client).await.unwrap();
-    sim::seed::flux_system(&client, FLEET_URL, "main", "./clusters/prod")
-        .await
-        .unwrap();
-
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "apps");
-    wait_until("the app to run", Duration::from_secs(30), async || {
-        let sts = statefulsets.get_opt("db").await.ok()??;
-        (sts.status?.ready_replicas == Some(2)).then_some(())
-    })
-    .await;
-
-    let app: ManagedApp = serde_json::from_value(json!({
-        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
-        "metadata": {"name": "db", "namespace": "apps"},
-        "spec": {"source": {"kind": "HelmRelease", "name": "db"},
-                 "git": {"file": "clusters/prod/db.yaml", "url": git.file_url(), "branch": "main"},
-                 "health": {"stabilization": "1s"}}
-    }))
-    .unwrap();
-    Api::<ManagedApp>::namespaced(client.clone(), "apps")
-        .create(&PostParams::default(), &app)
-        .await
-        .unwrap();
-
-    let cache = tempfile::tempdir().unwrap();
-    let context = Arc::new(Context {
-        client: client.clone(),
-        settings: Settings::new(cache.path()),
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(fluxgate::controller::requests::run(context, async {
-        let _ = stopped.await;
-    }));
-
-    let upgrade: UpgradeRequest = serde_json::from_value(json!({
-        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-        "metadata": {"name": "db-1-5-0", "namespace": "apps"},
-        "spec": {"managedApp": "db", "version": "v1.5.0"}
-    }))
-    .unwrap();
-    let upgrades = Api::<UpgradeRequest>::namespaced(client.clone(), "apps");
-    upgrades
-        .create(&PostParams::default(), &upgrade)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let done = loop {
-        let current = upgrades.get("db-1-5-0").await.unwrap();
-        if current
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(Phase::is_terminal)
-        {
-            break current;
-        }
-        let shown = serde_json::to_string_pretty(&current.status).unwrap();
-        assert!(
-            Instant::now() < deadline,
-            "the upgrade did not finish: {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let story = Story::start("v1.4.0", json!({})).await;
+    story.upgrade("db-1-5-0", "v1.5.0").await;
+    let done: UpgradeRequest = story.finished("db-1-5-0", Duration::from_secs(90)).await;
     let status = done.status.clone().unwrap();
-    assert_eq!(
-        status.phase,
-        Some(Phase::Succeeded),
-        "status: {}",
-        serde_json::to_string_pretty(&status).unwrap()
-    );
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
 
     // Git: exactly one new commit, ours, with the trailers and a one-value diff.
-    let log = git.log().unwrap();
+    let log = story.git.log().unwrap();
     assert_eq!(log.len(), 2, "{log:?}");
     let ours = &log[0];
     assert!(
@@ -180,8 +33,8 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         done.metadata.uid.clone().unwrap()
     )));
     assert_eq!(
-        git.read_file("clusters/prod/db.yaml").unwrap(),
-        Some(release("v1.5.0"))
+        story.git.read_file(APP_FILE).unwrap(),
+        Some(app_manifest("v1.5.0"))
     );
     assert_eq!(
         status.commit.as_ref().map(|c| c.sha.as_str()),
@@ -210,23 +63,17 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
     );
 
     // Flux resumed, replicas back, the app records the new version and is free.
-    let release_now = fluxgate::cluster::flux::ops::get(
-        &client,
-        fluxgate::api::FluxObjectKind::HelmRelease,
-        "apps",
-        "db",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(!fluxgate::cluster::flux::ops::is_suspended(&release_now));
-    let sts = statefulsets.get("db").await.unwrap();
-    assert_eq!(sts.spec.replicas, Some(2));
-    let app = Api::<ManagedApp>::namespaced(client.clone(), "apps")
+    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!is_suspended(&release));
+    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
         .get("db")
         .await
         .unwrap();
-    let app_status = app.status.unwrap();
+    assert_eq!(sts.spec.replicas, Some(2));
+    let app_status = story.app().await.status.unwrap();
     assert_eq!(
         app_status.current_versions.get("chart").map(String::as_str),
         Some("v1.5.0")
@@ -236,7 +83,5 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         app_status.last_operation.map(|o| o.result),
         Some("Succeeded".to_owned())
     );
-
-    let _ = stop.send(());
-    operator.await.unwrap();
+    story.stop().await;
 }

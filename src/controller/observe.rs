@@ -5,11 +5,13 @@
 use super::Context;
 use super::git_access::{git_problem, locate, open, read_version_files};
 use crate::api::CommitRecord;
-use crate::api::{ManagedApp, Phase, Plan, RequestStatus, RollbackRequest, SourceKind};
+use crate::api::{
+    FluxObjectKind, ManagedApp, Phase, Plan, RequestStatus, RollbackRequest, SourceKind,
+};
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::HelmRelease;
-use crate::cluster::flux::ops::{apply_progress, get};
-use crate::cluster::flux::progress::remediation;
+use crate::cluster::flux::ops::{apply_progress, get, helm_release_hold};
+use crate::cluster::flux::progress::remediation_for;
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
 use crate::cluster::snapshots::{RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name};
@@ -168,6 +170,28 @@ pub async fn observe_phase(
             let chart = (app.spec.source.kind == SourceKind::HelmRelease)
                 .then(|| plan.to.get("chart"))
                 .flatten();
+            let releases = plan
+                .flux_objects
+                .iter()
+                .filter(|o| o.kind == FluxObjectKind::HelmRelease && !o.was_suspended);
+            for release in releases {
+                let key = object_key("HelmRelease", &release.namespace, &release.name);
+                if observed.flux_suspended.get(&key) != Some(&true) {
+                    continue;
+                }
+                let hold = helm_release_hold(
+                    client,
+                    &plan.flux_objects,
+                    release,
+                    &sha,
+                    chart.map(String::as_str),
+                )
+                .await
+                .map_err(problem)?;
+                if let Some(why) = hold {
+                    observed.held_back.insert(key, why);
+                }
+            }
             observed.flux_progress = Some(
                 apply_progress(client, &plan.flux_objects, &sha, chart.map(String::as_str))
                     .await
@@ -209,9 +233,10 @@ pub async fn observe_phase(
                             e,
                         ))
                     })?;
+                let chart = plan.to.get("chart").map(String::as_str);
                 observed.remediation = release
                     .as_ref()
-                    .and_then(remediation)
+                    .and_then(|r| remediation_for(r, chart))
                     .map(|(reason, message)| Problem::terminal(&reason, message));
             }
         }

@@ -723,7 +723,8 @@ fn restore(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
 }
 
 /// Flux objects back to their prior `suspend`, in plan order: parents first, children
-/// last, so a child reconciles once, with the spec its parent has just applied.
+/// last, so a child reconciles once, with the spec its parent has just applied. Objects in
+/// `held_back` stay suspended for now; returns how many change.
 fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
     let mut changed = 0;
     for object in &plan.flux_objects {
@@ -732,6 +733,9 @@ fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
             &object.namespace,
             &object.name,
         );
+        if observed.held_back.contains_key(&key) {
+            continue;
+        }
         if !object.was_suspended && observed.flux_suspended.get(&key) == Some(&true) {
             d.actions.push(Action::SetSuspend {
                 object: object.clone(),
@@ -777,6 +781,9 @@ fn reconcile(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
     d.actions.push(Action::RequestReconcile { token });
     if resumed > 0 {
         return Step::Wait(format!("resuming {resumed} Flux objects"));
+    }
+    if let Some((object, why)) = observed.held_back.iter().next() {
+        return Step::Wait(format!("{object} stays suspended until {why}"));
     }
     match &observed.flux_progress {
         None => Step::Wait("waiting for Flux".into()),

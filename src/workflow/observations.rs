@@ -133,6 +133,11 @@ pub struct Observed {
     pub claims: BTreeMap<String, ClaimState>,
     /// The request's commit.
     pub commit: CommitState,
+    /// Flux objects that must stay suspended a little longer in Reconcile, by
+    /// [`object_key`], with what they wait for: a HelmRelease is resumed only once its
+    /// parents applied the commit and its chart source serves the target chart, so it never
+    /// runs the old chart against restored or snapshotted data.
+    pub held_back: BTreeMap<String, String>,
     /// Whether Flux has applied the commit (Reconcile).
     pub flux_progress: Option<Progress>,
     /// The app's health (Verify).

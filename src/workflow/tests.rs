@@ -523,6 +523,48 @@ fn health(healthy: bool) -> HealthReport {
 }
 
 #[test]
+fn a_held_back_helm_release_is_resumed_only_when_its_sources_are_ready() {
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::Reconcile, 0)
+    };
+    let mut observed = world(&plan(), 1);
+    observed.flux_suspended.values_mut().for_each(|s| *s = true);
+    let release = flux_key(&plan().flux_objects[2]);
+    observed.held_back.insert(
+        release.clone(),
+        "OCIRepository db serves chart 1.5.0".into(),
+    );
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    let resumed: Vec<String> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetSuspend {
+                object,
+                suspend: false,
+            } => Some(object.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, vec!["apps"], "the HelmRelease waits for its chart");
+    observed
+        .flux_suspended
+        .insert(flux_key(&plan().flux_objects[0]), false);
+    observed.flux_progress = Some(Progress::Done);
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(
+        d.status.phase,
+        Some(Phase::Reconcile),
+        "not done while held back"
+    );
+    assert!(d.status.conditions.iter().any(|c| {
+        c.message
+            .contains("stays suspended until OCIRepository db serves chart 1.5.0")
+    }));
+}
+
+#[test]
 fn verify_requires_health_to_hold_for_the_stabilization_time() {
     let status = RequestStatus {
         commit: Some(sha()),

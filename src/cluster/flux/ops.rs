@@ -311,10 +311,39 @@ pub async fn apply_progress(
     sha: &str,
     chart_version: Option<&str>,
 ) -> Result<super::progress::Progress, ClusterError> {
-    use super::progress::{
-        Progress, git_repository_progress, helm_release_progress, kustomization_progress,
-    };
-    use super::{GitRepository, HelmRelease, Kustomization};
+    use super::HelmRelease;
+    use super::progress::{Progress, helm_release_progress};
+    let mut verdicts = vec![parents_progress(client, chain, sha).await?];
+    for object in chain
+        .iter()
+        .filter(|o| o.kind == FluxObjectKind::HelmRelease)
+    {
+        let release: HelmRelease = typed(
+            get(client, object.kind, &object.namespace, &object.name).await?,
+            object.kind,
+            &object.namespace,
+            &object.name,
+        )?;
+        verdicts.push(helm_release_progress(&release, chart_version));
+    }
+    let failed = verdicts
+        .iter()
+        .find(|v| matches!(v, Progress::Failed { .. }))
+        .cloned();
+    Ok(failed
+        .or_else(|| verdicts.into_iter().find(|v| !v.is_done()))
+        .unwrap_or(Progress::Done))
+}
+
+/// Whether the GitRepository serves commit `sha` and every Kustomization of the chain that
+/// follows it has applied it at its current generation (the first thing missing otherwise).
+async fn parents_progress(
+    client: &Client,
+    chain: &[PlannedFluxObject],
+    sha: &str,
+) -> Result<super::progress::Progress, ClusterError> {
+    use super::progress::{Progress, git_repository_progress, kustomization_progress};
+    use super::{GitRepository, Kustomization};
     let source = git_source(client, chain).await?;
     let (repo_namespace, repo_name) = &source.repository;
     let repository: GitRepository = typed(
@@ -329,47 +358,90 @@ pub async fn apply_progress(
         repo_namespace,
         repo_name,
     )?;
-    let mut verdicts = vec![git_repository_progress(&repository, sha)];
-    for object in chain {
-        match object.kind {
-            FluxObjectKind::Kustomization => {
-                let kustomization: Kustomization = typed(
-                    get(client, object.kind, &object.namespace, &object.name).await?,
-                    object.kind,
-                    &object.namespace,
-                    &object.name,
-                )?;
-                let follows = kustomization.spec.source_ref.name == *repo_name
-                    && kustomization
-                        .spec
-                        .source_ref
-                        .namespace
-                        .as_deref()
-                        .unwrap_or(&object.namespace)
-                        == repo_namespace;
-                if follows {
-                    verdicts.push(kustomization_progress(&kustomization, sha));
-                }
-            }
-            FluxObjectKind::HelmRelease => {
-                let release: HelmRelease = typed(
-                    get(client, object.kind, &object.namespace, &object.name).await?,
-                    object.kind,
-                    &object.namespace,
-                    &object.name,
-                )?;
-                verdicts.push(helm_release_progress(&release, chart_version));
-            }
-            _ => {}
+    let repo_verdict = git_repository_progress(&repository, sha);
+    if !repo_verdict.is_done() {
+        return Ok(repo_verdict);
+    }
+    for object in chain
+        .iter()
+        .filter(|o| o.kind == FluxObjectKind::Kustomization)
+    {
+        let kustomization: Kustomization = typed(
+            get(client, object.kind, &object.namespace, &object.name).await?,
+            object.kind,
+            &object.namespace,
+            &object.name,
+        )?;
+        let follows = kustomization.spec.source_ref.name == *repo_name
+            && kustomization
+                .spec
+                .source_ref
+                .namespace
+                .as_deref()
+                .unwrap_or(&object.namespace)
+                == repo_namespace;
+        let verdict = kustomization_progress(&kustomization, sha);
+        if follows && !verdict.is_done() {
+            return Ok(verdict);
         }
     }
-    let failed = verdicts
-        .iter()
-        .find(|v| matches!(v, Progress::Failed { .. }))
-        .cloned();
-    Ok(failed
-        .or_else(|| verdicts.into_iter().find(|v| !v.is_done()))
-        .unwrap_or(Progress::Done))
+    Ok(Progress::Done)
+}
+
+/// Why a HelmRelease of the chain must stay suspended a little longer after commit `sha`,
+/// or None when it may resume: its parents must have applied the commit (its spec may have
+/// changed) and, when the chart changes, the OCIRepository its `chartRef` names must serve
+/// `chart_version` — otherwise helm-controller would first run the old chart again.
+pub async fn helm_release_hold(
+    client: &Client,
+    chain: &[PlannedFluxObject],
+    release: &PlannedFluxObject,
+    sha: &str,
+    chart_version: Option<&str>,
+) -> Result<Option<String>, ClusterError> {
+    use super::progress::Progress;
+    use super::{HelmRelease, OCIRepository};
+    if let Progress::Waiting(why) = parents_progress(client, chain, sha).await? {
+        return Ok(Some(format!("its parents applied the commit ({why})")));
+    }
+    let Some(target) = chart_version else {
+        return Ok(None);
+    };
+    let object: HelmRelease = typed(
+        get(client, release.kind, &release.namespace, &release.name).await?,
+        release.kind,
+        &release.namespace,
+        &release.name,
+    )?;
+    let Some(chart_ref) = object.spec.chart_ref.filter(|r| r.kind == "OCIRepository") else {
+        return Ok(None);
+    };
+    let namespace = chart_ref
+        .namespace
+        .unwrap_or_else(|| release.namespace.clone());
+    let repository: OCIRepository = typed(
+        get(
+            client,
+            FluxObjectKind::OciRepository,
+            &namespace,
+            &chart_ref.name,
+        )
+        .await?,
+        FluxObjectKind::OciRepository,
+        &namespace,
+        &chart_ref.name,
+    )?;
+    let serves = repository
+        .status
+        .and_then(|s| s.artifact)
+        .map(|a| a.revision)
+        .is_some_and(|revision| super::progress::same_chart_version(&revision, target));
+    Ok((!serves).then(|| {
+        format!(
+            "OCIRepository {namespace}/{} serves chart {target}",
+            chart_ref.name
+        )
+    }))
 }
 
 /// A Flux object as its typed view; absent or malformed objects are errors naming it.

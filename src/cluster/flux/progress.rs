@@ -99,9 +99,6 @@ pub fn kustomization_progress(kustomization: &Kustomization, sha: &str) -> Progr
 /// changes the chart, attempted `chart_version` — or has been remediated (a failure).
 pub fn helm_release_progress(release: &HelmRelease, chart_version: Option<&str>) -> Progress {
     let name = release.name_any();
-    if let Some((reason, message)) = remediation(release) {
-        return Progress::Failed { reason, message };
-    }
     let Some(status) = release.status.as_ref() else {
         return Progress::Waiting(format!("HelmRelease {name} has no status yet"));
     };
@@ -115,13 +112,33 @@ pub fn helm_release_progress(release: &HelmRelease, chart_version: Option<&str>)
             "HelmRelease {name} has not acted on its latest spec yet"
         ));
     }
-    match (chart_version, status.last_attempted_revision.as_deref()) {
-        (None, _) => Progress::Done,
-        (Some(target), Some(attempted)) if same_chart_version(attempted, target) => Progress::Done,
-        (Some(target), attempted) => Progress::Waiting(format!(
-            "HelmRelease {name} last attempted chart {}, waiting for {target}",
-            attempted.unwrap_or("nothing")
-        )),
+    if let Some(target) = chart_version {
+        let attempted = status.last_attempted_revision.as_deref();
+        if !attempted.is_some_and(|a| same_chart_version(a, target)) {
+            // A remediation now is about an older attempt: the chart can change through
+            // an OCIRepository without the HelmRelease's generation moving.
+            return Progress::Waiting(format!(
+                "HelmRelease {name} last attempted chart {}, waiting for {target}",
+                attempted.unwrap_or("nothing")
+            ));
+        }
+    }
+    match remediation(release) {
+        Some((reason, message)) => Progress::Failed { reason, message },
+        None => Progress::Done,
+    }
+}
+
+/// helm-controller's remediation that concerns `chart_version` (any chart when None):
+/// one reported while the release last attempted another chart is about that attempt.
+pub fn remediation_for(
+    release: &HelmRelease,
+    chart_version: Option<&str>,
+) -> Option<(String, String)> {
+    let attempted = release.status.as_ref()?.last_attempted_revision.as_deref();
+    match chart_version {
+        Some(target) if !attempted.is_some_and(|a| same_chart_version(a, target)) => None,
+        _ => remediation(release),
     }
 }
 
@@ -175,8 +192,8 @@ fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
 }
 
 /// Chart versions compare without a leading `v` (Chart.yaml versions have none, OCI tags
-/// often do) and without a pinned digest.
-fn same_chart_version(a: &str, b: &str) -> bool {
+/// often do) and without a pinned digest (`v1.2.3@sha256:…` is `1.2.3`).
+pub fn same_chart_version(a: &str, b: &str) -> bool {
     fn bare(v: &str) -> &str {
         let v = v.split_once('@').map_or(v, |(tag, _)| tag);
         v.strip_prefix('v').unwrap_or(v)
@@ -280,6 +297,20 @@ mod tests {
         assert!(
             matches!(helm_release_progress(&helm_release(stalled, "1.5.0"), Some("1.5.0")), Progress::Failed { reason, .. } if reason == "HelmRetriesExhausted")
         );
+    }
+
+    #[test]
+    fn remediation_of_an_older_chart_is_ignored_while_waiting_for_ours() {
+        // Rolling back through an OCIRepository tag: the HelmRelease generation stays, its
+        // Stalled condition is about the failed chart 2.0.0.
+        let stalled = json!([{"type": "Stalled", "status": "True", "reason": "RetriesExceeded",
+            "message": "Failed to upgrade after 1 attempt", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5}]);
+        let release = helm_release(stalled, "2.0.0");
+        assert!(
+            matches!(helm_release_progress(&release, Some("1.4.0")), Progress::Waiting(m) if m.contains("waiting for 1.4.0"))
+        );
+        assert_eq!(remediation_for(&release, Some("1.4.0")), None);
+        assert!(remediation_for(&release, Some("2.0.0")).is_some());
     }
 
     #[test]

@@ -1,0 +1,107 @@
+//! Story (d): the new version fails its health check, so the upgrade rolls back on its own:
+//! every volume's content equals its pre-upgrade snapshot, Git is back at the old version
+//! byte for byte, the failed version is remembered and a new upgrade to it is refused.
+
+use e2e::story::{APP_FILE, Story, app_manifest};
+use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
+use serde_json::json;
+use sim::volumes::{content_token, snapshot_token};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
+    let story = Story::start(
+        "v1.4.0",
+        json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
+    )
+    .await;
+    story.world.failures.fail_chart_version("v2.0.0");
+    story.world.failures.fail_chart_version("2.0.0");
+    story.upgrade("db-2-0-0", "v2.0.0").await;
+
+    let upgrade: UpgradeRequest = story.finished("db-2-0-0", Duration::from_secs(120)).await;
+    let status = upgrade.status.clone().unwrap();
+    let rollback: RollbackRequest = story
+        .finished("db-2-0-0-rollback", Duration::from_secs(10))
+        .await;
+    let rollback_status = rollback.status.clone().unwrap();
+    assert_eq!(
+        rollback_status.phase,
+        Some(Phase::Succeeded),
+        "{rollback_status:#?}"
+    );
+    assert_eq!(status.phase, Some(Phase::RolledBack), "{status:#?}");
+    // The new version never became healthy: helm-controller gave up on it (or the health
+    // timeout fired) after the commit, which is what sends an upgrade into rollback.
+    assert!(
+        status
+            .failure
+            .as_ref()
+            .is_some_and(|f| matches!(f.phase, Phase::Reconcile | Phase::Verify)),
+        "{:?}",
+        status.failure
+    );
+
+    // Data: each PVC carries the content of the upgrade's snapshot of it.
+    for snapshot in &status.snapshots {
+        let restored = content_token(&story.client, "apps", &snapshot.pvc)
+            .await
+            .unwrap();
+        let taken = snapshot_token(&story.client, "apps", &snapshot.name)
+            .await
+            .unwrap();
+        let pvc = kube::Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+            story.client.clone(),
+            "apps",
+        )
+        .get(&snapshot.pvc)
+        .await
+        .unwrap();
+        let safety: Vec<String> = rollback_status
+            .snapshots
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(
+            restored, taken,
+            "{} was not restored from {}: {:#?} safety {safety:?}",
+            snapshot.pvc, snapshot.name, pvc.metadata.annotations
+        );
+    }
+    // The failed state was kept too: a safety snapshot per volume.
+    assert_eq!(rollback_status.snapshots.len(), 2);
+
+    // Git: the upgrade and the revert, and the file byte-identical to before.
+    let log = story.git.log().unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(
+        story.git.read_file(APP_FILE).unwrap(),
+        Some(app_manifest("v1.4.0"))
+    );
+
+    // The app remembers the failure and refuses it next time.
+    let app_status = story.app().await.status.unwrap();
+    assert_eq!(
+        app_status.current_versions.get("chart").map(String::as_str),
+        Some("v1.4.0")
+    );
+    assert!(
+        app_status
+            .failed_versions
+            .iter()
+            .any(|f| f.name == "chart" && f.version == "v2.0.0"),
+        "{:?}",
+        app_status.failed_versions
+    );
+    assert_eq!(app_status.active_operation, None);
+    story.upgrade("db-2-0-0-again", "v2.0.0").await;
+    let again: UpgradeRequest = story
+        .finished("db-2-0-0-again", Duration::from_secs(30))
+        .await;
+    let failure = again.status.unwrap().failure.unwrap();
+    assert_eq!(
+        (failure.phase, failure.reason.as_str()),
+        (Phase::Admit, "FailedVersion")
+    );
+    story.stop().await;
+}
