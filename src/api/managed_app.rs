@@ -77,6 +77,18 @@ pub struct ManagedAppSpec {
     pub timeouts: PhaseTimeouts,
 }
 
+impl ManagedApp {
+    /// The namespace of the Flux object that deploys the app (the app's own by default).
+    pub fn source_namespace(&self) -> String {
+        self.spec
+            .source
+            .namespace
+            .clone()
+            .or_else(|| self.metadata.namespace.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// The kinds of Flux object that can deploy an app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SourceKind {

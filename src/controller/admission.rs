@@ -143,12 +143,7 @@ pub async fn upgrade_plan(
         class_name: app.spec.snapshots.class_name.as_deref(),
         classes: all_classes.as_deref(),
     };
-    let source_namespace = app
-        .spec
-        .source
-        .namespace
-        .clone()
-        .unwrap_or_else(|| namespace.clone());
+    let source_namespace = app.source_namespace();
     let inventory = discover_app(
         &ctx.client,
         app.spec.source.kind,

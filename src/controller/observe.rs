@@ -200,12 +200,7 @@ pub async fn observe_phase(
         }
         Phase::Verify => {
             let namespace = app.namespace().unwrap_or_default();
-            let source_namespace = app
-                .spec
-                .source
-                .namespace
-                .clone()
-                .unwrap_or_else(|| namespace.clone());
+            let source_namespace = app.source_namespace();
             let source = (
                 app.spec.source.kind,
                 source_namespace.as_str(),

@@ -44,19 +44,7 @@ pub async fn create_snapshot(
     client: &Client,
     snapshot: &VolumeSnapshot,
 ) -> Result<(), ClusterError> {
-    let namespace = snapshot.namespace().unwrap_or_default();
-    match Api::<VolumeSnapshot>::namespaced(client.clone(), &namespace)
-        .create(&PostParams::default(), snapshot)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if already_exists(&e) => Ok(()),
-        Err(e) => Err(ClusterError::api(
-            "creating",
-            format!("VolumeSnapshot {namespace}/{}", snapshot.name_any()),
-            e,
-        )),
-    }
+    create_once(client, snapshot).await
 }
 
 /// A VolumeSnapshot, or None.
@@ -96,18 +84,7 @@ pub async fn delete_snapshot(
     namespace: &str,
     name: &str,
 ) -> Result<(), ClusterError> {
-    match Api::<VolumeSnapshot>::namespaced(client.clone(), namespace)
-        .delete(name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(ClusterError::api(
-            "deleting",
-            format!("VolumeSnapshot {namespace}/{name}"),
-            e,
-        )),
-    }
+    delete_if_present::<VolumeSnapshot>(client, namespace, name).await
 }
 
 /// A PVC, or None.
@@ -134,18 +111,7 @@ pub async fn delete_claim(
     namespace: &str,
     name: &str,
 ) -> Result<(), ClusterError> {
-    match Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-        .delete(name, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(ClusterError::api(
-            "deleting",
-            format!("PersistentVolumeClaim {namespace}/{name}"),
-            e,
-        )),
-    }
+    delete_if_present::<PersistentVolumeClaim>(client, namespace, name).await
 }
 
 /// Creates a restored PVC; one that already exists is left to the caller to inspect (its
@@ -154,16 +120,57 @@ pub async fn create_claim(
     client: &Client,
     claim: &PersistentVolumeClaim,
 ) -> Result<(), ClusterError> {
-    let namespace = claim.namespace().unwrap_or_default();
-    match Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
-        .create(&PostParams::default(), claim)
+    create_once(client, claim).await
+}
+
+type Namespaced = k8s_openapi::NamespaceResourceScope;
+
+/// Creates a namespaced object; AlreadyExists counts as created (deterministic names make
+/// a repeat after a crash find its own object).
+async fn create_once<K>(client: &Client, object: &K) -> Result<(), ClusterError>
+where
+    K: kube::Resource<DynamicType = (), Scope = Namespaced>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = object.namespace().unwrap_or_default();
+    match Api::<K>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), object)
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if already_exists(&e) => Ok(()),
         Err(e) => Err(ClusterError::api(
             "creating",
-            format!("PersistentVolumeClaim {namespace}/{}", claim.name_any()),
+            format!("{} {namespace}/{}", K::kind(&()), object.name_any()),
+            e,
+        )),
+    }
+}
+
+/// Deletes a namespaced object; one already gone is fine.
+async fn delete_if_present<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ClusterError>
+where
+    K: kube::Resource<DynamicType = (), Scope = Namespaced>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::namespaced(client.clone(), namespace)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(ClusterError::api(
+            "deleting",
+            format!("{} {namespace}/{name}", K::kind(&())),
             e,
         )),
     }
