@@ -7,6 +7,7 @@ pub mod admission;
 pub mod app_status;
 pub mod git_access;
 pub mod observe;
+pub mod preflight;
 pub mod requests;
 
 use crate::git::{Author, GitConfig};

@@ -6,6 +6,7 @@ use super::act::{Acting, perform};
 use super::admission::{rollback_plan, upgrade_plan};
 use super::app_status::Holder;
 use super::observe::observe_phase;
+use super::preflight::preflight;
 use super::{Context, FINALIZER};
 use crate::api::{
     ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, UpgradeRequest,
@@ -364,9 +365,6 @@ async fn reconcile<K: RequestObject>(
                     "the UpgradeRequest to roll back does not exist",
                 )),
             });
-            if request.dry_run && matches!(observed.admission, Some(Ok(_))) {
-                observed.preflight = Some(Ok(()));
-            }
         }
     }
     let decision = match phase {
@@ -378,8 +376,8 @@ async fn reconcile<K: RequestObject>(
             };
             match observe_phase(&ctx, &request, &app, &status, effective, &mut observed).await {
                 Ok(()) => {
-                    if p == Phase::Preflight {
-                        observed.preflight = Some(Ok(()));
+                    if let (Phase::Preflight, Some(plan)) = (p, status.plan.as_ref()) {
+                        observed.preflight = Some(preflight(&ctx, &app, plan).await);
                     }
                     workflow::decide(&request, &policy, &status, &observed)
                 }

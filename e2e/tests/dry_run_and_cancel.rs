@@ -1,0 +1,146 @@
+//! Story (c), a dry run: every check and a real suspend → quiesce → scale back → resume
+//! cycle, and afterwards Git and the app's objects are as they were, with no snapshot taken.
+//! And a running upgrade deleted mid-way: its finalizer puts Flux and the replicas back
+//! before the object goes, and Git is untouched.
+
+use e2e::story::{APP_FILE, Story, app_manifest, wait_until};
+use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
+use fluxgate::cluster::flux::ops::{get, is_suspended};
+use fluxgate::cluster::snapshots::VolumeSnapshot;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use std::time::Duration;
+
+async fn flux_and_replicas(story: &Story) -> (bool, bool, Option<i32>) {
+    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+        .await
+        .unwrap()
+        .unwrap();
+    let root = get(
+        &story.client,
+        FluxObjectKind::Kustomization,
+        "flux-system",
+        "flux-system",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
+        .get("db")
+        .await
+        .unwrap();
+    (
+        is_suspended(&root),
+        is_suspended(&release),
+        sts.spec.replicas,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
+    let story = Story::start("v1.4.0", json!({})).await;
+    let before = flux_and_replicas(&story).await;
+    let commits_before = story.git.log().unwrap().len();
+    let dry: UpgradeRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
+        "metadata": {"name": "db-dry", "namespace": "apps"},
+        "spec": {"managedApp": "db", "version": "v1.5.0", "dryRun": true}
+    }))
+    .unwrap();
+    Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps")
+        .create(&PostParams::default(), &dry)
+        .await
+        .unwrap();
+    let done: UpgradeRequest = story.finished("db-dry", Duration::from_secs(60)).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    let phases: Vec<Phase> = status.phases.iter().map(|p| p.name).collect();
+    assert_eq!(
+        phases,
+        vec![
+            Phase::Admit,
+            Phase::Preflight,
+            Phase::Suspend,
+            Phase::Quiesce,
+            Phase::Resume
+        ]
+    );
+
+    assert_eq!(
+        flux_and_replicas(&story).await,
+        before,
+        "Flux and replicas are back as they were"
+    );
+    assert_eq!(
+        story.git.log().unwrap().len(),
+        commits_before,
+        "nothing committed"
+    );
+    assert_eq!(
+        story.git.read_file(APP_FILE).unwrap(),
+        Some(app_manifest("v1.4.0"))
+    );
+    let snapshots = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(snapshots.items.is_empty(), "a dry run never snapshots");
+    let app = story.app().await.status.unwrap_or_default();
+    assert_eq!(app.active_operation, None);
+    story.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
+    let story = Story::start("v1.4.0", json!({})).await;
+    let before = flux_and_replicas(&story).await;
+    // Snapshots never become ready: the upgrade waits in Snapshot, Flux suspended, app down.
+    story
+        .world
+        .failures
+        .fail_snapshots("data-", "quota exceeded");
+    story.upgrade("db-1-5-0", "v1.5.0").await;
+    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
+    wait_until(
+        "the upgrade to wait on its snapshots",
+        Duration::from_secs(30),
+        async || {
+            let status = upgrades.get("db-1-5-0").await.ok()?.status?;
+            let shown = status
+                .snapshots
+                .iter()
+                .any(|s| s.error.as_deref() == Some("quota exceeded"));
+            (status.phase == Some(Phase::Snapshot) && shown).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        flux_and_replicas(&story).await,
+        (true, true, Some(0)),
+        "suspended and quiesced while it runs"
+    );
+
+    upgrades
+        .delete("db-1-5-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("the upgrade to go", Duration::from_secs(30), async || {
+        upgrades
+            .get_opt("db-1-5-0")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        flux_and_replicas(&story).await,
+        before,
+        "the finalizer put Flux and replicas back"
+    );
+    assert_eq!(story.git.log().unwrap().len(), 1, "nothing committed");
+    let app = story.app().await.status.unwrap_or_default();
+    assert_eq!(app.active_operation, None, "the lock is released");
+    story.stop().await;
+}
