@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod demo;
 pub mod git;
 pub mod manifest;
 pub mod renovate;

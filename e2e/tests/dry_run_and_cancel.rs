@@ -3,16 +3,16 @@
 //! And a running upgrade deleted mid-way: its finalizer puts Flux and the replicas back
 //! before the object goes, and Git is untouched.
 
-use e2e::story::{APP_FILE, Story, app_manifest, wait_until};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
+use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 
-async fn flux_and_replicas(story: &Story) -> (bool, bool, Option<i32>) {
+async fn flux_and_replicas(story: &DemoWorld) -> (bool, bool, Option<i32>) {
     let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
         .await
         .unwrap()
@@ -39,7 +39,7 @@ async fn flux_and_replicas(story: &Story) -> (bool, bool, Option<i32>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
-    let story = Story::start("v1.4.0", json!({})).await;
+    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
     let before = flux_and_replicas(&story).await;
     let commits_before = story.git.log().unwrap().len();
     let dry: UpgradeRequest = serde_json::from_value(json!({
@@ -52,7 +52,10 @@ async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
         .create(&PostParams::default(), &dry)
         .await
         .unwrap();
-    let done: UpgradeRequest = story.finished("db-dry", Duration::from_secs(60)).await;
+    let done: UpgradeRequest = story
+        .finished("db-dry", Duration::from_secs(60))
+        .await
+        .unwrap();
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
     let phases: Vec<Phase> = status.phases.iter().map(|p| p.name).collect();
@@ -86,21 +89,21 @@ async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
         .await
         .unwrap();
     assert!(snapshots.items.is_empty(), "a dry run never snapshots");
-    let app = story.app().await.status.unwrap_or_default();
+    let app = story.app().await.unwrap().status.unwrap_or_default();
     assert_eq!(app.active_operation, None);
     story.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
-    let story = Story::start("v1.4.0", json!({})).await;
+    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
     let before = flux_and_replicas(&story).await;
     // Snapshots never become ready: the upgrade waits in Snapshot, Flux suspended, app down.
     story
         .world
         .failures
         .fail_snapshots("data-", "quota exceeded");
-    story.upgrade("db-1-5-0", "v1.5.0").await;
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
     wait_until(
         "the upgrade to wait on its snapshots",
@@ -114,7 +117,8 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
             (status.phase == Some(Phase::Snapshot) && shown).then_some(())
         },
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         flux_and_replicas(&story).await,
         (true, true, Some(0)),
@@ -133,14 +137,15 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
             .is_none()
             .then_some(())
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         flux_and_replicas(&story).await,
         before,
         "the finalizer put Flux and replicas back"
     );
     assert_eq!(story.git.log().unwrap().len(), 1, "nothing committed");
-    let app = story.app().await.status.unwrap_or_default();
+    let app = story.app().await.unwrap().status.unwrap_or_default();
     assert_eq!(app.active_operation, None, "the lock is released");
     story.stop().await;
 }

@@ -2,28 +2,33 @@
 //! every volume's content equals its pre-upgrade snapshot, Git is back at the old version
 //! byte for byte, the failed version is remembered and a new upgrade to it is refused.
 
-use e2e::story::{APP_FILE, Story, app_manifest};
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
 use serde_json::json;
 use sim::volumes::{content_token, snapshot_token};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
-    let story = Story::start(
+    let story = DemoWorld::start(
         "v1.4.0",
         json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
     )
-    .await;
+    .await
+    .unwrap();
     story.world.failures.fail_chart_version("v2.0.0");
     story.world.failures.fail_chart_version("2.0.0");
-    story.upgrade("db-2-0-0", "v2.0.0").await;
+    story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
 
-    let upgrade: UpgradeRequest = story.finished("db-2-0-0", Duration::from_secs(120)).await;
+    let upgrade: UpgradeRequest = story
+        .finished("db-2-0-0", Duration::from_secs(120))
+        .await
+        .unwrap();
     let status = upgrade.status.clone().unwrap();
     let rollback: RollbackRequest = story
         .finished("db-2-0-0-rollback", Duration::from_secs(10))
-        .await;
+        .await
+        .unwrap();
     let rollback_status = rollback.status.clone().unwrap();
     assert_eq!(
         rollback_status.phase,
@@ -80,7 +85,7 @@ async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
     );
 
     // The app remembers the failure and refuses it next time.
-    let app_status = story.app().await.status.unwrap();
+    let app_status = story.app().await.unwrap().status.unwrap();
     assert_eq!(
         app_status.current_versions.get("chart").map(String::as_str),
         Some("v1.4.0")
@@ -94,10 +99,11 @@ async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
         app_status.failed_versions
     );
     assert_eq!(app_status.active_operation, None);
-    story.upgrade("db-2-0-0-again", "v2.0.0").await;
+    story.upgrade("db-2-0-0-again", "v2.0.0").await.unwrap();
     let again: UpgradeRequest = story
         .finished("db-2-0-0-again", Duration::from_secs(30))
-        .await;
+        .await
+        .unwrap();
     let failure = again.status.unwrap().failure.unwrap();
     assert_eq!(
         (failure.phase, failure.reason.as_str()),

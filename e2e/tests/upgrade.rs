@@ -3,9 +3,9 @@
 //! simulated world: one commit with the trailers and a byte-minimal diff, ready snapshots,
 //! Flux back to its prior state, replicas restored, the ManagedApp updated.
 
-use e2e::story::{APP_FILE, Story, app_manifest};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::Api;
 use serde_json::json;
@@ -13,9 +13,12 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_helm_release_app_is_upgraded_end_to_end() {
-    let story = Story::start("v1.4.0", json!({})).await;
-    story.upgrade("db-1-5-0", "v1.5.0").await;
-    let done: UpgradeRequest = story.finished("db-1-5-0", Duration::from_secs(90)).await;
+    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    let done: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(90))
+        .await
+        .unwrap();
     let status = done.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
 
@@ -73,7 +76,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         .await
         .unwrap();
     assert_eq!(sts.spec.replicas, Some(2));
-    let app_status = story.app().await.status.unwrap();
+    let app_status = story.app().await.unwrap().status.unwrap();
     assert_eq!(
         app_status.current_versions.get("chart").map(String::as_str),
         Some("v1.5.0")

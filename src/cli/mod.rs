@@ -22,6 +22,9 @@ pub enum Command {
     /// Run the operator: connect to the cluster, check the APIs it needs and serve
     /// /healthz, /readyz and /metrics until SIGTERM or SIGINT.
     Run(run::RunArgs),
+    /// Run the whole system on an embedded simulated cluster: an upgrade, then a failing
+    /// upgrade that rolls back on its own, every phase printed as it happens.
+    Demo(crate::demo::DemoArgs),
     /// Print the version of this binary.
     Version,
     /// Read or change a version field in a YAML file, exactly as Fluxgate would.
@@ -42,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd(args) => crd(&args),
         Command::Run(args) => run::run(args).await,
+        Command::Demo(args) => crate::demo::run(args).await,
         Command::Version => {
             println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
             Ok(())

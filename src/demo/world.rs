@@ -1,9 +1,10 @@
-//! The world an end-to-end story runs in: kubesim with every CRD, a Git server holding a
-//! small fleet repository, the simulated Flux/CSI/workload controllers, and Fluxgate's
-//! controllers running in-process.
+//! The simulated world the demo and the end-to-end stories run in: kubesim with every CRD,
+//! a Git server holding a small fleet repository, the simulated Flux/CSI/workload
+//! controllers, and Fluxgate's controllers running in-process.
 
-use fluxgate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
-use fluxgate::controller::{Context, Settings};
+use crate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
+use crate::controller::{Context, Settings};
+use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
@@ -56,8 +57,8 @@ spec:
     )
 }
 
-/// A running story world; dropping it stops everything.
-pub struct Story {
+/// A running simulated world; dropping it stops everything.
+pub struct DemoWorld {
     /// The API server simulator.
     pub kube: KubeSim,
     /// A client of it.
@@ -71,16 +72,30 @@ pub struct Story {
     _cache: tempfile::TempDir,
 }
 
-impl Story {
+/// Where the third-party (Flux, VolumeSnapshot) CRDs are read from: `FLUXGATE_EXTERNAL_CRDS`,
+/// else `../shared/external-crds` beside the repository.
+fn external_crds() -> std::path::PathBuf {
+    std::env::var_os("FLUXGATE_EXTERNAL_CRDS")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/external-crds"))
+}
+
+impl DemoWorld {
     /// Starts the world with the app at chart tag `tag` deployed and running, its
     /// ManagedApp created with `app_spec` merged over the basics, and Fluxgate running.
-    pub async fn start(tag: &str, app_spec: serde_json::Value) -> Story {
+    pub async fn start(tag: &str, app_spec: serde_json::Value) -> anyhow::Result<DemoWorld> {
         let kube = KubeSim::start().await;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        kube.load_yaml(root.join("crds"))
-            .expect("Fluxgate's CRDs load");
-        kube.load_yaml(root.join("../shared/external-crds"))
-            .expect("the external CRDs load");
+        for (file, crd) in crate::api::crds() {
+            kube.put(serde_json::to_value(crd)?)
+                .map_err(|e| anyhow::anyhow!("loading Fluxgate's CRD {file}: {e:?}"))?;
+        }
+        let external = external_crds();
+        kube.load_yaml(&external).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load the Flux and VolumeSnapshot CRDs from {}: {e:?}; point FLUXGATE_EXTERNAL_CRDS at a directory holding them",
+                external.display()
+            )
+        })?;
         let client = kube.client();
         let git = GitServer::builder()
             .file(
@@ -93,24 +108,26 @@ impl Story {
             )
             .file(APP_FILE, app_manifest(tag))
             .start()
-            .expect("the git server starts");
+            .context("starting the local Git server (is `git` installed?)")?;
         let mut options = WorldOptions::fast();
         options
             .git_url_rewrites
             .push((FLEET_URL.into(), git.file_url()));
         let world = World::start(client.clone(), options)
             .await
-            .expect("the sims start");
-        sim::seed::storage(&client).await.expect("storage classes");
+            .context("starting the simulated controllers")?;
+        sim::seed::storage(&client)
+            .await
+            .context("creating storage classes")?;
         sim::seed::flux_system(&client, FLEET_URL, "main", "./clusters/prod")
             .await
-            .expect("flux-system");
+            .context("bootstrapping Flux")?;
         let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "apps");
-        wait_until("the app to run", Duration::from_secs(30), async || {
+        wait_until("the app to run", Duration::from_secs(60), async || {
             let sts = statefulsets.get_opt("db").await.ok()??;
             (sts.status?.ready_replicas == Some(2)).then_some(())
         })
-        .await;
+        .await?;
         let mut spec = json!({"source": {"kind": "HelmRelease", "name": "db"},
                               "git": {"file": APP_FILE, "url": git.file_url(), "branch": "main"},
                               "health": {"stabilization": "1s"}});
@@ -119,21 +136,21 @@ impl Story {
             "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
             "metadata": {"name": "db", "namespace": "apps"}, "spec": spec
         }))
-        .expect("a valid ManagedApp");
+        .context("the ManagedApp of the demo")?;
         Api::<ManagedApp>::namespaced(client.clone(), "apps")
             .create(&PostParams::default(), &app)
             .await
-            .expect("the ManagedApp is accepted");
-        let cache = tempfile::tempdir().expect("a temporary directory");
+            .context("creating the ManagedApp")?;
+        let cache = tempfile::tempdir().context("creating the Git cache directory")?;
         let context = Arc::new(Context {
             client: client.clone(),
             settings: Settings::new(cache.path()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let operator = tokio::spawn(fluxgate::controller::requests::run(context, async {
+        let operator = tokio::spawn(crate::controller::requests::run(context, async {
             let _ = stopped.await;
         }));
-        Story {
+        Ok(DemoWorld {
             kube,
             client,
             git,
@@ -141,25 +158,24 @@ impl Story {
             stop: Some(stop),
             operator: Some(operator),
             _cache: cache,
-        }
+        })
     }
 
     /// Creates an UpgradeRequest named `name` to chart `version`.
-    pub async fn upgrade(&self, name: &str, version: &str) -> UpgradeRequest {
+    pub async fn upgrade(&self, name: &str, version: &str) -> anyhow::Result<UpgradeRequest> {
         let upgrade: UpgradeRequest = serde_json::from_value(json!({
             "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
             "metadata": {"name": name, "namespace": "apps"}, "spec": {"managedApp": "db", "version": version}
-        }))
-        .expect("a valid UpgradeRequest");
+        }))?;
         Api::<UpgradeRequest>::namespaced(self.client.clone(), "apps")
             .create(&PostParams::default(), &upgrade)
             .await
-            .expect("the UpgradeRequest is accepted")
+            .with_context(|| format!("creating UpgradeRequest {name}"))
     }
 
-    /// Waits until the request reaches a terminal phase and returns it; on timeout the
-    /// panic shows its status.
-    pub async fn finished<K>(&self, name: &str, timeout: Duration) -> K
+    /// Waits until the request reaches a terminal phase and returns it; the timeout error
+    /// shows its status.
+    pub async fn finished<K>(&self, name: &str, timeout: Duration) -> anyhow::Result<K>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -170,24 +186,29 @@ impl Story {
         let api = Api::<K>::namespaced(self.client.clone(), "apps");
         let deadline = Instant::now() + timeout;
         loop {
-            let current = api.get(name).await.expect("the request exists");
+            let current = api
+                .get(name)
+                .await
+                .with_context(|| format!("reading {name}"))?;
             if current.phase().is_some_and(Phase::is_terminal) {
-                return current;
+                return Ok(current);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not finish: {current:#?}"
-            );
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{name} did not finish within {}s: {current:#?}",
+                    timeout.as_secs()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// The ManagedApp now.
-    pub async fn app(&self) -> ManagedApp {
+    pub async fn app(&self) -> anyhow::Result<ManagedApp> {
         Api::<ManagedApp>::namespaced(self.client.clone(), "apps")
             .get("db")
             .await
-            .expect("the ManagedApp exists")
+            .context("reading the ManagedApp")
     }
 
     /// Stops Fluxgate's controllers.
@@ -219,19 +240,20 @@ impl HasPhase for RollbackRequest {
     }
 }
 
-/// Polls `check` every 100 ms until it answers or `timeout` passes (then panics naming
-/// `what`).
+/// Polls `check` every 100 ms until it answers; an error naming `what` after `timeout`.
 pub async fn wait_until<T>(
     what: &str,
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(found) = check().await {
-            return found;
+            return Ok(found);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {}s waiting for {what}", timeout.as_secs());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
