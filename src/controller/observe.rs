@@ -277,8 +277,8 @@ async fn commit_state(
     Ok(CommitState::NotFound)
 }
 
-/// The RollbackRequest undoing this upgrade, if any: the automatic one, else the newest a
-/// person created.
+/// The RollbackRequest undoing this upgrade, if any: the newest one naming it (the
+/// automatic one, or one a person created for a frozen upgrade).
 async fn child_rollback(
     ctx: &Context,
     request: &Request,

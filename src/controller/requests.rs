@@ -540,6 +540,10 @@ async fn first_in_queue(
     app: &ManagedApp,
     request: &Request,
 ) -> Result<bool, ReconcileError> {
+    if request.kind == RequestKind::Rollback {
+        // A rollback is not queued behind upgrades: it undoes one.
+        return Ok(true);
+    }
     let namespace = app.namespace().unwrap_or_default();
     let waiting = |status: Option<&RequestStatus>| {
         matches!(status.and_then(|s| s.phase), None | Some(Phase::Queued))
@@ -564,10 +568,6 @@ async fn first_in_queue(
             )
         })
         .collect();
-    if request.kind == RequestKind::Rollback {
-        // A rollback is not queued behind upgrades: it undoes one.
-        return Ok(true);
-    }
     queue.sort();
     Ok(queue.first().is_none_or(|(_, _, uid)| *uid == request.uid))
 }
