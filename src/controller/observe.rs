@@ -20,7 +20,8 @@ use crate::git::{CommitInfo, REQUEST_UID_TRAILER};
 use crate::manifest::fields::{current_versions, locate_fields};
 use crate::workflow::observations::ChildRollback;
 use crate::workflow::{
-    ClaimState, CommitState, Observed, Problem, Request, RequestKind, SnapshotState, object_key,
+    ClaimState, CommitState, Observed, Problem, Request, RequestKind, SnapshotState, flux_key,
+    object_key, workload_key,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -70,11 +71,7 @@ pub async fn observe_phase(
                 .await
                 .map_err(problem)?
             {
-                let key = object_key(
-                    &format!("{:?}", object.kind),
-                    &object.namespace,
-                    &object.name,
-                );
+                let key = flux_key(object);
                 observed
                     .flux_suspended
                     .insert(key, crate::cluster::flux::ops::is_suspended(&found));
@@ -86,14 +83,7 @@ pub async fn observe_phase(
                     .await
                     .map_err(problem)?
             {
-                observed.replicas.insert(
-                    object_key(
-                        &format!("{:?}", workload.kind),
-                        &workload.namespace,
-                        &workload.name,
-                    ),
-                    count,
-                );
+                observed.replicas.insert(workload_key(workload), count);
             }
         }
     }

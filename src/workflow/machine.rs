@@ -2,7 +2,7 @@
 //! timeouts, the undo path (Resume) and the failure policy after a commit.
 
 use super::actions::{Action, Decision, Finish};
-use super::observations::{CommitState, LockState, Observed, Problem, object_key};
+use super::observations::{CommitState, LockState, Observed, Problem, flux_key, workload_key};
 use super::policy::{AppPolicy, Request, RequestKind};
 use super::transitions::{enter, progress, record_failure};
 use crate::api::conditions::{READY, find_condition};
@@ -520,11 +520,7 @@ pub fn rollback_name(upgrade: &str) -> String {
 fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
     let mut pending = 0;
     for object in &plan.flux_objects {
-        let key = object_key(
-            &format!("{:?}", object.kind),
-            &object.namespace,
-            &object.name,
-        );
+        let key = flux_key(object);
         match observed.flux_suspended.get(&key) {
             None => {
                 return Step::Fail(Problem::terminal(
@@ -557,11 +553,7 @@ fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
 
 fn quiesce(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
     for workload in &plan.workloads {
-        let key = object_key(
-            &format!("{:?}", workload.kind),
-            &workload.namespace,
-            &workload.name,
-        );
+        let key = workload_key(workload);
         if observed.replicas.get(&key).is_some_and(|r| *r != 0) {
             d.actions.push(Action::Scale {
                 workload: workload.clone(),
@@ -728,11 +720,7 @@ fn restore(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
 fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
     let mut changed = 0;
     for object in &plan.flux_objects {
-        let key = object_key(
-            &format!("{:?}", object.kind),
-            &object.namespace,
-            &object.name,
-        );
+        let key = flux_key(object);
         if observed.held_back.contains_key(&key) {
             continue;
         }
@@ -751,11 +739,7 @@ fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
 fn restore_replicas(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
     let mut changed = 0;
     for workload in &plan.workloads {
-        let key = object_key(
-            &format!("{:?}", workload.kind),
-            &workload.namespace,
-            &workload.name,
-        );
+        let key = workload_key(workload);
         if workload.replicas > 0 && observed.replicas.get(&key) == Some(&0) {
             d.actions.push(Action::Scale {
                 workload: workload.clone(),

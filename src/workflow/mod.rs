@@ -15,6 +15,7 @@ mod tests;
 pub use actions::{Action, Decision, Finish, Note};
 pub use machine::{decide, on_action_error, rollback_name};
 pub use observations::{
-    ClaimState, CommitState, LockState, Observed, Problem, SnapshotState, object_key,
+    ClaimState, CommitState, LockState, Observed, Problem, SnapshotState, flux_key, object_key,
+    workload_key,
 };
 pub use policy::{AppPolicy, Request, RequestKind};

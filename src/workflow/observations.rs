@@ -14,6 +14,24 @@ pub fn object_key(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 
+/// The observation key of a planned Flux object.
+pub fn flux_key(object: &crate::api::PlannedFluxObject) -> String {
+    object_key(
+        &format!("{:?}", object.kind),
+        &object.namespace,
+        &object.name,
+    )
+}
+
+/// The observation key of a planned workload.
+pub fn workload_key(workload: &crate::api::PlannedWorkload) -> String {
+    object_key(
+        &format!("{:?}", workload.kind),
+        &workload.namespace,
+        &workload.name,
+    )
+}
+
 /// Something that went wrong, with a CamelCase reason and a message for people.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {

@@ -90,14 +90,6 @@ fn volume(name: &str) -> PlannedVolume {
     }
 }
 
-fn flux_key(o: &PlannedFluxObject) -> String {
-    object_key(&format!("{:?}", o.kind), &o.namespace, &o.name)
-}
-
-fn workload_key(w: &PlannedWorkload) -> String {
-    object_key(&format!("{:?}", w.kind), &w.namespace, &w.name)
-}
-
 /// A world at rest before the request: Flux as planned, workloads at their replicas.
 fn world(plan: &Plan, now: i64) -> Observed {
     Observed {
