@@ -86,5 +86,18 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         app_status.last_operation.map(|o| o.result),
         Some("Succeeded".to_owned())
     );
+    // The operation is counted, with the time each phase took.
+    let metrics = story.metrics.render();
+    assert!(
+        metrics
+            .contains(r#"fluxgate_operations_total{kind="UpgradeRequest",result="Succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"fluxgate_phase_duration_seconds_count{kind="UpgradeRequest",phase="Snapshot"} 1"#
+        ),
+        "{metrics}"
+    );
     story.stop().await;
 }

@@ -51,7 +51,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cluster = connect::connect(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let metrics = Metrics::new();
     let readiness = Readiness::default();
-    let server = Server::bind(args.metrics_addr, metrics, readiness.clone()).await?;
+    let server = Server::bind(args.metrics_addr, metrics.clone(), readiness.clone()).await?;
     let endpoints = server.local_addr()?;
     let (stop_endpoints, endpoints_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async {
@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let context = std::sync::Arc::new(crate::controller::Context {
         client: cluster.client.clone(),
         settings,
+        metrics,
     });
     let (stop_controllers, controllers_stopped) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(crate::controller::requests::run(context, async {

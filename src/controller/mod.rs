@@ -45,4 +45,6 @@ pub struct Context {
     pub client: Client,
     /// Operator settings.
     pub settings: Settings,
+    /// Where operations, phase durations and errors are counted.
+    pub metrics: crate::telemetry::metrics::Metrics,
 }

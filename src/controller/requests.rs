@@ -382,6 +382,7 @@ async fn reconcile<K: RequestObject>(
                     workflow::decide(&request, &policy, &status, &observed)
                 }
                 Err(problem) => {
+                    ctx.metrics.error(&problem.reason);
                     workflow::on_action_error(&request, &policy, &status, &problem, &observed)
                 }
             }
@@ -401,6 +402,7 @@ async fn reconcile<K: RequestObject>(
     for action in decision.actions.clone() {
         if let Err(problem) = perform(&ctx, &acting, &action, now).await {
             tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
+            ctx.metrics.error(&problem.reason);
             decision = workflow::on_action_error(&request, &policy, &status, &problem, &observed);
             break;
         }
@@ -433,6 +435,7 @@ async fn finish_reconcile<K: RequestObject>(
             }
             Err(e) => return Err(api_error("writing the status", e)),
         }
+        record_transition(ctx, request, before, &decision.status);
     }
     let recorder = Recorder::new(
         ctx.client.clone(),
@@ -479,6 +482,36 @@ async fn finish_reconcile<K: RequestObject>(
         Some(after) => Requeue::requeue(after),
         None => Requeue::await_change(),
     })
+}
+
+/// Counts a phase change once its status is written: the duration of the phase that ended
+/// and, for a terminal phase, the finished operation.
+fn record_transition(
+    ctx: &Context,
+    request: &Request,
+    before: &RequestStatus,
+    after: &RequestStatus,
+) {
+    if before.phase == after.phase {
+        return;
+    }
+    let kind = match request.kind {
+        RequestKind::Upgrade => "UpgradeRequest",
+        RequestKind::Rollback => "RollbackRequest",
+    };
+    let ended = before
+        .phase
+        .filter(|p| !p.is_terminal() && *p != Phase::Queued);
+    if let (Some(phase), Some(started)) = (ended, before.phase_started_at.as_ref()) {
+        let seconds = jiff::Timestamp::now()
+            .duration_since(started.0)
+            .as_secs_f64()
+            .max(0.0);
+        ctx.metrics.phase_took(kind, &format!("{phase:?}"), seconds);
+    }
+    if let Some(result) = after.phase.filter(|p| p.is_terminal()) {
+        ctx.metrics.operation_finished(kind, &format!("{result:?}"));
+    }
 }
 
 /// Who holds the app's lock, from this request's point of view, and the UID of a holder

@@ -67,6 +67,8 @@ pub struct DemoWorld {
     pub git: GitServer,
     /// The simulated controllers (failures can be declared through `world.failures`).
     pub world: World,
+    /// Fluxgate's metrics.
+    pub metrics: crate::telemetry::metrics::Metrics,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     operator: Option<tokio::task::JoinHandle<()>>,
     _cache: tempfile::TempDir,
@@ -142,9 +144,11 @@ impl DemoWorld {
             .await
             .context("creating the ManagedApp")?;
         let cache = tempfile::tempdir().context("creating the Git cache directory")?;
+        let metrics = crate::telemetry::metrics::Metrics::new();
         let context = Arc::new(Context {
             client: client.clone(),
             settings: Settings::new(cache.path()),
+            metrics: metrics.clone(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let operator = tokio::spawn(crate::controller::requests::run(context, async {
@@ -155,6 +159,7 @@ impl DemoWorld {
             client,
             git,
             world,
+            metrics,
             stop: Some(stop),
             operator: Some(operator),
             _cache: cache,

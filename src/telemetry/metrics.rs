@@ -1,33 +1,90 @@
-//! The Prometheus registry and Fluxgate's metrics (all prefixed `fluxgate_`).
+//! The Prometheus registry and Fluxgate's metrics (all prefixed `fluxgate_`): operations by
+//! result, phase durations and errors by category.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
-/// The registry every metric lives in; cheap to clone.
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The registry and the metric families; cheap to clone, shared by the controllers and the
+/// `/metrics` endpoint.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    operations: Family<Labels, Counter>,
+    phase_duration: Family<Labels, Histogram>,
+    errors: Family<Labels, Counter>,
 }
 
 impl Metrics {
-    /// Creates the registry with the build information gauge
-    /// (`fluxgate_build_info{version="…"} 1`).
+    /// Creates the registry: `fluxgate_build_info`, `fluxgate_operations_total{kind,result}`,
+    /// `fluxgate_phase_duration_seconds{kind,phase}` and `fluxgate_errors_total{category}`.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fluxgate");
-        let build_info = Family::<Vec<(String, String)>, Gauge>::default();
+        let build_info = Family::<Labels, Gauge>::default();
         build_info
-            .get_or_create(&vec![(
-                "version".to_owned(),
-                env!("CARGO_PKG_VERSION").to_owned(),
-            )])
+            .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
             .set(1);
         registry.register("build_info", "Fluxgate build information", build_info);
+        let operations = Family::<Labels, Counter>::default();
+        registry.register(
+            "operations",
+            "Finished operations by kind and final phase",
+            operations.clone(),
+        );
+        let phase_duration = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 16))
+        });
+        registry.register(
+            "phase_duration_seconds",
+            "How long each phase took",
+            phase_duration.clone(),
+        );
+        let errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "errors",
+            "Errors met by operations, by category",
+            errors.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            operations,
+            phase_duration,
+            errors,
         }
+    }
+
+    /// Counts a finished operation.
+    pub fn operation_finished(&self, kind: &str, result: &str) {
+        self.operations
+            .get_or_create(&labels(&[("kind", kind), ("result", result)]))
+            .inc();
+    }
+
+    /// Records how long a phase took.
+    pub fn phase_took(&self, kind: &str, phase: &str, seconds: f64) {
+        self.phase_duration
+            .get_or_create(&labels(&[("kind", kind), ("phase", phase)]))
+            .observe(seconds);
+    }
+
+    /// Counts an error of a category (a static reason such as `GitError` or `Timeout`).
+    pub fn error(&self, category: &str) {
+        self.errors
+            .get_or_create(&labels(&[("category", category)]))
+            .inc();
     }
 
     /// The metrics in Prometheus' text exposition format.
@@ -42,5 +99,36 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_values_are_exposed_with_their_labels() {
+        let metrics = Metrics::new();
+        metrics.operation_finished("UpgradeRequest", "Succeeded");
+        metrics.phase_took("UpgradeRequest", "Snapshot", 1.5);
+        metrics.error("GitError");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"fluxgate_operations_total{kind="UpgradeRequest",result="Succeeded"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"fluxgate_phase_duration_seconds_count{kind="UpgradeRequest",phase="Snapshot"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fluxgate_errors_total{category="GitError"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("fluxgate_build_info{version="), "{text}");
     }
 }
