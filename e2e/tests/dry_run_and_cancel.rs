@@ -149,3 +149,45 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
     assert_eq!(app.active_operation, None, "the lock is released");
     story.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_back() {
+    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let before = flux_and_replicas(&story).await;
+    story
+        .world
+        .failures
+        .fail_snapshots("data-", "quota exceeded");
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
+    wait_until(
+        "the upgrade to wait on its snapshots",
+        Duration::from_secs(30),
+        async || {
+            let status = upgrades.get("db-1-5-0").await.ok()?.status?;
+            (status.phase == Some(Phase::Snapshot)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    Api::<fluxgate::api::ManagedApp>::namespaced(story.client.clone(), "apps")
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    let done: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(
+        status.failure.map(|f| f.reason),
+        Some("ManagedAppNotFound".to_owned())
+    );
+    assert_eq!(
+        flux_and_replicas(&story).await,
+        before,
+        "Flux and replicas put back from the plan alone"
+    );
+    story.stop().await;
+}

@@ -66,26 +66,7 @@ pub async fn observe_phase(
         Phase::Suspend | Phase::Resume | Phase::Reconcile | Phase::Quiesce
     );
     if needs_flux_state || phase == Phase::Frozen {
-        for object in &plan.flux_objects {
-            if let Some(found) = get(client, object.kind, &object.namespace, &object.name)
-                .await
-                .map_err(problem)?
-            {
-                let key = flux_key(object);
-                observed
-                    .flux_suspended
-                    .insert(key, crate::cluster::flux::ops::is_suspended(&found));
-            }
-        }
-        for workload in &plan.workloads {
-            if let Some(count) =
-                replicas(client, workload.kind, &workload.namespace, &workload.name)
-                    .await
-                    .map_err(problem)?
-            {
-                observed.replicas.insert(workload_key(workload), count);
-            }
-        }
+        observe_plan_state(ctx, plan, observed).await?;
     }
     match phase {
         Phase::Quiesce => {
@@ -229,6 +210,37 @@ pub async fn observe_phase(
             observed.rollback = child_rollback(ctx, request, app).await?;
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// The `spec.suspend` of every planned Flux object and the replicas of every planned
+/// workload: all that putting things back needs, read from the plan alone (it works even
+/// when the ManagedApp is gone).
+pub async fn observe_plan_state(
+    ctx: &Context,
+    plan: &Plan,
+    observed: &mut Observed,
+) -> Result<(), Problem> {
+    let client = &ctx.client;
+    for object in &plan.flux_objects {
+        if let Some(found) = get(client, object.kind, &object.namespace, &object.name)
+            .await
+            .map_err(problem)?
+        {
+            observed.flux_suspended.insert(
+                flux_key(object),
+                crate::cluster::flux::ops::is_suspended(&found),
+            );
+        }
+    }
+    for workload in &plan.workloads {
+        if let Some(count) = replicas(client, workload.kind, &workload.namespace, &workload.name)
+            .await
+            .map_err(problem)?
+        {
+            observed.replicas.insert(workload_key(workload), count);
+        }
     }
     Ok(())
 }

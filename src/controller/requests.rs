@@ -312,20 +312,49 @@ async fn reconcile<K: RequestObject>(
         ..Default::default()
     };
     let Some(app) = app else {
-        // Nothing can be planned without the app (or, for a rollback, its upgrade).
-        observed.lock = Some(LockState::Free);
-        observed.first_in_queue = true;
         let missing = if K::KIND == RequestKind::Rollback && upgrade.is_none() {
             "UpgradeRequest"
         } else {
             "ManagedApp"
         };
-        observed.admission = Some(Err(Problem::terminal(
+        let gone = Problem::terminal(
             &format!("{missing}NotFound"),
             format!("the {missing} this request names does not exist in namespace {namespace}"),
-        )));
-        let policy = AppPolicy::from_spec(&default_spec());
-        let decision = workflow::decide(&request, &policy, &status, &observed);
+        );
+        // Without the app nothing can be planned, rolled back or verified — but what a
+        // running request changed can still be put back from its plan alone.
+        let mut spec = default_spec();
+        spec.rollback.on_failure = crate::api::OnFailure::Resume;
+        let policy = AppPolicy::from_spec(&spec);
+        let decision = match status.phase {
+            None | Some(Phase::Queued) | Some(Phase::Admit) => {
+                observed.lock = Some(LockState::Free);
+                observed.first_in_queue = true;
+                observed.admission = Some(Err(gone));
+                workflow::decide(&request, &policy, &status, &observed)
+            }
+            Some(phase) if phase.is_terminal() && phase != Phase::Frozen => {
+                workflow::decide(&request, &policy, &status, &observed)
+            }
+            Some(phase) => match status.plan.as_ref() {
+                Some(plan) => {
+                    match super::observe::observe_plan_state(&ctx, plan, &mut observed).await {
+                        Err(problem) => workflow::on_action_error(
+                            &request, &policy, &status, &problem, &observed,
+                        ),
+                        Ok(()) if phase == Phase::Resume || request.deleting => {
+                            workflow::decide(&request, &policy, &status, &observed)
+                        }
+                        Ok(()) => {
+                            workflow::on_action_error(&request, &policy, &status, &gone, &observed)
+                        }
+                    }
+                }
+                None => workflow::decide(&request, &policy, &status, &observed),
+            },
+        };
+        let decision =
+            put_back_without_app(&ctx, &request, &policy, &status, &observed, decision).await;
         return finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await;
     };
     let policy = AppPolicy::from_spec(&app.spec);
@@ -408,6 +437,39 @@ async fn reconcile<K: RequestObject>(
         }
     }
     finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await
+}
+
+/// Performs what can be done without the app: resuming Flux objects and scaling workloads
+/// back (the app's own bookkeeping has nowhere to go).
+async fn put_back_without_app(
+    ctx: &Context,
+    request: &Request,
+    policy: &AppPolicy,
+    status: &RequestStatus,
+    observed: &Observed,
+    decision: Decision,
+) -> Decision {
+    for action in &decision.actions {
+        let result = match action {
+            workflow::Action::SetSuspend { object, suspend } => {
+                crate::cluster::flux::ops::set_suspend(&ctx.client, object, *suspend).await
+            }
+            workflow::Action::Scale { workload, replicas } => {
+                crate::cluster::workloads::ops::scale(&ctx.client, workload, *replicas).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            let problem = Problem {
+                reason: e.reason().into(),
+                message: e.to_string(),
+                retryable: e.is_retryable(),
+            };
+            ctx.metrics.error(&problem.reason);
+            return workflow::on_action_error(request, policy, status, &problem, observed);
+        }
+    }
+    decision
 }
 
 /// Writes the decided status (once, only when it changed, with the resourceVersion read),
