@@ -1,3 +1,3 @@
 //! e2e: end-to-end stories for Fluxgate, run through the real controller loop against
-//! kubesim and the simulated world (or a real cluster when `FLUXGATE_E2E_KUBECONFIG` is
-//! set), and the benchmarks that measure it.
+//! kubesim and the simulated world (`tests/`), and the benchmarks that measure it
+//! (`src/bin/`). Running the stories against a real cluster is not built yet.

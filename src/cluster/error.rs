@@ -90,6 +90,12 @@ impl ClusterError {
     }
 }
 
+/// Whether a create failed only because an object of that name exists (with deterministic
+/// names: ours, from before a crash).
+pub fn already_exists(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409 && status.reason == "AlreadyExists")
+}
+
 /// Whether a kube error is transient.
 pub fn is_retryable(error: &kube::Error) -> bool {
     match error {

@@ -237,9 +237,7 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists" => {
-            Ok(())
-        }
+        Err(e) if crate::cluster::error::already_exists(&e) => Ok(()),
         Err(e) => Err(problem(ClusterError::api(
             "creating",
             format!("RollbackRequest {namespace}/{name}"),

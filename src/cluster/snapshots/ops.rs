@@ -3,16 +3,12 @@
 //! deleting and recreating PVCs for a restore.
 
 use super::{VolumeSnapshot, VolumeSnapshotClass};
-use crate::cluster::error::ClusterError;
+use crate::cluster::error::{ClusterError, already_exists};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
-
-fn already_exists(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 409 && status.reason == "AlreadyExists")
-}
 
 /// Every VolumeSnapshotClass.
 pub async fn classes(client: &Client) -> Result<Vec<VolumeSnapshotClass>, ClusterError> {
