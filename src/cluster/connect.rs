@@ -45,7 +45,20 @@ pub async fn connect(
         })?,
     };
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config)
+    let client = Client::try_from(identified(config))
         .map_err(|e| anyhow::anyhow!("cannot create a client for {url}: {e}"))?;
     Ok(Connection { client, url })
+}
+
+/// The User-Agent of every request Fluxgate's operator sends: audit logs (and kubesim's
+/// request log in the tests) tell its requests apart from everyone else's.
+pub const USER_AGENT: &str = concat!("fluxgate/", env!("CARGO_PKG_VERSION"));
+
+/// `config` with Fluxgate's User-Agent header.
+pub fn identified(mut config: Config) -> Config {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
 }

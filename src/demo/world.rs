@@ -145,8 +145,9 @@ impl DemoWorld {
             .context("creating the ManagedApp")?;
         let cache = tempfile::tempdir().context("creating the Git cache directory")?;
         let metrics = crate::telemetry::metrics::Metrics::new();
+        let operator_client = operator_client(&kube)?;
         let context = Arc::new(Context {
-            client: client.clone(),
+            client: operator_client,
             settings: Settings::new(cache.path()),
             metrics: metrics.clone(),
         });
@@ -225,6 +226,14 @@ impl DemoWorld {
             let _ = operator.await;
         }
     }
+}
+
+/// A client of `kube` that sends Fluxgate's User-Agent, so the request log tells the
+/// operator's requests apart from the sims' and the story's.
+pub fn operator_client(kube: &KubeSim) -> anyhow::Result<Client> {
+    let config = kube::Config::new(kube.base_url().parse()?);
+    Client::try_from(crate::cluster::connect::identified(config))
+        .context("creating the operator's client")
 }
 
 /// Requests whose phase a story waits on.
