@@ -71,7 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
     });
     let (stop_controllers, controllers_stopped) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(crate::controller::requests::run(context, async {
+    let controllers = tokio::spawn(crate::controller::run(context, async {
         let _ = controllers_stopped.await;
     }));
     shutdown_signal().await?;

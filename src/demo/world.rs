@@ -173,7 +173,7 @@ impl DemoWorld {
             metrics: self.metrics.clone(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        self.operator = Some(tokio::spawn(crate::controller::requests::run(
+        self.operator = Some(tokio::spawn(crate::controller::run(
             context,
             async {
                 let _ = stopped.await;
