@@ -113,9 +113,9 @@ pub async fn run(
     });
 
     let controller = Controller::new(Api::<ManagedApp>::all(client.clone()), Default::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(
-            ctx.settings.concurrency,
-        ));
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
+        );
     let apps = controller.store();
     let everyone = |apps: Store<ManagedApp>| move || all_apps(&apps);
     let in_namespace = |apps: Store<ManagedApp>| {
@@ -137,23 +137,35 @@ pub async fn run(
                     .map(|ns| ObjectRef::new(&upgrade.spec.managed_app).within(&ns))
             },
         )
-        .watches(Api::<RollbackRequest>::all(client.clone()), Default::default(), {
-            let upgrades = upgrades.clone();
-            move |rollback: RollbackRequest| {
-                let ns = rollback.namespace()?;
-                let upgrade =
-                    upgrades.get(&ObjectRef::new(&rollback.spec.upgrade_request).within(&ns))?;
-                Some(ObjectRef::new(&upgrade.spec.managed_app).within(&ns))
-            }
-        })
-        .watches(Api::<StatefulSet>::all(client.clone()), Default::default(), {
-            let f = in_namespace(apps.clone());
-            move |o: StatefulSet| f(o.namespace())
-        })
-        .watches(Api::<Deployment>::all(client.clone()), Default::default(), {
-            let f = in_namespace(apps.clone());
-            move |o: Deployment| f(o.namespace())
-        });
+        .watches(
+            Api::<RollbackRequest>::all(client.clone()),
+            Default::default(),
+            {
+                let upgrades = upgrades.clone();
+                move |rollback: RollbackRequest| {
+                    let ns = rollback.namespace()?;
+                    let upgrade = upgrades
+                        .get(&ObjectRef::new(&rollback.spec.upgrade_request).within(&ns))?;
+                    Some(ObjectRef::new(&upgrade.spec.managed_app).within(&ns))
+                }
+            },
+        )
+        .watches(
+            Api::<StatefulSet>::all(client.clone()),
+            Default::default(),
+            {
+                let f = in_namespace(apps.clone());
+                move |o: StatefulSet| f(o.namespace())
+            },
+        )
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            Default::default(),
+            {
+                let f = in_namespace(apps.clone());
+                move |o: Deployment| f(o.namespace())
+            },
+        );
     for kind in [
         crate::api::FluxObjectKind::HelmRelease,
         crate::api::FluxObjectKind::Kustomization,
@@ -210,7 +222,8 @@ async fn keep_active_gauge(
     upgrades: Store<UpgradeRequest>,
     rollbacks: Store<RollbackRequest>,
 ) {
-    let active = |phase: Option<Phase>| phase.is_some_and(|p| !p.is_terminal() || p == Phase::Frozen);
+    let active =
+        |phase: Option<Phase>| phase.is_some_and(|p| !p.is_terminal() || p == Phase::Frozen);
     loop {
         let running_upgrades = upgrades
             .state()

@@ -85,10 +85,7 @@ impl RenovateInput {
             Err(error) => return RenovateData::Unusable(error),
         };
         if inputs.is_empty() {
-            return RenovateData::Missing(format!(
-                "no Renovate output yet in {}",
-                self.describe()
-            ));
+            return RenovateData::Missing(format!("no Renovate output yet in {}", self.describe()));
         }
         let mut hasher = DefaultHasher::new();
         inputs.hash(&mut hasher);
@@ -208,7 +205,10 @@ mod tests {
         let RenovateData::Parsed(again) = input.read() else {
             panic!("still parses");
         };
-        assert!(Arc::ptr_eq(&first, &again), "unchanged input is not parsed again");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "unchanged input is not parsed again"
+        );
         std::fs::write(&path, "{not json").unwrap();
         match input.read() {
             RenovateData::Parsed(parsed) => assert!(parsed.findings.is_empty()),

@@ -84,9 +84,8 @@ pub async fn run(
         Api::<UpgradeRequest>::all(client.clone()),
         watcher::Config::default(),
     );
-    let config = || {
-        kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency)
-    };
+    let config =
+        || kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
     let upgrades = upgrades.with_config(config());
     let upgrade_store = upgrades.store();
     let upgrades = watch_the_world(upgrades, &client)

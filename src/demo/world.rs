@@ -173,12 +173,9 @@ impl DemoWorld {
             metrics: self.metrics.clone(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        self.operator = Some(tokio::spawn(crate::controller::run(
-            context,
-            async {
-                let _ = stopped.await;
-            },
-        )));
+        self.operator = Some(tokio::spawn(crate::controller::run(context, async {
+            let _ = stopped.await;
+        })));
         self.stop = Some(stop);
         Ok(())
     }
