@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A safety resync in case an event was missed; everything that matters arrives as events.
+/// Each app adds its own share of [`RESYNC_SPREAD`] so many apps never resync together.
 const RESYNC: Duration = Duration::from_secs(30 * 60);
+const RESYNC_SPREAD: Duration = Duration::from_secs(30 * 60);
 /// A lock whose request is gone from the cache is released only after this long, so a
 /// request the cache has not seen yet is not mistaken for a vanished one.
 const STALE_LOCK_AFTER: Duration = Duration::from_secs(60);
@@ -235,6 +237,15 @@ pub async fn run(
         _ = gauge => {}
         _ = shutdown => {}
     }
+}
+
+/// This app's safety resync period: [`RESYNC`] plus a stable per-app share of
+/// [`RESYNC_SPREAD`].
+fn resync_after(app: &ManagedApp) -> Duration {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    app.metadata.uid.hash(&mut hasher);
+    RESYNC + Duration::from_secs(hasher.finish() % RESYNC_SPREAD.as_secs().max(1))
 }
 
 /// Whether a request in `phase` is starting (the app becomes busy) or has ended (idle
@@ -469,7 +480,7 @@ async fn reconcile(app: Arc<ManagedApp>, shared: Arc<Shared>) -> Result<Requeue,
     }
     publish(&shared, &app, &view).await;
 
-    let mut requeue = RESYNC;
+    let mut requeue = resync_after(&app);
     if let Some(wait) = automatic_upgrade(&shared, &app, &next, now).await? {
         requeue = requeue.min(wait);
     }
