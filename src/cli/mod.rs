@@ -1,9 +1,11 @@
 //! The `fluxgate` command line: argument parsing and dispatch to each subcommand.
 
 pub mod manifest;
+pub mod people;
 pub mod run;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 
 /// Fluxgate upgrades Flux-managed applications safely: snapshots, a Git commit and health
 /// checks as one unit, with rollbacks that restore data and revert Git together.
@@ -29,6 +31,50 @@ pub enum Command {
     Version,
     /// Read or change a version field in a YAML file, exactly as Fluxgate would.
     Manifest(manifest::ManifestArgs),
+    /// Upgrade an app: create an UpgradeRequest (refused up front for a version that was
+    /// rolled back before, unless --force) and, with --wait, follow it phase by phase.
+    Upgrade(people::upgrade::UpgradeArgs),
+    /// Undo an upgrade: create a RollbackRequest (volumes restored, Git reverted) and, with
+    /// --wait, follow it phase by phase.
+    Rollback(people::rollback::RollbackArgs),
+    /// Show the apps: versions, available updates, failed versions, readiness, the
+    /// operation holding each, and Flux objects left suspended; one app in detail.
+    Status(people::status::StatusArgs),
+    /// Show an app's past upgrades and rollbacks with outcome, versions, snapshots, commit
+    /// and duration.
+    History(people::history::HistoryArgs),
+}
+
+/// The file name under which the binary runs as a kubectl plugin (`kubectl fluxgate …`).
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-fluxgate";
+
+/// Whether the program was invoked as the kubectl plugin (its argv\[0\] file name is
+/// `kubectl-fluxgate`).
+pub fn invoked_as_kubectl_plugin(argv0: &std::ffi::OsStr) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|name| name == KUBECTL_PLUGIN_NAME)
+}
+
+/// Parses the command line (exits with usage on errors, like clap). As `kubectl-fluxgate`
+/// the subcommands are the same; only help and usage say `kubectl fluxgate`.
+pub fn parse_from<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    if args
+        .first()
+        .is_some_and(|argv0| invoked_as_kubectl_plugin(argv0))
+    {
+        command = command
+            .name("kubectl fluxgate")
+            .bin_name("kubectl fluxgate");
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Arguments of `fluxgate crd`.
@@ -51,6 +97,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Manifest(args) => manifest::run(&args),
+        Command::Upgrade(args) => people::upgrade::run(args).await,
+        Command::Rollback(args) => people::rollback::run(args).await,
+        Command::Status(args) => people::status::run(args).await,
+        Command::History(args) => people::history::run(args).await,
     }
 }
 
