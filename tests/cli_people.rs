@@ -460,6 +460,44 @@ mod without_a_working_operator {
     }
 
     #[tokio::test]
+    async fn context_picks_the_cluster_like_kubectl() {
+        let sim = KubeSim::start().await;
+        sim.load_yaml(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
+            .unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n\
+                 - name: dead\n  cluster: {{server: \"http://127.0.0.1:{dead}\"}}\n\
+                 - name: live\n  cluster: {{server: \"{}\"}}\n\
+                 contexts:\n\
+                 - name: dead\n  context: {{cluster: dead, user: u}}\n\
+                 - name: live\n  context: {{cluster: live, user: u, namespace: team}}\n\
+                 current-context: dead\nusers:\n- name: u\n  user: {{token: t}}\n",
+                sim.base_url()
+            ),
+        )
+        .unwrap();
+        let current = fluxgate(&kubeconfig, &["status"]).await;
+        expect(
+            &current,
+            1,
+            &[],
+            &["cannot reach the Kubernetes API server"],
+        );
+        // The context's namespace is the default namespace, as with kubectl.
+        let live = fluxgate(&kubeconfig, &["status", "--context", "live"]).await;
+        expect(&live, 0, &["No ManagedApps in namespace team"], &[]);
+    }
+
+    #[tokio::test]
     async fn an_unreachable_cluster_is_named() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

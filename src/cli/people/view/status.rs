@@ -102,7 +102,7 @@ fn short_kind(kind: FluxObjectKind) -> String {
 }
 
 fn suspended_cell(view: &AppView) -> String {
-    if let Err(_) = &view.flux {
+    if view.flux.is_err() {
         return "? (see status <app>)".to_owned();
     }
     let all = suspensions(view);
