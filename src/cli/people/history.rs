@@ -71,7 +71,7 @@ pub fn entries(
                 status: r.status.clone(),
             }),
     );
-    out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+    out.sort_by(super::view::history::chronological);
     out
 }
 

@@ -77,6 +77,27 @@ fn kind(entry: &HistoryEntry) -> String {
     }
 }
 
+/// When a finished request ended (its terminal phase's start).
+fn ended(entry: &HistoryEntry) -> Option<Timestamp> {
+    let status = entry.status.as_ref()?;
+    status
+        .phase
+        .filter(|p| p.is_terminal())
+        .and(status.phase_started_at.as_ref())
+        .map(|t| t.0)
+}
+
+/// Oldest first. Creation times have one-second resolution: among requests created in the
+/// same second, the one that finished first (then by name) comes first, so a request that
+/// queued behind another is listed after it.
+pub fn chronological(a: &HistoryEntry, b: &HistoryEntry) -> std::cmp::Ordering {
+    let end = |e: &HistoryEntry| ended(e).unwrap_or(Timestamp::MAX);
+    a.created
+        .cmp(&b.created)
+        .then_with(|| end(a).cmp(&end(b)))
+        .then_with(|| a.name.cmp(&b.name))
+}
+
 /// The history table of `app` at `now`, oldest first; a line saying so when there is none.
 pub fn render(app: &str, namespace: &str, entries: &[HistoryEntry], now: Timestamp) -> String {
     if entries.is_empty() {
@@ -86,7 +107,7 @@ pub fn render(app: &str, namespace: &str, entries: &[HistoryEntry], now: Timesta
         );
     }
     let mut sorted: Vec<&HistoryEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
+    sorted.sort_by(|a, b| chronological(a, b));
     let mut table = Table::new(&[
         "CREATED (UTC)",
         "KIND",
@@ -209,6 +230,26 @@ CREATED (UTC)         KIND               NAME            OUTCOME                
 2027-01-15 08:03:20   upgrade            db-3            Pending [dry run]                → v1.6.0          -           -              running 30s
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn requests_created_in_the_same_second_are_listed_in_the_order_they_ran() {
+        let finished = |name: &str, end: i64| HistoryEntry {
+            kind: OperationKind::UpgradeRequest,
+            name: name.into(),
+            created: ts(0),
+            dry_run: false,
+            undoes: None,
+            requested: None,
+            status: Some(RequestStatus {
+                phase: Some(Phase::Succeeded),
+                phase_started_at: Some(Time(ts(end))),
+                ..RequestStatus::default()
+            }),
+        };
+        let mut entries = [finished("a-queued", 9), finished("z-first", 4)];
+        entries.sort_by(chronological);
+        assert_eq!(entries[0].name, "z-first");
     }
 
     #[test]
