@@ -394,6 +394,62 @@ async fn a_dry_run_succeeds_with_exit_zero_and_changes_nothing() {
     world.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_upgrade_exits_5_shows_in_status_and_can_be_rolled_back() {
+    let world = DemoWorld::start(
+        "v1.4.0",
+        json!({"health": {"timeout": "8s", "stabilization": "1s"}, "rollback": {"onFailure": "Freeze"}}),
+    )
+    .await
+    .unwrap();
+    let k = world.kube.kubeconfig_path();
+    world.world.failures.fail_chart_version("v2.0.0");
+    world.world.failures.fail_chart_version("2.0.0");
+    let frozen = fluxgate(
+        &k,
+        &[
+            "upgrade", "db", "-n", "apps", "--to", "v2.0.0", "--name", "db-2", "--wait",
+        ],
+    )
+    .await;
+    expect(
+        &frozen,
+        5,
+        &["Frozen"],
+        &[
+            "It is Frozen",
+            "nothing was undone",
+            "fluxgate rollback db-2 -n apps",
+        ],
+    );
+    let status = fluxgate(&k, &["status", "-n", "apps"]).await;
+    expect(
+        &status,
+        0,
+        &[
+            "upgrade db-2 (Frozen)",
+            "is Frozen",
+            "fluxgate rollback db-2 -n apps",
+        ],
+        &[],
+    );
+    let (table, _) = text(&status);
+    assert!(
+        !table.contains("Flux left suspended"),
+        "a Frozen request holds the app: {table}"
+    );
+    let undo = fluxgate(&k, &["rollback", "db-2", "-n", "apps", "--wait"]).await;
+    expect(&undo, 0, &["Rolled back db-2 (v2.0.0 → v1.4.0)"], &[]);
+    let after = fluxgate(&k, &["status", "db", "-n", "apps"]).await;
+    expect(&after, 0, &["Operation:    none"], &[]);
+    let (detail, _) = text(&after);
+    assert!(
+        !detail.contains("yes,"),
+        "Flux resumed after the rollback: {detail}"
+    );
+    world.stop().await;
+}
+
 mod without_a_working_operator {
     //! Clear errors when Fluxgate is missing, not running, or the cluster is unreachable.
 

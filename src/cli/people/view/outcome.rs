@@ -96,7 +96,8 @@ pub fn conclusion(
             Err(Outcome {
                 code: EXIT_FROZEN,
                 message: format!(
-                    "{subject} {name} ({versions}) failed{why}. It is Frozen after {took}: Flux stays suspended and nothing was undone, for a person to look at. \
+                    "{subject} {name} ({versions}) failed{why}. It is Frozen after {took}: nothing was undone and the app stays locked, \
+                     as it was when it failed (Flux objects still suspended stay so; see `fluxgate status -n {namespace}`), for a person to look at. \
                      Undo it with `fluxgate rollback {name} -n {namespace}`, or fix the app and resume Flux yourself."
                 ),
             })

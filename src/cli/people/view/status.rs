@@ -300,13 +300,25 @@ pub fn warnings(view: &AppView) -> Vec<String> {
     }
     if let Some(active) = &view.active {
         match active.status.as_ref().and_then(|s| s.phase) {
-            Some(Phase::Frozen) => out.push(format!(
-                "{namespace}/{app}: {} {} is Frozen: it failed after its commit and left everything as it was for a person, Flux suspended. \
-                 Inspect the app, then undo it with `fluxgate rollback {} -n {namespace}`",
-                kind_word(active.kind),
-                active.name,
-                active.name
-            )),
+            Some(Phase::Frozen) => {
+                let held: Vec<String> = all
+                    .iter()
+                    .filter(|(_, s)| matches!(s, Suspension::Frozen(_)))
+                    .map(|(o, _)| describe(o.kind, &o.namespace, &o.name))
+                    .collect();
+                let flux = if held.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} stay suspended)", held.join(", "))
+                };
+                out.push(format!(
+                    "{namespace}/{app}: {} {} is Frozen: it failed after its commit and left everything as it was for a person{flux}. \
+                     Inspect the app, then undo it with `fluxgate rollback {} -n {namespace}`",
+                    kind_word(active.kind),
+                    active.name,
+                    active.name
+                ))
+            }
             _ if active.status.is_none() => out.push(format!(
                 "{namespace}/{app}: the app is held by {} {}, which no longer exists; the operator releases the lock on its next reconcile (is it running?)",
                 kind_word(active.kind),
