@@ -456,7 +456,7 @@ mod without_a_working_operator {
     use super::{expect, fluxgate};
     use fluxgate::api::ManagedApp;
     use kube::api::{Api, PostParams};
-    use kubesim::KubeSim;
+    use kubesim::{Fault, KubeSim, Match};
     use serde_json::json;
     use std::path::Path;
 
@@ -475,8 +475,8 @@ mod without_a_working_operator {
         );
     }
 
-    #[tokio::test]
-    async fn a_request_nobody_picks_up_means_the_operator_is_not_running() {
+    /// Fluxgate's CRDs and a ManagedApp, but no operator.
+    async fn installed_without_operator() -> KubeSim {
         let sim = KubeSim::start().await;
         sim.load_yaml(Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"))
             .unwrap();
@@ -492,26 +492,48 @@ mod without_a_working_operator {
             .create(&PostParams::default(), &app)
             .await
             .unwrap();
-        let output = fluxgate(
-            &sim.kubeconfig_path(),
-            &[
-                "upgrade",
-                "db",
-                "-n",
-                "apps",
-                "--to",
-                "v2",
-                "--wait",
-                "--pickup-timeout",
-                "2s",
-            ],
-        )
-        .await;
+        sim
+    }
+
+    const WAIT_BRIEFLY: &[&str] = &[
+        "upgrade",
+        "db",
+        "-n",
+        "apps",
+        "--to",
+        "v2",
+        "--wait",
+        "--pickup-timeout",
+        "2s",
+    ];
+
+    #[tokio::test]
+    async fn a_request_nobody_picks_up_means_the_operator_is_not_running() {
+        let sim = installed_without_operator().await;
+        let output = fluxgate(&sim.kubeconfig_path(), WAIT_BRIEFLY).await;
         expect(
             &output,
             1,
             &["UpgradeRequest apps/db-v2-"],
             &["has had no phase for 2s: the Fluxgate operator does not seem to be running"],
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_fails_is_not_mistaken_for_an_absent_operator() {
+        let sim = installed_without_operator().await;
+        sim.inject(
+            Fault::respond(Match::any().verb("watch").resource("upgraderequests"), 403).always(),
+        );
+        let output = fluxgate(&sim.kubeconfig_path(), WAIT_BRIEFLY).await;
+        expect(
+            &output,
+            1,
+            &["UpgradeRequest apps/db-v2-"],
+            &[
+                "watching it fails",
+                "kubectl auth can-i watch upgraderequests -n apps",
+            ],
         );
     }
 

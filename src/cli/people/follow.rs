@@ -121,10 +121,14 @@ pub async fn follow<K: Request>(
     let give_up = tokio::time::sleep(options.timeout.unwrap_or_default());
     tokio::pin!(give_up);
     let mut warned = false;
+    // The last watch error while the request itself has not been seen: a failing watch
+    // (RBAC, network) must not be mistaken for an absent operator.
+    let mut unseen_error: Option<String> = None;
     loop {
         tokio::select! {
             event = main.next() => match event {
                 Some(Ok(Seen::Object(object))) => {
+                    unseen_error = None;
                     let status = object.request_status();
                     print(progress.observe(label, status, options.started.elapsed()));
                     picked_up |= phase_of(object.as_ref()).is_some();
@@ -154,6 +158,9 @@ pub async fn follow<K: Request>(
                         eprintln!("warning: watching {kind} {namespace}/{name}: {error}; retrying");
                         warned = true;
                     }
+                    if !picked_up {
+                        unseen_error = Some(error.to_string());
+                    }
                 }
                 None => anyhow::bail!("the watch on {kind} {namespace}/{name} ended unexpectedly"),
             },
@@ -169,13 +176,20 @@ pub async fn follow<K: Request>(
                     }
                 }
             },
-            () = &mut pickup, if !picked_up => anyhow::bail!(
+            () = &mut pickup, if !picked_up => match unseen_error {
+                Some(error) => anyhow::bail!(
+                    "cannot follow {kind} {namespace}/{name}: watching it fails ({error}); it was created and runs in the operator; \
+                     check that you may watch them (`kubectl auth can-i watch {} -n {namespace}`)",
+                    K::plural(&())
+                ),
+                None => anyhow::bail!(
                 "{kind} {namespace}/{name} has had no phase for {}s: the Fluxgate operator does not seem to be running. \
                  Check it (`kubectl get pods -A -l app.kubernetes.io/name=fluxgate` and its logs); \
                  the request stays and runs once the operator is up (delete it with `kubectl delete {} {name} -n {namespace}` otherwise)",
                 options.pickup_timeout.as_secs(),
                 kind.to_lowercase()
-            ),
+                ),
+            },
             () = &mut give_up, if options.timeout.is_some() => anyhow::bail!(
                 "stopped waiting after {}s; {kind} {namespace}/{name} keeps running (see `fluxgate history` or `kubectl get {} {name} -n {namespace}`)",
                 options.timeout.unwrap_or_default().as_secs(),
