@@ -120,3 +120,58 @@ fn crd(args: &CrdArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn as_kubectl_fluxgate_the_subcommands_are_the_same() {
+        let cli = parse_from(["/home/me/.local/bin/kubectl-fluxgate", "status", "-A"]);
+        assert!(matches!(cli.command, Command::Status(ref a) if a.all_namespaces));
+        assert!(invoked_as_kubectl_plugin("kubectl-fluxgate".as_ref()));
+        assert!(!invoked_as_kubectl_plugin("/usr/bin/fluxgate".as_ref()));
+        let help = {
+            let mut command = Cli::command()
+                .name("kubectl fluxgate")
+                .bin_name("kubectl fluxgate");
+            command.render_usage().to_string()
+        };
+        assert!(help.contains("kubectl fluxgate"), "{help}");
+    }
+
+    #[test]
+    fn connection_flags_follow_the_subcommand_like_kubectl_plugins_need() {
+        let cli = parse_from([
+            "fluxgate",
+            "upgrade",
+            "db",
+            "--to",
+            "v1.5.0",
+            "--wait",
+            "-n",
+            "apps",
+            "--kubeconfig",
+            "/tmp/kc",
+            "--context",
+            "prod",
+            "--force",
+        ]);
+        let Command::Upgrade(args) = cli.command else {
+            panic!("not an upgrade: {:?}", cli.command);
+        };
+        assert_eq!(args.to, vec!["v1.5.0".to_owned()]);
+        assert!(args.wait && args.force && !args.dry_run);
+        assert_eq!(args.namespace.as_deref(), Some("apps"));
+        assert_eq!(
+            args.cluster.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/tmp/kc"))
+        );
+        assert_eq!(args.cluster.context.as_deref(), Some("prod"));
+    }
+}

@@ -451,6 +451,26 @@ mod tests {
     }
 
     #[test]
+    fn an_available_update_that_failed_before_is_refused_too() {
+        let mut status = failed("v2.0.0");
+        status.available_update.insert(
+            "chart".into(),
+            crate::api::AvailableUpdate {
+                current: "v1.5.0".into(),
+                version: "v2.0.0".into(),
+                update_type: crate::api::UpdateType::Major,
+                released_at: None,
+                source: None,
+                candidates: vec![],
+            },
+        );
+        let app = app(serde_json::json!([]), status);
+        let r = resolve(&[], &app).unwrap();
+        assert_eq!((r.version.clone(), r.target.clone()), (None, None));
+        assert!(check(&r, &app, false).unwrap_err().contains("--force"));
+    }
+
+    #[test]
     fn the_version_already_in_git_is_refused() {
         let app = app(serde_json::json!([]), failed("v2.0.0"));
         let r = resolve(&to(&["v1.5.0"]), &app).unwrap();
