@@ -162,53 +162,124 @@ mod on_kubesim {
         (code, response)
     }
 
-    #[tokio::test]
-    async fn with_everything_installed_it_serves_endpoints_until_sigterm() {
-        let sim = KubeSim::start().await;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        sim.load_yaml(root.join("crds")).unwrap();
-        sim.load_yaml(root.join("../shared/external-crds")).unwrap();
-        let args = run_args(&sim);
-        tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_fluxgate"))
-                .args(&args)
-                .env("RUST_LOG", "info")
-                .arg("--git-cache-dir")
-                .arg(std::env::temp_dir().join("fluxgate-cli-run-test"))
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // Drain stderr on its own thread so the child never blocks on a full pipe, and
-            // wait for lines with a deadline so a stuck child fails the test instead of
-            // hanging it.
-            let stderr = BufReader::new(child.stderr.take().unwrap());
-            let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-            std::thread::spawn(move || {
-                for line in stderr.lines().map_while(Result::ok) {
-                    if lines_tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            let mut endpoints = None;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let line = lines
-                    .recv_timeout(left)
-                    .expect("fluxgate logs until ready within 30s");
-                let log: serde_json::Value =
-                    serde_json::from_str(&line).expect("logs are JSON lines");
-                if let Some(addr) = log["endpoints"].as_str() {
-                    endpoints = Some(addr.to_owned());
-                }
-                if log["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("every required API is served"))
-                {
+    /// Starts `fluxgate` with JSON logs at info; stderr lines arrive on the channel.
+    fn spawn_logged(
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fluxgate"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .arg("--git-cache-dir")
+            .arg(std::env::temp_dir().join(format!("fluxgate-cli-run-{}", std::process::id())))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Drain stderr on its own thread so the child never blocks on a full pipe.
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
                     break;
                 }
             }
+        });
+        (child, lines)
+    }
+
+    /// Reads JSON log lines until `found` says so; a stuck child fails the test instead of
+    /// hanging it.
+    fn wait_for_log(
+        lines: &std::sync::mpsc::Receiver<String>,
+        timeout: Duration,
+        mut found: impl FnMut(&serde_json::Value) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the expected log line within {timeout:?}"));
+            let log: serde_json::Value = serde_json::from_str(&line).expect("logs are JSON lines");
+            if found(&log) {
+                return;
+            }
+        }
+    }
+
+    fn says(log: &serde_json::Value, text: &str) -> bool {
+        log["message"].as_str().is_some_and(|m| m.contains(text))
+    }
+
+    fn stop(child: &mut std::process::Child) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let stopped_by = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > stopped_by {
+                child.kill().unwrap();
+                panic!("fluxgate did not stop within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn installed_sim(sim: &KubeSim) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        sim.load_yaml(root.join("crds")).unwrap();
+        sim.load_yaml(root.join("../shared/external-crds")).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_replicas_with_leader_election_one_leads_and_the_other_takes_over() {
+        let sim = KubeSim::start().await;
+        installed_sim(&sim);
+        let mut args = run_args(&sim);
+        args.extend(["--leader-election=true", "--namespace", "default"].map(String::from));
+        tokio::task::spawn_blocking(move || {
+            let (mut a, a_lines) = spawn_logged(&args, &[("POD_NAME", "fluxgate-a")]);
+            wait_for_log(&a_lines, Duration::from_secs(30), |l| says(l, "leading"));
+            let (mut b, b_lines) = spawn_logged(&args, &[("POD_NAME", "fluxgate-b")]);
+            wait_for_log(&b_lines, Duration::from_secs(30), |l| {
+                says(l, "waiting to lead")
+            });
+            // While a leads, b never starts its controllers.
+            let b_early = b_lines.recv_timeout(Duration::from_secs(4));
+            assert!(
+                !b_early.as_deref().is_ok_and(|l| l.contains("leading")),
+                "two leaders at once: {b_early:?}"
+            );
+            assert!(stop(&mut a).success(), "a steps down cleanly");
+            wait_for_log(&b_lines, Duration::from_secs(40), |l| says(l, "leading"));
+            assert!(stop(&mut b).success());
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_everything_installed_it_serves_endpoints_until_sigterm() {
+        let sim = KubeSim::start().await;
+        installed_sim(&sim);
+        let args = run_args(&sim);
+        tokio::task::spawn_blocking(move || {
+            let (mut child, lines) = spawn_logged(&args, &[]);
+            let mut endpoints = None;
+            wait_for_log(&lines, Duration::from_secs(30), |log| {
+                if let Some(addr) = log["endpoints"].as_str() {
+                    endpoints = Some(addr.to_owned());
+                }
+                log["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("every required API is served"))
+            });
             let addr = endpoints.expect("the endpoints address is logged");
             assert_eq!(get(&addr, "/healthz").0, 200);
             assert_eq!(get(&addr, "/readyz").0, 200);
@@ -219,21 +290,7 @@ mod on_kubesim {
                 "{metrics}"
             );
 
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            let stopped_by = Instant::now() + Duration::from_secs(20);
-            let status = loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    break status;
-                }
-                if Instant::now() > stopped_by {
-                    child.kill().unwrap();
-                    panic!("fluxgate did not stop within 20s of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
+            let status = stop(&mut child);
             assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
             // The child has exited, so its stderr ends and the reader thread hangs up.
             let rest: Vec<String> = lines.iter().collect();

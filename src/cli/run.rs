@@ -2,6 +2,7 @@
 //! serves its endpoints, runs the request controllers until SIGTERM or SIGINT.
 
 use crate::cluster::{connect, required_apis};
+use crate::controller::leader::{LEASE_NAME, Leadership};
 use crate::telemetry::{
     http::{Readiness, Server},
     logging::{self, LogFormat},
@@ -43,6 +44,25 @@ pub struct RunArgs {
         default_value = "fluxgate@fluxgate.dev"
     )]
     pub git_author_email: String,
+    /// UpgradeRequests, RollbackRequests and ManagedApps each reconciled at once.
+    #[arg(long, env = "FLUXGATE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Run only while holding the Lease `fluxgate-leader` (for several replicas).
+    #[arg(long, env = "FLUXGATE_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease; by default the pod's own namespace.
+    #[arg(long, env = "FLUXGATE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Renovate's output: a ConfigMap `namespace/name` whose keys hold reports or logs.
+    #[arg(long, env = "FLUXGATE_RENOVATE_CONFIGMAP", value_name = "NAMESPACE/NAME",
+          value_parser = crate::controller::renovate_input::RenovateSettings::parse_configmap)]
+    pub renovate_configmap: Option<(String, String)>,
+    /// Renovate's output: a mounted file holding a report or a log.
+    #[arg(long, env = "FLUXGATE_RENOVATE_FILE", value_name = "FILE")]
+    pub renovate_file: Option<PathBuf>,
+    /// Automatic upgrades running at once across all apps (0 turns them off).
+    #[arg(long, env = "FLUXGATE_AUTO_UPGRADE_LIMIT", default_value_t = 1)]
+    pub auto_upgrade_limit: usize,
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -65,16 +85,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut settings = crate::controller::Settings::new(&args.git_cache_dir);
     settings.author = crate::git::Author::new(&args.git_author_name, &args.git_author_email);
+    settings.concurrency = args.concurrency;
+    settings.renovate = crate::controller::renovate_input::RenovateSettings {
+        configmap: args.renovate_configmap.clone(),
+        file: args.renovate_file.clone(),
+    };
+    settings.auto_upgrade_limit = args.auto_upgrade_limit;
     let context = std::sync::Arc::new(crate::controller::Context {
         client: cluster.client.clone(),
         settings,
         metrics,
     });
+
+    let mut leadership = None;
+    if args.leader_election {
+        let namespace = own_namespace(args.namespace.as_deref());
+        let identity = identity();
+        let mut joined = Leadership::join(cluster.client.clone(), &namespace, &identity).await?;
+        tracing::info!(%namespace, %identity, lease = LEASE_NAME, "waiting to lead");
+        tokio::select! {
+            acquired = joined.acquired() => acquired?,
+            signal = shutdown_signal() => {
+                signal?;
+                joined.release().await;
+                let _ = stop_endpoints.send(());
+                return Ok(());
+            }
+        }
+        tracing::info!(%identity, "leading: controllers start");
+        leadership = Some(joined);
+    }
+
     let (stop_controllers, controllers_stopped) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(crate::controller::requests::run(context, async {
+    let controllers = tokio::spawn(crate::controller::run(context, async {
         let _ = controllers_stopped.await;
     }));
-    shutdown_signal().await?;
+    let lost = async {
+        match leadership.as_mut() {
+            Some(leading) => leading.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let lost_lead = tokio::select! {
+        signal = shutdown_signal() => { signal?; false }
+        () = lost => true,
+    };
+    if lost_lead {
+        tracing::error!("lost the leader Lease; stopping so that only the new leader acts");
+    }
     tracing::info!("shutting down");
     readiness.set(false);
     let _ = stop_controllers.send(());
@@ -93,8 +151,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "work still running at shutdown was cut short"
         ),
     }
+    if let Some(leading) = leadership {
+        leading.release().await;
+    }
     tracing::info!("stopped");
+    if lost_lead {
+        anyhow::bail!(
+            "lost the leader Lease {LEASE_NAME}; exiting so this replica restarts as a candidate"
+        );
+    }
     Ok(())
+}
+
+/// The namespace of the leader Lease: the flag, else the pod's own (from its service
+/// account), else `default`.
+fn own_namespace(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "default".into())
+}
+
+/// This replica's name in the election: the pod name (HOSTNAME in a pod), else a name
+/// unique to this process.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("fluxgate-{}", std::process::id()))
 }
 
 /// How long running work may take to finish after SIGTERM.

@@ -5,6 +5,7 @@
 use super::Context;
 use super::app_status::{self, Holder};
 use super::git_access::{git_problem, locate, open, read_version_files};
+use crate::api::Phase;
 use crate::api::{
     FluxObjectKind, ManagedApp, Plan, RollbackRequest, RollbackRequestSpec, UpgradeRequest,
 };
@@ -17,6 +18,7 @@ use crate::git::{
     CommitRequest, EditError, EditResult, FileEdit, REQUEST_UID_TRAILER, request_trailers,
 };
 use crate::manifest::fields::{edit_file, locate_fields};
+use crate::workflow::RequestKind;
 use crate::workflow::{Action, Problem, Request};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
@@ -69,6 +71,12 @@ pub async fn perform(
             .await
         }
         Action::Finish(finish) => {
+            if finish.result == Some(Phase::Succeeded)
+                && acting.request.kind == RequestKind::Upgrade
+                && !acting.request.dry_run
+            {
+                apply_snapshot_retention(client, acting, now).await?;
+            }
             app_status::finish(client, &namespace, &app_name, acting.holder, finish, now).await
         }
         Action::SetSuspend { object, suspend } => {
@@ -244,4 +252,51 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
             e,
         ))),
     }
+}
+
+/// After a successful upgrade, prunes the app's older snapshots per its retention policy
+/// (never a PVC's newest), in every namespace its volumes live in. Runs before the lock is
+/// released, and again on a retry: pruning is idempotent.
+async fn apply_snapshot_retention(
+    client: &kube::Client,
+    acting: &Acting<'_>,
+    now: jiff::Timestamp,
+) -> Result<(), Problem> {
+    let retention = &acting.app.spec.snapshots.retention;
+    let max_age = match &retention.max_age {
+        None => None,
+        Some(age) => Some(
+            age.to_std()
+                .map_err(|e| {
+                    Problem::terminal(
+                        "InvalidRetention",
+                        format!("spec.snapshots.retention.maxAge: {e}"),
+                    )
+                })?
+                .as_secs()
+                .try_into()
+                .unwrap_or(i64::MAX),
+        ),
+    };
+    let namespaces: std::collections::BTreeSet<&str> = acting
+        .plan
+        .map(|p| p.volumes.iter().map(|v| v.namespace.as_str()).collect())
+        .unwrap_or_default();
+    let app = acting.app.name_any();
+    for namespace in namespaces {
+        let deleted = crate::cluster::snapshots::ops::apply_retention(
+            client,
+            namespace,
+            &app,
+            usize::try_from(retention.max_count).unwrap_or(usize::MAX),
+            max_age,
+            now,
+        )
+        .await
+        .map_err(problem)?;
+        if !deleted.is_empty() {
+            tracing::info!(%app, %namespace, ?deleted, "snapshot retention pruned old snapshots");
+        }
+    }
+    Ok(())
 }

@@ -31,7 +31,7 @@ pub struct Holder {
 
 /// Reads the app, lets `change` edit its status (returning false means "nothing to do") and
 /// writes it back with the resourceVersion it read; a conflict re-reads, up to a bound.
-async fn update_status(
+pub(super) async fn update_status(
     client: &Client,
     namespace: &str,
     name: &str,

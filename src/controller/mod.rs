@@ -1,13 +1,17 @@
-//! Wiring (thin): the kube controllers for UpgradeRequest and RollbackRequest that observe
-//! the cluster and Git, ask the pure [`crate::workflow`] what to do, perform its actions and
-//! write the request's status once per reconcile.
+//! Wiring (thin): the kube controllers — UpgradeRequest and RollbackRequest (observe the
+//! cluster and Git, ask the pure [`crate::workflow`] what to do, perform its actions, write
+//! the request's status once per reconcile) and ManagedApp (keep each app's status true,
+//! create automatic upgrades).
 
 pub mod act;
 pub mod admission;
 pub mod app_status;
+pub mod apps;
 pub mod git_access;
+pub mod leader;
 pub mod observe;
 pub mod preflight;
+pub mod renovate_input;
 pub mod requests;
 
 use crate::git::{Author, GitConfig};
@@ -24,8 +28,12 @@ pub struct Settings {
     pub git: GitConfig,
     /// Author of Fluxgate's commits.
     pub author: Author,
-    /// Requests reconciled at once.
+    /// Objects of each kind reconciled at once.
     pub concurrency: u16,
+    /// Where Renovate's output is read from.
+    pub renovate: renovate_input::RenovateSettings,
+    /// Automatic upgrades running at once across all apps (0 turns them off).
+    pub auto_upgrade_limit: usize,
 }
 
 impl Settings {
@@ -35,6 +43,8 @@ impl Settings {
             git: GitConfig::new(cache_dir),
             author: Author::new("Fluxgate", "fluxgate@fluxgate.dev"),
             concurrency: 4,
+            renovate: renovate_input::RenovateSettings::default(),
+            auto_upgrade_limit: 1,
         }
     }
 }
@@ -47,4 +57,16 @@ pub struct Context {
     pub settings: Settings,
     /// Where operations, phase durations and errors are counted.
     pub metrics: crate::telemetry::metrics::Metrics,
+}
+
+/// Runs every controller until `shutdown` completes.
+pub async fn run(
+    ctx: std::sync::Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    futures::join!(
+        requests::run(ctx.clone(), shutdown.clone()),
+        apps::run(ctx, shutdown)
+    );
 }

@@ -84,6 +84,9 @@ pub async fn run(
         Api::<UpgradeRequest>::all(client.clone()),
         watcher::Config::default(),
     );
+    let config =
+        || kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
+    let upgrades = upgrades.with_config(config());
     let upgrade_store = upgrades.store();
     let upgrades = watch_the_world(upgrades, &client)
         .watches(
@@ -110,7 +113,7 @@ pub async fn run(
         Api::<RollbackRequest>::all(client.clone()),
         watcher::Config::default(),
     );
-    let rollbacks = watch_the_world(rollbacks, &client)
+    let rollbacks = watch_the_world(rollbacks.with_config(config()), &client)
         .graceful_shutdown_on(shutdown)
         .run(reconcile_rollback, error_policy, ctx.clone())
         .for_each(|_| async {});

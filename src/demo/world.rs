@@ -67,8 +67,10 @@ pub struct DemoWorld {
     pub git: GitServer,
     /// The simulated controllers (failures can be declared through `world.failures`).
     pub world: World,
-    /// Fluxgate's metrics.
+    /// Fluxgate's metrics (they survive operator restarts, unlike a real pod's).
     pub metrics: crate::telemetry::metrics::Metrics,
+    /// The operator's settings; change them before (re)starting it.
+    pub settings: Settings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     operator: Option<tokio::task::JoinHandle<()>>,
     _cache: tempfile::TempDir,
@@ -144,27 +146,48 @@ impl DemoWorld {
             .await
             .context("creating the ManagedApp")?;
         let cache = tempfile::tempdir().context("creating the Git cache directory")?;
-        let metrics = crate::telemetry::metrics::Metrics::new();
-        let operator_client = operator_client(&kube)?;
-        let context = Arc::new(Context {
-            client: operator_client,
+        let mut story = DemoWorld {
             settings: Settings::new(cache.path()),
-            metrics: metrics.clone(),
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let operator = tokio::spawn(crate::controller::requests::run(context, async {
-            let _ = stopped.await;
-        }));
-        Ok(DemoWorld {
             kube,
             client,
             git,
             world,
-            metrics,
-            stop: Some(stop),
-            operator: Some(operator),
+            metrics: crate::telemetry::metrics::Metrics::new(),
+            stop: None,
+            operator: None,
             _cache: cache,
-        })
+        };
+        story.start_operator()?;
+        Ok(story)
+    }
+
+    /// Starts Fluxgate's controllers in-process (with the operator's User-Agent), as
+    /// `fluxgate run` would; a no-op while they run.
+    pub fn start_operator(&mut self) -> anyhow::Result<()> {
+        if self.operator.is_some() {
+            return Ok(());
+        }
+        let context = Arc::new(Context {
+            client: operator_client(&self.kube)?,
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.operator = Some(tokio::spawn(crate::controller::run(context, async {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+        Ok(())
+    }
+
+    /// Kills Fluxgate's controllers at once, mid-reconcile, the way a crashed or evicted
+    /// pod stops: nothing gets to finish. Start them again with [`Self::start_operator`].
+    pub async fn kill_operator(&mut self) {
+        self.stop = None;
+        if let Some(operator) = self.operator.take() {
+            operator.abort();
+            let _ = operator.await;
+        }
     }
 
     /// Creates an UpgradeRequest named `name` to chart `version`.
@@ -217,7 +240,7 @@ impl DemoWorld {
             .context("reading the ManagedApp")
     }
 
-    /// Stops Fluxgate's controllers.
+    /// Stops Fluxgate's controllers gracefully.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

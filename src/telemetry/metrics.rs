@@ -1,5 +1,5 @@
 //! The Prometheus registry and Fluxgate's metrics (all prefixed `fluxgate_`): operations by
-//! result, phase durations and errors by category.
+//! result, phase durations, active operations and errors by category.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -26,11 +26,13 @@ pub struct Metrics {
     operations: Family<Labels, Counter>,
     phase_duration: Family<Labels, Histogram>,
     errors: Family<Labels, Counter>,
+    active: Family<Labels, Gauge>,
 }
 
 impl Metrics {
     /// Creates the registry: `fluxgate_build_info`, `fluxgate_operations_total{kind,result}`,
-    /// `fluxgate_phase_duration_seconds{kind,phase}` and `fluxgate_errors_total{category}`.
+    /// `fluxgate_phase_duration_seconds{kind,phase}`, `fluxgate_active_operations{kind}` and
+    /// `fluxgate_errors_total{category}`.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fluxgate");
         let build_info = Family::<Labels, Gauge>::default();
@@ -58,11 +60,21 @@ impl Metrics {
             "Errors met by operations, by category",
             errors.clone(),
         );
+        let active = Family::<Labels, Gauge>::default();
+        registry.register(
+            "active_operations",
+            "Requests admitted and not finished (Frozen ones included: they wait for a person)",
+            active.clone(),
+        );
+        for kind in ["UpgradeRequest", "RollbackRequest"] {
+            active.get_or_create(&labels(&[("kind", kind)])).set(0);
+        }
         Metrics {
             registry: Arc::new(registry),
             operations,
             phase_duration,
             errors,
+            active,
         }
     }
 
@@ -85,6 +97,13 @@ impl Metrics {
         self.errors
             .get_or_create(&labels(&[("category", category)]))
             .inc();
+    }
+
+    /// Sets how many requests of `kind` are active now.
+    pub fn set_active(&self, kind: &str, count: usize) {
+        self.active
+            .get_or_create(&labels(&[("kind", kind)]))
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus' text exposition format.
@@ -112,6 +131,7 @@ mod tests {
         metrics.operation_finished("UpgradeRequest", "Succeeded");
         metrics.phase_took("UpgradeRequest", "Snapshot", 1.5);
         metrics.error("GitError");
+        metrics.set_active("RollbackRequest", 2);
         let text = metrics.render();
         assert!(
             text.contains(
@@ -130,5 +150,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fluxgate_build_info{version="), "{text}");
+        assert!(
+            text.contains(r#"fluxgate_active_operations{kind="RollbackRequest"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fluxgate_active_operations{kind="UpgradeRequest"} 0"#),
+            "an idle operator reports zero, not nothing: {text}"
+        );
     }
 }

@@ -1,0 +1,66 @@
+//! The ManagedApp's status stays true with no request running: `currentVersions` follows
+//! Git (also when someone else pushes) and `Ready` follows the live app, event-driven — the
+//! prototype's Ready was set once and went stale.
+
+use fluxgate::api::ManagedAppStatus;
+use fluxgate::api::conditions::{READY, find_condition};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
+use serde_json::json;
+use std::time::Duration;
+
+fn ready(status: &ManagedAppStatus) -> Option<(String, String, String)> {
+    find_condition(&status.conditions, READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() {
+    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+
+    let status = wait_until(
+        "the app's versions and readiness",
+        Duration::from_secs(20),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            let (ready, _, _) = ready(&status)?;
+            (ready == "True" && status.current_versions.contains_key("chart")).then_some(status)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.current_versions["chart"], "v1.4.0");
+    assert_eq!(status.current.as_deref(), Some("v1.4.0"));
+    assert_eq!(status.active_operation, None);
+    let (_, reason, message) = ready(&status).unwrap();
+    assert_eq!(reason, "Healthy");
+    assert!(message.contains("healthy"), "{message}");
+
+    // Someone pushes a new chart version straight to Git, one whose pods never become
+    // ready. Flux deploys it; the ManagedApp follows both Git and the app's health.
+    story.world.failures.fail_chart_version("v1.4.1");
+    story.world.failures.fail_chart_version("1.4.1");
+    story
+        .git
+        .push_commit(
+            &[(APP_FILE, &app_manifest("v1.4.1"))],
+            "db: chart v1.4.1 (by hand)",
+        )
+        .unwrap();
+    let status = wait_until(
+        "the pushed version and the failing health to show",
+        Duration::from_secs(60),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            let (ready, _, _) = ready(&status)?;
+            (ready == "False"
+                && status.current_versions.get("chart").map(String::as_str) == Some("v1.4.1"))
+            .then_some(status)
+        },
+    )
+    .await
+    .unwrap();
+    let (_, reason, message) = ready(&status).unwrap();
+    assert_eq!(reason, "Unhealthy", "{message}");
+    assert!(!message.is_empty());
+    story.stop().await;
+}
