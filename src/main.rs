@@ -21,6 +21,10 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `fluxgate … | head`: stop quietly, as a process killed by SIGPIPE would.
+        Err(err) if err.is::<fluxgate::cli::people::ClosedOutput>() => {
+            ExitCode::from(fluxgate::cli::people::EXIT_CLOSED_OUTPUT)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             // A followed operation that ended without succeeding has its own exit code.

@@ -520,6 +520,30 @@ mod without_a_working_operator {
     }
 
     #[tokio::test]
+    async fn a_closed_pipe_ends_the_command_quietly() {
+        let sim = installed_without_operator().await;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fluxgate"))
+            .args(WAIT_BRIEFLY)
+            .arg("--kubeconfig")
+            .arg(sim.kubeconfig_path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // `fluxgate upgrade … | head -0`: the reader is gone before the first line.
+        drop(child.stdout.take());
+        let output =
+            tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(141), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    #[tokio::test]
     async fn a_watch_that_fails_is_not_mistaken_for_an_absent_operator() {
         let sim = installed_without_operator().await;
         sim.inject(

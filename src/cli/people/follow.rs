@@ -81,10 +81,11 @@ fn watch_named<K: Request>(
         .boxed()
 }
 
-fn print(lines: Vec<String>) {
+fn print(lines: Vec<String>) -> anyhow::Result<()> {
     for line in lines {
-        println!("{line}");
+        super::say(&line)?;
     }
+    Ok(())
 }
 
 fn phase_of<K: Request>(object: &K) -> Option<crate::api::Phase> {
@@ -130,7 +131,7 @@ pub async fn follow<K: Request>(
                 Some(Ok(Seen::Object(object))) => {
                     unseen_error = None;
                     let status = object.request_status();
-                    print(progress.observe(label, status, options.started.elapsed()));
+                    print(progress.observe(label, status, options.started.elapsed()))?;
                     picked_up |= phase_of(object.as_ref()).is_some();
                     if rollback.is_none()
                         && let Some(reference) = status.and_then(|s| s.rollback_ref.as_ref())
@@ -144,7 +145,7 @@ pub async fn follow<K: Request>(
                             let api = Api::<RollbackRequest>::namespaced(session.client.clone(), namespace);
                             if let Ok(Some(last)) = api.get_opt(rollback_name).await {
                                 let lines = progress.observe("rollback", last.status.as_ref(), options.started.elapsed());
-                                print(lines);
+                                print(lines)?;
                             }
                         }
                         return Ok(*object);
@@ -166,7 +167,7 @@ pub async fn follow<K: Request>(
             },
             event = next_or_pending(&mut rollback) => match event {
                 Some(Ok(Seen::Object(object))) => {
-                    print(progress.observe("rollback", object.status.as_ref(), options.started.elapsed()));
+                    print(progress.observe("rollback", object.status.as_ref(), options.started.elapsed()))?;
                 }
                 Some(Ok(Seen::Deleted)) | None => rollback = None,
                 Some(Err(error)) => {

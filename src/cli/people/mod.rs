@@ -11,6 +11,7 @@ pub mod upgrade;
 pub mod view;
 
 use std::fmt;
+use std::io::Write;
 
 /// How a followed operation ended without succeeding; `main` exits with [`Outcome::code`]
 /// after printing the message.
@@ -36,3 +37,35 @@ impl fmt::Display for Outcome {
 }
 
 impl std::error::Error for Outcome {}
+
+/// Standard output was closed (`fluxgate history db | head -3`): the command stops quietly,
+/// with the exit code a shell gives a process ended by SIGPIPE.
+#[derive(Debug)]
+pub struct ClosedOutput;
+
+/// Exit code after [`ClosedOutput`] (128 + SIGPIPE).
+pub const EXIT_CLOSED_OUTPUT: u8 = 141;
+
+impl fmt::Display for ClosedOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for ClosedOutput {}
+
+/// Writes `text` as is to standard output, flushed (progress is live even through a pipe).
+pub fn say_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => anyhow::Error::new(ClosedOutput),
+            _ => anyhow::Error::new(e).context("writing to standard output"),
+        })
+}
+
+/// Writes one line to standard output.
+pub fn say(line: &str) -> anyhow::Result<()> {
+    say_text(&format!("{line}\n"))
+}

@@ -144,15 +144,15 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         })?;
     let started = Instant::now();
     let name = created.name_any();
-    println!(
+    super::say(&format!(
         "RollbackRequest {namespace}/{name} created: undoing {} of {app}{}",
         args.upgrade,
         if args.dry_run { " (dry run)" } else { "" }
-    );
+    ))?;
     if !args.wait {
-        println!(
+        super::say(&format!(
             "It runs in the operator. Watch it with `fluxgate status {app} -n {namespace}`, or follow it next time with --wait."
-        );
+        ))?;
         return Ok(());
     }
     let options = FollowOptions {
@@ -171,7 +171,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         &status,
         started.elapsed(),
     )?;
-    println!("{text}");
+    super::say(&text)?;
     Ok(())
 }
 

@@ -175,11 +175,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .items;
     if apps.is_empty() {
         if args.all_namespaces {
-            println!("No ManagedApps in any namespace.");
+            super::say("No ManagedApps in any namespace.")?;
         } else {
-            println!(
+            super::say(&format!(
                 "No ManagedApps in namespace {namespace} (use -A for every namespace, -n for another)."
-            );
+            ))?;
         }
         return Ok(());
     }
@@ -189,9 +189,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     }
     views.sort_by_key(|v| (v.app.namespace(), v.app.name_any()));
     if args.app.is_some() {
-        print!("{}", render_app(&views[0], jiff::Timestamp::now()));
+        super::say_text(&render_app(&views[0], jiff::Timestamp::now()))?;
     } else {
-        print!("{}", render_table(&views, args.all_namespaces));
+        super::say_text(&render_table(&views, args.all_namespaces))?;
     }
     Ok(())
 }

@@ -315,24 +315,24 @@ pub async fn run(args: UpgradeArgs) -> anyhow::Result<()> {
     if args.dry_run {
         line.push_str(" (dry run)");
     }
-    println!("{line}");
+    super::say(&line)?;
     if let Some(active) = app
         .status
         .as_ref()
         .and_then(|s| s.active_operation.as_ref())
     {
-        println!(
+        super::say(&format!(
             "ManagedApp {} is busy with {:?} {}: this request waits its turn (phase Queued).",
             app.name_any(),
             active.kind,
             active.name
-        );
+        ))?;
     }
     if !args.wait {
-        println!(
+        super::say(&format!(
             "It runs in the operator. Watch it with `fluxgate status {} -n {namespace}`, or follow it next time with --wait.",
             app.name_any()
-        );
+        ))?;
         return Ok(());
     }
     let options = FollowOptions {
@@ -353,7 +353,7 @@ pub async fn run(args: UpgradeArgs) -> anyhow::Result<()> {
         &status,
         started.elapsed(),
     )?;
-    println!("{text}");
+    super::say(&text)?;
     Ok(())
 }
 
