@@ -91,9 +91,11 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         .map_err(|e| session.error("listing RollbackRequests", e))?
         .items;
     let list = entries(&app.name_any(), &upgrades, &rollbacks);
-    super::say_text(&format!(
-        "{}",
-        render(&app.name_any(), &namespace, &list, jiff::Timestamp::now())
+    super::say_text(&render(
+        &app.name_any(),
+        &namespace,
+        &list,
+        jiff::Timestamp::now(),
     ))?;
     Ok(())
 }
