@@ -98,6 +98,15 @@ async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
         "{:?}",
         app_status.failed_versions
     );
+    // The record says why, not only who rolled it back.
+    let why = app_status.failed_versions[0]
+        .reason
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        why.contains("failed (") && why.contains("rolled back by db-2-0-0-rollback"),
+        "{why}"
+    );
     assert_eq!(app_status.active_operation, None);
     story.upgrade("db-2-0-0-again", "v2.0.0").await.unwrap();
     let again: UpgradeRequest = story

@@ -77,7 +77,24 @@ pub async fn perform(
             {
                 apply_snapshot_retention(client, acting, now).await?;
             }
-            app_status::finish(client, &namespace, &app_name, acting.holder, finish, now).await
+            // A version recorded as failed says why the upgrade to it failed.
+            let why_failed = acting
+                .upgrade
+                .and_then(|u| u.status.as_ref()?.failure.as_ref())
+                .map(|f| {
+                    let message: String = f.message.chars().take(300).collect();
+                    format!("{:?} failed ({}): {message}", f.phase, f.reason)
+                });
+            app_status::finish(
+                client,
+                &namespace,
+                &app_name,
+                acting.holder,
+                finish,
+                why_failed.as_deref(),
+                now,
+            )
+            .await
         }
         Action::SetSuspend { object, suspend } => {
             set_suspend(client, object, *suspend).await.map_err(problem)

@@ -104,13 +104,15 @@ pub async fn take_lock(
     .await
 }
 
-/// Records the end of an operation on the app (see [`Finish`]).
+/// Records the end of an operation on the app (see [`Finish`]); `why_failed` is the
+/// failure of the upgrade whose versions are recorded as failed.
 pub async fn finish(
     client: &Client,
     namespace: &str,
     app: &str,
     holder: &Holder,
     finish: &Finish,
+    why_failed: Option<&str>,
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
     update_status(client, namespace, app, |status| {
@@ -156,7 +158,10 @@ pub async fn finish(
                     version: version.clone(),
                     upgrade_request: holder.upgrade.clone(),
                     failed_at: Time(now),
-                    reason: Some(format!("rolled back by {}", holder.name)),
+                    reason: Some(match why_failed {
+                        Some(why) => format!("{why}; rolled back by {}", holder.name),
+                        None => format!("rolled back by {}", holder.name),
+                    }),
                 });
             }
         }

@@ -482,9 +482,20 @@ fn fail(
             });
         }
         OnFailure::Freeze => {
+            // Reconcile resumes Flux first, so from then on Flux runs the new version.
+            let (flux, next) = if phase == Phase::Commit {
+                (
+                    "Flux stays suspended",
+                    "create a RollbackRequest, or delete this request to resume Flux at the new version",
+                )
+            } else {
+                (
+                    "Flux was already resumed and runs the new version",
+                    "create a RollbackRequest to restore the data and revert Git",
+                )
+            };
             let message = format!(
-                "upgrade failed after its commit ({}): {}; FROZEN for a person: Flux stays suspended, nothing is undone; \
-                 create a RollbackRequest or delete this request to resume Flux",
+                "upgrade failed after its commit ({}): {}; FROZEN for a person: {flux}, nothing is undone; {next}",
                 problem.reason, problem.message
             );
             d.actions.push(Action::Finish(finish(

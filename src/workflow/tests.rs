@@ -674,6 +674,17 @@ fn failure_after_the_commit_follows_on_failure() {
             .iter()
             .any(|n| n.warning && n.message.contains("FROZEN"))
     );
+    // Verify runs after Flux was resumed: the message must not claim it is suspended.
+    let frozen = d
+        .notes
+        .iter()
+        .find(|n| n.message.contains("FROZEN"))
+        .unwrap();
+    assert!(
+        frozen.message.contains("already resumed") && !frozen.message.contains("stays suspended"),
+        "{}",
+        frozen.message
+    );
 
     let d = decide(&upgrade(), &app(OnFailure::Resume), &status, &observed);
     assert_eq!(d.status.phase, Some(Phase::Resume));
