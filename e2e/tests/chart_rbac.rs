@@ -1,0 +1,438 @@
+//! The chart's RBAC is sufficient and minimal: a dry run, an upgrade and an upgrade that
+//! rolls back on its own run on kubesim; every request the operator sent (User-Agent
+//! `fluxgate/…`) is allowed by the rules that the chart, rendered with real Helm, binds to
+//! its ServiceAccount; and every (verb, group, resource) those rules grant was either used
+//! or is justified below.
+
+use e2e::chart::{self, Access, Rule};
+use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, operator_client};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Grants the stories cannot show, each with why the operator needs it.
+const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
+    // (verb, group, resource, why)
+    (
+        "create",
+        "coordination.k8s.io",
+        "leases",
+        "leader election (off in the in-process world): the Lease is created on first start",
+    ),
+    (
+        "get",
+        "coordination.k8s.io",
+        "leases",
+        "leader election: kube-lease-manager reads the Lease before each renewal",
+    ),
+    (
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        "leader election: taking over an expired Lease",
+    ),
+    (
+        "patch",
+        "coordination.k8s.io",
+        "leases",
+        "leader election: kube-lease-manager renews and releases by patch",
+    ),
+    (
+        "get",
+        "",
+        "configmaps",
+        "Renovate input (FLUXGATE_RENOVATE_CONFIGMAP), read by the ManagedApp controller",
+    ),
+    (
+        "list",
+        "",
+        "configmaps",
+        "Renovate input: watching one ConfigMap starts with a list by name",
+    ),
+    (
+        "watch",
+        "",
+        "configmaps",
+        "Renovate input: a new report is picked up when the ConfigMap changes",
+    ),
+    (
+        "create",
+        "fluxgate.dev",
+        "upgraderequests",
+        "automatic upgrades (updatePolicy.auto) create UpgradeRequests",
+    ),
+    (
+        "update",
+        "fluxgate.dev",
+        "managedapps/status",
+        "the ManagedApp controller writes currentVersions/availableUpdate with the resourceVersion it read",
+    ),
+    (
+        "patch",
+        "fluxgate.dev",
+        "managedapps/status",
+        "status writes that need no read-modify-write (conditions only)",
+    ),
+    (
+        "patch",
+        "fluxgate.dev",
+        "upgraderequests/status",
+        "status writes that need no read-modify-write",
+    ),
+    (
+        "patch",
+        "fluxgate.dev",
+        "rollbackrequests/status",
+        "status writes that need no read-modify-write",
+    ),
+    (
+        "patch",
+        "fluxgate.dev",
+        "rollbackrequests",
+        "the finalizer of a RollbackRequest that is deleted mid-run is removed by patch",
+    ),
+    (
+        "get",
+        "fluxgate.dev",
+        "managedapps",
+        "the request controllers read the ManagedApp of a request",
+    ),
+    (
+        "get",
+        "fluxgate.dev",
+        "rollbackrequests",
+        "an upgrade waits on its automatic RollbackRequest",
+    ),
+    (
+        "patch",
+        "events.k8s.io",
+        "events",
+        "kube-runtime's Recorder patches an Event that repeats (series)",
+    ),
+    (
+        "get",
+        "apps",
+        "deployments",
+        "workloads may be Deployments; the story's app is a StatefulSet",
+    ),
+    (
+        "patch",
+        "apps",
+        "deployments",
+        "quiescing a Deployment patches spec.replicas",
+    ),
+    (
+        "list",
+        "apps",
+        "replicasets",
+        "a pod owned by a ReplicaSet is traced to its Deployment",
+    ),
+    (
+        "list",
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "replicas an HPA owns are noted in the plan",
+    ),
+    (
+        "get",
+        "kustomize.toolkit.fluxcd.io",
+        "kustomizations",
+        "the parent chain is walked by reading each parent Kustomization",
+    ),
+    (
+        "get",
+        "source.toolkit.fluxcd.io",
+        "gitrepositories",
+        "the repository defaults to the deploying GitRepository's url and branch",
+    ),
+    (
+        "get",
+        "source.toolkit.fluxcd.io",
+        "ocirepositories",
+        "a chartRef'd OCIRepository is read for its tag and suspend state",
+    ),
+    (
+        "patch",
+        "source.toolkit.fluxcd.io",
+        "ocirepositories",
+        "an OCIRepository named in spec.suspend is suspended and annotated",
+    ),
+    (
+        "get",
+        "source.toolkit.fluxcd.io",
+        "helmrepositories",
+        "a HelmRepository named in spec.suspend is read for its suspend state",
+    ),
+    (
+        "patch",
+        "source.toolkit.fluxcd.io",
+        "helmrepositories",
+        "a HelmRepository named in spec.suspend is suspended",
+    ),
+    (
+        "list",
+        "source.toolkit.fluxcd.io",
+        "helmrepositories",
+        "watched so a suspended HelmRepository wakes the request",
+    ),
+    (
+        "watch",
+        "source.toolkit.fluxcd.io",
+        "helmrepositories",
+        "watched so a suspended HelmRepository wakes the request",
+    ),
+    (
+        "get",
+        "",
+        "persistentvolumes",
+        "the CSI driver of a bound volume (the sims bind PVCs without a PV object)",
+    ),
+    (
+        "get",
+        "",
+        "secrets",
+        "Git credentials named by a ManagedApp or GitRepository (the story's repository is anonymous)",
+    ),
+    (
+        "get",
+        "storage.k8s.io",
+        "storageclasses",
+        "the CSI driver and binding mode of a volume's StorageClass",
+    ),
+    (
+        "get",
+        "snapshot.storage.k8s.io",
+        "volumesnapshots",
+        "a snapshot is read by name after a crash between create and status write",
+    ),
+    (
+        "delete",
+        "snapshot.storage.k8s.io",
+        "volumesnapshots",
+        "snapshot retention (maxCount, maxAge) deletes the oldest",
+    ),
+    (
+        "get",
+        "",
+        "persistentvolumeclaims",
+        "restore waits for a deleted PVC to be gone",
+    ),
+];
+
+fn log_access(record: &kubesim::RequestRecord) -> Option<Access> {
+    if record.verb == "discovery" {
+        return None; // /api, /apis, /version: every authenticated user may ask.
+    }
+    let resource = match &record.subresource {
+        Some(sub) => format!("{}/{sub}", record.resource),
+        None => record.resource.clone(),
+    };
+    Some(Access {
+        verb: record.verb.clone(),
+        group: record.group.clone(),
+        resource,
+        namespace: record.namespace.clone(),
+        name: record.name.clone(),
+    })
+}
+
+async fn operator_accesses() -> BTreeSet<Access> {
+    let story = DemoWorld::start(
+        "v1.4.0",
+        json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
+    )
+    .await
+    .unwrap();
+    // What `fluxgate run` asks before it starts.
+    let operator = operator_client(&story.kube).unwrap();
+    fluxgate::cluster::required_apis::check_required_apis(&operator, &story.kube.base_url())
+        .await
+        .unwrap();
+
+    let requests = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
+    let dry: UpgradeRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
+        "metadata": {"name": "db-dry", "namespace": "apps"},
+        "spec": {"managedApp": "db", "version": "v1.5.0", "dryRun": true}
+    }))
+    .unwrap();
+    requests.create(&PostParams::default(), &dry).await.unwrap();
+    let dry: UpgradeRequest = story
+        .finished("db-dry", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(dry.status.unwrap().phase, Some(Phase::Succeeded));
+
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    let upgraded: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(90))
+        .await
+        .unwrap();
+    assert_eq!(upgraded.status.unwrap().phase, Some(Phase::Succeeded));
+
+    story.world.failures.fail_chart_version("v2.0.0");
+    story.world.failures.fail_chart_version("2.0.0");
+    story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
+    let failed: UpgradeRequest = story
+        .finished("db-2-0-0", Duration::from_secs(120))
+        .await
+        .unwrap();
+    let rollback: RollbackRequest = story
+        .finished("db-2-0-0-rollback", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(rollback.status.unwrap().phase, Some(Phase::Succeeded));
+    assert_eq!(failed.status.unwrap().phase, Some(Phase::RolledBack));
+
+    let accesses = story
+        .kube
+        .requests(&kubesim::Match::any())
+        .iter()
+        .filter(|r| r.user_agent.starts_with("fluxgate/"))
+        .filter_map(log_access)
+        .collect();
+    story.stop().await;
+    accesses
+}
+
+fn grants(rules: &[Rule]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        for group in &rule.api_groups {
+            for resource in &rule.resources {
+                for verb in &rule.verbs {
+                    out.insert((verb.clone(), group.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_allows_every_request_the_operator_sends_and_nothing_unused() {
+    let Some(python) = chart::helm_python("the chart RBAC test") else {
+        return;
+    };
+    let objects = chart::render(&python, None, &json!({})).unwrap();
+    let service_account = chart::service_account(&objects).unwrap();
+    let rules = chart::bound_rules(&objects, &service_account).unwrap();
+
+    let accesses = operator_accesses().await;
+    assert!(
+        accesses.len() > 20,
+        "the stories sent few requests: {accesses:#?}"
+    );
+
+    // Sufficient: every request the operator sent is allowed.
+    let denied: Vec<&Access> = accesses
+        .iter()
+        .filter(|a| !rules.iter().any(|r| r.allows(a)))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the chart's RBAC would refuse these requests of the operator: {denied:#?}"
+    );
+
+    // Minimal: every grant of the default install and of the all-on values was used or is
+    // justified (the all-on values add the Renovate ConfigMap and the rbac.extraRules
+    // example, which is the user's own).
+    let used: BTreeSet<(String, String, String)> = accesses
+        .iter()
+        .map(|a| (a.verb.clone(), a.group.clone(), a.resource.clone()))
+        .collect();
+    let justified: BTreeSet<(String, String, String)> = JUSTIFIED
+        .iter()
+        .map(|(v, g, r, _)| ((*v).to_owned(), (*g).to_owned(), (*r).to_owned()))
+        .collect();
+    let all_on = chart::render(&python, Some(&chart::all_on_values()), &json!({})).unwrap();
+    let all_on_rules = chart::bound_rules(&all_on, &chart::service_account(&all_on).unwrap())
+        .unwrap()
+        .into_iter()
+        .filter(|r| !is_extra_rule(r));
+    let mut granted = grants(&rules);
+    granted.extend(grants(&all_on_rules.collect::<Vec<_>>()));
+    let unexplained: Vec<&(String, String, String)> = granted
+        .iter()
+        .filter(|g| !used.contains(*g) && !justified.contains(*g))
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "the chart grants (verb, group, resource) that the operator never used and nobody \
+         justified — remove them from the chart or add a justification to JUSTIFIED: \
+         {unexplained:#?}"
+    );
+    // A justification for something the chart does not grant is stale.
+    let stale: Vec<&(String, String, String)> =
+        justified.iter().filter(|j| !granted.contains(*j)).collect();
+    assert!(
+        stale.is_empty(),
+        "JUSTIFIED lists grants the chart no longer has: {stale:#?}"
+    );
+}
+
+/// The rule `ci/all-on-values.yaml` adds through `rbac.extraRules` (the user's own grant
+/// for a health check on another kind).
+fn is_extra_rule(rule: &Rule) -> bool {
+    rule.api_groups == ["cert-manager.io"]
+}
+
+#[test]
+fn the_lease_is_granted_only_in_the_release_namespace() {
+    let Some(python) = chart::helm_python("the Lease RBAC test") else {
+        return;
+    };
+    for values in [None, Some(chart::all_on_values())] {
+        let objects = chart::render(&python, values.as_deref(), &json!({})).unwrap();
+        let rules = chart::bound_rules(&objects, &chart::service_account(&objects).unwrap())
+            .unwrap();
+        let lease_rules: Vec<&Rule> = rules
+            .iter()
+            .filter(|r| r.resources.iter().any(|res| res.starts_with("leases")))
+            .collect();
+        assert!(!lease_rules.is_empty(), "leader election is on by default");
+        for rule in lease_rules {
+            assert_eq!(
+                rule.namespace.as_deref(),
+                Some(chart::RELEASE_NAMESPACE),
+                "{rule:?}"
+            );
+            // Everything but create is limited to the one Lease.
+            if rule.verbs != ["create"] {
+                assert_eq!(rule.resource_names, ["fluxgate-leader"], "{rule:?}");
+            }
+        }
+        // Updating or renewing another Lease in the namespace is refused.
+        let other = Access {
+            verb: "update".into(),
+            group: "coordination.k8s.io".into(),
+            resource: "leases".into(),
+            namespace: Some(chart::RELEASE_NAMESPACE.into()),
+            name: Some("someone-else".into()),
+        };
+        assert!(!rules.iter().any(|r| r.allows(&other)));
+        let elsewhere = Access {
+            namespace: Some("kube-system".into()),
+            name: Some("fluxgate-leader".into()),
+            ..other
+        };
+        assert!(!rules.iter().any(|r| r.allows(&elsewhere)));
+    }
+    // Without leader election there is no Lease grant at all.
+    let objects = chart::render(
+        &python,
+        None,
+        &json!({"leaderElection": {"enabled": false}}),
+    )
+    .unwrap();
+    let rules =
+        chart::bound_rules(&objects, &chart::service_account(&objects).unwrap()).unwrap();
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r.resources.iter().any(|res| res == "leases")),
+        "{rules:#?}"
+    );
+}
