@@ -12,7 +12,8 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Grants the stories cannot show, each with why the operator needs it.
+/// Grants the stories do not exercise, each with why the operator needs it. (A grant listed
+/// here may still show up in the log on some runs; that is fine.)
 const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
     // (verb, group, resource, why)
     (
@@ -64,12 +65,6 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "automatic upgrades (updatePolicy.auto) create UpgradeRequests",
     ),
     (
-        "update",
-        "fluxgate.dev",
-        "managedapps/status",
-        "the ManagedApp controller writes currentVersions/availableUpdate with the resourceVersion it read",
-    ),
-    (
         "patch",
         "fluxgate.dev",
         "managedapps/status",
@@ -86,18 +81,6 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "fluxgate.dev",
         "rollbackrequests/status",
         "status writes that need no read-modify-write",
-    ),
-    (
-        "patch",
-        "fluxgate.dev",
-        "rollbackrequests",
-        "the finalizer of a RollbackRequest that is deleted mid-run is removed by patch",
-    ),
-    (
-        "get",
-        "fluxgate.dev",
-        "managedapps",
-        "the request controllers read the ManagedApp of a request",
     ),
     (
         "get",
@@ -124,36 +107,6 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "quiescing a Deployment patches spec.replicas",
     ),
     (
-        "list",
-        "apps",
-        "replicasets",
-        "a pod owned by a ReplicaSet is traced to its Deployment",
-    ),
-    (
-        "list",
-        "autoscaling",
-        "horizontalpodautoscalers",
-        "replicas an HPA owns are noted in the plan",
-    ),
-    (
-        "get",
-        "kustomize.toolkit.fluxcd.io",
-        "kustomizations",
-        "the parent chain is walked by reading each parent Kustomization",
-    ),
-    (
-        "get",
-        "source.toolkit.fluxcd.io",
-        "gitrepositories",
-        "the repository defaults to the deploying GitRepository's url and branch",
-    ),
-    (
-        "get",
-        "source.toolkit.fluxcd.io",
-        "ocirepositories",
-        "a chartRef'd OCIRepository is read for its tag and suspend state",
-    ),
-    (
         "patch",
         "source.toolkit.fluxcd.io",
         "ocirepositories",
@@ -172,22 +125,16 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "a HelmRepository named in spec.suspend is suspended",
     ),
     (
+        "patch",
+        "source.toolkit.fluxcd.io",
+        "gitrepositories",
+        "a GitRepository named in spec.suspend is suspended and resumed",
+    ),
+    (
         "list",
-        "source.toolkit.fluxcd.io",
-        "helmrepositories",
-        "watched so a suspended HelmRepository wakes the request",
-    ),
-    (
-        "watch",
-        "source.toolkit.fluxcd.io",
-        "helmrepositories",
-        "watched so a suspended HelmRepository wakes the request",
-    ),
-    (
-        "get",
         "",
-        "persistentvolumes",
-        "the CSI driver of a bound volume (the sims bind PVCs without a PV object)",
+        "secrets",
+        "Helm release secrets (owner=helm) of a HelmRelease without status.inventory (older Flux)",
     ),
     (
         "get",
@@ -202,22 +149,10 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "the CSI driver and binding mode of a volume's StorageClass",
     ),
     (
-        "get",
-        "snapshot.storage.k8s.io",
-        "volumesnapshots",
-        "a snapshot is read by name after a crash between create and status write",
-    ),
-    (
         "delete",
         "snapshot.storage.k8s.io",
         "volumesnapshots",
         "snapshot retention (maxCount, maxAge) deletes the oldest",
-    ),
-    (
-        "get",
-        "",
-        "persistentvolumeclaims",
-        "restore waits for a deleted PVC to be gone",
     ),
 ];
 
@@ -321,6 +256,11 @@ async fn the_chart_allows_every_request_the_operator_sends_and_nothing_unused() 
     let rules = chart::bound_rules(&objects, &service_account).unwrap();
 
     let accesses = operator_accesses().await;
+    let seen: BTreeSet<String> = accesses
+        .iter()
+        .map(|a| format!("{} {}/{}", a.verb, a.group, a.resource))
+        .collect();
+    eprintln!("the operator sent (verb group/resource):\n{}", seen.into_iter().collect::<Vec<_>>().join("\n"));
     assert!(
         accesses.len() > 20,
         "the stories sent few requests: {accesses:#?}"
