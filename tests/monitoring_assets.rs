@@ -10,9 +10,23 @@ fn root() -> &'static Path {
 }
 
 /// Every sample name the registry exposes: `# TYPE` lines give the family and its type,
-/// and Prometheus' suffixes follow from the type.
+/// and Prometheus' suffixes follow from the type. A family only shows once it has a
+/// sample, so one of each is recorded first; a family registered in
+/// src/telemetry/metrics.rs but not recorded here fails the test (record it here).
 fn exposed_names() -> BTreeSet<String> {
-    let text = fluxgate::telemetry::metrics::Metrics::new().render();
+    let metrics = fluxgate::telemetry::metrics::Metrics::new();
+    metrics.operation_finished("UpgradeRequest", "Succeeded");
+    metrics.phase_took("UpgradeRequest", "Snapshot", 1.0);
+    metrics.error("GitError");
+    let text = metrics.render();
+    let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+    let source = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
+    let registered = source.matches(".register(").count();
+    assert_eq!(
+        families, registered,
+        "src/telemetry/metrics.rs registers {registered} metric families but only {families} \
+         show in /metrics here: record a sample of the new one in exposed_names()\n{text}"
+    );
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {

@@ -119,10 +119,10 @@ fn fields(path: &str, schema: &Value, rows: &mut Vec<String>) {
             .unwrap_or_default();
         let constraints = constraints(property);
         if !constraints.is_empty() {
-            description.push_str(&format!(" <br>{}", constraints.join("; ")));
+            description.push_str(&format!(" <br>{}", capitalized(&constraints.join("; "))));
         }
         for (rule, message) in validations(property) {
-            description.push_str(&format!(" <br>Rule `{}`: {}", cell(&rule), message));
+            description.push_str(&format!(" <br>Rule `{rule}`: {message}"));
         }
         rows.push(format!(
             "| `{}`{} | {} | {} |\n",
@@ -203,10 +203,10 @@ fn constraints(schema: &Value) -> Vec<String> {
             .iter()
             .map(|v| format!("`{}`", plain(v)))
             .collect();
-        out.push(format!("One of {}", values.join(", ")));
+        out.push(format!("one of {}", values.join(", ")));
     }
     if let Some(default) = schema.get("default") {
-        out.push(format!("Default `{}`", plain(default)));
+        out.push(format!("default `{}`", plain(default)));
     }
     for (key, label) in [
         ("minLength", "min length"),
@@ -230,6 +230,14 @@ fn constraints(schema: &Value) -> Vec<String> {
         out.push(format!("a map list keyed by `{}`", keys.join("`, `")));
     }
     out
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// A JSON value as it would be written in YAML: strings without quotes.
@@ -268,9 +276,9 @@ mod tests {
             "## RollbackRequest",
             "`.spec.source.kind` **required**",
             "`.spec.versions[].path`",
-            "`.spec.target.<key>`",
+            "| `.spec.target` | map[string]string |",
             "`.status.failedVersions`",
-            "Rule `self == oldSelf`",
+            "- `self == oldSelf` — spec is immutable",
             "short names `ur`",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
@@ -278,6 +286,9 @@ mod tests {
         // Types and constraints come from the schema.
         assert!(text.contains("| `.spec.dryRun` | boolean |"), "{text}");
         assert!(text.contains("Default `false`"), "{text}");
+        // A CEL rule with `|` is escaped once for the table, not twice.
+        assert!(text.contains("https?://\\|ssh://"), "{text}");
+        assert!(!text.contains("\\\\|"), "{text}");
     }
 
     #[test]
