@@ -105,17 +105,17 @@ fn anchors(text: &str) -> BTreeSet<String> {
 fn every_relative_link_in_the_docs_resolves() {
     let mut files = vec![root().join("README.md")];
     markdown_files(&root().join("docs"), &mut files);
-    assert!(files.len() > 10, "docs/ holds the guides and runbooks: {files:?}");
+    assert!(
+        files.len() > 10,
+        "docs/ holds the guides and runbooks: {files:?}"
+    );
     let mut broken = Vec::new();
     let mut checked = 0;
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         for line in prose(&text) {
             for target in links(line) {
-                if target.is_empty()
-                    || target.contains("://")
-                    || target.starts_with("mailto:")
-                {
+                if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
                     continue;
                 }
                 checked += 1;
@@ -133,20 +133,23 @@ fn every_relative_link_in_the_docs_resolves() {
                     broken.push(format!("{shown}: {target} (no such file)"));
                     continue;
                 }
-                if let Some(anchor) = anchor {
-                    if resolved.extension().is_some_and(|e| e == "md") {
-                        let headings = anchors(&std::fs::read_to_string(&resolved).unwrap());
-                        if !headings.contains(anchor) {
-                            broken.push(format!(
-                                "{shown}: {target} (no heading #{anchor}; there are {headings:?})"
-                            ));
-                        }
+                if let Some(anchor) = anchor
+                    && resolved.extension().is_some_and(|e| e == "md")
+                {
+                    let headings = anchors(&std::fs::read_to_string(&resolved).unwrap());
+                    if !headings.contains(anchor) {
+                        broken.push(format!(
+                            "{shown}: {target} (no heading #{anchor}; there are {headings:?})"
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(checked > 30, "only {checked} links found: is the parser broken?");
+    assert!(
+        checked > 30,
+        "only {checked} links found: is the parser broken?"
+    );
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
@@ -156,7 +159,9 @@ fn the_link_parser_and_slugs_follow_github() {
         links("see [a](x.md), `[no](code.md)` and [b](y.md#z \"t\")"),
         ["x.md", "y.md#z"]
     );
-    let slugs = anchors("# API reference\n## 1. A HelmRelease (chartRef)\n## `.spec`\n## Same\n## Same\n```\n# not a heading\n```\n");
+    let slugs = anchors(
+        "# API reference\n## 1. A HelmRelease (chartRef)\n## `.spec`\n## Same\n## Same\n```\n# not a heading\n```\n",
+    );
     for slug in [
         "api-reference",
         "1-a-helmrelease-chartref",

@@ -151,7 +151,9 @@ fn the_alert_rules_query_only_metrics_that_exist_and_the_chart_ships_them() {
     for group in docs["groups"].as_array().expect("groups") {
         for rule in group["rules"].as_array().expect("rules") {
             let name = rule["alert"].as_str().expect("every rule is an alert");
-            let expr = rule["expr"].as_str().unwrap_or_else(|| panic!("{name}: expr"));
+            let expr = rule["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: expr"));
             assert!(
                 rule["labels"]["severity"].is_string(),
                 "{name} has no severity"
@@ -164,7 +166,9 @@ fn the_alert_rules_query_only_metrics_that_exist_and_the_chart_ships_them() {
     let unknown = unknown_metrics("alert rules", &exprs);
     assert!(unknown.is_empty(), "{unknown:#?}");
     for (alert, runbook) in runbooks {
-        let runbook = runbook.as_str().unwrap_or_else(|| panic!("{alert}: runbook"));
+        let runbook = runbook
+            .as_str()
+            .unwrap_or_else(|| panic!("{alert}: runbook"));
         assert!(
             root().join(runbook).is_file(),
             "{alert} names runbook {runbook}, which does not exist"

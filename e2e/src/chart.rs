@@ -135,7 +135,12 @@ pub struct LintMessage {
 
 /// `helm lint --strict` with `values_file`: its findings.
 pub fn lint(python: &str, values_file: Option<&Path>) -> anyhow::Result<Vec<LintMessage>> {
-    let report = run_helm(python, "lint", values_file, &Value::Object(Default::default()))?;
+    let report = run_helm(
+        python,
+        "lint",
+        values_file,
+        &Value::Object(Default::default()),
+    )?;
     let mut messages: Vec<LintMessage> = report["messages"]
         .as_array()
         .into_iter()

@@ -55,7 +55,10 @@ fn the_default_install_runs_restricted_with_probes_and_settings() {
     // Restricted pod security.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
@@ -98,22 +101,31 @@ fn the_default_install_runs_restricted_with_probes_and_settings() {
             .find(|m| wanted.starts_with(m["mountPath"].as_str().unwrap()))
             .unwrap_or_else(|| panic!("nothing writable is mounted at {wanted}: {mounts:#?}"));
         assert_ne!(mount["readOnly"], true);
-        let volume = volumes
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
+        let volume = volumes.iter().find(|v| v["name"] == mount["name"]).unwrap();
         assert!(volume["emptyDir"].is_object(), "{volume}");
     }
 
     // The CRDs ship with the chart; the ServiceAccount, metrics Service, RBAC are there;
     // the optional objects are not.
-    assert_eq!(only(&objects, "ServiceAccount")["metadata"]["name"], "fluxgate");
+    assert_eq!(
+        only(&objects, "ServiceAccount")["metadata"]["name"],
+        "fluxgate"
+    );
     let service = only(&objects, "Service");
     assert_eq!(service["spec"]["ports"][0]["port"], 8080);
     only(&objects, "ClusterRole");
     only(&objects, "ClusterRoleBinding");
-    for optional in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy", "ConfigMap", "Secret"] {
-        assert!(of_kind(&objects, optional).is_empty(), "{optional} is opt-in");
+    for optional in [
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Secret",
+    ] {
+        assert!(
+            of_kind(&objects, optional).is_empty(),
+            "{optional} is opt-in"
+        );
     }
     no_wildcards(&objects);
 }
@@ -136,7 +148,10 @@ fn every_option_renders_when_turned_on() {
     assert_eq!(env["FLUXGATE_CONCURRENCY"], "8");
     assert_eq!(env["FLUXGATE_AUTO_UPGRADE_LIMIT"], "2");
     assert_eq!(env["FLUXGATE_GIT_AUTHOR_EMAIL"], "fleet-bot@example.com");
-    assert_eq!(env["FLUXGATE_RENOVATE_CONFIGMAP"], "renovate/renovate-report");
+    assert_eq!(
+        env["FLUXGATE_RENOVATE_CONFIGMAP"],
+        "renovate/renovate-report"
+    );
     assert_eq!(
         env["FLUXGATE_RENOVATE_FILE"],
         "/etc/fluxgate/renovate/report.json"
@@ -175,7 +190,11 @@ fn every_option_renders_when_turned_on() {
     assert_eq!(secret_rules.len(), 3, "{secret_rules:#?}");
     for rule in secret_rules {
         assert!(rule.namespace.is_some(), "{rule:?}");
-        assert_eq!(rule.verbs, ["get", "list"], "secrets are read-only: {rule:?}");
+        assert_eq!(
+            rule.verbs,
+            ["get", "list"],
+            "secrets are read-only: {rule:?}"
+        );
     }
     no_wildcards(&objects);
 }
@@ -190,7 +209,11 @@ fn no_wildcards(objects: &[Value]) {
                         .into_iter()
                         .flatten()
                         .any(|v| v.as_str().is_some_and(|s| s.contains('*')));
-                    assert!(!wild, "{kind} {} uses a wildcard: {rule}", role["metadata"]["name"]);
+                    assert!(
+                        !wild,
+                        "{kind} {} uses a wildcard: {rule}",
+                        role["metadata"]["name"]
+                    );
                 }
             }
         }

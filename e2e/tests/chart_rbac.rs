@@ -260,7 +260,10 @@ async fn the_chart_allows_every_request_the_operator_sends_and_nothing_unused() 
         .iter()
         .map(|a| format!("{} {}/{}", a.verb, a.group, a.resource))
         .collect();
-    eprintln!("the operator sent (verb group/resource):\n{}", seen.into_iter().collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "the operator sent (verb group/resource):\n{}",
+        seen.into_iter().collect::<Vec<_>>().join("\n")
+    );
     assert!(
         accesses.len() > 20,
         "the stories sent few requests: {accesses:#?}"
@@ -326,8 +329,8 @@ fn the_lease_is_granted_only_in_the_release_namespace() {
     };
     for values in [None, Some(chart::all_on_values())] {
         let objects = chart::render(&python, values.as_deref(), &json!({})).unwrap();
-        let rules = chart::bound_rules(&objects, &chart::service_account(&objects).unwrap())
-            .unwrap();
+        let rules =
+            chart::bound_rules(&objects, &chart::service_account(&objects).unwrap()).unwrap();
         let lease_rules: Vec<&Rule> = rules
             .iter()
             .filter(|r| r.resources.iter().any(|res| res.starts_with("leases")))
@@ -367,8 +370,7 @@ fn the_lease_is_granted_only_in_the_release_namespace() {
         &json!({"leaderElection": {"enabled": false}}),
     )
     .unwrap();
-    let rules =
-        chart::bound_rules(&objects, &chart::service_account(&objects).unwrap()).unwrap();
+    let rules = chart::bound_rules(&objects, &chart::service_account(&objects).unwrap()).unwrap();
     assert!(
         !rules
             .iter()

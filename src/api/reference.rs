@@ -199,10 +199,7 @@ fn type_of(schema: &Value) -> String {
 fn constraints(schema: &Value) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(values) = schema["enum"].as_array() {
-        let values: Vec<String> = values
-            .iter()
-            .map(|v| format!("`{}`", plain(v)))
-            .collect();
+        let values: Vec<String> = values.iter().map(|v| format!("`{}`", plain(v))).collect();
         out.push(format!("one of {}", values.join(", ")));
     }
     if let Some(default) = schema.get("default") {
