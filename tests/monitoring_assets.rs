@@ -18,6 +18,7 @@ fn exposed_names() -> BTreeSet<String> {
     metrics.operation_finished("UpgradeRequest", "Succeeded");
     metrics.phase_took("UpgradeRequest", "Snapshot", 1.0);
     metrics.error("GitError");
+    metrics.set_active("UpgradeRequest", 1);
     let text = metrics.render();
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let source = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
@@ -104,6 +105,7 @@ fn the_registry_exposes_the_documented_metrics() {
         "fluxgate_operations_total",
         "fluxgate_phase_duration_seconds_bucket",
         "fluxgate_errors_total",
+        "fluxgate_active_operations",
     ] {
         assert!(exposed.contains(name), "{name} not in {exposed:?}");
     }

@@ -82,6 +82,7 @@ fn the_default_install_runs_restricted_with_probes_and_settings() {
         env["FLUXGATE_NAMESPACE"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
+    assert_eq!(env["POD_NAME"]["fieldRef"]["fieldPath"], "metadata.name");
     assert_eq!(env["FLUXGATE_METRICS_ADDR"], "0.0.0.0:8080");
     assert_eq!(env["FLUXGATE_LOG_FORMAT"], "json");
     assert_eq!(env["FLUXGATE_LEADER_ELECTION"], "true");
@@ -249,5 +250,44 @@ fn impossible_values_are_refused_with_the_fix() {
             .expect_err(&format!("{values} renders"))
             .to_string();
         assert!(error.contains(wanted), "{values}: {error}");
+    }
+}
+
+#[test]
+fn every_setting_the_chart_passes_is_a_flag_of_fluxgate_run() {
+    use clap::CommandFactory;
+    let Some(python) = chart::helm_python("the chart settings test") else {
+        return;
+    };
+    let cli = fluxgate::cli::Cli::command();
+    let run = cli
+        .get_subcommands()
+        .find(|c| c.get_name() == "run")
+        .expect("fluxgate run");
+    let known: Vec<String> = run
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    for values in [None, Some(chart::all_on_values())] {
+        let objects = chart::render(&python, values.as_deref(), &json!({})).unwrap();
+        let env = env_of(only(&objects, "Deployment"));
+        let unknown: Vec<&String> = env
+            .keys()
+            .filter(|name| name.starts_with("FLUXGATE_") && !known.contains(name))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "the chart sets {unknown:?}, which `fluxgate run` does not read (it reads {known:?})"
+        );
+    }
+    // The settings a user most needs are all passed.
+    for wanted in [
+        "FLUXGATE_LEADER_ELECTION",
+        "FLUXGATE_NAMESPACE",
+        "FLUXGATE_CONCURRENCY",
+        "FLUXGATE_GIT_CACHE_DIR",
+    ] {
+        assert!(known.iter().any(|k| k == wanted), "{wanted}: {known:?}");
     }
 }

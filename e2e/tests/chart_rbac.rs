@@ -1,13 +1,19 @@
-//! The chart's RBAC is sufficient and minimal: a dry run, an upgrade and an upgrade that
-//! rolls back on its own run on kubesim; every request the operator sent (User-Agent
-//! `fluxgate/…`) is allowed by the rules that the chart, rendered with real Helm, binds to
-//! its ServiceAccount; and every (verb, group, resource) those rules grant was either used
-//! or is justified below.
+//! The chart's RBAC is sufficient and minimal. On kubesim the operator runs what it does in
+//! a cluster — the start-up API check, leader election, the ManagedApp controller reading
+//! Renovate's ConfigMap, a dry run, an upgrade, an upgrade that rolls back on its own and
+//! an automatic upgrade — and every request it sent (User-Agent `fluxgate/…`) must be
+//! allowed by the rules that the chart, rendered with real Helm, binds to its
+//! ServiceAccount; every (verb, group, resource) those rules grant must have been used or
+//! be justified below.
 
 use e2e::chart::{self, Access, Rule};
-use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, operator_client};
-use kube::api::{Api, PostParams};
+use fluxgate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::controller::leader::Leadership;
+use fluxgate::controller::renovate_input::RenovateSettings;
+use fluxgate::demo::world::{APP_FILE, DemoWorld, operator_client, wait_until};
+use fluxgate::renovate::policy::AUTOMATIC_LABEL;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,76 +23,10 @@ use std::time::Duration;
 const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
     // (verb, group, resource, why)
     (
-        "create",
-        "coordination.k8s.io",
-        "leases",
-        "leader election (off in the in-process world): the Lease is created on first start",
-    ),
-    (
-        "get",
-        "coordination.k8s.io",
-        "leases",
-        "leader election: kube-lease-manager reads the Lease before each renewal",
-    ),
-    (
-        "update",
-        "coordination.k8s.io",
-        "leases",
-        "leader election: taking over an expired Lease",
-    ),
-    (
-        "patch",
-        "coordination.k8s.io",
-        "leases",
-        "leader election: kube-lease-manager renews and releases by patch",
-    ),
-    (
-        "get",
-        "",
-        "configmaps",
-        "Renovate input (FLUXGATE_RENOVATE_CONFIGMAP), read by the ManagedApp controller",
-    ),
-    (
-        "list",
-        "",
-        "configmaps",
-        "Renovate input: watching one ConfigMap starts with a list by name",
-    ),
-    (
-        "watch",
-        "",
-        "configmaps",
-        "Renovate input: a new report is picked up when the ConfigMap changes",
-    ),
-    (
-        "create",
-        "fluxgate.dev",
-        "upgraderequests",
-        "automatic upgrades (updatePolicy.auto) create UpgradeRequests",
-    ),
-    (
-        "patch",
-        "fluxgate.dev",
-        "managedapps/status",
-        "status writes that need no read-modify-write (conditions only)",
-    ),
-    (
-        "patch",
-        "fluxgate.dev",
-        "upgraderequests/status",
-        "status writes that need no read-modify-write",
-    ),
-    (
-        "patch",
-        "fluxgate.dev",
-        "rollbackrequests/status",
-        "status writes that need no read-modify-write",
-    ),
-    (
         "get",
         "fluxgate.dev",
         "rollbackrequests",
-        "an upgrade waits on its automatic RollbackRequest",
+        "a RollbackRequest holding an app's lock is read to see whether it still exists",
     ),
     (
         "patch",
@@ -110,7 +50,7 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "patch",
         "source.toolkit.fluxcd.io",
         "ocirepositories",
-        "an OCIRepository named in spec.suspend is suspended and annotated",
+        "an OCIRepository named in spec.suspend is suspended and resumed",
     ),
     (
         "get",
@@ -148,12 +88,6 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "storageclasses",
         "the CSI driver and binding mode of a volume's StorageClass",
     ),
-    (
-        "delete",
-        "snapshot.storage.k8s.io",
-        "volumesnapshots",
-        "snapshot retention (maxCount, maxAge) deletes the oldest",
-    ),
 ];
 
 fn log_access(record: &kubesim::RequestRecord) -> Option<Access> {
@@ -169,22 +103,71 @@ fn log_access(record: &kubesim::RequestRecord) -> Option<Access> {
         group: record.group.clone(),
         resource,
         namespace: record.namespace.clone(),
-        name: record.name.clone(),
+        // A list or watch by `metadata.name=` field selector is authorized by that name.
+        name: record.name.clone().or_else(|| record.selected_name.clone()),
     })
 }
 
+/// Where the story's Renovate output lives; the chart is rendered with the same values.
+const RENOVATE_NAMESPACE: &str = "apps";
+const RENOVATE_CONFIGMAP: &str = "renovate-output";
+
+/// Renovate's report offering `update` (a patch) of the app's chart tag at `current`.
+fn renovate_report(story: &DemoWorld, current: &str, update: &str) -> String {
+    // Renovate names a repository by its path on the host: the `file://` URL's path here.
+    let repository = story
+        .git
+        .file_url()
+        .trim_start_matches("file://")
+        .trim_start_matches('/')
+        .trim_end_matches(".git")
+        .to_owned();
+    json!({"repositories": {repository: {"problems": [], "packageFiles": {"flux": [
+        {"packageFile": APP_FILE, "deps": [
+            {"depName": "ghcr.io/example/charts/db", "currentValue": current,
+             "datasource": "docker", "updates": [{"newValue": update, "updateType": "patch"}]}]}]}}}})
+    .to_string()
+}
+
+/// Runs every story the operator has and returns what it asked the API server for: the
+/// start-up API check, leader election, the ManagedApp controller reading Renovate's
+/// ConfigMap, a dry run, an upgrade, an upgrade that rolls back on its own and an
+/// automatic upgrade.
 async fn operator_accesses() -> BTreeSet<Access> {
-    let story = DemoWorld::start(
+    let mut story = DemoWorld::start(
         "v1.4.0",
         json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
     )
     .await
     .unwrap();
-    // What `fluxgate run` asks before it starts.
+    story.kill_operator().await;
+    story.settings.renovate = RenovateSettings {
+        configmap: Some((RENOVATE_NAMESPACE.into(), RENOVATE_CONFIGMAP.into())),
+        file: None,
+    };
+    story.start_operator().unwrap();
+
+    // What `fluxgate run` does before the controllers start.
     let operator = operator_client(&story.kube).unwrap();
     fluxgate::cluster::required_apis::check_required_apis(&operator, &story.kube.base_url())
         .await
         .unwrap();
+    let namespace: Namespace = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": chart::RELEASE_NAMESPACE}}),
+    )
+    .unwrap();
+    Api::<Namespace>::all(story.client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let mut leadership = Leadership::join(operator, chart::RELEASE_NAMESPACE, "fluxgate-0")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), leadership.acquired())
+        .await
+        .expect("the only candidate leads")
+        .unwrap();
+    leadership.release().await;
 
     let requests = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
     let dry: UpgradeRequest = serde_json::from_value(json!({
@@ -221,6 +204,43 @@ async fn operator_accesses() -> BTreeSet<Access> {
     assert_eq!(rollback.status.unwrap().phase, Some(Phase::Succeeded));
     assert_eq!(failed.status.unwrap().phase, Some(Phase::RolledBack));
 
+    // Renovate offers a patch; the app takes patches automatically, any time.
+    let report: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": RENOVATE_CONFIGMAP, "namespace": RENOVATE_NAMESPACE},
+        "data": {"report.json": renovate_report(&story, "v1.5.0", "v1.5.1")}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(story.client.clone(), RENOVATE_NAMESPACE)
+        .create(&PostParams::default(), &report)
+        .await
+        .unwrap();
+    Api::<ManagedApp>::namespaced(story.client.clone(), "apps")
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"updatePolicy": {"auto": "patch",
+                "window": {"schedule": "* * * * *", "duration": "1h"}}}})),
+        )
+        .await
+        .unwrap();
+    let automatic = wait_until(
+        "the automatic upgrade to finish",
+        Duration::from_secs(120),
+        async || {
+            let list = requests
+                .list(&ListParams::default().labels(AUTOMATIC_LABEL))
+                .await
+                .ok()?;
+            let upgrade = list.items.into_iter().next()?;
+            let phase = upgrade.status.as_ref()?.phase?;
+            phase.is_terminal().then_some(phase)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(automatic, Phase::Succeeded);
+
     let accesses = story
         .kube
         .requests(&kubesim::Match::any())
@@ -251,7 +271,13 @@ async fn the_chart_allows_every_request_the_operator_sends_and_nothing_unused() 
     let Some(python) = chart::helm_python("the chart RBAC test") else {
         return;
     };
-    let objects = chart::render(&python, None, &json!({})).unwrap();
+    // The default install plus the Renovate ConfigMap the story uses.
+    let objects = chart::render(
+        &python,
+        None,
+        &json!({"renovate": {"configMap": {"namespace": RENOVATE_NAMESPACE, "name": RENOVATE_CONFIGMAP}}}),
+    )
+    .unwrap();
     let service_account = chart::service_account(&objects).unwrap();
     let rules = chart::bound_rules(&objects, &service_account).unwrap();
 
