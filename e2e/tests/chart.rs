@@ -231,7 +231,10 @@ fn impossible_values_are_refused_with_the_fix() {
             json!({"replicas": 2, "leaderElection": {"enabled": false}}),
             "leaderElection.enabled=true",
         ),
-        (json!({"logging": {"format": "xml"}}), "json or text"),
+        // values.schema.json: types, ranges and typos.
+        (json!({"logging": {"format": "xml"}}), "'json', 'text'"),
+        (json!({"concurrency": 0}), "/concurrency"),
+        (json!({"replica": 2}), "'replica' not allowed"),
         (
             json!({"rbac": {"extraRules": [{"apiGroups": ["*"], "resources": ["pods"], "verbs": ["get"]}]}}),
             "wildcards",
