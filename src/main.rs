@@ -1,11 +1,10 @@
 //! The `fluxgate` binary: parses the command line and reports errors without a stack trace.
 
-use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    let cli = fluxgate::cli::Cli::parse();
+    let cli = fluxgate::cli::parse_from(std::env::args_os());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,9 +21,17 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `fluxgate … | head`: stop quietly, as a process killed by SIGPIPE would.
+        Err(err) if err.is::<fluxgate::cli::people::ClosedOutput>() => {
+            ExitCode::from(fluxgate::cli::people::EXIT_CLOSED_OUTPUT)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            // A followed operation that ended without succeeding has its own exit code.
+            let code = err
+                .downcast_ref::<fluxgate::cli::people::Outcome>()
+                .map_or(1, |outcome| outcome.code);
+            ExitCode::from(code)
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The `fluxgate` command line: argument parsing and dispatch to each subcommand.
 
 pub mod manifest;
+pub mod people;
 pub mod run;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 
 /// Fluxgate upgrades Flux-managed applications safely: snapshots, a Git commit and health
 /// checks as one unit, with rollbacks that restore data and revert Git together.
@@ -29,6 +31,50 @@ pub enum Command {
     Version,
     /// Read or change a version field in a YAML file, exactly as Fluxgate would.
     Manifest(manifest::ManifestArgs),
+    /// Upgrade an app: create an UpgradeRequest (refused up front for a version that was
+    /// rolled back before, unless --force) and, with --wait, follow it phase by phase.
+    Upgrade(people::upgrade::UpgradeArgs),
+    /// Undo an upgrade: create a RollbackRequest (volumes restored, Git reverted) and, with
+    /// --wait, follow it phase by phase.
+    Rollback(people::rollback::RollbackArgs),
+    /// Show the apps: versions, available updates, failed versions, readiness, the
+    /// operation holding each, and Flux objects left suspended; one app in detail.
+    Status(people::status::StatusArgs),
+    /// Show an app's past upgrades and rollbacks with outcome, versions, snapshots, commit
+    /// and duration.
+    History(people::history::HistoryArgs),
+}
+
+/// The file name under which the binary runs as a kubectl plugin (`kubectl fluxgate …`).
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-fluxgate";
+
+/// Whether the program was invoked as the kubectl plugin (its argv\[0\] file name is
+/// `kubectl-fluxgate`).
+pub fn invoked_as_kubectl_plugin(argv0: &std::ffi::OsStr) -> bool {
+    std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|name| name == KUBECTL_PLUGIN_NAME)
+}
+
+/// Parses the command line (exits with usage on errors, like clap). As `kubectl-fluxgate`
+/// the subcommands are the same; only help and usage say `kubectl fluxgate`.
+pub fn parse_from<I, T>(args: I) -> Cli
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    if args
+        .first()
+        .is_some_and(|argv0| invoked_as_kubectl_plugin(argv0))
+    {
+        command = command
+            .name("kubectl fluxgate")
+            .bin_name("kubectl fluxgate");
+    }
+    let matches = command.get_matches_from(args);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Arguments of `fluxgate crd`.
@@ -51,6 +97,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Manifest(args) => manifest::run(&args),
+        Command::Upgrade(args) => people::upgrade::run(args).await,
+        Command::Rollback(args) => people::rollback::run(args).await,
+        Command::Status(args) => people::status::run(args).await,
+        Command::History(args) => people::history::run(args).await,
     }
 }
 
@@ -69,4 +119,59 @@ fn crd(args: &CrdArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn as_kubectl_fluxgate_the_subcommands_are_the_same() {
+        let cli = parse_from(["/home/me/.local/bin/kubectl-fluxgate", "status", "-A"]);
+        assert!(matches!(cli.command, Command::Status(ref a) if a.all_namespaces));
+        assert!(invoked_as_kubectl_plugin("kubectl-fluxgate".as_ref()));
+        assert!(!invoked_as_kubectl_plugin("/usr/bin/fluxgate".as_ref()));
+        let help = {
+            let mut command = Cli::command()
+                .name("kubectl fluxgate")
+                .bin_name("kubectl fluxgate");
+            command.render_usage().to_string()
+        };
+        assert!(help.contains("kubectl fluxgate"), "{help}");
+    }
+
+    #[test]
+    fn connection_flags_follow_the_subcommand_like_kubectl_plugins_need() {
+        let cli = parse_from([
+            "fluxgate",
+            "upgrade",
+            "db",
+            "--to",
+            "v1.5.0",
+            "--wait",
+            "-n",
+            "apps",
+            "--kubeconfig",
+            "/tmp/kc",
+            "--context",
+            "prod",
+            "--force",
+        ]);
+        let Command::Upgrade(args) = cli.command else {
+            panic!("not an upgrade: {:?}", cli.command);
+        };
+        assert_eq!(args.to, vec!["v1.5.0".to_owned()]);
+        assert!(args.wait && args.force && !args.dry_run);
+        assert_eq!(args.namespace.as_deref(), Some("apps"));
+        assert_eq!(
+            args.cluster.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/tmp/kc"))
+        );
+        assert_eq!(args.cluster.context.as_deref(), Some("prod"));
+    }
 }

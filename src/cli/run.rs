@@ -67,6 +67,7 @@ pub struct RunArgs {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::listen()?;
     logging::init(args.log_format);
     let cluster = connect::connect(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let metrics = Metrics::new();
@@ -105,8 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(%namespace, %identity, lease = LEASE_NAME, "waiting to lead");
         tokio::select! {
             acquired = joined.acquired() => acquired?,
-            signal = shutdown_signal() => {
-                signal?;
+            () = signals.received() => {
                 joined.release().await;
                 let _ = stop_endpoints.send(());
                 return Ok(());
@@ -127,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let lost_lead = tokio::select! {
-        signal = shutdown_signal() => { signal?; false }
+        () = signals.received() => false,
         () = lost => true,
     };
     if lost_lead {
@@ -189,13 +189,28 @@ fn identity() -> String {
 /// How long running work may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Completes on SIGTERM (how Kubernetes stops a pod) or SIGINT (Ctrl-C).
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        result = tokio::signal::ctrl_c() => result?,
+/// SIGTERM (how Kubernetes stops a pod) and SIGINT (Ctrl-C), listened to from the start of
+/// `run` to its end: a listener created later would miss a signal that arrived in between,
+/// and with the default handler replaced the process would then never stop.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    /// Completes when either signal has arrived (also one that arrived before this call).
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }

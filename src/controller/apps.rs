@@ -13,7 +13,7 @@ use super::app_status::update_status;
 use super::renovate_input::{RenovateData, RenovateInput};
 use crate::api::conditions::{READY, condition, set_condition};
 use crate::api::{
-    AutoUpdate, ManagedApp, ManagedAppStatus, OperationKind, Phase, RollbackRequest,
+    AutoUpdate, ManagedApp, ManagedAppStatus, OperationKind, Phase, RollbackRequest, SourceKind,
     UpgradeRequest, versions_summary,
 };
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A safety resync in case an event was missed; everything that matters arrives as events.
+/// Each app adds its own share of [`RESYNC_SPREAD`] so many apps never resync together.
 const RESYNC: Duration = Duration::from_secs(30 * 60);
+const RESYNC_SPREAD: Duration = Duration::from_secs(30 * 60);
 /// A lock whose request is gone from the cache is released only after this long, so a
 /// request the cache has not seen yet is not mistaken for a vanished one.
 const STALE_LOCK_AFTER: Duration = Duration::from_secs(60);
@@ -117,24 +119,14 @@ pub async fn run(
             kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
         );
     let apps = controller.store();
-    let everyone = |apps: Store<ManagedApp>| move || all_apps(&apps);
-    let in_namespace = |apps: Store<ManagedApp>| {
-        move |namespace: Option<String>| {
-            apps.state()
-                .iter()
-                .filter(|a| a.namespace() == namespace)
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
-        }
-    };
     let mut controller = controller
         .watches(
             Api::<UpgradeRequest>::all(client.clone()),
             Default::default(),
             |upgrade: UpgradeRequest| {
-                upgrade
-                    .namespace()
-                    .map(|ns| ObjectRef::new(&upgrade.spec.managed_app).within(&ns))
+                let phase = upgrade.status.as_ref().and_then(|s| s.phase);
+                let namespace = upgrade.namespace().filter(|_| starts_or_ends(phase))?;
+                Some(ObjectRef::new(&upgrade.spec.managed_app).within(&namespace))
             },
         )
         .watches(
@@ -143,6 +135,10 @@ pub async fn run(
             {
                 let upgrades = upgrades.clone();
                 move |rollback: RollbackRequest| {
+                    let phase = rollback.status.as_ref().and_then(|s| s.phase);
+                    if !starts_or_ends(phase) {
+                        return None;
+                    }
                     let ns = rollback.namespace()?;
                     let upgrade = upgrades
                         .get(&ObjectRef::new(&rollback.spec.upgrade_request).within(&ns))?;
@@ -154,34 +150,68 @@ pub async fn run(
             Api::<StatefulSet>::all(client.clone()),
             Default::default(),
             {
-                let f = in_namespace(apps.clone());
-                move |o: StatefulSet| f(o.namespace())
+                let apps = apps.clone();
+                move |o: StatefulSet| deployed_by(&apps.state(), o.labels(), o.namespace())
             },
         )
         .watches(
             Api::<Deployment>::all(client.clone()),
             Default::default(),
             {
-                let f = in_namespace(apps.clone());
-                move |o: Deployment| f(o.namespace())
+                let apps = apps.clone();
+                move |o: Deployment| deployed_by(&apps.state(), o.labels(), o.namespace())
             },
         );
-    for kind in [
-        crate::api::FluxObjectKind::HelmRelease,
-        crate::api::FluxObjectKind::Kustomization,
-        crate::api::FluxObjectKind::GitRepository,
-    ] {
-        // Flux objects live anywhere and change rarely once applied: wake every app (their
-        // own Git reads are coalesced per remote).
-        let resource = api_resource(kind);
-        let f = everyone(apps.clone());
+    for kind in [SourceKind::HelmRelease, SourceKind::Kustomization] {
+        let resource = api_resource(match kind {
+            SourceKind::HelmRelease => crate::api::FluxObjectKind::HelmRelease,
+            SourceKind::Kustomization => crate::api::FluxObjectKind::Kustomization,
+        });
+        let apps = apps.clone();
         controller = controller.watches_with(
             Api::<DynamicObject>::all_with(client.clone(), &resource),
             resource,
             Default::default(),
-            move |_: DynamicObject| f(),
+            move |o: DynamicObject| {
+                let (name, namespace) = (o.name_any(), o.namespace().unwrap_or_default());
+                apps.state()
+                    .iter()
+                    .filter(|a| {
+                        a.spec.source.kind == kind
+                            && a.spec.source.name == name
+                            && a.source_namespace() == namespace
+                    })
+                    .map(|a| ObjectRef::from_obj(a.as_ref()))
+                    .collect::<Vec<_>>()
+            },
         );
     }
+    // A new revision fetched by Flux may change any app's versions (which app uses which
+    // GitRepository is not known without reading the chain): wake every app, but only when
+    // the revision changes, not on every status update.
+    let revisions = Mutex::new(HashMap::<(String, String), String>::new());
+    let resource = api_resource(crate::api::FluxObjectKind::GitRepository);
+    controller = controller.watches_with(
+        Api::<DynamicObject>::all_with(client.clone(), &resource),
+        resource,
+        Default::default(),
+        {
+            let apps = apps.clone();
+            move |o: DynamicObject| {
+                let revision = o.data["status"]["artifact"]["revision"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let key = (o.namespace().unwrap_or_default(), o.name_any());
+                let mut seen = revisions.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.get(&key) == Some(&revision) {
+                    return Vec::new();
+                }
+                seen.insert(key, revision);
+                all_apps(&apps)
+            }
+        },
+    );
     if let Some((writer, api, config)) = configmap_cache {
         // The ConfigMap's own watch feeds both the cache and the wake-ups of every app.
         let cache = reflector::reflector(writer, watcher(api, config))
@@ -207,6 +237,53 @@ pub async fn run(
         _ = gauge => {}
         _ = shutdown => {}
     }
+}
+
+/// This app's safety resync period: [`RESYNC`] plus a stable per-app share of
+/// [`RESYNC_SPREAD`].
+fn resync_after(app: &ManagedApp) -> Duration {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    app.metadata.uid.hash(&mut hasher);
+    RESYNC + Duration::from_secs(hasher.finish() % RESYNC_SPREAD.as_secs().max(1))
+}
+
+/// Whether a request in `phase` is starting (the app becomes busy) or has ended (idle
+/// again): the only request changes an app's status depends on.
+fn starts_or_ends(phase: Option<Phase>) -> bool {
+    phase.is_none_or(|p| matches!(p, Phase::Admit | Phase::Queued) || p.is_terminal())
+}
+
+/// The apps whose Flux object deployed a workload with these labels (Flux labels what it
+/// applies); without Flux's labels, the apps of the workload's namespace.
+fn deployed_by(
+    apps: &[Arc<ManagedApp>],
+    labels: &BTreeMap<String, String>,
+    namespace: Option<String>,
+) -> Vec<ObjectRef<ManagedApp>> {
+    let owner = [
+        (SourceKind::HelmRelease, "helm.toolkit.fluxcd.io"),
+        (SourceKind::Kustomization, "kustomize.toolkit.fluxcd.io"),
+    ]
+    .into_iter()
+    .find_map(|(kind, prefix)| {
+        Some((
+            kind,
+            labels.get(&format!("{prefix}/name"))?,
+            labels.get(&format!("{prefix}/namespace"))?,
+        ))
+    });
+    apps.iter()
+        .filter(|a| match owner {
+            Some((kind, name, source_namespace)) => {
+                a.spec.source.kind == kind
+                    && a.spec.source.name == *name
+                    && a.source_namespace() == *source_namespace
+            }
+            None => a.namespace() == namespace,
+        })
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
 }
 
 fn all_apps(apps: &Store<ManagedApp>) -> Vec<ObjectRef<ManagedApp>> {
@@ -403,7 +480,7 @@ async fn reconcile(app: Arc<ManagedApp>, shared: Arc<Shared>) -> Result<Requeue,
     }
     publish(&shared, &app, &view).await;
 
-    let mut requeue = RESYNC;
+    let mut requeue = resync_after(&app);
     if let Some(wait) = automatic_upgrade(&shared, &app, &next, now).await? {
         requeue = requeue.min(wait);
     }
@@ -697,5 +774,75 @@ async fn event(shared: &Shared, app: &ManagedApp, type_: EventType, reason: &str
     };
     if let Err(e) = recorder.publish(&event, &app.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, namespace: &str, kind: &str, source: &str) -> Arc<ManagedApp> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"source": {"kind": kind, "name": source}, "git": {"file": "a.yaml"}}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn names(refs: Vec<ObjectRef<ManagedApp>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_workload_wakes_only_the_app_whose_flux_object_deployed_it() {
+        let apps = [
+            app("db", "apps", "HelmRelease", "db"),
+            app("web", "apps", "HelmRelease", "web"),
+            app("cache", "apps", "Kustomization", "cache"),
+        ];
+        let helm = BTreeMap::from([
+            ("helm.toolkit.fluxcd.io/name".to_owned(), "db".to_owned()),
+            (
+                "helm.toolkit.fluxcd.io/namespace".to_owned(),
+                "apps".to_owned(),
+            ),
+        ]);
+        assert_eq!(
+            names(deployed_by(&apps, &helm, Some("apps".into()))),
+            ["db"]
+        );
+        let kustomize = BTreeMap::from([
+            (
+                "kustomize.toolkit.fluxcd.io/name".to_owned(),
+                "cache".to_owned(),
+            ),
+            (
+                "kustomize.toolkit.fluxcd.io/namespace".to_owned(),
+                "apps".to_owned(),
+            ),
+        ]);
+        assert_eq!(
+            names(deployed_by(&apps, &kustomize, Some("apps".into()))),
+            ["cache"]
+        );
+        // Not applied by Flux (or labels stripped): every app of its namespace looks.
+        assert_eq!(
+            names(deployed_by(&apps, &BTreeMap::new(), Some("apps".into()))).len(),
+            3
+        );
+        assert!(deployed_by(&apps, &BTreeMap::new(), Some("other".into())).is_empty());
+    }
+
+    #[test]
+    fn only_a_request_starting_or_ending_concerns_its_app() {
+        assert!(starts_or_ends(None));
+        assert!(starts_or_ends(Some(Phase::Queued)));
+        assert!(starts_or_ends(Some(Phase::Succeeded)));
+        assert!(starts_or_ends(Some(Phase::RolledBack)));
+        assert!(!starts_or_ends(Some(Phase::Snapshot)));
+        assert!(!starts_or_ends(Some(Phase::Verify)));
     }
 }

@@ -12,6 +12,8 @@ pub const LEASE_NAME: &str = "fluxgate-leader";
 const LEASE_SECONDS: u64 = 15;
 /// Seconds before expiry the holder renews.
 const GRACE_SECONDS: u64 = 5;
+/// How long stepping down may take.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A candidate's hold on the Lease.
 pub struct Leadership {
@@ -54,13 +56,19 @@ impl Leadership {
         let _ = self.leading.wait_for(|leading| !*leading).await;
     }
 
-    /// Steps down, releasing the Lease so another replica takes over at once.
+    /// Steps down, releasing the Lease so another replica takes over at once; bounded, as
+    /// an unreachable API server must not keep the process from stopping (the Lease then
+    /// expires on its own).
     pub async fn release(self) {
         drop(self.leading);
-        match self.manager.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader Lease failed"),
-            Err(e) => tracing::warn!(error = %e, "the leader election task failed"),
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.manager).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the leader Lease failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the leader election task failed"),
+            Err(_) => tracing::warn!(
+                "releasing the leader Lease took over {}s; it expires on its own",
+                RELEASE_TIMEOUT.as_secs()
+            ),
         }
     }
 }

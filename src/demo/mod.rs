@@ -65,6 +65,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             failed.name, failed.version, failed.upgrade_request
         );
     }
+    if let Some(ready) = find_condition(&app.conditions, READY) {
+        println!(
+            "  ManagedApp db: Ready={} ({})",
+            ready.status, ready.message
+        );
+    }
     let commits = world.git.log()?;
     println!("  commits on the branch: {} (newest first)", commits.len());
     for commit in &commits {
@@ -77,7 +83,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  total time: {:.1}s", started.elapsed().as_secs_f64());
     if args.keep {
         println!(
-            "\nThe simulated cluster keeps running. Explore it with:\n  export KUBECONFIG={}\n  kubectl get ma,ur,rr -A\nStop with Ctrl-C.",
+            "\nThe simulated cluster keeps running, Fluxgate with it. Explore it with:\n  export KUBECONFIG={}\n  kubectl get ma,ur,rr -A\n  kubectl get ur -n apps -w     # in another terminal, then:\n  kubectl -n apps apply -f - <<<'{{\"apiVersion\":\"fluxgate.dev/v1alpha1\",\"kind\":\"UpgradeRequest\",\"metadata\":{{\"name\":\"db-1-6-0\"}},\"spec\":{{\"managedApp\":\"db\",\"version\":\"v1.6.0\"}}}}'\nStop with Ctrl-C.",
             world.kube.kubeconfig_path().display()
         );
         tokio::signal::ctrl_c().await?;
