@@ -51,3 +51,33 @@ fn every_schema_property_has_a_description() {
         "fields without a description (kubectl explain would be empty): {missing:#?}"
     );
 }
+
+#[test]
+fn the_helm_chart_ships_the_same_crds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart = root.join("charts/fluxgate/crds");
+    let mut differ = Vec::new();
+    for (file, _) in fluxgate::api::crds() {
+        let ours = std::fs::read_to_string(root.join("crds").join(file)).unwrap_or_default();
+        let shipped = std::fs::read_to_string(chart.join(file)).unwrap_or_default();
+        if ours.is_empty() || ours != shipped {
+            differ.push(file);
+        }
+    }
+    let extra: Vec<String> = std::fs::read_dir(&chart)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !fluxgate::api::crds().iter().any(|(f, _)| f == name))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        differ.is_empty() && extra.is_empty(),
+        "charts/fluxgate/crds differs from crds/ ({}; not ours: {}): copy them with \
+         `cp crds/*.yaml charts/fluxgate/crds/` and commit the result",
+        differ.join(", "),
+        extra.join(", ")
+    );
+}

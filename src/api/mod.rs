@@ -6,6 +6,7 @@
 pub mod common;
 pub mod conditions;
 pub mod managed_app;
+pub mod reference;
 pub mod request_status;
 pub mod rollback_request;
 pub mod upgrade_request;

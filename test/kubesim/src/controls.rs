@@ -20,6 +20,9 @@ pub struct RequestInfo {
     pub subresource: Option<String>,
     /// `merge`, `json`, `strategic` or `apply` for patches.
     pub patch_type: Option<String>,
+    /// For `list` and `watch`: the one name a `metadata.name=<name>` field selector picks —
+    /// what the real API server's authorizer matches against RBAC `resourceNames`.
+    pub selected_name: Option<String>,
     pub path: String,
 }
 

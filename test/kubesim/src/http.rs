@@ -256,6 +256,7 @@ fn request_info(route: &Route, req: &Req, path: &str) -> RequestInfo {
         name: None,
         subresource: None,
         patch_type: None,
+        selected_name: None,
         path: path.to_string(),
     };
     if let Route::Resource {
@@ -285,6 +286,18 @@ fn request_info(route: &Route, req: &Req, path: &str) -> RequestInfo {
         info.namespace = namespace.clone();
         info.name = name.clone();
         info.subresource = sub.clone();
+        if matches!(info.verb.as_str(), "list" | "watch") {
+            info.selected_name = req.q("fieldSelector").and_then(|selector| {
+                selector
+                    .split(',')
+                    .find_map(|term| {
+                        let term = term.trim();
+                        term.strip_prefix("metadata.name==")
+                            .or_else(|| term.strip_prefix("metadata.name="))
+                    })
+                    .map(str::to_owned)
+            });
+        }
         if req.method == Method::PATCH {
             info.patch_type =
                 PatchType::from_content_type(req.content_type()).map(|p| p.as_str().to_string());
