@@ -10,7 +10,7 @@ use crate::api::{
     FluxObjectKind, ManagedApp, Plan, RollbackRequest, RollbackRequestSpec, UpgradeRequest,
 };
 use crate::cluster::error::ClusterError;
-use crate::cluster::flux::ops::{request_reconcile, set_suspend};
+use crate::cluster::flux::ops::{git_source, request_reconcile, set_suspend};
 use crate::cluster::snapshots::ops::{create_claim, create_snapshot, delete_claim, snapshot};
 use crate::cluster::snapshots::{restored_claim, snapshot_for};
 use crate::cluster::workloads::ops::scale;
@@ -103,11 +103,33 @@ pub async fn perform(
             scale(client, workload, *replicas).await.map_err(problem)
         }
         Action::RequestReconcile { token } => {
-            for object in acting
+            let chain = acting
                 .plan
                 .map(|p| p.flux_objects.as_slice())
-                .unwrap_or_default()
-            {
+                .unwrap_or_default();
+            // The GitRepository first, so it fetches our commit now instead of at its
+            // interval (minutes on a real cluster); its children then apply it.
+            match git_source(client, chain).await {
+                Ok(source) => {
+                    let (namespace, name) = &source.repository;
+                    request_reconcile(
+                        client,
+                        FluxObjectKind::GitRepository,
+                        namespace,
+                        name,
+                        token,
+                    )
+                    .await
+                    .map_err(problem)?;
+                }
+                // No GitRepository behind the chain (e.g. an OCI-sourced Kustomization):
+                // nothing to wake, Flux fetches on its own.
+                Err(e) if !e.is_retryable() => {
+                    tracing::debug!(error = %e, "no GitRepository to ask for a fetch");
+                }
+                Err(e) => return Err(problem(e)),
+            }
+            for object in chain {
                 if matches!(
                     object.kind,
                     FluxObjectKind::Kustomization | FluxObjectKind::HelmRelease

@@ -35,7 +35,7 @@ impl Leadership {
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot join the leader election (Lease {namespace}/{LEASE_NAME}): {e}; \
-                     the service account needs get, create and update on leases in {namespace}"
+                     the service account needs get, create and patch on leases in {namespace}"
                 )
             })?;
         let (leading, manager) = manager.watch().await;
