@@ -166,7 +166,7 @@ mod tests {
             panic!("not an upgrade: {:?}", cli.command);
         };
         assert_eq!(args.to, vec!["v1.5.0".to_owned()]);
-        assert!(args.wait && args.force && !args.dry_run);
+        assert!(args.follow.wait && args.force && !args.dry_run);
         assert_eq!(args.namespace.as_deref(), Some("apps"));
         assert_eq!(
             args.cluster.kubeconfig.as_deref(),

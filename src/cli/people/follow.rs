@@ -40,6 +40,34 @@ impl Request for RollbackRequest {
     }
 }
 
+/// The flags of commands that can follow what they created.
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Follow the request phase by phase until it ends (an upgrade also into its automatic
+    /// rollback); the exit code says how it ended (0 succeeded, 3 failed, 4 rolled back,
+    /// 5 frozen).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: how long the request may stay unadmitted before the operator counts as
+    /// not running.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = super::upgrade::parse_duration)]
+    pub pickup_timeout: Duration,
+    /// With --wait: stop waiting after this long (the request keeps running).
+    #[arg(long, value_name = "DURATION", value_parser = super::upgrade::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+impl WaitArgs {
+    /// The follow options, measuring from `started`.
+    pub fn options(&self, started: Instant) -> FollowOptions {
+        FollowOptions {
+            started,
+            pickup_timeout: self.pickup_timeout,
+            timeout: self.timeout,
+        }
+    }
+}
+
 /// How to follow.
 #[derive(Debug, Clone)]
 pub struct FollowOptions {

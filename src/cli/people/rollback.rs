@@ -2,24 +2,19 @@
 //! RollbackRequest and, with `--wait`, follows it to the end.
 
 use super::cluster::{ClusterArgs, open};
-use super::follow::{FollowOptions, follow};
-use super::upgrade::parse_duration;
+use super::follow::{WaitArgs, follow};
 use super::view::outcome::{Ended, conclusion};
 use crate::api::{Phase, RollbackRequest, RollbackRequestSpec, UpgradeRequest};
 use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Arguments of `fluxgate rollback`.
 #[derive(Debug, clap::Args)]
 pub struct RollbackArgs {
     /// The UpgradeRequest to undo.
     pub upgrade: String,
-    /// Follow the rollback phase by phase until it ends; the exit code says how it ended
-    /// (0 succeeded, 3 failed, 5 frozen).
-    #[arg(long)]
-    pub wait: bool,
     /// Namespace of the upgrade; by default the kubeconfig context's.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -33,13 +28,8 @@ pub struct RollbackArgs {
     /// Do not snapshot the current (failed) state before overwriting it.
     #[arg(long)]
     pub no_safety_snapshot: bool,
-    /// With --wait: how long the request may stay unadmitted before the operator counts as
-    /// not running.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
-    pub pickup_timeout: Duration,
-    /// With --wait: stop waiting after this long (the rollback keeps running).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub follow: WaitArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -149,17 +139,13 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         args.upgrade,
         if args.dry_run { " (dry run)" } else { "" }
     ))?;
-    if !args.wait {
+    if !args.follow.wait {
         super::say(&format!(
             "It runs in the operator. Watch it with `fluxgate status {app} -n {namespace}`, or follow it next time with --wait."
         ))?;
         return Ok(());
     }
-    let options = FollowOptions {
-        started,
-        pickup_timeout: args.pickup_timeout,
-        timeout: args.timeout,
-    };
+    let options = args.follow.options(started);
     let ended: RollbackRequest = follow(&session, &namespace, &name, "rollback", &options).await?;
     let status = ended.status.clone().unwrap_or_default();
     let text = conclusion(

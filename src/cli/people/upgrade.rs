@@ -3,7 +3,7 @@
 //! `--wait`, follows it and its automatic rollback to the end.
 
 use super::cluster::{ClusterArgs, find_app, open};
-use super::follow::{FollowOptions, follow};
+use super::follow::{WaitArgs, follow};
 use super::view::outcome::{Ended, conclusion};
 use super::view::transition;
 use crate::api::{ManagedApp, SourceKind, UpgradeRequest, UpgradeRequestSpec};
@@ -26,10 +26,6 @@ pub struct UpgradeArgs {
     /// snapshot.
     #[arg(long)]
     pub dry_run: bool,
-    /// Follow the upgrade (and its automatic rollback) phase by phase until it ends; the exit
-    /// code says how it ended (0 succeeded, 3 failed, 4 rolled back, 5 frozen).
-    #[arg(long)]
-    pub wait: bool,
     /// Namespace of the app; by default the kubeconfig context's.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -42,13 +38,8 @@ pub struct UpgradeArgs {
     /// Do not snapshot the volumes first (a rollback then cannot restore data).
     #[arg(long)]
     pub skip_snapshot: bool,
-    /// With --wait: how long the request may stay unadmitted before the operator counts as
-    /// not running.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
-    pub pickup_timeout: Duration,
-    /// With --wait: stop waiting after this long (the upgrade keeps running).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub follow: WaitArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -328,18 +319,14 @@ pub async fn run(args: UpgradeArgs) -> anyhow::Result<()> {
             active.name
         ))?;
     }
-    if !args.wait {
+    if !args.follow.wait {
         super::say(&format!(
             "It runs in the operator. Watch it with `fluxgate status {} -n {namespace}`, or follow it next time with --wait.",
             app.name_any()
         ))?;
         return Ok(());
     }
-    let options = FollowOptions {
-        started,
-        pickup_timeout: args.pickup_timeout,
-        timeout: args.timeout,
-    };
+    let options = args.follow.options(started);
     let ended: UpgradeRequest = follow(&session, &namespace, &name, "upgrade", &options).await?;
     let status = ended.status.clone().unwrap_or_default();
     let app_name = app.name_any();
