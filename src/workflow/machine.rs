@@ -487,6 +487,15 @@ fn fail(
                  create a RollbackRequest or delete this request to resume Flux",
                 problem.reason, problem.message
             );
+            // Reconcile has resumed Flux by now: suspend it again (parents first), so that
+            // neither Flux nor helm-controller's remediation moves anything while a person
+            // looks. Deleting the request resumes exactly these.
+            for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
+                d.actions.push(Action::SetSuspend {
+                    object: object.clone(),
+                    suspend: true,
+                });
+            }
             d.actions.push(Action::Finish(finish(
                 Some(&plan),
                 Some(Phase::Frozen),
