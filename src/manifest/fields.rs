@@ -198,7 +198,18 @@ pub fn locate_fields(
     };
     let doc = DocSelector::parse(&release).map_err(|e| no_default(e.to_string()))?;
     let at = |path: &str| YamlPath::parse(path).map(|p| get(&text, Some(&doc), &p));
-    if let Ok(Ok(_)) = at(".spec.chart.spec.version") {
+    let version = at(".spec.chart.spec.version");
+    if let Ok(Err(e)) = &version
+        && e.is_unreadable_file()
+    {
+        // Not "the field is missing": the file itself cannot be read; say why.
+        return Err(FieldError::Manifest {
+            field: "chart".into(),
+            file: main_file.to_owned(),
+            source: Box::new(e.clone()),
+        });
+    }
+    if let Ok(Ok(_)) = version {
         let field = ResolvedField {
             name: "chart".into(),
             file: main_file.to_owned(),
@@ -521,6 +532,21 @@ spec:
                 "version field chart in apps/db/oci.yaml now holds v1.6.0, not v1.4.2"
             ),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_as_such_not_as_a_missing_field() {
+        let app = spec(
+            json!({"source": {"kind": "HelmRelease", "name": "db"}, "git": {"file": "db.yaml"}}),
+        );
+        let broken = "apiVersion: v2\nkind: HelmRelease\nmetadata: {name: db\nspec: [\n";
+        let err = locate_fields(&app, &files(&[("db.yaml", broken)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("version field chart in db.yaml: the file is not valid YAML"),
+            "{err}"
         );
     }
 
