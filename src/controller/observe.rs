@@ -227,7 +227,14 @@ async fn applied_target(
     let served = served_commit(&ctx.client, &plan.flux_objects)
         .await
         .map_err(problem)?;
-    let Some(served) = served.filter(|s| s.len() >= 40 && !s.eq_ignore_ascii_case(ours)) else {
+    // Flux still serving the head the request was admitted at (older than ours) is the
+    // common case while it has not fetched yet: no need to ask Git.
+    let admitted = plan.git.as_ref().map(|g| g.revision.as_str());
+    let Some(served) = served.filter(|s| {
+        s.len() >= 40
+            && !s.eq_ignore_ascii_case(ours)
+            && !admitted.is_some_and(|a| s.eq_ignore_ascii_case(a))
+    }) else {
         return Ok(ours.to_owned());
     };
     let location = locate(ctx, app, &plan.flux_objects).await?;
