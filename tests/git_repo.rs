@@ -572,3 +572,28 @@ fn reads_a_whole_directory_at_one_head() -> TestResult {
     assert!(repo.read_directory_blocking("../etc").is_err());
     Ok(())
 }
+
+#[test]
+fn tells_whether_a_later_commit_includes_an_earlier_one() -> TestResult {
+    let server = file_server()?;
+    let cache = tempfile::tempdir()?;
+    let repo = open(&server, server.file_url(), GitAuth::Anonymous, cache.path())?;
+    let first = server.head()?;
+    let ours = server.push_commit(&[("a.txt", "ours\n")], "Ours")?;
+    let theirs = server.push_commit(&[("b.txt", "theirs\n")], "Theirs, pushed after ours")?;
+    assert!(
+        repo.contains_blocking(&theirs, &ours)?,
+        "a later head includes ours"
+    );
+    assert!(repo.contains_blocking(&ours, &ours)?);
+    assert!(
+        !repo.contains_blocking(&first, &ours)?,
+        "an older one does not"
+    );
+    assert!(
+        !repo.contains_blocking(&"0".repeat(40), &ours)?,
+        "an unknown commit does not"
+    );
+    assert!(!repo.contains_blocking("not-a-sha", &ours)?);
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
-use fluxgate::demo::world::DemoWorld;
+use fluxgate::demo::world::{DemoWorld, wait_until};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::json;
@@ -33,14 +33,27 @@ async fn only_the_newest_snapshots_are_kept_per_volume() {
                 .collect::<BTreeSet<_>>(),
         );
     }
-    let left: BTreeSet<String> = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|s| s.name_any())
-        .collect();
-    assert_eq!(left, taken[1], "the first upgrade's snapshots are pruned");
+    // Deletion goes through the snapshot controller's finalizer: wait for it to finish.
+    let api = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps");
+    let left = wait_until(
+        "old snapshots to be pruned",
+        Duration::from_secs(20),
+        async || {
+            let names: BTreeSet<String> = api
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .map(|s| s.name_any())
+                .collect();
+            (names == taken[1]).then_some(names)
+        },
+    )
+    .await;
+    assert!(
+        left.is_ok(),
+        "the first upgrade's snapshots are pruned, the second's kept: {left:?}"
+    );
     story.stop().await;
 }

@@ -17,12 +17,13 @@ use crate::cluster::workloads::ops::scale;
 use crate::git::{
     CommitRequest, EditError, EditResult, FileEdit, REQUEST_UID_TRAILER, request_trailers,
 };
-use crate::manifest::fields::{edit_file, locate_fields};
+use crate::manifest::fields::{FieldError, edit_file_expecting, locate_fields};
 use crate::workflow::RequestKind;
 use crate::workflow::{Action, Problem, Request};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
+use std::sync::{Arc, Mutex};
 
 fn problem(error: ClusterError) -> Problem {
     Problem {
@@ -215,11 +216,17 @@ async fn commit(
         .collect();
     paths.sort();
     paths.dedup();
+    // Every edit starts from the versions the plan was made from: a field someone else has
+    // changed since (before our first fetch or during a lost push race) is not overwritten.
+    let expected = acting.plan.map(|p| p.from.clone()).unwrap_or_default();
+    let changed_in_git: Arc<Mutex<Option<String>>> = Arc::default();
     let edits = paths
         .into_iter()
         .map(|path| {
             let fields = fields.clone();
             let versions = versions.clone();
+            let expected = expected.clone();
+            let changed_in_git = changed_in_git.clone();
             let file = path.clone();
             FileEdit::new(
                 path,
@@ -228,7 +235,16 @@ async fn commit(
                     let text =
                         crate::manifest::text_from_bytes(bytes).map_err(|e| e.to_string())?;
                     let edited =
-                        edit_file(text, &file, &fields, &versions).map_err(|e| e.to_string())?;
+                        match edit_file_expecting(text, &file, &fields, &expected, &versions) {
+                            Ok(edited) => edited,
+                            Err(e) => {
+                                if matches!(e, FieldError::ChangedInGit { .. }) {
+                                    *changed_in_git.lock().unwrap_or_else(|p| p.into_inner()) =
+                                        Some(e.to_string());
+                                }
+                                return Err(e.to_string().into());
+                            }
+                        };
                     Ok(if edited == text {
                         EditResult::Unchanged
                     } else {
@@ -246,10 +262,19 @@ async fn commit(
         edits,
         idempotency: Some((REQUEST_UID_TRAILER.into(), acting.request.uid.clone())),
     };
-    repo.commit_and_push(request)
-        .await
-        .map(|_| ())
-        .map_err(git_problem)
+    match repo.commit_and_push(request).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let changed = changed_in_git
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            Err(match changed {
+                Some(message) => Problem::terminal("VersionChangedInGit", message),
+                None => git_problem(error),
+            })
+        }
+    }
 }
 
 async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Result<(), Problem> {

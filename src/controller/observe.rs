@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::HelmRelease;
-use crate::cluster::flux::ops::{apply_progress, get, helm_release_hold};
+use crate::cluster::flux::ops::{apply_progress, get, helm_release_hold, served_commit};
 use crate::cluster::flux::progress::remediation_for;
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
@@ -133,11 +133,12 @@ pub async fn observe_phase(
             observed.commit = commit_state(ctx, request, app, plan).await?
         }
         Phase::Reconcile => {
-            let sha = status
+            let ours = status
                 .commit
                 .as_ref()
                 .map(|c| c.sha.clone())
                 .unwrap_or_default();
+            let sha = applied_target(ctx, app, plan, &ours).await?;
             let chart = (app.spec.source.kind == SourceKind::HelmRelease)
                 .then(|| plan.to.get("chart"))
                 .flatten();
@@ -212,6 +213,34 @@ pub async fn observe_phase(
         _ => {}
     }
     Ok(())
+}
+
+/// The commit Flux must apply for ours to be in: ours, or — when others pushed after us —
+/// the newer commit the GitRepository already serves, if that one includes ours. (Waiting
+/// for Flux to apply exactly our commit would wait forever once a later push lands first.)
+async fn applied_target(
+    ctx: &Context,
+    app: &ManagedApp,
+    plan: &Plan,
+    ours: &str,
+) -> Result<String, Problem> {
+    let served = served_commit(&ctx.client, &plan.flux_objects)
+        .await
+        .map_err(problem)?;
+    // Flux still serving the head the request was admitted at (older than ours) is the
+    // common case while it has not fetched yet: no need to ask Git.
+    let admitted = plan.git.as_ref().map(|g| g.revision.as_str());
+    let Some(served) = served.filter(|s| {
+        s.len() >= 40
+            && !s.eq_ignore_ascii_case(ours)
+            && !admitted.is_some_and(|a| s.eq_ignore_ascii_case(a))
+    }) else {
+        return Ok(ours.to_owned());
+    };
+    let location = locate(ctx, app, &plan.flux_objects).await?;
+    let repo = open(ctx, &location).await?;
+    let includes = repo.contains(&served, ours).await.map_err(git_problem)?;
+    Ok(if includes { served } else { ours.to_owned() })
 }
 
 /// The `spec.suspend` of every planned Flux object and the replicas of every planned

@@ -233,10 +233,29 @@ fn error_policy<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Requeu
     Requeue::requeue(Duration::from_secs(5))
 }
 
+/// The request as the API server has it now. The controller's cache can lag behind our own
+/// last status write (a watch event of a Flux object we just patched may trigger the next
+/// reconcile before the cache sees that write); deciding from that stale phase would repeat
+/// or undo an earlier step's side effects before the status write is refused as stale.
+async fn fresh<K: RequestObject>(
+    ctx: &Context,
+    cached: &K,
+) -> Result<Option<Arc<K>>, ReconcileError> {
+    let namespace = cached.namespace().unwrap_or_default();
+    Api::<K>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&cached.name_any())
+        .await
+        .map(|found| found.map(Arc::new))
+        .map_err(|e| api_error("reading the request", e))
+}
+
 async fn reconcile_upgrade(
-    upgrade: Arc<UpgradeRequest>,
+    cached: Arc<UpgradeRequest>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
+    let Some(upgrade) = fresh(&ctx, cached.as_ref()).await? else {
+        return Ok(Requeue::await_change());
+    };
     let namespace = upgrade.namespace().unwrap_or_default();
     let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&upgrade.spec.managed_app)
@@ -254,9 +273,12 @@ async fn reconcile_upgrade(
 }
 
 async fn reconcile_rollback(
-    rollback: Arc<RollbackRequest>,
+    cached: Arc<RollbackRequest>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {
+    let Some(rollback) = fresh(&ctx, cached.as_ref()).await? else {
+        return Ok(Requeue::await_change());
+    };
     let namespace = rollback.namespace().unwrap_or_default();
     let upgrade = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&rollback.spec.upgrade_request)

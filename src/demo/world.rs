@@ -5,7 +5,7 @@
 use crate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
 use crate::controller::{Context, Settings};
 use anyhow::Context as _;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use kubesim::KubeSim;
@@ -25,37 +25,85 @@ pub const APP_FILE: &str = "clusters/prod/db.yaml";
 /// The app's manifests at chart tag `tag`: an OCIRepository and a HelmRelease with a
 /// two-replica StatefulSet and a data volume per replica.
 pub fn app_manifest(tag: &str) -> String {
+    helm_app_manifest("db", tag, 2)
+}
+
+/// The manifests of a HelmRelease app `name` in namespace `apps` at chart tag `tag`: an
+/// OCIRepository and a HelmRelease whose chart runs a StatefulSet of `replicas` pods with a
+/// data volume each.
+pub fn helm_app_manifest(name: &str, tag: &str, replicas: u32) -> String {
     format!(
         "# The database of the apps namespace.
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: OCIRepository
 metadata:
-  name: db
+  name: {name}
   namespace: apps
 spec:
   interval: 10m
-  url: oci://ghcr.io/example/charts/db
+  url: oci://ghcr.io/example/charts/{name}
   ref:
     tag: {tag} # pinned by Fluxgate
 ---
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
 metadata:
-  name: db
+  name: {name}
   namespace: apps
 spec:
   interval: 10m
   chartRef:
     kind: OCIRepository
-    name: db
+    name: {name}
   values:
-    replicaCount: 2
+    replicaCount: {replicas}
     persistence:
     - name: data
       size: 1Gi
 "
     )
 }
+
+/// The Kustomization app's Deployment (file [`WEB_FILE`]) running `image`, a full image
+/// reference: one replica mounting PVC `web-data`.
+pub fn web_deployment(image: &str) -> String {
+    format!(
+        "# The web frontend; Fluxgate manages its image.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: apps
+  labels:
+    app: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: \"{image}\" # digest pinned
+        ports:
+        - containerPort: 8080
+        volumeMounts:
+        - name: data
+          mountPath: /data
+      volumes:
+      - name: data
+        persistentVolumeClaim:
+          claimName: web-data
+"
+    )
+}
+
+/// The repository file holding the Kustomization app's Deployment.
+pub const WEB_FILE: &str = "apps/web/deployment.yaml";
 
 /// A running simulated world; dropping it stops everything.
 pub struct DemoWorld {
@@ -84,10 +132,134 @@ fn external_crds() -> std::path::PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/external-crds"))
 }
 
+/// A workload a fleet waits for before its ManagedApps are created.
+#[derive(Clone, Debug)]
+enum Running {
+    StatefulSet(String, i32),
+    Deployment(String, i32),
+}
+
+/// What a [`DemoWorld`] deploys: the fleet repository (under `clusters/prod`, applied by
+/// Flux's root Kustomization `flux-system`), the apps in it and their ManagedApps (all in
+/// namespace `apps`), and how the Git server is reached.
+#[derive(Clone, Debug, Default)]
+pub struct Fleet {
+    resources: Vec<String>,
+    files: Vec<(String, String)>,
+    apps: Vec<(String, serde_json::Value)>,
+    running: Vec<Running>,
+    credentials: Option<(String, String)>,
+}
+
+/// The Secret (namespace `apps`) holding the Git credentials of a fleet served with
+/// [`Fleet::http_credentials`].
+pub const GIT_SECRET: &str = "fleet-git";
+
+impl Fleet {
+    /// An empty fleet: namespace `apps` and nothing else.
+    pub fn new() -> Fleet {
+        Fleet::default()
+    }
+
+    /// A HelmRelease app `name` (file `clusters/prod/<name>.yaml`, see
+    /// [`helm_app_manifest`]) with its ManagedApp `name`: `app_spec` merged over the basics
+    /// (source, git file, 1 s stabilization).
+    pub fn helm_app(
+        mut self,
+        name: &str,
+        tag: &str,
+        replicas: u32,
+        app_spec: serde_json::Value,
+    ) -> Fleet {
+        let file = format!("clusters/prod/{name}.yaml");
+        self.resources.push(format!("{name}.yaml"));
+        self.files
+            .push((file.clone(), helm_app_manifest(name, tag, replicas)));
+        let mut spec = json!({"source": {"kind": "HelmRelease", "name": name},
+                              "git": {"file": file}, "health": {"stabilization": "1s"}});
+        json_patch::merge(&mut spec, &app_spec);
+        self.apps.push((name.to_owned(), spec));
+        self.running.push(Running::StatefulSet(
+            name.to_owned(),
+            i32::try_from(replicas).unwrap_or(i32::MAX),
+        ));
+        self
+    }
+
+    /// The Kustomization app `web`: Flux Kustomization `flux-system/web` applying `apps/web`
+    /// (a Deployment running `image` — see [`web_deployment`] — and its PVC `web-data`),
+    /// and ManagedApp `web` managing the image as version `image` (`format: image`), with
+    /// `app_spec` merged over that.
+    pub fn web_app(mut self, image: &str, app_spec: serde_json::Value) -> Fleet {
+        self.resources.push("web.yaml".into());
+        self.files.push((
+            "clusters/prod/web.yaml".into(),
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: web
+  namespace: flux-system
+spec:
+  interval: 10m
+  path: ./apps/web
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+"
+            .into(),
+        ));
+        self.files.push((
+            "apps/web/kustomization.yaml".into(),
+            "resources:\n- deployment.yaml\n- pvc.yaml\n".into(),
+        ));
+        self.files.push((WEB_FILE.into(), web_deployment(image)));
+        self.files.push((
+            "apps/web/pvc.yaml".into(),
+            "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: web-data
+  namespace: apps
+spec:
+  storageClassName: sim-immediate
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 1Gi
+"
+            .into(),
+        ));
+        let mut spec = json!({
+            "source": {"kind": "Kustomization", "name": "web", "namespace": "flux-system"},
+            "git": {"file": WEB_FILE},
+            "versions": [{"name": "image", "path": ".spec.template.spec.containers[0].image", "format": "image"}],
+            "health": {"stabilization": "1s"}});
+        json_patch::merge(&mut spec, &app_spec);
+        self.apps.push(("web".into(), spec));
+        self.running.push(Running::Deployment("web".into(), 1));
+        self
+    }
+
+    /// Serves the repository over smart HTTP with basic auth too: the ManagedApps use the
+    /// HTTP URL with these credentials, from Secret [`GIT_SECRET`] (Flux's sims keep
+    /// reading it locally).
+    pub fn http_credentials(mut self, username: &str, password: &str) -> Fleet {
+        self.credentials = Some((username.to_owned(), password.to_owned()));
+        self
+    }
+}
+
 impl DemoWorld {
     /// Starts the world with the app at chart tag `tag` deployed and running, its
     /// ManagedApp created with `app_spec` merged over the basics, and Fluxgate running.
     pub async fn start(tag: &str, app_spec: serde_json::Value) -> anyhow::Result<DemoWorld> {
+        DemoWorld::start_fleet(Fleet::new().helm_app("db", tag, 2, app_spec)).await
+    }
+
+    /// Starts the world with every app of `fleet` deployed and running, their ManagedApps
+    /// created, and Fluxgate running.
+    pub async fn start_fleet(fleet: Fleet) -> anyhow::Result<DemoWorld> {
         let kube = KubeSim::start().await;
         for (file, crd) in crate::api::crds() {
             kube.put(serde_json::to_value(crd)?)
@@ -101,16 +273,23 @@ impl DemoWorld {
             )
         })?;
         let client = kube.client();
-        let git = GitServer::builder()
-            .file(
-                "clusters/prod/kustomization.yaml",
-                "resources:\n- ns.yaml\n- db.yaml\n",
-            )
+        let mut resources = "resources:\n- ns.yaml\n".to_owned();
+        for resource in &fleet.resources {
+            resources.push_str(&format!("- {resource}\n"));
+        }
+        let mut builder = GitServer::builder()
+            .file("clusters/prod/kustomization.yaml", resources)
             .file(
                 "clusters/prod/ns.yaml",
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n",
-            )
-            .file(APP_FILE, app_manifest(tag))
+            );
+        for (path, contents) in &fleet.files {
+            builder = builder.file(path, contents);
+        }
+        if let Some((username, password)) = &fleet.credentials {
+            builder = builder.http_credentials(username, password);
+        }
+        let git = builder
             .start()
             .context("starting the local Git server (is `git` installed?)")?;
         let mut options = WorldOptions::fast();
@@ -127,24 +306,56 @@ impl DemoWorld {
             .await
             .context("bootstrapping Flux")?;
         let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "apps");
-        wait_until("the app to run", Duration::from_secs(60), async || {
-            let sts = statefulsets.get_opt("db").await.ok()??;
-            (sts.status?.ready_replicas == Some(2)).then_some(())
-        })
-        .await?;
-        let mut spec = json!({"source": {"kind": "HelmRelease", "name": "db"},
-                              "git": {"file": APP_FILE, "url": git.file_url(), "branch": "main"},
-                              "health": {"stabilization": "1s"}});
-        json_patch::merge(&mut spec, &app_spec);
-        let app: ManagedApp = serde_json::from_value(json!({
-            "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
-            "metadata": {"name": "db", "namespace": "apps"}, "spec": spec
-        }))
-        .context("the ManagedApp of the demo")?;
-        Api::<ManagedApp>::namespaced(client.clone(), "apps")
-            .create(&PostParams::default(), &app)
-            .await
-            .context("creating the ManagedApp")?;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "apps");
+        for running in &fleet.running {
+            match running {
+                Running::StatefulSet(name, replicas) => {
+                    wait_until(
+                        &format!("StatefulSet {name} to run"),
+                        Duration::from_secs(60),
+                        async || {
+                            let sts = statefulsets.get_opt(name).await.ok()??;
+                            (sts.status?.ready_replicas == Some(*replicas)).then_some(())
+                        },
+                    )
+                    .await?
+                }
+                Running::Deployment(name, replicas) => {
+                    wait_until(
+                        &format!("Deployment {name} to run"),
+                        Duration::from_secs(60),
+                        async || {
+                            let deployment = deployments.get_opt(name).await.ok()??;
+                            (deployment.status?.ready_replicas == Some(*replicas)).then_some(())
+                        },
+                    )
+                    .await?
+                }
+            }
+        }
+        let mut git_spec = json!({"url": git.file_url(), "branch": "main"});
+        if let Some((username, password)) = &fleet.credentials {
+            sim::seed::git_credentials(&client, "apps", GIT_SECRET, username, password)
+                .await
+                .context("creating the Git credentials Secret")?;
+            let url = git.http_url().context("the Git server serves HTTP")?;
+            git_spec = json!({"url": url, "branch": "main", "secretRef": {"name": GIT_SECRET}});
+        }
+        for (name, spec) in &fleet.apps {
+            // The fleet's Git location underneath, the app's own settings over it.
+            let mut spec_with_git = json!({ "git": git_spec.clone() });
+            json_patch::merge(&mut spec_with_git, spec);
+            let spec = spec_with_git;
+            let app: ManagedApp = serde_json::from_value(json!({
+                "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
+                "metadata": {"name": name, "namespace": "apps"}, "spec": spec
+            }))
+            .with_context(|| format!("the ManagedApp {name}"))?;
+            Api::<ManagedApp>::namespaced(client.clone(), "apps")
+                .create(&PostParams::default(), &app)
+                .await
+                .with_context(|| format!("creating the ManagedApp {name}"))?;
+        }
         let cache = tempfile::tempdir().context("creating the Git cache directory")?;
         let mut story = DemoWorld {
             settings: Settings::new(cache.path()),
@@ -167,15 +378,12 @@ impl DemoWorld {
         if self.operator.is_some() {
             return Ok(());
         }
-        let context = Arc::new(Context {
-            client: operator_client(&self.kube)?,
-            settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
-        });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        self.operator = Some(tokio::spawn(crate::controller::run(context, async {
-            let _ = stopped.await;
-        })));
+        let (stop, operator) = spawn_operator(
+            operator_client(&self.kube)?,
+            self.settings.clone(),
+            self.metrics.clone(),
+        );
+        self.operator = Some(operator);
         self.stop = Some(stop);
         Ok(())
     }
@@ -190,11 +398,21 @@ impl DemoWorld {
         }
     }
 
-    /// Creates an UpgradeRequest named `name` to chart `version`.
+    /// Creates an UpgradeRequest named `name` to chart `version` of app `db`.
     pub async fn upgrade(&self, name: &str, version: &str) -> anyhow::Result<UpgradeRequest> {
+        self.request(name, json!({"managedApp": "db", "version": version}))
+            .await
+    }
+
+    /// Creates an UpgradeRequest named `name` (namespace `apps`) with this spec.
+    pub async fn request(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> anyhow::Result<UpgradeRequest> {
         let upgrade: UpgradeRequest = serde_json::from_value(json!({
             "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-            "metadata": {"name": name, "namespace": "apps"}, "spec": {"managedApp": "db", "version": version}
+            "metadata": {"name": name, "namespace": "apps"}, "spec": spec
         }))?;
         Api::<UpgradeRequest>::namespaced(self.client.clone(), "apps")
             .create(&PostParams::default(), &upgrade)
@@ -232,12 +450,17 @@ impl DemoWorld {
         }
     }
 
-    /// The ManagedApp now.
+    /// The ManagedApp `db` now.
     pub async fn app(&self) -> anyhow::Result<ManagedApp> {
+        self.app_named("db").await
+    }
+
+    /// The ManagedApp `name` (namespace `apps`) now.
+    pub async fn app_named(&self, name: &str) -> anyhow::Result<ManagedApp> {
         Api::<ManagedApp>::namespaced(self.client.clone(), "apps")
-            .get("db")
+            .get(name)
             .await
-            .context("reading the ManagedApp")
+            .with_context(|| format!("reading the ManagedApp {name}"))
     }
 
     /// Stops Fluxgate's controllers gracefully.
@@ -249,6 +472,28 @@ impl DemoWorld {
             let _ = operator.await;
         }
     }
+}
+
+/// Runs Fluxgate's controllers in-process against `client`, as `fluxgate run` does, until
+/// the returned sender is used or dropped (a graceful stop) or the task is aborted (a crash).
+pub fn spawn_operator(
+    client: Client,
+    settings: Settings,
+    metrics: crate::telemetry::metrics::Metrics,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let context = Arc::new(Context {
+        client,
+        settings,
+        metrics,
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(crate::controller::run(context, async {
+        let _ = stopped.await;
+    }));
+    (stop, operator)
 }
 
 /// A client of `kube` that sends Fluxgate's User-Agent, so the request log tells the

@@ -261,6 +261,10 @@ pub trait GitRepo: Send + Sync {
         request: CommitRequest,
     ) -> BoxFuture<'_, Result<CommitOutcome, GitError>>;
 
+    /// Fetches and tells whether commit `descendant` includes commit `ancestor` (is it, or
+    /// has it in its history); false when either is not known after the fetch.
+    fn contains(&self, descendant: &str, ancestor: &str) -> BoxFuture<'_, Result<bool, GitError>>;
+
     /// Fetches and searches the newest `max_depth` first-parent commits of the branch for
     /// one carrying trailer `key: value` (key case-insensitive).
     fn find_commit_by_trailer(

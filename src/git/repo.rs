@@ -269,6 +269,26 @@ impl Git2Repo {
         })
     }
 
+    /// Blocking [`GitRepo::contains`].
+    pub fn contains_blocking(&self, descendant: &str, ancestor: &str) -> Result<bool, GitError> {
+        if descendant.eq_ignore_ascii_case(ancestor) {
+            return Ok(true);
+        }
+        let (Ok(descendant), Ok(ancestor)) = (Oid::from_str(descendant), Oid::from_str(ancestor))
+        else {
+            return Ok(false);
+        };
+        self.run("fetch", |s| {
+            s.fetch()?;
+            if s.repo.find_commit(descendant).is_err() || s.repo.find_commit(ancestor).is_err() {
+                return Ok(false);
+            }
+            s.repo
+                .graph_descendant_of(descendant, ancestor)
+                .map_err(|e| self.inner.corrupt(&e))
+        })
+    }
+
     /// Blocking [`GitRepo::commit_and_push`].
     pub fn commit_and_push_blocking(
         &self,
@@ -445,6 +465,13 @@ impl GitRepo for Git2Repo {
         request: CommitRequest,
     ) -> BoxFuture<'_, Result<CommitOutcome, GitError>> {
         Box::pin(self.spawn("push", move |r| r.commit_and_push_blocking(request)))
+    }
+
+    fn contains(&self, descendant: &str, ancestor: &str) -> BoxFuture<'_, Result<bool, GitError>> {
+        let (descendant, ancestor) = (descendant.to_owned(), ancestor.to_owned());
+        Box::pin(self.spawn("fetch", move |r| {
+            r.contains_blocking(&descendant, &ancestor)
+        }))
     }
 
     fn find_commit_by_trailer(

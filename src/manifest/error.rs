@@ -132,6 +132,18 @@ const PATH_SYNTAX_HINT: &str = "paths look like `.spec.chart.spec.version`, \
     `.images[name=podinfo].newTag`";
 
 impl ManifestError {
+    /// Whether the file as a whole cannot be read (too large, not UTF-8, not YAML, an alias
+    /// bomb), as opposed to one path or document not being there.
+    pub fn is_unreadable_file(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::InvalidUtf8 { .. }
+                | Self::Syntax { .. }
+                | Self::AliasBomb { .. }
+        )
+    }
+
     /// A short, stable label for metrics and events.
     pub fn category(&self) -> &'static str {
         match self {

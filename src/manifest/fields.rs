@@ -4,7 +4,7 @@
 //! sibling), what each holds now, and the new text of a file with several of them changed.
 
 use super::image::split_digest;
-use super::{DocSelector, ImageRef, ManifestError, YamlPath, get, set};
+use super::{DocSelector, ImageRef, ManifestError, YamlPath, get, set, versions_equal};
 use crate::api::{ManagedAppSpec, SourceKind, ValueFormat};
 use std::collections::BTreeMap;
 
@@ -102,6 +102,18 @@ pub enum FieldError {
     /// A target names a field the app does not have.
     #[error("target names version {0}, which the ManagedApp does not manage (known: {1})")]
     UnknownField(String, String),
+    /// The field holds neither the version the request started from nor its target: someone
+    /// else changed it since, and their change is not ours to overwrite.
+    #[error(
+        "version field {field} in {file} now holds {found}, not {expected} as when the request was admitted: \
+         someone else changed it; Fluxgate does not overwrite it (create a new request from the version in Git)"
+    )]
+    ChangedInGit {
+        field: String,
+        file: String,
+        expected: String,
+        found: String,
+    },
 }
 
 impl FieldError {
@@ -112,6 +124,7 @@ impl FieldError {
             FieldError::NoDefault { .. } | FieldError::VersionsRequired => "version_field_unknown",
             FieldError::Manifest { .. } => "manifest_invalid",
             FieldError::UnknownField(..) => "target_invalid",
+            FieldError::ChangedInGit { .. } => "version_changed",
         }
     }
 }
@@ -185,7 +198,18 @@ pub fn locate_fields(
     };
     let doc = DocSelector::parse(&release).map_err(|e| no_default(e.to_string()))?;
     let at = |path: &str| YamlPath::parse(path).map(|p| get(&text, Some(&doc), &p));
-    if let Ok(Ok(_)) = at(".spec.chart.spec.version") {
+    let version = at(".spec.chart.spec.version");
+    if let Ok(Err(e)) = &version
+        && e.is_unreadable_file()
+    {
+        // Not "the field is missing": the file itself cannot be read; say why.
+        return Err(FieldError::Manifest {
+            field: "chart".into(),
+            file: main_file.to_owned(),
+            source: Box::new(e.clone()),
+        });
+    }
+    if let Ok(Ok(_)) = version {
         let field = ResolvedField {
             name: "chart".into(),
             file: main_file.to_owned(),
@@ -312,6 +336,55 @@ pub fn edit_file(
     Ok(text)
 }
 
+/// Like [`edit_file`], but only from the versions the caller expects: each field of `target`
+/// in `file` must hold its version in `expected` (it is then set) or already its target (it
+/// stays); any other value was written by someone else and is refused, never overwritten.
+pub fn edit_file_expecting(
+    text: &str,
+    file: &str,
+    fields: &[ResolvedField],
+    expected: &BTreeMap<String, String>,
+    target: &BTreeMap<String, String>,
+) -> Result<String, FieldError> {
+    let mut wanted = BTreeMap::new();
+    for field in fields.iter().filter(|f| f.file == file) {
+        let Some(version) = target.get(&field.name) else {
+            continue;
+        };
+        let manifest_error = |source| FieldError::Manifest {
+            field: field.name.clone(),
+            file: file.to_owned(),
+            source: Box::new(source),
+        };
+        let doc = selector(&field.name, file, field.document.as_deref())?;
+        let path = YamlPath::parse(&field.path).map_err(manifest_error)?;
+        let now = ResolvedField {
+            value: get(text, doc.as_ref(), &path).map_err(manifest_error)?,
+            ..field.clone()
+        };
+        let found = current_versions(std::slice::from_ref(&now))?
+            .remove(&field.name)
+            .unwrap_or_default();
+        if versions_equal(&found, version) {
+            continue;
+        }
+        match expected.get(&field.name) {
+            Some(from) if !versions_equal(&found, from) => {
+                return Err(FieldError::ChangedInGit {
+                    field: field.name.clone(),
+                    file: file.to_owned(),
+                    expected: from.clone(),
+                    found,
+                });
+            }
+            _ => {
+                wanted.insert(field.name.clone(), version.clone());
+            }
+        }
+    }
+    edit_file(text, file, fields, &wanted)
+}
+
 /// Checks that every name in `target` is one of the fields.
 pub fn check_target(
     fields: &[ResolvedField],
@@ -432,6 +505,48 @@ spec:
         assert_eq!(
             err.to_string(),
             "target names version app, which the ManagedApp does not manage (known: image, chart)"
+        );
+    }
+
+    #[test]
+    fn an_edit_from_expected_versions_never_overwrites_someone_elses_value() {
+        let app = spec(
+            json!({"source": {"kind": "HelmRelease", "name": "db"}, "git": {"file": "apps/db/release.yaml"}}),
+        );
+        let repo = files(&[("apps/db/release.yaml", RELEASE), ("apps/db/oci.yaml", OCI)]);
+        let fields = locate_fields(&app, &repo).unwrap();
+        let from = BTreeMap::from([("chart".to_owned(), "v1.4.2".to_owned())]);
+        let to = BTreeMap::from([("chart".to_owned(), "v1.5.0".to_owned())]);
+        let edit = |text: &str| edit_file_expecting(text, "apps/db/oci.yaml", &fields, &from, &to);
+        // From the expected version: set; already at the target: unchanged.
+        let edited = edit(OCI).unwrap();
+        assert_eq!(edited, OCI.replace("v1.4.2", "v1.5.0"));
+        assert_eq!(edit(&edited).unwrap(), edited);
+        // Someone else moved it on: refused, naming both versions.
+        let theirs = OCI.replace("v1.4.2", "v1.6.0");
+        let err = edit(&theirs).unwrap_err();
+        assert_eq!(err.category(), "version_changed");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "version field chart in apps/db/oci.yaml now holds v1.6.0, not v1.4.2"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_as_such_not_as_a_missing_field() {
+        let app = spec(
+            json!({"source": {"kind": "HelmRelease", "name": "db"}, "git": {"file": "db.yaml"}}),
+        );
+        let broken = "apiVersion: v2\nkind: HelmRelease\nmetadata: {name: db\nspec: [\n";
+        let err = locate_fields(&app, &files(&[("db.yaml", broken)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("version field chart in db.yaml: the file is not valid YAML"),
+            "{err}"
         );
     }
 

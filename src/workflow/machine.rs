@@ -482,22 +482,20 @@ fn fail(
             });
         }
         OnFailure::Freeze => {
-            // Reconcile resumes Flux first, so from then on Flux runs the new version.
-            let (flux, next) = if phase == Phase::Commit {
-                (
-                    "Flux stays suspended",
-                    "create a RollbackRequest, or delete this request to resume Flux at the new version",
-                )
-            } else {
-                (
-                    "Flux was already resumed and runs the new version",
-                    "create a RollbackRequest to restore the data and revert Git",
-                )
-            };
             let message = format!(
-                "upgrade failed after its commit ({}): {}; FROZEN for a person: {flux}, nothing is undone; {next}",
+                "upgrade failed after its commit ({}): {}; FROZEN for a person: Flux is held suspended at the new version, nothing is undone; \
+                 create a RollbackRequest to restore the data and revert Git, or delete this request to resume Flux",
                 problem.reason, problem.message
             );
+            // Reconcile has resumed Flux by now: suspend it again (parents first), so that
+            // neither Flux nor helm-controller's remediation moves anything while a person
+            // looks. Deleting the request resumes exactly these.
+            for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
+                d.actions.push(Action::SetSuspend {
+                    object: object.clone(),
+                    suspend: true,
+                });
+            }
             d.actions.push(Action::Finish(finish(
                 Some(&plan),
                 Some(Phase::Frozen),

@@ -666,22 +666,37 @@ fn failure_after_the_commit_follows_on_failure() {
 
     let d = decide(&upgrade(), &app(OnFailure::Freeze), &status, &observed);
     assert_eq!(d.status.phase, Some(Phase::Frozen));
+    // Flux, resumed by Reconcile, is suspended again, parents first; what was suspended
+    // before the upgrade is left alone; the lock stays with the frozen request.
+    let suspended: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetSuspend {
+                object,
+                suspend: true,
+            } => Some(object.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(suspended, vec!["apps", "db"]);
     assert!(
-        matches!(&d.actions[..], [Action::Finish(f)] if !f.release_lock && f.result == Some(Phase::Frozen))
+        matches!(d.actions.last(), Some(Action::Finish(f)) if !f.release_lock && f.result == Some(Phase::Frozen))
     );
+    assert_eq!(d.actions.len(), 3, "{:?}", d.actions);
     assert!(
         d.notes
             .iter()
             .any(|n| n.warning && n.message.contains("FROZEN"))
     );
-    // Verify runs after Flux was resumed: the message must not claim it is suspended.
+    // Verify runs after Flux was resumed: Freeze suspends it again, and says so.
     let frozen = d
         .notes
         .iter()
         .find(|n| n.message.contains("FROZEN"))
         .unwrap();
     assert!(
-        frozen.message.contains("already resumed") && !frozen.message.contains("stays suspended"),
+        frozen.message.contains("held suspended"),
         "{}",
         frozen.message
     );

@@ -335,6 +335,27 @@ pub async fn apply_progress(
         .unwrap_or(Progress::Done))
 }
 
+/// The commit the GitRepository that deploys the chain serves now (its artifact's
+/// revision), if it has an artifact.
+pub async fn served_commit(
+    client: &Client,
+    chain: &[PlannedFluxObject],
+) -> Result<Option<String>, ClusterError> {
+    use super::GitRepository;
+    let source = git_source(client, chain).await?;
+    let (namespace, name) = &source.repository;
+    let repository: GitRepository = typed(
+        get(client, FluxObjectKind::GitRepository, namespace, name).await?,
+        FluxObjectKind::GitRepository,
+        namespace,
+        name,
+    )?;
+    Ok(repository
+        .status
+        .and_then(|s| s.artifact)
+        .map(|a| super::progress::revision_commit(&a.revision).to_owned()))
+}
+
 /// Whether the GitRepository serves commit `sha` and every Kustomization of the chain that
 /// follows it has applied it at its current generation (the first thing missing otherwise).
 async fn parents_progress(

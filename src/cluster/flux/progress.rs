@@ -30,11 +30,16 @@ pub fn revision_is_commit(revision: &str, sha: &str) -> bool {
     if sha.len() < 40 {
         return false;
     }
-    let digest = match revision.rsplit_once("sha1:") {
+    revision_commit(revision).eq_ignore_ascii_case(sha)
+}
+
+/// The commit a Flux revision names: the digest of `main@sha1:<sha>` or `sha1:<sha>`, or the
+/// last part of the legacy `main/<sha>`.
+pub fn revision_commit(revision: &str) -> &str {
+    match revision.rsplit_once("sha1:") {
         Some((_, digest)) => digest,
         None => revision.rsplit_once('/').map_or(revision, |(_, d)| d),
-    };
-    digest.eq_ignore_ascii_case(sha)
+    }
 }
 
 /// Whether the GitRepository's artifact is our commit.
@@ -236,6 +241,8 @@ mod tests {
         assert!(revision_is_commit(&format!("main/{SHA}"), SHA));
         assert!(!revision_is_commit(&format!("main@sha1:{OLD}"), SHA));
         assert!(!revision_is_commit(&format!("main@sha1:{SHA}"), &SHA[..7]));
+        assert_eq!(revision_commit(&format!("main@sha1:{SHA}")), SHA);
+        assert_eq!(revision_commit(&format!("main/{SHA}")), SHA);
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! Story (e), `rollback.onFailure: Freeze`: a version that fails after its commit leaves
+//! everything as it is for a person — the new commit stays in Git, no rollback, Flux
+//! suspended, volumes and snapshots kept, the app's lock held — and says so loudly in the
+//! request's phase, failure, conditions and Events, the app's last operation and the metrics.
+//! Deleting the frozen request (the documented way out) resumes Flux and frees the app.
+
+use fluxgate::api::conditions::{READY, STALLED, find_condition};
+use fluxgate::api::{FluxObjectKind, Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::cluster::flux::ops::{get, is_suspended};
+use fluxgate::cluster::snapshots::VolumeSnapshot;
+use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+use std::time::Duration;
+
+async fn suspended(story: &DemoWorld) -> (bool, bool) {
+    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+        .await
+        .unwrap()
+        .unwrap();
+    let root = get(
+        &story.client,
+        FluxObjectKind::Kustomization,
+        "flux-system",
+        "flux-system",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    (is_suspended(&root), is_suspended(&release))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
+    let story = DemoWorld::start(
+        "v1.4.0",
+        json!({"rollback": {"onFailure": "Freeze"}, "health": {"timeout": "5s", "stabilization": "1s"}}),
+    )
+    .await
+    .unwrap();
+    story.world.failures.fail_chart_version("v2.0.0");
+    story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
+    let frozen: UpgradeRequest = story
+        .finished("db-2-0-0", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let status = frozen.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Frozen), "{status:#?}");
+    let failure = status.failure.clone().expect("the failure is recorded");
+    assert!(
+        matches!(failure.phase, Phase::Reconcile | Phase::Verify),
+        "{failure:?}"
+    );
+    assert!(!failure.reason.is_empty() && !failure.message.is_empty());
+
+    // Nothing undone: the commit stays, no rollback, volumes and snapshots are there.
+    let log = story.git.log().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        story.git.read_file(APP_FILE).unwrap(),
+        Some(app_manifest("v2.0.0"))
+    );
+    assert_eq!(
+        status.commit.as_ref().map(|c| c.sha.as_str()),
+        Some(log[0].sha.as_str())
+    );
+    let rollbacks = Api::<RollbackRequest>::namespaced(story.client.clone(), "apps")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(rollbacks.items.is_empty(), "Freeze creates no rollback");
+    let snapshots = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(snapshots.items.len(), 2, "the safety net is kept");
+    for pvc in ["data-db-0", "data-db-1"] {
+        Api::<PersistentVolumeClaim>::namespaced(story.client.clone(), "apps")
+            .get(pvc)
+            .await
+            .unwrap();
+    }
+    // Flux is held still for the person who looks (SPEC: "Flux suspended").
+    assert_eq!(
+        suspended(&story).await,
+        (true, true),
+        "Flux stays suspended while frozen"
+    );
+
+    // Reported everywhere a person looks.
+    let ready = find_condition(&status.conditions, READY).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("FROZEN"), "{}", ready.message);
+    assert!(
+        find_condition(&status.conditions, STALLED).is_some_and(|c| c.status == "True"),
+        "{:?}",
+        status.conditions
+    );
+    let events = wait_until("the Frozen event", Duration::from_secs(10), async || {
+        let events = Api::<Event>::namespaced(story.client.clone(), "apps")
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        let found: Vec<Event> = events
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("db-2-0-0"))
+            .collect();
+        found
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Frozen"))
+            .then_some(found)
+    })
+    .await
+    .unwrap();
+    let frozen_event = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Frozen"))
+        .unwrap();
+    assert_eq!(frozen_event.type_.as_deref(), Some("Warning"));
+    let app = story.app().await.unwrap().status.unwrap();
+    assert_eq!(
+        app.active_operation.as_ref().map(|o| o.name.as_str()),
+        Some("db-2-0-0"),
+        "the app stays locked for the person"
+    );
+    assert_eq!(
+        app.last_operation.as_ref().map(|o| o.result.as_str()),
+        Some("Frozen")
+    );
+    assert!(
+        app.failed_versions.is_empty(),
+        "nothing was rolled back, so nothing is remembered as failed"
+    );
+    let metrics = story.metrics.render();
+    assert!(
+        metrics.contains(r#"fluxgate_operations_total{kind="UpgradeRequest",result="Frozen"} 1"#),
+        "{metrics}"
+    );
+
+    // Another upgrade waits for the person.
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
+    wait_until(
+        "the next upgrade to queue",
+        Duration::from_secs(10),
+        async || {
+            let status = upgrades.get("db-1-5-0").await.ok()?.status?;
+            (status.phase == Some(Phase::Queued)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // The person deletes the frozen request: Flux resumes, the queued upgrade runs.
+    story.world.failures.clear_versions();
+    upgrades
+        .delete("db-2-0-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the frozen request to go",
+        Duration::from_secs(20),
+        async || {
+            upgrades
+                .get_opt("db-2-0-0")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let next: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        next.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Succeeded),
+        "{:#?}",
+        next.status
+    );
+    assert_eq!(suspended(&story).await, (false, false));
+    story.stop().await;
+}
