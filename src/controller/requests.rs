@@ -31,6 +31,65 @@ pub enum ReconcileError {
     /// The API refused or failed a request about the request object itself.
     #[error("{0}")]
     Api(String),
+    /// The request's status kept changing under the operator's writes.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How many status writes in a row may meet a conflict (each retried at once, from a fresh
+/// read) before the reconcile fails with [`ReconcileError::Conflict`] and backs off.
+const STATUS_CONFLICT_RETRIES: u32 = 3;
+
+/// Requests whose last status write met a conflict, by UID, with how many in a row: their
+/// next reconcile reads the object fresh from the API instead of the watch cache (which
+/// may not have the newer version yet).
+#[derive(Clone, Default)]
+struct Conflicts(Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>);
+
+impl Conflicts {
+    fn count(&self, uid: &str) -> u32 {
+        self.0
+            .lock()
+            .map(|m| m.get(uid).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn bump(&self, uid: &str) -> u32 {
+        self.0.lock().map_or(u32::MAX, |mut m| {
+            let n = m.entry(uid.to_owned()).or_insert(0);
+            *n += 1;
+            *n
+        })
+    }
+
+    fn clear(&self, uid: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(uid);
+        }
+    }
+
+    /// The object to reconcile: the cached one, or a fresh read after a conflict.
+    async fn fresh<K: RequestObject>(
+        &self,
+        client: &kube::Client,
+        object: Arc<K>,
+    ) -> Result<Arc<K>, ReconcileError> {
+        if self.count(&object.uid().unwrap_or_default()) == 0 {
+            return Ok(object);
+        }
+        let api = Api::<K>::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+        match api
+            .get_opt(&object.name_any())
+            .await
+            .map_err(|e| api_error("re-reading the request after a conflict", e))?
+        {
+            Some(fresh) if fresh.uid() == object.uid() => Ok(Arc::new(fresh)),
+            _ => {
+                self.clear(&object.uid().unwrap_or_default());
+                Ok(object)
+            }
+        }
+    }
 }
 
 /// A request kind the controller handles.
@@ -80,6 +139,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let conflicts = Conflicts::default();
     let upgrades = Controller::new(
         Api::<UpgradeRequest>::all(client.clone()),
         watcher::Config::default(),
@@ -104,7 +164,14 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_upgrade, error_policy, ctx.clone())
+        .run(
+            {
+                let conflicts = conflicts.clone();
+                move |upgrade, ctx| reconcile_upgrade(upgrade, ctx, conflicts.clone())
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let rollbacks = Controller::new(
         Api::<RollbackRequest>::all(client.clone()),
@@ -112,7 +179,11 @@ pub async fn run(
     );
     let rollbacks = watch_the_world(rollbacks, &client)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile_rollback, error_policy, ctx.clone())
+        .run(
+            move |rollback, ctx| reconcile_rollback(rollback, ctx, conflicts.clone()),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     futures::join!(upgrades, rollbacks);
 }
@@ -233,7 +304,9 @@ fn error_policy<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Requeu
 async fn reconcile_upgrade(
     upgrade: Arc<UpgradeRequest>,
     ctx: Arc<Context>,
+    conflicts: Conflicts,
 ) -> Result<Requeue, ReconcileError> {
+    let upgrade = conflicts.fresh(&ctx.client, upgrade).await?;
     let namespace = upgrade.namespace().unwrap_or_default();
     let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&upgrade.spec.managed_app)
@@ -242,6 +315,7 @@ async fn reconcile_upgrade(
     let request = request_of(upgrade.as_ref(), upgrade.spec.dry_run, false);
     reconcile(
         ctx,
+        conflicts,
         upgrade.clone(),
         request,
         app,
@@ -253,7 +327,9 @@ async fn reconcile_upgrade(
 async fn reconcile_rollback(
     rollback: Arc<RollbackRequest>,
     ctx: Arc<Context>,
+    conflicts: Conflicts,
 ) -> Result<Requeue, ReconcileError> {
+    let rollback = conflicts.fresh(&ctx.client, rollback).await?;
     let namespace = rollback.namespace().unwrap_or_default();
     let upgrade = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&rollback.spec.upgrade_request)
@@ -271,7 +347,7 @@ async fn reconcile_rollback(
         rollback.spec.dry_run,
         !rollback.spec.safety_snapshot,
     );
-    reconcile(ctx, rollback.clone(), request, app, upgrade).await
+    reconcile(ctx, conflicts, rollback.clone(), request, app, upgrade).await
 }
 
 fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) -> Request {
@@ -288,6 +364,7 @@ fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) 
 
 async fn reconcile<K: RequestObject>(
     ctx: Arc<Context>,
+    conflicts: Conflicts,
     object: Arc<K>,
     mut request: Request,
     app: Option<ManagedApp>,
@@ -355,7 +432,16 @@ async fn reconcile<K: RequestObject>(
         };
         let decision =
             put_back_without_app(&ctx, &request, &policy, &status, &observed, decision).await;
-        return finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await;
+        return finish_reconcile(
+            &ctx,
+            &conflicts,
+            &api,
+            object.as_ref(),
+            &status,
+            decision,
+            &request,
+        )
+        .await;
     };
     let policy = AppPolicy::from_spec(&app.spec);
     if K::KIND == RequestKind::Upgrade {
@@ -436,7 +522,16 @@ async fn reconcile<K: RequestObject>(
             break;
         }
     }
-    finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await
+    finish_reconcile(
+        &ctx,
+        &conflicts,
+        &api,
+        object.as_ref(),
+        &status,
+        decision,
+        &request,
+    )
+    .await
 }
 
 /// Performs what can be done without the app: resuming Flux objects and scaling workloads
@@ -473,9 +568,12 @@ async fn put_back_without_app(
 }
 
 /// Writes the decided status (once, only when it changed, with the resourceVersion read),
-/// emits its Events, lets the object go when the workflow says so.
+/// emits its Events, lets the object go when the workflow says so. A conflict re-runs the
+/// reconcile at once from a fresh read, up to [`STATUS_CONFLICT_RETRIES`] times in a row;
+/// then it fails with [`ReconcileError::Conflict`] (counted as `status_conflict`) and backs off.
 async fn finish_reconcile<K: RequestObject>(
     ctx: &Context,
+    conflicts: &Conflicts,
     api: &Api<K>,
     object: &K,
     before: &RequestStatus,
@@ -490,9 +588,17 @@ async fn finish_reconcile<K: RequestObject>(
             ..Default::default()
         };
         match api.replace_status(&request.name, &params, &updated).await {
-            Ok(_) => {}
+            Ok(_) => conflicts.clear(&request.uid),
             // Someone wrote in between: the next reconcile starts from a fresh read.
             Err(kube::Error::Api(status)) if status.code == 409 => {
+                let in_a_row = conflicts.bump(&request.uid);
+                if in_a_row > STATUS_CONFLICT_RETRIES {
+                    ctx.metrics.error("status_conflict");
+                    return Err(ReconcileError::Conflict(format!(
+                        "the status of {} kept changing under {in_a_row} writes in a row; backing off",
+                        request.name
+                    )));
+                }
                 return Ok(Requeue::requeue(Duration::ZERO));
             }
             Err(e) => return Err(api_error("writing the status", e)),
