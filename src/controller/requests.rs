@@ -195,6 +195,31 @@ pub async fn run(
     futures::join!(upgrades, rollbacks);
 }
 
+/// The longest pause of a controller's watches after watch errors (e.g. 410 Gone).
+const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// The pause after consecutive watch errors: 50 ms, doubling up to [`TRIGGER_BACKOFF_MAX`].
+#[derive(Default)]
+struct TriggerBackoff {
+    next: Option<Duration>,
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next.unwrap_or(Duration::from_millis(50));
+        self.next = Some((now * 2).min(TRIGGER_BACKOFF_MAX));
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
 /// The span every reconcile of a request runs in: logs carry the request, and a test can
 /// count what one reconcile sent (SPEC §4.2: at most one status write).
 fn reconcile_span<K: RequestObject>(object: &K) -> tracing::Span {
@@ -221,6 +246,14 @@ fn watch_the_world<K: RequestObject>(
     use kube::api::DynamicObject;
     let store = controller.store();
     let config = watcher::Config::default;
+    // kube's default trigger backoff (client-go's, 0.8 s doubling to 30 s, reset after 2
+    // min without errors) is shared by every watch of a controller: a few 410 Gone answers
+    // on any one of them paused all events for up to 30 s, and requests sat until the 60 s
+    // fallback. Errors still back off, but briefly, and the backoff forgets them sooner.
+    let controller = controller.trigger_backoff(kube::runtime::utils::ResetTimerBackoff::new(
+        TriggerBackoff::default(),
+        Duration::from_secs(15),
+    ));
     let map = |store: kube::runtime::reflector::Store<K>| {
         move |namespace: Option<String>| running_in(&store.state(), namespace.as_deref())
     };
