@@ -41,7 +41,9 @@ impl Story {
     async fn world(self) -> DemoWorld {
         let spec = match self {
             Story::Upgrade => json!({}),
-            Story::Rollback => json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
+            // Verify's timeout is the rollback's too: 20 s leaves room for a restart; the bad
+            // version fails through helm-controller giving up, well before it.
+            Story::Rollback => json!({"health": {"timeout": "20s", "stabilization": "1s"}}),
         };
         let story = DemoWorld::start("v1.4.0", spec).await.unwrap();
         if self == Story::Rollback {

@@ -45,8 +45,10 @@ struct Run {
 
 async fn soak(seed: u64) -> Run {
     let rollback = seed % 2 == 1;
+    // Verify's timeout is also the rollback's: 20 s leaves room for retries (5 s apart) under
+    // faults; the bad version fails through helm-controller giving up, well before it.
     let spec = if rollback {
-        json!({"health": {"timeout": "5s", "stabilization": "1s"}})
+        json!({"health": {"timeout": "20s", "stabilization": "1s"}})
     } else {
         json!({})
     };
