@@ -181,7 +181,17 @@ pub async fn run(
         Api::<RollbackRequest>::all(client.clone()),
         watcher::Config::default(),
     );
+    let rollback_store = rollbacks.store();
     let rollbacks = watch_the_world(rollbacks, &client)
+        // A rollback waits (Queued) until its upgrade hands the app's lock over by entering
+        // RollingBack; that happens after the rollback exists (created by the upgrade's
+        // reconcile before its status write, or by a person), so the upgrade's changes
+        // must wake it.
+        .watches(
+            Api::<UpgradeRequest>::all(client.clone()),
+            watcher::Config::default(),
+            move |upgrade: UpgradeRequest| rollbacks_of(&rollback_store.state(), &upgrade),
+        )
         .graceful_shutdown_on(shutdown)
         .run(
             move |rollback: Arc<RollbackRequest>, ctx| {
@@ -342,6 +352,20 @@ fn waiting_for_app(
                 .as_ref()
                 .and_then(|s| s.phase)
                 .is_some_and(Phase::is_terminal)
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+/// The RollbackRequests that undo `upgrade`.
+fn rollbacks_of(
+    rollbacks: &[Arc<RollbackRequest>],
+    upgrade: &UpgradeRequest,
+) -> Vec<ObjectRef<RollbackRequest>> {
+    rollbacks
+        .iter()
+        .filter(|r| {
+            r.namespace() == upgrade.namespace() && r.spec.upgrade_request == upgrade.name_any()
         })
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
