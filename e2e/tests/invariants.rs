@@ -8,6 +8,11 @@
 //! deleted-request story with the world compared before and after is
 //! `dry_run_and_cancel.rs` (6 — here only the order of the writes is added).
 //!
+//! The git push race of invariant 7 is proven at the git layer
+//! (`tests/git_repo.rs::rebases_onto_a_concurrent_push_without_losing_theirs`); someone
+//! else pushing during Commit through the loop is story (g), not here. Here 7 covers the
+//! API's retryable and terminal errors.
+//!
 //! Invariant 2 (status writes per reconcile) is `status_writes_per_reconcile.rs`: it needs a
 //! process-wide tracing subscriber, so it has a test binary of its own.
 
