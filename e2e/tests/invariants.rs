@@ -675,7 +675,15 @@ async fn an_upgrade_completes_through_dropped_watches_and_410_gone() {
     story.kube.clear_requests();
     let started = Instant::now();
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    wait_phase(&story, "db-1-5-0", Phase::Suspend).await;
+    // Admitted (Suspend lasts a moment only, so wait for the plan rather than the phase).
+    let api = upgrades(&story).await;
+    wait_until(
+        "the upgrade to be admitted",
+        Duration::from_secs(60),
+        async || api.get("db-1-5-0").await.ok()?.status?.plan.map(|_| ()),
+    )
+    .await
+    .unwrap();
     // Mid-upgrade, for about three seconds: every watch in the world dropped every 300 ms,
     // the operator's next ten watches answered 410 Gone, and the snapshot watch history
     // compacted so that resuming from the last resourceVersion gets 410 too.
