@@ -24,6 +24,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Errors that end a reconcile early; the controller retries them with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,34 @@ pub enum ReconcileError {
     /// The API refused or failed a request about the request object itself.
     #[error("{0}")]
     Api(String),
+    /// The request's status kept changing under the operator's writes.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How many status writes in a row may meet a conflict (each retried at once, from a fresh
+/// read) before the reconcile fails with [`ReconcileError::Conflict`] and backs off.
+const STATUS_CONFLICT_RETRIES: u32 = 3;
+
+/// Requests whose last status write met a conflict, by UID, with how many in a row (every
+/// reconcile reads its request fresh; this bounds how often a conflict is retried at once).
+#[derive(Clone, Default)]
+struct Conflicts(Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>);
+
+impl Conflicts {
+    fn bump(&self, uid: &str) -> u32 {
+        self.0.lock().map_or(u32::MAX, |mut m| {
+            let n = m.entry(uid.to_owned()).or_insert(0);
+            *n += 1;
+            *n
+        })
+    }
+
+    fn clear(&self, uid: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(uid);
+        }
+    }
 }
 
 /// A request kind the controller handles.
@@ -80,6 +109,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let conflicts = Conflicts::default();
     let upgrades = Controller::new(
         Api::<UpgradeRequest>::all(client.clone()),
         watcher::Config::default(),
@@ -107,17 +137,81 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_upgrade, error_policy, ctx.clone())
+        .run(
+            {
+                let conflicts = conflicts.clone();
+                move |upgrade: Arc<UpgradeRequest>, ctx| {
+                    let span = reconcile_span(upgrade.as_ref());
+                    reconcile_upgrade(upgrade, ctx, conflicts.clone()).instrument(span)
+                }
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     let rollbacks = Controller::new(
         Api::<RollbackRequest>::all(client.clone()),
         watcher::Config::default(),
     );
-    let rollbacks = watch_the_world(rollbacks.with_config(config()), &client)
+    let rollbacks = rollbacks.with_config(config());
+    let rollback_store = rollbacks.store();
+    let rollbacks = watch_the_world(rollbacks, &client)
+        // A rollback waits (Queued) until its upgrade hands the app's lock over by entering
+        // RollingBack; that happens after the rollback exists (created by the upgrade's
+        // reconcile before its status write, or by a person), so the upgrade's changes
+        // must wake it.
+        .watches(
+            Api::<UpgradeRequest>::all(client.clone()),
+            watcher::Config::default(),
+            move |upgrade: UpgradeRequest| rollbacks_of(&rollback_store.state(), &upgrade),
+        )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile_rollback, error_policy, ctx.clone())
+        .run(
+            move |rollback: Arc<RollbackRequest>, ctx| {
+                let span = reconcile_span(rollback.as_ref());
+                reconcile_rollback(rollback, ctx, conflicts.clone()).instrument(span)
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| async {});
     futures::join!(upgrades, rollbacks);
+}
+
+/// The longest pause of a controller's watches after watch errors (e.g. 410 Gone).
+const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// The pause after consecutive watch errors: 50 ms, doubling up to [`TRIGGER_BACKOFF_MAX`].
+#[derive(Default)]
+struct TriggerBackoff {
+    next: Option<Duration>,
+}
+
+impl Iterator for TriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next.unwrap_or(Duration::from_millis(50));
+        self.next = Some((now * 2).min(TRIGGER_BACKOFF_MAX));
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
+/// The span every reconcile of a request runs in: logs carry the request, and a test can
+/// count what one reconcile sent (SPEC §4.2: at most one status write).
+fn reconcile_span<K: RequestObject>(object: &K) -> tracing::Span {
+    tracing::info_span!(
+        "reconcile",
+        kind = ?K::KIND,
+        namespace = %object.namespace().unwrap_or_default(),
+        name = %object.name_any()
+    )
 }
 
 /// Progress is event-driven: a change of anything a running request waits on (Flux
@@ -135,6 +229,14 @@ fn watch_the_world<K: RequestObject>(
     use kube::api::DynamicObject;
     let store = controller.store();
     let config = watcher::Config::default;
+    // kube's default trigger backoff (client-go's, 0.8 s doubling to 30 s, reset after 2
+    // min without errors) is shared by every watch of a controller: a few 410 Gone answers
+    // on any one of them paused all events for up to 30 s, and requests sat until the 60 s
+    // fallback. Errors still back off, but briefly, and the backoff forgets them sooner.
+    let controller = controller.trigger_backoff(kube::runtime::utils::ResetTimerBackoff::new(
+        TriggerBackoff::default(),
+        Duration::from_secs(15),
+    ));
     let map = |store: kube::runtime::reflector::Store<K>| {
         move |namespace: Option<String>| running_in(&store.state(), namespace.as_deref())
     };
@@ -228,6 +330,20 @@ fn waiting_for_app(
         .collect()
 }
 
+/// The RollbackRequests that undo `upgrade`.
+fn rollbacks_of(
+    rollbacks: &[Arc<RollbackRequest>],
+    upgrade: &UpgradeRequest,
+) -> Vec<ObjectRef<RollbackRequest>> {
+    rollbacks
+        .iter()
+        .filter(|r| {
+            r.namespace() == upgrade.namespace() && r.spec.upgrade_request == upgrade.name_any()
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
 fn error_policy<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Requeue {
     tracing::warn!(%error, "reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(5))
@@ -252,6 +368,7 @@ async fn fresh<K: RequestObject>(
 async fn reconcile_upgrade(
     cached: Arc<UpgradeRequest>,
     ctx: Arc<Context>,
+    conflicts: Conflicts,
 ) -> Result<Requeue, ReconcileError> {
     let Some(upgrade) = fresh(&ctx, cached.as_ref()).await? else {
         return Ok(Requeue::await_change());
@@ -264,6 +381,7 @@ async fn reconcile_upgrade(
     let request = request_of(upgrade.as_ref(), upgrade.spec.dry_run, false);
     reconcile(
         ctx,
+        conflicts,
         upgrade.clone(),
         request,
         app,
@@ -275,6 +393,7 @@ async fn reconcile_upgrade(
 async fn reconcile_rollback(
     cached: Arc<RollbackRequest>,
     ctx: Arc<Context>,
+    conflicts: Conflicts,
 ) -> Result<Requeue, ReconcileError> {
     let Some(rollback) = fresh(&ctx, cached.as_ref()).await? else {
         return Ok(Requeue::await_change());
@@ -296,7 +415,7 @@ async fn reconcile_rollback(
         rollback.spec.dry_run,
         !rollback.spec.safety_snapshot,
     );
-    reconcile(ctx, rollback.clone(), request, app, upgrade).await
+    reconcile(ctx, conflicts, rollback.clone(), request, app, upgrade).await
 }
 
 fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) -> Request {
@@ -313,6 +432,7 @@ fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) 
 
 async fn reconcile<K: RequestObject>(
     ctx: Arc<Context>,
+    conflicts: Conflicts,
     object: Arc<K>,
     mut request: Request,
     app: Option<ManagedApp>,
@@ -380,7 +500,16 @@ async fn reconcile<K: RequestObject>(
         };
         let decision =
             put_back_without_app(&ctx, &request, &policy, &status, &observed, decision).await;
-        return finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await;
+        return finish_reconcile(
+            &ctx,
+            &conflicts,
+            &api,
+            object.as_ref(),
+            &status,
+            decision,
+            &request,
+        )
+        .await;
     };
     let policy = AppPolicy::from_spec(&app.spec);
     if K::KIND == RequestKind::Upgrade {
@@ -461,7 +590,16 @@ async fn reconcile<K: RequestObject>(
             break;
         }
     }
-    finish_reconcile(&ctx, &api, object.as_ref(), &status, decision, &request).await
+    finish_reconcile(
+        &ctx,
+        &conflicts,
+        &api,
+        object.as_ref(),
+        &status,
+        decision,
+        &request,
+    )
+    .await
 }
 
 /// Performs what can be done without the app: resuming Flux objects and scaling workloads
@@ -498,9 +636,12 @@ async fn put_back_without_app(
 }
 
 /// Writes the decided status (once, only when it changed, with the resourceVersion read),
-/// emits its Events, lets the object go when the workflow says so.
+/// emits its Events, lets the object go when the workflow says so. A conflict re-runs the
+/// reconcile at once from a fresh read, up to [`STATUS_CONFLICT_RETRIES`] times in a row;
+/// then it fails with [`ReconcileError::Conflict`] (counted as `status_conflict`) and backs off.
 async fn finish_reconcile<K: RequestObject>(
     ctx: &Context,
+    conflicts: &Conflicts,
     api: &Api<K>,
     object: &K,
     before: &RequestStatus,
@@ -515,9 +656,17 @@ async fn finish_reconcile<K: RequestObject>(
             ..Default::default()
         };
         match api.replace_status(&request.name, &params, &updated).await {
-            Ok(_) => {}
+            Ok(_) => conflicts.clear(&request.uid),
             // Someone wrote in between: the next reconcile starts from a fresh read.
             Err(kube::Error::Api(status)) if status.code == 409 => {
+                let in_a_row = conflicts.bump(&request.uid);
+                if in_a_row > STATUS_CONFLICT_RETRIES {
+                    ctx.metrics.error("status_conflict");
+                    return Err(ReconcileError::Conflict(format!(
+                        "the status of {} kept changing under {in_a_row} writes in a row; backing off",
+                        request.name
+                    )));
+                }
                 return Ok(Requeue::requeue(Duration::ZERO));
             }
             Err(e) => return Err(api_error("writing the status", e)),

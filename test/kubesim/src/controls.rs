@@ -24,6 +24,8 @@ pub struct RequestInfo {
     /// what the real API server's authorizer matches against RBAC `resourceNames`.
     pub selected_name: Option<String>,
     pub path: String,
+    /// The client's `User-Agent` header (empty when it sent none).
+    pub user_agent: String,
 }
 
 /// One answered request.
@@ -32,7 +34,6 @@ pub struct RequestRecord {
     pub info: RequestInfo,
     pub code: u16,
     pub time: SystemTime,
-    pub user_agent: String,
     /// The request body of writes (create/update/patch) when it was JSON or YAML.
     pub body: Option<serde_json::Value>,
 }
@@ -44,7 +45,8 @@ impl std::ops::Deref for RequestRecord {
     }
 }
 
-/// Selects requests by verb/resource/namespace/name/subresource; unset parts match anything.
+/// Selects requests by verb/resource/namespace/name/subresource/User-Agent; unset parts
+/// match anything.
 #[derive(Debug, Clone, Default)]
 pub struct Match {
     verbs: Vec<String>,
@@ -53,6 +55,7 @@ pub struct Match {
     namespace: Option<String>,
     name: Option<String>,
     subresource: Option<Option<String>>,
+    user_agent_prefix: Option<String>,
 }
 
 impl Match {
@@ -105,8 +108,19 @@ impl Match {
         self
     }
 
+    /// Only requests whose `User-Agent` starts with `prefix` (e.g. `fluxgate/`: one client's
+    /// requests among many, for gates and faults aimed at an operator).
+    pub fn user_agent(mut self, prefix: &str) -> Self {
+        self.user_agent_prefix = Some(prefix.to_string());
+        self
+    }
+
     pub fn matches(&self, r: &RequestInfo) -> bool {
         (self.verbs.is_empty() || self.verbs.contains(&r.verb))
+            && self
+                .user_agent_prefix
+                .as_ref()
+                .is_none_or(|p| r.user_agent.starts_with(p.as_str()))
             && self.resource.as_ref().is_none_or(|x| *x == r.resource)
             && self.group.as_ref().is_none_or(|x| *x == r.group)
             && self
@@ -142,6 +156,41 @@ pub struct Fault {
     action: FaultAction,
     skip: usize,
     times: Option<usize>,
+    chance: Option<Chance>,
+}
+
+/// A seeded coin for probabilistic faults: xorshift64*, so the same seed gives the same
+/// sequence of draws (which requests they land on still depends on the request order).
+#[derive(Debug, Clone)]
+struct Chance {
+    /// Fires when a draw in [0, 2^32) is below this.
+    threshold: u64,
+    state: u64,
+}
+
+impl Chance {
+    fn new(probability: f64, seed: u64) -> Chance {
+        let p = probability.clamp(0.0, 1.0);
+        Chance {
+            threshold: (p * (1u64 << 32) as f64) as u64,
+            // splitmix64 of the seed: any seed (even 0) gives a non-zero, well-mixed state.
+            state: {
+                let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) | 1
+            },
+        }
+    }
+
+    fn draw(&mut self) -> bool {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) < self.threshold
+    }
 }
 
 impl Fault {
@@ -151,6 +200,7 @@ impl Fault {
             action,
             skip: 0,
             times: Some(1),
+            chance: None,
         }
     }
 
@@ -180,6 +230,15 @@ impl Fault {
         self.times = None;
         self
     }
+
+    /// Fire on each matching request with `probability` only, drawn from a generator seeded
+    /// with `seed` (deterministic: a fault soak names its seed to be replayed). Counts
+    /// (`nth`, `times`) apply to the requests the draw picked; combine with
+    /// [`Fault::always`] for a steady rate.
+    pub fn with_probability(mut self, probability: f64, seed: u64) -> Self {
+        self.chance = Some(Chance::new(probability, seed));
+        self
+    }
 }
 
 struct GateInner {
@@ -190,6 +249,16 @@ struct GateInner {
     held: AtomicUsize,
     passed: AtomicUsize,
     changed: Notify,
+}
+
+/// A request waiting at a gate; leaving (passing or being dropped) un-counts it.
+struct Holding<'a>(&'a GateInner);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// Holds matching requests until released; dropping the gate opens it.
@@ -279,13 +348,7 @@ impl Default for Controls {
 }
 
 impl Controls {
-    pub fn record(
-        &self,
-        info: RequestInfo,
-        code: u16,
-        user_agent: String,
-        body: Option<serde_json::Value>,
-    ) {
+    pub fn record(&self, info: RequestInfo, code: u16, body: Option<serde_json::Value>) {
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -293,7 +356,6 @@ impl Controls {
                 info,
                 code,
                 time: SystemTime::now(),
-                user_agent,
                 body,
             });
     }
@@ -335,6 +397,11 @@ impl Controls {
         let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
         for (f, seen) in faults.iter_mut() {
             if !f.matcher.matches(r) {
+                continue;
+            }
+            if let Some(chance) = f.chance.as_mut()
+                && !chance.draw()
+            {
                 continue;
             }
             *seen += 1;
@@ -385,11 +452,14 @@ impl Controls {
         for g in gates {
             g.held.fetch_add(1, Ordering::SeqCst);
             g.changed.notify_waiters();
+            // Counted as held until it passes or its client goes away (the handler is
+            // dropped), so a test that killed the client sees the gate empty.
+            let holding = Holding(&g);
             // A closed semaphore means the gate was opened: pass freely.
             if let Ok(p) = g.permits.acquire().await {
                 p.forget();
             }
-            g.held.fetch_sub(1, Ordering::SeqCst);
+            drop(holding);
             g.passed.fetch_add(1, Ordering::SeqCst);
             g.changed.notify_waiters();
             let mut fail = g.fail_with.lock().unwrap_or_else(PoisonError::into_inner);
@@ -415,5 +485,93 @@ impl Controls {
             .expect("deny lock")
             .iter()
             .any(|(v, r)| (v == verb || v == "*") && (r == resource || r == "*"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(verb: &str, user_agent: &str) -> RequestInfo {
+        RequestInfo {
+            verb: verb.into(),
+            group: "apps".into(),
+            version: "v1".into(),
+            resource: "statefulsets".into(),
+            namespace: Some("apps".into()),
+            name: Some("db".into()),
+            subresource: None,
+            patch_type: None,
+            path: "/apis/apps/v1/namespaces/apps/statefulsets/db".into(),
+            selected_name: None,
+            user_agent: user_agent.into(),
+        }
+    }
+
+    #[test]
+    fn user_agent_prefix_selects_one_client() {
+        let operator = Match::any().verb("write").user_agent("fluxgate/");
+        assert!(operator.matches(&info("patch", "fluxgate/0.1.0")));
+        assert!(!operator.matches(&info("patch", "sim/0.1.0")));
+        assert!(!operator.matches(&info("patch", "")));
+        assert!(!operator.matches(&info("get", "fluxgate/0.1.0")));
+        assert!(
+            Match::any().matches(&info("get", "")),
+            "unset matches anything"
+        );
+    }
+
+    fn fired(controls: &Controls, n: usize) -> Vec<bool> {
+        (0..n)
+            .map(|_| !controls.faults_for(&info("get", "fluxgate/1")).is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn probabilistic_faults_are_deterministic_per_seed_and_near_their_rate() {
+        let run = |seed| {
+            let controls = Controls::default();
+            controls.add_fault(
+                Fault::respond(Match::any(), 500)
+                    .always()
+                    .with_probability(0.1, seed),
+            );
+            fired(&controls, 10_000)
+        };
+        let first = run(7);
+        assert_eq!(first, run(7), "same seed, same draws");
+        assert_ne!(first, run(8), "another seed, other draws");
+        let rate = first.iter().filter(|f| **f).count();
+        assert!((800..1200).contains(&rate), "about 10% fired: {rate}");
+        // Probability 0 and 1 are exact; counts apply to the drawn requests.
+        let controls = Controls::default();
+        controls.add_fault(
+            Fault::respond(Match::any(), 500)
+                .always()
+                .with_probability(0.0, 1),
+        );
+        assert!(fired(&controls, 1000).iter().all(|f| !f));
+        let controls = Controls::default();
+        controls.add_fault(
+            Fault::respond(Match::any(), 500)
+                .times(3)
+                .with_probability(1.0, 1),
+        );
+        assert_eq!(fired(&controls, 5), [true, true, true, false, false]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_leaves_the_gate() {
+        let controls = Arc::new(Controls::default());
+        let gate = controls.gate(Match::any());
+        let waiting = {
+            let controls = controls.clone();
+            tokio::spawn(async move { controls.pass_gates(&info("patch", "x")).await })
+        };
+        assert!(gate.wait_held(1, Duration::from_secs(5)).await);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(gate.held(), 0, "the client went away");
+        assert_eq!(gate.passed(), 0);
     }
 }

@@ -258,6 +258,7 @@ fn request_info(route: &Route, req: &Req, path: &str) -> RequestInfo {
         patch_type: None,
         selected_name: None,
         path: path.to_string(),
+        user_agent: req.user_agent(),
     };
     if let Route::Resource {
         group,
@@ -330,9 +331,7 @@ async fn handle(
     };
     let info = request_info(&route, &req, uri.path());
     if let Some(code) = shared.controls.pass_gates(&info).await {
-        shared
-            .controls
-            .record(info, code, req.user_agent(), logged_body(&req));
+        shared.controls.record(info, code, logged_body(&req));
         return error_response(&ApiError::injected(code));
     }
     let mut force_gone = false;
@@ -340,9 +339,7 @@ async fn handle(
         match action {
             FaultAction::Delay(d) => tokio::time::sleep(d).await,
             FaultAction::Respond(code) => {
-                shared
-                    .controls
-                    .record(info, code, req.user_agent(), logged_body(&req));
+                shared.controls.record(info, code, logged_body(&req));
                 return error_response(&ApiError::injected(code));
             }
             FaultAction::WatchGone => force_gone = true,
@@ -350,12 +347,9 @@ async fn handle(
     }
     let response =
         dispatch(&shared, route, &req, force_gone).unwrap_or_else(|e| error_response(&e));
-    shared.controls.record(
-        info,
-        response.status().as_u16(),
-        req.user_agent(),
-        logged_body(&req),
-    );
+    shared
+        .controls
+        .record(info, response.status().as_u16(), logged_body(&req));
     response
 }
 
