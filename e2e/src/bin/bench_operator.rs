@@ -37,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const BENCH_AGENT: &str = "fluxgate-bench";
 /// The Git poll interval of the simulated source-controller in the near-instant runs.
 const FAST_POLL: Duration = Duration::from_millis(100);
+/// Its poll interval in `WorldOptions::fast`, the other runs.
+const SLOW_POLL: Duration = Duration::from_secs(1);
 
 struct Args {
     upgrades: usize,
@@ -385,6 +387,13 @@ impl SplitOperator {
     }
 }
 
+/// Waits `i/n` of `period` before run `i`: runs back to back would keep the same phase
+/// against the source's poll (a run lasts about as long as a poll period), so the wait for
+/// the poll would be sampled at one point instead of evenly.
+async fn stagger(i: usize, n: usize, period: Duration) {
+    tokio::time::sleep(period.mul_f64(i as f64 / n.max(1) as f64)).await;
+}
+
 /// One upgrade (and the rollback it may cause) as the log saw it.
 struct Run {
     name: String,
@@ -495,7 +504,17 @@ async fn upgrade_run(
             _ => {}
         }
         if Instant::now() >= deadline {
-            anyhow::bail!("{name} did not finish within 120 s");
+            let upgrade = Api::<UpgradeRequest>::namespaced(bench.clone(), "apps")
+                .get_opt(name)
+                .await?;
+            let rollback = Api::<fluxgate::api::RollbackRequest>::namespaced(bench.clone(), "apps")
+                .get_opt(&rollback_name)
+                .await?;
+            anyhow::bail!(
+                "{name} did not finish within 120 s; its status: {:#?}\nits rollback's status: {:#?}",
+                upgrade.map(|u| u.status),
+                rollback.map(|r| r.status)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -787,6 +806,7 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
 
     let mut slow = Vec::new();
     for i in 0..args.slow_upgrades {
+        stagger(i, args.slow_upgrades, SLOW_POLL).await;
         let run = upgrade_run(
             &story,
             &mut log,
@@ -812,6 +832,7 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
     )?;
     let mut fast = Vec::new();
     for i in 0..args.upgrades {
+        stagger(i, args.upgrades, FAST_POLL).await;
         let run = upgrade_run(
             &story,
             &mut log,
@@ -916,7 +937,11 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         report,
-        "# asks HelmRelease/Kustomization to reconcile but not the GitRepository, so Reconcile waits for the next poll)"
+        "# asks HelmRelease/Kustomization to reconcile but not the GitRepository, so the commit is seen at the source's next poll;"
+    );
+    let _ = writeln!(
+        report,
+        "# run starts are staggered over the poll period so that wait is sampled evenly)"
     );
     for (label, runs) in [
         (
