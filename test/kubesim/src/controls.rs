@@ -370,6 +370,11 @@ impl Controls {
             .collect()
     }
 
+    /// Moves every record out of the log, leaving it empty.
+    pub fn take_log(&self) -> Vec<RequestRecord> {
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub fn clear_log(&self) {
         self.log
             .lock()

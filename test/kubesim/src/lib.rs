@@ -380,6 +380,12 @@ impl KubeSim {
         self.requests(m).len()
     }
 
+    /// Moves every answered request out of the log (oldest first), leaving it empty: a
+    /// long-running reader polls it this way without copying the whole log each time.
+    pub fn take_requests(&self) -> Vec<RequestRecord> {
+        self.shared.controls.take_log()
+    }
+
     pub fn clear_requests(&self) {
         self.shared.controls.clear_log();
     }
