@@ -1,4 +1,4 @@
-//! The ManagedApp's status stays true with no request running: `currentVersions` follows
+//! The ManagedApp's status stays true with and without a request running: `currentVersions` follows
 //! Git (also when someone else pushes) and `Ready` follows the live app, event-driven — the
 //! prototype's Ready was set once and went stale.
 
@@ -62,5 +62,34 @@ async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() 
     let (_, reason, message) = ready(&status).unwrap();
     assert_eq!(reason, "Unhealthy", "{message}");
     assert!(!message.is_empty());
+
+    // An upgrade to a good version: while it holds the app, Ready says so; once it is
+    // done, Ready is read from the live app again.
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    wait_until(
+        "Ready to show the operation",
+        Duration::from_secs(30),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            let (_, reason, message) = ready(&status)?;
+            (reason == "OperationInProgress" && message.contains("db-1-5-0")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "Ready=True after the upgrade",
+        Duration::from_secs(90),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            let (ready, reason, _) = ready(&status)?;
+            (ready == "True"
+                && reason == "Healthy"
+                && status.current_versions.get("chart").map(String::as_str) == Some("v1.5.0"))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     story.stop().await;
 }

@@ -176,6 +176,7 @@ pub async fn run(
                 let (name, namespace) = (o.name_any(), o.namespace().unwrap_or_default());
                 apps.state()
                     .iter()
+                    .filter(|a| idle(a))
                     .filter(|a| {
                         a.spec.source.kind == kind
                             && a.spec.source.name == name
@@ -255,7 +256,8 @@ fn starts_or_ends(phase: Option<Phase>) -> bool {
 }
 
 /// The apps whose Flux object deployed a workload with these labels (Flux labels what it
-/// applies); without Flux's labels, the apps of the workload's namespace.
+/// applies); without Flux's labels, the apps of the workload's namespace. Apps a request is
+/// changing are left out: their status waits for the request to end.
 fn deployed_by(
     apps: &[Arc<ManagedApp>],
     labels: &BTreeMap<String, String>,
@@ -274,6 +276,7 @@ fn deployed_by(
         ))
     });
     apps.iter()
+        .filter(|a| idle(a))
         .filter(|a| match owner {
             Some((kind, name, source_namespace)) => {
                 a.spec.source.kind == kind
@@ -284,6 +287,13 @@ fn deployed_by(
         })
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
+}
+
+/// No request holds the app's lock.
+fn idle(app: &ManagedApp) -> bool {
+    app.status
+        .as_ref()
+        .is_none_or(|s| s.active_operation.is_none())
 }
 
 fn all_apps(apps: &Store<ManagedApp>) -> Vec<ObjectRef<ManagedApp>> {
@@ -379,37 +389,18 @@ async fn reconcile(app: Arc<ManagedApp>, shared: Arc<Shared>) -> Result<Requeue,
         }
     };
 
-    view.ready = Some(match health(ctx, &app, &namespace).await {
-        Ok(report) if report.healthy() => condition(
-            READY,
-            true,
-            "Healthy",
-            report.to_string(),
-            app.metadata.generation,
-            Time(now),
-        ),
-        Ok(report) => condition(
+    view.ready = Some(match &status.active_operation {
+        // The request's own status tells the story phase by phase; the app is not Ready
+        // while it is being changed, and its health is read again once the lock is released.
+        Some(active) => condition(
             READY,
             false,
-            "Unhealthy",
-            report.to_string(),
+            "OperationInProgress",
+            format!("{:?} {} is changing the app", active.kind, active.name),
             app.metadata.generation,
             Time(now),
         ),
-        Err(problem) if problem.retryable => {
-            return Err(AppError(format!(
-                "checking the health of ManagedApp {namespace}/{name}: {}",
-                problem.message
-            )));
-        }
-        Err(problem) => condition(
-            READY,
-            false,
-            &problem.reason,
-            problem.message,
-            app.metadata.generation,
-            Time(now),
-        ),
+        None => health_condition(ctx, &app, &namespace, now).await?,
     });
 
     match (shared.renovate.read(), &fields) {
@@ -585,6 +576,49 @@ async fn git_fields(
     memo.fields.retain(|(u, _, _), _| *u != uid);
     memo.fields.insert((uid, generation, head), fields.clone());
     Ok((fields, scope))
+}
+
+/// The `Ready` condition from the app's health now; a retryable failure to read it is an
+/// error (the reconcile is retried), a terminal one is reported in the condition.
+async fn health_condition(
+    ctx: &Context,
+    app: &ManagedApp,
+    namespace: &str,
+    now: jiff::Timestamp,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, AppError> {
+    Ok(match health(ctx, app, namespace).await {
+        Ok(report) if report.healthy() => condition(
+            READY,
+            true,
+            "Healthy",
+            report.to_string(),
+            app.metadata.generation,
+            Time(now),
+        ),
+        Ok(report) => condition(
+            READY,
+            false,
+            "Unhealthy",
+            report.to_string(),
+            app.metadata.generation,
+            Time(now),
+        ),
+        Err(problem) if problem.retryable => {
+            return Err(AppError(format!(
+                "checking the health of ManagedApp {namespace}/{}: {}",
+                app.name_any(),
+                problem.message
+            )));
+        }
+        Err(problem) => condition(
+            READY,
+            false,
+            &problem.reason,
+            problem.message,
+            app.metadata.generation,
+            Time(now),
+        ),
+    })
 }
 
 /// The app's health now: its Flux source, the workloads it deploys, its extra checks.

@@ -293,9 +293,11 @@ fn running_in<K: RequestObject>(requests: &[Arc<K>], namespace: Option<&str>) ->
             let Some(status) = r.status() else {
                 return false;
             };
-            let running = status
-                .phase
-                .is_some_and(|p| !p.is_terminal() && !matches!(p, Phase::Queued | Phase::Admit));
+            // An upgrade in RollingBack waits only on its RollbackRequest, whose own watch
+            // wakes it; the cluster's churn during the rollback is not its business.
+            let running = status.phase.is_some_and(|p| {
+                !p.is_terminal() && !matches!(p, Phase::Queued | Phase::Admit | Phase::RollingBack)
+            });
             let touches = |plan: &crate::api::Plan| match namespace {
                 None => true,
                 Some(ns) => {

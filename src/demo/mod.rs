@@ -53,7 +53,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let second = follow(&world, "db-2-0-0", Some("db-2-0-0-rollback")).await?;
     report(&world, &second).await?;
 
-    let app = world.app().await?.status.unwrap_or_default();
+    // The ManagedApp reads the app's health again once the rollback released it.
+    let app = world::wait_until(
+        "the ManagedApp to read the app's health again",
+        Duration::from_secs(30),
+        async || {
+            let status = world.app().await.ok()?.status?;
+            let ready = find_condition(&status.conditions, READY)?;
+            (ready.reason != "OperationInProgress").then_some(status)
+        },
+    )
+    .await?;
     println!("\nSummary");
     println!(
         "  versions in Git now: {}",
