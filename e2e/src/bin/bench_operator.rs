@@ -933,11 +933,11 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         report,
-        "# health.stabilization 1ms (must be positive), snapshots instant, pods terminate after 100 ms; Flux's GitRepository is polled (the operator"
+        "# health.stabilization 1ms (must be positive), snapshots instant, pods terminate after 100 ms; Flux's GitRepository polls (the operator"
     );
     let _ = writeln!(
         report,
-        "# asks HelmRelease/Kustomization to reconcile but not the GitRepository, so the commit is seen at the source's next poll;"
+        "# also asks it to fetch at once with reconcile.fluxcd.io/requestedAt, so the poll interval matters little;"
     );
     let _ = writeln!(
         report,
