@@ -88,17 +88,34 @@ pub async fn snapshots_of(story: &DemoWorld, uid: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Whether the HelmRelease and the root Kustomization are both resumed.
-pub async fn flux_resumed(story: &DemoWorld) -> bool {
-    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db").await;
+/// Whether the root Kustomization and the app's HelmRelease are suspended, in that order;
+/// None when either cannot be read.
+pub async fn suspended(story: &DemoWorld) -> Option<(bool, bool)> {
+    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+        .await
+        .ok()??;
     let root = get(
         &story.client,
         FluxObjectKind::Kustomization,
         "flux-system",
         "flux-system",
     )
-    .await;
-    matches!((release, root), (Ok(Some(r)), Ok(Some(k))) if !is_suspended(&r) && !is_suspended(&k))
+    .await
+    .ok()??;
+    Some((is_suspended(&root), is_suspended(&release)))
+}
+
+/// Whether the HelmRelease and the root Kustomization are both resumed.
+pub async fn flux_resumed(story: &DemoWorld) -> bool {
+    suspended(story).await == Some((false, false))
+}
+
+/// The root Kustomization's and the HelmRelease's suspend, and the StatefulSet's replicas.
+pub async fn flux_and_replicas(story: &DemoWorld) -> (bool, bool, Option<i32>) {
+    let (root, release) = suspended(story)
+        .await
+        .expect("the root Kustomization and the HelmRelease exist");
+    (root, release, replicas(story).await)
 }
 
 /// The StatefulSet's desired replicas.

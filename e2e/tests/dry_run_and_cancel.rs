@@ -3,39 +3,13 @@
 //! And a running upgrade deleted mid-way: its finalizer puts Flux and the replicas back
 //! before the object goes, and Git is untouched.
 
-use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
+use e2e::checks::flux_and_replicas;
+use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
-use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
-
-async fn flux_and_replicas(story: &DemoWorld) -> (bool, bool, Option<i32>) {
-    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
-        .await
-        .unwrap()
-        .unwrap();
-    let root = get(
-        &story.client,
-        FluxObjectKind::Kustomization,
-        "flux-system",
-        "flux-system",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
-        .get("db")
-        .await
-        .unwrap();
-    (
-        is_suspended(&root),
-        is_suspended(&release),
-        sts.spec.replicas,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_checks_and_cycles_but_changes_nothing() {

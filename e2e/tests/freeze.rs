@@ -5,8 +5,7 @@
 //! Deleting the frozen request (the documented way out) resumes Flux and frees the app.
 
 use fluxgate::api::conditions::{READY, STALLED, find_condition};
-use fluxgate::api::{FluxObjectKind, Phase, RollbackRequest, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
+use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
@@ -15,20 +14,9 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn suspended(story: &DemoWorld) -> (bool, bool) {
-    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+    e2e::checks::suspended(story)
         .await
-        .unwrap()
-        .unwrap();
-    let root = get(
-        &story.client,
-        FluxObjectKind::Kustomization,
-        "flux-system",
-        "flux-system",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    (is_suspended(&root), is_suspended(&release))
+        .expect("the root Kustomization and the HelmRelease exist")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

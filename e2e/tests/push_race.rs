@@ -6,11 +6,9 @@
 //! same field to another version: Fluxgate does not overwrite it — the upgrade fails at Commit
 //! with a reason that says so, Git keeps the colleague's version, Flux and replicas are back.
 
-use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
+use e2e::checks::flux_and_replicas;
+use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
 use serde_json::json;
 use sim::git_server::OTHER_EMAIL;
 use std::time::Duration;
@@ -44,31 +42,6 @@ async fn start() -> DemoWorld {
     )
     .await
     .unwrap()
-}
-
-async fn flux_and_replicas(story: &DemoWorld) -> (bool, bool, Option<i32>) {
-    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
-        .await
-        .unwrap()
-        .unwrap();
-    let root = get(
-        &story.client,
-        FluxObjectKind::Kustomization,
-        "flux-system",
-        "flux-system",
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
-        .get("db")
-        .await
-        .unwrap();
-    (
-        is_suspended(&root),
-        is_suspended(&release),
-        sts.spec.replicas,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
