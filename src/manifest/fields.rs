@@ -277,16 +277,30 @@ fn with_value(
     files: &BTreeMap<String, String>,
 ) -> Result<ResolvedField, FieldError> {
     let text = read(files, &field.name, &field.file)?;
-    let manifest_error = |source| FieldError::Manifest {
-        field: field.name.clone(),
-        file: field.file.clone(),
-        source: Box::new(source),
-    };
-    let doc = selector(&field.name, &field.file, field.document.as_deref())?;
-    let path = YamlPath::parse(&field.path).map_err(manifest_error)?;
-    let value = get(&text, doc.as_ref(), &path).map_err(manifest_error)?;
-    field.value = value;
+    field.value = value_in(&text, &field, &field.file)?;
     Ok(field)
+}
+
+/// A manifest error about `field` in `file`.
+fn manifest_error(field: &ResolvedField, file: &str, source: ManifestError) -> FieldError {
+    FieldError::Manifest {
+        field: field.name.clone(),
+        file: file.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Where `field` lives in `file`: its document selector and its path.
+fn place(field: &ResolvedField, file: &str) -> Result<(Option<DocSelector>, YamlPath), FieldError> {
+    let doc = selector(&field.name, file, field.document.as_deref())?;
+    let path = YamlPath::parse(&field.path).map_err(|e| manifest_error(field, file, e))?;
+    Ok((doc, path))
+}
+
+/// The raw value of `field` in `text` (the contents of `file`).
+fn value_in(text: &str, field: &ResolvedField, file: &str) -> Result<String, FieldError> {
+    let (doc, path) = place(field, file)?;
+    get(text, doc.as_ref(), &path).map_err(|e| manifest_error(field, file, e))
 }
 
 /// The current version of every field, by name.
@@ -322,15 +336,9 @@ pub fn edit_file(
         let Some(version) = target.get(&field.name) else {
             continue;
         };
-        let manifest_error = |source| FieldError::Manifest {
-            field: field.name.clone(),
-            file: file.to_owned(),
-            source: Box::new(source),
-        };
-        let doc = selector(&field.name, file, field.document.as_deref())?;
-        let path = YamlPath::parse(&field.path).map_err(manifest_error)?;
+        let (doc, path) = place(field, file)?;
         text = set(&text, doc.as_ref(), &path, version, field.format)
-            .map_err(manifest_error)?
+            .map_err(|e| manifest_error(field, file, e))?
             .text;
     }
     Ok(text)
@@ -351,15 +359,8 @@ pub fn edit_file_expecting(
         let Some(version) = target.get(&field.name) else {
             continue;
         };
-        let manifest_error = |source| FieldError::Manifest {
-            field: field.name.clone(),
-            file: file.to_owned(),
-            source: Box::new(source),
-        };
-        let doc = selector(&field.name, file, field.document.as_deref())?;
-        let path = YamlPath::parse(&field.path).map_err(manifest_error)?;
         let now = ResolvedField {
-            value: get(text, doc.as_ref(), &path).map_err(manifest_error)?,
+            value: value_in(text, field, file)?,
             ..field.clone()
         };
         let found = current_versions(std::slice::from_ref(&now))?
