@@ -185,6 +185,9 @@ async fn crash_after(story_kind: Story, k: usize) -> Point {
     point
 }
 
+/// The longest one crash point may take (a clean one takes a few seconds).
+const POINT_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn points_to_run(first: usize, total: usize) -> Vec<usize> {
     let all: Vec<usize> = (first..=total).collect();
     let Ok(range) = std::env::var("FLUXGATE_CRASH_POINTS") else {
@@ -231,7 +234,21 @@ async fn matrix(story_kind: Story) {
         .unwrap_or(4);
     let started = Instant::now();
     let points: Vec<Point> = futures::stream::iter(points_to_run(first, writes.len()))
-        .map(|k| crash_after(story_kind, k))
+        .map(|k| async move {
+            // A point that hangs is a failure with its number, never a hung suite.
+            tokio::time::timeout(POINT_TIMEOUT, crash_after(story_kind, k))
+                .await
+                .unwrap_or_else(|_| Point {
+                    k,
+                    after: String::new(),
+                    held: String::new(),
+                    past_the_end: false,
+                    problems: vec![format!(
+                        "hung: the point did not finish within {}s",
+                        POINT_TIMEOUT.as_secs()
+                    )],
+                })
+        })
         .buffer_unordered(parallel)
         .inspect(|p| {
             let verdict = if p.problems.is_empty() { "ok" } else { "FAILED" };

@@ -468,11 +468,25 @@ impl DemoWorld {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(operator) = self.operator.take() {
-            let _ = operator.await;
+        if let Some(mut operator) = self.operator.take() {
+            // As `fluxgate run`: running reconciles get a bounded grace, then are cut short.
+            if tokio::time::timeout(STOP_GRACE, &mut operator)
+                .await
+                .is_err()
+            {
+                eprintln!(
+                    "warning: Fluxgate's controllers did not stop within {}s; aborted",
+                    STOP_GRACE.as_secs()
+                );
+                operator.abort();
+                let _ = operator.await;
+            }
         }
     }
 }
+
+/// How long a graceful stop may take before the controllers are aborted.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs Fluxgate's controllers in-process against `client`, as `fluxgate run` does, until
 /// the returned sender is used or dropped (a graceful stop) or the task is aborted (a crash).
