@@ -118,6 +118,23 @@ pub async fn flux_and_replicas(story: &DemoWorld) -> (bool, bool, Option<i32>) {
     (root, release, replicas(story).await)
 }
 
+/// Waits until UpgradeRequest `name` is in `phase` and returns it; panics naming both after
+/// `timeout`.
+pub async fn wait_phase(
+    story: &DemoWorld,
+    name: &str,
+    phase: Phase,
+    timeout: std::time::Duration,
+) -> UpgradeRequest {
+    let api = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
+    fluxgate::demo::world::wait_until(&format!("{name} to reach {phase:?}"), timeout, async || {
+        let upgrade = api.get(name).await.ok()?;
+        (upgrade.status.as_ref()?.phase == Some(phase)).then_some(upgrade)
+    })
+    .await
+    .unwrap()
+}
+
 /// The StatefulSet's desired replicas.
 pub async fn replicas(story: &DemoWorld) -> Option<i32> {
     Api::<StatefulSet>::namespaced(story.client.clone(), "apps")

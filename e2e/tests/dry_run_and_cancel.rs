@@ -3,7 +3,7 @@
 //! And a running upgrade deleted mid-way: its finalizer puts Flux and the replicas back
 //! before the object goes, and Git is untouched.
 
-use e2e::checks::flux_and_replicas;
+use e2e::checks::{flux_and_replicas, wait_phase};
 use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
@@ -133,17 +133,7 @@ async fn deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_
         .failures
         .fail_snapshots("data-", "quota exceeded");
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
-    wait_until(
-        "the upgrade to wait on its snapshots",
-        Duration::from_secs(30),
-        async || {
-            let status = upgrades.get("db-1-5-0").await.ok()?.status?;
-            (status.phase == Some(Phase::Snapshot)).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(30)).await;
     Api::<fluxgate::api::ManagedApp>::namespaced(story.client.clone(), "apps")
         .delete("db", &DeleteParams::default())
         .await

@@ -4,6 +4,7 @@
 //! request's phase, failure, conditions and Events, the app's last operation and the metrics.
 //! Deleting the frozen request (the documented way out) resumes Flux and frees the app.
 
+use e2e::checks::wait_phase;
 use fluxgate::api::conditions::{READY, STALLED, find_condition};
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
@@ -130,16 +131,7 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
     // Another upgrade waits for the person.
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
-    wait_until(
-        "the next upgrade to queue",
-        Duration::from_secs(10),
-        async || {
-            let status = upgrades.get("db-1-5-0").await.ok()?.status?;
-            (status.phase == Some(Phase::Queued)).then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    wait_phase(&story, "db-1-5-0", Phase::Queued, Duration::from_secs(10)).await;
 
     // The person deletes the frozen request: Flux resumes, the queued upgrade runs.
     story.world.failures.clear_versions();

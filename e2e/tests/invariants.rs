@@ -18,7 +18,7 @@
 
 use e2e::checks::{
     commits_of, content_tokens, describe, operator, operator_writes, put_back_problems,
-    rollback_problems, snapshots_of, upgrade_problems,
+    rollback_problems, snapshots_of, upgrade_problems, wait_phase,
 };
 use fluxgate::api::{Phase, PhaseOutcome, RollbackRequest, UpgradeRequest};
 use fluxgate::demo::world::{DemoWorld, wait_until};
@@ -65,20 +65,6 @@ fn body_resource_version(r: &RequestRecord) -> Option<String> {
 
 async fn upgrades(story: &DemoWorld) -> Api<UpgradeRequest> {
     Api::namespaced(story.client.clone(), "apps")
-}
-
-async fn wait_phase(story: &DemoWorld, name: &str, phase: Phase) -> UpgradeRequest {
-    let api = upgrades(story).await;
-    wait_until(
-        &format!("{name} to reach {phase:?}"),
-        Duration::from_secs(60),
-        async || {
-            let u = api.get(name).await.ok()?;
-            (u.status.as_ref()?.phase == Some(phase)).then_some(u)
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// Lets one held request through (or fails it) and waits until it has left the gate.
@@ -318,7 +304,7 @@ async fn a_phase_timeout_fires_on_time_across_an_operator_restart() {
         .failures
         .fail_snapshots("data-", "quota exceeded");
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    wait_phase(&story, "db-1-5-0", Phase::Snapshot).await;
+    wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
     story.kill_operator().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     story.start_operator().unwrap();
@@ -368,14 +354,14 @@ async fn a_second_request_for_the_app_waits_queued_then_runs() {
         .unwrap()
         .uid()
         .unwrap();
-    wait_phase(&story, "db-first", Phase::Snapshot).await;
+    wait_phase(&story, "db-first", Phase::Snapshot, Duration::from_secs(60)).await;
     let second_uid = story
         .upgrade("db-second", "v1.6.0")
         .await
         .unwrap()
         .uid()
         .unwrap();
-    let queued = wait_phase(&story, "db-second", Phase::Queued).await;
+    let queued = wait_phase(&story, "db-second", Phase::Queued, Duration::from_secs(60)).await;
     let message = fluxgate::api::conditions::find_condition(
         &queued.status.as_ref().unwrap().conditions,
         fluxgate::api::conditions::READY,
@@ -455,7 +441,7 @@ async fn deleting_a_running_request_puts_flux_and_replicas_back_before_it_goes()
         .failures
         .fail_snapshots("data-", "quota exceeded");
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    wait_phase(&story, "db-1-5-0", Phase::Snapshot).await;
+    wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
     story.kube.clear_requests();
     let api = upgrades(&story).await;
     api.delete("db-1-5-0", &DeleteParams::default())
@@ -624,7 +610,7 @@ async fn a_stale_status_write_is_retried_from_a_fresh_read_and_bounded() {
         .unwrap();
     let fresh = labelled.resource_version().unwrap();
     gate.open();
-    wait_phase(&story, "db-1-5-0", Phase::Snapshot).await;
+    wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
     let attempts = story.kube.requests(&writes);
     assert_eq!(attempts[0].code, 409, "the stale write was refused");
     assert_eq!(

@@ -70,11 +70,6 @@ impl RenovateInput {
         }
     }
 
-    /// Whether any input is configured.
-    pub fn configured(&self) -> bool {
-        self.settings.configured()
-    }
-
     /// The data now: parsed again only when the inputs' content changed.
     pub fn read(&self) -> RenovateData {
         if !self.settings.configured() {
