@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             ExitCode::from(fluxgate::cli::people::EXIT_CLOSED_OUTPUT)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", fluxgate::cli::error_message(&err));
             // A followed operation that ended without succeeding has its own exit code.
             let code = err
                 .downcast_ref::<fluxgate::cli::people::Outcome>()

@@ -234,7 +234,7 @@ mod on_kubesim {
     fn installed_sim(sim: &KubeSim) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         sim.load_yaml(root.join("crds")).unwrap();
-        sim.load_yaml(root.join("../shared/external-crds")).unwrap();
+        sim.load_third_party_crds().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! The example Renovate CronJob (`examples/renovate/renovate.yaml`) gets right what
-//! RENOVATE.md says it must: lookup-only, a report file, `flux` patterns that match the
+//! docs/renovate.md says it must: lookup-only, a report file, `flux` patterns that match the
 //! fleet's own files, the report published into the ConfigMap Fluxgate reads, and a Role
 //! that allows writing that ConfigMap and nothing else.
 

@@ -70,7 +70,7 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
             .await
             .unwrap();
     }
-    // Flux is held still for the person who looks (SPEC: "Flux suspended").
+    // Flux is held still for the person who looks (onFailure: Freeze holds Flux suspended).
     assert_eq!(
         suspended(&story).await,
         (true, true),

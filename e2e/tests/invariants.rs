@@ -1,4 +1,4 @@
-//! SPEC §4's invariants (issue #6, "Invariant tests" 1–9), each a named test through the
+//! The invariants of docs/design.md §5 (issue #6, "Invariant tests" 1–9), each a named test through the
 //! real controller loop on kubesim, the sims and a real Git server, checked from kubesim's
 //! request log (the operator's requests carry User-Agent `fluxgate/`) and from Git.
 //!

@@ -1,4 +1,4 @@
-//! The Go prototype's failures (SPEC "Why"), each a named test. Most are proven elsewhere,
+//! The Go prototype's failures (why Fluxgate exists), each a named test. Most are proven elsewhere,
 //! closer to the code or in another story, and are not repeated here:
 //! - "reconciled"/"healthy" pass on a stale `Ready=True` right after resume:
 //!   `tests/cluster_flux.rs::a_stale_ready_right_after_resume_is_not_applied`,

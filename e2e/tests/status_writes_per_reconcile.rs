@@ -1,4 +1,4 @@
-//! SPEC §4 invariant 2 (issue #6, invariant test 2): at most one status write per reconcile
+//! Invariant 2 of docs/design.md §5 (issue #6, invariant test 2): at most one status write per reconcile
 //! per request, counted through the real controller loop. A reconcile cannot be told from
 //! kubesim's log alone (two reconciles can read the same cached resourceVersion), so this
 //! test listens to the operator's own tracing: every reconcile runs in a `reconcile` span,

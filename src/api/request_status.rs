@@ -58,6 +58,13 @@ pub enum Phase {
     Frozen,
 }
 
+/// A phase is shown to people by its name, as the API spells it.
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
 impl Phase {
     /// Terminal phases never change again.
     pub fn is_terminal(self) -> bool {
@@ -97,7 +104,7 @@ pub struct PhaseRecord {
     /// How it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<PhaseOutcome>,
-    /// What happened, for people.
+    /// What happened in it, for people: its latest progress and, once it ended, how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -104,6 +104,31 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// An error as the CLI prints it: each cause's sentence, outermost first, joined by ": ".
+/// An API server's answer is shown as its message, reason and code
+/// ([`crate::cluster::error::describe`]), never as kube's debug dump of it.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = if let Some(kube::Error::Api(_)) = cause.downcast_ref::<kube::Error>() {
+            crate::cluster::error::describe(cause)
+        } else {
+            cause.to_string()
+        };
+        // A cause whose sentence its wrapper already quotes adds nothing.
+        if !parts.last().is_some_and(|outer| outer.ends_with(&text)) {
+            parts.push(text);
+        }
+        if matches!(
+            cause.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(_))
+        ) {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
 fn crd(args: &CrdArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     match &args.dir {
@@ -124,6 +149,23 @@ fn crd(args: &CrdArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_print_as_sentences_without_debug_dumps() {
+        let api = kube::Error::Api(Box::new(kube::core::Status {
+            code: 404,
+            message: "upgraderequests.fluxgate.dev \"db-1\" not found".into(),
+            reason: "NotFound".into(),
+            ..Default::default()
+        }));
+        let error = anyhow::Error::new(api).context("reading UpgradeRequest apps/db-1");
+        assert_eq!(
+            error_message(&error),
+            "reading UpgradeRequest apps/db-1: upgraderequests.fluxgate.dev \"db-1\" not found (NotFound, HTTP 404)"
+        );
+        let io = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write x");
+        assert_eq!(error_message(&io), "cannot write x: disk full");
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

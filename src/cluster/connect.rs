@@ -25,6 +25,13 @@ pub async fn connect(
     };
     let config = match kubeconfig {
         Some(path) => {
+            // kube's own message quotes the path as a debug string; say it plainly.
+            if let Err(e) = std::fs::metadata(path) {
+                anyhow::bail!(
+                    "cannot read kubeconfig {}: {e}; pass an existing file to --kubeconfig",
+                    path.display()
+                );
+            }
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
             Config::from_custom_kubeconfig(file, &options)
@@ -33,7 +40,7 @@ pub async fn connect(
         }
         None if context.is_some() => Config::from_kubeconfig(&options).await.map_err(|e| {
             anyhow::anyhow!(
-                "cannot load kubeconfig context {:?}: {e}",
+                "cannot load kubeconfig context `{}`: {e}",
                 context.unwrap_or_default()
             )
         })?,

@@ -6,7 +6,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The API server answered with an error status or could not be reached.
-    #[error("{action} {object}: {source}")]
+    #[error("{action} {object}: {}", describe(.source))]
     Api {
         /// What was being done, e.g. "suspending".
         action: &'static str,
@@ -90,6 +90,31 @@ impl ClusterError {
     }
 }
 
+/// An error from the Kubernetes API as people should read it: the API server's own message
+/// with its reason and code. kube's `Display` of an API error appends a debug dump of the
+/// whole `Status` object; that never reaches a person. Errors that did not come from the API
+/// server keep their own text.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+            return match (status.message.is_empty(), status.reason.is_empty()) {
+                (true, true) => format!("the API server answered HTTP {}", status.code),
+                (true, false) => format!("{} (HTTP {})", status.reason, status.code),
+                (false, true) => format!("{} (HTTP {})", status.message, status.code),
+                (false, false) => {
+                    format!(
+                        "{} ({}, HTTP {})",
+                        status.message, status.reason, status.code
+                    )
+                }
+            };
+        }
+        current = e.source();
+    }
+    error.to_string()
+}
+
 /// Whether a create failed only because an object of that name exists (with deterministic
 /// names: ours, from before a crash).
 pub fn already_exists(error: &kube::Error) -> bool {
@@ -115,6 +140,26 @@ mod tests {
             message: "m".into(),
             ..Default::default()
         }))
+    }
+
+    #[test]
+    fn api_errors_read_as_sentences_without_a_debug_dump() {
+        let error = kube::Error::Api(Box::new(kube::core::Status {
+            code: 403,
+            message: "upgraderequests is forbidden: User \"bob\" cannot list".into(),
+            reason: "Forbidden".into(),
+            ..Default::default()
+        }));
+        assert_eq!(
+            describe(&error),
+            "upgraderequests is forbidden: User \"bob\" cannot list (Forbidden, HTTP 403)"
+        );
+        let wrapped = ClusterError::api("suspending", "HelmRelease apps/db", status(500));
+        assert_eq!(
+            wrapped.to_string(),
+            "suspending HelmRelease apps/db: m (HTTP 500)"
+        );
+        assert!(!wrapped.to_string().contains("Status {"), "{wrapped}");
     }
 
     #[test]

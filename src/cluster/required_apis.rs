@@ -90,8 +90,9 @@ pub async fn check_required_apis(client: &Client, cluster: &str) -> anyhow::Resu
         })?
         .map_err(|e| {
             anyhow::anyhow!(
-                "cannot reach the Kubernetes API server at {cluster}: {e}; check that the \
-                 cluster is running and that your kubeconfig points at it"
+                "cannot reach the Kubernetes API server at {cluster}: {}; check that the \
+                 cluster is running and that your kubeconfig points at it",
+                crate::cluster::error::describe(&e)
             )
         })?;
     if missing.is_empty() {

@@ -7,6 +7,7 @@ use crate::api::{
     versions_summary,
 };
 use crate::cluster::FIELD_MANAGER;
+use crate::cluster::error::describe;
 use crate::manifest::{Version, versions_equal};
 use crate::workflow::{Finish, Problem};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -42,7 +43,7 @@ pub(super) async fn update_status(
         let mut app = api.get(name).await.map_err(|e| {
             Problem::retryable(
                 "ApiError",
-                format!("reading ManagedApp {namespace}/{name}: {e}"),
+                format!("reading ManagedApp {namespace}/{name}: {}", describe(&e)),
             )
         })?;
         let mut status = app.status.clone().unwrap_or_default();
@@ -60,7 +61,10 @@ pub(super) async fn update_status(
             Err(e) => {
                 return Err(Problem::retryable(
                     "ApiError",
-                    format!("writing the status of ManagedApp {namespace}/{name}: {e}"),
+                    format!(
+                        "writing the status of ManagedApp {namespace}/{name}: {}",
+                        describe(&e)
+                    ),
                 ));
             }
         }

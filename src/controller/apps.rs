@@ -742,7 +742,8 @@ async fn automatic_upgrade(
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => {
                     return Err(AppError(format!(
-                        "creating UpgradeRequest {namespace}/{request}: {e}"
+                        "creating UpgradeRequest {namespace}/{request}: {}",
+                        crate::cluster::error::describe(&e)
                     )));
                 }
             }

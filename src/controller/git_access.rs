@@ -4,6 +4,7 @@
 
 use super::Context;
 use crate::api::{ManagedApp, PlannedFluxObject};
+use crate::cluster::error::describe;
 use crate::cluster::flux::ops::git_source;
 use crate::git::{DirectoryAtHead, Git2Repo, GitAuth, GitRepo, RemoteSpec, redact_url};
 use crate::manifest::fields::directory_of;
@@ -75,7 +76,7 @@ pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRe
                 .map_err(|e| {
                     Problem::retryable(
                         "ApiError",
-                        format!("reading Secret {namespace}/{name}: {e}"),
+                        format!("reading Secret {namespace}/{name}: {}", describe(&e)),
                     )
                 })?
                 .ok_or_else(|| {

@@ -34,8 +34,9 @@ impl Leadership {
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot join the leader election (Lease {namespace}/{LEASE_NAME}): {e}; \
-                     the service account needs get, create and patch on leases in {namespace}"
+                    "cannot join the leader election (Lease {namespace}/{LEASE_NAME}): {}; \
+                     the service account needs get, create and patch on leases in {namespace}",
+                    crate::cluster::error::describe(&e)
                 )
             })?;
         let (leading, manager) = manager.watch().await;

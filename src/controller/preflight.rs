@@ -5,6 +5,7 @@
 use super::Context;
 use super::git_access::{locate, open, read_version_files};
 use crate::api::{FluxObjectKind, ManagedApp, Plan, WorkloadKind};
+use crate::cluster::error::describe;
 use crate::cluster::flux::ops::api_resource;
 use crate::cluster::snapshots::class_for_driver;
 use crate::cluster::snapshots::ops::classes;
@@ -137,7 +138,10 @@ async fn allowed(
         .map_err(|e| {
             Problem::retryable(
                 "ApiError",
-                format!("asking whether Fluxgate may {verb} {plural}: {e}"),
+                format!(
+                    "asking whether Fluxgate may {verb} {plural}: {}",
+                    describe(&e)
+                ),
             )
         })?;
     if answer.status.is_some_and(|s| s.allowed) {

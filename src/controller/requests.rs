@@ -11,6 +11,7 @@ use super::{Context, FINALIZER};
 use crate::api::{
     ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, UpgradeRequest,
 };
+use crate::cluster::error::describe;
 use crate::workflow::{
     self, AppPolicy, Decision, LockState, Observed, Problem, Request, RequestKind,
 };
@@ -99,7 +100,7 @@ impl RequestObject for RollbackRequest {
 }
 
 fn api_error(what: &str, e: kube::Error) -> ReconcileError {
-    ReconcileError::Api(format!("{what}: {e}"))
+    ReconcileError::Api(format!("{what}: {}", describe(&e)))
 }
 
 /// Runs both request controllers until `shutdown` completes.
@@ -204,7 +205,7 @@ impl kube::runtime::utils::Backoff for TriggerBackoff {
 }
 
 /// The span every reconcile of a request runs in: logs carry the request, and a test can
-/// count what one reconcile sent (SPEC §4.2: at most one status write).
+/// count what one reconcile sent (docs/design.md §5: at most one status write).
 fn reconcile_span<K: RequestObject>(object: &K) -> tracing::Span {
     tracing::info_span!(
         "reconcile",

@@ -7,6 +7,7 @@ pub mod world;
 
 use crate::api::conditions::{READY, find_condition};
 use crate::api::{Phase, RequestStatus, RollbackRequest, UpgradeRequest};
+use anyhow::Context as _;
 use kube::Api;
 use std::time::{Duration, Instant};
 use world::DemoWorld;
@@ -115,22 +116,34 @@ async fn follow(
     let deadline = started + Duration::from_secs(180);
     let mut seen: Vec<String> = Vec::new();
     loop {
-        let current = upgrades.get(upgrade).await?;
-        if let Some(status) = &current.status {
-            print_new(&mut seen, upgrade, status, started);
-        }
-        if let Some(name) = rollback {
-            let child = rollbacks.get_opt(name).await?;
-            if let Some(status) = child.as_ref().and_then(|c| c.status.as_ref()) {
-                print_new(&mut seen, name, status, started);
-            }
-        }
-        if current
+        let current = upgrades
+            .get(upgrade)
+            .await
+            .with_context(|| format!("reading UpgradeRequest apps/{upgrade}"))?;
+        let child = match rollback {
+            Some(name) => rollbacks
+                .get_opt(name)
+                .await
+                .with_context(|| format!("reading RollbackRequest apps/{name}"))?
+                .and_then(|c| c.status.map(|status| (name, status))),
+            None => None,
+        };
+        let finished = current
             .status
             .as_ref()
             .and_then(|s| s.phase)
-            .is_some_and(Phase::is_terminal)
-        {
+            .is_some_and(Phase::is_terminal);
+        // The upgrade ends after its rollback: its last line comes last.
+        if finished && let Some((name, status)) = &child {
+            print_new(&mut seen, name, status, started);
+        }
+        if let Some(status) = &current.status {
+            print_new(&mut seen, upgrade, status, started);
+        }
+        if !finished && let Some((name, status)) = &child {
+            print_new(&mut seen, name, status, started);
+        }
+        if finished {
             return Ok(current);
         }
         if Instant::now() > deadline {
@@ -140,24 +153,30 @@ async fn follow(
     }
 }
 
-/// Prints what changed in a request's story since the last look: new phases and new
-/// messages.
+/// Prints what changed in a request's story since the last look: each new phase, then every
+/// new message under the phase it belongs to (a phase's closing message stays with it, so
+/// "committed …" reads under Commit, not under the Reconcile that follows).
 fn print_new(seen: &mut Vec<String>, name: &str, status: &RequestStatus, started: Instant) {
     let now = started.elapsed().as_secs_f64();
-    for record in &status.phases {
-        let key = format!("{name}/{:?}", record.name);
-        if !seen.contains(&key) {
-            seen.push(key);
-            println!("   +{now:5.1}s  {name:<18} {:?}", record.name);
+    for (index, record) in status.phases.iter().enumerate() {
+        let header = format!("{name}#{index}");
+        if !seen.contains(&header) {
+            seen.push(header);
+            println!("   +{now:5.1}s  {name:<18} {}", record.name);
         }
-    }
-    let message = find_condition(&status.conditions, READY)
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
-    let key = format!("{name}: {message}");
-    if !message.is_empty() && !seen.contains(&key) {
-        seen.push(key);
-        println!("   +{now:5.1}s  {name:<18}   {message}");
+        // While an upgrade rolls back, its messages only repeat the rollback's phase, whose
+        // own lines are printed: show how RollingBack ended, not its echo.
+        if record.name == Phase::RollingBack && record.completed_at.is_none() {
+            continue;
+        }
+        let Some(message) = record.message.as_deref().filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let said = format!("{name}#{index}: {message}");
+        if !seen.contains(&said) {
+            seen.push(said);
+            println!("   +{now:5.1}s  {name:<18}   {message}");
+        }
     }
 }
 
@@ -165,9 +184,7 @@ fn print_new(seen: &mut Vec<String>, name: &str, status: &RequestStatus, started
 /// volume holds its snapshot's content again.
 async fn report(world: &DemoWorld, upgrade: &UpgradeRequest) -> anyhow::Result<()> {
     let status = upgrade.status.clone().unwrap_or_default();
-    let phase = status
-        .phase
-        .map_or("unknown".to_owned(), |p| format!("{p:?}"));
+    let phase = status.phase.map_or("unknown".to_owned(), |p| p.to_string());
     println!("   => {phase}");
     if let Some(commit) = &status.commit {
         println!(
@@ -184,7 +201,7 @@ async fn report(world: &DemoWorld, upgrade: &UpgradeRequest) -> anyhow::Result<(
     }
     if let Some(failure) = &status.failure {
         println!(
-            "      failed in {:?}: {} — {}",
+            "      failed in {}: {} — {}",
             failure.phase, failure.reason, failure.message
         );
     }

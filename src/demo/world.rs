@@ -12,7 +12,6 @@ use kubesim::KubeSim;
 use serde_json::json;
 use sim::git_server::GitServer;
 use sim::world::{World, WorldOptions};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,14 +121,6 @@ pub struct DemoWorld {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     operator: Option<tokio::task::JoinHandle<()>>,
     _cache: tempfile::TempDir,
-}
-
-/// Where the third-party (Flux, VolumeSnapshot) CRDs are read from: `FLUXGATE_EXTERNAL_CRDS`,
-/// else `../shared/external-crds` beside the repository.
-fn external_crds() -> std::path::PathBuf {
-    std::env::var_os("FLUXGATE_EXTERNAL_CRDS")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/external-crds"))
 }
 
 /// A workload a fleet waits for before its ManagedApps are created.
@@ -262,16 +253,12 @@ impl DemoWorld {
     pub async fn start_fleet(fleet: Fleet) -> anyhow::Result<DemoWorld> {
         let kube = KubeSim::start().await;
         for (file, crd) in crate::api::crds() {
-            kube.put(serde_json::to_value(crd)?)
-                .map_err(|e| anyhow::anyhow!("loading Fluxgate's CRD {file}: {e:?}"))?;
+            kube.put(serde_json::to_value(crd)?).with_context(|| {
+                format!("loading Fluxgate's CRD {file} into the simulated cluster")
+            })?;
         }
-        let external = external_crds();
-        kube.load_yaml(&external).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot load the Flux and VolumeSnapshot CRDs from {}: {e:?}; point FLUXGATE_EXTERNAL_CRDS at a directory holding them",
-                external.display()
-            )
-        })?;
+        kube.load_third_party_crds()
+            .context("loading the Flux and VolumeSnapshot CRDs built into kubesim")?;
         let client = kube.client();
         let mut resources = "resources:\n- ns.yaml\n".to_owned();
         for resource in &fleet.resources {

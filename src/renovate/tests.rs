@@ -1,5 +1,5 @@
 //! Tests of the renovate module through its public API, on fixtures built from the formats
-//! in RENOVATE.md (one per trap listed there) and a sample GitOps repository whose current
+//! in Renovate's real output (one per known trap of it) and a sample GitOps repository whose current
 //! values are read with the manifest module, as the controller will.
 
 use super::choice::{self, FieldChoice};

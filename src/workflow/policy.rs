@@ -44,7 +44,7 @@ pub struct AppPolicy {
     pub timeouts: Timeouts,
 }
 
-/// Per-phase timeouts, resolved from the ManagedApp with the defaults of SPEC §2.
+/// Per-phase timeouts, resolved from the ManagedApp with the defaults the API reference (docs/api.md) documents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// Suspend (default 2m); also the dry-run preflight.

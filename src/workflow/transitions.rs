@@ -26,6 +26,9 @@ pub fn enter(
     {
         open.completed_at = Some(Time(now));
         open.outcome = Some(outcome);
+        // The message of a transition says how the phase ended, so the audit trail keeps it
+        // with that phase rather than with the next.
+        open.message = Some(message.to_owned());
     }
     status.phase = Some(next);
     status.phase_started_at = Some(Time(now));

@@ -14,8 +14,8 @@ pub async fn cluster(namespaces: &[&str]) -> KubeSim {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     sim.load_yaml(root.join("crds"))
         .expect("Fluxgate's CRDs load");
-    sim.load_yaml(root.join("../shared/external-crds"))
-        .expect("the external CRDs load");
+    sim.load_third_party_crds()
+        .expect("kubesim's Flux and VolumeSnapshot CRDs load");
     for namespace in namespaces {
         sim.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
             .unwrap();

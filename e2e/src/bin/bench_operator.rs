@@ -9,7 +9,7 @@
 //!     [--rollbacks N] [--apps N] [--idle-secs S] [--fluxgate PATH] [--out FILE]
 //! ```
 //! Prints the figures and writes them to FILE (default `e2e/results/bench_operator.txt`),
-//! each with its bar from ENGINEERING.md and PASS or MISS. Everything is read from
+//! each with its bar from docs/design.md and PASS or MISS. Everything is read from
 //! kubesim's request log: its timestamps (taken when a request has been answered) and
 //! User-Agents tell who did what when. In-process, the request controllers and the
 //! ManagedApp controller run with their own User-Agents (both starting `fluxgate/`), so

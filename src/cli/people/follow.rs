@@ -5,6 +5,7 @@
 use super::cluster::Session;
 use super::view::progress::Progress;
 use crate::api::{RequestStatus, RollbackRequest, UpgradeRequest};
+use crate::cluster::error::describe;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use kube::Resource;
@@ -184,11 +185,11 @@ pub async fn follow<K: Request>(
                 ),
                 Some(Err(error)) => {
                     if !warned {
-                        eprintln!("warning: watching {kind} {namespace}/{name}: {error}; retrying");
+                        eprintln!("warning: watching {kind} {namespace}/{name}: {}; retrying", describe(&error));
                         warned = true;
                     }
                     if !picked_up {
-                        unseen_error = Some(error.to_string());
+                        unseen_error = Some(describe(&error));
                     }
                 }
                 None => anyhow::bail!("the watch on {kind} {namespace}/{name} ended unexpectedly"),
@@ -200,7 +201,7 @@ pub async fn follow<K: Request>(
                 Some(Ok(Seen::Deleted)) | None => rollback = None,
                 Some(Err(error)) => {
                     if !warned {
-                        eprintln!("warning: watching the rollback: {error}; retrying");
+                        eprintln!("warning: watching the rollback: {}; retrying", describe(&error));
                         warned = true;
                     }
                 }

@@ -12,7 +12,8 @@
 //! use kubesim::{KubeSim, Match};
 //! use k8s_openapi::api::core::v1::ConfigMap;
 //! let sim = KubeSim::start().await;                       // 127.0.0.1, random port
-//! sim.load_yaml("../shared/external-crds")?;              // CRDs (files or directories)
+//! sim.load_third_party_crds()?;                          // the Flux and VolumeSnapshot kinds
+//! sim.load_yaml("crds")?;                                 // more CRDs (files or directories)
 //! let cms: kube::Api<ConfigMap> = kube::Api::namespaced(sim.client(), "default");
 //! // ... run the code under test against sim.client() or sim.kubeconfig_path() ...
 //! let writes = sim.count(&Match::any().verb("write").resource("configmaps"));
@@ -27,8 +28,8 @@
 //! `sim.expire_history("", "pods")`. Injected 429s carry `Retry-After` and kube-rs retries
 //! 429/503/504 by itself; inject 409 or 500 to see an error reach the code under test.
 //!
-//! As a process: `kubesim serve --addr 127.0.0.1:0 --kubeconfig /tmp/kc --crds ../shared/external-crds`
-//! prints `kubesim listening on http://127.0.0.1:<port>` and serves until SIGINT/SIGTERM.
+//! As a process: `kubesim serve --addr 127.0.0.1:0 --kubeconfig /tmp/kc [--crds <dir>]` serves
+//! the Flux and VolumeSnapshot kinds (unless `--bare`) and what `--crds` names, and prints `kubesim listening on http://127.0.0.1:<port>` and serves until SIGINT/SIGTERM.
 //!
 //! # What kubectl 1.32 asks for (seen in the request log)
 //!
@@ -135,6 +136,7 @@ pub mod selectors;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod third_party;
 pub mod watch;
 
 pub use controls::{Fault, FaultAction, Gate, Match, RequestInfo, RequestRecord};
@@ -286,15 +288,23 @@ impl KubeSim {
                 path: f.clone(),
                 source,
             })?;
-            let values: Vec<Value> =
-                serde_saphyr::from_multiple(&text).map_err(|e| LoadError::Yaml {
-                    path: f.clone(),
-                    message: e.to_string(),
-                })?;
-            for v in values.into_iter().filter(Value::is_object) {
-                docs.push((f.clone(), v));
-            }
+            docs.extend(parse_documents(&f, &text)?);
         }
+        self.put_documents(docs)
+    }
+
+    /// Serves the Flux (source, kustomize, helm) and CSI VolumeSnapshot kinds, from the CRDs
+    /// embedded in kubesim ([`third_party::CRDS`]). Returns `kind/name` of each CRD written.
+    pub fn load_third_party_crds(&self) -> Result<Vec<String>, LoadError> {
+        let mut docs = Vec::new();
+        for (file, text) in third_party::CRDS {
+            docs.extend(parse_documents(Path::new(file), text)?);
+        }
+        self.put_documents(docs)
+    }
+
+    /// Writes documents: CustomResourceDefinitions first, so the kinds they define exist.
+    fn put_documents(&self, mut docs: Vec<(PathBuf, Value)>) -> Result<Vec<String>, LoadError> {
         docs.sort_by_key(|(_, v)| v["kind"] != "CustomResourceDefinition");
         let mut written = Vec::new();
         for (p, v) in docs {
@@ -451,4 +461,17 @@ impl Drop for KubeSim {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// The YAML documents of one file that are objects, each with the file it came from.
+fn parse_documents(path: &Path, text: &str) -> Result<Vec<(PathBuf, Value)>, LoadError> {
+    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| LoadError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(values
+        .into_iter()
+        .filter(Value::is_object)
+        .map(|v| (path.to_path_buf(), v))
+        .collect())
 }

@@ -27,6 +27,10 @@ enum Command {
         /// CRD (or any object) YAML files or directories to load at start; repeatable.
         #[arg(long)]
         crds: Vec<PathBuf>,
+        /// Serve only the built-in Kubernetes kinds: without it, the Flux and VolumeSnapshot
+        /// kinds are served too (from CRDs embedded in kubesim).
+        #[arg(long)]
+        bare: bool,
         /// Watch events kept per resource.
         #[arg(long, default_value_t = 1000)]
         history: usize,
@@ -40,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         addr,
         kubeconfig,
         crds,
+        bare,
         history,
     } = command;
     let config = kubesim::Config {
@@ -49,6 +54,13 @@ async fn main() -> anyhow::Result<()> {
     let sim = kubesim::KubeSim::start_with(config, addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {addr}: {e}"))?;
+    if !bare {
+        let loaded = sim.load_third_party_crds()?;
+        eprintln!(
+            "serving the Flux and VolumeSnapshot kinds ({} CRDs built in)",
+            loaded.len()
+        );
+    }
     for path in &crds {
         let loaded = sim.load_yaml(path)?;
         eprintln!("loaded {} object(s) from {}", loaded.len(), path.display());

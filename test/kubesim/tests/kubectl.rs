@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::external_crds;
+use common::third_party_crd_files;
 use kubesim::{KubeSim, Match};
 use serde_json::Value;
 use std::process::Stdio;
@@ -151,8 +151,11 @@ spec: {volumeSnapshotClassName: csi, source: {persistentVolumeClaimName: data}}
 
 async fn with_samples() -> Ctl {
     let ctl = Ctl::new().await;
-    let crds = external_crds();
-    ctl.ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()])
+    let mut apply = vec!["apply".to_owned(), "--server-side".to_owned()];
+    for file in third_party_crd_files() {
+        apply.extend(["-f".to_owned(), file.display().to_string()]);
+    }
+    ctl.ok(&apply.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     ctl.ok(&[
         "wait",
@@ -546,7 +549,7 @@ async fn kubectl_stale_replace_is_a_conflict() {
 }
 
 #[tokio::test]
-async fn kubesim_serve_binary_writes_kubeconfig_and_stops_on_sigterm() {
+async fn kubesim_serve_binary_serves_flux_and_snapshot_kinds_and_stops_on_sigterm() {
     if !kubectl_present() {
         return;
     }
@@ -555,8 +558,6 @@ async fn kubesim_serve_binary_writes_kubeconfig_and_stops_on_sigterm() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
         .args(["serve", "--addr", "127.0.0.1:0", "--kubeconfig"])
         .arg(&kc)
-        .arg("--crds")
-        .arg(external_crds())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -592,6 +593,25 @@ async fn kubesim_serve_binary_writes_kubeconfig_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 9);
+    // Without --crds, the Flux and snapshot kinds are served from kubesim's own CRDs.
+    let kinds = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args([
+            "get",
+            "helmreleases,kustomizations,gitrepositories,ocirepositories,volumesnapshots",
+            "-A",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        kinds.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kinds.stderr)
+    );
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])

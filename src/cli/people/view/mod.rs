@@ -63,7 +63,7 @@ pub fn transition(from: &BTreeMap<String, String>, to: &BTreeMap<String, String>
 pub fn phase_name(phase: Option<Phase>) -> String {
     match phase {
         None => "Pending".to_owned(),
-        Some(phase) => format!("{phase:?}"),
+        Some(phase) => phase.to_string(),
     }
 }
 

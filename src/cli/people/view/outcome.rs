@@ -38,7 +38,7 @@ pub fn conclusion(
         .as_ref()
         .map_or("-".to_owned(), |p| transition(&p.from, &p.to));
     let why = status.failure.as_ref().map_or(String::new(), |f| {
-        format!(" in {:?}: {} — {}", f.phase, f.reason, f.message)
+        format!(" in {}: {} — {}", f.phase, f.reason, f.message)
     });
     let commit = status
         .commit

@@ -95,14 +95,14 @@ impl Progress {
                         .map_or(String::new(), |seen| {
                             format!(" {}", elapsed(at.saturating_sub(seen)))
                         });
-                    let mut text = format!("after {:?}{took}", previous.name);
+                    let mut text = format!("after {}{took}", previous.name);
                     if !entry_message.is_empty() {
                         text.push_str(&format!(": {entry_message}"));
                     }
                     text
                 }
             };
-            out.push(line(at, label, &format!("{:?}", record.name), &text));
+            out.push(line(at, label, &record.name.to_string(), &text));
             shown.phase_seen_at = Some(at);
             if is_current {
                 shown.message = message.clone();
@@ -177,7 +177,7 @@ impl Progress {
                         .map_or(String::new(), |seen| {
                             format!(" {}", elapsed(at.saturating_sub(seen)))
                         });
-                    format!("after {:?}{took}", last.name)
+                    format!("after {}{took}", last.name)
                 }
                 None => String::new(),
             };
@@ -195,7 +195,7 @@ impl Progress {
                     label,
                     "",
                     &format!(
-                        "failed in {:?}: {} — {}",
+                        "failed in {}: {} — {}",
                         failure.phase, failure.reason, failure.message
                     ),
                 ));
@@ -227,7 +227,7 @@ pub fn phase_timings(status: &RequestStatus) -> String {
         .filter_map(|record| {
             let done = record.completed_at.as_ref()?;
             Some(format!(
-                "{:?} {}",
+                "{} {}",
                 record.name,
                 whole(seconds_between(record.started_at.0, done.0))
             ))

@@ -34,8 +34,8 @@ pub async fn env_with(mut options: WorldOptions) -> Env {
         .git_url_rewrites
         .push((GIT_HOST.to_owned(), "file:///".to_owned()));
     let kube = KubeSim::start().await;
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/external-crds");
-    kube.load_yaml(&crds).expect("external CRDs load");
+    kube.load_third_party_crds()
+        .expect("kubesim's Flux and VolumeSnapshot CRDs load");
     let client = kube.client();
     sim::seed::storage(&client).await.expect("storage classes");
     let world = World::start(client.clone(), options)

@@ -347,9 +347,7 @@ async fn sims_started_before_the_crds_back_off_then_pick_them_up() {
         "{requests} requests in one second without CRDs"
     );
 
-    let crds =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/external-crds");
-    kube.load_yaml(&crds).unwrap();
+    kube.load_third_party_crds().unwrap();
     seed::storage(&client).await.unwrap();
     seed::namespace(&client, "apps").await.unwrap();
     let env = Env {
