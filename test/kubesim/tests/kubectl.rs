@@ -578,40 +578,32 @@ async fn kubesim_serve_binary_serves_flux_and_snapshot_kinds_and_stops_on_sigter
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kc)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args(["get", "crd", "-o", "name"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 9);
+    let kubectl = async |args: &[&str]| {
+        let out = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let crds = kubectl(&["get", "crd", "-o", "name"]).await;
+    assert_eq!(crds.lines().count(), 9, "{crds}");
     // Without --crds, the Flux and snapshot kinds are served from kubesim's own CRDs.
-    let kinds = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kc)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args([
-            "get",
-            "helmreleases,kustomizations,gitrepositories,ocirepositories,volumesnapshots",
-            "-A",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        kinds.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kinds.stderr)
-    );
+    kubectl(&[
+        "get",
+        "helmreleases,kustomizations,gitrepositories,ocirepositories,volumesnapshots",
+        "-A",
+    ])
+    .await;
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
