@@ -240,3 +240,50 @@ async fn a_missing_source_is_named() {
         "HelmRelease apps/nope does not exist; check spec.source of the ManagedApp"
     );
 }
+
+#[tokio::test]
+async fn a_long_release_name_is_shortened_as_helm_controller_does() {
+    // `<targetNamespace>-<name>` is 62 characters: helm-controller installs the release under
+    // a shortened name. A HelmRelease whose status has no history or inventory yet (restored
+    // from a backup, which drops status, or recreated) must still be found by that name.
+    let target = "databases-of-the-payments-team";
+    let name = "postgres-for-the-ledger-service";
+    let sim = cluster(&["apps", target]).await;
+    let mut live = workload("StatefulSet", "ledger", 2);
+    live["metadata"]["namespace"] = json!(target);
+    sim.put(live).unwrap();
+    let mut release = helm_release("apps", name, None);
+    release["spec"]["targetNamespace"] = json!(target);
+    sim.put(release).unwrap();
+    let short = sim::helm::shorten_release_name(&format!("{target}-{name}"));
+    assert_eq!(short.len(), 53);
+    let manifest = "---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: ledger\nspec:\n  replicas: 2\n";
+    let secret = HelmReleaseSecret {
+        name: short.clone(),
+        namespace: "apps".into(),
+        revision: 1,
+        status: "deployed".into(),
+        chart: "postgres".into(),
+        chart_version: "1.4.0".into(),
+        app_version: "16".into(),
+        values: json!({}),
+        manifest: manifest.into(),
+    };
+    sim.put(serde_json::to_value(secret.to_secret()).unwrap())
+        .unwrap();
+    let app = discover_app(
+        &sim.client(),
+        SourceKind::HelmRelease,
+        "apps",
+        name,
+        &VolumeSelection::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let workloads: Vec<(&str, &str)> = app
+        .workloads
+        .iter()
+        .map(|w| (w.namespace.as_str(), w.name.as_str()))
+        .collect();
+    assert_eq!(workloads, vec![(target, "ledger")]);
+}

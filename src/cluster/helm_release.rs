@@ -15,8 +15,10 @@ use std::io::Read;
 pub const HELM_SECRET_TYPE: &str = "helm.sh/release.v1";
 /// Largest decompressed release accepted: far above real releases, far below a gzip bomb.
 pub const MAX_RELEASE_BYTES: u64 = 32 * 1024 * 1024;
-/// Helm's limit on release names; Flux shortens longer default names.
+/// Helm's limit on release names; helm-controller shortens longer ones.
 const MAX_RELEASE_NAME: usize = 53;
+/// Hex digits of the name's SHA-256 that helm-controller keeps in a shortened name.
+const SHORT_HASH: usize = 12;
 
 /// Where a HelmRelease's Helm release lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,12 +32,6 @@ pub struct ReleaseLocation {
 /// Why a release could not be located or decoded; each message names the object.
 #[derive(Debug, thiserror::Error)]
 pub enum HelmReleaseError {
-    /// The default release name is too long to derive without Flux's status.
-    #[error(
-        "HelmRelease {0}: the default release name is longer than {MAX_RELEASE_NAME} characters and Flux \
-         shortens it; wait until the HelmRelease reports status.history, or set spec.releaseName"
-    )]
-    NameNeedsStatus(String),
     /// The Secret is not a Helm release secret.
     #[error(
         "Secret {0} is not a Helm release secret (type {HELM_SECRET_TYPE} with a `release` key)"
@@ -60,18 +56,16 @@ pub enum HelmReleaseError {
 impl HelmReleaseError {
     /// A static category for metrics and events.
     pub fn category(&self) -> &'static str {
-        match self {
-            HelmReleaseError::NameNeedsStatus(_) => "helm_release_name",
-            _ => "helm_secret_invalid",
-        }
+        "helm_secret_invalid"
     }
 }
 
 /// The release name and storage namespace Flux uses for `release`: taken from its status
 /// when it has deployed before, otherwise derived as helm-controller does
-/// (`spec.releaseName`, else `[<targetNamespace>-]<name>`; storage in
-/// `spec.storageNamespace`, else the HelmRelease's namespace).
-pub fn release_location(release: &HelmRelease) -> Result<ReleaseLocation, HelmReleaseError> {
+/// (`spec.releaseName`, else `[<targetNamespace>-]<name>`, shortened by
+/// [`shorten_release_name`] when over 53 characters; storage in `spec.storageNamespace`,
+/// else the HelmRelease's namespace).
+pub fn release_location(release: &HelmRelease) -> ReleaseLocation {
     let namespace = release.namespace().unwrap_or_default();
     let status = release.status.as_ref();
     let storage_namespace = status
@@ -82,26 +76,50 @@ pub fn release_location(release: &HelmRelease) -> Result<ReleaseLocation, HelmRe
         .and_then(|s| s.history.first())
         .filter(|h| !h.name.is_empty())
     {
-        return Ok(ReleaseLocation {
+        return ReleaseLocation {
             name: latest.name.clone(),
             storage_namespace,
-        });
+        };
     }
-    let name = match (&release.spec.release_name, &release.spec.target_namespace) {
-        (Some(name), _) => name.clone(),
+    // helm-controller's GetReleaseName (api/v2/helmrelease_types.go): an empty releaseName
+    // counts as unset.
+    let name = match (
+        release
+            .spec
+            .release_name
+            .as_deref()
+            .filter(|n| !n.is_empty()),
+        release
+            .spec
+            .target_namespace
+            .as_deref()
+            .filter(|n| !n.is_empty()),
+    ) {
+        (Some(name), _) => name.to_owned(),
         (None, Some(target)) => format!("{target}-{}", release.name_any()),
         (None, None) => release.name_any(),
     };
-    if name.len() > MAX_RELEASE_NAME {
-        return Err(HelmReleaseError::NameNeedsStatus(format!(
-            "{namespace}/{}",
-            release.name_any()
-        )));
-    }
-    Ok(ReleaseLocation {
-        name,
+    ReleaseLocation {
+        name: shorten_release_name(&name),
         storage_namespace,
-    })
+    }
+}
+
+/// The Helm release name helm-controller uses for a release name over 53 characters (Helm's
+/// limit): its first 40 characters, `-`, and the first 12 hex digits of the SHA-256 of the
+/// whole name. helm-controller applies it (`ShortenName` in internal/release/name.go) to
+/// every install, upgrade and test, so the release secrets carry this name.
+pub fn shorten_release_name(name: &str) -> String {
+    if name.len() <= MAX_RELEASE_NAME {
+        return name.to_owned();
+    }
+    let sum = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let hex: String = sum.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    // Go cuts bytes; a HelmRelease name and namespace are DNS names, so ASCII. A non-ASCII
+    // name could never have been installed, so keeping it whole is as good as any cut.
+    let keep = MAX_RELEASE_NAME - SHORT_HASH - 1;
+    let cut = name.get(..keep).unwrap_or(name);
+    format!("{cut}-{}", &hex[..SHORT_HASH])
 }
 
 /// The newest `deployed` revision among `secrets` for release `name` (by the `version`
@@ -320,7 +338,7 @@ mod tests {
     fn release_location_follows_flux_naming() {
         let plain = helm_release(json!({}), json!({}));
         assert_eq!(
-            release_location(&plain).unwrap(),
+            release_location(&plain),
             ReleaseLocation {
                 name: "db".into(),
                 storage_namespace: "flux-system".into()
@@ -331,7 +349,7 @@ mod tests {
             json!({}),
         );
         assert_eq!(
-            release_location(&targeted).unwrap(),
+            release_location(&targeted),
             ReleaseLocation {
                 name: "apps-db".into(),
                 storage_namespace: "apps".into()
@@ -341,25 +359,51 @@ mod tests {
             json!({"releaseName": "postgres", "targetNamespace": "apps"}),
             json!({}),
         );
-        assert_eq!(release_location(&named).unwrap().name, "postgres");
+        assert_eq!(release_location(&named).name, "postgres");
         let from_status = helm_release(
             json!({"targetNamespace": "apps"}),
             json!({"storageNamespace": "apps", "history": [{"name": "apps-db-3f2a", "namespace": "apps", "version": 4, "chartVersion": "1.0.0", "status": "deployed"}]}),
         );
         assert_eq!(
-            release_location(&from_status).unwrap(),
+            release_location(&from_status),
             ReleaseLocation {
                 name: "apps-db-3f2a".into(),
                 storage_namespace: "apps".into()
             }
         );
+        // Over 53 characters: shortened as helm-controller shortens it.
         let long = helm_release(
             json!({"targetNamespace": "a-very-long-namespace-name-for-the-stateful-applications"}),
             json!({}),
         );
-        assert!(matches!(
-            release_location(&long),
-            Err(HelmReleaseError::NameNeedsStatus(_))
-        ));
+        let location = release_location(&long);
+        assert_eq!(location.name.len(), 53);
+        assert_eq!(
+            location.name,
+            shorten_release_name("a-very-long-namespace-name-for-the-stateful-applications-db")
+        );
+    }
+
+    #[test]
+    fn long_release_names_are_shortened_as_helm_controller_does() {
+        // The cases of helm-controller's internal/release/name_test.go (v1.6.4).
+        for (name, short) in [
+            ("release-name", "release-name"),
+            (
+                "release-name-with-very-long-name-which-is-longer-than-53-characters",
+                "release-name-with-very-long-name-which-i-788ca0d0d7b0",
+            ),
+            (
+                "another-release-name-with-very-long-name-which-is-longer-than-53-characters",
+                "another-release-name-with-very-long-name-7e72150d5a36",
+            ),
+            ("", ""),
+        ] {
+            assert_eq!(shorten_release_name(name), short, "{name}");
+        }
+        // Exactly 53 stays; 54 is cut.
+        let at_limit = "a".repeat(53);
+        assert_eq!(shorten_release_name(&at_limit), at_limit);
+        assert_eq!(shorten_release_name(&"a".repeat(54)).len(), 53);
     }
 }

@@ -10,7 +10,9 @@ use crate::api::{
     FluxObjectKind, ManagedApp, Plan, RollbackRequest, RollbackRequestSpec, UpgradeRequest,
 };
 use crate::cluster::error::ClusterError;
-use crate::cluster::flux::ops::{git_source, request_reconcile, set_suspend};
+use crate::cluster::flux::ops::{
+    chart_helm_repository, git_source, request_reconcile, set_suspend,
+};
 use crate::cluster::snapshots::ops::{create_claim, create_snapshot, delete_claim, snapshot};
 use crate::cluster::snapshots::{restored_claim, snapshot_for};
 use crate::cluster::workloads::ops::scale;
@@ -136,6 +138,23 @@ pub async fn perform(
                     FluxObjectKind::Kustomization | FluxObjectKind::HelmRelease
                 ) && !object.was_suspended
                 {
+                    // A chart from a HelmRepository is built from the repository's stored
+                    // index: have it fetched now, before the HelmRelease asks for the chart.
+                    if object.kind == FluxObjectKind::HelmRelease
+                        && let Some((namespace, name)) = chart_helm_repository(client, object)
+                            .await
+                            .map_err(problem)?
+                    {
+                        request_reconcile(
+                            client,
+                            FluxObjectKind::HelmRepository,
+                            &namespace,
+                            &name,
+                            token,
+                        )
+                        .await
+                        .map_err(problem)?;
+                    }
                     request_reconcile(client, object.kind, &object.namespace, &object.name, token)
                         .await
                         .map_err(problem)?;

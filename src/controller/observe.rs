@@ -11,7 +11,7 @@ use crate::api::{
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::HelmRelease;
 use crate::cluster::flux::ops::{apply_progress, get, helm_release_hold, served_commit};
-use crate::cluster::flux::progress::remediation_for;
+use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
 use crate::cluster::snapshots::{RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name};
@@ -205,6 +205,10 @@ pub async fn observe_phase(
                     .as_ref()
                     .and_then(|r| remediation_for(r, chart))
                     .map(|(reason, message)| Problem::terminal(&reason, message));
+                observed.retried_failure = release
+                    .as_ref()
+                    .and_then(|r| retried_failure(r, chart))
+                    .map(|(reason, message)| Problem::terminal(&reason, message));
             }
         }
         Phase::RollingBack | Phase::Frozen if request.kind == RequestKind::Upgrade => {
@@ -257,10 +261,27 @@ pub async fn observe_plan_state(
             .await
             .map_err(problem)?
         {
-            observed.flux_suspended.insert(
-                flux_key(object),
-                crate::cluster::flux::ops::is_suspended(&found),
-            );
+            let key = flux_key(object);
+            if object.kind == FluxObjectKind::HelmRelease {
+                // helm-controller writes observedGeneration when a reconcile ends (also a
+                // suspended one); until then an action it started earlier is running.
+                let generation = found.metadata.generation;
+                let seen = found.data["status"]["observedGeneration"].as_i64();
+                if let (Some(generation), seen) = (generation, seen)
+                    && seen.is_none_or(|seen| seen < generation)
+                {
+                    observed.flux_unsettled.insert(
+                        key.clone(),
+                        format!(
+                            "it is finishing an action it started before (observedGeneration {}, generation {generation})",
+                            seen.map_or("none".to_owned(), |s| s.to_string())
+                        ),
+                    );
+                }
+            }
+            observed
+                .flux_suspended
+                .insert(key, crate::cluster::flux::ops::is_suspended(&found));
         }
     }
     for workload in &plan.workloads {

@@ -31,6 +31,12 @@ pub fn app_manifest(tag: &str) -> String {
 /// OCIRepository and a HelmRelease whose chart runs a StatefulSet of `replicas` pods with a
 /// data volume each.
 pub fn helm_app_manifest(name: &str, tag: &str, replicas: u32) -> String {
+    helm_app_manifest_with(name, tag, replicas, "")
+}
+
+/// [`helm_app_manifest`] with `release_spec` (YAML lines indented for the HelmRelease's
+/// `spec`, e.g. `"  timeout: 2s\n"`) at the end of the HelmRelease's spec.
+pub fn helm_app_manifest_with(name: &str, tag: &str, replicas: u32, release_spec: &str) -> String {
     format!(
         "# The database of the apps namespace.
 apiVersion: source.toolkit.fluxcd.io/v1
@@ -59,7 +65,7 @@ spec:
     persistence:
     - name: data
       size: 1Gi
-"
+{release_spec}"
     )
 }
 
@@ -156,16 +162,31 @@ impl Fleet {
     /// [`helm_app_manifest`]) with its ManagedApp `name`: `app_spec` merged over the basics
     /// (source, git file, 1 s stabilization).
     pub fn helm_app(
-        mut self,
+        self,
         name: &str,
         tag: &str,
         replicas: u32,
         app_spec: serde_json::Value,
     ) -> Fleet {
+        self.helm_app_with(name, tag, replicas, "", app_spec)
+    }
+
+    /// [`Fleet::helm_app`] whose HelmRelease's spec ends with `release_spec` (see
+    /// [`helm_app_manifest_with`]).
+    pub fn helm_app_with(
+        mut self,
+        name: &str,
+        tag: &str,
+        replicas: u32,
+        release_spec: &str,
+        app_spec: serde_json::Value,
+    ) -> Fleet {
         let file = format!("clusters/prod/{name}.yaml");
         self.resources.push(format!("{name}.yaml"));
-        self.files
-            .push((file.clone(), helm_app_manifest(name, tag, replicas)));
+        self.files.push((
+            file.clone(),
+            helm_app_manifest_with(name, tag, replicas, release_spec),
+        ));
         let mut spec = json!({"source": {"kind": "HelmRelease", "name": name},
                               "git": {"file": file}, "health": {"stabilization": "1s"}});
         json_patch::merge(&mut spec, &app_spec);

@@ -304,13 +304,19 @@ fn run_phase(
                 "{phase:?} did not finish within {}s: {waiting}",
                 limit.as_secs()
             );
+            // Out of time while helm-controller keeps retrying a failed release: that
+            // failure is the reason (its message is in what Verify waited for).
+            let reason = match (&observed.retried_failure, phase) {
+                (Some(failure), Phase::Verify) => failure.reason.clone(),
+                _ => "Timeout".to_owned(),
+            };
             fail(
                 request,
                 app,
                 d,
                 observed,
                 phase,
-                Problem::terminal("Timeout", message),
+                Problem::terminal(&reason, message),
             );
             return;
         }
@@ -550,14 +556,20 @@ fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
             Some(true) => {}
         }
     }
-    if pending == 0 {
-        Step::Advance(
-            format!("{} Flux objects suspended", plan.flux_objects.len()),
-            PhaseOutcome::Succeeded,
-        )
-    } else {
-        Step::Wait(format!("suspending {pending} Flux objects, parents first"))
+    if pending > 0 {
+        return Step::Wait(format!("suspending {pending} Flux objects, parents first"));
     }
+    // Quiesce only once helm-controller has seen the suspend: an action it was running
+    // goes on after `spec.suspend` is set and could scale the workloads back up.
+    if let Some((object, why)) = observed.flux_unsettled.iter().next() {
+        return Step::Wait(format!(
+            "waiting for helm-controller to see the suspend of {object}: {why}"
+        ));
+    }
+    Step::Advance(
+        format!("{} Flux objects suspended", plan.flux_objects.len()),
+        PhaseOutcome::Succeeded,
+    )
 }
 
 fn quiesce(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
@@ -803,7 +815,10 @@ fn verify(app: &AppPolicy, d: &mut Decision, observed: &Observed) -> Step {
     };
     if !report.healthy() {
         d.status.healthy_since = None;
-        return Step::Wait(format!("not healthy yet: {report}"));
+        return Step::Wait(match &observed.retried_failure {
+            Some(failure) => format!("not healthy yet: {report}; {}", failure.message),
+            None => format!("not healthy yet: {report}"),
+        });
     }
     let since = d.status.healthy_since.clone().unwrap_or(Time(observed.now));
     d.status.healthy_since = Some(since.clone());

@@ -141,6 +141,13 @@ pub struct Observed {
     pub preflight: Option<Result<(), Problem>>,
     /// `spec.suspend` of each planned Flux object, by [`object_key`]; absent = not found.
     pub flux_suspended: BTreeMap<String, bool>,
+    /// HelmReleases of the plan whose helm-controller has not yet seen their latest spec
+    /// (`status.observedGeneration < metadata.generation`), by [`object_key`], with the
+    /// generations for messages. After a suspend this means an action it was already
+    /// running (an upgrade, a retry, a remediation) is still going: helm-controller reads
+    /// `spec.suspend` only when that reconcile ends, and the action may still apply the
+    /// release's workloads.
+    pub flux_unsettled: BTreeMap<String, String>,
     /// `spec.replicas` of each planned workload, by [`object_key`]; absent = not found.
     pub replicas: BTreeMap<String, i32>,
     /// Pods that still hold planned volumes.
@@ -162,6 +169,10 @@ pub struct Observed {
     pub health: Option<HealthReport>,
     /// helm-controller remediation of the release (Reconcile, Verify): a failure.
     pub remediation: Option<Problem>,
+    /// helm-controller failed our chart and retries it instead of remediating
+    /// (`RetryOnFailure`, Verify): not a failure while a retry may succeed, but what a
+    /// Verify timeout is reported as.
+    pub retried_failure: Option<Problem>,
     /// The upgrade's RollbackRequest (RollingBack, and Frozen: a person's rollback).
     pub rollback: Option<ChildRollback>,
 }

@@ -192,7 +192,7 @@ async fn helm_release_workloads(
     {
         return inventory_workloads(client, inventory).await;
     }
-    let location = release_location(&release).map_err(|e| ClusterError::Invalid(e.to_string()))?;
+    let location = release_location(&release);
     let selector = format!("owner=helm,name={}", location.name);
     let secrets = Api::<Secret>::namespaced(client.clone(), &location.storage_namespace)
         .list(&ListParams::default().labels(&selector))

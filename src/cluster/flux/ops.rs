@@ -115,6 +115,34 @@ pub async fn request_reconcile(
         })
 }
 
+/// The HelmRepository a HelmRelease's chart template (`spec.chart.spec.sourceRef`) names,
+/// as (namespace, name), or None for a `chartRef` or another kind of source.
+/// source-controller builds the HelmRelease's HelmChart from that repository's stored
+/// index, fetched at the repository's own interval (`buildFromHelmRepository` in
+/// source-controller v1.9.6 internal/controller/helmchart_controller.go loads it from the
+/// repository's artifact), so a chart published since is "not found" until the index is
+/// refreshed.
+pub async fn chart_helm_repository(
+    client: &Client,
+    release: &PlannedFluxObject,
+) -> Result<Option<(String, String)>, ClusterError> {
+    let Some(object) = get(client, release.kind, &release.namespace, &release.name).await? else {
+        return Ok(None);
+    };
+    let source = &object.data["spec"]["chart"]["spec"]["sourceRef"];
+    if source["kind"] != "HelmRepository" {
+        return Ok(None);
+    }
+    let Some(name) = source["name"].as_str().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let namespace = source["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&release.namespace);
+    Ok(Some((namespace.to_owned(), name.to_owned())))
+}
+
 /// The Kustomization that applied `object`, from Flux's labels.
 fn parent_of(object: &DynamicObject) -> Option<(String, String)> {
     let labels = object.labels();

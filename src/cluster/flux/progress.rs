@@ -107,6 +107,24 @@ pub fn helm_release_progress(release: &HelmRelease, chart_version: Option<&str>)
     let Some(status) = release.status.as_ref() else {
         return Progress::Waiting(format!("HelmRelease {name} has no status yet"));
     };
+    // A remediation of our attempt is a failure even before observedGeneration catches up:
+    // with remediation retries left, helm-controller requeues after each rollback
+    // (`ErrMustRequeue` in internal/reconcile/atomic_release.go) and its deferred patch
+    // then leaves observedGeneration behind until the retries are exhausted — minutes of
+    // Helm timeouts. lastAttemptedGeneration and lastAttemptedRevision are written before
+    // the action runs, so they say the remediation is about this generation and chart.
+    let attempted_ours = generation_observed(
+        release.metadata.generation,
+        status.last_attempted_generation,
+    ) && chart_version.is_none_or(|target| {
+        status
+            .last_attempted_revision
+            .as_deref()
+            .is_some_and(|a| same_chart_version(a, target))
+    });
+    if attempted_ours && let Some((reason, message)) = remediation(release) {
+        return Progress::Failed { reason, message };
+    }
     if !generation_observed(release.metadata.generation, status.observed_generation)
         || !generation_observed(
             release.metadata.generation,
@@ -184,6 +202,49 @@ pub fn remediation(release: &HelmRelease) -> Option<(String, String)> {
     None
 }
 
+/// helm-controller's failed attempt at our chart that it will retry rather than remediate
+/// (`spec.install.strategy` / `spec.upgrade.strategy` `RetryOnFailure`), as (reason,
+/// message), or None. With that strategy a failed action leaves no `Remediated` and no
+/// `Stalled`: `Released=False` with `InstallFailed`/`UpgradeFailed` (kept while the retry
+/// runs, when `Ready` turns Unknown), and helm-controller retries after `retryInterval`
+/// (`ErrRetryAfterInterval` in internal/reconcile/atomic_release.go). It is not a failure
+/// yet — a retry may succeed — but it is why the release is not healthy.
+pub fn retried_failure(
+    release: &HelmRelease,
+    chart_version: Option<&str>,
+) -> Option<(String, String)> {
+    let status = release.status.as_ref()?;
+    let attempted = status.last_attempted_revision.as_deref();
+    if chart_version.is_some_and(|target| !attempted.is_some_and(|a| same_chart_version(a, target)))
+    {
+        return None;
+    }
+    let generation = release.metadata.generation;
+    let released = condition(&status.conditions, "Released").filter(|c| {
+        c.status == "False"
+            && matches!(c.reason.as_str(), "InstallFailed" | "UpgradeFailed")
+            && match (c.observed_generation, generation) {
+                (Some(observed), Some(generation)) => observed >= generation,
+                _ => status.last_attempted_generation == generation,
+            }
+    })?;
+    let action = if released.reason == "InstallFailed" {
+        "install"
+    } else {
+        "upgrade"
+    };
+    Some((
+        format!("Helm{}", released.reason),
+        format!(
+            "helm-controller failed to {action} HelmRelease {}/{} ({}) and retries it: {}",
+            release.namespace().unwrap_or_default(),
+            release.name_any(),
+            released.reason,
+            released.message
+        ),
+    ))
+}
+
 fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
@@ -196,14 +257,36 @@ fn generation_observed(generation: Option<i64>, observed: Option<i64>) -> bool {
     }
 }
 
-/// Chart versions compare without a leading `v` (Chart.yaml versions have none, OCI tags
-/// often do) and without a pinned digest (`v1.2.3@sha256:…` is `1.2.3`).
+/// Whether two chart versions name the same release of the chart, as SemVer 2 says (build
+/// metadata does not make a different version):
+/// - without a leading `v` (Chart.yaml versions have none, OCI tags often do);
+/// - without a pinned digest (`v1.2.3@sha256:…` is `1.2.3`);
+/// - without build metadata: helm-controller records an OCIRepository chart as
+///   `<version>+<first 12 hex of the artifact digest>` (`mutateChartWithSourceRevision` in
+///   helm-controller v1.6.4 internal/controller/helmrelease_controller.go), in
+///   `status.lastAttemptedRevision`, `status.history[].chartVersion` and the Helm release;
+///   source-controller's HelmChart builds append `+<generation>` (values files) or
+///   `+<12 hex of the commit>` (Git/Bucket sources with the Revision strategy), see
+///   `reconcileSource`/`buildFromTarballArtifact` in source-controller v1.9.6
+///   internal/controller/helmchart_controller.go. An OCI tag spells `+` as `_` (Helm's
+///   registry convention, which helm-controller's `parseSemverFromTag` undoes).
+///
+/// What is left compares by SemVer precedence when both parse as SemVer, else as text.
 pub fn same_chart_version(a: &str, b: &str) -> bool {
-    fn bare(v: &str) -> &str {
+    fn bare(v: &str) -> String {
+        let v = v.trim();
         let v = v.split_once('@').map_or(v, |(tag, _)| tag);
-        v.strip_prefix('v').unwrap_or(v)
+        let v = v.strip_prefix('v').unwrap_or(v).replace('_', "+");
+        match v.split_once('+') {
+            Some((version, _build)) => version.to_owned(),
+            None => v,
+        }
     }
-    bare(a) == bare(b)
+    let (a, b) = (bare(a), bare(b));
+    match (semver::Version::parse(&a), semver::Version::parse(&b)) {
+        (Ok(a), Ok(b)) => a.cmp_precedence(&b).is_eq(),
+        _ => a == b,
+    }
 }
 
 fn short(sha: &str) -> &str {
@@ -287,6 +370,43 @@ mod tests {
     }
 
     #[test]
+    fn chart_versions_compare_without_build_metadata() {
+        // As helm-controller records an OCIRepository chart (digest prefix) …
+        assert!(same_chart_version("1.6.0+f020b3f2f52d", "v1.6.0"));
+        assert!(same_chart_version("v1.6.0", "1.6.0+f020b3f2f52d"));
+        // … and as source-controller builds a HelmChart (generation, commit).
+        assert!(same_chart_version("1.6.0+3", "1.6.0"));
+        assert!(same_chart_version("1.6.0+a1b2c3d4e5f6.3", "1.6.0"));
+        // An OCI tag with `_` for `+`, with and without a pinned digest.
+        assert!(same_chart_version("1.6.0+f020b3f2f52d", "1.6.0_build.1"));
+        assert!(same_chart_version(
+            "1.6.0+f020b3f2f52d",
+            "v1.6.0@sha256:f020b3f2f52d0123456789"
+        ));
+        // A different version or pre-release is different.
+        assert!(!same_chart_version("1.6.0+f020b3f2f52d", "1.6.1"));
+        assert!(!same_chart_version("1.6.0-rc.1+f020b3f2f52d", "1.6.0"));
+        assert!(same_chart_version("1.6.0-rc.1+f020b3f2f52d", "v1.6.0-rc.1"));
+        // Not SemVer: compared as text, still without the build part.
+        assert!(same_chart_version("2024.01+abc", "2024.01"));
+        assert!(!same_chart_version("2024.01", "2024.1"));
+    }
+
+    #[test]
+    fn a_release_recorded_with_the_oci_digest_is_the_target_chart() {
+        let release = helm_release(json!([ready("True", 5)]), "1.6.0+f020b3f2f52d");
+        assert_eq!(
+            helm_release_progress(&release, Some("v1.6.0")),
+            Progress::Done
+        );
+        let remediated = json!({"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
+            "message": "Helm rollback to previous release apps/db.v2 with chart db@1.5.0+a77d7d823073 succeeded",
+            "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5});
+        let release = helm_release(json!([ready("False", 5), remediated]), "1.6.0+f020b3f2f52d");
+        assert!(remediation_for(&release, Some("v1.6.0")).is_some());
+    }
+
+    #[test]
     fn a_remediated_helm_release_is_a_failure() {
         let remediated = json!({"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
             "message": "Helm rollback to previous release succeeded", "lastTransitionTime": "2026-11-23T10:00:00Z",
@@ -318,6 +438,44 @@ mod tests {
         );
         assert_eq!(remediation_for(&release, Some("1.4.0")), None);
         assert!(remediation_for(&release, Some("2.0.0")).is_some());
+    }
+
+    #[test]
+    fn a_remediation_of_our_attempt_fails_while_helm_controller_still_retries() {
+        // Retries left: helm-controller rolled back and requeued without writing
+        // observedGeneration (4 < 5), but it attempted generation 5 with our chart.
+        let remediated = json!({"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
+            "message": "Helm rollback to previous release apps/db.v2 with chart db@1.4.0+a77d7d823073 succeeded",
+            "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5});
+        let mut release =
+            helm_release(json!([ready("False", 5), remediated]), "2.0.0+f020b3f2f52d");
+        release.status.as_mut().unwrap().observed_generation = Some(4);
+        assert!(
+            matches!(helm_release_progress(&release, Some("v2.0.0")), Progress::Failed { reason, .. } if reason == "HelmRemediated")
+        );
+        // Not yet attempted at this generation: still waiting.
+        release.status.as_mut().unwrap().last_attempted_generation = Some(4);
+        assert!(matches!(
+            helm_release_progress(&release, Some("v2.0.0")),
+            Progress::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn a_retried_failure_is_reported_but_is_no_remediation() {
+        let released = json!({"type": "Released", "status": "False", "reason": "UpgradeFailed",
+            "message": "Helm upgrade failed for release apps/db with chart db@2.0.0+f020b3f2f52d: context deadline exceeded",
+            "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5});
+        let retrying = json!({"type": "Reconciling", "status": "True", "reason": "ProgressingWithRetry",
+            "message": "retrying after 5m0s", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5});
+        let failed = json!({"type": "Ready", "status": "False", "reason": "UpgradeFailed",
+            "message": "Helm upgrade failed", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 5});
+        let release = helm_release(json!([failed, released, retrying]), "2.0.0+f020b3f2f52d");
+        assert_eq!(remediation(&release), None);
+        let (reason, message) = retried_failure(&release, Some("v2.0.0")).unwrap();
+        assert_eq!(reason, "HelmUpgradeFailed");
+        assert!(message.contains("context deadline exceeded"), "{message}");
+        assert_eq!(retried_failure(&release, Some("v1.4.0")), None);
     }
 
     #[test]

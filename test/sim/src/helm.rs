@@ -6,7 +6,8 @@
 use crate::apply::{Applier, Entry};
 use crate::chart::{Rendered, render};
 use crate::conditions::{
-    condition, conditions_of, now, remove_condition, requested_at, set_condition, suspended,
+    condition, conditions_of, now, parse_go_duration, remove_condition, requested_at,
+    set_condition, suspended,
 };
 use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{FAIL_VERSIONS_ANNOTATION, Failures};
@@ -21,10 +22,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Labels helm-controller puts on every object of a release.
 pub const NAME_LABEL: &str = "helm.toolkit.fluxcd.io/name";
@@ -51,7 +53,13 @@ struct Ctx {
     applier: Applier,
     failures: Failures,
     options: HelmOptions,
+    /// RetryOnFailure: when each HelmRelease (`namespace/name`) may retry its failed action.
+    retry_not_before: Mutex<HashMap<String, Instant>>,
 }
+
+/// How soon a release with remediation retries left is reconciled again (helm-controller
+/// requeues at once, through the rate limiter).
+const RETRY_REQUEUE: Duration = Duration::from_millis(100);
 
 impl HelmController {
     /// Starts watching HelmReleases (and the OCIRepositories they use) in all namespaces.
@@ -94,6 +102,7 @@ impl HelmController {
             client,
             failures,
             options,
+            retry_not_before: Mutex::default(),
         });
         HelmController {
             _task: run_controller("helm-controller", controller, reconcile, ctx),
@@ -123,13 +132,30 @@ pub fn release_target(hr: &Value) -> ReleaseTarget {
         (None, None) => name.to_owned(),
     };
     ReleaseTarget {
-        name: release,
+        name: shorten_release_name(&release),
         namespace: target.unwrap_or(ns).to_owned(),
         storage_namespace: hr["spec"]["storageNamespace"]
             .as_str()
             .unwrap_or(ns)
             .to_owned(),
     }
+}
+
+/// A Helm release name of at most 53 characters, as helm-controller makes it
+/// (`ShortenName` in helm-controller's internal/release/name.go, applied to every install,
+/// upgrade and test): a longer name becomes its first 40 characters, `-`, and the first 12
+/// hex digits of the SHA-256 of the whole name.
+pub fn shorten_release_name(name: &str) -> String {
+    const MAX: usize = 53;
+    const HASH: usize = 12;
+    if name.len() <= MAX {
+        return name.to_owned();
+    }
+    let sum = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let hex: String = sum.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    // Go slices bytes; release names are DNS labels, so ASCII.
+    let cut = name.get(..MAX - HASH - 1).unwrap_or(name);
+    format!("{cut}-{}", &hex[..HASH])
 }
 
 /// One stored release, as read back from its secret.
@@ -152,7 +178,7 @@ impl Release {
             status: self.status.clone(),
             chart: self.chart.clone(),
             chart_version: self.chart_version.clone(),
-            app_version: self.chart_version.clone(),
+            app_version: chart_version_without_build(&self.chart_version).to_owned(),
             values: self.values.clone(),
             manifest: self.manifest.clone(),
         }
@@ -283,17 +309,13 @@ async fn wanted_chart(
                 "HelmChart source OCIRepository '{rns}/{rname}' is not ready"
             )));
         };
-        let version = revision.split_once('@').map_or(revision, |(t, _)| t);
         let chart = repo["spec"]["url"]
             .as_str()
             .unwrap_or(rname)
             .rsplit('/')
             .next()
             .unwrap_or(rname);
-        return Ok(Ok((
-            chart.to_owned(),
-            version.trim_start_matches('v').to_owned(),
-        )));
+        return Ok(Ok((chart.to_owned(), oci_chart_version(revision))));
     }
     let spec = &hr["spec"]["chart"]["spec"];
     let chart = spec["chart"].as_str().unwrap_or_default().to_owned();
@@ -304,6 +326,31 @@ async fn wanted_chart(
         )));
     }
     Ok(Ok((chart, version.to_owned())))
+}
+
+/// The chart version helm-controller records for a chart pulled from an OCIRepository
+/// whose artifact revision is `revision` (`<tag>@sha256:<hex>`, or just `sha256:<hex>`):
+/// the chart's own version (the sim's charts carry the tag without a leading `v`) with the
+/// first 12 hex digits of the artifact digest as SemVer build metadata, `1.5.0+f020b3f2f52d`.
+/// As `mutateChartWithSourceRevision` in helm-controller's
+/// internal/controller/helmrelease_controller.go, which writes it into the chart's metadata
+/// before the release: so it is what `status.lastAttemptedRevision`,
+/// `status.history[].chartVersion` and the Helm release secret's chart version all say.
+pub fn oci_chart_version(revision: &str) -> String {
+    let (tag, digest) = revision.split_once('@').unwrap_or(("", revision));
+    let version = tag.trim_start_matches('v');
+    // An OCI tag spells SemVer's `+` as `_`; helm-controller's SetMetadata replaces any
+    // build metadata the version had.
+    let version = version.replace('_', "+");
+    let version = version.split_once('+').map_or(version.as_str(), |(v, _)| v);
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    format!("{version}+{}", &hex[..hex.len().min(12)])
+}
+
+/// The chart's own version, without the build metadata helm-controller or source-controller
+/// appended: what the sim's chart renders (image tag, labels) and what declared failures name.
+pub fn chart_version_without_build(version: &str) -> &str {
+    version.split_once('+').map_or(version, |(v, _)| v)
 }
 
 /// What the HelmRelease asks to have released.
@@ -329,6 +376,7 @@ async fn release(
     target: &ReleaseTarget,
     wanted: &Wanted,
     prior: &[Release],
+    timeout: Option<Duration>,
 ) -> Result<Attempt, SimError> {
     let deployed = prior.iter().find(|r| r.status == "deployed");
     let action = if deployed.is_some() {
@@ -347,13 +395,20 @@ async fn release(
     let version = version.as_str();
     let rendered = render(
         chart,
-        version,
+        chart_version_without_build(version),
         &target.name,
         &target.namespace,
         values,
         *failing,
     );
     let applied = apply_release(ctx, hr, target, &rendered, deployed).await;
+    if *failing
+        && applied.is_ok()
+        && let Some(timeout) = timeout
+    {
+        // Helm applied the objects and waits for them to become ready, which they never do.
+        tokio::time::sleep(timeout).await;
+    }
     let ok = !failing && applied.is_ok();
     let message = match (&applied, ok) {
         (Err(e), _) => format!(
@@ -446,7 +501,7 @@ async fn rollback(
     };
     let rendered = render(
         &to.chart,
-        &to.chart_version,
+        chart_version_without_build(&to.chart_version),
         &target.name,
         &target.namespace,
         &to.values,
@@ -516,12 +571,27 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         return Ok(Action::await_change());
     };
     let hr = to_value(&obj);
-    if suspended(&hr) {
-        return Ok(Action::await_change());
-    }
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let generation = obj.metadata.generation;
+    if suspended(&hr) {
+        // helm-controller's `Reconcile` returns early for a suspended object, and its
+        // deferred patch still writes observedGeneration (and lastHandledReconcileAt): the
+        // suspend is "seen". An action already running when the suspend arrived finishes
+        // first — its reconcile holds the object (this sim's reconcile does too).
+        let mut seen = json!({"observedGeneration": generation});
+        if let Some(at) = requested_at(&hr) {
+            seen["lastHandledReconcileAt"] = json!(at);
+        }
+        if hr["status"]["observedGeneration"].as_i64() != generation
+            || seen
+                .get("lastHandledReconcileAt")
+                .is_some_and(|at| *at != hr["status"]["lastHandledReconcileAt"])
+        {
+            patch_status(&api, &name, seen, MANAGER).await?;
+        }
+        return Ok(Action::await_change());
+    }
     let old_status = &hr["status"];
     let target = release_target(&hr);
     let mut conditions = conditions_of(&hr);
@@ -558,12 +628,13 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         json!({})
     };
     let config_digest = digest_of(&values.to_string());
-    let failing = ctx.failures.chart_fails(&version)
+    let bare = chart_version_without_build(&version);
+    let failing = ctx.failures.chart_fails(bare)
         || hr["metadata"]["annotations"][FAIL_VERSIONS_ANNOTATION]
             .as_str()
             .is_some_and(|l| {
                 l.split(',')
-                    .any(|v| v.trim().trim_start_matches('v') == version.trim_start_matches('v'))
+                    .any(|v| v.trim().trim_start_matches('v') == bare.trim_start_matches('v'))
             });
 
     let releases = history(&ctx.client, &target).await?;
@@ -616,13 +687,36 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         return Ok(Action::await_change());
     }
 
-    let progress = format!(
-        "Running '{}' action with timeout of 5m0s",
-        if releases.iter().any(|r| r.status == "deployed") {
-            "upgrade"
-        } else {
-            "install"
+    // One release action (and its remediation) per reconcile, as helm-controller's
+    // AtomicRelease (internal/reconcile/atomic_release.go) runs each action once and then
+    // requeues: a retry is a later reconcile.
+    let action = if releases.iter().any(|r| r.status == "deployed") {
+        "upgrade"
+    } else {
+        "install"
+    };
+    let section = &hr["spec"][action];
+    // A RetryOnFailure strategy (`spec.install.strategy.name` / `spec.upgrade.strategy.name`)
+    // retries the failed action after `retryInterval` (default 5m) and never remediates:
+    // `GetActiveRetry` / `UpgradeStrategy.GetRetryInterval` in api/v2/helmrelease_types.go.
+    let retry_on_failure = section["strategy"]["name"] == "RetryOnFailure";
+    if retry_on_failure && same_attempt && !stalled {
+        let key = format!("{ns}/{name}");
+        let wait = ctx
+            .retry_not_before
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied())
+            .and_then(|at| at.checked_duration_since(Instant::now()));
+        if let Some(wait) = wait {
+            // Our own status write woke us; the retry is due after the interval.
+            return Ok(Action::requeue(wait));
         }
+    }
+    let timeout = action_timeout(&hr, action);
+    let progress = format!(
+        "Running '{action}' action with timeout of {}",
+        timeout.as_ref().map_or("5m0s", |(text, _)| text.as_str())
     );
     set_condition(
         &mut conditions,
@@ -632,7 +726,17 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         &mut conditions,
         condition("Ready", "Unknown", "Progressing", &progress, generation),
     );
-    patch_status(&api, &name, json!({"conditions": conditions}), MANAGER).await?;
+    // helm-controller records the attempt before running it (`reconcileRelease` sets
+    // lastAttempted* and the AtomicRelease patches before each action), without
+    // observedGeneration: that is only written when the reconcile ends.
+    patch_status(
+        &api,
+        &name,
+        json!({"conditions": conditions, "lastAttemptedRevision": version,
+               "lastAttemptedGeneration": generation, "lastAttemptedConfigDigest": config_digest}),
+        MANAGER,
+    )
+    .await?;
 
     // A new spec, chart version or values resets the failure counters, as in Flux.
     let reset = !same_attempt;
@@ -654,60 +758,70 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         values: values.clone(),
         failing,
     };
-    let mut attempt;
+    let prior = history(&ctx.client, &target).await?;
+    let attempt = release(&ctx, &hr, &target, &wanted, &prior, timeout.map(|(_, d)| d)).await?;
     let mut remediation: Option<(&str, String)> = None;
-    loop {
-        let prior = history(&ctx.client, &target).await?;
-        attempt = release(&ctx, &hr, &target, &wanted, &prior).await?;
-        if attempt.ok {
-            remediation = None;
-            break;
-        }
+    // When the reconcile asks to be requeued at once (`ErrMustRequeue`, retries left) the
+    // deferred patch in helm-controller's `Reconcile` leaves observedGeneration alone;
+    // otherwise (success, RetryOnFailure's RequeueAfter, retries exhausted) it is written.
+    let mut finished = true;
+    let mut requeue = None;
+    let mut retrying = None;
+    if !attempt.ok {
         failures += 1;
-        let section = if attempt.action == "install" {
-            &hr["spec"]["install"]
-        } else {
-            &hr["spec"]["upgrade"]
-        };
         let count = if attempt.action == "install" {
             &mut install_failures
         } else {
             &mut upgrade_failures
         };
         *count += 1;
-        let retries = section["remediation"]["retries"]
-            .as_i64()
-            .or(ctx.options.default_retries)
-            .unwrap_or(0)
-            .clamp(-1, 3);
-        // Negative retries mean "forever" in Flux; the sim stops after a few.
-        let retries = if retries < 0 { 3 } else { retries };
-        let exhausted = *count > retries;
-        let remediate_last = section["remediation"]["remediateLastFailure"]
-            .as_bool()
-            .unwrap_or(retries > 0);
-        if !exhausted || remediate_last {
-            remediation = if attempt.action == "install" {
-                Some(("UninstallSucceeded", uninstall(&ctx, &target).await?))
+        if retry_on_failure {
+            let interval = section["strategy"]["retryInterval"]
+                .as_str()
+                .and_then(parse_go_duration)
+                .unwrap_or(Duration::from_secs(300));
+            if let Ok(mut m) = ctx.retry_not_before.lock() {
+                m.insert(format!("{ns}/{name}"), Instant::now() + interval);
+            }
+            retrying = Some(format!("retrying after {}", go_duration(interval)));
+            requeue = Some(interval);
+        } else {
+            let retries = section["remediation"]["retries"]
+                .as_i64()
+                .or(ctx.options.default_retries)
+                .unwrap_or(0)
+                .clamp(-1, 3);
+            // Negative retries mean "forever" in Flux; the sim stops after a few.
+            let retries = if retries < 0 { 3 } else { retries };
+            let exhausted = *count > retries;
+            let remediate_last = section["remediation"]["remediateLastFailure"]
+                .as_bool()
+                .unwrap_or(retries > 0);
+            if !exhausted || remediate_last {
+                remediation = if attempt.action == "install" {
+                    Some(("UninstallSucceeded", uninstall(&ctx, &target).await?))
+                } else {
+                    rollback(&ctx, &hr, &target)
+                        .await?
+                        .map(|m| ("RollbackSucceeded", m))
+                };
+            }
+            if exhausted {
+                let verb = attempt.action;
+                set_condition(
+                    &mut conditions,
+                    condition(
+                        "Stalled",
+                        "True",
+                        "RetriesExceeded",
+                        &format!("Failed to {verb} after {count} attempt(s)"),
+                        generation,
+                    ),
+                );
             } else {
-                rollback(&ctx, &hr, &target)
-                    .await?
-                    .map(|m| ("RollbackSucceeded", m))
-            };
-        }
-        if exhausted {
-            let verb = attempt.action;
-            set_condition(
-                &mut conditions,
-                condition(
-                    "Stalled",
-                    "True",
-                    "RetriesExceeded",
-                    &format!("Failed to {verb} after {count} attempt(s)"),
-                    generation,
-                ),
-            );
-            break;
+                finished = false;
+                requeue = Some(RETRY_REQUEUE);
+            }
         }
     }
 
@@ -745,25 +859,60 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
             condition("Ready", "False", r, message, generation),
         );
     } else {
+        // No remediation: the Remediated condition of an earlier attempt no longer holds
+        // (`Upgrade.Reconcile` deletes it before running).
+        remove_condition(&mut conditions, "Remediated");
         set_condition(
             &mut conditions,
             condition("Ready", "False", reason, &attempt.message, generation),
         );
     }
+    if !finished {
+        // `ErrMustRequeue`: Reconciling stays, carrying Ready's message.
+        let message = match &remediation {
+            Some((_, m)) => m.clone(),
+            None => attempt.message.clone(),
+        };
+        set_condition(
+            &mut conditions,
+            condition(
+                "Reconciling",
+                "True",
+                "ProgressingWithRetry",
+                &message,
+                generation,
+            ),
+        );
+    }
+    if let Some(message) = &retrying {
+        set_condition(
+            &mut conditions,
+            condition(
+                "Reconciling",
+                "True",
+                "ProgressingWithRetry",
+                message,
+                generation,
+            ),
+        );
+    }
 
     let releases = history(&ctx.client, &target).await?;
     let current = releases.iter().find(|r| r.status == "deployed");
-    status["history"] = json!(releases
-        .iter()
-        .take(5)
-        .map(|r| json!({
-            "name": target.name, "namespace": target.namespace, "version": r.revision,
-            "chartName": r.chart, "chartVersion": r.chart_version, "appVersion": r.chart_version,
-            "configDigest": digest_of(&r.values.to_string()),
-            "digest": digest_of(&(r.revision, &r.manifest)),
-            "firstDeployed": now(), "lastDeployed": now(), "status": r.status,
-        }))
-        .collect::<Vec<_>>());
+    status["history"] = json!(
+        releases
+            .iter()
+            .take(5)
+            .map(|r| json!({
+                "name": target.name, "namespace": target.namespace, "version": r.revision,
+                "chartName": r.chart, "chartVersion": r.chart_version,
+                "appVersion": chart_version_without_build(&r.chart_version),
+                "configDigest": digest_of(&r.values.to_string()),
+                "digest": digest_of(&(r.revision, &r.manifest)),
+                "firstDeployed": now(), "lastDeployed": now(), "status": r.status,
+            }))
+            .collect::<Vec<_>>()
+    );
     status["inventory"] = json!({"entries": current
         .map(|r| { let mut e = manifest_entries(&r.manifest); e.sort(); e.iter().map(Entry::to_json).collect::<Vec<_>>() })
         .unwrap_or_default()});
@@ -776,8 +925,34 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
     status["installFailures"] = json!(install_failures);
     status["upgradeFailures"] = json!(upgrade_failures);
     status["conditions"] = json!(conditions);
+    if !finished && let Some(fields) = status.as_object_mut() {
+        fields.remove("observedGeneration");
+    }
     patch_status(&api, &name, status, MANAGER).await?;
-    Ok(Action::await_change())
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// An action's timeout as helm-controller reads it (`timeoutForAction` in
+/// internal/reconcile/atomic_release.go: `spec.<action>.timeout`, else `spec.timeout`, else
+/// 5m), as its text and value — or None when neither is set. A failing release takes the
+/// timeout to fail (Helm waits for readiness that never comes); the sim compresses the
+/// unset 5m default to no wait at all, so only a HelmRelease that sets a timeout has a
+/// long-running action.
+fn action_timeout(hr: &Value, action: &str) -> Option<(String, Duration)> {
+    [&hr["spec"][action]["timeout"], &hr["spec"]["timeout"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .find_map(|text| Some((text.to_owned(), parse_go_duration(text)?)))
+}
+
+/// A duration as Go's `time.Duration.String` writes whole seconds: `5m0s`, `1s`.
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs % 3600 / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -814,6 +989,25 @@ mod tests {
                 storage_namespace: "s".into()
             }
         );
+    }
+
+    #[test]
+    fn long_release_names_are_shortened_as_helm_controller_does() {
+        // The cases of helm-controller's internal/release/name_test.go.
+        for (name, short) in [
+            ("release-name", "release-name"),
+            (
+                "release-name-with-very-long-name-which-is-longer-than-53-characters",
+                "release-name-with-very-long-name-which-i-788ca0d0d7b0",
+            ),
+            (
+                "another-release-name-with-very-long-name-which-is-longer-than-53-characters",
+                "another-release-name-with-very-long-name-7e72150d5a36",
+            ),
+            ("", ""),
+        ] {
+            assert_eq!(shorten_release_name(name), short);
+        }
     }
 
     #[test]

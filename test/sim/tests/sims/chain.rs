@@ -35,7 +35,10 @@ async fn a_commit_flows_through_flux_to_the_helm_release_and_its_volumes() {
     let releases = dynamic(&env.client, &helm_release(), "apps");
     let hr = wait_for(&releases, "db", "installed", |o| {
         let v = json_of(o);
-        v["status"]["lastAttemptedRevision"] == "1.0.0" && cond(&v, "Ready")["status"] == "True"
+        v["status"]["lastAttemptedRevision"]
+            .as_str()
+            .is_some_and(|r| sim::helm::chart_version_without_build(r) == "1.0.0")
+            && cond(&v, "Ready")["status"] == "True"
     })
     .await;
     // Parent chain: the HelmRelease was applied by the root Kustomization.
@@ -62,7 +65,10 @@ async fn a_commit_flows_through_flux_to_the_helm_release_and_its_volumes() {
     .await;
     wait_for(&releases, "db", "upgraded", |o| {
         let v = json_of(o);
-        v["status"]["lastAttemptedRevision"] == "1.1.0" && cond(&v, "Ready")["status"] == "True"
+        v["status"]["lastAttemptedRevision"]
+            .as_str()
+            .is_some_and(|r| sim::helm::chart_version_without_build(r) == "1.1.0")
+            && cond(&v, "Ready")["status"] == "True"
     })
     .await;
     let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
