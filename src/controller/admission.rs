@@ -7,7 +7,7 @@ use super::Context;
 use super::git_access::{locate, open, read_version_files};
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
-use crate::cluster::flux::ops::suspend_chain;
+use crate::cluster::flux::ops::{chain_error_reason, suspend_chain};
 use crate::cluster::snapshots::ops::classes;
 use crate::manifest::fields::{check_target, current_versions, locate_fields};
 use crate::manifest::versions_equal;
@@ -73,7 +73,7 @@ pub async fn upgrade_plan(
     let namespace = app.namespace().unwrap_or_default();
     let chain = suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
         .await
-        .map_err(|e| cluster_problem("FluxObjectNotFound", e))?;
+        .map_err(|e| cluster_problem(chain_error_reason(&e), e))?;
     if let Some(source) = chain
         .iter()
         .find(|o| o.name == app.spec.source.name && o.was_suspended)

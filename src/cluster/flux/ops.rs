@@ -12,7 +12,6 @@ use kube::api::{Api, DynamicObject, Patch};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeSet;
 
 /// How deep a chain of parent Kustomizations may be before it is treated as a loop.
 const MAX_CHAIN_DEPTH: usize = 16;
@@ -126,6 +125,25 @@ fn parent_of(object: &DynamicObject) -> Option<(String, String)> {
     Some((namespace, name.clone()))
 }
 
+/// The Kustomization that applied the object `kind namespace/name` (from its labels), unless
+/// that is the object itself. kustomize-controller labels everything it applies with the
+/// applying Kustomization (`SetOwnerLabels`, fluxcd/pkg/ssa manager.go, called from
+/// kustomize-controller's `reconcile`), so the root Kustomization that `flux bootstrap`
+/// makes, which applies its own manifest (`flux-system/gotk-sync.yaml`), names itself: it is
+/// the root of the chain, not a loop.
+pub fn applier_of(
+    object: &DynamicObject,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    parent_of(object).filter(|(parent_namespace, parent_name)| {
+        !(kind == FluxObjectKind::Kustomization
+            && parent_namespace == namespace
+            && parent_name == name)
+    })
+}
+
 fn source_kind(kind: SourceKind) -> FluxObjectKind {
     match kind {
         SourceKind::HelmRelease => FluxObjectKind::HelmRelease,
@@ -133,10 +151,22 @@ fn source_kind(kind: SourceKind) -> FluxObjectKind {
     }
 }
 
+/// The reason a failure of [`suspend_chain`] is reported under: a missing object, a chain
+/// of parents that loops or is too deep, or the API's own error.
+pub fn chain_error_reason(error: &ClusterError) -> &'static str {
+    match error {
+        ClusterError::NotFound { .. } => "FluxObjectNotFound",
+        ClusterError::Invalid(_) => "FluxParentChainInvalid",
+        ClusterError::Api { .. } => error.reason(),
+    }
+}
+
 /// The Flux objects to suspend for an app, parents first: the chain of Kustomizations that
-/// applied the source (walked up through Flux's labels to the root), the source itself, then
-/// the extra objects of `spec.suspend`; each with its current `spec.suspend` as the value to
-/// restore. References default to `app_namespace`.
+/// applied the source (walked up through Flux's labels to the root: a Kustomization that is
+/// applied by nobody or by itself), the source itself, then the extra objects of
+/// `spec.suspend`; each with its current `spec.suspend` as the value to restore. References
+/// default to `app_namespace`. A chain that comes back to an object already in it, or is
+/// deeper than [`MAX_CHAIN_DEPTH`], is refused (as [`ClusterError::Invalid`]).
 pub async fn suspend_chain(
     client: &Client,
     app_namespace: &str,
@@ -147,17 +177,25 @@ pub async fn suspend_chain(
         .namespace
         .clone()
         .unwrap_or_else(|| app_namespace.to_owned());
+    let source_id = describe(source_kind(source.kind), &namespace, &source.name);
     let mut chain = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut seen: Vec<String> = Vec::new();
     let mut next = Some((source_kind(source.kind), namespace, source.name.clone()));
     while let Some((kind, namespace, name)) = next.take() {
         let id = describe(kind, &namespace, &name);
-        if !seen.insert(id.clone()) || chain.len() >= MAX_CHAIN_DEPTH {
+        if seen.contains(&id) {
+            seen.push(id.clone());
             return Err(ClusterError::Invalid(format!(
-                "the parents of {} form a loop or are deeper than {MAX_CHAIN_DEPTH} at {id}; check the {KUSTOMIZE_NAME_LABEL} labels",
-                describe(source_kind(source.kind), app_namespace, &source.name)
+                "the parents of {source_id} form a loop: {id} is its own ancestor ({}); check the {KUSTOMIZE_NAME_LABEL} and {KUSTOMIZE_NAMESPACE_LABEL} labels",
+                seen.join(" → applied by ")
             )));
         }
+        if chain.len() >= MAX_CHAIN_DEPTH {
+            return Err(ClusterError::Invalid(format!(
+                "the parents of {source_id} are deeper than {MAX_CHAIN_DEPTH} Kustomizations (still going at {id}); check the {KUSTOMIZE_NAME_LABEL} labels"
+            )));
+        }
+        seen.push(id.clone());
         let Some(object) = get(client, kind, &namespace, &name).await? else {
             let hint = if chain.is_empty() {
                 "; check spec.source of the ManagedApp".to_owned()
@@ -169,7 +207,8 @@ pub async fn suspend_chain(
             };
             return Err(ClusterError::NotFound { object: id, hint });
         };
-        next = parent_of(&object).map(|(ns, n)| (FluxObjectKind::Kustomization, ns, n));
+        next = applier_of(&object, kind, &namespace, &name)
+            .map(|(ns, n)| (FluxObjectKind::Kustomization, ns, n));
         chain.push(PlannedFluxObject {
             kind,
             name,
