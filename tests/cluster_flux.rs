@@ -394,12 +394,72 @@ mod applied {
             .unwrap();
         let source = git_source(&sim.client(), &chain).await.unwrap();
         assert_eq!(source.url, "https://git.example.com/fleet.git");
-        assert_eq!(source.branch, "main");
+        assert_eq!(source.branch(), Ok("main"));
         assert_eq!(source.secret.as_deref(), Some("fleet-auth"));
         assert_eq!(
             source.repository,
             ("flux-system".to_owned(), "fleet".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn the_branch_is_the_one_flux_resolves_from_spec_ref() {
+        let sim = world_at(OLD).await;
+        let client = sim.client();
+        let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
+        let set_ref = |reference: serde_json::Value| {
+            sim.put(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": "fleet", "namespace": "flux-system"},
+                "spec": {"url": "https://git.example.com/fleet.git", "interval": "1m", "ref": reference}}))
+                .unwrap();
+        };
+        for (reference, expected) in [
+            (json!({"name": "refs/heads/release/2"}), Ok("release/2")),
+            (
+                json!({"name": "refs/heads/main", "branch": "other"}),
+                Ok("main"),
+            ),
+            (json!({}), Ok("master")),
+            (
+                json!({"tag": "v1.0.0"}),
+                Err("follows tag v1.0.0 (spec.ref.tag)"),
+            ),
+            (
+                json!({"name": "refs/tags/v1"}),
+                Err("follows tag v1 (spec.ref.name)"),
+            ),
+            (
+                json!({"tag": "v1", "branch": "main"}),
+                Err("follows tag v1 (spec.ref.tag)"),
+            ),
+            (
+                json!({"semver": ">=1.0.0"}),
+                Err("semver range >=1.0.0 (spec.ref.semver)"),
+            ),
+            (
+                json!({"commit": "abc123", "branch": "main"}),
+                Err("is pinned to commit abc123 (spec.ref.commit"),
+            ),
+            (
+                json!({"name": "main"}),
+                Err("follows reference main (spec.ref.name), which is not a branch"),
+            ),
+        ] {
+            set_ref(reference.clone());
+            let source = git_source(&client, &chain).await.unwrap();
+            match (source.branch(), expected) {
+                (Ok(branch), Ok(want)) => assert_eq!(branch, want, "{reference}"),
+                (Err(why), Err(want)) => {
+                    assert!(why.starts_with("GitRepository flux-system/fleet "), "{why}");
+                    assert!(why.contains(want), "{reference}: {why}");
+                    assert!(
+                        why.contains("make the GitRepository follow a branch"),
+                        "{why}"
+                    );
+                }
+                (got, want) => panic!("{reference}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[tokio::test]

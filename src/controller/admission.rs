@@ -4,10 +4,10 @@
 //! and the volumes with their full spec. A rollback's plan is derived from its upgrade's.
 
 use super::Context;
-use super::git_access::{locate, open, read_version_files};
+use super::git_access::{GIT_REF_NOT_BRANCH, location, open, read_version_files};
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
-use crate::cluster::flux::ops::{chain_error_reason, suspend_chain};
+use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
 use crate::cluster::snapshots::ops::classes;
 use crate::manifest::fields::{check_target, current_versions, locate_fields};
 use crate::manifest::versions_equal;
@@ -86,7 +86,19 @@ pub async fn upgrade_plan(
             ),
         ));
     }
-    let location = locate(ctx, app, &chain).await?;
+    // The GitRepository Flux deploys the app from must follow a branch, whatever the app
+    // names as its own location: Reconcile waits for that repository to serve our commit.
+    let flux_git = git_source(&ctx.client, &chain).await;
+    match &flux_git {
+        Err(e) if e.is_retryable() => return Err(Problem::retryable(e.reason(), e.to_string())),
+        Ok(source) => {
+            if let Err(why) = source.branch() {
+                return Err(Problem::terminal(GIT_REF_NOT_BRANCH, why));
+            }
+        }
+        Err(_) => {}
+    }
+    let location = location(app, flux_git)?;
     let repo = open(ctx, &location).await?;
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
     let fields = locate_fields(&app.spec, &files)

@@ -258,10 +258,114 @@ pub struct GitSource {
     pub repository: (String, String),
     /// Its clone URL.
     pub url: String,
-    /// Its branch (Flux's default is `master`).
-    pub branch: String,
+    /// What it follows; only a branch can take Fluxgate's commits.
+    pub follows: FollowedRef,
     /// Its credentials Secret (in the GitRepository's namespace), if any.
     pub secret: Option<String>,
+}
+
+impl GitSource {
+    /// The branch Flux follows, or why Fluxgate cannot upgrade through this repository.
+    pub fn branch(&self) -> Result<&str, String> {
+        let (namespace, name) = &self.repository;
+        match self
+            .follows
+            .refusal(&describe(FluxObjectKind::GitRepository, namespace, name))
+        {
+            Some(why) => Err(why),
+            None => Ok(self.follows.branch().unwrap_or_default()),
+        }
+    }
+}
+
+/// What a GitRepository follows, decided from `spec.ref` as source-controller decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowedRef {
+    /// A branch: `spec.ref.branch` (default `master`) or `spec.ref.name: refs/heads/<branch>`.
+    Branch(String),
+    /// One commit, `spec.ref.commit` (with or without a branch beside it).
+    Commit(String),
+    /// A tag: `spec.ref.tag`, or `spec.ref.name: refs/tags/<tag>` (`field` says which).
+    Tag { tag: String, field: &'static str },
+    /// The newest tag in a semver range, `spec.ref.semver`.
+    SemVer(String),
+    /// A `spec.ref.name` that is neither a branch nor a tag (`refs/pull/1/head`, or a short
+    /// name that matches no reference).
+    OtherName(String),
+}
+
+impl FollowedRef {
+    /// The reference `spec.ref` selects. source-controller v1.9.6 (`gitCheckout`,
+    /// internal/controller/gitrepository_controller.go) hands every field to fluxcd/pkg/git
+    /// v0.52.0, whose `Client.clone` (gogit/client.go) checks out the commit if set, else
+    /// the `name`, else the tag, else the semver range, else the branch (`master` when
+    /// empty). (The API docs say semver wins over tag; the code checks the tag first.) A
+    /// `name` under `refs/heads/` is cloned as that branch (`cloneRefName`); any other name
+    /// is looked up among the remote's references as written, so `main` is not a branch.
+    pub fn of(reference: Option<&super::GitRepositoryRef>) -> FollowedRef {
+        let set = |field: Option<&String>| field.filter(|v| !v.is_empty()).cloned();
+        let Some(reference) = reference else {
+            return FollowedRef::Branch("master".into());
+        };
+        if let Some(commit) = set(reference.commit.as_ref()) {
+            return FollowedRef::Commit(commit);
+        }
+        if let Some(name) = set(reference.name.as_ref()) {
+            return match (
+                name.strip_prefix("refs/heads/"),
+                name.strip_prefix("refs/tags/"),
+            ) {
+                (Some(branch), _) if !branch.is_empty() => FollowedRef::Branch(branch.to_owned()),
+                (_, Some(tag)) if !tag.is_empty() => FollowedRef::Tag {
+                    tag: tag.trim_end_matches("^{}").to_owned(),
+                    field: "spec.ref.name",
+                },
+                _ => FollowedRef::OtherName(name),
+            };
+        }
+        if let Some(tag) = set(reference.tag.as_ref()) {
+            return FollowedRef::Tag {
+                tag,
+                field: "spec.ref.tag",
+            };
+        }
+        if let Some(range) = set(reference.semver.as_ref()) {
+            return FollowedRef::SemVer(range);
+        }
+        FollowedRef::Branch(set(reference.branch.as_ref()).unwrap_or_else(|| "master".into()))
+    }
+
+    /// The branch, when a branch is what is followed.
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            FollowedRef::Branch(branch) => Some(branch),
+            _ => None,
+        }
+    }
+
+    /// Why an upgrade through `repository` (`GitRepository ns/name`) following this cannot
+    /// work, for a person (None for a branch): Fluxgate commits to a branch, and Flux
+    /// deploys only what this reference names.
+    pub fn refusal(&self, repository: &str) -> Option<String> {
+        let follows = match self {
+            FollowedRef::Branch(_) => return None,
+            FollowedRef::Commit(commit) => format!(
+                "is pinned to commit {commit} (spec.ref.commit, which wins over every other field of spec.ref), so Flux deploys that commit whatever is pushed"
+            ),
+            FollowedRef::Tag { tag, field } => {
+                format!("follows tag {tag} ({field}), so Flux deploys only what that tag points to")
+            }
+            FollowedRef::SemVer(range) => format!(
+                "follows the newest tag in semver range {range} (spec.ref.semver), so Flux deploys only tagged commits"
+            ),
+            FollowedRef::OtherName(name) => format!(
+                "follows reference {name} (spec.ref.name), which is not a branch (refs/heads/<branch>)"
+            ),
+        };
+        Some(format!(
+            "{repository} {follows}. Fluxgate upgrades by committing to a branch; it does not move tags or pinned commits, so its commit would never be deployed. To upgrade this app with Fluxgate, make the GitRepository follow a branch (spec.ref.branch, or spec.ref.name: refs/heads/<branch>)"
+        ))
+    }
 }
 
 /// The Kustomization that deploys the app: the source itself when it is one, else the
@@ -283,42 +387,59 @@ pub async fn git_source(
             "no Kustomization deploys this app, so its Git repository is unknown; set spec.git.url and spec.git.branch".into(),
         ));
     };
-    let kustomization = api(client, FluxObjectKind::Kustomization, &deployer.namespace)
-        .get(&deployer.name)
-        .await
-        .map_err(|e| {
-            ClusterError::api(
-                "reading",
-                describe(deployer.kind, &deployer.namespace, &deployer.name),
-                e,
-            )
-        })?;
-    let source: super::KustomizationSpec =
-        serde_json::from_value(kustomization.data["spec"].clone()).map_err(|e| {
-            ClusterError::Invalid(format!(
-                "Kustomization {}/{} has a malformed spec: {e}",
-                deployer.namespace, deployer.name
-            ))
-        })?;
+    kustomization_git_source(client, &deployer.namespace, &deployer.name).await
+}
+
+/// The GitRepository that Kustomization `namespace/name` applies manifests from.
+pub async fn kustomization_git_source(
+    client: &Client,
+    kustomization_namespace: &str,
+    kustomization_name: &str,
+) -> Result<GitSource, ClusterError> {
+    let kustomization = api(
+        client,
+        FluxObjectKind::Kustomization,
+        kustomization_namespace,
+    )
+    .get(kustomization_name)
+    .await
+    .map_err(|e| {
+        ClusterError::api(
+            "reading",
+            describe(
+                FluxObjectKind::Kustomization,
+                kustomization_namespace,
+                kustomization_name,
+            ),
+            e,
+        )
+    })?;
+    let source: super::KustomizationSpec = serde_json::from_value(
+        kustomization.data["spec"].clone(),
+    )
+    .map_err(|e| {
+        ClusterError::Invalid(format!(
+            "Kustomization {kustomization_namespace}/{kustomization_name} has a malformed spec: {e}"
+        ))
+    })?;
     if source.source_ref.kind != "GitRepository" {
         return Err(ClusterError::Invalid(format!(
-            "Kustomization {}/{} deploys from a {}, not a GitRepository; set spec.git.url and spec.git.branch",
-            deployer.namespace, deployer.name, source.source_ref.kind
+            "Kustomization {kustomization_namespace}/{kustomization_name} deploys from a {}, not a GitRepository; set spec.git.url and spec.git.branch",
+            source.source_ref.kind
         )));
     }
     let namespace = source
         .source_ref
         .namespace
         .clone()
-        .unwrap_or_else(|| deployer.namespace.clone());
+        .unwrap_or_else(|| kustomization_namespace.to_owned());
     let name = source.source_ref.name.clone();
     let repository = get(client, FluxObjectKind::GitRepository, &namespace, &name)
         .await?
         .ok_or_else(|| ClusterError::NotFound {
             object: describe(FluxObjectKind::GitRepository, &namespace, &name),
             hint: format!(
-                "; Kustomization {}/{} names it in spec.sourceRef",
-                deployer.namespace, deployer.name
+                "; Kustomization {kustomization_namespace}/{kustomization_name} names it in spec.sourceRef"
             ),
         })?;
     let spec: super::GitRepositorySpec = serde_json::from_value(repository.data["spec"].clone())
@@ -327,14 +448,10 @@ pub async fn git_source(
                 "GitRepository {namespace}/{name} has a malformed spec: {e}"
             ))
         })?;
-    let branch = spec
-        .reference
-        .and_then(|r| r.branch)
-        .unwrap_or_else(|| "master".into());
     Ok(GitSource {
         repository: (namespace, name),
         url: spec.url,
-        branch,
+        follows: FollowedRef::of(spec.reference.as_ref()),
         secret: spec.secret_ref.map(|s| s.name),
     })
 }
