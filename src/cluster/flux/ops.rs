@@ -641,3 +641,127 @@ fn typed<T: serde::de::DeserializeOwned>(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::flux::GitRepositoryRef;
+
+    fn reference(fields: serde_json::Value) -> GitRepositoryRef {
+        serde_json::from_value(fields).unwrap()
+    }
+
+    #[test]
+    fn spec_ref_is_resolved_in_source_controllers_order() {
+        let cases = [
+            (json!({}), FollowedRef::Branch("master".into())),
+            (json!({"branch": ""}), FollowedRef::Branch("master".into())),
+            (
+                json!({"branch": "main"}),
+                FollowedRef::Branch("main".into()),
+            ),
+            (
+                json!({"name": "refs/heads/main", "branch": "dev", "tag": "v1"}),
+                FollowedRef::Branch("main".into()),
+            ),
+            (
+                json!({"name": "refs/tags/v1^{}"}),
+                FollowedRef::Tag {
+                    tag: "v1".into(),
+                    field: "spec.ref.name",
+                },
+            ),
+            (
+                json!({"name": "refs/pull/4/head"}),
+                FollowedRef::OtherName("refs/pull/4/head".into()),
+            ),
+            (
+                json!({"name": "main"}),
+                FollowedRef::OtherName("main".into()),
+            ),
+            (
+                json!({"semver": ">=1", "tag": "v1", "branch": "main"}),
+                FollowedRef::Tag {
+                    tag: "v1".into(),
+                    field: "spec.ref.tag",
+                },
+            ),
+            (
+                json!({"semver": ">=1", "branch": "main"}),
+                FollowedRef::SemVer(">=1".into()),
+            ),
+            (
+                json!({"commit": "abc", "name": "refs/heads/main", "branch": "main"}),
+                FollowedRef::Commit("abc".into()),
+            ),
+        ];
+        for (fields, want) in cases {
+            assert_eq!(
+                FollowedRef::of(Some(&reference(fields.clone()))),
+                want,
+                "{fields}"
+            );
+        }
+        assert_eq!(FollowedRef::of(None), FollowedRef::Branch("master".into()));
+    }
+
+    #[test]
+    fn only_a_branch_can_take_a_commit() {
+        let repository = "GitRepository flux-system/flux-system";
+        assert_eq!(FollowedRef::Branch("main".into()).refusal(repository), None);
+        let tag = FollowedRef::Tag {
+            tag: "v1".into(),
+            field: "spec.ref.tag",
+        }
+        .refusal(repository)
+        .unwrap();
+        assert!(
+            tag.starts_with("GitRepository flux-system/flux-system follows tag v1 (spec.ref.tag)"),
+            "{tag}"
+        );
+        assert!(tag.contains("does not move tags"), "{tag}");
+        assert!(
+            tag.ends_with("(spec.ref.branch, or spec.ref.name: refs/heads/<branch>)"),
+            "{tag}"
+        );
+    }
+
+    #[test]
+    fn a_kustomization_labelled_with_itself_has_no_applier() {
+        let object = |labels: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                "metadata": {"name": "flux-system", "namespace": "flux-system", "labels": labels}
+            }))
+            .unwrap()
+        };
+        let kind = FluxObjectKind::Kustomization;
+        let itself = object(json!({
+            KUSTOMIZE_NAME_LABEL: "flux-system", KUSTOMIZE_NAMESPACE_LABEL: "flux-system"
+        }));
+        assert_eq!(
+            applier_of(&itself, kind, "flux-system", "flux-system"),
+            None
+        );
+        // Without the namespace label, the object's own namespace is meant.
+        let short = object(json!({KUSTOMIZE_NAME_LABEL: "flux-system"}));
+        assert_eq!(applier_of(&short, kind, "flux-system", "flux-system"), None);
+        let child = object(json!({
+            KUSTOMIZE_NAME_LABEL: "infra", KUSTOMIZE_NAMESPACE_LABEL: "flux-system"
+        }));
+        assert_eq!(
+            applier_of(&child, kind, "flux-system", "flux-system"),
+            Some(("flux-system".into(), "infra".into()))
+        );
+        // A HelmRelease is never its own applier, whatever its labels say.
+        assert_eq!(
+            applier_of(
+                &itself,
+                FluxObjectKind::HelmRelease,
+                "flux-system",
+                "flux-system"
+            ),
+            Some(("flux-system".into(), "flux-system".into()))
+        );
+    }
+}
