@@ -5,6 +5,7 @@
 
 use super::Context;
 use super::git_access::{GIT_REF_NOT_BRANCH, location, open, read_version_files};
+use super::suspend_in_git::refuse_suspend_in_git;
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
 use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
@@ -98,9 +99,11 @@ pub async fn upgrade_plan(
         }
         Err(_) => {}
     }
+    let deploying = flux_git.as_ref().ok().cloned();
     let location = location(app, flux_git)?;
     let repo = open(ctx, &location).await?;
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
+    refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
     let fields = locate_fields(&app.spec, &files)
         .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
     let current = current_versions(&fields)

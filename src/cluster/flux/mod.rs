@@ -2,6 +2,7 @@
 //! HelmRelease and OCIRepository (the fields we read, everything else kept in `rest`), and
 //! the pure rules for reading their progress.
 
+pub mod applied;
 pub mod ops;
 pub mod progress;
 
