@@ -4,7 +4,7 @@
 //! operator not running, Fluxgate not installed, cluster unreachable).
 
 use fluxgate::api::{ManagedApp, UpgradeRequest};
-use fluxgate::demo::world::DemoWorld;
+use fluxgate::demo::world::{DemoWorld, Fleet};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use std::path::Path;
@@ -358,6 +358,35 @@ async fn upgrade_rollback_status_and_history_through_the_binary() {
     } else {
         eprintln!("kubectl is not installed: `kubectl fluxgate` itself was not run");
     }
+    world.stop().await;
+}
+
+/// Issue 15 item 1: on a fleet laid out as `flux bootstrap` lays it out, the root
+/// Kustomization names itself as its parent; `status` still reads the app's Flux objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_flux_objects_of_a_bootstrapped_fleet() {
+    let world = DemoWorld::start_fleet(
+        Fleet::new()
+            .helm_app("db", "v1.4.0", 2, json!({}))
+            .apps_follow_flux(),
+    )
+    .await
+    .unwrap();
+    let k = world.kube.kubeconfig_path();
+    let status = fluxgate(&k, &["status", "db", "-n", "apps"]).await;
+    expect(
+        &status,
+        0,
+        &[
+            "Flux objects:",
+            "Kustomization",
+            "flux-system/flux-system",
+            "apps/db",
+        ],
+        &[],
+    );
+    let (stdout, _) = text(&status);
+    assert!(!stdout.contains("cannot be read"), "{stdout}");
     world.stop().await;
 }
 

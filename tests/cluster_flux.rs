@@ -7,15 +7,22 @@ use common::{cluster, helm_release, kustomization};
 use fluxgate::api::{FluxObjectKind, FluxObjectReference, SourceKind, SourceReference};
 use fluxgate::cluster::error::ClusterError;
 use fluxgate::cluster::flux::ops::{
-    get, is_suspended, request_reconcile, set_suspend, suspend_chain,
+    chain_error_reason, get, is_suspended, request_reconcile, set_suspend, suspend_chain,
 };
 use kubesim::{KubeSim, Match};
 use serde_json::json;
 
+/// A fleet as `flux bootstrap` makes it: the root Kustomization `flux-system` applies its
+/// own manifest, so its labels name itself.
 async fn fleet() -> KubeSim {
     let sim = cluster(&["flux-system", "apps"]).await;
-    sim.put(kustomization("flux-system", "flux-system", None, false))
-        .unwrap();
+    sim.put(kustomization(
+        "flux-system",
+        "flux-system",
+        Some(("flux-system", "flux-system")),
+        false,
+    ))
+    .unwrap();
     sim.put(kustomization(
         "flux-system",
         "apps",
@@ -186,25 +193,118 @@ async fn missing_objects_and_loops_are_explained() {
         "{err}"
     );
 
+    // A real loop: a is applied by b, b by a.
     sim.put(kustomization(
         "flux-system",
-        "self",
-        Some(("flux-system", "self")),
+        "a",
+        Some(("flux-system", "b")),
         false,
     ))
     .unwrap();
+    sim.put(kustomization(
+        "flux-system",
+        "b",
+        Some(("flux-system", "a")),
+        false,
+    ))
+    .unwrap();
+    sim.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cache"}}))
+        .unwrap();
+    sim.put(helm_release("cache", "redis", Some(("flux-system", "a"))))
+        .unwrap();
     let looping = SourceReference {
-        kind: SourceKind::Kustomization,
-        name: "self".into(),
-        namespace: Some("flux-system".into()),
+        kind: SourceKind::HelmRelease,
+        name: "redis".into(),
+        namespace: None,
     };
-    let err = suspend_chain(&client, "flux-system", &looping, &[])
+    let err = suspend_chain(&client, "cache", &looping, &[])
         .await
         .unwrap_err();
+    assert!(matches!(err, ClusterError::Invalid(_)), "{err}");
+    assert_eq!(chain_error_reason(&err), "FluxParentChainInvalid");
+    assert_eq!(
+        err.to_string(),
+        "the parents of HelmRelease cache/redis form a loop: Kustomization flux-system/a is its own ancestor (HelmRelease cache/redis → applied by Kustomization flux-system/a → applied by Kustomization flux-system/b → applied by Kustomization flux-system/a); check the kustomize.toolkit.fluxcd.io/name and kustomize.toolkit.fluxcd.io/namespace labels"
+    );
+
+    // An app in one namespace whose source is in another is named by the source's.
+    let across = SourceReference {
+        kind: SourceKind::Kustomization,
+        name: "a".into(),
+        namespace: Some("flux-system".into()),
+    };
+    let err = suspend_chain(&client, "cache", &across, &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        matches!(err, ClusterError::Invalid(ref m) if m.contains("loop")),
+        err.starts_with("the parents of Kustomization flux-system/a form a loop"),
         "{err}"
     );
+
+    // Seventeen Kustomizations deep is refused as too deep, not as a loop.
+    for level in 0..17 {
+        let parent = format!("level-{}", level + 1);
+        sim.put(kustomization(
+            "flux-system",
+            &format!("level-{level}"),
+            Some(("flux-system", &parent)),
+            false,
+        ))
+        .unwrap();
+    }
+    sim.put(kustomization(
+        "flux-system",
+        "level-17",
+        Some(("flux-system", "level-17")),
+        false,
+    ))
+    .unwrap();
+    let deep = SourceReference {
+        kind: SourceKind::Kustomization,
+        name: "level-0".into(),
+        namespace: Some("flux-system".into()),
+    };
+    let err = suspend_chain(&client, "flux-system", &deep, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(chain_error_reason(&err), "FluxParentChainInvalid");
+    assert!(
+        err.to_string()
+            .contains("are deeper than 16 Kustomizations"),
+        "{err}"
+    );
+    // Sixteen deep, ending at a root that names itself, is fine.
+    let shallow = SourceReference {
+        kind: SourceKind::Kustomization,
+        name: "level-2".into(),
+        namespace: Some("flux-system".into()),
+    };
+    let chain = suspend_chain(&client, "flux-system", &shallow, &[])
+        .await
+        .unwrap();
+    assert_eq!(chain.len(), 16);
+    assert_eq!(chain[0].name, "level-17");
+}
+
+#[tokio::test]
+async fn a_root_that_applies_itself_ends_the_chain() {
+    let sim = fleet().await;
+    let chain = suspend_chain(&sim.client(), "apps", &db(), &[])
+        .await
+        .unwrap();
+    let names: Vec<&str> = chain.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["flux-system", "apps", "db"]);
+    let root = SourceReference {
+        kind: SourceKind::Kustomization,
+        name: "flux-system".into(),
+        namespace: Some("flux-system".into()),
+    };
+    let chain = suspend_chain(&sim.client(), "apps", &root, &[])
+        .await
+        .unwrap();
+    assert_eq!(chain.len(), 1);
+    assert_eq!(chain[0].name, "flux-system");
 }
 
 #[tokio::test]
@@ -294,12 +394,72 @@ mod applied {
             .unwrap();
         let source = git_source(&sim.client(), &chain).await.unwrap();
         assert_eq!(source.url, "https://git.example.com/fleet.git");
-        assert_eq!(source.branch, "main");
+        assert_eq!(source.branch(), Ok("main"));
         assert_eq!(source.secret.as_deref(), Some("fleet-auth"));
         assert_eq!(
             source.repository,
             ("flux-system".to_owned(), "fleet".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn the_branch_is_the_one_flux_resolves_from_spec_ref() {
+        let sim = world_at(OLD).await;
+        let client = sim.client();
+        let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
+        let set_ref = |reference: serde_json::Value| {
+            sim.put(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": "fleet", "namespace": "flux-system"},
+                "spec": {"url": "https://git.example.com/fleet.git", "interval": "1m", "ref": reference}}))
+                .unwrap();
+        };
+        for (reference, expected) in [
+            (json!({"name": "refs/heads/release/2"}), Ok("release/2")),
+            (
+                json!({"name": "refs/heads/main", "branch": "other"}),
+                Ok("main"),
+            ),
+            (json!({}), Ok("master")),
+            (
+                json!({"tag": "v1.0.0"}),
+                Err("follows tag v1.0.0 (spec.ref.tag)"),
+            ),
+            (
+                json!({"name": "refs/tags/v1"}),
+                Err("follows tag v1 (spec.ref.name)"),
+            ),
+            (
+                json!({"tag": "v1", "branch": "main"}),
+                Err("follows tag v1 (spec.ref.tag)"),
+            ),
+            (
+                json!({"semver": ">=1.0.0"}),
+                Err("semver range >=1.0.0 (spec.ref.semver)"),
+            ),
+            (
+                json!({"commit": "abc123", "branch": "main"}),
+                Err("is pinned to commit abc123 (spec.ref.commit"),
+            ),
+            (
+                json!({"name": "main"}),
+                Err("follows reference main (spec.ref.name), which is not a branch"),
+            ),
+        ] {
+            set_ref(reference.clone());
+            let source = git_source(&client, &chain).await.unwrap();
+            match (source.branch(), expected) {
+                (Ok(branch), Ok(want)) => assert_eq!(branch, want, "{reference}"),
+                (Err(why), Err(want)) => {
+                    assert!(why.starts_with("GitRepository flux-system/fleet "), "{why}");
+                    assert!(why.contains(want), "{reference}: {why}");
+                    assert!(
+                        why.contains("make the GitRepository follow a branch"),
+                        "{why}"
+                    );
+                }
+                (got, want) => panic!("{reference}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[tokio::test]

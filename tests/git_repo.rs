@@ -574,6 +574,41 @@ fn reads_a_whole_directory_at_one_head() -> TestResult {
 }
 
 #[test]
+fn reads_a_whole_tree_at_one_head() -> TestResult {
+    let server = GitServer::builder()
+        .file("apps/db/helmrelease.yaml", "kind: HelmRelease\n")
+        .file("apps/db/config/values.yaml", "a: 1\n")
+        .file("apps/db/config/deep/more.yaml", "b: 2\n")
+        .file("README.md", "fleet\n")
+        .start()?;
+    let cache = tempfile::tempdir()?;
+    let repo = open(&server, server.file_url(), GitAuth::Anonymous, cache.path())?;
+    let tree = repo.read_tree_blocking("apps/db")?;
+    assert_eq!(tree.commit, server.head()?);
+    let paths: Vec<&str> = tree.files.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "config/deep/more.yaml",
+            "config/values.yaml",
+            "helmrelease.yaml"
+        ],
+        "paths relative to the directory, however deep"
+    );
+    assert_eq!(repo.read_tree_blocking("")?.files.len(), 4);
+    assert!(repo.read_tree_blocking("apps/none")?.files.is_empty());
+    let err = repo
+        .read_tree_blocking("apps/db/helmrelease.yaml")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is a file, not a directory"),
+        "{err}"
+    );
+    assert!(repo.read_tree_blocking("../etc").is_err());
+    Ok(())
+}
+
+#[test]
 fn tells_whether_a_later_commit_includes_an_earlier_one() -> TestResult {
     let server = file_server()?;
     let cache = tempfile::tempdir()?;

@@ -38,7 +38,10 @@ pub struct ManagedAppSpec {
 
     /// Extra Flux objects to suspend during an operation, in addition to the ones Fluxgate
     /// finds itself (the parents of `source`, found through the
-    /// `kustomize.toolkit.fluxcd.io/name|namespace` labels and walked to the root).
+    /// `kustomize.toolkit.fluxcd.io/name|namespace` labels and walked to the root; a root
+    /// that applies its own manifest, as `flux bootstrap`'s does, names itself there). An
+    /// app is refused when the Git manifest of one of these objects sets `spec.suspend`:
+    /// the Kustomization applying it would put it back during the operation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub suspend: Vec<FluxObjectReference>,
@@ -143,7 +146,10 @@ pub struct FluxObjectReference {
 }
 
 /// Where the app's versions live in Git. The repository defaults to the GitRepository that
-/// the deploying Kustomization's `spec.sourceRef` names (its URL and branch).
+/// the deploying Kustomization's `spec.sourceRef` names (its URL and the branch it follows:
+/// `spec.ref.branch`, or `spec.ref.name: refs/heads/<branch>`). An app whose GitRepository
+/// follows a tag, a semver range or a commit is refused: Flux would never deploy a commit
+/// to a branch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GitLocation {
@@ -158,7 +164,7 @@ pub struct GitLocation {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(https?://|ssh://|file://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)')").message("must be a git URL: https://…, ssh://…, file://… or user@host:path"))]
     pub url: Option<String>,
-    /// Branch to commit to; overrides the GitRepository's branch.
+    /// Branch to commit to; overrides the branch the GitRepository follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 255),

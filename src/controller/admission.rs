@@ -4,10 +4,11 @@
 //! and the volumes with their full spec. A rollback's plan is derived from its upgrade's.
 
 use super::Context;
-use super::git_access::{locate, open, read_version_files};
+use super::git_access::{GIT_REF_NOT_BRANCH, location, open, read_version_files};
+use super::suspend_in_git::refuse_suspend_in_git;
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
-use crate::cluster::flux::ops::suspend_chain;
+use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
 use crate::cluster::snapshots::ops::classes;
 use crate::manifest::fields::{check_target, current_versions, locate_fields};
 use crate::manifest::versions_equal;
@@ -73,7 +74,7 @@ pub async fn upgrade_plan(
     let namespace = app.namespace().unwrap_or_default();
     let chain = suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
         .await
-        .map_err(|e| cluster_problem("FluxObjectNotFound", e))?;
+        .map_err(|e| cluster_problem(chain_error_reason(&e), e))?;
     if let Some(source) = chain
         .iter()
         .find(|o| o.name == app.spec.source.name && o.was_suspended)
@@ -86,9 +87,23 @@ pub async fn upgrade_plan(
             ),
         ));
     }
-    let location = locate(ctx, app, &chain).await?;
+    // The GitRepository Flux deploys the app from must follow a branch, whatever the app
+    // names as its own location: Reconcile waits for that repository to serve our commit.
+    let flux_git = git_source(&ctx.client, &chain).await;
+    match &flux_git {
+        Err(e) if e.is_retryable() => return Err(Problem::retryable(e.reason(), e.to_string())),
+        Ok(source) => {
+            if let Err(why) = source.branch() {
+                return Err(Problem::terminal(GIT_REF_NOT_BRANCH, why));
+            }
+        }
+        Err(_) => {}
+    }
+    let deploying = flux_git.as_ref().ok().cloned();
+    let location = location(app, flux_git)?;
     let repo = open(ctx, &location).await?;
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
+    refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
     let fields = locate_fields(&app.spec, &files)
         .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
     let current = current_versions(&fields)

@@ -17,7 +17,7 @@ use crate::api::{
     UpgradeRequest, versions_summary,
 };
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
-use crate::cluster::flux::ops::{api_resource, suspend_chain};
+use crate::cluster::flux::ops::{api_resource, chain_error_reason, suspend_chain};
 use crate::cluster::health::ops::app_health;
 use crate::manifest::fields::{ResolvedField, current_versions, locate_fields};
 use crate::renovate::app::{AppContext, evaluate};
@@ -533,7 +533,7 @@ async fn git_fields(
         suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
             .await
             .map_err(|e| Problem {
-                reason: "FluxObjectNotFound".into(),
+                reason: chain_error_reason(&e).into(),
                 message: e.to_string(),
                 retryable: e.is_retryable(),
             })?

@@ -4,8 +4,8 @@
 
 use super::Context;
 use crate::api::{ManagedApp, PlannedFluxObject};
-use crate::cluster::error::describe;
-use crate::cluster::flux::ops::git_source;
+use crate::cluster::error::{ClusterError, describe};
+use crate::cluster::flux::ops::{GitSource, git_source};
 use crate::git::{DirectoryAtHead, Git2Repo, GitAuth, GitRepo, RemoteSpec, redact_url};
 use crate::manifest::fields::directory_of;
 use crate::manifest::text_from_bytes;
@@ -40,30 +40,62 @@ pub async fn locate(
     app: &ManagedApp,
     chain: &[PlannedFluxObject],
 ) -> Result<GitLocation, Problem> {
+    match named_location(app) {
+        Some(named) => Ok(named),
+        None => location(app, git_source(&ctx.client, chain).await),
+    }
+}
+
+/// The location when the app names both its repository and its branch.
+fn named_location(app: &ManagedApp) -> Option<GitLocation> {
+    let git = &app.spec.git;
+    Some(GitLocation {
+        url: git.url.clone()?,
+        branch: git.branch.clone()?,
+        secret: git
+            .secret_ref
+            .as_ref()
+            .map(|s| (app.namespace().unwrap_or_default(), s.name.clone())),
+    })
+}
+
+/// The app's Git location from `spec.git` and the GitRepository Flux deploys it from
+/// (`source`, used only when `spec.git` lacks the URL or the branch). The branch defaults
+/// to the one the GitRepository follows; one that follows no branch is refused.
+pub fn location(
+    app: &ManagedApp,
+    source: Result<GitSource, ClusterError>,
+) -> Result<GitLocation, Problem> {
+    if let Some(named) = named_location(app) {
+        return Ok(named);
+    }
     let namespace = app.namespace().unwrap_or_default();
     let git = &app.spec.git;
     let own_secret = git
         .secret_ref
         .as_ref()
         .map(|s| (namespace.clone(), s.name.clone()));
-    if let (Some(url), Some(branch)) = (&git.url, &git.branch) {
-        return Ok(GitLocation {
-            url: url.clone(),
-            branch: branch.clone(),
-            secret: own_secret,
-        });
-    }
-    let source = git_source(&ctx.client, chain).await.map_err(|e| Problem {
+    let source = source.map_err(|e| Problem {
         reason: "GitSourceUnknown".into(),
         message: e.to_string(),
         retryable: e.is_retryable(),
     })?;
+    let branch = match &git.branch {
+        Some(branch) => branch.clone(),
+        None => source
+            .branch()
+            .map_err(|why| Problem::terminal(GIT_REF_NOT_BRANCH, why))?
+            .to_owned(),
+    };
     Ok(GitLocation {
         url: git.url.clone().unwrap_or(source.url),
-        branch: git.branch.clone().unwrap_or(source.branch),
+        branch,
         secret: own_secret.or_else(|| source.secret.map(|s| (source.repository.0.clone(), s))),
     })
 }
+
+/// The reason under which an app whose GitRepository follows no branch is refused.
+pub const GIT_REF_NOT_BRANCH: &str = "GitRefNotBranch";
 
 /// Opens the repository at `location` with the credentials of its Secret.
 pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRepo>, Problem> {

@@ -13,6 +13,7 @@ pub mod observe;
 pub mod preflight;
 pub mod renovate_input;
 pub mod requests;
+pub mod suspend_in_git;
 
 use crate::git::{Author, GitConfig};
 use kube::Client;

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 pub const FLEET_URL: &str = "https://git.sim.test/fleet.git";
 /// The repository file holding the app (an OCIRepository and a HelmRelease).
 pub const APP_FILE: &str = "clusters/prod/db.yaml";
+/// The directory Flux's root Kustomization `flux-system` applies.
+pub const FLEET_PATH: &str = "./clusters/prod";
 
 /// The app's manifests at chart tag `tag`: an OCIRepository and a HelmRelease with a
 /// two-replica StatefulSet and a data volume per replica.
@@ -136,9 +138,10 @@ enum Running {
     Deployment(String, i32),
 }
 
-/// What a [`DemoWorld`] deploys: the fleet repository (under `clusters/prod`, applied by
-/// Flux's root Kustomization `flux-system`), the apps in it and their ManagedApps (all in
-/// namespace `apps`), and how the Git server is reached.
+/// What a [`DemoWorld`] deploys: the fleet repository as `flux bootstrap` leaves it
+/// (`clusters/prod`, applied by Flux's root Kustomization `flux-system`, whose own manifest
+/// is `clusters/prod/flux-system/gotk-sync.yaml` in the same repository), the apps in it
+/// and their ManagedApps (all in namespace `apps`), and how the Git server is reached.
 #[derive(Clone, Debug, Default)]
 pub struct Fleet {
     resources: Vec<String>,
@@ -146,7 +149,14 @@ pub struct Fleet {
     apps: Vec<(String, serde_json::Value)>,
     running: Vec<Running>,
     credentials: Option<(String, String)>,
+    flux_ref: Option<serde_json::Value>,
+    tags: Vec<String>,
+    apps_follow_flux: bool,
 }
+
+/// The credentials `flux bootstrap --token-auth` stored in Secret `flux-system/flux-system`
+/// for a fleet served without [`Fleet::http_credentials`].
+pub const BOOTSTRAP_CREDENTIALS: (&str, &str) = ("git", "bootstrap-t0ken");
 
 /// The Secret (namespace `apps`) holding the Git credentials of a fleet served with
 /// [`Fleet::http_credentials`].
@@ -260,6 +270,29 @@ spec:
         self.credentials = Some((username.to_owned(), password.to_owned()));
         self
     }
+
+    /// The reference Flux's GitRepository `flux-system` follows (its `spec.ref` in
+    /// `gotk-sync.yaml`); `{"branch": "main"}` by default.
+    pub fn flux_follows(mut self, reference: serde_json::Value) -> Fleet {
+        self.flux_ref = Some(reference);
+        self
+    }
+
+    /// Tags the repository's first commit with `name`.
+    pub fn git_tag(mut self, name: &str) -> Fleet {
+        self.tags.push(name.to_owned());
+        self
+    }
+
+    /// The ManagedApps name no Git location: they use the URL, branch and Secret of the
+    /// GitRepository Flux deploys them from. That GitRepository then names the Git
+    /// server's HTTP URL (so Fluxgate can reach it as well as Flux), served with basic
+    /// auth: the [`Fleet::http_credentials`], else [`BOOTSTRAP_CREDENTIALS`], kept in
+    /// Secret `flux-system/flux-system` as `flux bootstrap --token-auth` keeps them.
+    pub fn apps_follow_flux(mut self) -> Fleet {
+        self.apps_follow_flux = true;
+        self
+    }
 }
 
 impl DemoWorld {
@@ -281,12 +314,40 @@ impl DemoWorld {
         kube.load_third_party_crds()
             .context("loading the Flux and VolumeSnapshot CRDs built into kubesim")?;
         let client = kube.client();
-        let mut resources = "resources:\n- ns.yaml\n".to_owned();
+        let mut resources = "resources:\n- flux-system\n- ns.yaml\n".to_owned();
         for resource in &fleet.resources {
             resources.push_str(&format!("- {resource}\n"));
         }
+        // As `flux bootstrap` leaves the repository: Flux's own manifests under
+        // `<path>/flux-system`, applied by the root Kustomization they define.
+        let flux_ref = fleet
+            .flux_ref
+            .clone()
+            .unwrap_or_else(|| json!({"branch": "main"}));
+        let flux_url = if fleet.apps_follow_flux {
+            sim::git_server::HTTP_URL_PLACEHOLDER
+        } else {
+            FLEET_URL
+        };
+        let gotk_sync = |url: &str| sim::seed::gotk_sync(url, &flux_ref, FLEET_PATH, true);
+        let bootstrap_credentials = fleet.credentials.clone().unwrap_or_else(|| {
+            let (username, password) = BOOTSTRAP_CREDENTIALS;
+            (username.to_owned(), password.to_owned())
+        });
         let mut builder = GitServer::builder()
             .file("clusters/prod/kustomization.yaml", resources)
+            .file(
+                "clusters/prod/flux-system/gotk-components.yaml",
+                sim::seed::GOTK_COMPONENTS,
+            )
+            .file(
+                "clusters/prod/flux-system/gotk-sync.yaml",
+                gotk_sync(flux_url),
+            )
+            .file(
+                "clusters/prod/flux-system/kustomization.yaml",
+                sim::seed::GOTK_KUSTOMIZATION,
+            )
             .file(
                 "clusters/prod/ns.yaml",
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n",
@@ -294,12 +355,22 @@ impl DemoWorld {
         for (path, contents) in &fleet.files {
             builder = builder.file(path, contents);
         }
+        for tag in &fleet.tags {
+            builder = builder.tag(tag);
+        }
         if let Some((username, password)) = &fleet.credentials {
+            builder = builder.http_credentials(username, password);
+        } else if fleet.apps_follow_flux {
+            let (username, password) = &bootstrap_credentials;
             builder = builder.http_credentials(username, password);
         }
         let git = builder
             .start()
             .context("starting the local Git server (is `git` installed?)")?;
+        let flux_url = match fleet.apps_follow_flux {
+            true => git.http_url().context("the Git server serves HTTP")?,
+            false => FLEET_URL.to_owned(),
+        };
         let mut options = WorldOptions::fast();
         options
             .git_url_rewrites
@@ -310,7 +381,8 @@ impl DemoWorld {
         sim::seed::storage(&client)
             .await
             .context("creating storage classes")?;
-        sim::seed::flux_system(&client, FLEET_URL, "main", "./clusters/prod")
+        let (username, password) = &bootstrap_credentials;
+        sim::seed::bootstrap(&client, &gotk_sync(&flux_url), Some((username, password)))
             .await
             .context("bootstrapping Flux")?;
         let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "apps");
@@ -342,7 +414,9 @@ impl DemoWorld {
             }
         }
         let mut git_spec = json!({"url": git.file_url(), "branch": "main"});
-        if let Some((username, password)) = &fleet.credentials {
+        if fleet.apps_follow_flux {
+            git_spec = json!({});
+        } else if let Some((username, password)) = &fleet.credentials {
             sim::seed::git_credentials(&client, "apps", GIT_SECRET, username, password)
                 .await
                 .context("creating the Git credentials Secret")?;

@@ -254,6 +254,12 @@ pub trait GitRepo: Send + Sync {
     /// the head of the branch, so related files are seen at one commit.
     fn read_directory(&self, dir: &str) -> BoxFuture<'_, Result<DirectoryAtHead, GitError>>;
 
+    /// Fetches and reads every file under `dir` (`""` for the whole repository), however
+    /// deep, at the head of the branch. The keys of [`DirectoryAtHead::files`] are then
+    /// paths relative to `dir` (`a.yaml`, `sub/b.yaml`); links, submodules and files over
+    /// the size limit are left out as by [`GitRepo::read_directory`].
+    fn read_tree(&self, dir: &str) -> BoxFuture<'_, Result<DirectoryAtHead, GitError>>;
+
     /// Applies the request's edits on the fetched head, commits and pushes, re-applying on
     /// the new head after a lost push race (bounded). See [`CommitOutcome`].
     fn commit_and_push(

@@ -256,6 +256,22 @@ impl Git2Repo {
         })
     }
 
+    /// Blocking [`GitRepo::read_tree`].
+    pub fn read_tree_blocking(&self, dir: &str) -> Result<DirectoryAtHead, GitError> {
+        if !dir.is_empty() {
+            path_components(dir).map_err(|reason| self.inner.invalid_path(dir, reason))?;
+        }
+        self.run("fetch", |s| {
+            let head = s.fetch()?;
+            let tree = s.tree_of(head)?;
+            let files = s.read_subtree(&tree, dir)?;
+            Ok(DirectoryAtHead {
+                commit: head.to_string(),
+                files,
+            })
+        })
+    }
+
     /// Blocking [`GitRepo::find_commit_by_trailer`].
     pub fn find_commit_by_trailer_blocking(
         &self,
@@ -460,6 +476,11 @@ impl GitRepo for Git2Repo {
         Box::pin(self.spawn("fetch", move |r| r.read_directory_blocking(&dir)))
     }
 
+    fn read_tree(&self, dir: &str) -> BoxFuture<'_, Result<DirectoryAtHead, GitError>> {
+        let dir = dir.to_owned();
+        Box::pin(self.spawn("fetch", move |r| r.read_tree_blocking(&dir)))
+    }
+
     fn commit_and_push(
         &self,
         request: CommitRequest,
@@ -662,6 +683,60 @@ impl Session<'_> {
             }
         }
         Ok(files)
+    }
+
+    /// Every regular file under `dir` of `tree` (the root for `""`), however deep, by path
+    /// relative to `dir`; an absent directory has none. Oversized files, links and
+    /// submodules are skipped.
+    fn read_subtree(
+        &self,
+        tree: &git2::Tree<'_>,
+        dir: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, GitError> {
+        let inner = self.inner;
+        let subtree;
+        let tree = if dir.is_empty() {
+            tree
+        } else {
+            match tree.get_path(Path::new(dir)) {
+                Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
+                    subtree = self
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(|e| inner.corrupt(&e))?;
+                    &subtree
+                }
+                Ok(_) => return Err(inner.invalid_path(dir, "is a file, not a directory")),
+                Err(e) if e.code() == ErrorCode::NotFound => return Ok(Default::default()),
+                Err(e) => return Err(inner.corrupt(&e)),
+            }
+        };
+        let mut files = std::collections::BTreeMap::new();
+        let mut failure = None;
+        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let (Ok(name), Some(git2::ObjectType::Blob)) = (entry.name(), entry.kind()) else {
+                return git2::TreeWalkResult::Ok;
+            };
+            if entry.filemode() == 0o120000 {
+                return git2::TreeWalkResult::Ok;
+            }
+            match self.repo.find_blob(entry.id()) {
+                Ok(blob) if (blob.size() as u64) <= inner.config.max_file_size => {
+                    files.insert(format!("{parent}{name}"), blob.content().to_vec());
+                    git2::TreeWalkResult::Ok
+                }
+                Ok(_) => git2::TreeWalkResult::Ok,
+                Err(e) => {
+                    failure = Some(inner.corrupt(&e));
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        });
+        match (failure, walked) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(inner.corrupt(&e)),
+            (None, Ok(())) => Ok(files),
+        }
     }
 
     /// Runs every edit on the tree it builds up; the new root tree, or `None` when nothing

@@ -2,6 +2,7 @@
 //! HelmRelease and OCIRepository (the fields we read, everything else kept in `rest`), and
 //! the pure rules for reading their progress.
 
+pub mod applied;
 pub mod ops;
 pub mod progress;
 
@@ -65,13 +66,26 @@ pub struct SourceStatus {
     pub rest: Map<String, Value>,
 }
 
-/// The Git reference a GitRepository follows.
+/// The Git reference a GitRepository follows (`spec.ref`); which field wins is
+/// [`ops::FollowedRef::of`]'s to say.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GitRepositoryRef {
     /// Branch to follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    /// Everything else (tag, semver, name, commit).
+    /// Tag to check out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Semver range of tags, the newest match checked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// A full reference name, e.g. `refs/heads/main` or `refs/tags/v1.0.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A commit SHA to check out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Everything else.
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }

@@ -12,7 +12,6 @@ use kube::api::{Api, DynamicObject, Patch};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeSet;
 
 /// How deep a chain of parent Kustomizations may be before it is treated as a loop.
 const MAX_CHAIN_DEPTH: usize = 16;
@@ -154,6 +153,25 @@ fn parent_of(object: &DynamicObject) -> Option<(String, String)> {
     Some((namespace, name.clone()))
 }
 
+/// The Kustomization that applied the object `kind namespace/name` (from its labels), unless
+/// that is the object itself. kustomize-controller labels everything it applies with the
+/// applying Kustomization (`SetOwnerLabels`, fluxcd/pkg/ssa manager.go, called from
+/// kustomize-controller's `reconcile`), so the root Kustomization that `flux bootstrap`
+/// makes, which applies its own manifest (`flux-system/gotk-sync.yaml`), names itself: it is
+/// the root of the chain, not a loop.
+pub fn applier_of(
+    object: &DynamicObject,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    parent_of(object).filter(|(parent_namespace, parent_name)| {
+        !(kind == FluxObjectKind::Kustomization
+            && parent_namespace == namespace
+            && parent_name == name)
+    })
+}
+
 fn source_kind(kind: SourceKind) -> FluxObjectKind {
     match kind {
         SourceKind::HelmRelease => FluxObjectKind::HelmRelease,
@@ -161,10 +179,22 @@ fn source_kind(kind: SourceKind) -> FluxObjectKind {
     }
 }
 
+/// The reason a failure of [`suspend_chain`] is reported under: a missing object, a chain
+/// of parents that loops or is too deep, or the API's own error.
+pub fn chain_error_reason(error: &ClusterError) -> &'static str {
+    match error {
+        ClusterError::NotFound { .. } => "FluxObjectNotFound",
+        ClusterError::Invalid(_) => "FluxParentChainInvalid",
+        ClusterError::Api { .. } => error.reason(),
+    }
+}
+
 /// The Flux objects to suspend for an app, parents first: the chain of Kustomizations that
-/// applied the source (walked up through Flux's labels to the root), the source itself, then
-/// the extra objects of `spec.suspend`; each with its current `spec.suspend` as the value to
-/// restore. References default to `app_namespace`.
+/// applied the source (walked up through Flux's labels to the root: a Kustomization that is
+/// applied by nobody or by itself), the source itself, then the extra objects of
+/// `spec.suspend`; each with its current `spec.suspend` as the value to restore. References
+/// default to `app_namespace`. A chain that comes back to an object already in it, or is
+/// deeper than [`MAX_CHAIN_DEPTH`], is refused (as [`ClusterError::Invalid`]).
 pub async fn suspend_chain(
     client: &Client,
     app_namespace: &str,
@@ -175,17 +205,25 @@ pub async fn suspend_chain(
         .namespace
         .clone()
         .unwrap_or_else(|| app_namespace.to_owned());
+    let source_id = describe(source_kind(source.kind), &namespace, &source.name);
     let mut chain = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut seen: Vec<String> = Vec::new();
     let mut next = Some((source_kind(source.kind), namespace, source.name.clone()));
     while let Some((kind, namespace, name)) = next.take() {
         let id = describe(kind, &namespace, &name);
-        if !seen.insert(id.clone()) || chain.len() >= MAX_CHAIN_DEPTH {
+        if seen.contains(&id) {
+            seen.push(id.clone());
             return Err(ClusterError::Invalid(format!(
-                "the parents of {} form a loop or are deeper than {MAX_CHAIN_DEPTH} at {id}; check the {KUSTOMIZE_NAME_LABEL} labels",
-                describe(source_kind(source.kind), app_namespace, &source.name)
+                "the parents of {source_id} form a loop: {id} is its own ancestor ({}); check the {KUSTOMIZE_NAME_LABEL} and {KUSTOMIZE_NAMESPACE_LABEL} labels",
+                seen.join(" → applied by ")
             )));
         }
+        if chain.len() >= MAX_CHAIN_DEPTH {
+            return Err(ClusterError::Invalid(format!(
+                "the parents of {source_id} are deeper than {MAX_CHAIN_DEPTH} Kustomizations (still going at {id}); check the {KUSTOMIZE_NAME_LABEL} labels"
+            )));
+        }
+        seen.push(id.clone());
         let Some(object) = get(client, kind, &namespace, &name).await? else {
             let hint = if chain.is_empty() {
                 "; check spec.source of the ManagedApp".to_owned()
@@ -197,7 +235,8 @@ pub async fn suspend_chain(
             };
             return Err(ClusterError::NotFound { object: id, hint });
         };
-        next = parent_of(&object).map(|(ns, n)| (FluxObjectKind::Kustomization, ns, n));
+        next = applier_of(&object, kind, &namespace, &name)
+            .map(|(ns, n)| (FluxObjectKind::Kustomization, ns, n));
         chain.push(PlannedFluxObject {
             kind,
             name,
@@ -247,10 +286,114 @@ pub struct GitSource {
     pub repository: (String, String),
     /// Its clone URL.
     pub url: String,
-    /// Its branch (Flux's default is `master`).
-    pub branch: String,
+    /// What it follows; only a branch can take Fluxgate's commits.
+    pub follows: FollowedRef,
     /// Its credentials Secret (in the GitRepository's namespace), if any.
     pub secret: Option<String>,
+}
+
+impl GitSource {
+    /// The branch Flux follows, or why Fluxgate cannot upgrade through this repository.
+    pub fn branch(&self) -> Result<&str, String> {
+        let (namespace, name) = &self.repository;
+        match self
+            .follows
+            .refusal(&describe(FluxObjectKind::GitRepository, namespace, name))
+        {
+            Some(why) => Err(why),
+            None => Ok(self.follows.branch().unwrap_or_default()),
+        }
+    }
+}
+
+/// What a GitRepository follows, decided from `spec.ref` as source-controller decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowedRef {
+    /// A branch: `spec.ref.branch` (default `master`) or `spec.ref.name: refs/heads/<branch>`.
+    Branch(String),
+    /// One commit, `spec.ref.commit` (with or without a branch beside it).
+    Commit(String),
+    /// A tag: `spec.ref.tag`, or `spec.ref.name: refs/tags/<tag>` (`field` says which).
+    Tag { tag: String, field: &'static str },
+    /// The newest tag in a semver range, `spec.ref.semver`.
+    SemVer(String),
+    /// A `spec.ref.name` that is neither a branch nor a tag (`refs/pull/1/head`, or a short
+    /// name that matches no reference).
+    OtherName(String),
+}
+
+impl FollowedRef {
+    /// The reference `spec.ref` selects. source-controller v1.9.6 (`gitCheckout`,
+    /// internal/controller/gitrepository_controller.go) hands every field to fluxcd/pkg/git
+    /// v0.52.0, whose `Client.clone` (gogit/client.go) checks out the commit if set, else
+    /// the `name`, else the tag, else the semver range, else the branch (`master` when
+    /// empty). (The API docs say semver wins over tag; the code checks the tag first.) A
+    /// `name` under `refs/heads/` is cloned as that branch (`cloneRefName`); any other name
+    /// is looked up among the remote's references as written, so `main` is not a branch.
+    pub fn of(reference: Option<&super::GitRepositoryRef>) -> FollowedRef {
+        let set = |field: Option<&String>| field.filter(|v| !v.is_empty()).cloned();
+        let Some(reference) = reference else {
+            return FollowedRef::Branch("master".into());
+        };
+        if let Some(commit) = set(reference.commit.as_ref()) {
+            return FollowedRef::Commit(commit);
+        }
+        if let Some(name) = set(reference.name.as_ref()) {
+            return match (
+                name.strip_prefix("refs/heads/"),
+                name.strip_prefix("refs/tags/"),
+            ) {
+                (Some(branch), _) if !branch.is_empty() => FollowedRef::Branch(branch.to_owned()),
+                (_, Some(tag)) if !tag.is_empty() => FollowedRef::Tag {
+                    tag: tag.trim_end_matches("^{}").to_owned(),
+                    field: "spec.ref.name",
+                },
+                _ => FollowedRef::OtherName(name),
+            };
+        }
+        if let Some(tag) = set(reference.tag.as_ref()) {
+            return FollowedRef::Tag {
+                tag,
+                field: "spec.ref.tag",
+            };
+        }
+        if let Some(range) = set(reference.semver.as_ref()) {
+            return FollowedRef::SemVer(range);
+        }
+        FollowedRef::Branch(set(reference.branch.as_ref()).unwrap_or_else(|| "master".into()))
+    }
+
+    /// The branch, when a branch is what is followed.
+    pub fn branch(&self) -> Option<&str> {
+        match self {
+            FollowedRef::Branch(branch) => Some(branch),
+            _ => None,
+        }
+    }
+
+    /// Why an upgrade through `repository` (`GitRepository ns/name`) following this cannot
+    /// work, for a person (None for a branch): Fluxgate commits to a branch, and Flux
+    /// deploys only what this reference names.
+    pub fn refusal(&self, repository: &str) -> Option<String> {
+        let follows = match self {
+            FollowedRef::Branch(_) => return None,
+            FollowedRef::Commit(commit) => format!(
+                "is pinned to commit {commit} (spec.ref.commit, which wins over every other field of spec.ref), so Flux deploys that commit whatever is pushed"
+            ),
+            FollowedRef::Tag { tag, field } => {
+                format!("follows tag {tag} ({field}), so Flux deploys only what that tag points to")
+            }
+            FollowedRef::SemVer(range) => format!(
+                "follows the newest tag in semver range {range} (spec.ref.semver), so Flux deploys only tagged commits"
+            ),
+            FollowedRef::OtherName(name) => format!(
+                "follows reference {name} (spec.ref.name), which is not a branch (refs/heads/<branch>)"
+            ),
+        };
+        Some(format!(
+            "{repository} {follows}. Fluxgate upgrades by committing to a branch; it does not move tags or pinned commits, so its commit would never be deployed. To upgrade this app with Fluxgate, make the GitRepository follow a branch (spec.ref.branch, or spec.ref.name: refs/heads/<branch>)"
+        ))
+    }
 }
 
 /// The Kustomization that deploys the app: the source itself when it is one, else the
@@ -272,42 +415,59 @@ pub async fn git_source(
             "no Kustomization deploys this app, so its Git repository is unknown; set spec.git.url and spec.git.branch".into(),
         ));
     };
-    let kustomization = api(client, FluxObjectKind::Kustomization, &deployer.namespace)
-        .get(&deployer.name)
-        .await
-        .map_err(|e| {
-            ClusterError::api(
-                "reading",
-                describe(deployer.kind, &deployer.namespace, &deployer.name),
-                e,
-            )
-        })?;
-    let source: super::KustomizationSpec =
-        serde_json::from_value(kustomization.data["spec"].clone()).map_err(|e| {
-            ClusterError::Invalid(format!(
-                "Kustomization {}/{} has a malformed spec: {e}",
-                deployer.namespace, deployer.name
-            ))
-        })?;
+    kustomization_git_source(client, &deployer.namespace, &deployer.name).await
+}
+
+/// The GitRepository that Kustomization `namespace/name` applies manifests from.
+pub async fn kustomization_git_source(
+    client: &Client,
+    kustomization_namespace: &str,
+    kustomization_name: &str,
+) -> Result<GitSource, ClusterError> {
+    let kustomization = api(
+        client,
+        FluxObjectKind::Kustomization,
+        kustomization_namespace,
+    )
+    .get(kustomization_name)
+    .await
+    .map_err(|e| {
+        ClusterError::api(
+            "reading",
+            describe(
+                FluxObjectKind::Kustomization,
+                kustomization_namespace,
+                kustomization_name,
+            ),
+            e,
+        )
+    })?;
+    let source: super::KustomizationSpec = serde_json::from_value(
+        kustomization.data["spec"].clone(),
+    )
+    .map_err(|e| {
+        ClusterError::Invalid(format!(
+            "Kustomization {kustomization_namespace}/{kustomization_name} has a malformed spec: {e}"
+        ))
+    })?;
     if source.source_ref.kind != "GitRepository" {
         return Err(ClusterError::Invalid(format!(
-            "Kustomization {}/{} deploys from a {}, not a GitRepository; set spec.git.url and spec.git.branch",
-            deployer.namespace, deployer.name, source.source_ref.kind
+            "Kustomization {kustomization_namespace}/{kustomization_name} deploys from a {}, not a GitRepository; set spec.git.url and spec.git.branch",
+            source.source_ref.kind
         )));
     }
     let namespace = source
         .source_ref
         .namespace
         .clone()
-        .unwrap_or_else(|| deployer.namespace.clone());
+        .unwrap_or_else(|| kustomization_namespace.to_owned());
     let name = source.source_ref.name.clone();
     let repository = get(client, FluxObjectKind::GitRepository, &namespace, &name)
         .await?
         .ok_or_else(|| ClusterError::NotFound {
             object: describe(FluxObjectKind::GitRepository, &namespace, &name),
             hint: format!(
-                "; Kustomization {}/{} names it in spec.sourceRef",
-                deployer.namespace, deployer.name
+                "; Kustomization {kustomization_namespace}/{kustomization_name} names it in spec.sourceRef"
             ),
         })?;
     let spec: super::GitRepositorySpec = serde_json::from_value(repository.data["spec"].clone())
@@ -316,14 +476,10 @@ pub async fn git_source(
                 "GitRepository {namespace}/{name} has a malformed spec: {e}"
             ))
         })?;
-    let branch = spec
-        .reference
-        .and_then(|r| r.branch)
-        .unwrap_or_else(|| "master".into());
     Ok(GitSource {
         repository: (namespace, name),
         url: spec.url,
-        branch,
+        follows: FollowedRef::of(spec.reference.as_ref()),
         secret: spec.secret_ref.map(|s| s.name),
     })
 }
@@ -512,4 +668,128 @@ fn typed<T: serde::de::DeserializeOwned>(
                 describe(kind, namespace, name)
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::flux::GitRepositoryRef;
+
+    fn reference(fields: serde_json::Value) -> GitRepositoryRef {
+        serde_json::from_value(fields).unwrap()
+    }
+
+    #[test]
+    fn spec_ref_is_resolved_in_source_controllers_order() {
+        let cases = [
+            (json!({}), FollowedRef::Branch("master".into())),
+            (json!({"branch": ""}), FollowedRef::Branch("master".into())),
+            (
+                json!({"branch": "main"}),
+                FollowedRef::Branch("main".into()),
+            ),
+            (
+                json!({"name": "refs/heads/main", "branch": "dev", "tag": "v1"}),
+                FollowedRef::Branch("main".into()),
+            ),
+            (
+                json!({"name": "refs/tags/v1^{}"}),
+                FollowedRef::Tag {
+                    tag: "v1".into(),
+                    field: "spec.ref.name",
+                },
+            ),
+            (
+                json!({"name": "refs/pull/4/head"}),
+                FollowedRef::OtherName("refs/pull/4/head".into()),
+            ),
+            (
+                json!({"name": "main"}),
+                FollowedRef::OtherName("main".into()),
+            ),
+            (
+                json!({"semver": ">=1", "tag": "v1", "branch": "main"}),
+                FollowedRef::Tag {
+                    tag: "v1".into(),
+                    field: "spec.ref.tag",
+                },
+            ),
+            (
+                json!({"semver": ">=1", "branch": "main"}),
+                FollowedRef::SemVer(">=1".into()),
+            ),
+            (
+                json!({"commit": "abc", "name": "refs/heads/main", "branch": "main"}),
+                FollowedRef::Commit("abc".into()),
+            ),
+        ];
+        for (fields, want) in cases {
+            assert_eq!(
+                FollowedRef::of(Some(&reference(fields.clone()))),
+                want,
+                "{fields}"
+            );
+        }
+        assert_eq!(FollowedRef::of(None), FollowedRef::Branch("master".into()));
+    }
+
+    #[test]
+    fn only_a_branch_can_take_a_commit() {
+        let repository = "GitRepository flux-system/flux-system";
+        assert_eq!(FollowedRef::Branch("main".into()).refusal(repository), None);
+        let tag = FollowedRef::Tag {
+            tag: "v1".into(),
+            field: "spec.ref.tag",
+        }
+        .refusal(repository)
+        .unwrap();
+        assert!(
+            tag.starts_with("GitRepository flux-system/flux-system follows tag v1 (spec.ref.tag)"),
+            "{tag}"
+        );
+        assert!(tag.contains("does not move tags"), "{tag}");
+        assert!(
+            tag.ends_with("(spec.ref.branch, or spec.ref.name: refs/heads/<branch>)"),
+            "{tag}"
+        );
+    }
+
+    #[test]
+    fn a_kustomization_labelled_with_itself_has_no_applier() {
+        let object = |labels: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                "metadata": {"name": "flux-system", "namespace": "flux-system", "labels": labels}
+            }))
+            .unwrap()
+        };
+        let kind = FluxObjectKind::Kustomization;
+        let itself = object(json!({
+            KUSTOMIZE_NAME_LABEL: "flux-system", KUSTOMIZE_NAMESPACE_LABEL: "flux-system"
+        }));
+        assert_eq!(
+            applier_of(&itself, kind, "flux-system", "flux-system"),
+            None
+        );
+        // Without the namespace label, the object's own namespace is meant.
+        let short = object(json!({KUSTOMIZE_NAME_LABEL: "flux-system"}));
+        assert_eq!(applier_of(&short, kind, "flux-system", "flux-system"), None);
+        let child = object(json!({
+            KUSTOMIZE_NAME_LABEL: "infra", KUSTOMIZE_NAMESPACE_LABEL: "flux-system"
+        }));
+        assert_eq!(
+            applier_of(&child, kind, "flux-system", "flux-system"),
+            Some(("flux-system".into(), "infra".into()))
+        );
+        // A HelmRelease is never its own applier, whatever its labels say.
+        assert_eq!(
+            applier_of(
+                &itself,
+                FluxObjectKind::HelmRelease,
+                "flux-system",
+                "flux-system"
+            ),
+            Some(("flux-system".into(), "flux-system".into()))
+        );
+    }
 }

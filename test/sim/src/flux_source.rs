@@ -1,6 +1,8 @@
-//! Flux source-controller for GitRepository v1: fetches `spec.url` at `spec.ref.branch`
-//! and reports the artifact revision (`<branch>@sha1:<sha>`), `Ready`, `observedGeneration`
-//! and `lastHandledReconcileAt`, on its interval or when `requestedAt` changes.
+//! Flux source-controller for GitRepository v1: fetches `spec.url` at the reference
+//! `spec.ref` selects (commit > name > tag > semver > branch, as Flux chooses; semver is not
+//! simulated) and reports the artifact revision as Flux writes it (`main@sha1:<sha>`,
+//! `refs/heads/main@sha1:<sha>` for a `name` ref), `Ready`, `observedGeneration` and
+//! `lastHandledReconcileAt`, on its interval or when `requestedAt` changes.
 
 use crate::conditions::{
     condition, conditions_of, now, parse_go_duration, remove_condition, requested_at,
@@ -83,12 +85,96 @@ pub async fn credentials(
     }))
 }
 
-/// The branch a GitRepository follows; Flux defaults to `master`.
-pub fn branch_of(spec: &Value) -> String {
-    spec["ref"]["branch"]
-        .as_str()
-        .unwrap_or("master")
-        .to_owned()
+/// What a GitRepository's `spec.ref` makes source-controller check out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GitRef {
+    /// `commit`, optionally with the `branch` to clone it from or the `name` it is under.
+    Commit {
+        sha: String,
+        branch: Option<String>,
+        name: Option<String>,
+    },
+    /// `name`: a full reference (`refs/heads/main`, `refs/tags/v1`, `refs/pull/1/head`).
+    Name(String),
+    /// `tag`.
+    Tag(String),
+    /// `semver`: the newest tag in a range.
+    SemVer(String),
+    /// `branch`, `master` when nothing is set.
+    Branch(String),
+}
+
+/// The reference `spec.ref` selects, in source-controller's order: `gitCheckout`
+/// (source-controller v1.9.6 internal/controller/gitrepository_controller.go) passes every
+/// field to fluxcd/pkg/git v0.52.0, whose `Client.clone` (gogit/client.go) picks commit,
+/// then name, then tag, then semver, then branch (default `master`, `git.DefaultBranch`).
+/// The API's field docs say semver wins over tag; the code checks the tag first, and the
+/// code is what runs.
+pub fn git_ref(spec: &Value) -> GitRef {
+    let field = |k: &str| {
+        spec["ref"][k]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    if let Some(sha) = field("commit") {
+        return GitRef::Commit {
+            sha,
+            branch: field("branch"),
+            name: field("name"),
+        };
+    }
+    if let Some(name) = field("name") {
+        return GitRef::Name(name);
+    }
+    if let Some(tag) = field("tag") {
+        return GitRef::Tag(tag);
+    }
+    if let Some(range) = field("semver") {
+        return GitRef::SemVer(range);
+    }
+    GitRef::Branch(field("branch").unwrap_or_else(|| "master".into()))
+}
+
+/// Fetches what `reference` names from `url` into `mirror` and returns the commit and the
+/// artifact revision as source-controller writes it (`commitReference`): the full reference
+/// for a `name` ref (`git.Commit.AbsoluteReference`, e.g. `refs/heads/main@sha1:<sha>`),
+/// else the short one (`git.Commit.String`: `main@sha1:<sha>`, `v1.0.0@sha1:<sha>`), and
+/// just `sha1:<sha>` for a commit cloned without a branch. Blocking: call from
+/// `spawn_blocking`.
+pub fn checkout(
+    mirror: &Mirror,
+    url: &str,
+    reference: &GitRef,
+    creds: Option<&Credentials>,
+) -> anyhow::Result<(String, String)> {
+    let (sha, shown) = match reference {
+        GitRef::Branch(branch) => (
+            mirror.fetch_ref(url, &format!("refs/heads/{branch}"), creds)?,
+            branch.clone(),
+        ),
+        GitRef::Tag(tag) => (
+            mirror.fetch_ref(url, &format!("refs/tags/{tag}"), creds)?,
+            tag.clone(),
+        ),
+        GitRef::Name(name) => (mirror.fetch_ref(url, name, creds)?, name.clone()),
+        GitRef::Commit { sha, branch, name } => {
+            let found = mirror.fetch_commit(url, branch.as_deref(), sha, creds)?;
+            let shown = name.clone().or_else(|| branch.clone()).unwrap_or_default();
+            (found, shown)
+        }
+        GitRef::SemVer(range) => {
+            return Err(anyhow!(
+                "the simulated source-controller does not resolve semver ranges (spec.ref.semver {range:?})"
+            ));
+        }
+    };
+    let revision = if shown.is_empty() {
+        format!("sha1:{sha}")
+    } else {
+        format!("{shown}@sha1:{sha}")
+    };
+    Ok((sha, revision))
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
@@ -104,12 +190,12 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
         .or_else(|| v["spec"]["interval"].as_str().and_then(parse_go_duration))
         .unwrap_or(Duration::from_secs(60));
     let url = v["spec"]["url"].as_str().unwrap_or_default().to_owned();
-    let branch = branch_of(&v["spec"]);
+    let reference = git_ref(&v["spec"]);
     let fetched = match credentials(&ctx.client, &ns, &v["spec"]).await {
         Ok(creds) => {
             let mirror = ctx.mirror.clone();
-            let (u, b) = (url.clone(), branch.clone());
-            tokio::task::spawn_blocking(move || mirror.fetch(&u, &b, creds.as_ref()))
+            let u = url.clone();
+            tokio::task::spawn_blocking(move || checkout(&mirror, &u, &reference, creds.as_ref()))
                 .await
                 .map_err(|e| anyhow!("fetch task: {e}"))
                 .and_then(|r| r)
@@ -124,8 +210,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
     }
     let mut conditions = conditions_of(&v);
     match fetched {
-        Ok(sha) => {
-            let revision = format!("{branch}@sha1:{sha}");
+        Ok((sha, revision)) => {
             if status["artifact"]["revision"] != revision.as_str() {
                 let path = format!("gitrepository/{ns}/{name}/{sha}.tar.gz");
                 status["artifact"] = json!({

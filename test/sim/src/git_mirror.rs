@@ -1,5 +1,6 @@
-//! A local bare mirror of a Git remote: fetch one branch (with optional basic-auth
-//! credentials) and read the files under a path of one exact commit.
+//! A local bare mirror of a Git remote: fetch one reference (a branch, a tag, any full ref
+//! name) or look for one commit, with optional basic-auth credentials, and read the files
+//! under a path of one exact commit.
 
 use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeMap;
@@ -24,6 +25,63 @@ struct MirrorInner {
     repo: git2::Repository,
     rewrites: Vec<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+impl MirrorInner {
+    /// `url` after the first matching `insteadOf` rewrite.
+    fn rewrite(&self, url: &str) -> String {
+        self.rewrites
+            .iter()
+            .find_map(|(from, to)| {
+                url.strip_prefix(from.as_str())
+                    .map(|rest| format!("{to}{rest}"))
+            })
+            .unwrap_or_else(|| url.to_owned())
+    }
+
+    /// Fetches `refspecs` from `url`, offering `creds` once when the server asks.
+    fn fetch(
+        &self,
+        url: &str,
+        refspecs: &[String],
+        what: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<()> {
+        let mut callbacks = git2::RemoteCallbacks::new();
+        let mut offered = false;
+        if let Some(c) = creds.cloned() {
+            callbacks.credentials(move |_, _, _| {
+                // libgit2 asks again after a rejection; answer once so bad credentials fail.
+                if offered {
+                    return Err(git2::Error::from_str("credentials rejected"));
+                }
+                offered = true;
+                git2::Cred::userpass_plaintext(&c.username, &c.password)
+            });
+        }
+        let mut options = git2::FetchOptions::new();
+        options.remote_callbacks(callbacks);
+        let mut remote = self
+            .repo
+            .remote_anonymous(url)
+            .with_context(|| format!("remote {url}"))?;
+        let specs: Vec<&str> = refspecs.iter().map(String::as_str).collect();
+        remote
+            .fetch(&specs, Some(&mut options), None)
+            .with_context(|| format!("fetching {what} from {url}"))?;
+        Ok(())
+    }
+}
+
+/// `branch main` for `refs/heads/main`, `tag v1` for `refs/tags/v1`, else the name.
+fn describe_ref(name: &str) -> String {
+    if let Some(branch) = name.strip_prefix("refs/heads/") {
+        format!("branch {branch}")
+    } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+        format!("tag {tag}")
+    } else {
+        format!("reference {name}")
+    }
 }
 
 impl std::fmt::Debug for Mirror {
@@ -52,51 +110,60 @@ impl Mirror {
     /// Fetches `branch` from `url` and returns the commit SHA its head points to.
     /// Blocking: call from `spawn_blocking`.
     pub fn fetch(&self, url: &str, branch: &str, creds: Option<&Credentials>) -> Result<String> {
+        self.fetch_ref(url, &format!("refs/heads/{branch}"), creds)
+    }
+
+    /// Fetches the full reference `name` (`refs/heads/main`, `refs/tags/v1.0.0`,
+    /// `refs/pull/1/head`) from `url` and returns the commit it points to (an annotated tag
+    /// peeled to its commit). Blocking: call from `spawn_blocking`.
+    pub fn fetch_ref(&self, url: &str, name: &str, creds: Option<&Credentials>) -> Result<String> {
         let inner = self
             .inner
             .lock()
             .map_err(|_| anyhow!("mirror lock poisoned"))?;
-        let url = inner
-            .rewrites
-            .iter()
-            .find_map(|(from, to)| {
-                url.strip_prefix(from.as_str())
-                    .map(|rest| format!("{to}{rest}"))
-            })
-            .unwrap_or_else(|| url.to_owned());
-        let url = url.as_str();
-        let local = format!("refs/mirror/{}", url_key(url));
-        let refspec = format!("+refs/heads/{branch}:{local}/{branch}");
-        let mut callbacks = git2::RemoteCallbacks::new();
-        let mut offered = false;
-        if let Some(c) = creds.cloned() {
-            callbacks.credentials(move |_, _, _| {
-                // libgit2 asks again after a rejection; answer once so bad credentials fail.
-                if offered {
-                    return Err(git2::Error::from_str("credentials rejected"));
-                }
-                offered = true;
-                git2::Cred::userpass_plaintext(&c.username, &c.password)
-            });
-        }
-        let mut options = git2::FetchOptions::new();
-        options.remote_callbacks(callbacks);
-        let mut remote = inner
-            .repo
-            .remote_anonymous(url)
-            .with_context(|| format!("remote {url}"))?;
-        remote
-            .fetch(&[refspec.as_str()], Some(&mut options), None)
-            .with_context(|| format!("fetching branch {branch} from {url}"))?;
+        let url = inner.rewrite(url);
+        let local = format!("refs/mirror/{}/{name}", url_key(&url));
+        inner.fetch(
+            &url,
+            &[format!("+{name}:{local}")],
+            &describe_ref(name),
+            creds,
+        )?;
         let reference = inner
             .repo
-            .find_reference(&format!("{local}/{branch}"))
-            .with_context(|| format!("branch {branch} not found in {url}"))?;
+            .find_reference(&local)
+            .with_context(|| format!("{} not found in {url}", describe_ref(name)))?;
         let oid = reference
             .peel_to_commit()
-            .with_context(|| format!("branch {branch} of {url} is not a commit"))?
+            .with_context(|| format!("{} of {url} is not a commit", describe_ref(name)))?
             .id();
         Ok(oid.to_string())
+    }
+
+    /// Fetches every branch of `url` (or only `branch`) and returns `sha` when the mirror
+    /// then holds that commit. Blocking: call from `spawn_blocking`.
+    pub fn fetch_commit(
+        &self,
+        url: &str,
+        branch: Option<&str>,
+        sha: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<String> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| anyhow!("mirror lock poisoned"))?;
+        let url = inner.rewrite(url);
+        let heads = branch.map_or_else(|| "refs/heads/*".to_owned(), |b| format!("refs/heads/{b}"));
+        let local = format!("refs/mirror/{}/{heads}", url_key(&url));
+        let what = branch.map_or_else(|| "every branch".to_owned(), |b| format!("branch {b}"));
+        inner.fetch(&url, &[format!("+{heads}:{local}")], &what, creds)?;
+        let oid = git2::Oid::from_str(sha).with_context(|| format!("bad commit id {sha}"))?;
+        inner
+            .repo
+            .find_commit(oid)
+            .map(|c| c.id().to_string())
+            .map_err(|_| anyhow!("unable to resolve commit object for '{sha}' in {url}"))
     }
 
     /// Whether the mirror already holds commit `sha`.

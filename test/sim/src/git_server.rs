@@ -49,6 +49,11 @@ pub const OTHER_NAME: &str = "Another Committer";
 /// Email of [`OTHER_NAME`].
 pub const OTHER_EMAIL: &str = "another@fixture.invalid";
 
+/// Written in a seed file, stands for the server's HTTP URL (`http://127.0.0.1:PORT/repo.git`),
+/// known only once the port is reserved: for manifests that name the repository they are
+/// in, as `flux bootstrap`'s `gotk-sync.yaml` does.
+pub const HTTP_URL_PLACEHOLDER: &str = "${SIM_GIT_HTTP_URL}";
+
 /// Configures a [`GitServer`]; obtained from [`GitServer::builder`].
 #[derive(Debug, Clone)]
 pub struct GitServerBuilder {
@@ -58,6 +63,7 @@ pub struct GitServerBuilder {
     http: bool,
     credentials: Option<(String, String)>,
     fast_import: Option<Vec<u8>>,
+    tags: Vec<String>,
 }
 
 impl Default for GitServerBuilder {
@@ -69,6 +75,7 @@ impl Default for GitServerBuilder {
             http: false,
             credentials: None,
             fast_import: None,
+            tags: Vec::new(),
         }
     }
 }
@@ -107,6 +114,12 @@ impl GitServerBuilder {
         self
     }
 
+    /// Tags the seed commit (a lightweight tag).
+    pub fn tag(mut self, name: &str) -> Self {
+        self.tags.push(name.to_owned());
+        self
+    }
+
     /// Seeds the repository from a `git fast-import` stream instead of [`file`](Self::file)s
     /// (fast for large generated histories). The stream must create the branch.
     pub fn fast_import(mut self, stream: Vec<u8>) -> Self {
@@ -125,23 +138,44 @@ impl GitServerBuilder {
         )?;
         // Pushes over HTTP need this; http-backend otherwise only allows authenticated ones.
         git(&repo, &["config", "http.receivepack", "true"])?;
+        // The port is reserved before seeding, so seed files may name the HTTP URL.
+        let http = if self.http {
+            Some(HttpServer::new(
+                root.path().to_path_buf(),
+                self.credentials,
+            )?)
+        } else {
+            None
+        };
         let stream = match self.fast_import {
             Some(stream) => stream,
-            None => seed_stream(&self.branch, &self.message, &self.files),
+            None => {
+                let url = http
+                    .as_ref()
+                    .map(|h| format!("http://{}/{REPO_DIR}", h.addr));
+                let files: Vec<(String, Vec<u8>)> = self
+                    .files
+                    .into_iter()
+                    .map(|(path, contents)| match &url {
+                        Some(url) => (path, substitute_http_url(contents, url)),
+                        None => (path, contents),
+                    })
+                    .collect();
+                seed_stream(&self.branch, &self.message, &files)
+            }
         };
         git_with_input(&repo, &["fast-import", "--quiet"], &stream)?;
-        let mut server = GitServer {
+        for tag in &self.tags {
+            git(&repo, &["tag", tag, &self.branch])?;
+        }
+        let server = GitServer {
             repo,
             branch: self.branch,
-            http: None,
+            http,
             scratch: AtomicUsize::new(0),
             root,
         };
-        if self.http {
-            server.http = Some(HttpServer::new(
-                server.root.path().to_path_buf(),
-                self.credentials,
-            )?);
+        if server.http.is_some() {
             server.start_http()?;
         }
         Ok(server)
@@ -417,6 +451,14 @@ impl Drop for GitServer {
 
 /// A fast-import stream with one commit holding `files` on `branch`; fixed dates so that
 /// seeded repositories are byte-for-byte reproducible.
+/// `contents` with [`HTTP_URL_PLACEHOLDER`] replaced by `url` (text files only).
+fn substitute_http_url(contents: Vec<u8>, url: &str) -> Vec<u8> {
+    match String::from_utf8(contents) {
+        Ok(text) => text.replace(HTTP_URL_PLACEHOLDER, url).into_bytes(),
+        Err(e) => e.into_bytes(),
+    }
+}
+
 fn seed_stream(branch: &str, message: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut s = Vec::new();
     let _ = writeln!(s, "commit refs/heads/{branch}");

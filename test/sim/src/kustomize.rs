@@ -7,7 +7,7 @@ use crate::conditions::{
     condition, conditions_of, remove_condition, requested_at, set_condition, suspended,
 };
 use crate::controller::{SimError, SimTask, run_controller};
-use crate::flux_source::{branch_of, credentials};
+use crate::flux_source::{checkout, credentials, git_ref};
 use crate::git_mirror::Mirror;
 use crate::kinds::{dyn_api, git_repository, kustomization, patch_status, to_value};
 use crate::kustomize_build::build;
@@ -300,11 +300,13 @@ async fn attempt(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let branch = branch_of(&source["spec"]);
+        // Real kustomize-controller downloads the source's artifact; this one fetches the
+        // same reference from Git when it does not hold the commit yet.
+        let reference = git_ref(&source["spec"]);
         let mirror = ctx.mirror.clone();
         tokio::task::spawn_blocking(move || {
             if !mirror.has_commit(&sha) {
-                mirror.fetch(&url, &branch, creds.as_ref())?;
+                checkout(&mirror, &url, &reference, creds.as_ref())?;
             }
             mirror.files(&sha, "")
         })
@@ -341,6 +343,14 @@ async fn attempt(
                 o["metadata"]["namespace"] = json!(t);
             }
         }
+        // kustomize-controller v1.9.6 `reconcile` labels every built object with the
+        // applying Kustomization (`ResourceManager.SetOwnerLabels`, fluxcd/pkg/ssa v0.76.2
+        // manager.go) — a Kustomization applying its own manifest, as `flux bootstrap`'s
+        // root does, so carries labels naming itself — and then `apply` merges
+        // `spec.commonMetadata` over them (`ssautil.SetCommonMetadata`), so a common label
+        // of the same key wins. No annotation is added.
+        o["metadata"]["labels"][NAME_LABEL] = json!(name);
+        o["metadata"]["labels"][NAMESPACE_LABEL] = json!(ns);
         for (field, extra) in [
             ("labels", &common["labels"]),
             ("annotations", &common["annotations"]),
@@ -349,8 +359,6 @@ async fn attempt(
                 o["metadata"][field][k] = val.clone();
             }
         }
-        o["metadata"]["labels"][NAME_LABEL] = json!(name);
-        o["metadata"]["labels"][NAMESPACE_LABEL] = json!(ns);
     }
     // Flux applies CRDs and Namespaces before everything that may live in them.
     objects.sort_by_key(|o| match o["kind"].as_str() {

@@ -10,6 +10,8 @@
 //! let world = World::start(client.clone(), options).await?;
 //! sim::seed::storage(&client).await?;                       // classes for hostpath.csi.k8s.io
 //! sim::seed::flux_system(&client, "https://git.sim.test/tmp/r/repo.git", "main", "./clusters/prod").await?;
+//! // Or as `flux bootstrap` does it, with gotk-sync.yaml also in Git (see sim::seed::gotk_sync):
+//! // sim::seed::bootstrap(&client, &sim::seed::gotk_sync(url, &reference, path, true), Some(creds))
 //! world.failures.fail_chart_version("2.0.0");               // its pods never get ready
 //! world.failures.fail_image("ghcr.io/example/web:2.0.0");   // same, for any workload
 //! world.failures.fail_snapshots("data-", "quota exceeded"); // status.error.message
@@ -28,8 +30,9 @@
 //! Flux:
 //!
 //! - source-controller builds no artifact tarball: `artifact.digest` is `sha1:<commit>`,
-//!   `url` points nowhere; GitRepository `ref.tag`/`semver`/`commit`, `include`, `ignore`,
-//!   `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are not simulated;
+//!   `url` points nowhere; GitRepository `ref.semver` (reported as not simulated), `include`,
+//!   `ignore`, `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are
+//!   not simulated (`ref.commit`, `name`, `tag` and `branch` are);
 //!   OCIRepository only resolves `ref.tag` (no registry is contacted, digests are fake);
 //!   HelmRepository, HelmChart and Bucket sources are not simulated.
 //! - kustomize-controller: no periodic drift correction (applies happen when the artifact,

@@ -199,6 +199,22 @@ impl GitRepo {
         self
     }
 
+    /// Tags the working clone's head with lightweight tag `name` and pushes the tag.
+    pub fn tag(&self, name: &str) -> &Self {
+        git(&self.work, &["tag", name]);
+        git(&self.work, &["push", "-q", "origin", name]);
+        self
+    }
+
+    /// Pushes the working clone's head to branch `branch` too.
+    pub fn push_to(&self, branch: &str) -> &Self {
+        git(
+            &self.work,
+            &["push", "-q", "origin", &format!("HEAD:{branch}")],
+        );
+        self
+    }
+
     /// Commits everything and pushes; returns the commit SHA.
     pub fn push(&self, message: &str) -> String {
         git(&self.work, &["add", "-A"]);

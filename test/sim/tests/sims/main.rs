@@ -1,5 +1,6 @@
 //! The simulated world against kubesim: each sim with its real contract.
 
+mod bootstrap;
 mod chain;
 mod common;
 mod flux_git;

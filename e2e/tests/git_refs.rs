@@ -1,0 +1,149 @@
+//! Issue 15 item 5: the branch Fluxgate commits to is the one Flux really follows. Flux
+//! resolves a GitRepository's `spec.ref` as commit > name > tag > semver > branch; a
+//! `name: refs/heads/<branch>` is that branch, and an app whose GitRepository follows a
+//! tag (or a semver range, a commit, another ref) is refused at Admit — a commit to a
+//! branch would never be deployed — before anything is touched.
+
+use e2e::checks::{describe, operator_writes, snapshots_of, suspended};
+use fluxgate::api::{FluxObjectKind, Phase, RequestStatus, UpgradeRequest};
+use fluxgate::cluster::flux::ops::get;
+use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
+use kube::ResourceExt;
+use serde_json::json;
+use std::time::Duration;
+
+/// The artifact revision of Flux's GitRepository `flux-system`, once it has one.
+async fn served_revision(story: &DemoWorld) -> String {
+    wait_until(
+        "the GitRepository to serve an artifact",
+        Duration::from_secs(30),
+        async || {
+            let repository = get(
+                &story.client,
+                FluxObjectKind::GitRepository,
+                "flux-system",
+                "flux-system",
+            )
+            .await
+            .ok()??;
+            repository.data["status"]["artifact"]["revision"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_whose_git_repository_follows_a_ref_name_is_upgraded_on_that_branch() {
+    let story = DemoWorld::start_fleet(
+        Fleet::new()
+            .helm_app("db", "v1.4.0", 2, json!({}))
+            .flux_follows(json!({"name": "refs/heads/main"}))
+            .apps_follow_flux(),
+    )
+    .await
+    .unwrap();
+    // source-controller writes the whole reference for a `name` ref.
+    let head = story.git.head().unwrap();
+    assert_eq!(
+        served_revision(&story).await,
+        format!("refs/heads/main@sha1:{head}")
+    );
+
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    let done: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(90))
+        .await
+        .unwrap();
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    assert_eq!(status.plan.unwrap().git.unwrap().branch, "main");
+    let commit = status.commit.unwrap();
+    assert_eq!(story.git.head().unwrap(), commit.sha);
+    assert_eq!(
+        story.git.read_file(APP_FILE).unwrap(),
+        Some(app_manifest("v1.5.0"))
+    );
+    assert_eq!(
+        served_revision(&story).await,
+        format!("refs/heads/main@sha1:{}", commit.sha)
+    );
+    story.stop().await;
+}
+
+/// A failure at Admit with `reason`, whose message says each of `needles`.
+fn refused_at_admit(status: &RequestStatus, reason: &str, needles: &[&str]) {
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failure = status.failure.clone().unwrap();
+    assert_eq!(
+        (failure.phase, failure.reason.as_str()),
+        (Phase::Admit, reason),
+        "{failure:?}"
+    );
+    for needle in needles {
+        assert!(
+            failure.message.contains(needle),
+            "the message does not say {needle:?}: {}",
+            failure.message
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is_touched() {
+    // The fleet is pinned to a release tag; the app names its repository and branch
+    // itself, so only the GitRepository says that a commit to `main` is never deployed.
+    let story = DemoWorld::start_fleet(
+        Fleet::new()
+            .helm_app("db", "v1.4.0", 2, json!({"timeouts": {"reconcile": "20s"}}))
+            .git_tag("fleet-v1")
+            .flux_follows(json!({"tag": "fleet-v1"})),
+    )
+    .await
+    .unwrap();
+    let head = story.git.head().unwrap();
+    assert_eq!(
+        served_revision(&story).await,
+        format!("fleet-v1@sha1:{head}")
+    );
+    let needles = [
+        "GitRepository flux-system/flux-system follows tag fleet-v1 (spec.ref.tag)",
+        "make the GitRepository follow a branch",
+    ];
+
+    for (name, dry_run) in [("db-1-5-0", false), ("db-1-5-0-dry", true)] {
+        story
+            .request(
+                name,
+                json!({"managedApp": "db", "version": "v1.5.0", "dryRun": dry_run}),
+            )
+            .await
+            .unwrap();
+        let done: UpgradeRequest = story.finished(name, Duration::from_secs(60)).await.unwrap();
+        refused_at_admit(done.status.as_ref().unwrap(), "GitRefNotBranch", &needles);
+        assert_eq!(snapshots_of(&story, &done.uid().unwrap()).await, 0);
+    }
+
+    // Nothing was touched: no commit, Flux never suspended, no workload or Flux write.
+    assert_eq!(story.git.log().unwrap().len(), 1);
+    assert_eq!(suspended(&story).await, Some((false, false)));
+    let touched: Vec<String> = story
+        .kube
+        .requests(&operator_writes())
+        .into_iter()
+        .filter(|r| {
+            [
+                "kustomizations",
+                "helmreleases",
+                "statefulsets",
+                "volumesnapshots",
+            ]
+            .contains(&r.resource.as_str())
+        })
+        .map(|r| describe(&r))
+        .collect();
+    assert!(touched.is_empty(), "the operator wrote {touched:?}");
+    story.stop().await;
+}
