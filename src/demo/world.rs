@@ -140,6 +140,7 @@ pub struct Fleet {
     apps: Vec<(String, serde_json::Value)>,
     running: Vec<Running>,
     credentials: Option<(String, String)>,
+    published: Vec<(String, String)>,
 }
 
 /// The Secret (namespace `apps`) holding the Git credentials of a fleet served with
@@ -156,22 +157,36 @@ impl Fleet {
     /// [`helm_app_manifest`]) with its ManagedApp `name`: `app_spec` merged over the basics
     /// (source, git file, 1 s stabilization).
     pub fn helm_app(
-        mut self,
+        self,
         name: &str,
         tag: &str,
         replicas: u32,
         app_spec: serde_json::Value,
     ) -> Fleet {
-        let file = format!("clusters/prod/{name}.yaml");
-        self.resources.push(format!("{name}.yaml"));
-        self.files
-            .push((file.clone(), helm_app_manifest(name, tag, replicas)));
-        let mut spec = json!({"source": {"kind": "HelmRelease", "name": name},
+        let manifest = helm_app_manifest(name, tag, replicas);
+        self.helm_app_written(name, name, &manifest, replicas, app_spec)
+    }
+
+    /// A HelmRelease app whose file `clusters/prod/<release>.yaml` is `manifest` as written
+    /// (it must define HelmRelease `apps/<release>` running a StatefulSet `<release>` of
+    /// `replicas` pods), managed by ManagedApp `app`: `app_spec` merged over the basics.
+    pub fn helm_app_written(
+        mut self,
+        app: &str,
+        release: &str,
+        manifest: &str,
+        replicas: u32,
+        app_spec: serde_json::Value,
+    ) -> Fleet {
+        let file = format!("clusters/prod/{release}.yaml");
+        self.resources.push(format!("{release}.yaml"));
+        self.files.push((file.clone(), manifest.to_owned()));
+        let mut spec = json!({"source": {"kind": "HelmRelease", "name": release},
                               "git": {"file": file}, "health": {"stabilization": "1s"}});
         json_patch::merge(&mut spec, &app_spec);
-        self.apps.push((name.to_owned(), spec));
+        self.apps.push((app.to_owned(), spec));
         self.running.push(Running::StatefulSet(
-            name.to_owned(),
+            release.to_owned(),
             i32::try_from(replicas).unwrap_or(i32::MAX),
         ));
         self
@@ -232,6 +247,14 @@ spec:
         self
     }
 
+    /// Pushes chart tag `tag` to the simulated OCI registry at `url` before Flux starts, so
+    /// that an OCIRepository pinning its digest or a semver range finds it (the digest is
+    /// `sim::oci_source::manifest_digest(url, tag)`).
+    pub fn published_chart(mut self, url: &str, tag: &str) -> Fleet {
+        self.published.push((url.to_owned(), tag.to_owned()));
+        self
+    }
+
     /// Serves the repository over smart HTTP with basic auth too: the ManagedApps use the
     /// HTTP URL with these credentials, from Secret [`GIT_SECRET`] (Flux's sims keep
     /// reading it locally).
@@ -286,6 +309,9 @@ impl DemoWorld {
         let world = World::start(client.clone(), options)
             .await
             .context("starting the simulated controllers")?;
+        for (url, tag) in &fleet.published {
+            world.registry.publish(url, tag);
+        }
         sim::seed::storage(&client)
             .await
             .context("creating storage classes")?;

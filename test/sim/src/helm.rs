@@ -283,7 +283,12 @@ async fn wanted_chart(
                 "HelmChart source OCIRepository '{rns}/{rname}' is not ready"
             )));
         };
-        let version = revision.split_once('@').map_or(revision, |(t, _)| t);
+        // helm-controller reads the version from the chart's Chart.yaml in the artifact;
+        // the simulated artifact carries it in the manifest annotation `helm push` writes
+        // (a digest ref's revision is only `sha256:…`, without a tag).
+        let version = repo["status"]["artifact"]["metadata"][crate::oci_source::VERSION_ANNOTATION]
+            .as_str()
+            .unwrap_or_else(|| revision.split_once('@').map_or(revision, |(t, _)| t));
         let chart = repo["spec"]["url"]
             .as_str()
             .unwrap_or(rname)
