@@ -4,7 +4,9 @@
 //! sibling), what each holds now, and the new text of a file with several of them changed.
 
 use super::image::split_digest;
-use super::{DocSelector, ImageRef, ManifestError, YamlPath, get, set, versions_equal};
+use super::{
+    DocSelector, ImageRef, ManifestError, Sharing, YamlPath, get, set, sharing, versions_equal,
+};
 use crate::api::{ManagedAppSpec, SourceKind, ValueFormat};
 use std::collections::BTreeMap;
 
@@ -384,6 +386,14 @@ pub fn edit_file_expecting(
         }
     }
     edit_file(text, file, fields, &wanted)
+}
+
+/// The other paths that read `field` in `text` (the contents of its file) because the
+/// scalar is anchored and repeated through aliases or merge keys — an edit changes them
+/// all; None when only its own path reads it.
+pub fn shared_readers(text: &str, field: &ResolvedField) -> Result<Option<Sharing>, FieldError> {
+    let (doc, path) = place(field, &field.file)?;
+    sharing(text, doc.as_ref(), &path).map_err(|e| manifest_error(field, &field.file, e))
 }
 
 /// Checks that every name in `target` is one of the fields.
