@@ -12,13 +12,21 @@ use super::path::Segment;
 use super::scalar::Context;
 use super::tree::{Node, NodeKind};
 use serde_saphyr::granit_parser::ScalarStyle;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 /// The anchored nodes of one document, by anchor id (ids are unique per definition: a name
 /// defined twice gets two ids, and each alias names the definition it means).
 pub(crate) struct Anchors<'a> {
     by_id: HashMap<usize, &'a Node>,
+    /// Steps left for following merge keys: mappings that merge the same mapping many times
+    /// over, level upon level, would otherwise take exponential time (as aliases would,
+    /// which the parser bounds). Once spent, merges are no longer followed.
+    merge_steps: Cell<usize>,
 }
+
+/// Merge steps one document may take; real manifests take a handful.
+const MERGE_STEPS: usize = 100_000;
 
 impl<'a> Anchors<'a> {
     /// Collects the anchors of the document rooted at `root`.
@@ -37,7 +45,17 @@ impl<'a> Anchors<'a> {
                 NodeKind::Scalar { .. } | NodeKind::Alias { .. } => {}
             }
         }
-        Anchors { by_id }
+        Anchors {
+            by_id,
+            merge_steps: Cell::new(MERGE_STEPS),
+        }
+    }
+
+    /// Takes one merge step; false once they are spent.
+    fn merge_step(&self) -> bool {
+        let left = self.merge_steps.get();
+        self.merge_steps.set(left.saturating_sub(1));
+        left > 0
     }
 
     /// The node `node` stands for: the anchored node for an alias (YAML has no alias of an
@@ -49,20 +67,23 @@ impl<'a> Anchors<'a> {
         }
     }
 
-    /// The mappings a mapping merges in with `<<`, first listed first (it wins).
+    /// The mappings a mapping merges in with `<<`, first listed first (it wins), each once.
     fn merged(&self, entries: &'a [(Node, Node)]) -> Vec<&'a Node> {
-        let mut sources = Vec::new();
+        let mut sources: Vec<&'a Node> = Vec::new();
+        let mut add = |node: &'a Node| {
+            if matches!(node.kind, NodeKind::Mapping { .. })
+                && !sources.iter().any(|known| std::ptr::eq(*known, node))
+            {
+                sources.push(node);
+            }
+        };
         for (_, value) in entries.iter().filter(|(k, _)| is_merge_key(k)) {
             let value = self.resolve(value);
             match &value.kind {
-                NodeKind::Sequence { items, .. } => sources.extend(
-                    items
-                        .iter()
-                        .map(|item| self.resolve(item))
-                        .filter(|item| matches!(item.kind, NodeKind::Mapping { .. })),
-                ),
-                NodeKind::Mapping { .. } => sources.push(value),
-                _ => {}
+                NodeKind::Sequence { items, .. } => {
+                    items.iter().for_each(|item| add(self.resolve(item)));
+                }
+                _ => add(value),
             }
         }
         sources
@@ -91,7 +112,7 @@ impl<'a> Anchors<'a> {
             [] => {}
             several => return Lookup::Duplicate(several.len()),
         }
-        if !visiting.insert(std::ptr::from_ref(mapping)) {
+        if !self.merge_step() || !visiting.insert(std::ptr::from_ref(mapping)) {
             return Lookup::Missing;
         }
         let mut providers = Vec::new();
@@ -115,7 +136,11 @@ impl<'a> Anchors<'a> {
 
     /// Every key a reader sees in `mapping` with its value node: its own keys, then the
     /// merged keys it does not override (the first merged mapping wins, as in kyaml).
-    fn effective_entries(&self, mapping: &'a Node, depth: usize) -> Vec<(&'a Node, &'a Node)> {
+    fn effective_entries(
+        &self,
+        mapping: &'a Node,
+        visiting: &mut Vec<*const Node>,
+    ) -> Vec<(&'a Node, &'a Node)> {
         let NodeKind::Mapping { entries, .. } = &mapping.kind else {
             return Vec::new();
         };
@@ -127,11 +152,12 @@ impl<'a> Anchors<'a> {
             }
             out.push((key, value));
         }
-        if depth > MAX_MERGE_DEPTH {
-            return out;
-        }
+        visiting.push(std::ptr::from_ref(mapping));
         for source in self.merged(entries) {
-            for (key, value) in self.effective_entries(source, depth + 1) {
+            if visiting.contains(&std::ptr::from_ref(source)) || !self.merge_step() {
+                continue;
+            }
+            for (key, value) in self.effective_entries(source, visiting) {
                 if let Some(name) = key.scalar()
                     && seen.insert(name)
                 {
@@ -139,12 +165,10 @@ impl<'a> Anchors<'a> {
                 }
             }
         }
+        visiting.pop();
         out
     }
 }
-
-/// Merges nested deeper than this are not followed (only a cycle gets there).
-const MAX_MERGE_DEPTH: usize = 32;
 
 /// How a mapping answers for a key.
 pub(crate) enum Lookup<'a> {
@@ -295,7 +319,7 @@ impl<'a> Walk<'a, '_> {
         self.expanding.push(key);
         match &node.kind {
             NodeKind::Mapping { .. } => {
-                for (name, value) in self.anchors.effective_entries(node, 0) {
+                for (name, value) in self.anchors.effective_entries(node, &mut Vec::new()) {
                     let Some(name) = name.scalar() else { continue };
                     path.push(Segment::Key(name.to_owned()));
                     self.visit(value, path);

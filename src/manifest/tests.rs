@@ -764,6 +764,27 @@ mod anchors {
     }
 
     #[test]
+    fn merges_that_repeat_or_contain_themselves_end_quickly() {
+        let mut text = String::from("m0: &m0 {tag: 1.0.0, <<: *m0}\n");
+        for level in 1..10 {
+            let previous = level - 1;
+            text.push_str(&format!(
+                "m{level}: &m{level} {{<<: [*m{previous}, *m{previous}, *m{previous}]}}\n"
+            ));
+        }
+        text.push_str("app:\n  <<: *m9\n");
+        let started = std::time::Instant::now();
+        assert_eq!(get(&text, None, &path(".app.tag")), Ok("1.0.0".to_owned()));
+        let found = sharing(&text, None, &path(".m0.tag")).unwrap();
+        assert!(found.is_some_and(|s| s.paths.contains(&".app.tag".to_owned())));
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn many_paths_to_one_anchor_are_counted_not_listed() {
         let mut text = String::from("base: &t 1.0.0\n");
         for index in 0..25 {
