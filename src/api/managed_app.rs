@@ -52,7 +52,9 @@ pub struct ManagedAppSpec {
     /// The version fields Fluxgate manages. Empty means the default for the source kind:
     /// for a HelmRelease, one entry `chart` at `.spec.chart.spec.version` of that
     /// HelmRelease in `git.file` (or the `.spec.ref.tag` of the OCIRepository its
-    /// `spec.chartRef` names, found in `git.file` or a sibling file).
+    /// `spec.chartRef` names, found in `git.file` or a sibling file). An OCIRepository's
+    /// tag with a `spec.ref.digest` beside it holds `tag@digest`, and both change together;
+    /// one that follows `spec.ref.semver` cannot be upgraded by Fluxgate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message("versions[].name must be unique"))]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod flux;
 pub mod health;
 pub mod helm_release;
+pub mod labels;
 pub mod required_apis;
 pub mod snapshots;
 pub mod workloads;

@@ -10,7 +10,7 @@ use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequ
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
 use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
 use crate::cluster::snapshots::ops::classes;
-use crate::manifest::fields::{check_target, current_versions, locate_fields};
+use crate::manifest::fields::{check_target, current_versions, edit_file, locate_fields};
 use crate::manifest::versions_equal;
 use crate::workflow::Problem;
 use kube::ResourceExt;
@@ -105,9 +105,9 @@ pub async fn upgrade_plan(
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
     refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
     let fields = locate_fields(&app.spec, &files)
-        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
-    let current = current_versions(&fields)
-        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+        .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
+    let current =
+        current_versions(&fields).map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
     let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let target = requested_target(upgrade, app, &names)?;
     check_target(&fields, &target)
@@ -140,6 +140,18 @@ pub async fn upgrade_plan(
             "AlreadyAtTarget",
             format!("Git already holds {target:?}; nothing to upgrade"),
         ));
+    }
+    // Each file takes the edit (the text is discarded): a target the fields cannot hold —
+    // no digest for a digest-pinned tag, say — is refused before anything is touched.
+    let targeted: std::collections::BTreeSet<&str> = fields
+        .iter()
+        .filter(|f| target.contains_key(&f.name))
+        .map(|f| f.file.as_str())
+        .collect();
+    for file in targeted {
+        let text = files.get(file).map(String::as_str).unwrap_or_default();
+        edit_file(text, file, &fields, &target)
+            .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
     }
     let snapshots_wanted =
         app.spec.snapshots.enabled && !upgrade.spec.skip_snapshot && !upgrade.spec.dry_run;

@@ -22,7 +22,7 @@ use crate::cluster::health::ops::app_health;
 use crate::manifest::fields::{ResolvedField, current_versions, locate_fields};
 use crate::renovate::app::{AppContext, evaluate};
 use crate::renovate::mapping::Scope;
-use crate::renovate::policy::{AUTOMATIC_LABEL, AutoDecision, Situation, auto_upgrade};
+use crate::renovate::policy::{APP_LABEL, AUTOMATIC_LABEL, AutoDecision, Situation, auto_upgrade};
 use crate::workflow::Problem;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -717,7 +717,8 @@ async fn automatic_upgrade(
             let upgrade: UpgradeRequest = serde_json::from_value(serde_json::json!({
                 "apiVersion": "fluxgate.dev/v1alpha1",
                 "kind": "UpgradeRequest",
-                "metadata": {"name": request, "namespace": namespace, "labels": labels},
+                "metadata": {"name": request, "namespace": namespace, "labels": labels,
+                             "annotations": {APP_LABEL: name}},
                 "spec": {"managedApp": name, "target": target},
             }))
             .map_err(|e| AppError(format!("building UpgradeRequest {request}: {e}")))?;

@@ -9,7 +9,7 @@ use crate::cluster::error::describe;
 use crate::cluster::flux::ops::api_resource;
 use crate::cluster::snapshots::class_for_driver;
 use crate::cluster::snapshots::ops::classes;
-use crate::manifest::fields::{edit_file, locate_fields};
+use crate::manifest::fields::{edit_file, locate_fields, shared_readers};
 use crate::workflow::Problem;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -17,20 +17,31 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 
 /// Runs every check; the first failure is returned as a terminal problem naming what to fix.
-pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<(), Problem> {
+/// On success, what a person should know before the real run (empty when nothing): which
+/// version fields are anchored scalars that other paths read too.
+pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<String, Problem> {
     // Git: readable, and each file takes the edit (the result is discarded).
     let location = locate(ctx, app, &plan.flux_objects).await?;
     let repo = open(ctx, &location).await?;
     let (_, files) = read_version_files(repo.as_ref(), app).await?;
     let fields = locate_fields(&app.spec, &files)
-        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+        .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
+    let mut notes = Vec::new();
     for field in fields.iter().filter(|f| plan.to.contains_key(&f.name)) {
         let text = files
             .get(&field.file)
             .map(String::as_str)
             .unwrap_or_default();
         edit_file(text, &field.file, &fields, &plan.to)
-            .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+            .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
+        if let Some(shared) =
+            shared_readers(text, field).map_err(|e| Problem::terminal(e.reason(), e.to_string()))?
+        {
+            notes.push(format!(
+                "version field {} (`{}` in {}) is {shared}: the edit changes it for all of them",
+                field.name, field.path, field.file
+            ));
+        }
     }
     // RBAC: what the run would patch.
     for object in &plan.flux_objects {
@@ -107,7 +118,7 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<(
             .await?;
         }
     }
-    Ok(())
+    Ok(notes.join("; "))
 }
 
 async fn allowed(

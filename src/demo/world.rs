@@ -152,6 +152,7 @@ pub struct Fleet {
     flux_ref: Option<serde_json::Value>,
     tags: Vec<String>,
     apps_follow_flux: bool,
+    published: Vec<(String, String)>,
 }
 
 /// The credentials `flux bootstrap --token-auth` stored in Secret `flux-system/flux-system`
@@ -184,25 +185,37 @@ impl Fleet {
     /// [`Fleet::helm_app`] whose HelmRelease's spec ends with `release_spec` (see
     /// [`helm_app_manifest_with`]).
     pub fn helm_app_with(
-        mut self,
+        self,
         name: &str,
         tag: &str,
         replicas: u32,
         release_spec: &str,
         app_spec: serde_json::Value,
     ) -> Fleet {
-        let file = format!("clusters/prod/{name}.yaml");
-        self.resources.push(format!("{name}.yaml"));
-        self.files.push((
-            file.clone(),
-            helm_app_manifest_with(name, tag, replicas, release_spec),
-        ));
-        let mut spec = json!({"source": {"kind": "HelmRelease", "name": name},
+        let manifest = helm_app_manifest_with(name, tag, replicas, release_spec);
+        self.helm_app_written(name, name, &manifest, replicas, app_spec)
+    }
+
+    /// A HelmRelease app whose file `clusters/prod/<release>.yaml` is `manifest` as written
+    /// (it must define HelmRelease `apps/<release>` running a StatefulSet `<release>` of
+    /// `replicas` pods), managed by ManagedApp `app`: `app_spec` merged over the basics.
+    pub fn helm_app_written(
+        mut self,
+        app: &str,
+        release: &str,
+        manifest: &str,
+        replicas: u32,
+        app_spec: serde_json::Value,
+    ) -> Fleet {
+        let file = format!("clusters/prod/{release}.yaml");
+        self.resources.push(format!("{release}.yaml"));
+        self.files.push((file.clone(), manifest.to_owned()));
+        let mut spec = json!({"source": {"kind": "HelmRelease", "name": release},
                               "git": {"file": file}, "health": {"stabilization": "1s"}});
         json_patch::merge(&mut spec, &app_spec);
-        self.apps.push((name.to_owned(), spec));
+        self.apps.push((app.to_owned(), spec));
         self.running.push(Running::StatefulSet(
-            name.to_owned(),
+            release.to_owned(),
             i32::try_from(replicas).unwrap_or(i32::MAX),
         ));
         self
@@ -260,6 +273,14 @@ spec:
         json_patch::merge(&mut spec, &app_spec);
         self.apps.push(("web".into(), spec));
         self.running.push(Running::Deployment("web".into(), 1));
+        self
+    }
+
+    /// Pushes chart tag `tag` to the simulated OCI registry at `url` before Flux starts, so
+    /// that an OCIRepository pinning its digest or a semver range finds it (the digest is
+    /// `sim::oci_source::manifest_digest(url, tag)`).
+    pub fn published_chart(mut self, url: &str, tag: &str) -> Fleet {
+        self.published.push((url.to_owned(), tag.to_owned()));
         self
     }
 
@@ -378,6 +399,9 @@ impl DemoWorld {
         let world = World::start(client.clone(), options)
             .await
             .context("starting the simulated controllers")?;
+        for (url, tag) in &fleet.published {
+            world.registry.publish(url, tag);
+        }
         sim::seed::storage(&client)
             .await
             .context("creating storage classes")?;

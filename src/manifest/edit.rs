@@ -1,6 +1,7 @@
 //! Reading and replacing the scalar at a path: the byte splice and the re-parse check that
 //! proves exactly one value changed.
 
+use super::anchors::{Anchors, Lookup, is_merge_key, paths_to, place_of};
 use super::document::{self, Chosen, DocSelector};
 use super::image::{self, ImageRef};
 use super::path::{Segment, YamlPath};
@@ -8,7 +9,6 @@ use super::scalar::{self, Context, PlainType};
 use super::tree::{self, Document, Node, NodeKind};
 use super::{ManifestError, check_size};
 use serde_saphyr::granit_parser::ScalarStyle;
-use std::collections::HashSet;
 
 pub use crate::api::ValueFormat;
 
@@ -197,58 +197,52 @@ struct Target<'a> {
     value: &'a str,
     style: ScalarStyle,
     context: Context,
-    /// Child positions from the root (mapping entry or sequence item index per segment).
+    /// Child positions from the root (mapping entry or sequence item index per level) of
+    /// the place the scalar is written: its definition when the path went through an alias.
     route: Vec<usize>,
+    /// The path as taken, in canonical syntax with sequence items by index.
+    taken: String,
 }
 
-/// Follows `path` from the document root and checks that it ends at an editable scalar.
+/// Follows `path` from the document root — through aliases to the nodes they repeat and
+/// through merge keys to the value they bring in — and checks that it ends at an editable
+/// scalar, written once in the file.
 fn locate<'a>(chosen: &Chosen<'a>, path: &YamlPath) -> Result<Target<'a>, ManifestError> {
     let doc_label = || chosen.label.clone();
-    let aliased = aliased_anchors(&chosen.document.root);
-    let alias_error = |reason: &'static str| ManifestError::AliasOrAnchor {
-        path: path.to_string(),
-        doc: doc_label(),
-        reason,
-    };
-    let mut node = &chosen.document.root;
-    let mut context = Context::Block;
-    let mut route = Vec::with_capacity(path.segments().len());
+    let root = &chosen.document.root;
+    let anchors = Anchors::of(root);
+    let mut node = root;
+    let mut taken = String::new();
     for (depth, segment) in path.segments().iter().enumerate() {
-        if aliased.contains(&node.anchor) {
-            return Err(alias_error(
-                "lies inside an anchored (`&name`) collection that an alias (`*name`) repeats",
-            ));
-        }
-        if matches!(node.kind, NodeKind::Alias { .. }) {
-            return Err(alias_error("goes through an alias (`*name`)"));
-        }
-        if matches!(
-            node.kind,
-            NodeKind::Mapping { flow: true, .. } | NodeKind::Sequence { flow: true, .. }
-        ) {
-            context = Context::Flow;
-        }
-        let (index, child) = step(node, segment).map_err(|failure| match failure {
-            StepFailure::Missing(hint) => ManifestError::PathNotFound {
-                path: path.to_string(),
-                doc: doc_label(),
-                missing_at: path.prefix(depth + 1),
-                hint,
-            },
-            StepFailure::Ambiguous(reason) => ManifestError::AmbiguousPath {
-                path: path.to_string(),
-                doc: doc_label(),
-                reason: format!("at `{}`, {reason}", path.prefix(depth + 1)),
-            },
-        })?;
-        route.push(index);
+        let (index, child) =
+            step(anchors.resolve(node), segment, &anchors).map_err(|failure| match failure {
+                StepFailure::Missing(hint) => ManifestError::PathNotFound {
+                    path: path.to_string(),
+                    doc: doc_label(),
+                    missing_at: path.prefix(depth + 1),
+                    hint,
+                },
+                StepFailure::Ambiguous(reason) => ManifestError::AmbiguousPath {
+                    path: path.to_string(),
+                    doc: doc_label(),
+                    reason: format!("at `{}`, {reason}", path.prefix(depth + 1)),
+                },
+            })?;
+        let concrete = match (segment, index) {
+            (Segment::Match { .. }, Some(index)) => Segment::Index(index),
+            _ => segment.clone(),
+        };
+        taken.push_str(&concrete.to_string());
         node = child;
     }
+    let node = anchors.resolve(node);
     match &node.kind {
-        NodeKind::Alias { .. } => Err(alias_error("is an alias (`*name`)")),
-        _ if aliased.contains(&node.anchor) => Err(alias_error(
-            "carries an anchor (`&name`) that an alias (`*name`) repeats",
-        )),
+        NodeKind::Alias { .. } => Err(ManifestError::PathNotFound {
+            path: path.to_string(),
+            doc: doc_label(),
+            missing_at: path.to_string(),
+            hint: " (an alias to an anchor this document does not define)".to_owned(),
+        }),
         NodeKind::Mapping { .. } | NodeKind::Sequence { .. } => Err(ManifestError::NotAScalar {
             path: path.to_string(),
             doc: doc_label(),
@@ -265,13 +259,80 @@ fn locate<'a>(chosen: &Chosen<'a>, path: &YamlPath) -> Result<Target<'a>, Manife
             path: path.to_string(),
             doc: doc_label(),
         }),
-        NodeKind::Scalar { value, style } => Ok(Target {
-            node,
-            value,
-            style: *style,
-            context,
-            route,
-        }),
+        NodeKind::Scalar { value, style } => {
+            let (route, context) =
+                place_of(root, node).ok_or_else(|| ManifestError::VerificationFailed {
+                    path: path.to_string(),
+                    doc: doc_label(),
+                    detail: "the scalar is not written anywhere in the document".to_owned(),
+                })?;
+            Ok(Target {
+                node,
+                value,
+                style: *style,
+                context,
+                route,
+                taken,
+            })
+        }
+    }
+}
+
+/// Which other paths read the scalar at `path` because it is anchored and repeated through
+/// aliases or merge keys; None when `path` is the only one. The result names the line the
+/// scalar is written on, where an edit of any of these paths goes.
+pub fn sharing(
+    text: &str,
+    doc: Option<&DocSelector>,
+    path: &YamlPath,
+) -> Result<Option<Sharing>, ManifestError> {
+    check_size(text.len())?;
+    let documents = tree::parse(text)?;
+    let chosen = document::choose(&documents, doc)?;
+    let target = locate(&chosen, path)?;
+    let root = &chosen.document.root;
+    let anchors = Anchors::of(root);
+    let (mut paths, more) = paths_to(root, target.node, &anchors, SHARING_SHOWN + 1);
+    paths.retain(|p| *p != target.taken);
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let more = more + paths.len().saturating_sub(SHARING_SHOWN);
+    paths.truncate(SHARING_SHOWN);
+    let line = text
+        .get(..target.node.span.start)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1;
+    Ok(Some(Sharing { line, paths, more }))
+}
+
+/// How many sharing paths [`sharing`] lists by name.
+const SHARING_SHOWN: usize = 10;
+
+/// The other paths that read one anchored scalar (see [`sharing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharing {
+    /// The 1-based line the scalar is written on.
+    pub line: usize,
+    /// The other paths reading it, sorted.
+    pub paths: Vec<String>,
+    /// How many more paths read it than are listed.
+    pub more: usize,
+}
+
+impl std::fmt::Display for Sharing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listed: Vec<String> = self.paths.iter().map(|p| format!("`{p}`")).collect();
+        write!(
+            f,
+            "written once at line {} and also read at {}",
+            self.line,
+            listed.join(", ")
+        )?;
+        if self.more > 0 {
+            write!(f, " and {} more", self.more)?;
+        }
+        Ok(())
     }
 }
 
@@ -280,46 +341,56 @@ enum StepFailure {
     Ambiguous(String),
 }
 
-/// Takes one path segment from `node`: the child and its position.
-fn step<'a>(node: &'a Node, segment: &Segment) -> Result<(usize, &'a Node), StepFailure> {
+/// Takes one path segment from `node` (already resolved if it was an alias): the child,
+/// with its position when the segment chose a sequence item.
+fn step<'a>(
+    node: &'a Node,
+    segment: &Segment,
+    anchors: &Anchors<'a>,
+) -> Result<(Option<usize>, &'a Node), StepFailure> {
     match (segment, &node.kind) {
-        (Segment::Key(key), NodeKind::Mapping { entries, .. }) => {
-            let found: Vec<usize> = (0..entries.len())
-                .filter(|&i| entries[i].0.scalar() == Some(key.as_str()))
-                .collect();
-            match found.as_slice() {
-                [only] => Ok((*only, &entries[*only].1)),
-                [] => {
-                    let keys: Vec<&str> = entries.iter().filter_map(|(k, _)| k.scalar()).collect();
-                    let hint = if keys.contains(&"<<") {
-                        " (keys merged in with `<<` cannot be edited in place)".to_owned()
-                    } else {
-                        format!(" (keys here: {})", preview(&keys))
-                    };
-                    Err(StepFailure::Missing(hint))
-                }
-                _ => Err(StepFailure::Ambiguous(format!(
-                    "the key `{key}` appears {} times",
-                    found.len()
-                ))),
+        (Segment::Key(key), NodeKind::Mapping { entries, .. }) => match anchors.lookup(node, key) {
+            Lookup::Own(value) | Lookup::Merged(value) => Ok((None, value)),
+            Lookup::Missing => {
+                let keys: Vec<&str> = entries
+                    .iter()
+                    .filter(|(k, _)| !is_merge_key(k))
+                    .filter_map(|(k, _)| k.scalar())
+                    .collect();
+                Err(StepFailure::Missing(format!(
+                    " (keys here: {})",
+                    preview(&keys)
+                )))
             }
-        }
-        (Segment::Index(index), NodeKind::Sequence { items, .. }) => {
-            items.get(*index).map(|item| (*index, item)).ok_or_else(|| {
+            Lookup::Duplicate(count) => Err(StepFailure::Ambiguous(format!(
+                "the key `{key}` appears {count} times"
+            ))),
+            Lookup::MergedFromSeveral(count) => Err(StepFailure::Ambiguous(format!(
+                "the key `{key}` is not written there but merged in (`<<`) from {count} \
+                     mappings; which one a reader takes depends on their order, so write \
+                     the field in that mapping or name the path where it is defined"
+            ))),
+        },
+        (Segment::Index(index), NodeKind::Sequence { items, .. }) => items
+            .get(*index)
+            .map(|item| (Some(*index), item))
+            .ok_or_else(|| {
                 StepFailure::Missing(format!(" (the sequence has {} items)", items.len()))
-            })
-        }
+            }),
         (Segment::Match { field, value }, NodeKind::Sequence { items, .. }) => {
-            let found: Vec<usize> = (0..items.len())
-                .filter(|&i| items[i].get(field).and_then(Node::scalar) == Some(value.as_str()))
+            let field_of = |item: &'a Node| match anchors.lookup(anchors.resolve(item), field) {
+                Lookup::Own(found) | Lookup::Merged(found) => anchors.resolve(found).scalar(),
+                _ => None,
+            };
+            let found: Vec<(usize, &Node)> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, item)| field_of(item) == Some(value.as_str()))
                 .collect();
             match found.as_slice() {
-                [only] => Ok((*only, &items[*only])),
+                [(index, only)] => Ok((Some(*index), only)),
                 [] => {
-                    let values: Vec<&str> = items
-                        .iter()
-                        .filter_map(|item| item.get(field).and_then(Node::scalar))
-                        .collect();
+                    let values: Vec<&str> = items.iter().filter_map(field_of).collect();
                     Err(StepFailure::Missing(format!(
                         " (`{field}` values here: {})",
                         preview(&values)
@@ -357,26 +428,6 @@ fn preview(names: &[&str]) -> String {
         text.push_str(&format!(", … {} more", names.len() - SHOWN));
     }
     text
-}
-
-/// Anchor ids that some alias in the tree refers to.
-fn aliased_anchors(root: &Node) -> HashSet<usize> {
-    let mut aliased = HashSet::new();
-    let mut pending = vec![root];
-    while let Some(node) = pending.pop() {
-        match &node.kind {
-            NodeKind::Alias { anchor } => {
-                aliased.insert(*anchor);
-            }
-            NodeKind::Mapping { entries, .. } => {
-                pending.extend(entries.iter().flat_map(|(k, v)| [k, v]));
-            }
-            NodeKind::Sequence { items, .. } => pending.extend(items),
-            NodeKind::Scalar { .. } => {}
-        }
-    }
-    aliased.remove(&0);
-    aliased
 }
 
 /// Re-parses `edited` and checks it equals `before` except the scalar at `route` in document

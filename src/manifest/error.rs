@@ -69,16 +69,6 @@ pub enum ManifestError {
     },
 
     #[error(
-        "path `{path}` in {doc} {reason}; editing it would also change every place that \
-         shares the value, so write the version out in place instead"
-    )]
-    AliasOrAnchor {
-        path: String,
-        doc: String,
-        reason: &'static str,
-    },
-
-    #[error(
         "path `{path}` in {doc} is a block scalar (`|` or `>`); \
          write the version as a plain or quoted scalar on one line"
     )]
@@ -157,7 +147,6 @@ impl ManifestError {
             Self::PathNotFound { .. } => "path_not_found",
             Self::AmbiguousPath { .. } => "ambiguous_path",
             Self::NotAScalar { .. } => "not_a_scalar",
-            Self::AliasOrAnchor { .. } => "alias_or_anchor",
             Self::BlockScalar { .. } => "block_scalar",
             Self::EmptyValue { .. } => "empty_value",
             Self::AliasBomb { .. } => "alias_bomb",

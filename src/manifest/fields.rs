@@ -2,9 +2,17 @@
 //! `versions`, or the default chart field of a HelmRelease — `.spec.chart.spec.version`,
 //! or the `.spec.ref.tag` of the OCIRepository its `chartRef` names, in the same file or a
 //! sibling), what each holds now, and the new text of a file with several of them changed.
+//!
+//! An OCIRepository's `.spec.ref.tag` is read as source-controller reads the ref
+//! (`getArtifactRef` in source-controller's internal/controller/ocirepository_controller.go:
+//! `digest` over `semver` over `tag`): a `spec.ref.digest` beside the tag (Renovate writes
+//! both) is part of the version, `tag@digest`, and an upgrade changes both fields; a
+//! `spec.ref.semver` range is refused, since Flux picks the chart itself.
 
 use super::image::split_digest;
-use super::{DocSelector, ImageRef, ManifestError, YamlPath, get, set, versions_equal};
+use super::{
+    DocSelector, ImageRef, ManifestError, Sharing, YamlPath, get, set, sharing, versions_equal,
+};
 use crate::api::{ManagedAppSpec, SourceKind, ValueFormat};
 use std::collections::BTreeMap;
 
@@ -25,6 +33,10 @@ pub struct ResolvedField {
     /// The scalar as it is in Git (`manifest::get`): the version, or for `format: image`
     /// the whole image reference.
     pub value: String,
+    /// For an OCIRepository's `.spec.ref.tag`: the `.spec.ref.digest` beside it, which
+    /// source-controller pulls instead of the tag; the field's version is then
+    /// `tag@digest`.
+    pub ref_digest: Option<String>,
     /// The package the field versions, when known (see `renovate::mapping::infer_package`): a chart name,
     /// an OCI repository or an image repository. It tells apart two dependencies of one
     /// file that happen to be at the same version (a chart and its image, both `6.5.0`).
@@ -33,10 +45,13 @@ pub struct ResolvedField {
 
 impl ResolvedField {
     /// The version the field holds: the value itself, or the image reference's tag, with
-    /// `@digest` when it pins one.
+    /// `@digest` when it pins one (in the value, or in an OCIRepository's `ref.digest`).
     pub fn current_version(&self) -> Result<String, String> {
         match self.format {
-            ValueFormat::Plain => Ok(self.value.trim().to_owned()),
+            ValueFormat::Plain => Ok(match &self.ref_digest {
+                Some(digest) => format!("{}@{digest}", self.value.trim()),
+                None => self.value.trim().to_owned(),
+            }),
             ValueFormat::Image => {
                 let image = ImageRef::parse(&self.value)
                     .map_err(|reason| format!("`{}` is not an image: {reason}", self.value))?;
@@ -99,6 +114,52 @@ pub enum FieldError {
         file: String,
         source: Box<ManifestError>,
     },
+    /// The OCIRepository follows a semver range: Flux picks the chart itself.
+    #[error(
+        "OCIRepository {repository} in {file} follows spec.ref.semver `{range}`: source-controller \
+         picks the newest chart in that range itself (a semver range wins over spec.ref.tag), so \
+         there is no version for Fluxgate to pin; to upgrade it with Fluxgate, replace \
+         spec.ref.semver with spec.ref.tag set to the chart version"
+    )]
+    SemverRef {
+        repository: String,
+        file: String,
+        range: String,
+    },
+    /// The OCIRepository pins a digest beside its tag, but the new version has none.
+    #[error(
+        "OCIRepository {repository} in {file} pins spec.ref.digest beside spec.ref.tag, and \
+         source-controller pulls the digest (it wins over the tag): changing only the tag to \
+         {version} would leave the old chart running; give the version with its digest, \
+         `{version}@sha256:…` (Renovate's newDigest), so both change in one commit"
+    )]
+    DigestRequired {
+        repository: String,
+        file: String,
+        version: String,
+    },
+    /// The new version pins a digest, but the OCIRepository has no `ref.digest` to hold it.
+    #[error(
+        "OCIRepository {repository} in {file} has no spec.ref.digest, so the digest of {version} \
+         has nowhere to go (source-controller does not accept `tag@digest` in spec.ref.tag); \
+         give the tag alone, or add spec.ref.digest beside the tag in Git first"
+    )]
+    DigestUnexpected {
+        repository: String,
+        file: String,
+        version: String,
+    },
+    /// An OCIRepository's tag holds a digest, which source-controller cannot pull.
+    #[error(
+        "spec.ref.tag of OCIRepository {repository} in {file} is `{tag}`, a tag with a digest, \
+         which source-controller cannot pull (it asks the registry for a tag of that name); \
+         move the digest to spec.ref.digest beside the tag"
+    )]
+    TagWithDigest {
+        repository: String,
+        file: String,
+        tag: String,
+    },
     /// A target names a field the app does not have.
     #[error("target names version {0}, which the ManagedApp does not manage (known: {1})")]
     UnknownField(String, String),
@@ -125,6 +186,22 @@ impl FieldError {
             FieldError::Manifest { .. } => "manifest_invalid",
             FieldError::UnknownField(..) => "target_invalid",
             FieldError::ChangedInGit { .. } => "version_changed",
+            FieldError::SemverRef { .. } => "semver_ref",
+            FieldError::TagWithDigest { .. } => "manifest_invalid",
+            FieldError::DigestRequired { .. } | FieldError::DigestUnexpected { .. } => {
+                "target_invalid"
+            }
+        }
+    }
+
+    /// The reason a request refused for this error carries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FieldError::SemverRef { .. } => "SemverRef",
+            FieldError::DigestRequired { .. } | FieldError::DigestUnexpected { .. } => {
+                "InvalidTarget"
+            }
+            _ => "VersionFieldInvalid",
         }
     }
 }
@@ -180,6 +257,7 @@ pub fn locate_fields(
                     path: v.path.clone(),
                     format: v.format,
                     value: String::new(),
+                    ref_digest: None,
                     package: None,
                 };
                 with_value(located, files)
@@ -217,6 +295,7 @@ pub fn locate_fields(
             path: ".spec.chart.spec.version".into(),
             format: ValueFormat::Plain,
             value: String::new(),
+            ref_digest: None,
             package: None,
         };
         return Ok(vec![with_value(field, files)?]);
@@ -247,20 +326,40 @@ pub fn locate_fields(
     );
     let repository = format!("OCIRepository/{name}");
     let repo_doc = DocSelector::parse(&repository).map_err(|e| no_default(e.to_string()))?;
-    let tag = YamlPath::parse(".spec.ref.tag").map_err(|e| no_default(e.to_string()))?;
+    let tag = YamlPath::parse(REF_TAG).map_err(|e| no_default(e.to_string()))?;
     for file in candidates {
-        if get(&files[&file], Some(&repo_doc), &tag).is_ok() {
-            let field = ResolvedField {
-                name: "chart".into(),
+        let text = &files[&file];
+        let Some(reference) = oci_ref(text, Some(&repo_doc)) else {
+            continue;
+        };
+        if let Some(range) = reference.semver {
+            return Err(FieldError::SemverRef {
+                repository: name,
                 file,
-                document: Some(repository),
-                path: ".spec.ref.tag".into(),
-                format: ValueFormat::Plain,
-                value: String::new(),
-                package: None,
-            };
-            return Ok(vec![with_value(field, files)?]);
+                range,
+            });
         }
+        if get(text, Some(&repo_doc), &tag).is_err() {
+            let follows = match reference.digest {
+                Some(_) => "only a spec.ref.digest, which says no version",
+                None => "the tag `latest`",
+            };
+            return Err(no_default(format!(
+                "its spec.chartRef names OCIRepository {name} in {file}, which has no \
+                 spec.ref.tag and follows {follows}; write the chart version in spec.ref.tag"
+            )));
+        }
+        let field = ResolvedField {
+            name: "chart".into(),
+            file,
+            document: Some(repository),
+            path: REF_TAG.into(),
+            format: ValueFormat::Plain,
+            value: String::new(),
+            ref_digest: None,
+            package: None,
+        };
+        return Ok(vec![with_value(field, files)?]);
     }
     Err(no_default(format!(
         "its spec.chartRef names OCIRepository {name}, which no file in {} defines with spec.ref.tag",
@@ -273,12 +372,48 @@ pub fn locate_fields(
 }
 
 fn with_value(
-    mut field: ResolvedField,
+    field: ResolvedField,
     files: &BTreeMap<String, String>,
 ) -> Result<ResolvedField, FieldError> {
     let text = read(files, &field.name, &field.file)?;
-    field.value = value_in(&text, &field, &field.file)?;
-    Ok(field)
+    let file = field.file.clone();
+    read_in(&text, &field, &file)
+}
+
+/// The path of an OCIRepository's tag.
+const REF_TAG: &str = ".spec.ref.tag";
+/// The path of the digest beside it.
+const REF_DIGEST: &str = ".spec.ref.digest";
+
+/// How an OCIRepository document refers to its artifact (the fields source-controller's
+/// `getArtifactRef` reads).
+struct OciRef {
+    name: String,
+    digest: Option<String>,
+    semver: Option<String>,
+}
+
+/// The ref of the chosen document of `text`, when that document is an OCIRepository.
+fn oci_ref(text: &str, doc: Option<&DocSelector>) -> Option<OciRef> {
+    // An empty or absent field is no ref, as for source-controller (`!= ""`).
+    let read = |at: &str| {
+        YamlPath::parse(at)
+            .ok()
+            .and_then(|at| get(text, doc, &at).ok())
+            .filter(|value| !value.trim().is_empty())
+    };
+    (read(".kind")? == "OCIRepository").then(|| OciRef {
+        name: read(".metadata.name").unwrap_or_default(),
+        digest: read(REF_DIGEST),
+        semver: read(".spec.ref.semver"),
+    })
+}
+
+/// The ref of the OCIRepository whose `.spec.ref.tag` `path` names in `text`, if it does.
+fn oci_ref_at(text: &str, doc: Option<&DocSelector>, path: &YamlPath) -> Option<OciRef> {
+    (path.prefix(usize::MAX) == REF_TAG)
+        .then(|| oci_ref(text, doc))
+        .flatten()
 }
 
 /// A manifest error about `field` in `file`.
@@ -297,10 +432,41 @@ fn place(field: &ResolvedField, file: &str) -> Result<(Option<DocSelector>, Yaml
     Ok((doc, path))
 }
 
-/// The raw value of `field` in `text` (the contents of `file`).
-fn value_in(text: &str, field: &ResolvedField, file: &str) -> Result<String, FieldError> {
+/// `field` as `text` (the contents of `file`) holds it now: its raw value and, for an
+/// OCIRepository's tag, the digest pinned beside it. A semver ref is refused: Flux picks
+/// the chart itself, whatever the tag says.
+fn read_in(text: &str, field: &ResolvedField, file: &str) -> Result<ResolvedField, FieldError> {
     let (doc, path) = place(field, file)?;
-    get(text, doc.as_ref(), &path).map_err(|e| manifest_error(field, file, e))
+    let reference = oci_ref_at(text, doc.as_ref(), &path);
+    if let Some(OciRef {
+        name,
+        semver: Some(range),
+        ..
+    }) = &reference
+    {
+        return Err(FieldError::SemverRef {
+            repository: name.clone(),
+            file: file.to_owned(),
+            range: range.clone(),
+        });
+    }
+    let value = get(text, doc.as_ref(), &path).map_err(|e| manifest_error(field, file, e))?;
+    let mut read = ResolvedField {
+        value,
+        ref_digest: None,
+        ..field.clone()
+    };
+    if let Some(reference) = reference {
+        if read.value.contains('@') {
+            return Err(FieldError::TagWithDigest {
+                repository: reference.name,
+                file: file.to_owned(),
+                tag: read.value,
+            });
+        }
+        read.ref_digest = reference.digest;
+    }
+    Ok(read)
 }
 
 /// The current version of every field, by name.
@@ -337,11 +503,67 @@ pub fn edit_file(
             continue;
         };
         let (doc, path) = place(field, file)?;
-        text = set(&text, doc.as_ref(), &path, version, field.format)
-            .map_err(|e| manifest_error(field, file, e))?
-            .text;
+        let doc = doc.as_ref();
+        let Some(reference) = oci_ref_at(&text, doc, &path) else {
+            text = set(&text, doc, &path, version, field.format)
+                .map_err(|e| manifest_error(field, file, e))?
+                .text;
+            continue;
+        };
+        // An OCIRepository: the tag goes to `ref.tag`, its digest to `ref.digest` — never
+        // `tag@digest` into `ref.tag`, which source-controller cannot pull.
+        if let Some(range) = reference.semver {
+            return Err(FieldError::SemverRef {
+                repository: reference.name,
+                file: file.to_owned(),
+                range,
+            });
+        }
+        let (tag, digest) = split_digest(version.trim()).map_err(|reason| {
+            manifest_error(
+                field,
+                file,
+                ManifestError::InvalidValue {
+                    value: version.clone(),
+                    reason,
+                },
+            )
+        })?;
+        match (reference.digest, digest) {
+            (Some(_), None) => {
+                return Err(FieldError::DigestRequired {
+                    repository: reference.name,
+                    file: file.to_owned(),
+                    version: version.clone(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::DigestUnexpected {
+                    repository: reference.name,
+                    file: file.to_owned(),
+                    version: version.clone(),
+                });
+            }
+            (_, digest) => {
+                text = set(&text, doc, &path, tag, ValueFormat::Plain)
+                    .map_err(|e| manifest_error(field, file, e))?
+                    .text;
+                if let Some(digest) = digest {
+                    let digest_path =
+                        YamlPath::parse(REF_DIGEST).map_err(|e| manifest_error(field, file, e))?;
+                    text = set(&text, doc, &digest_path, &digest, ValueFormat::Plain)
+                        .map_err(|e| manifest_error(field, file, e))?
+                        .text;
+                }
+            }
+        }
     }
     Ok(text)
+}
+
+/// The same version, digest included (a new digest under the same tag is a change).
+fn same_version(a: &str, b: &str) -> bool {
+    versions_equal(a, b) && digest_of(a) == digest_of(b)
 }
 
 /// Like [`edit_file`], but only from the versions the caller expects: each field of `target`
@@ -359,18 +581,15 @@ pub fn edit_file_expecting(
         let Some(version) = target.get(&field.name) else {
             continue;
         };
-        let now = ResolvedField {
-            value: value_in(text, field, file)?,
-            ..field.clone()
-        };
+        let now = read_in(text, field, file)?;
         let found = current_versions(std::slice::from_ref(&now))?
             .remove(&field.name)
             .unwrap_or_default();
-        if versions_equal(&found, version) {
+        if same_version(&found, version) {
             continue;
         }
         match expected.get(&field.name) {
-            Some(from) if !versions_equal(&found, from) => {
+            Some(from) if !same_version(&found, from) => {
                 return Err(FieldError::ChangedInGit {
                     field: field.name.clone(),
                     file: file.to_owned(),
@@ -384,6 +603,14 @@ pub fn edit_file_expecting(
         }
     }
     edit_file(text, file, fields, &wanted)
+}
+
+/// The other paths that read `field` in `text` (the contents of its file) because the
+/// scalar is anchored and repeated through aliases or merge keys — an edit changes them
+/// all; None when only its own path reads it.
+pub fn shared_readers(text: &str, field: &ResolvedField) -> Result<Option<Sharing>, FieldError> {
+    let (doc, path) = place(field, &field.file)?;
+    sharing(text, doc.as_ref(), &path).map_err(|e| manifest_error(field, &field.file, e))
 }
 
 /// Checks that every name in `target` is one of the fields.
@@ -586,6 +813,130 @@ spec:
             .to_string();
         assert!(
             err.starts_with("version field image in apps/db/release.yaml:"),
+            "{err}"
+        );
+    }
+
+    const OLD_DIGEST: &str =
+        "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const NEW_DIGEST: &str =
+        "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn chart_app() -> ManagedAppSpec {
+        spec(
+            json!({"source": {"kind": "HelmRelease", "name": "db"}, "git": {"file": "apps/db/release.yaml"}}),
+        )
+    }
+
+    fn with_oci(oci: &str) -> BTreeMap<String, String> {
+        files(&[("apps/db/release.yaml", RELEASE), ("apps/db/oci.yaml", oci)])
+    }
+
+    fn target(version: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("chart".to_owned(), version.to_owned())])
+    }
+
+    #[test]
+    fn a_digest_beside_the_tag_is_part_of_the_version_and_changes_with_it() {
+        let pinned = OCI.replace(
+            "    tag: v1.4.2\n",
+            &format!("    tag: v1.4.2\n    digest: {OLD_DIGEST} # renovate\n"),
+        );
+        let fields = locate_fields(&chart_app(), &with_oci(&pinned)).unwrap();
+        assert_eq!(fields[0].ref_digest.as_deref(), Some(OLD_DIGEST));
+        assert_eq!(
+            current_versions(&fields).unwrap()["chart"],
+            format!("v1.4.2@{OLD_DIGEST}")
+        );
+        let edit = |text: &str, version: &str| {
+            edit_file(text, "apps/db/oci.yaml", &fields, &target(version))
+        };
+        let edited = edit(&pinned, &format!("v1.5.0@{NEW_DIGEST}")).unwrap();
+        assert_eq!(
+            edited,
+            pinned
+                .replace("v1.4.2", "v1.5.0")
+                .replace(OLD_DIGEST, NEW_DIGEST)
+        );
+        // A new digest under the same tag is a change too.
+        let from = target(&format!("v1.4.2@{OLD_DIGEST}"));
+        let same_tag = target(&format!("v1.4.2@{NEW_DIGEST}"));
+        let repinned =
+            edit_file_expecting(&pinned, "apps/db/oci.yaml", &fields, &from, &same_tag).unwrap();
+        assert_eq!(repinned, pinned.replace(OLD_DIGEST, NEW_DIGEST));
+        // Without a digest the old one would win: refused, saying what to give.
+        let err = edit(&pinned, "v1.5.0").unwrap_err();
+        assert_eq!(err.reason(), "InvalidTarget");
+        assert_eq!(
+            err.to_string(),
+            "OCIRepository db-chart in apps/db/oci.yaml pins spec.ref.digest beside spec.ref.tag, \
+             and source-controller pulls the digest (it wins over the tag): changing only the tag \
+             to v1.5.0 would leave the old chart running; give the version with its digest, \
+             `v1.5.0@sha256:…` (Renovate's newDigest), so both change in one commit"
+        );
+    }
+
+    #[test]
+    fn a_tag_only_oci_repository_never_gets_tag_at_digest() {
+        let fields = locate_fields(&chart_app(), &with_oci(OCI)).unwrap();
+        let err = edit_file(
+            OCI,
+            "apps/db/oci.yaml",
+            &fields,
+            &target(&format!("v1.5.0@{NEW_DIGEST}")),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("has no spec.ref.digest")
+                && err.to_string().contains("does not accept `tag@digest`"),
+            "{err}"
+        );
+        // Written that way by hand, it is refused when read: source-controller cannot pull it.
+        let bad = OCI.replace("v1.4.2", &format!("v1.4.2@{OLD_DIGEST}"));
+        let err = locate_fields(&chart_app(), &with_oci(&bad)).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "spec.ref.tag of OCIRepository db-chart in apps/db/oci.yaml is `v1.4.2@sha256:"
+            ) && err
+                .to_string()
+                .contains("move the digest to spec.ref.digest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_semver_range_is_refused_with_or_without_a_tag() {
+        let range_only = OCI.replace("    tag: v1.4.2\n", "    semver: \">=1.4.0 <2.0.0\"\n");
+        let beside = OCI.replace("    tag: v1.4.2\n", "    tag: v1.4.2\n    semver: 1.x\n");
+        for (oci, range) in [(range_only, ">=1.4.0 <2.0.0"), (beside, "1.x")] {
+            let err = locate_fields(&chart_app(), &with_oci(&oci)).unwrap_err();
+            assert_eq!(err.reason(), "SemverRef");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "OCIRepository db-chart in apps/db/oci.yaml follows spec.ref.semver `{range}`"
+                )) && message.contains("replace spec.ref.semver with spec.ref.tag"),
+                "{message}"
+            );
+            // Listed by hand, the tag is refused the same way.
+            let listed = spec(json!({"source": {"kind": "HelmRelease", "name": "db"},
+                "git": {"file": "apps/db/release.yaml"},
+                "versions": [{"name": "chart", "file": "apps/db/oci.yaml", "path": ".spec.ref.tag"}]}));
+            let err = locate_fields(&listed, &with_oci(&oci)).unwrap_err();
+            assert_eq!(err.reason(), "SemverRef", "{err}");
+        }
+    }
+
+    #[test]
+    fn an_oci_repository_without_a_tag_says_what_it_follows() {
+        let digest_only = OCI.replace("    tag: v1.4.2\n", &format!("    digest: {OLD_DIGEST}\n"));
+        let err = locate_fields(&chart_app(), &with_oci(&digest_only)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has no spec.ref.tag and follows only a spec.ref.digest")
+                && err
+                    .to_string()
+                    .contains("write the chart version in spec.ref.tag"),
             "{err}"
         );
     }

@@ -4,7 +4,9 @@
 //! - [`path`]: the documented path syntax (`.spec.chart.spec.version`, `[0]`, `['a.b/c']`,
 //!   `[name=foo]`);
 //! - [`document`]: choosing one document of a multi-document file (`Kind/name` or index);
-//! - [`edit`]: [`get`] and [`set`], the byte splice and the re-parse check;
+//! - [`edit`]: [`get`] and [`set`], the byte splice and the re-parse check, and
+//!   [`sharing`]: the other paths that read an anchored scalar;
+//! - `anchors`: following aliases and merge keys to the one place a value is written;
 //! - [`image`]: image references whose tag (and digest) a `format: image` field updates;
 //! - [`version`]: version parsing, the one normalisation rule, ordering and update types;
 //! - [`fields`]: an app's version fields — where they live, what they hold, editing several.
@@ -21,6 +23,7 @@ pub mod image;
 pub mod path;
 pub mod version;
 
+mod anchors;
 mod error;
 mod scalar;
 mod tree;
@@ -29,7 +32,7 @@ mod tree;
 mod tests;
 
 pub use document::DocSelector;
-pub use edit::{Edit, ValueFormat, get, get_version, set};
+pub use edit::{Edit, Sharing, ValueFormat, get, get_version, set, sharing};
 pub use error::ManifestError;
 pub use image::ImageRef;
 pub use path::YamlPath;

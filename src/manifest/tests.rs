@@ -85,6 +85,13 @@ mod golden {
                 &format!("2024.4.0@{NEW_DIGEST}"),
             ),
             case(
+                "app_template_anchors",
+                None,
+                ".spec.values.controllers.worker.containers.app.image.tag",
+                "2.7.2",
+                "2.8.1",
+            ),
+            case(
                 "flow_map",
                 None,
                 ".spec.chart.spec.version",
@@ -448,8 +455,8 @@ spec:
         let err = set_err(list, ".images[name=b].newTag", "2", ValueFormat::Plain);
         assert_mentions(&err, "path_not_found", &["`name` values here: `a`"]);
         let merged = "base: &b {tag: 1.0.0}\napp:\n  <<: *b\n";
-        let err = set_err(merged, ".app.tag", "2.0.0", ValueFormat::Plain);
-        assert_mentions(&err, "path_not_found", &["merged in with `<<`"]);
+        let err = set_err(merged, ".app.version", "2.0.0", ValueFormat::Plain);
+        assert_mentions(&err, "path_not_found", &["keys here: none"]);
     }
 
     #[test]
@@ -471,22 +478,14 @@ spec:
     }
 
     #[test]
-    fn aliases_and_shared_anchors_are_refused() {
-        let shared = "version: &v 1.0.0\nother: *v\nalias: *v\n";
-        let err = set_err(shared, ".version", "2.0.0", ValueFormat::Plain);
-        assert_mentions(&err, "alias_or_anchor", &["carries an anchor"]);
-        let err = set_err(shared, ".alias", "2.0.0", ValueFormat::Plain);
-        assert_mentions(&err, "alias_or_anchor", &["is an alias"]);
-        let through = "base: &b {image: {tag: 1.0.0}}\napp: *b\n";
-        let err = set_err(through, ".app.image.tag", "2.0.0", ValueFormat::Plain);
-        assert_mentions(&err, "alias_or_anchor", &["goes through an alias"]);
-        let err = set_err(through, ".base.image.tag", "2.0.0", ValueFormat::Plain);
-        assert_mentions(&err, "alias_or_anchor", &["inside an anchored"]);
-        // An anchor nothing refers to is harmless, and stays in place.
-        let unused = "version: &v 1.0.0\n";
-        let edit =
-            set(unused, None, &path(".version"), "2.0.0", ValueFormat::Plain).map(|e| e.text);
-        assert_eq!(edit, Ok("version: &v 2.0.0\n".to_owned()));
+    fn merged_in_from_several_mappings_is_ambiguous() {
+        let two = "a: &a {tag: 1.0.0}\nb: &b {tag: 2.0.0}\napp:\n  <<: [*a, *b]\n";
+        let err = set_err(two, ".app.tag", "3.0.0", ValueFormat::Plain);
+        assert_mentions(&err, "ambiguous_path", &["`.app.tag`", "from 2 mappings"]);
+        // Only one of them has the key: no doubt which one is read.
+        let one = "a: &a {tag: 1.0.0}\nb: &b {other: x}\napp:\n  <<: [*b, *a]\n";
+        let edit = set(one, None, &path(".app.tag"), "3.0.0", ValueFormat::Plain);
+        assert_eq!(edit.map(|e| e.text), Ok(one.replace("1.0.0", "3.0.0")));
     }
 
     #[test]
@@ -642,6 +641,162 @@ spec:
     }
 }
 
+mod anchors {
+    use super::*;
+
+    fn edited(text: &str, path_text: &str, value: &str) -> String {
+        set(text, None, &path(path_text), value, ValueFormat::Plain)
+            .unwrap_or_else(|err| panic!("{path_text}: {err}"))
+            .text
+    }
+
+    fn shared(text: &str, path_text: &str) -> Option<Sharing> {
+        sharing(text, None, &path(path_text)).unwrap_or_else(|err| panic!("{path_text}: {err}"))
+    }
+
+    #[test]
+    fn an_anchored_scalar_is_edited_at_its_definition_from_any_path() {
+        let text = "version: &v 1.0.0 # here\nother: *v\nalias: *v\n";
+        let expected = "version: &v 2.0.0 # here\nother: *v\nalias: *v\n";
+        for through in [".version", ".other", ".alias"] {
+            assert_eq!(get(text, None, &path(through)), Ok("1.0.0".to_owned()));
+            assert_eq!(edited(text, through, "2.0.0"), expected, "{through}");
+        }
+        assert_eq!(
+            shared(text, ".alias"),
+            Some(Sharing {
+                line: 1,
+                paths: vec![".other".into(), ".version".into()],
+                more: 0
+            })
+        );
+        assert_eq!(
+            shared(text, ".version").map(|s| s.to_string()),
+            Some("written once at line 1 and also read at `.alias`, `.other`".to_owned())
+        );
+        // An anchor nothing repeats is shared with nobody.
+        assert_eq!(shared("version: &v 1.0.0\n", ".version"), None);
+        assert_eq!(shared("a: 1.0.0\nb: 1.0.0\n", ".a"), None);
+    }
+
+    #[test]
+    fn a_path_through_an_aliased_mapping_edits_the_anchored_mapping() {
+        let flow = "base: &b {image: {tag: 1.0.0}}\napp: *b\n";
+        assert_eq!(
+            edited(flow, ".app.image.tag", "2.0.0"),
+            "base: &b {image: {tag: 2.0.0}}\napp: *b\n"
+        );
+        // The flow context of the definition decides the quoting, not the alias's place.
+        assert_eq!(
+            edited(flow, ".app.image.tag", "a,b"),
+            "base: &b {image: {tag: \"a,b\"}}\napp: *b\n"
+        );
+        let nested = "defaults: &d\n  image: &i\n    tag: 1.0.0\nworker:\n  image: *i\nweb: *d\n";
+        assert_eq!(
+            shared(nested, ".worker.image.tag").map(|s| s.paths),
+            Some(vec![".defaults.image.tag".into(), ".web.image.tag".into()])
+        );
+        let items = "defaults: &d {name: app, newTag: 1.0.0}\nimages:\n- *d\n";
+        assert_eq!(
+            edited(items, ".images[name=app].newTag", "1.1.0"),
+            items.replace("1.0.0", "1.1.0")
+        );
+        assert_eq!(
+            shared(items, ".images[name=app].newTag").map(|s| s.paths),
+            Some(vec![".defaults.newTag".into()])
+        );
+    }
+
+    #[test]
+    fn merge_keys_are_followed_and_own_keys_win() {
+        let merged = "base: &b\n  tag: 1.0.0\napp:\n  <<: *b\n  name: x\n";
+        assert_eq!(get(merged, None, &path(".app.tag")), Ok("1.0.0".to_owned()));
+        assert_eq!(
+            edited(merged, ".app.tag", "2.0.0"),
+            merged.replace("1.0.0", "2.0.0")
+        );
+        assert_eq!(
+            shared(merged, ".base.tag").map(|s| s.paths),
+            Some(vec![".app.tag".into()])
+        );
+        // The mapping overrides the merged key: its own value is read and edited alone.
+        let overridden = "base: &b\n  tag: 1.0.0\napp:\n  <<: *b\n  tag: 3.0.0\n";
+        assert_eq!(
+            edited(overridden, ".app.tag", "4.0.0"),
+            overridden.replace("3.0.0", "4.0.0")
+        );
+        assert_eq!(shared(overridden, ".base.tag"), None);
+        assert_eq!(shared(overridden, ".app.tag"), None);
+    }
+
+    #[test]
+    fn the_golden_app_template_says_who_shares_the_tag() {
+        let input = testdata("app_template_anchors.input.yaml");
+        let paths = shared(
+            &input,
+            ".spec.values.controllers.worker.containers.app.image.tag",
+        );
+        assert_eq!(
+            paths,
+            Some(Sharing {
+                line: 19,
+                paths: vec![".spec.values.controllers.paperless.containers.app.image.tag".into()],
+                more: 0
+            })
+        );
+        // The merged env is read through `<<`, and an own key beside it stays its own.
+        let workers =
+            path(".spec.values.controllers.worker.containers.app.env.PAPERLESS_TASK_WORKERS");
+        assert_eq!(get(&input, None, &workers), Ok("2".to_owned()));
+        let zone = path(".spec.values.controllers.worker.containers.app.env.PAPERLESS_TIME_ZONE");
+        assert_eq!(get(&input, None, &zone), Ok("Europe/Berlin".to_owned()));
+    }
+
+    #[test]
+    fn a_self_referencing_anchor_does_not_hang() {
+        let text = "a: &a [1.0.0, *a]\nb: *a\n";
+        assert_eq!(
+            get(text, None, &path(".b[1][1][0]")),
+            Ok("1.0.0".to_owned())
+        );
+        let found = sharing(text, None, &path(".a[0]"));
+        assert!(found.is_ok(), "{found:?}");
+    }
+
+    #[test]
+    fn merges_that_repeat_or_contain_themselves_end_quickly() {
+        let mut text = String::from("m0: &m0 {tag: 1.0.0, <<: *m0}\n");
+        for level in 1..10 {
+            let previous = level - 1;
+            text.push_str(&format!(
+                "m{level}: &m{level} {{<<: [*m{previous}, *m{previous}, *m{previous}]}}\n"
+            ));
+        }
+        text.push_str("app:\n  <<: *m9\n");
+        let started = std::time::Instant::now();
+        assert_eq!(get(&text, None, &path(".app.tag")), Ok("1.0.0".to_owned()));
+        let found = sharing(&text, None, &path(".m0.tag")).unwrap();
+        assert!(found.is_some_and(|s| s.paths.contains(&".app.tag".to_owned())));
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn many_paths_to_one_anchor_are_counted_not_listed() {
+        let mut text = String::from("base: &t 1.0.0\n");
+        for index in 0..25 {
+            text.push_str(&format!("a{index:02}: *t\n"));
+        }
+        let found = shared(&text, ".base").unwrap();
+        assert_eq!(found.paths.len(), 10);
+        assert_eq!(found.more, 15);
+        assert!(found.to_string().ends_with(" and 15 more"), "{found}");
+    }
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -653,6 +808,10 @@ mod properties {
         Map(Vec<(String, Gen)>),
         Seq(Vec<Gen>),
         Leaf(String, Style),
+        /// A leaf carrying the anchor `&shared`.
+        Anchored(String, Style),
+        /// The alias `*shared`.
+        Alias,
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -720,12 +879,19 @@ mod properties {
     fn write_value(out: &mut String, node: &Gen, indent: usize, layout: &Layout) {
         let nl = layout.newline;
         match node {
-            Gen::Leaf(value, style) => {
+            Gen::Leaf(value, style) | Gen::Anchored(value, style) => {
                 out.push(' ');
+                if matches!(node, Gen::Anchored(..)) {
+                    out.push_str("&shared ");
+                }
                 out.push_str(&write_leaf(value, *style));
                 if layout.comments {
                     out.push_str("  # note");
                 }
+                out.push_str(nl);
+            }
+            Gen::Alias => {
+                out.push_str(" *shared");
                 out.push_str(nl);
             }
             Gen::Map(entries) if layout.flow_leaf_maps && only_leaves(entries) => {
@@ -791,7 +957,8 @@ mod properties {
     /// Every leaf of `node` with its path in the documented syntax.
     fn leaves(node: &Gen, prefix: String, out: &mut Vec<(String, String)>) {
         match node {
-            Gen::Leaf(value, _) => out.push((prefix, value.clone())),
+            Gen::Leaf(value, _) | Gen::Anchored(value, _) => out.push((prefix, value.clone())),
+            Gen::Alias => {}
             Gen::Map(entries) => {
                 for (key, value) in entries {
                     leaves(value, format!("{prefix}.{key}"), out);
@@ -802,6 +969,26 @@ mod properties {
                     leaves(item, format!("{prefix}[{index}]"), out);
                 }
             }
+        }
+    }
+
+    /// Puts the anchor `&shared` on the leaf at `target` (a path from [`leaves`]).
+    fn anchor_leaf(node: &mut Gen, prefix: String, target: &str) {
+        match node {
+            Gen::Leaf(value, style) if prefix == target => {
+                *node = Gen::Anchored(value.clone(), *style);
+            }
+            Gen::Map(entries) => {
+                for (key, value) in entries {
+                    anchor_leaf(value, format!("{prefix}.{key}"), target);
+                }
+            }
+            Gen::Seq(items) => {
+                for (index, item) in items.iter_mut().enumerate() {
+                    anchor_leaf(item, format!("{prefix}[{index}]"), target);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -914,6 +1101,54 @@ mod properties {
             prop_assert_eq!(get(&back.text, Some(&doc), &yaml_path), Ok(old.clone()));
             if edit.text.len() - value.len() == text.len() - old.len() || old == value {
                 // The value was written in its original style: the bytes come back exactly.
+                prop_assert_eq!(&back.text, &text);
+            }
+        }
+
+        /// A leaf anchored and repeated through an alias is one value: setting it through
+        /// the alias changes the definition's bytes only, and every reader — read with
+        /// serde-saphyr, which expands aliases as kustomize does — sees the new value.
+        #[test]
+        fn set_through_an_alias_changes_every_reader(
+            documents in prop::collection::vec(document(), 1..3),
+            layout in layout(),
+            pick in any::<prop::sample::Index>(),
+            value in new_value(),
+        ) {
+            let all = all_leaves(&documents);
+            let (doc_index, path_text, old) = pick.get(&all).clone();
+            prop_assume!(settable(&old));
+            let mut documents = documents;
+            anchor_leaf(&mut documents[doc_index], String::new(), &path_text);
+            if let Gen::Map(entries) = &mut documents[doc_index] {
+                entries.push(("zalias".to_owned(), Gen::Alias));
+            }
+            let text = write_file(&documents, &layout);
+            let doc = DocSelector::Index(doc_index);
+            let alias = path(".zalias");
+            prop_assert_eq!(get(&text, Some(&doc), &alias), Ok(old.clone()));
+
+            let mut expected: Vec<Value> = serde_saphyr::from_multiple(&text)
+                .map_err(|err| TestCaseError::fail(format!("generated YAML must parse: {err}\n{text}")))?;
+            let edit = set(&text, Some(&doc), &alias, &value, ValueFormat::Plain)
+                .map_err(|err| TestCaseError::fail(format!("{err}\n{text}")))?;
+            for reader in [path(&path_text), alias.clone()] {
+                let slot = expected.get_mut(doc_index).and_then(|d| json_path(d, &reader));
+                let slot = slot.ok_or_else(|| TestCaseError::fail("path missing in JSON"))?;
+                *slot = Value::String(value.clone());
+            }
+            let actual: Vec<Value> = serde_saphyr::from_multiple(&edit.text)
+                .map_err(|err| TestCaseError::fail(format!("edited YAML must parse: {err}\n{}", edit.text)))?;
+            prop_assert_eq!(actual, expected, "edited:\n{}", edit.text);
+            let shared = sharing(&edit.text, Some(&doc), &alias)
+                .map_err(|err| TestCaseError::fail(err.to_string()))?
+                .map(|s| s.paths);
+            prop_assert_eq!(shared, Some(vec![path(&path_text).prefix(usize::MAX)]));
+
+            // Setting back through the definition restores the bytes when the style held.
+            let back = set(&edit.text, Some(&doc), &path(&path_text), &old, ValueFormat::Plain)
+                .map_err(|err| TestCaseError::fail(format!("set back: {err}")))?;
+            if edit.text.len() - value.len() == text.len() - old.len() || old == value {
                 prop_assert_eq!(&back.text, &text);
             }
         }

@@ -289,19 +289,9 @@ pub fn request_name(app: &str, target: &BTreeMap<String, String>) -> String {
 }
 
 /// A label value naming `app`: the name itself when it fits (63 characters), else a
-/// shortened name with a hash so that it stays unique.
+/// shortened name with a hash so that it stays unique (see [`crate::cluster::labels`]).
 pub fn app_label_value(app: &str) -> String {
-    if app.len() <= MAX_NAME_LEN
-        && !app.contains(|c: char| !c.is_ascii_alphanumeric() && !"-._".contains(c))
-    {
-        return app.to_owned();
-    }
-    let hash = format!("{:08x}", fnv1a(app.as_bytes()) & 0xffff_ffff);
-    let mut prefix: String = sanitize(app).chars().take(MAX_NAME_LEN - 9).collect();
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    format!("{prefix}-{hash}")
+    crate::cluster::labels::label_value(app)
 }
 
 /// The labels an automatic UpgradeRequest carries.

@@ -545,6 +545,7 @@ fn field(
         document: document.map(str::to_owned),
         path: path.to_owned(),
         format,
+        ref_digest: None,
         package: mapping::infer_package(&text, selector.as_ref(), &yaml_path, format),
         value,
     }
@@ -982,6 +983,7 @@ mod choice_tests {
             path: path.to_string(),
             format: ValueFormat::Plain,
             value: manifest::get(text, None, &path).expect("value"),
+            ref_digest: None,
             package: mapping::infer_package(text, None, &path, ValueFormat::Plain),
         };
         let finding = Finding {
@@ -1028,6 +1030,7 @@ mod choice_tests {
             path: ".tag".into(),
             format: ValueFormat::Plain,
             value: current.into(),
+            ref_digest: None,
             package: None,
         };
         let finding = Finding {
@@ -1135,7 +1138,7 @@ mod choice_tests {
                 path: ".tag".into(),
                 format: ValueFormat::Plain,
                 value: current.clone(),
-                package: None,
+                ref_digest: None,                package: None,
             };
             let finding = Finding {
                 repository: "r/r".into(),

@@ -325,9 +325,13 @@ fn run_phase(
     let step = match phase {
         Phase::Preflight => match &observed.preflight {
             None => Step::Wait("running preflight checks".into()),
-            Some(Ok(())) => {
+            Some(Ok(notes)) if notes.is_empty() => {
                 Step::Advance("preflight checks passed".into(), PhaseOutcome::Succeeded)
             }
+            Some(Ok(notes)) => Step::Advance(
+                format!("preflight checks passed; {notes}"),
+                PhaseOutcome::Succeeded,
+            ),
             Some(Err(problem)) => Step::Fail(problem.clone()),
         },
         Phase::Suspend => suspend(d, &plan, observed),

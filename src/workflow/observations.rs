@@ -137,8 +137,8 @@ pub struct Observed {
     pub first_in_queue: bool,
     /// The plan, or why the request cannot be admitted (computed when it may be).
     pub admission: Option<Result<Plan, Problem>>,
-    /// Dry-run preflight result.
-    pub preflight: Option<Result<(), Problem>>,
+    /// Dry-run preflight result: on success, notes for people (empty when none).
+    pub preflight: Option<Result<String, Problem>>,
     /// `spec.suspend` of each planned Flux object, by [`object_key`]; absent = not found.
     pub flux_suspended: BTreeMap<String, bool>,
     /// HelmReleases of the plan whose helm-controller has not yet seen their latest spec

@@ -826,7 +826,7 @@ fn a_dry_run_cycles_and_puts_everything_back_without_commit_or_snapshot() {
     let mut observed = world(&plan(), 0);
     observed.lock = Some(LockState::Free);
     observed.admission = Some(Ok(plan()));
-    observed.preflight = Some(Ok(()));
+    observed.preflight = Some(Ok(String::new()));
     let mut status = RequestStatus::default();
     let mut phases = Vec::new();
     for step in 0..20 {
@@ -861,6 +861,34 @@ fn a_dry_run_cycles_and_puts_everything_back_without_commit_or_snapshot() {
     );
     assert_eq!(observed.flux_suspended, world(&plan(), 0).flux_suspended);
     assert_eq!(observed.replicas, world(&plan(), 0).replicas);
+}
+
+#[test]
+fn the_preflight_notes_are_in_the_phase_record() {
+    let mut dry = upgrade();
+    dry.dry_run = true;
+    let mut observed = world(&plan(), 0);
+    let note = "version field image (`.b.tag` in db.yaml) is written once at line 3 and also read at `.a.tag`";
+    observed.preflight = Some(Ok(note.to_owned()));
+    let status = RequestStatus {
+        phases: vec![crate::api::PhaseRecord {
+            name: Phase::Preflight,
+            started_at: Time(t(0)),
+            completed_at: None,
+            outcome: None,
+            message: None,
+        }],
+        ..in_phase(Phase::Preflight, 0)
+    };
+    let d = decide(&dry, &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Suspend));
+    let record = d.status.phases.iter().find(|p| p.name == Phase::Preflight);
+    assert_eq!(
+        record.and_then(|p| p.message.as_deref()),
+        Some(format!("preflight checks passed; {note}").as_str()),
+        "{:?}",
+        d.status.phases
+    );
 }
 
 #[test]
@@ -1102,7 +1130,7 @@ mod properties {
             let mut observed = world(&plan(), 0);
             observed.lock = Some(LockState::Free);
             observed.admission = Some(Ok(plan()));
-            observed.preflight = Some(Ok(()));
+            observed.preflight = Some(Ok(String::new()));
             let mut status = RequestStatus::default();
             let mut now = 0;
             let mut committed = false;

@@ -59,7 +59,12 @@ pub fn entries(
             .iter()
             .filter(|r| {
                 names.contains(&r.spec.upgrade_request)
-                    || r.labels().get(APP_LABEL).map(String::as_str) == Some(app)
+                    || crate::cluster::labels::names(
+                        r.metadata.labels.as_ref(),
+                        r.metadata.annotations.as_ref(),
+                        APP_LABEL,
+                        app,
+                    )
             })
             .map(|r| HistoryEntry {
                 kind: OperationKind::RollbackRequest,
@@ -147,5 +152,26 @@ mod tests {
             names,
             vec!["early", "early-rollback", "gone-upgrade", "late"]
         );
+    }
+
+    #[test]
+    fn a_long_app_name_is_matched_by_its_shortened_label_and_full_annotation() {
+        use std::collections::BTreeMap;
+        let app = "a".repeat(80);
+        let (mut labels, mut annotations) = (BTreeMap::new(), BTreeMap::new());
+        crate::cluster::labels::set_name(&mut labels, &mut annotations, APP_LABEL, &app);
+        let mut ours = rollback("ours", "deleted", serde_json::json!(labels));
+        ours.metadata.annotations = Some(annotations.clone());
+        // Another app whose long name shortens to the same label value cannot be told
+        // apart by the label; its annotation tells.
+        let mut theirs = rollback("theirs", "deleted-too", serde_json::json!(labels));
+        let mut other = annotations;
+        other.insert(APP_LABEL.to_owned(), format!("{app}b"));
+        theirs.metadata.annotations = Some(other);
+        let names: Vec<String> = entries(&app, &[], &[ours, theirs])
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["ours"]);
     }
 }

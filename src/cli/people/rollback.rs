@@ -101,10 +101,13 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         anyhow::bail!(why);
     }
     let app = upgrade.spec.managed_app.clone();
-    let mut labels = BTreeMap::new();
-    if app.len() <= 63 {
-        labels.insert(crate::cluster::snapshots::APP_LABEL.to_owned(), app.clone());
-    }
+    let (mut labels, mut annotations) = (BTreeMap::new(), BTreeMap::new());
+    crate::cluster::labels::set_name(
+        &mut labels,
+        &mut annotations,
+        crate::cluster::snapshots::APP_LABEL,
+        &app,
+    );
     let mut prefix = format!("{}-rollback", args.upgrade);
     prefix.truncate(240);
     let request = RollbackRequest {
@@ -113,6 +116,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
             generate_name: args.name.is_none().then(|| format!("{prefix}-")),
             namespace: Some(namespace.clone()),
             labels: Some(labels),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         spec: RollbackRequestSpec {

@@ -227,13 +227,13 @@ pub fn name_prefix(app: &str, wanted: &BTreeMap<String, String>) -> String {
 /// The request to create.
 pub fn build(args: &UpgradeArgs, app: &ManagedApp, requested: &Requested) -> UpgradeRequest {
     let app_name = app.name_any();
-    let mut labels = BTreeMap::new();
-    if app_name.len() <= 63 {
-        labels.insert(
-            crate::cluster::snapshots::APP_LABEL.to_owned(),
-            app_name.clone(),
-        );
-    }
+    let (mut labels, mut annotations) = (BTreeMap::new(), BTreeMap::new());
+    crate::cluster::labels::set_name(
+        &mut labels,
+        &mut annotations,
+        crate::cluster::snapshots::APP_LABEL,
+        &app_name,
+    );
     let metadata = ObjectMeta {
         name: args.name.clone(),
         generate_name: args
@@ -242,6 +242,7 @@ pub fn build(args: &UpgradeArgs, app: &ManagedApp, requested: &Requested) -> Upg
             .then(|| name_prefix(&app_name, &requested.wanted)),
         namespace: app.namespace(),
         labels: Some(labels),
+        annotations: Some(annotations),
         ..ObjectMeta::default()
     };
     UpgradeRequest {

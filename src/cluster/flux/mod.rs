@@ -37,7 +37,9 @@ pub struct CrossNamespaceSourceReference {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
-    /// Revision, e.g. `main@sha1:<sha>` for Git or `v1.2.3@sha256:<digest>` for OCI.
+    /// Revision, e.g. `main@sha1:<sha>` for Git. For an OCIRepository source-controller's
+    /// `getRevision` writes `<tag>@sha256:<digest>` for a tag (or a semver range resolved
+    /// to a tag) and just `sha256:<digest>` for a `spec.ref.digest` ref.
     #[serde(default)]
     pub revision: String,
     /// Everything else Flux reports.
@@ -129,10 +131,11 @@ pub struct GitRepositorySpec {
 /// The OCI reference an OCIRepository follows.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OciRepositoryRef {
-    /// Tag to pull (possibly `tag@sha256:…` in repositories that pin digests).
+    /// Tag to pull. source-controller's `getArtifactRef` prefers `digest`, then `semver`
+    /// (both in `rest`), over it; a digest is never part of the tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    /// Everything else (semver, digest).
+    /// Everything else (semver, semverFilter, digest).
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }

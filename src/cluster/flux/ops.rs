@@ -640,7 +640,7 @@ pub async fn helm_release_hold(
         .status
         .and_then(|s| s.artifact)
         .map(|a| a.revision)
-        .is_some_and(|revision| super::progress::same_chart_version(&revision, target));
+        .is_some_and(|revision| super::progress::oci_serves(&revision, target));
     Ok((!serves).then(|| {
         format!(
             "OCIRepository {namespace}/{} serves chart {target}",

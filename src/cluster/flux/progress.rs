@@ -293,6 +293,18 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
+/// Whether an OCIRepository whose `status.artifact.revision` is `revision` serves chart
+/// `target`. source-controller's `getRevision` writes `<tag>@sha256:<digest>` for a tag
+/// ref but only `sha256:<digest>` for a digest ref (`spec.ref.digest`, which wins over the
+/// tag), so a target pinning a digest (`1.2.3@sha256:…`) is served when the revision ends in
+/// that digest, and a bare version when the revision's tag is that version.
+pub fn oci_serves(revision: &str, target: &str) -> bool {
+    match target.split_once('@') {
+        Some((_, digest)) => revision.rsplit('@').next() == Some(digest),
+        None => revision.contains('@') && same_chart_version(revision, target),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,5 +499,22 @@ mod tests {
             helm_release_progress(&release, Some("1.5.0")),
             Progress::Done
         );
+    }
+
+    #[test]
+    fn an_oci_repository_serves_a_digest_pinned_chart_by_its_digest() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let other = format!("sha256:{}", "b".repeat(64));
+        // A digest ref: the revision is the digest alone.
+        assert!(oci_serves(&digest, &format!("1.5.0@{digest}")));
+        assert!(!oci_serves(&other, &format!("1.5.0@{digest}")));
+        assert!(!oci_serves(&digest, "1.5.0"), "no tag in a digest revision");
+        // A tag ref: `<tag>@<digest>`.
+        assert!(oci_serves(&format!("v1.5.0@{other}"), "1.5.0"));
+        assert!(oci_serves(
+            &format!("1.5.0@{digest}"),
+            &format!("1.5.0@{digest}")
+        ));
+        assert!(!oci_serves(&format!("1.4.0@{other}"), "1.5.0"));
     }
 }

@@ -19,13 +19,17 @@ use std::collections::BTreeMap;
 
 /// Annotation marking the default VolumeSnapshotClass of a driver.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-default-class";
-/// Label on snapshots: the ManagedApp they protect.
+/// Label on snapshots: the ManagedApp they protect (a label value, shortened when the name
+/// is longer: see [`crate::cluster::labels`]); the annotation of the same key holds the
+/// full name.
 pub const APP_LABEL: &str = "fluxgate.dev/app";
-/// Label on snapshots: the name of the request that took them.
+/// Label on snapshots: the name of the request that took them (shortened like the app's;
+/// full name in the annotation of the same key).
 pub const REQUEST_LABEL: &str = "fluxgate.dev/request";
 /// Label on snapshots: the UID of the request that took them.
 pub const REQUEST_UID_LABEL: &str = "fluxgate.dev/request-uid";
-/// Label on snapshots: the PVC they are a snapshot of.
+/// Label on snapshots: the PVC they are a snapshot of (shortened like the app's; full name
+/// in the annotation of the same key).
 pub const PVC_LABEL: &str = "fluxgate.dev/pvc";
 /// Annotation on a restored PVC: the snapshot it was restored from (so it is never
 /// restored twice).
@@ -198,7 +202,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The VolumeSnapshot a request takes of a planned volume, labelled with app, request and
-/// PVC.
+/// PVC (label values within the API's limits, the full names in annotations).
 pub fn snapshot_for(
     volume: &PlannedVolume,
     app: &str,
@@ -206,12 +210,15 @@ pub fn snapshot_for(
     request_uid: &str,
     class: &str,
 ) -> VolumeSnapshot {
-    let labels = BTreeMap::from([
-        (APP_LABEL.to_owned(), app.to_owned()),
-        (REQUEST_LABEL.to_owned(), request.to_owned()),
-        (REQUEST_UID_LABEL.to_owned(), request_uid.to_owned()),
-        (PVC_LABEL.to_owned(), volume.name.clone()),
-    ]);
+    let mut labels = BTreeMap::from([(REQUEST_UID_LABEL.to_owned(), request_uid.to_owned())]);
+    let mut annotations = BTreeMap::new();
+    for (key, name) in [
+        (APP_LABEL, app),
+        (REQUEST_LABEL, request),
+        (PVC_LABEL, volume.name.as_str()),
+    ] {
+        crate::cluster::labels::set_name(&mut labels, &mut annotations, key, name);
+    }
     let mut snapshot = VolumeSnapshot::new(
         &snapshot_name(request_uid, &volume.name),
         VolumeSnapshotSpec {
@@ -224,6 +231,7 @@ pub fn snapshot_for(
     );
     snapshot.metadata.namespace = Some(volume.namespace.clone());
     snapshot.metadata.labels = Some(labels);
+    snapshot.metadata.annotations = Some(annotations);
     snapshot
 }
 
@@ -500,6 +508,38 @@ mod tests {
         assert!(name.len() <= 253, "{}", name.len());
         assert_eq!(name, snapshot_name(uid, &long_pvc));
         assert_ne!(name, snapshot_name(uid, &format!("{long_pvc}x")));
+    }
+
+    #[test]
+    fn long_names_are_shortened_in_labels_and_kept_in_annotations() {
+        let app = "a".repeat(60);
+        let request = format!("{app}-upgrade-to-1-5-0");
+        let volume = PlannedVolume {
+            name: format!("postgres-database-storage-{app}-0"),
+            ..volume()
+        };
+        let snapshot = snapshot_for(&volume, &app, &request, "uid-1", "csi-hostpath");
+        let labels = snapshot.metadata.labels.clone().unwrap();
+        let annotations = snapshot.metadata.annotations.clone().unwrap();
+        for (key, full) in [
+            (APP_LABEL, app.as_str()),
+            (REQUEST_LABEL, request.as_str()),
+            (PVC_LABEL, volume.name.as_str()),
+        ] {
+            assert!(
+                crate::cluster::labels::is_label_value(&labels[key]),
+                "{key}"
+            );
+            assert_eq!(annotations[key], full);
+            assert!(crate::cluster::labels::names(
+                Some(&labels),
+                Some(&annotations),
+                key,
+                full
+            ));
+        }
+        assert_eq!(labels[APP_LABEL], app, "60 characters fit");
+        assert_ne!(labels[REQUEST_LABEL], request);
     }
 
     #[test]

@@ -225,13 +225,30 @@ pub async fn apply_retention(
     now: jiff::Timestamp,
 ) -> Result<Vec<String>, ClusterError> {
     use super::{APP_LABEL, PVC_LABEL, RetainedSnapshot, expired_snapshots};
-    let snapshots = snapshots_with(client, namespace, &format!("{APP_LABEL}={app}")).await?;
+    use crate::cluster::labels;
+    // The label may be a shortened name shared by another app; the annotation tells.
+    let snapshots = snapshots_with(client, namespace, &labels::selector(APP_LABEL, app)).await?;
     let retained: Vec<RetainedSnapshot> = snapshots
         .iter()
+        .filter(|s| {
+            labels::names(
+                s.metadata.labels.as_ref(),
+                s.metadata.annotations.as_ref(),
+                APP_LABEL,
+                app,
+            )
+        })
         .filter_map(|s| {
+            let pvc = s
+                .spec
+                .source
+                .persistent_volume_claim_name
+                .clone()
+                .or_else(|| s.annotations().get(PVC_LABEL).cloned())
+                .or_else(|| s.labels().get(PVC_LABEL).cloned())?;
             Some(RetainedSnapshot {
                 name: s.name_any(),
-                pvc: s.labels().get(PVC_LABEL)?.clone(),
+                pvc,
                 created: s.metadata.creation_timestamp.as_ref()?.0.as_second(),
             })
         })

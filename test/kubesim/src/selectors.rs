@@ -69,8 +69,37 @@ fn parse_set(rest: &str, whole: &str) -> ApiResult<Vec<String>> {
         .collect())
 }
 
+/// A requirement's value must be a label value (apimachinery `labels.NewRequirement`
+/// validates each one; the API server answers 400 for a selector it cannot parse).
+fn check_value(key: &str, index: usize, value: &str, whole: &str) -> ApiResult<()> {
+    let problems = crate::store::label_value_problems(value);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "unable to parse requirement: values[{index}][{key}]: Invalid value: {value:?}: {} (in selector {whole:?})",
+        problems.join("; ")
+    )))
+}
+
 impl LabelSelector {
     pub fn parse(s: &str) -> ApiResult<Self> {
+        let parsed = Self::parse_terms(s)?;
+        for req in &parsed.0 {
+            match req {
+                Req::Eq(k, v) | Req::NotEq(k, v) => check_value(k, 0, v, s)?,
+                Req::In(k, vs) | Req::NotIn(k, vs) => {
+                    for (index, v) in vs.iter().enumerate() {
+                        check_value(k, index, v, s)?;
+                    }
+                }
+                Req::Exists(_) | Req::NotExists(_) => {}
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn parse_terms(s: &str) -> ApiResult<Self> {
         let mut reqs = Vec::new();
         for term in split_top_level(s) {
             if let Some(k) = term.strip_prefix('!') {

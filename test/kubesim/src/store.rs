@@ -214,6 +214,26 @@ fn dns_subdomain_ok(s: &str) -> bool {
 const LABEL_VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 const QUALIFIED_NAME_RULE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
 
+/// Why `v` is not a label value, in apimachinery's words (`content.IsLabelValue`: the
+/// length and the pattern are checked separately, each with its own message); empty when
+/// it is one.
+pub(crate) fn label_value_problems(v: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if v.len() > 63 {
+        problems.push("must be no more than 63 characters".to_owned());
+    }
+    let pattern_ok = v.is_empty()
+        || (v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
+    if !pattern_ok {
+        problems.push(LABEL_VALUE_RULE.to_owned());
+    }
+    problems
+}
+
 /// Label values: at most 63 characters of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
 fn label_value_ok(v: &str) -> bool {
     v.is_empty()
@@ -640,12 +660,16 @@ impl Inner {
                     ));
                 }
                 match v.as_str() {
-                    Some(text) if label_value_ok(text) => {}
-                    Some(text) => causes.push(Cause::new(
-                        "FieldValueInvalid",
-                        "metadata.labels",
-                        format!("Invalid value: {text:?}: {LABEL_VALUE_RULE}"),
-                    )),
+                    // ValidateLabels: one cause per problem, all at `metadata.labels`.
+                    Some(text) => {
+                        for problem in label_value_problems(text) {
+                            causes.push(Cause::new(
+                                "FieldValueInvalid",
+                                "metadata.labels",
+                                format!("Invalid value: {text:?}: {problem}"),
+                            ));
+                        }
+                    }
                     None => causes.push(Cause::new(
                         "FieldValueTypeInvalid",
                         format!("metadata.labels.{k}"),

@@ -170,6 +170,66 @@ async fn crud_generate_name_and_error_statuses() {
     assert!(api.get_opt("a").await.unwrap().is_none());
 }
 
+/// Label values are at most 63 characters, as apimachinery's `IsLabelValue` says, in a
+/// written object (422, one cause per problem) and in a label selector (400: the API server
+/// cannot parse the requirement).
+#[tokio::test]
+async fn label_values_over_63_characters_are_refused_in_objects_and_selectors() {
+    let sim = KubeSim::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
+    let long = "a".repeat(64);
+    let refused = status(
+        api.create(&PostParams::default(), &cm("long", json!({"app": long})))
+            .await,
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    let causes = refused.details.unwrap().causes;
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert_eq!(causes[0].field, "metadata.labels");
+    assert!(
+        causes[0]
+            .message
+            .ends_with(": must be no more than 63 characters"),
+        "{}",
+        causes[0].message
+    );
+    // Too long and ill-formed: both problems, as two causes.
+    let both = status(
+        api.create(
+            &PostParams::default(),
+            &cm("both", json!({"app": format!("{long}-")})),
+        )
+        .await,
+    );
+    assert_eq!(both.details.unwrap().causes.len(), 2);
+    let fits = "a".repeat(63);
+    api.create(&PostParams::default(), &cm("fits", json!({"app": fits})))
+        .await
+        .unwrap();
+
+    let selector = format!("app={long}");
+    let bad_selector = status(api.list(&ListParams::default().labels(&selector)).await);
+    assert_eq!(
+        (bad_selector.code, bad_selector.reason.as_str()),
+        (400, "BadRequest")
+    );
+    assert!(
+        bad_selector
+            .message
+            .contains("values[0][app]: Invalid value")
+            && bad_selector
+                .message
+                .contains("must be no more than 63 characters"),
+        "{}",
+        bad_selector.message
+    );
+    let listed = api
+        .list(&ListParams::default().labels(&format!("app={fits}")))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
+
 #[tokio::test]
 async fn selectors_limit_and_continue() {
     let sim = KubeSim::start().await;

@@ -309,13 +309,25 @@ async fn wanted_chart(
                 "HelmChart source OCIRepository '{rns}/{rname}' is not ready"
             )));
         };
+        // helm-controller reads the version from the chart's Chart.yaml in the artifact;
+        // the simulated artifact carries it in the manifest annotation `helm push` writes
+        // (a digest ref's revision is only `sha256:…`, without a tag).
+        let version = repo["status"]["artifact"]["metadata"][crate::oci_source::VERSION_ANNOTATION]
+            .as_str()
+            .unwrap_or_else(|| revision.split_once('@').map_or(revision, |(t, _)| t));
         let chart = repo["spec"]["url"]
             .as_str()
             .unwrap_or(rname)
             .rsplit('/')
             .next()
             .unwrap_or(rname);
-        return Ok(Ok((chart.to_owned(), oci_chart_version(revision))));
+        // The digest part of the revision (`<tag>@sha256:…` or just `sha256:…`) is the
+        // build metadata helm-controller appends to the chart's own version.
+        let digest = revision.rsplit_once('@').map_or(revision, |(_, d)| d);
+        return Ok(Ok((
+            chart.to_owned(),
+            oci_chart_version(&format!("{version}@{digest}")),
+        )));
     }
     let spec = &hr["spec"]["chart"]["spec"];
     let chart = spec["chart"].as_str().unwrap_or_default().to_owned();

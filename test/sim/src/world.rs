@@ -33,7 +33,9 @@
 //!   `url` points nowhere; GitRepository `ref.semver` (reported as not simulated), `include`,
 //!   `ignore`, `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are
 //!   not simulated (`ref.commit`, `name`, `tag` and `branch` are);
-//!   OCIRepository only resolves `ref.tag` (no registry is contacted, digests are fake);
+//!   OCIRepository resolves `ref.digest`, `ref.semver` and `ref.tag` from a simulated
+//!   registry ([`crate::oci_source::OciRegistry`]; digests are fake, `semverFilter`,
+//!   `layerSelector` and `verify` are not simulated);
 //!   HelmRepository, HelmChart and Bucket sources are not simulated.
 //! - kustomize-controller: no periodic drift correction (applies happen when the artifact,
 //!   the generation or `requestedAt` changes, and failed applies retry), no `dependsOn`,
@@ -69,7 +71,7 @@ use crate::faults::Failures;
 use crate::flux_source::{SourceController, SourceOptions};
 use crate::helm::{HelmController, HelmOptions};
 use crate::kustomize::{KustomizeController, KustomizeOptions};
-use crate::oci_source::OciSourceController;
+use crate::oci_source::{OciRegistry, OciSourceController};
 use crate::pods::{PodOptions, PodSim};
 use crate::snapshots::{SnapshotOptions, Snapshotter};
 use crate::volumes::VolumeBinder;
@@ -89,6 +91,8 @@ pub struct WorldOptions {
     pub git_url_rewrites: Vec<(String, String)>,
     /// The failures handle to share; a fresh one when `None`.
     pub failures: Option<Failures>,
+    /// The OCI registry to share; a fresh, empty one when `None`.
+    pub registry: Option<OciRegistry>,
 }
 
 impl WorldOptions {
@@ -117,6 +121,9 @@ impl WorldOptions {
 pub struct World {
     /// Declared failures (chart versions, images, snapshots), shared by the sims.
     pub failures: Failures,
+    /// The simulated OCI registry the OCIRepository controller pulls from (publish chart
+    /// tags there for digest and semver refs).
+    pub registry: OciRegistry,
     pub source: SourceController,
     pub oci: OciSourceController,
     pub kustomize: KustomizeController,
@@ -131,6 +138,7 @@ impl World {
     /// Starts all sims against `client`.
     pub async fn start(client: kube::Client, options: WorldOptions) -> anyhow::Result<World> {
         let failures = options.failures.unwrap_or_default();
+        let registry = options.registry.unwrap_or_default();
         let (mut source, mut kustomize) = (options.source, options.kustomize);
         source
             .url_rewrites
@@ -138,7 +146,7 @@ impl World {
         kustomize.url_rewrites.extend(options.git_url_rewrites);
         Ok(World {
             source: SourceController::start(client.clone(), source)?,
-            oci: OciSourceController::start(client.clone()),
+            oci: OciSourceController::start(client.clone(), registry.clone()),
             kustomize: KustomizeController::start(client.clone(), kustomize)?,
             helm: HelmController::start(client.clone(), failures.clone(), options.helm),
             snapshots: Snapshotter::start(client.clone(), failures.clone(), options.snapshots),
@@ -146,6 +154,7 @@ impl World {
             pods: PodSim::start(client.clone(), failures.clone(), options.pods),
             workloads: WorkloadSim::start(client),
             failures,
+            registry,
         })
     }
 }

@@ -1,0 +1,204 @@
+//! OCIRepository refs as real fleets write them. Renovate pins a chart's OCIRepository with
+//! `spec.ref.digest` beside `spec.ref.tag`, and source-controller pulls the digest (digest
+//! wins over semver over tag; the artifact revision is then just `sha256:…`): an upgrade
+//! changes tag and digest together in one commit, byte-minimal, and Reconcile recognises
+//! the new artifact by its digest. A version without a digest for such a ref is refused at
+//! Admit, as is an app whose OCIRepository follows a `semver` range (Flux picks the chart
+//! itself; there is nothing to pin).
+
+use fluxgate::api::conditions::{READY, find_condition};
+use fluxgate::api::{ManagedAppStatus, Phase, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::json;
+use sim::oci_source::manifest_digest;
+use std::time::Duration;
+
+const DB_URL: &str = "oci://ghcr.io/example/charts/db";
+const DB_FILE: &str = "clusters/prod/db.yaml";
+
+/// App `name` with its OCIRepository's `ref` written as `reference` (YAML lines at the
+/// indentation of `ref:`'s children) instead of the plain tag.
+fn with_ref(name: &str, replicas: u32, reference: &str) -> String {
+    let plain = helm_app_manifest(name, "1.4.0", replicas);
+    let tag_line = "    tag: 1.4.0 # pinned by Fluxgate\n";
+    assert!(plain.contains(tag_line), "{plain}");
+    plain.replace(tag_line, reference)
+}
+
+fn pinned(tag: &str, digest: &str) -> String {
+    format!("    tag: {tag}\n    digest: {digest} # pinned by Renovate\n")
+}
+
+async fn served_revision(story: &DemoWorld, name: &str) -> Option<String> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "OCIRepository",
+    ));
+    let repository = Api::<DynamicObject>::namespaced_with(story.client.clone(), "apps", &resource)
+        .get(name)
+        .await
+        .ok()?;
+    repository.data["status"]["artifact"]["revision"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The ManagedApp's status once its controller has looked at it (it has a `Ready`
+/// condition, whatever it says).
+async fn settled_status(story: &DemoWorld) -> ManagedAppStatus {
+    wait_until(
+        "the ManagedApp's status",
+        Duration::from_secs(20),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            find_condition(&status.conditions, READY)
+                .is_some()
+                .then_some(status)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
+    let old = manifest_digest(DB_URL, "1.4.0");
+    let new = manifest_digest(DB_URL, "1.5.0");
+    let before = with_ref("db", 2, &pinned("1.4.0", &old));
+    let fleet = Fleet::new()
+        .published_chart(DB_URL, "1.4.0")
+        .published_chart(DB_URL, "1.5.0")
+        .helm_app_written("db", "db", &before, 2, json!({}));
+    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    assert_eq!(
+        served_revision(&story, "db").await,
+        Some(old.clone()),
+        "source-controller pulls the digest; the revision is the digest alone"
+    );
+
+    // A version without a digest would leave the old digest in place, and it wins: refused
+    // before anything is touched, saying what to give instead.
+    story.upgrade("db-no-digest", "1.5.0").await.unwrap();
+    let refused: UpgradeRequest = story
+        .finished("db-no-digest", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let status = refused.status.unwrap();
+    let failure = status.failure.clone().unwrap();
+    assert_eq!(
+        (status.phase, failure.phase),
+        (Some(Phase::Failed), Phase::Admit),
+        "{status:#?}"
+    );
+    for needle in ["spec.ref.digest", DB_FILE, "1.5.0@sha256:"] {
+        assert!(
+            failure.message.contains(needle),
+            "the refusal names {needle}: {}",
+            failure.message
+        );
+    }
+    assert_eq!(story.git.log().unwrap().len(), 1, "nothing committed");
+    let app = settled_status(&story).await;
+    assert_eq!(
+        app.current_versions.get("chart"),
+        Some(&format!("1.4.0@{old}")),
+        "the chart's version is its tag with the digest the ref pins"
+    );
+
+    // Tag and digest together: one commit changing exactly those two values.
+    let target = format!("1.5.0@{new}");
+    story.upgrade("db-1-5-0", &target).await.unwrap();
+    let done: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(90))
+        .await
+        .unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    let plan = status.plan.unwrap();
+    assert_eq!(plan.from.get("chart"), Some(&format!("1.4.0@{old}")));
+    let log = story.git.log().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log[0].message.contains("Fluxgate-Request: apps/db-1-5-0"));
+    let after = story.git.read_file(DB_FILE).unwrap().unwrap();
+    assert_eq!(after, with_ref("db", 2, &pinned("1.5.0", &new)));
+    assert_eq!(after.len(), before.len(), "only the two scalars changed");
+    assert!(
+        !after.contains("tag: 1.5.0@"),
+        "never `tag: <tag>@<digest>` in an OCIRepository"
+    );
+
+    // Flux pulled the new digest and released the chart it holds.
+    assert_eq!(served_revision(&story, "db").await, Some(new.clone()));
+    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(
+        sts.metadata
+            .labels
+            .unwrap_or_default()
+            .get("helm.sh/chart")
+            .map(String::as_str),
+        Some("db-1.5.0")
+    );
+    let app = story.app().await.unwrap().status.unwrap_or_default();
+    assert_eq!(app.current_versions.get("chart"), Some(&target));
+    story.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oci_repository_following_a_semver_range_is_refused_at_admit() {
+    let cache_url = "oci://ghcr.io/example/charts/cache";
+    let range = "    semver: \">=1.4.0 <2.0.0\"\n";
+    let fleet = Fleet::new()
+        .published_chart(DB_URL, "1.4.0")
+        .published_chart(cache_url, "1.4.0")
+        // Flux follows the range alone…
+        .helm_app_written("db", "db", &with_ref("db", 2, range), 2, json!({}))
+        // …and the range beside a tag still wins over the tag.
+        .helm_app_written(
+            "cache",
+            "cache",
+            &with_ref("cache", 1, &format!("    tag: 1.4.0\n{range}")),
+            1,
+            json!({}),
+        );
+    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    let commits = story.git.log().unwrap().len();
+    for app in ["db", "cache"] {
+        let name = format!("{app}-1-5-0");
+        story
+            .request(&name, json!({"managedApp": app, "version": "1.5.0"}))
+            .await
+            .unwrap();
+        let refused: UpgradeRequest = story
+            .finished(&name, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let status = refused.status.unwrap();
+        let failure = status.failure.clone().unwrap();
+        assert_eq!(
+            (status.phase, failure.phase, failure.reason.as_str()),
+            (Some(Phase::Failed), Phase::Admit, "SemverRef"),
+            "{app}: {status:#?}"
+        );
+        for needle in [
+            format!("OCIRepository {app}"),
+            format!("clusters/prod/{app}.yaml"),
+            "spec.ref.semver".to_owned(),
+            ">=1.4.0 <2.0.0".to_owned(),
+            "spec.ref.tag".to_owned(),
+        ] {
+            assert!(
+                failure.message.contains(&needle),
+                "{app}: the refusal names {needle}: {}",
+                failure.message
+            );
+        }
+    }
+    assert_eq!(story.git.log().unwrap().len(), commits, "nothing committed");
+    story.stop().await;
+}

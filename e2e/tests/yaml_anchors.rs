@@ -1,0 +1,174 @@
+//! YAML anchors as real fleets use them (the bjw-s app-template pattern): the image is
+//! written once, `image: &image {repository, tag}`, and repeated as `*image` by a second
+//! controller and the chart's top-level `image`. The version field, named through an alias,
+//! is the anchored scalar: the dry run says which other paths read it, and the upgrade
+//! edits it once, at its definition, leaving every other byte as it was — and every place
+//! that repeats it runs the new image.
+
+use fluxgate::api::conditions::{READY, find_condition};
+use fluxgate::api::{ManagedAppStatus, Phase, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::Api;
+use serde_json::json;
+use std::time::Duration;
+
+const FILE: &str = "clusters/prod/db.yaml";
+const BACKUP_TAG: &str = ".spec.values.controllers.backup.containers.app.image.tag";
+
+/// The db app with its values in app-template style, the image written once at `tag`.
+fn anchored(tag: &str) -> String {
+    let plain = helm_app_manifest("db", "1.4.0", 2);
+    let values = "  values:\n    replicaCount: 2\n";
+    assert!(plain.contains(values), "{plain}");
+    plain.replace(
+        values,
+        &format!(
+            "  values:
+    replicaCount: 2
+    controllers:
+      main:
+        containers:
+          app:
+            image: &image
+              repository: ghcr.io/example/db
+              tag: {tag} # written once, repeated below
+      backup:
+        containers:
+          app:
+            image: *image
+    image: *image
+"
+        ),
+    )
+}
+
+async fn running_image(story: &DemoWorld) -> Option<String> {
+    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
+        .get("db")
+        .await
+        .ok()?;
+    sts.spec.template.spec?.containers.first()?.image.clone()
+}
+
+/// The ManagedApp's status once its controller has looked at it (it has a `Ready`
+/// condition, whatever it says).
+async fn settled_status(story: &DemoWorld) -> ManagedAppStatus {
+    wait_until(
+        "the ManagedApp's status",
+        Duration::from_secs(20),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            find_condition(&status.conditions, READY)
+                .is_some()
+                .then_some(status)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
+    let before = anchored("16.4.0");
+    let fleet = Fleet::new().helm_app_written(
+        "db",
+        "db",
+        &before,
+        2,
+        json!({"versions": [{"name": "image", "document": "HelmRelease/db", "path": BACKUP_TAG}]}),
+    );
+    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    assert_eq!(
+        running_image(&story).await.as_deref(),
+        Some("ghcr.io/example/db:16.4.0"),
+        "Flux expands the alias the chart's `image` reads"
+    );
+    // The dry run says which other paths share the scalar it would edit.
+    story
+        .request(
+            "db-dry",
+            json!({"managedApp": "db", "target": {"image": "16.5.0"}, "dryRun": true}),
+        )
+        .await
+        .unwrap();
+    let dry: UpgradeRequest = story
+        .finished("db-dry", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let status = dry.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    let preflight = status
+        .phases
+        .iter()
+        .find(|p| p.name == Phase::Preflight)
+        .and_then(|p| p.message.clone())
+        .unwrap_or_default();
+    let definition_line = before
+        .lines()
+        .position(|l| l.contains("tag: 16.4.0"))
+        .map(|index| format!("line {}", index + 1))
+        .unwrap();
+    for shared in [
+        ".spec.values.controllers.main.containers.app.image.tag",
+        ".spec.values.image.tag",
+        definition_line.as_str(),
+    ] {
+        assert!(
+            preflight.contains(shared),
+            "the preflight names {shared}: {preflight}"
+        );
+    }
+    assert_eq!(
+        story.git.log().unwrap().len(),
+        1,
+        "a dry run commits nothing"
+    );
+
+    let app = settled_status(&story).await;
+    assert_eq!(
+        app.current_versions.get("image").map(String::as_str),
+        Some("16.4.0"),
+        "reading follows the alias: {app:#?}"
+    );
+
+    // The upgrade: one scalar changed, at the anchor; the aliases untouched.
+    story
+        .request(
+            "db-16-5-0",
+            json!({"managedApp": "db", "target": {"image": "16.5.0"}}),
+        )
+        .await
+        .unwrap();
+    let done: UpgradeRequest = story
+        .finished("db-16-5-0", Duration::from_secs(90))
+        .await
+        .unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    let after = story.git.read_file(FILE).unwrap().unwrap();
+    assert_eq!(after, anchored("16.5.0"));
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        changed,
+        vec![(
+            "              tag: 16.4.0 # written once, repeated below",
+            "              tag: 16.5.0 # written once, repeated below"
+        )]
+    );
+    assert_eq!(
+        running_image(&story).await.as_deref(),
+        Some("ghcr.io/example/db:16.5.0"),
+        "every place that repeats the anchor runs the new tag"
+    );
+    let app = story.app().await.unwrap().status.unwrap_or_default();
+    assert_eq!(
+        app.current_versions.get("image").map(String::as_str),
+        Some("16.5.0")
+    );
+    story.stop().await;
+}
