@@ -71,6 +71,46 @@ spec:
     )
 }
 
+/// The URL of the simulated Helm repository [`Fleet::helm_repository_app`] charts come from.
+pub const CHARTS_URL: &str = "https://charts.example.com";
+
+/// The manifests of a HelmRelease app `name` in namespace `apps` whose chart `name` at
+/// `version` (`spec.chart.spec`) comes from HelmRepository `charts` ([`CHARTS_URL`]), which
+/// refreshes its index only hourly, with a StatefulSet of `replicas` pods and a data volume each.
+pub fn helm_repository_app_manifest(name: &str, version: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: charts
+  namespace: apps
+spec:
+  interval: 1h
+  url: {CHARTS_URL}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: {name}
+  namespace: apps
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: {name}
+      version: {version}
+      sourceRef:
+        kind: HelmRepository
+        name: charts
+  values:
+    replicaCount: {replicas}
+    persistence:
+    - name: data
+      size: 1Gi
+"
+    )
+}
+
 /// The Kustomization app's Deployment (file [`WEB_FILE`]) running `image`, a full image
 /// reference: one replica mounting PVC `web-data`.
 pub fn web_deployment(image: &str) -> String {
@@ -153,6 +193,8 @@ pub struct Fleet {
     tags: Vec<String>,
     apps_follow_flux: bool,
     published: Vec<(String, String)>,
+    /// Charts (name, version) published in the simulated Helm repository at [`CHARTS_URL`].
+    charts: Vec<(String, String)>,
 }
 
 /// The credentials `flux bootstrap --token-auth` stored in Secret `flux-system/flux-system`
@@ -216,6 +258,34 @@ impl Fleet {
         self.apps.push((app.to_owned(), spec));
         self.running.push(Running::StatefulSet(
             release.to_owned(),
+            i32::try_from(replicas).unwrap_or(i32::MAX),
+        ));
+        self
+    }
+
+    /// A HelmRelease app `name` whose chart comes from a HelmRepository (file
+    /// `clusters/prod/<name>.yaml`, see [`helm_repository_app_manifest`]), with `version`
+    /// published in it, and its ManagedApp `name` (`app_spec` merged over the basics).
+    pub fn helm_repository_app(
+        mut self,
+        name: &str,
+        version: &str,
+        replicas: u32,
+        app_spec: serde_json::Value,
+    ) -> Fleet {
+        let file = format!("clusters/prod/{name}.yaml");
+        self.resources.push(format!("{name}.yaml"));
+        self.files.push((
+            file.clone(),
+            helm_repository_app_manifest(name, version, replicas),
+        ));
+        self.charts.push((name.to_owned(), version.to_owned()));
+        let mut spec = json!({"source": {"kind": "HelmRelease", "name": name},
+                              "git": {"file": file}, "health": {"stabilization": "1s"}});
+        json_patch::merge(&mut spec, &app_spec);
+        self.apps.push((name.to_owned(), spec));
+        self.running.push(Running::StatefulSet(
+            name.to_owned(),
             i32::try_from(replicas).unwrap_or(i32::MAX),
         ));
         self
@@ -401,6 +471,9 @@ impl DemoWorld {
             .context("starting the simulated controllers")?;
         for (url, tag) in &fleet.published {
             world.registry.publish(url, tag);
+        }
+        for (chart, version) in &fleet.charts {
+            world.charts.publish(CHARTS_URL, chart, version);
         }
         sim::seed::storage(&client)
             .await

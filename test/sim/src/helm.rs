@@ -12,11 +12,11 @@ use crate::conditions::{
 use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{FAIL_VERSIONS_ANNOTATION, Failures};
 use crate::helm_secret::HelmReleaseSecret;
-use crate::kinds::{dyn_api, helm_release, oci_repository, patch_status, to_value};
+use crate::kinds::{dyn_api, helm_chart, helm_release, oci_repository, patch_status, to_value};
 use anyhow::{Context, anyhow};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -62,7 +62,8 @@ struct Ctx {
 const RETRY_REQUEUE: Duration = Duration::from_millis(100);
 
 impl HelmController {
-    /// Starts watching HelmReleases (and the OCIRepositories they use) in all namespaces.
+    /// Starts watching HelmReleases (and the OCIRepositories and HelmCharts they use) in all
+    /// namespaces.
     pub fn start(client: Client, failures: Failures, options: HelmOptions) -> HelmController {
         let hr = helm_release();
         let controller = Controller::new_with(
@@ -94,6 +95,17 @@ impl HelmController {
                         })
                         .map(|h| ObjectRef::from_obj_with(&*h, hr.clone()))
                         .collect::<Vec<_>>()
+                },
+            )
+            // The HelmCharts it created, by the owner labels it put on them.
+            .watches_with(
+                Api::<DynamicObject>::all_with(client.clone(), &helm_chart()),
+                helm_chart(),
+                watcher::Config::default(),
+                |chart: DynamicObject| {
+                    let labels = chart.labels();
+                    let owner = labels.get(NAME_LABEL).zip(labels.get(NAMESPACE_LABEL));
+                    owner.map(|(name, ns)| ObjectRef::new_with(name, helm_release()).within(ns))
                 },
             )
             .reconcile_all_on(failures.changes());
@@ -284,16 +296,22 @@ fn manifest_entries(manifest: &str) -> Vec<Entry> {
         .collect()
 }
 
+/// Why a HelmRelease's chart cannot be had: its Ready reason and message.
+type ChartProblem = (&'static str, String);
+
 /// The chart (name, version) the HelmRelease asks for, or why it cannot be had.
 async fn wanted_chart(
     client: &Client,
     hr: &Value,
-) -> Result<Result<(String, String), String>, SimError> {
+) -> Result<Result<(String, String), ChartProblem>, SimError> {
     let ns = hr["metadata"]["namespace"].as_str().unwrap_or_default();
     let r = &hr["spec"]["chartRef"];
     if r.is_object() {
         if r["kind"] != "OCIRepository" {
-            return Ok(Err(format!("chartRef kind {} is not simulated", r["kind"])));
+            return Ok(Err((
+                "ArtifactFailed",
+                format!("chartRef kind {} is not simulated", r["kind"]),
+            )));
         }
         let rns = r["namespace"].as_str().unwrap_or(ns);
         let rname = r["name"].as_str().unwrap_or_default();
@@ -301,12 +319,16 @@ async fn wanted_chart(
             .get_opt(rname)
             .await?
         else {
-            return Ok(Err(format!("could not get OCIRepository '{rns}/{rname}'")));
+            return Ok(Err((
+                "ArtifactFailed",
+                format!("could not get OCIRepository '{rns}/{rname}'"),
+            )));
         };
         let repo = to_value(&repo);
         let Some(revision) = repo["status"]["artifact"]["revision"].as_str() else {
-            return Ok(Err(format!(
-                "HelmChart source OCIRepository '{rns}/{rname}' is not ready"
+            return Ok(Err((
+                "ArtifactFailed",
+                format!("HelmChart source OCIRepository '{rns}/{rname}' is not ready"),
             )));
         };
         // helm-controller reads the version from the chart's Chart.yaml in the artifact;
@@ -329,15 +351,123 @@ async fn wanted_chart(
             oci_chart_version(&format!("{version}@{digest}")),
         )));
     }
-    let spec = &hr["spec"]["chart"]["spec"];
-    let chart = spec["chart"].as_str().unwrap_or_default().to_owned();
-    let version = spec["version"].as_str().unwrap_or("*");
-    if version.contains(['*', 'x', '^', '~', '>', '<', ' ', '|']) {
-        return Ok(Err(format!(
-            "chart version {version:?}: the simulated charts need an exact version"
+    let (cns, cname) = helm_chart_of(hr);
+    let Some(chart) = dyn_api(client, &helm_chart(), &cns).get_opt(&cname).await? else {
+        return Ok(Err((
+            "ArtifactFailed",
+            format!("could not get Source object: HelmChart '{cns}/{cname}' not found"),
         )));
+    };
+    let chart = to_value(&chart);
+    // `isReady` in helm-controller's internal/controller/helmrelease_controller.go: a
+    // HelmChart whose generation is not yet built (its Ready message says why when False),
+    // or that has no artifact, is not ready, and the release waits (reason SourceNotReady).
+    let not_ready = |why: &str| {
+        (
+            "SourceNotReady",
+            format!("HelmChart '{cns}/{cname}' is not ready: {why}"),
+        )
+    };
+    let conditions = conditions_of(&chart);
+    let ready = conditions.iter().find(|c| c["type"] == "Ready");
+    if chart["status"]["observedGeneration"] != chart["metadata"]["generation"] {
+        let why = ready
+            .filter(|c| c["status"] == "False")
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or("latest generation of object has not been reconciled");
+        return Ok(Err(not_ready(why)));
     }
-    Ok(Ok((chart, version.to_owned())))
+    let Some(version) = chart["status"]["artifact"]["revision"].as_str() else {
+        return Ok(Err(not_ready("does not have an artifact")));
+    };
+    let name = chart["status"]["observedChartName"]
+        .as_str()
+        .or(chart["spec"]["chart"].as_str())
+        .unwrap_or_default();
+    // A HelmChart's artifact revision is the chart's version as built (with `+<generation>`
+    // for values files); helm-controller appends no source digest to it
+    // (`mutateChartWithSourceRevision` only does for sources whose revision has a digest).
+    Ok(Ok((name.to_owned(), version.to_owned())))
+}
+
+/// The HelmChart (namespace, name) helm-controller keeps for a `spec.chart` HelmRelease:
+/// `<namespace>-<name>` in the sourceRef's namespace (`GetHelmChartName` and
+/// `HelmChartTemplate.GetNamespace` in helm-controller's api/v2).
+fn helm_chart_of(hr: &Value) -> (String, String) {
+    let ns = hr["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = hr["metadata"]["name"].as_str().unwrap_or_default();
+    let src_ns = hr["spec"]["chart"]["spec"]["sourceRef"]["namespace"]
+        .as_str()
+        .unwrap_or(ns);
+    (src_ns.to_owned(), format!("{ns}-{name}"))
+}
+
+/// Creates or updates the HelmChart of a `spec.chart` HelmRelease from its template, as
+/// `buildHelmChartFromTemplate` and `reconcileChart` in helm-controller v1.6.4
+/// internal/reconcile/helmchart_template.go do, with the owner labels it sets.
+async fn apply_helm_chart(client: &Client, hr: &Value) -> Result<(), SimError> {
+    let ns = hr["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = hr["metadata"]["name"].as_str().unwrap_or_default();
+    let template = &hr["spec"]["chart"];
+    let spec = &template["spec"];
+    let (cns, cname) = helm_chart_of(hr);
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels[NAME_LABEL] = json!(name);
+    labels[NAMESPACE_LABEL] = json!(ns);
+    let mut chart_spec = json!({
+        "chart": spec["chart"],
+        "version": spec["version"].as_str().unwrap_or("*"),
+        "sourceRef": {"kind": spec["sourceRef"]["kind"], "name": spec["sourceRef"]["name"]},
+        "interval": spec["interval"].as_str().or(hr["spec"]["interval"].as_str()).unwrap_or("10m"),
+    });
+    for field in [
+        "reconcileStrategy",
+        "valuesFiles",
+        "ignoreMissingValuesFiles",
+    ] {
+        if !spec[field].is_null() {
+            chart_spec[field] = spec[field].clone();
+        }
+    }
+    let mut chart = json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmChart",
+        "metadata": {"name": cname, "namespace": cns, "labels": labels},
+        "spec": chart_spec,
+    });
+    if template["metadata"]["annotations"].is_object() {
+        chart["metadata"]["annotations"] = template["metadata"]["annotations"].clone();
+    }
+    let api = dyn_api(client, &helm_chart(), &cns);
+    // helm-controller patches only when the template changed; applying an unchanged object
+    // each reconcile would also wake this controller through its HelmChart watch.
+    if let Some(existing) = api.get_opt(&cname).await? {
+        let existing = to_value(&existing);
+        let same = |a: &Value, b: &Value| {
+            a.as_object()
+                .into_iter()
+                .flatten()
+                .all(|(k, v)| b[k.as_str()] == *v)
+        };
+        if same(&chart["spec"], &existing["spec"])
+            && same(
+                &chart["metadata"]["labels"],
+                &existing["metadata"]["labels"],
+            )
+        {
+            return Ok(());
+        }
+    }
+    api.patch(
+        &cname,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(chart),
+    )
+    .await
+    .map_err(|e| anyhow!("applying HelmChart {cns}/{cname}: {e}"))?;
+    Ok(())
 }
 
 /// The chart version helm-controller records for a chart pulled from an OCIRepository
@@ -622,12 +752,15 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
         ));
     }
 
+    if hr["spec"]["chart"].is_object() {
+        apply_helm_chart(&ctx.client, &hr).await?;
+    }
     let (chart, version) = match wanted_chart(&ctx.client, &hr).await? {
         Ok(c) => c,
-        Err(message) => {
+        Err((reason, message)) => {
             set_condition(
                 &mut conditions,
-                condition("Ready", "False", "ArtifactFailed", &message, generation),
+                condition("Ready", "False", reason, &message, generation),
             );
             status["conditions"] = json!(conditions);
             patch_status(&api, &name, status, MANAGER).await?;

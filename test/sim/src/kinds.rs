@@ -42,6 +42,21 @@ pub fn oci_repository() -> ApiResource {
     )
 }
 
+/// Flux's HelmRepository v1.
+pub fn helm_repository() -> ApiResource {
+    api_resource(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "HelmRepository",
+        "helmrepositories",
+    )
+}
+
+/// Flux's HelmChart v1.
+pub fn helm_chart() -> ApiResource {
+    api_resource("source.toolkit.fluxcd.io", "v1", "HelmChart", "helmcharts")
+}
+
 /// Flux's Kustomization v1.
 pub fn kustomization() -> ApiResource {
     api_resource(

@@ -13,6 +13,8 @@ pub mod flux_source;
 pub mod git_mirror;
 pub mod git_server;
 pub mod helm;
+pub mod helm_chart;
+pub mod helm_repository;
 pub mod helm_secret;
 pub mod kinds;
 pub mod kustomize;

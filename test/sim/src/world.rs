@@ -15,6 +15,7 @@
 //! world.failures.fail_chart_version("2.0.0");               // its pods never get ready
 //! world.failures.fail_image("ghcr.io/example/web:2.0.0");   // same, for any workload
 //! world.failures.fail_snapshots("data-", "quota exceeded"); // status.error.message
+//! world.charts.publish("https://charts.example.com", "db", "1.1.0"); // seen at the HelmRepository's next refresh
 //! let token = sim::volumes::content_token(&client, "apps", "data-db-0").await?;
 //! let cut = sim::volumes::snapshot_token(&client, "apps", "snap-1").await?;
 //! # Ok(()) }
@@ -36,7 +37,10 @@
 //!   OCIRepository resolves `ref.digest`, `ref.semver` and `ref.tag` from a simulated
 //!   registry ([`crate::oci_source::OciRegistry`]; digests are fake, `semverFilter`,
 //!   `layerSelector` and `verify` are not simulated);
-//!   HelmRepository, HelmChart and Bucket sources are not simulated.
+//!   HelmRepository only serves the charts published through [`World::charts`] over HTTP
+//!   (type `oci`, auth, TLS and index contents beyond chart names and versions are not
+//!   simulated); HelmChart builds only from a HelmRepository, resolving exact versions
+//!   (or `*`), not ranges; Bucket sources are not simulated.
 //! - kustomize-controller: no periodic drift correction (applies happen when the artifact,
 //!   the generation or `requestedAt` changes, and failed applies retry), no `dependsOn`,
 //!   `wait`/`healthChecks`, `postBuild` substitution, SOPS decryption, patches, generators,
@@ -50,8 +54,8 @@
 //!   failing — and a failed release with its whole retry/remediation cycle is settled in
 //!   one reconcile (watchers see the outcome, not each retry). `status.history` timestamps
 //!   are the time of the status write. Release names longer than 53 characters are not
-//!   shortened as Flux does; chart versions must be exact (no semver ranges); the
-//!   `HelmChart` object is named in `status.helmChart` but not created.
+//!   shortened as Flux does; a `spec.chart` HelmChart is created and updated but not
+//!   deleted with its HelmRelease.
 //!
 //! CSI and kube:
 //!
@@ -70,6 +74,8 @@
 use crate::faults::Failures;
 use crate::flux_source::{SourceController, SourceOptions};
 use crate::helm::{HelmController, HelmOptions};
+use crate::helm_chart::HelmChartController;
+use crate::helm_repository::{ChartRepositories, HelmRepositoryController, HelmRepositoryOptions};
 use crate::kustomize::{KustomizeController, KustomizeOptions};
 use crate::oci_source::{OciRegistry, OciSourceController};
 use crate::pods::{PodOptions, PodSim};
@@ -84,6 +90,7 @@ pub struct WorldOptions {
     pub source: SourceOptions,
     pub kustomize: KustomizeOptions,
     pub helm: HelmOptions,
+    pub helm_repository: HelmRepositoryOptions,
     pub snapshots: SnapshotOptions,
     pub pods: PodOptions,
     /// Git URL rewrites for both Flux controllers that read Git (see
@@ -124,7 +131,11 @@ pub struct World {
     /// The simulated OCI registry the OCIRepository controller pulls from (publish chart
     /// tags there for digest and semver refs).
     pub registry: OciRegistry,
+    /// The charts published in the simulated Helm repositories (by URL).
+    pub charts: ChartRepositories,
     pub source: SourceController,
+    pub helm_repository: HelmRepositoryController,
+    pub helm_chart: HelmChartController,
     pub oci: OciSourceController,
     pub kustomize: KustomizeController,
     pub helm: HelmController,
@@ -144,8 +155,16 @@ impl World {
             .url_rewrites
             .extend(options.git_url_rewrites.iter().cloned());
         kustomize.url_rewrites.extend(options.git_url_rewrites);
+        let charts = ChartRepositories::default();
         Ok(World {
             source: SourceController::start(client.clone(), source)?,
+            helm_repository: HelmRepositoryController::start(
+                client.clone(),
+                charts.clone(),
+                options.helm_repository,
+            ),
+            helm_chart: HelmChartController::start(client.clone(), charts.clone()),
+            charts,
             oci: OciSourceController::start(client.clone(), registry.clone()),
             kustomize: KustomizeController::start(client.clone(), kustomize)?,
             helm: HelmController::start(client.clone(), failures.clone(), options.helm),

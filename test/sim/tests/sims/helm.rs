@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::Api;
 use kube::api::{DynamicObject, ListParams};
 use serde_json::{Value, json};
-use sim::kinds::{helm_release, oci_repository};
+use sim::kinds::{helm_chart, helm_release, helm_repository, oci_repository};
 use sim::seed;
 use std::io::Read;
 
@@ -436,6 +436,15 @@ async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
     let env = env().await;
     seed::namespace(&env.client, "flux-system").await.unwrap();
     seed::namespace(&env.client, "web").await.unwrap();
+    env.world
+        .charts
+        .publish("https://charts.example.com", "site", "3.1.0");
+    seed::put(
+        &env.client,
+        helm_repository_object("charts", "flux-system", "10m"),
+    )
+    .await
+    .unwrap();
     seed::put(&env.client, json!({
         "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
         "metadata": {"name": "site", "namespace": "flux-system"},
@@ -479,6 +488,137 @@ async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "web");
     wait_for(&pvcs, "web-site-uploads", "claim bound", |p| {
         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+    })
+    .await;
+}
+
+/// An HTTP HelmRepository at https://charts.example.com refreshed every `interval`.
+fn helm_repository_object(name: &str, ns: &str, interval: &str) -> Value {
+    json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"interval": interval, "url": "https://charts.example.com"},
+    })
+}
+
+#[tokio::test]
+async fn a_helm_repository_chart_waits_for_the_index_refresh_that_lists_its_version() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    env.world
+        .charts
+        .publish("https://charts.example.com", "db", "1.0.0");
+    seed::put(&env.client, helm_repository_object("charts", "apps", "1h"))
+        .await
+        .unwrap();
+    seed::put(&env.client, json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "db", "namespace": "apps"},
+        "spec": {"interval": "10m",
+                 "chart": {"spec": {"chart": "db", "version": "1.0.0", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}},
+    }))
+    .await
+    .unwrap();
+    let releases_api = dynamic(&env.client, &helm_release(), "apps");
+    let hr = wait_for(&releases_api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    // A HelmRepository chart's version carries no build metadata.
+    assert_eq!(json_of(&hr)["status"]["lastAttemptedRevision"], "1.0.0");
+    let charts = dynamic(&env.client, &helm_chart(), "apps");
+    let chart = json_of(&charts.get("apps-db").await.unwrap());
+    assert_eq!(
+        chart["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"],
+        "db"
+    );
+    assert_eq!(
+        chart["metadata"]["labels"]["helm.toolkit.fluxcd.io/namespace"],
+        "apps"
+    );
+    assert_eq!(chart["status"]["artifact"]["revision"], "1.0.0");
+    let repos = dynamic(&env.client, &helm_repository(), "apps");
+    let repo = json_of(&repos.get("charts").await.unwrap());
+    let stale_index = repo["status"]["artifact"]["revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(stale_index.starts_with("sha256:"), "{stale_index}");
+    assert_eq!(
+        cond(&repo, "Ready")["message"],
+        format!("stored artifact: revision '{stale_index}'")
+    );
+
+    // Published after the repository's last refresh: its stored index does not list it.
+    env.world
+        .charts
+        .publish("https://charts.example.com", "db", "1.1.0");
+    merge(
+        &releases_api,
+        "db",
+        json!({"spec": {"chart": {"spec": {"version": "1.1.0"}}}}),
+    )
+    .await;
+    let missing = "invalid chart reference: failed to get chart version for remote reference: \
+                   no 'db' chart with version matching '1.1.0' found";
+    let chart = wait_for(&charts, "apps-db", "build failure", |c| {
+        cond(&json_of(c), "FetchFailed")["reason"] == "InvalidChartReference"
+    })
+    .await;
+    let chart = json_of(&chart);
+    assert_eq!(cond(&chart, "FetchFailed")["message"], missing);
+    assert_eq!(cond(&chart, "Ready")["status"], "False");
+    assert_eq!(chart["status"]["artifact"]["revision"], "1.0.0");
+    // First "latest generation of object has not been reconciled", then, once the chart's
+    // build failed (its watch wakes the release), why.
+    let not_ready = format!("HelmChart 'apps/apps-db' is not ready: {missing}");
+    let hr = wait_for(&releases_api, "db", "source not ready", |o| {
+        cond(&json_of(o), "Ready")["message"] == not_ready.as_str()
+    })
+    .await;
+    assert_eq!(cond(&json_of(&hr), "Ready")["reason"], "SourceNotReady");
+    assert_eq!(
+        json_of(&repos.get("charts").await.unwrap())["status"]["artifact"]["revision"],
+        stale_index.as_str(),
+        "the repository refetched its index before its interval or a request"
+    );
+
+    request_reconcile(&repos, "charts", "refresh-1").await;
+    let repo = wait_for(&repos, "charts", "refresh", |r| {
+        json_of(r)["status"]["lastHandledReconcileAt"] == "refresh-1"
+    })
+    .await;
+    assert_ne!(
+        json_of(&repo)["status"]["artifact"]["revision"],
+        stale_index.as_str()
+    );
+    let hr = wait_for(&releases_api, "db", "upgrade", |o| attempted(o, "1.1.0")).await;
+    assert_eq!(cond(&json_of(&hr), "Ready")["status"], "True");
+    assert_eq!(
+        releases(&env, "apps", "db").await,
+        [
+            (1, "superseded".into(), "1.0.0".into()),
+            (2, "deployed".into(), "1.1.0".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_helm_repository_refreshes_its_index_on_its_interval() {
+    let env = env().await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    seed::put(&env.client, helm_repository_object("charts", "apps", "1s"))
+        .await
+        .unwrap();
+    let repos = dynamic(&env.client, &helm_repository(), "apps");
+    let repo = wait_for(&repos, "charts", "first index", |r| {
+        json_of(r)["status"]["artifact"]["revision"].is_string()
+    })
+    .await;
+    let empty = json_of(&repo)["status"]["artifact"]["revision"].clone();
+    env.world
+        .charts
+        .publish("https://charts.example.com", "db", "1.0.0");
+    wait_for(&repos, "charts", "index refreshed on its interval", |r| {
+        let revision = &json_of(r)["status"]["artifact"]["revision"];
+        revision.is_string() && *revision != empty
     })
     .await;
 }
