@@ -458,9 +458,10 @@ impl DemoWorld {
         let git = builder
             .start()
             .context("starting the local Git server (is `git` installed?)")?;
-        let flux_url = match fleet.apps_follow_flux {
-            true => git.http_url().context("the Git server serves HTTP")?,
-            false => FLEET_URL.to_owned(),
+        let flux_url = if fleet.apps_follow_flux {
+            git.http_url().context("the Git server serves HTTP")?
+        } else {
+            FLEET_URL.to_owned()
         };
         let mut options = WorldOptions::fast();
         options
