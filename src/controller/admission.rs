@@ -138,7 +138,10 @@ pub async fn upgrade_plan(
     {
         return Err(Problem::terminal(
             "AlreadyAtTarget",
-            format!("Git already holds {target:?}; nothing to upgrade"),
+            format!(
+                "Git already holds {}; nothing to upgrade",
+                crate::api::versions_summary(&target)
+            ),
         ));
     }
     // Each file takes the edit (the text is discarded): a target the fields cannot hold —
