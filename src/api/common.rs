@@ -101,6 +101,37 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
+/// FNV-1a, 64 bits: tiny and, unlike std's hasher, stable across Rust releases and
+/// platforms — names and label values derived from it must match after an operator upgrade.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `text` as a piece of a DNS-1123 name or label value: lowercase `[a-z0-9.-]` only, no
+/// separator runs, no separator at either end.
+pub fn dns_piece(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_alphanumeric() || c == '.' {
+            c
+        } else {
+            '-'
+        };
+        match (out.chars().last(), c) {
+            (Some('-' | '.'), '-') => {
+                out.pop();
+                out.push('-');
+            }
+            (Some('-' | '.'), '.') => {}
+            _ => out.push(c),
+        }
+    }
+    out.trim_matches(['-', '.']).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

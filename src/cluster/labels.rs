@@ -28,8 +28,11 @@ pub fn label_value(name: &str) -> String {
     if is_label_value(name) {
         return name.to_owned();
     }
-    let hash = format!("{:08x}", fnv1a(name.as_bytes()) & 0xffff_ffff);
-    let mut prefix: String = readable(name)
+    let hash = format!(
+        "{:08x}",
+        crate::api::common::fnv1a(name.as_bytes()) & 0xffff_ffff
+    );
+    let mut prefix: String = crate::api::common::dns_piece(name)
         .chars()
         .take(MAX_LABEL_VALUE - hash.len() - 1)
         .collect();
@@ -73,36 +76,6 @@ pub fn names(
         Some(full) => full == name,
         None => labels.and_then(|l| l.get(key)).map(String::as_str) == Some(name),
     }
-}
-
-/// `[a-z0-9.-]` only, no separator runs, no separator at either end.
-fn readable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_alphanumeric() || c == '.' {
-            c
-        } else {
-            '-'
-        };
-        match (out.chars().last(), c) {
-            (Some('-' | '.'), '-') => {
-                out.pop();
-                out.push('-');
-            }
-            (Some('-' | '.'), '.') => {}
-            _ => out.push(c),
-        }
-    }
-    out.trim_matches(['-', '.']).to_owned()
-}
-
-/// FNV-1a, 64 bits: tiny and, unlike std's hasher, stable across Rust releases, which
-/// values that must match after an operator upgrade need.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

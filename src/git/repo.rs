@@ -641,6 +641,27 @@ impl Session<'_> {
         }
     }
 
+    /// Directory `dir` of `tree` (`tree` itself for `""`); `None` when it does not exist.
+    fn directory<'t>(
+        &'t self,
+        tree: &git2::Tree<'t>,
+        dir: &str,
+    ) -> Result<Option<git2::Tree<'t>>, GitError> {
+        if dir.is_empty() {
+            return Ok(Some(tree.clone()));
+        }
+        match tree.get_path(Path::new(dir)) {
+            Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => self
+                .repo
+                .find_tree(entry.id())
+                .map(Some)
+                .map_err(|e| self.inner.corrupt(&e)),
+            Ok(_) => Err(self.inner.invalid_path(dir, "is a file, not a directory")),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(self.inner.corrupt(&e)),
+        }
+    }
+
     /// The regular files directly inside `dir` of `tree` (the root for `""`), by name; an
     /// absent directory has none. Oversized files, links and submodules are skipped.
     fn read_directory(
@@ -649,22 +670,8 @@ impl Session<'_> {
         dir: &str,
     ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, GitError> {
         let inner = self.inner;
-        let subtree;
-        let tree = if dir.is_empty() {
-            tree
-        } else {
-            match tree.get_path(Path::new(dir)) {
-                Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
-                    subtree = self
-                        .repo
-                        .find_tree(entry.id())
-                        .map_err(|e| inner.corrupt(&e))?;
-                    &subtree
-                }
-                Ok(_) => return Err(inner.invalid_path(dir, "is a file, not a directory")),
-                Err(e) if e.code() == ErrorCode::NotFound => return Ok(Default::default()),
-                Err(e) => return Err(inner.corrupt(&e)),
-            }
+        let Some(tree) = self.directory(tree, dir)? else {
+            return Ok(Default::default());
         };
         let mut files = std::collections::BTreeMap::new();
         for entry in tree.iter() {
@@ -694,22 +701,8 @@ impl Session<'_> {
         dir: &str,
     ) -> Result<std::collections::BTreeMap<String, Vec<u8>>, GitError> {
         let inner = self.inner;
-        let subtree;
-        let tree = if dir.is_empty() {
-            tree
-        } else {
-            match tree.get_path(Path::new(dir)) {
-                Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => {
-                    subtree = self
-                        .repo
-                        .find_tree(entry.id())
-                        .map_err(|e| inner.corrupt(&e))?;
-                    &subtree
-                }
-                Ok(_) => return Err(inner.invalid_path(dir, "is a file, not a directory")),
-                Err(e) if e.code() == ErrorCode::NotFound => return Ok(Default::default()),
-                Err(e) => return Err(inner.corrupt(&e)),
-            }
+        let Some(tree) = self.directory(tree, dir)? else {
+            return Ok(Default::default());
         };
         let mut files = std::collections::BTreeMap::new();
         let mut failure = None;

@@ -229,39 +229,6 @@ fn auto_name(auto: AutoUpdate) -> &'static str {
     }
 }
 
-/// 64-bit FNV-1a: tiny, stable across versions and platforms (unlike std's hasher).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
-/// Lowercase, `[a-z0-9.-]` only, no separator runs, starting and ending alphanumeric: a
-/// valid DNS-1123 subdomain piece.
-fn sanitize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let c = c.to_ascii_lowercase();
-        let c = if c.is_ascii_alphanumeric() || c == '.' {
-            c
-        } else {
-            '-'
-        };
-        match (out.chars().last(), c) {
-            (Some('-' | '.'), '-') => {
-                out.pop();
-                out.push('-');
-            }
-            (Some('-' | '.'), '.') => {}
-            _ => out.push(c),
-        }
-    }
-    out.trim_matches(['-', '.']).to_owned()
-}
-
 /// The UpgradeRequest name for `target`: `<app>-<versions>-<hash>`. The same app and target
 /// give the same name after any restart (so a second create finds the first); any other
 /// target gives another hash. The hash covers the full versions, digests included.
@@ -273,9 +240,12 @@ pub fn request_name(app: &str, target: &BTreeMap<String, String>) -> String {
         hashed.push('=');
         hashed.push_str(version);
     }
-    let hash = format!("{:010x}", fnv1a(hashed.as_bytes()) & 0xff_ffff_ffff);
+    let hash = format!(
+        "{:010x}",
+        crate::api::common::fnv1a(hashed.as_bytes()) & 0xff_ffff_ffff
+    );
     let versions: Vec<String> = target.values().map(|v| normalize(v)).collect();
-    let readable = sanitize(&format!("{app}-{}", versions.join("-")));
+    let readable = crate::api::common::dns_piece(&format!("{app}-{}", versions.join("-")));
     let room = MAX_NAME_LEN - hash.len() - 1;
     let mut prefix: String = readable.chars().take(room).collect();
     while prefix.ends_with(['-', '.']) {
