@@ -5,6 +5,7 @@
 
 use super::Context;
 use super::git_access::{locate, open, read_version_files};
+use super::git_write::{check_push_access, check_signing};
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
 use crate::cluster::flux::ops::suspend_chain;
@@ -89,6 +90,8 @@ pub async fn upgrade_plan(
     let location = locate(ctx, app, &chain).await?;
     let repo = open(ctx, &location).await?;
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
+    // Refuse what Git or Flux would refuse at Commit, before anything is touched.
+    check_signing(ctx, app, &chain).await?;
     let fields = locate_fields(&app.spec, &files)
         .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
     let current = current_versions(&fields)
@@ -126,6 +129,13 @@ pub async fn upgrade_plan(
             format!("Git already holds {target:?}; nothing to upgrade"),
         ));
     }
+    // One connection, bounded by the Git timeouts, only in this admitting reconcile; a dry
+    // run asks in Preflight instead. The answer is kept in the plan for Commit's messages.
+    let push_access = if upgrade.spec.dry_run {
+        None
+    } else {
+        Some(check_push_access(repo.as_ref(), &location).await?)
+    };
     let snapshots_wanted =
         app.spec.snapshots.enabled && !upgrade.spec.skip_snapshot && !upgrade.spec.dry_run;
     let all_classes = if snapshots_wanted {
@@ -171,6 +181,7 @@ pub async fn upgrade_plan(
             branch: location.branch,
             revision,
             files: files_touched,
+            push_access,
         }),
         flux_objects: chain,
         workloads: inventory.workloads,

@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use kubesim::KubeSim;
 use serde_json::json;
-use sim::git_server::GitServer;
+use sim::git_server::{GitServer, WriteRefusal};
 use sim::world::{World, WorldOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +140,7 @@ pub struct Fleet {
     apps: Vec<(String, serde_json::Value)>,
     running: Vec<Running>,
     credentials: Option<(String, String)>,
+    deploy_key: Option<(String, String, WriteRefusal)>,
 }
 
 /// The Secret (namespace `apps`) holding the Git credentials of a fleet served with
@@ -239,6 +240,20 @@ spec:
         self.credentials = Some((username.to_owned(), password.to_owned()));
         self
     }
+
+    /// Flux fetches the fleet as `flux bootstrap` sets it up: GitRepository `flux-system`
+    /// reads the smart-HTTP URL with credentials that may fetch but not push (refused as
+    /// `refusal` says), from Secret `flux-system/flux-system`; and the ManagedApps name no
+    /// Git location of their own, so Fluxgate falls back to that GitRepository's.
+    pub fn bootstrap_deploy_key(
+        mut self,
+        username: &str,
+        password: &str,
+        refusal: WriteRefusal,
+    ) -> Fleet {
+        self.deploy_key = Some((username.to_owned(), password.to_owned(), refusal));
+        self
+    }
 }
 
 impl DemoWorld {
@@ -276,6 +291,9 @@ impl DemoWorld {
         if let Some((username, password)) = &fleet.credentials {
             builder = builder.http_credentials(username, password);
         }
+        if let Some((username, password, refusal)) = &fleet.deploy_key {
+            builder = builder.http_read_only_credentials(username, password, *refusal);
+        }
         let git = builder
             .start()
             .context("starting the local Git server (is `git` installed?)")?;
@@ -292,6 +310,17 @@ impl DemoWorld {
         sim::seed::flux_system(&client, FLEET_URL, "main", "./clusters/prod")
             .await
             .context("bootstrapping Flux")?;
+        if let Some((username, password, _)) = &fleet.deploy_key {
+            // As `flux bootstrap`: the deploy key in Secret flux-system/flux-system.
+            let url = git.http_url().context("the Git server serves HTTP")?;
+            let fs = sim::seed::FLUX_SYSTEM;
+            sim::seed::git_credentials(&client, fs, fs, username, password)
+                .await
+                .context("creating the deploy key Secret")?;
+            sim::seed::git_repository(&client, fs, fs, &url, "main", Some(fs))
+                .await
+                .context("pointing GitRepository flux-system at the deploy key")?;
+        }
         let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), "apps");
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), "apps");
         for running in &fleet.running {
@@ -320,7 +349,11 @@ impl DemoWorld {
                 }
             }
         }
-        let mut git_spec = json!({"url": git.file_url(), "branch": "main"});
+        let mut git_spec = match fleet.deploy_key {
+            // The GitRepository's location and Secret, as Fluxgate finds them.
+            Some(_) => json!({}),
+            None => json!({"url": git.file_url(), "branch": "main"}),
+        };
         if let Some((username, password)) = &fleet.credentials {
             sim::seed::git_credentials(&client, "apps", GIT_SECRET, username, password)
                 .await

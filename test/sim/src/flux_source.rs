@@ -1,7 +1,10 @@
-//! Flux source-controller for GitRepository v1: fetches `spec.url` at `spec.ref.branch`
-//! and reports the artifact revision (`<branch>@sha1:<sha>`), `Ready`, `observedGeneration`
-//! and `lastHandledReconcileAt`, on its interval or when `requestedAt` changes.
+//! Flux source-controller for GitRepository v1: fetches `spec.url` at `spec.ref.branch`,
+//! verifies the HEAD commit's signature when `spec.verify` asks for it (see
+//! [`crate::commit_verify`]), and reports the artifact revision (`<branch>@sha1:<sha>`),
+//! `Ready`, `SourceVerified`, `observedGeneration` and `lastHandledReconcileAt`, on its
+//! interval or when `requestedAt` changes.
 
+use crate::commit_verify::{Verdict, verify_head};
 use crate::conditions::{
     condition, conditions_of, now, parse_go_duration, remove_condition, requested_at,
     set_condition, suspended,
@@ -91,6 +94,53 @@ pub fn branch_of(spec: &Value) -> String {
         .to_owned()
 }
 
+/// The verdict on HEAD commit `sha` when `spec.verify` asks for one (`None` otherwise):
+/// `verifySignature` skips an empty mode, and reads every mode but `Tag` as verifying HEAD.
+async fn verify(
+    ctx: &Ctx,
+    namespace: &str,
+    spec: &Value,
+    sha: &str,
+) -> anyhow::Result<Option<Verdict>> {
+    let mode = spec["verify"]["mode"].as_str().unwrap_or_default();
+    if mode.is_empty() || mode == "Tag" {
+        return Ok(None);
+    }
+    let secret_name = spec["verify"]["secretRef"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(secret_name)
+        .await?
+    {
+        Some(secret) => secret,
+        None => {
+            return Ok(Some(Verdict::Refused(
+                "VerificationError".to_owned(),
+                format!("public keys secret error: secrets \"{secret_name}\" not found"),
+            )));
+        }
+    };
+    let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let mirror = ctx.mirror.clone();
+    let commit = sha.to_owned();
+    let (signature, payload) =
+        tokio::task::spawn_blocking(move || mirror.commit_signature(&commit))
+            .await
+            .map_err(|e| anyhow!("signature task: {e}"))??;
+    Ok(Some(verify_head(
+        sha,
+        signature.as_deref(),
+        &payload,
+        &data,
+    )))
+}
+
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let v = to_value(&*obj);
     let ns = obj.namespace().unwrap_or_default();
@@ -123,8 +173,61 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
         status = json!({});
     }
     let mut conditions = conditions_of(&v);
+    // reconcileSource drops a failed verification before verifying again.
+    if conditions
+        .iter()
+        .any(|c| c["type"] == "SourceVerified" && c["status"] == "False")
+    {
+        remove_condition(&mut conditions, "SourceVerified");
+    }
+    let verdict = match &fetched {
+        Ok(sha) => verify(&ctx, &ns, &v["spec"], sha)
+            .await
+            .map_err(|e| SimError::from(anyhow!("verifying commit {sha}: {e:#}")))?,
+        Err(_) => None,
+    };
     match fetched {
+        Ok(sha) if matches!(verdict, Some(Verdict::Refused(..))) => {
+            // verifySignature failed: SourceVerified=False, and Ready (summarised with
+            // SourceVerified as a bipolar condition) False with the same reason and message.
+            // The stored artifact stays the previous one, and a generic error leaves
+            // `observedGeneration` alone (ComputeReconcileResult, internal/reconcile).
+            let Some(Verdict::Refused(reason, message)) = verdict else {
+                unreachable!("matched above")
+            };
+            tracing::info!(gitrepository = %format!("{ns}/{name}"), %sha, %message, "commit refused");
+            for (t, s) in [("SourceVerified", "False"), ("Ready", "False")] {
+                set_condition(
+                    &mut conditions,
+                    condition(t, s, &reason, &message, generation),
+                );
+            }
+            status["conditions"] = json!(conditions);
+            if let Some(at) = requested_at(&v) {
+                status["lastHandledReconcileAt"] = json!(at);
+            }
+            if status != old {
+                let api = dyn_api(&ctx.client, &git_repository(), &ns);
+                patch_status(&api, &name, status, "source-controller").await?;
+            }
+            return Ok(Action::requeue(interval));
+        }
         Ok(sha) => {
+            match &verdict {
+                Some(Verdict::Verified(message)) => {
+                    set_condition(
+                        &mut conditions,
+                        condition("SourceVerified", "True", "Succeeded", message, generation),
+                    );
+                    status["sourceVerificationMode"] = json!("HEAD");
+                }
+                _ => {
+                    remove_condition(&mut conditions, "SourceVerified");
+                    if let Some(map) = status.as_object_mut() {
+                        map.remove("sourceVerificationMode");
+                    }
+                }
+            }
             let revision = format!("{branch}@sha1:{sha}");
             if status["artifact"]["revision"] != revision.as_str() {
                 let path = format!("gitrepository/{ns}/{name}/{sha}.tar.gz");

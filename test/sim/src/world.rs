@@ -29,7 +29,9 @@
 //!
 //! - source-controller builds no artifact tarball: `artifact.digest` is `sha1:<commit>`,
 //!   `url` points nowhere; GitRepository `ref.tag`/`semver`/`commit`, `include`, `ignore`,
-//!   `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are not simulated;
+//!   `sparseCheckout`, SSH and TLS-certificate auth are not simulated; commit verification
+//!   (`spec.verify`) checks SSH signatures of HEAD only (no OpenPGP, no tags: see
+//!   [`crate::commit_verify`]);
 //!   OCIRepository only resolves `ref.tag` (no registry is contacted, digests are fake);
 //!   HelmRepository, HelmChart and Bucket sources are not simulated.
 //! - kustomize-controller: no periodic drift correction (applies happen when the artifact,
