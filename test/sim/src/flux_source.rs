@@ -219,7 +219,12 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
                         &mut conditions,
                         condition("SourceVerified", "True", "Succeeded", message, generation),
                     );
-                    status["sourceVerificationMode"] = json!("HEAD");
+                    // GitRepositoryVerification.GetMode: a valid mode as written, else HEAD.
+                    let mode = v["spec"]["verify"]["mode"]
+                        .as_str()
+                        .filter(|m| matches!(*m, "HEAD" | "Tag" | "TagAndHEAD"))
+                        .unwrap_or("HEAD");
+                    status["sourceVerificationMode"] = json!(mode);
                 }
                 _ => {
                     remove_condition(&mut conditions, "SourceVerified");
