@@ -495,6 +495,7 @@ fn one_commit_for_several_files() -> TestResult {
             }),
         ],
         idempotency: None,
+        signing: None,
     };
     pushed(repo.commit_and_push_blocking(request)?)?;
     assert_eq!(server.log()?.len(), 2);
@@ -630,5 +631,109 @@ fn tells_whether_a_later_commit_includes_an_earlier_one() -> TestResult {
         "an unknown commit does not"
     );
     assert!(!repo.contains_blocking("not-a-sha", &ours)?);
+    Ok(())
+}
+
+/// A signed commit is what `git commit -S` with `gpg.format=ssh` makes: `git verify-commit`
+/// (through ssh-keygen, with the key in an allowed-signers file) accepts it, and the commit
+/// is otherwise the same as an unsigned one.
+#[test]
+fn signed_commits_verify_with_git_itself() -> TestResult {
+    use ssh_key::private::Ed25519Keypair;
+    let server = file_server()?;
+    let cache = tempfile::tempdir()?;
+    let repo = open(&server, server.file_url(), GitAuth::Anonymous, cache.path())?;
+    let key = ssh_key::PrivateKey::from(Ed25519Keypair::from_seed(&[7; 32]));
+    let signing = fluxgate::git::SigningKey::from_private_key(key.clone());
+    let mut signed = request("uid-signed", vec![set_version("1.1.0", counter())]);
+    signed.signing = Some(signing);
+    let CommitOutcome::Pushed { commit, .. } = repo.commit_and_push_blocking(signed)? else {
+        panic!("not pushed");
+    };
+    let scratch = tempfile::tempdir()?;
+    let signers = scratch.path().join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!("fluxgate@example.com {}\n", key.public_key().to_openssh()?),
+    )?;
+    let verify = |signers: &std::path::Path| {
+        std::process::Command::new("git")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args(["-C", &server.repo_path().to_string_lossy()])
+            .args(["-c", "gpg.format=ssh", "-c"])
+            .arg(format!("gpg.ssh.allowedSignersFile={}", signers.display()))
+            .args(["verify-commit", "--raw", &commit.sha])
+            .output()
+    };
+    let out = verify(&signers)?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Good \"git\" signature"), "{said}");
+    // Another key does not verify it.
+    let other = ssh_key::PrivateKey::from(Ed25519Keypair::from_seed(&[8; 32]));
+    std::fs::write(
+        &signers,
+        format!(
+            "fluxgate@example.com {}\n",
+            other.public_key().to_openssh()?
+        ),
+    )?;
+    assert!(!verify(&signers)?.status.success());
+    assert_eq!(
+        server.read_file(RELEASE)?.as_deref(),
+        Some(&*RELEASE_V1.replace("1.0.0", "1.1.0"))
+    );
+    Ok(())
+}
+
+/// Asking for a push connection tells credentials that may push from read-only ones, as the
+/// server refuses them: at the advertisement (GitHub, GitLab) or only at the push (Gitea for
+/// a user with read permission), where the rejection then carries the server's words.
+#[test]
+fn push_access_tells_read_only_credentials_apart() -> TestResult {
+    use fluxgate::git::PushAccess;
+    use sim::git_server::WriteRefusal;
+    let server = GitServer::builder()
+        .file(RELEASE, RELEASE_V1)
+        .http_credentials("writer", "w")
+        .http_read_only_credentials("deploy", "r", WriteRefusal::AtAdvertisement)
+        .http_read_only_credentials("reader", "r2", WriteRefusal::AtPush)
+        .start()?;
+    let url = server.http_url().expect("http");
+    let basic = |user: &str, password: &str| GitAuth::Basic {
+        username: user.into(),
+        password: SecretString::new(password),
+    };
+    let cache = tempfile::tempdir()?;
+    let writer = open(&server, url.clone(), basic("writer", "w"), cache.path())?;
+    assert_eq!(writer.push_access_blocking()?, PushAccess::Offered);
+
+    let deploy = open(&server, url.clone(), basic("deploy", "r"), cache.path())?;
+    deploy.head_blocking()?;
+    match deploy.push_access_blocking()? {
+        PushAccess::Refused { detail } => assert!(detail.contains("403"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let anonymous = open(&server, url.clone(), GitAuth::Anonymous, cache.path())?;
+    assert!(matches!(
+        anonymous.push_access_blocking()?,
+        PushAccess::Refused { .. }
+    ));
+
+    let reader = open(&server, url.clone(), basic("reader", "r2"), cache.path())?;
+    assert_eq!(reader.push_access_blocking()?, PushAccess::Offered);
+    let err = reader
+        .commit_and_push_blocking(request("uid-reader", vec![set_version("1.1.0", counter())]))
+        .expect_err("refused at push");
+    assert_eq!(err.category(), "git_rejected", "{err}");
+    assert!(
+        err.to_string()
+            .contains("User permission denied for writing"),
+        "{err}"
+    );
+    let file = open(&server, server.file_url(), GitAuth::Anonymous, cache.path())?;
+    assert_eq!(file.push_access_blocking()?, PushAccess::NotChecked);
+    assert_eq!(server.log()?.len(), 1, "nothing pushed");
     Ok(())
 }

@@ -175,9 +175,28 @@ pub struct GitLocation {
     pub branch: Option<String>,
     /// Secret (same namespace) with push credentials, in Flux's git secret format:
     /// `username` and `password` (a token) for HTTPS, or `identity` (an SSH private key) and
-    /// `known_hosts` for SSH. Defaults to the GitRepository's `secretRef`.
+    /// `known_hosts` for SSH. Defaults to the GitRepository's `secretRef` — which, as
+    /// `flux bootstrap` makes it, is a read-only deploy key: then set this to credentials
+    /// that may push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// Signs Fluxgate's commits, as a GitRepository with `spec.verify` requires (it refuses
+    /// unsigned commits, which stalls the whole repository). Required when the GitRepository
+    /// behind the app verifies HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<CommitSigning>,
+}
+
+/// The key Fluxgate signs its commits with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitSigning {
+    /// Secret (same namespace) holding an SSH private key (Ed25519 or ECDSA) in `identity`,
+    /// with its passphrase in `password` if it has one — the keys image-automation-controller
+    /// reads an SSH signing key from. Commits are signed as `git commit -S` with
+    /// `gpg.format=ssh` signs them; source-controller v1.9 and later verifies them against
+    /// the `.sshpub` entries of the GitRepository's `spec.verify.secretRef` Secret.
+    pub secret_ref: LocalObjectReference,
 }
 
 /// How a version field stores its value.

@@ -146,6 +146,25 @@ pub struct PlannedGit {
     /// Files holding the version fields.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// What the Git server answered at Admit when asked for a push connection with these
+    /// credentials (credentials it refuses end the request at Admit); absent when it was not
+    /// asked (a dry run asks in Preflight). A push refused later despite `Offered` points at
+    /// the server's own rules (branch protection, a hook, a read permission it only checks
+    /// at push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_access: Option<PushAccessCheck>,
+}
+
+/// What the Git server answered at Admit when asked for a push connection with the app's
+/// credentials: `Offered` (it served its receive-pack advertisement; a push refused later
+/// points at a permission it checks only at push, branch protection or a hook) or
+/// `NotCheckable` (`file://`). Absent when not asked (a dry run asks in Preflight).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PushAccessCheck {
+    /// The server offered a push connection (its receive-pack advertisement).
+    Offered,
+    /// The transport has no such check (`file://`).
+    NotCheckable,
 }
 
 /// A Flux object to suspend and later restore.

@@ -4,7 +4,8 @@
 
 use super::Context;
 use super::app_status::{self, Holder};
-use super::git_access::{git_problem, locate, open, read_version_files};
+use super::git_access::{locate, open, read_version_files};
+use super::git_write::{push_problem, signing_key};
 use crate::api::Phase;
 use crate::api::{
     FluxObjectKind, ManagedApp, Plan, RollbackRequest, RollbackRequestSpec, UpgradeRequest,
@@ -223,6 +224,7 @@ async fn commit(
         .unwrap_or_default();
     let location = locate(ctx, app, chain).await?;
     let repo = open(ctx, &location).await?;
+    let signing = signing_key(ctx, app).await?;
     // Locate the fields on the current head; each edit re-applies on whatever head the push
     // lands on (a lost race re-runs it), so only the fields' bytes change.
     let (_, files) = read_version_files(repo.as_ref(), app).await?;
@@ -280,6 +282,7 @@ async fn commit(
         trailers: request_trailers(&namespace, &acting.request.name, &acting.request.uid),
         edits,
         idempotency: Some((REQUEST_UID_TRAILER.into(), acting.request.uid.clone())),
+        signing,
     };
     match repo.commit_and_push(request).await {
         Ok(_) => Ok(()),
@@ -290,7 +293,14 @@ async fn commit(
                 .take();
             Err(match changed {
                 Some(message) => Problem::terminal("VersionChangedInGit", message),
-                None => git_problem(error),
+                None => push_problem(
+                    error,
+                    &location,
+                    acting
+                        .plan
+                        .and_then(|p| p.git.as_ref())
+                        .and_then(|g| g.push_access),
+                ),
             })
         }
     }

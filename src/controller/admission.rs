@@ -5,6 +5,7 @@
 
 use super::Context;
 use super::git_access::{GIT_REF_NOT_BRANCH, location, open, read_version_files};
+use super::git_write::{check_push_access, check_signing};
 use super::suspend_in_git::refuse_suspend_in_git;
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
@@ -104,6 +105,8 @@ pub async fn upgrade_plan(
     let repo = open(ctx, &location).await?;
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
     refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
+    // Refuse what Git or Flux would refuse at Commit, before anything is touched.
+    check_signing(ctx, app, &chain).await?;
     let fields = locate_fields(&app.spec, &files)
         .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
     let current =
@@ -156,6 +159,13 @@ pub async fn upgrade_plan(
         edit_file(text, file, &fields, &target)
             .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
     }
+    // One connection, bounded by the Git timeouts, only in this admitting reconcile; a dry
+    // run asks in Preflight instead. The answer is kept in the plan for Commit's messages.
+    let push_access = if upgrade.spec.dry_run {
+        None
+    } else {
+        Some(check_push_access(repo.as_ref(), &location).await?)
+    };
     let snapshots_wanted =
         app.spec.snapshots.enabled && !upgrade.spec.skip_snapshot && !upgrade.spec.dry_run;
     let all_classes = if snapshots_wanted {
@@ -201,6 +211,7 @@ pub async fn upgrade_plan(
             branch: location.branch,
             revision,
             files: files_touched,
+            push_access,
         }),
         flux_objects: chain,
         workloads: inventory.workloads,

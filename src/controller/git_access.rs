@@ -25,12 +25,31 @@ pub struct GitLocation {
     pub branch: String,
     /// The credentials Secret as (namespace, name).
     pub secret: Option<(String, String)>,
+    /// The GitRepository (namespace, name) whose Secret `secret` is, when the app names no
+    /// `git.secretRef` of its own.
+    pub secret_of_repository: Option<(String, String)>,
 }
 
 impl GitLocation {
     /// The URL safe to show in status and events.
     pub fn shown_url(&self) -> String {
         redact_url(&self.url)
+    }
+
+    /// Which credentials reach the repository, in words for messages.
+    pub fn credentials(&self) -> String {
+        match (&self.secret, &self.secret_of_repository) {
+            (Some((namespace, name)), Some((repo_namespace, repo_name))) => format!(
+                "the Secret {namespace}/{name} of GitRepository {repo_namespace}/{repo_name} \
+                 (the ManagedApp has no spec.git.secretRef)"
+            ),
+            (Some((namespace, name)), None) => {
+                format!("the Secret {namespace}/{name} (spec.git.secretRef)")
+            }
+            (None, _) => "no credentials (no spec.git.secretRef, and the GitRepository names no \
+                          Secret)"
+                .to_owned(),
+        }
     }
 }
 
@@ -56,6 +75,7 @@ fn named_location(app: &ManagedApp) -> Option<GitLocation> {
             .secret_ref
             .as_ref()
             .map(|s| (app.namespace().unwrap_or_default(), s.name.clone())),
+        secret_of_repository: None,
     })
 }
 
@@ -87,42 +107,59 @@ pub fn location(
             .map_err(|why| Problem::terminal(GIT_REF_NOT_BRANCH, why))?
             .to_owned(),
     };
+    let borrowed = match (&own_secret, source.secret) {
+        (None, Some(name)) => Some((source.repository.0.clone(), name)),
+        _ => None,
+    };
     Ok(GitLocation {
         url: git.url.clone().unwrap_or(source.url),
         branch,
-        secret: own_secret.or_else(|| source.secret.map(|s| (source.repository.0.clone(), s))),
+        secret_of_repository: borrowed.as_ref().map(|_| source.repository.clone()),
+        secret: own_secret.or(borrowed),
     })
 }
 
 /// The reason under which an app whose GitRepository follows no branch is refused.
 pub const GIT_REF_NOT_BRANCH: &str = "GitRefNotBranch";
 
+/// A Secret's decoded data; `missing` is the problem reason when it does not exist.
+pub async fn secret_data(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    missing: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, Problem> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| {
+            Problem::retryable(
+                "ApiError",
+                format!("reading Secret {namespace}/{name}: {}", describe(&e)),
+            )
+        })?
+        .ok_or_else(|| {
+            Problem::terminal(
+                missing,
+                format!("the {what} Secret {namespace}/{name} does not exist"),
+            )
+        })?;
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
 /// Opens the repository at `location` with the credentials of its Secret.
 pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRepo>, Problem> {
     let auth = match &location.secret {
         None => GitAuth::Anonymous,
         Some((namespace, name)) => {
-            let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(name)
-                .await
-                .map_err(|e| {
-                    Problem::retryable(
-                        "ApiError",
-                        format!("reading Secret {namespace}/{name}: {}", describe(&e)),
-                    )
-                })?
-                .ok_or_else(|| {
-                    Problem::terminal(
-                        "GitSecretNotFound",
-                        format!("the Git credentials Secret {namespace}/{name} does not exist"),
-                    )
-                })?;
-            let data: BTreeMap<String, Vec<u8>> = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
+            let data =
+                secret_data(ctx, namespace, name, "Git credentials", "GitSecretNotFound").await?;
             GitAuth::from_secret_data(&data).map_err(|e| {
                 Problem::terminal(
                     "GitSecretInvalid",

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod app_status;
 pub mod apps;
 pub mod git_access;
+pub mod git_write;
 pub mod leader;
 pub mod observe;
 pub mod preflight;

@@ -1,9 +1,11 @@
 //! Dry-run preflight: everything a real run would need, checked without changing anything —
-//! Git readable and every targeted field editable, the Flux objects and workloads patchable
+//! Git readable and every targeted field editable, the credentials allowed to push and the
+//! commit signed as the GitRepository requires, the Flux objects and workloads patchable
 //! by Fluxgate (SelfSubjectAccessReview), and a snapshot class for every volume's driver.
 
 use super::Context;
 use super::git_access::{locate, open, read_version_files};
+use super::git_write::{check_push_access, check_signing};
 use crate::api::{FluxObjectKind, ManagedApp, Plan, WorkloadKind};
 use crate::cluster::error::describe;
 use crate::cluster::flux::ops::api_resource;
@@ -43,6 +45,9 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<S
             ));
         }
     }
+    // The push the real run would make: allowed, and signed as Flux requires.
+    check_signing(ctx, app, &plan.flux_objects).await?;
+    check_push_access(repo.as_ref(), &location).await?;
     // RBAC: what the run would patch.
     for object in &plan.flux_objects {
         let resource = api_resource(object.kind);

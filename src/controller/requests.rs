@@ -857,6 +857,7 @@ fn default_spec() -> crate::api::ManagedAppSpec {
             url: None,
             branch: None,
             secret_ref: None,
+            signing: None,
         },
         versions: Vec::new(),
         snapshots: Default::default(),

@@ -155,6 +155,7 @@ async fn applier_build(
             .secret
             .clone()
             .map(|secret| (other.repository.0.clone(), secret)),
+        secret_of_repository: other.secret.is_some().then(|| other.repository.clone()),
     };
     let repo = open(ctx, &location).await?;
     read_build(repo.as_ref(), path, target).await.map(Some)

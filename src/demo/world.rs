@@ -10,7 +10,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use kubesim::KubeSim;
 use serde_json::json;
-use sim::git_server::GitServer;
+use sim::git_server::{GitServer, WriteRefusal};
 use sim::world::{World, WorldOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,6 +195,8 @@ pub struct Fleet {
     published: Vec<(String, String)>,
     /// Charts (name, version) published in the simulated Helm repository at [`CHARTS_URL`].
     charts: Vec<(String, String)>,
+    /// Read-only credentials Flux fetches with (see [`Fleet::bootstrap_deploy_key`]).
+    deploy_key: Option<(String, String, WriteRefusal)>,
 }
 
 /// The credentials `flux bootstrap --token-auth` stored in Secret `flux-system/flux-system`
@@ -384,6 +386,20 @@ spec:
         self.apps_follow_flux = true;
         self
     }
+
+    /// As [`Fleet::apps_follow_flux`], but the credentials `flux bootstrap` stored in
+    /// Secret `flux-system/flux-system` may fetch and not push (a deploy key created
+    /// read-only): the Git server refuses their push as `refusal` says.
+    pub fn bootstrap_deploy_key(
+        mut self,
+        username: &str,
+        password: &str,
+        refusal: WriteRefusal,
+    ) -> Fleet {
+        self.apps_follow_flux = true;
+        self.deploy_key = Some((username.to_owned(), password.to_owned(), refusal));
+        self
+    }
 }
 
 impl DemoWorld {
@@ -421,10 +437,15 @@ impl DemoWorld {
             FLEET_URL
         };
         let gotk_sync = |url: &str| sim::seed::gotk_sync(url, &flux_ref, FLEET_PATH, true);
-        let bootstrap_credentials = fleet.credentials.clone().unwrap_or_else(|| {
-            let (username, password) = BOOTSTRAP_CREDENTIALS;
-            (username.to_owned(), password.to_owned())
-        });
+        let bootstrap_credentials = match (&fleet.deploy_key, &fleet.credentials) {
+            (Some((username, password, _)), _) | (None, Some((username, password))) => {
+                (username.clone(), password.clone())
+            }
+            (None, None) => {
+                let (username, password) = BOOTSTRAP_CREDENTIALS;
+                (username.to_owned(), password.to_owned())
+            }
+        };
         let mut builder = GitServer::builder()
             .file("clusters/prod/kustomization.yaml", resources)
             .file(
@@ -451,9 +472,16 @@ impl DemoWorld {
         }
         if let Some((username, password)) = &fleet.credentials {
             builder = builder.http_credentials(username, password);
-        } else if fleet.apps_follow_flux {
-            let (username, password) = &bootstrap_credentials;
-            builder = builder.http_credentials(username, password);
+        }
+        match &fleet.deploy_key {
+            Some((username, password, refusal)) => {
+                builder = builder.http_read_only_credentials(username, password, *refusal);
+            }
+            None if fleet.apps_follow_flux && fleet.credentials.is_none() => {
+                let (username, password) = &bootstrap_credentials;
+                builder = builder.http_credentials(username, password);
+            }
+            None => {}
         }
         let git = builder
             .start()

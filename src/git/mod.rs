@@ -37,6 +37,7 @@
 //!         trailers: request_trailers("apps", "gitea-up", "4f1c…uid"),
 //!         edits: vec![edit],
 //!         idempotency: Some((REQUEST_UID_TRAILER.into(), "4f1c…uid".into())),
+//!         signing: None,
 //!     })
 //!     .await?;
 //! if let CommitOutcome::Pushed { commit, .. } | CommitOutcome::AlreadyPushed { commit } = outcome {
@@ -51,12 +52,14 @@ mod error;
 mod net;
 mod remote;
 mod repo;
+mod signing;
 mod trailers;
 
 pub use auth::{AuthConfigError, GitAuth, KnownHosts, SecretString, SshAuth};
 pub use error::{EditError, GitError};
 pub use remote::redact_url;
 pub use repo::Git2Repo;
+pub use signing::{SigningKey, SigningKeyError};
 pub use trailers::{
     REQUEST_TRAILER, REQUEST_UID_TRAILER, TrailerError, format_message, has_trailer,
     parse_trailers, request_trailers,
@@ -192,6 +195,9 @@ pub struct CommitRequest {
     /// [`CommitOutcome::AlreadyPushed`] returns it. Usually
     /// `(REQUEST_UID_TRAILER, uid)`.
     pub idempotency: Option<(String, String)>,
+    /// Signs the commit (its `gpgsig` header) when set, as a GitRepository with
+    /// `spec.verify` requires.
+    pub signing: Option<SigningKey>,
 }
 
 /// A commit on the remote branch.
@@ -214,6 +220,21 @@ pub enum CommitOutcome {
     NoChange { head: String },
     /// A commit carrying the request's idempotency trailer is already on the branch.
     AlreadyPushed { commit: CommitInfo },
+}
+
+/// What the server answered when asked for a push connection without pushing
+/// ([`GitRepo::push_access`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushAccess {
+    /// The server offered these credentials a push connection (its receive-pack
+    /// advertisement). Most hosts refuse read-only credentials right there; some (Gitea
+    /// for a user with read permission) only refuse the push itself.
+    Offered,
+    /// The server refused these credentials a push connection: they may read, not write.
+    /// `detail` is what the server said (secrets removed).
+    Refused { detail: String },
+    /// The transport has no such check (`file://`): nothing was asked.
+    NotChecked,
 }
 
 /// A file read at the branch head.
@@ -266,6 +287,13 @@ pub trait GitRepo: Send + Sync {
         &self,
         request: CommitRequest,
     ) -> BoxFuture<'_, Result<CommitOutcome, GitError>>;
+
+    /// Asks the server for a push connection (the receive-pack advertisement over smart
+    /// HTTP, `git-receive-pack` over SSH) and hangs up without pushing: whether these
+    /// credentials may write. Call after a successful read, so that a refusal means "may
+    /// read, may not write" rather than "bad credentials". Bounded by the connect and I/O
+    /// timeouts.
+    fn push_access(&self) -> BoxFuture<'_, Result<PushAccess, GitError>>;
 
     /// Fetches and tells whether commit `descendant` includes commit `ancestor` (is it, or
     /// has it in its history); false when either is not known after the fetch.

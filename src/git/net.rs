@@ -23,7 +23,12 @@ pub(super) struct Net<'a> {
     key_calls: Cell<u32>,
     username_calls: Cell<u32>,
     pub(super) push_rejection: RefCell<Option<String>>,
+    /// What the server printed on the sideband (`remote: …` lines), bounded.
+    remote_messages: RefCell<String>,
 }
+
+/// How much of the server's `remote:` output is kept for error messages.
+const REMOTE_MESSAGES_MAX: usize = 2048;
 
 pub(super) enum Failure {
     Timeout,
@@ -43,6 +48,7 @@ impl<'a> Net<'a> {
             key_calls: Cell::new(0),
             username_calls: Cell::new(0),
             push_rejection: RefCell::new(None),
+            remote_messages: RefCell::new(String::new()),
         }
     }
 
@@ -166,7 +172,13 @@ impl<'a> Net<'a> {
         cbs.credentials(move |_url, user, allowed| self.credentials(user, allowed));
         cbs.certificate_check(move |cert, _host| self.certificate_check(cert));
         cbs.transfer_progress(move |_| !self.expired());
-        cbs.sideband_progress(move |_| !self.expired());
+        cbs.sideband_progress(move |data| {
+            let mut kept = self.remote_messages.borrow_mut();
+            let room = REMOTE_MESSAGES_MAX.saturating_sub(kept.len());
+            let text = String::from_utf8_lossy(&data[..data.len().min(room)]);
+            kept.push_str(&text);
+            !self.expired()
+        });
         cbs.push_negotiation(move |_| {
             if self.expired() {
                 Err(git2::Error::from_str("operation deadline passed"))
@@ -181,6 +193,30 @@ impl<'a> Net<'a> {
             Ok(())
         });
         cbs
+    }
+
+    /// The server's `remote:` lines, one sentence, secrets removed; `None` when it said
+    /// nothing (progress counters such as "Resolving deltas" are left out).
+    pub(super) fn remote_messages(&self) -> Option<String> {
+        let kept = self.remote_messages.borrow();
+        let lines: Vec<&str> = kept
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains('%'))
+            .collect();
+        (!lines.is_empty()).then(|| self.inner.scrub(&lines.join(" ")))
+    }
+
+    /// Whether a failed push connection ([`super::GitRepo::push_access`]) means the server
+    /// refused these credentials a push, and what it said. `None` for anything else
+    /// (network, timeout, host key), which [`Net::error`] then describes.
+    pub(super) fn push_refusal(&self, err: &git2::Error) -> Option<String> {
+        match self.failure() {
+            Some(Failure::Auth(why)) => Some(self.inner.scrub(&why)),
+            Some(Failure::Timeout | Failure::HostKey(_)) => None,
+            None => push_refusal_message(err.code(), err.class(), err.message())
+                .map(|said| self.inner.scrub(&said)),
+        }
     }
 
     /// Turns a libgit2 error of a network operation into a [`GitError`].
@@ -239,6 +275,19 @@ impl<'a> Net<'a> {
             },
         }
     }
+}
+
+/// libgit2's words for a refused push connection: HTTP 401/403 on the receive-pack
+/// advertisement (GitHub and GitLab answer read-only tokens and deploy keys so; Gitea a token
+/// without write scope), or an SSH server's refusal to run `git-receive-pack` — GitHub's
+/// "The key you are authenticating with has been marked as read only", GitLab's "This deploy
+/// key does not have write access" — which libgit2's SSH transport reports as the server's
+/// stderr with code EOF.
+fn push_refusal_message(code: ErrorCode, class: ErrorClass, message: &str) -> Option<String> {
+    let lower = message.to_ascii_lowercase();
+    let http_refused = lower.contains("status code: 401") || lower.contains("status code: 403");
+    let ssh_refused = class == ErrorClass::Ssh && code == ErrorCode::Eof;
+    (http_refused || ssh_refused || code == ErrorCode::Auth).then(|| message.trim().to_owned())
 }
 
 #[cfg(test)]
@@ -315,6 +364,54 @@ mod tests {
                 .is_err()
         );
         assert!(matches!(net.failure(), Some(Failure::Auth(why)) if why.contains("rejected")));
+    }
+
+    #[test]
+    fn refused_push_connections_are_told_apart_from_trouble() {
+        use git2::{ErrorClass as C, ErrorCode as E};
+        let refused = |code, class, msg: &str| push_refusal_message(code, class, msg);
+        assert!(refused(E::GenericError, C::Http, "unexpected http status code: 403").is_some());
+        assert!(refused(E::GenericError, C::Http, "unexpected http status code: 401").is_some());
+        let said = refused(
+            E::Eof,
+            C::Ssh,
+            "ERROR: The key you are authenticating with has been marked as read only.\n",
+        );
+        assert_eq!(
+            said.as_deref(),
+            Some("ERROR: The key you are authenticating with has been marked as read only.")
+        );
+        assert!(
+            refused(
+                E::GenericError,
+                C::Net,
+                "failed to connect: Connection refused"
+            )
+            .is_none()
+        );
+        assert!(refused(E::Timeout, C::Net, "timed out").is_none());
+        assert!(refused(E::GenericError, C::Http, "unexpected http status code: 500").is_none());
+
+        // A callback that refused the credentials a second time is a refusal too.
+        let auth = GitAuth::Basic {
+            username: "u".into(),
+            password: SecretString::new("tok"),
+        };
+        let (_tmp, repo) = repo("https://example.com/o/r.git", auth);
+        let net = Net::new(repo.inner(), later());
+        let _ = net.credentials(None, CredentialType::USER_PASS_PLAINTEXT);
+        let _ = net.credentials(None, CredentialType::USER_PASS_PLAINTEXT);
+        let detail = net
+            .push_refusal(&git2::Error::from_str("callback error"))
+            .expect("refused");
+        assert!(detail.contains("rejected"), "{detail}");
+        let net = Net::new(repo.inner(), Instant::now());
+        let _ = net.credentials(None, CredentialType::USER_PASS_PLAINTEXT);
+        assert!(
+            net.push_refusal(&git2::Error::from_str("aborted"))
+                .is_none(),
+            "a timeout"
+        );
     }
 
     #[test]

@@ -13,10 +13,11 @@ use super::cache;
 use super::error::GitError;
 use super::net::Net;
 use super::remote::{RemoteUrl, Transport};
+use super::signing::SigningKey;
 use super::trailers;
 use super::{
     CommitInfo, CommitOutcome, CommitRequest, DirectoryAtHead, EditResult, FileAtHead, FileEdit,
-    GitConfig, GitRepo, RemoteSpec,
+    GitConfig, GitRepo, PushAccess, RemoteSpec,
 };
 
 /// Local ref our commit is pushed from (libgit2 pushes refs, not bare object ids).
@@ -339,10 +340,7 @@ impl Git2Repo {
                     });
                 };
                 let tree = s.repo.find_tree(tree).map_err(|e| inner.corrupt(&e))?;
-                let oid = s
-                    .repo
-                    .commit(None, &author, &author, &message, &tree, &[&parent])
-                    .map_err(|e| inner.corrupt(&e))?;
+                let oid = s.commit(&author, &message, &tree, &parent, request.signing.as_ref())?;
                 match s.push(oid, head)? {
                     Push::Done => {
                         // Keep the tracking ref in step so the next fetch negotiates from here.
@@ -378,6 +376,31 @@ impl Git2Repo {
                 attempts,
             })
         })
+    }
+
+    /// Blocking [`GitRepo::push_access`]. Needs no cache: a detached remote connects, reads
+    /// the receive-pack advertisement and hangs up.
+    pub fn push_access_blocking(&self) -> Result<PushAccess, GitError> {
+        let inner = &*self.inner;
+        if inner.url.transport == Transport::File {
+            return Ok(PushAccess::NotChecked);
+        }
+        // Bounded like one read: connecting plus one answer, never a whole operation's budget.
+        let budget = (inner.config.connect_timeout + inner.config.io_timeout)
+            .min(inner.config.operation_timeout);
+        let net = Net::new(inner, Instant::now() + budget);
+        let mut remote = git2::Remote::create_detached(inner.url.raw.as_str())
+            .map_err(|e| inner.config_error(format!("bad remote: {}", e.message())))?;
+        let connected = remote
+            .connect_auth(git2::Direction::Push, Some(net.callbacks()), None)
+            .map(drop);
+        match connected {
+            Ok(()) => Ok(PushAccess::Offered),
+            Err(e) => match net.push_refusal(&e) {
+                Some(detail) => Ok(PushAccess::Refused { detail }),
+                None => Err(net.error(&e, "push check")),
+            },
+        }
     }
 
     /// Runs `op` with exclusive use of the cache; when the cache turns out to be corrupt, wipes
@@ -488,6 +511,10 @@ impl GitRepo for Git2Repo {
         Box::pin(self.spawn("push", move |r| r.commit_and_push_blocking(request)))
     }
 
+    fn push_access(&self) -> BoxFuture<'_, Result<PushAccess, GitError>> {
+        Box::pin(self.spawn("push check", |r| r.push_access_blocking()))
+    }
+
     fn contains(&self, descendant: &str, ancestor: &str) -> BoxFuture<'_, Result<bool, GitError>> {
         let (descendant, ancestor) = (descendant.to_owned(), ancestor.to_owned());
         Box::pin(self.spawn("fetch", move |r| {
@@ -561,6 +588,37 @@ impl Session<'_> {
         let jitter = capped.mul_f64(f64::from(nanos % 500) / 1000.0);
         let left = self.deadline.saturating_duration_since(Instant::now());
         std::thread::sleep((capped + jitter).min(left));
+    }
+
+    /// Writes the commit object (signed when a key is given: the `gpgsig` header carries the
+    /// signature of the object without it, as `git commit -S` makes it).
+    fn commit(
+        &self,
+        author: &git2::Signature<'_>,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parent: &git2::Commit<'_>,
+        signing: Option<&SigningKey>,
+    ) -> Result<Oid, GitError> {
+        let inner = self.inner;
+        let Some(key) = signing else {
+            return self
+                .repo
+                .commit(None, author, author, message, tree, &[parent])
+                .map_err(|e| inner.corrupt(&e));
+        };
+        let buffer = self
+            .repo
+            .commit_create_buffer(author, author, message, tree, &[parent])
+            .map_err(|e| inner.corrupt(&e))?;
+        let content = std::str::from_utf8(&buffer)
+            .map_err(|_| inner.config_error("the commit to sign is not valid UTF-8"))?;
+        let signature = key
+            .sign(&buffer)
+            .map_err(|e| inner.config_error(e.to_string()))?;
+        self.repo
+            .commit_signed(content, &signature, Some("gpgsig"))
+            .map_err(|e| inner.corrupt(&e))
     }
 
     /// Fetches the branch into the tracking ref and returns its commit.
@@ -884,7 +942,12 @@ impl Session<'_> {
             Ok(()) => match net.push_rejection.take() {
                 None => Ok(Push::Done),
                 Some(reason) if is_race(&reason) => Ok(Push::Race),
-                Some(reason) => Ok(Push::Rejected(reason)),
+                // "pre-receive hook declined" alone hides why: the server's own words (e.g.
+                // Gitea's "User permission denied for writing.") came as `remote:` lines.
+                Some(reason) => Ok(Push::Rejected(match net.remote_messages() {
+                    Some(said) => format!("{reason}; the server said: {said}"),
+                    None => reason,
+                })),
             },
             // libgit2 refuses locally when the remote ref moved to a commit we do not have.
             Err(e) if e.code() == ErrorCode::NotFastForward => Ok(Push::Race),

@@ -63,6 +63,7 @@ pub fn request(uid: &str, edits: Vec<FileEdit>) -> CommitRequest {
         trailers: request_trailers("apps", "gitea-up", uid),
         edits,
         idempotency: Some((REQUEST_UID_TRAILER.to_owned(), uid.to_owned())),
+        signing: None,
     }
 }
 

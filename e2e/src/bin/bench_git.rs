@@ -181,6 +181,7 @@ fn ours_iteration(repo: &Git2Repo, version: &str, uid: &str) -> Result<(), Strin
             Ok(EditResult::Replace(set_version(text, &target).into_bytes()))
         })],
         idempotency: None,
+        signing: None,
     };
     match repo.commit_and_push_blocking(request) {
         Ok(CommitOutcome::Pushed { .. }) => Ok(()),

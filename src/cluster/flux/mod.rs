@@ -5,6 +5,7 @@
 pub mod applied;
 pub mod ops;
 pub mod progress;
+pub mod verification;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;

@@ -1,9 +1,12 @@
 //! Flux source-controller for GitRepository v1: fetches `spec.url` at the reference
 //! `spec.ref` selects (commit > name > tag > semver > branch, as Flux chooses; semver is not
-//! simulated) and reports the artifact revision as Flux writes it (`main@sha1:<sha>`,
-//! `refs/heads/main@sha1:<sha>` for a `name` ref), `Ready`, `observedGeneration` and
-//! `lastHandledReconcileAt`, on its interval or when `requestedAt` changes.
+//! simulated), verifies the commit's signature when `spec.verify` asks for it (see
+//! [`crate::commit_verify`]), and reports the artifact revision as Flux writes it
+//! (`main@sha1:<sha>`, `refs/heads/main@sha1:<sha>` for a `name` ref), `Ready`,
+//! `SourceVerified`, `observedGeneration` and `lastHandledReconcileAt`, on its interval or
+//! when `requestedAt` changes.
 
+use crate::commit_verify::{Verdict, verify_head};
 use crate::conditions::{
     condition, conditions_of, now, parse_go_duration, remove_condition, requested_at,
     set_condition, suspended,
@@ -177,6 +180,53 @@ pub fn checkout(
     Ok((sha, revision))
 }
 
+/// The verdict on HEAD commit `sha` when `spec.verify` asks for one (`None` otherwise):
+/// `verifySignature` skips an empty mode, and reads every mode but `Tag` as verifying HEAD.
+async fn verify(
+    ctx: &Ctx,
+    namespace: &str,
+    spec: &Value,
+    sha: &str,
+) -> anyhow::Result<Option<Verdict>> {
+    let mode = spec["verify"]["mode"].as_str().unwrap_or_default();
+    if mode.is_empty() || mode == "Tag" {
+        return Ok(None);
+    }
+    let secret_name = spec["verify"]["secretRef"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(secret_name)
+        .await?
+    {
+        Some(secret) => secret,
+        None => {
+            return Ok(Some(Verdict::Refused(
+                "VerificationError".to_owned(),
+                format!("public keys secret error: secrets \"{secret_name}\" not found"),
+            )));
+        }
+    };
+    let data: std::collections::BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let mirror = ctx.mirror.clone();
+    let commit = sha.to_owned();
+    let (signature, payload) =
+        tokio::task::spawn_blocking(move || mirror.commit_signature(&commit))
+            .await
+            .map_err(|e| anyhow!("signature task: {e}"))??;
+    Ok(Some(verify_head(
+        sha,
+        signature.as_deref(),
+        &payload,
+        &data,
+    )))
+}
+
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let v = to_value(&*obj);
     let ns = obj.namespace().unwrap_or_default();
@@ -209,8 +259,66 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Sim
         status = json!({});
     }
     let mut conditions = conditions_of(&v);
+    // reconcileSource drops a failed verification before verifying again.
+    if conditions
+        .iter()
+        .any(|c| c["type"] == "SourceVerified" && c["status"] == "False")
+    {
+        remove_condition(&mut conditions, "SourceVerified");
+    }
+    let verdict = match &fetched {
+        Ok((sha, _)) => verify(&ctx, &ns, &v["spec"], sha)
+            .await
+            .map_err(|e| SimError::from(anyhow!("verifying commit {sha}: {e:#}")))?,
+        Err(_) => None,
+    };
     match fetched {
+        Ok((sha, _)) if matches!(verdict, Some(Verdict::Refused(..))) => {
+            // verifySignature failed: SourceVerified=False, and Ready (summarised with
+            // SourceVerified as a bipolar condition) False with the same reason and message.
+            // The stored artifact stays the previous one, and a generic error leaves
+            // `observedGeneration` alone (ComputeReconcileResult, internal/reconcile).
+            let Some(Verdict::Refused(reason, message)) = verdict else {
+                unreachable!("matched above")
+            };
+            tracing::info!(gitrepository = %format!("{ns}/{name}"), %sha, %message, "commit refused");
+            for (t, s) in [("SourceVerified", "False"), ("Ready", "False")] {
+                set_condition(
+                    &mut conditions,
+                    condition(t, s, &reason, &message, generation),
+                );
+            }
+            status["conditions"] = json!(conditions);
+            if let Some(at) = requested_at(&v) {
+                status["lastHandledReconcileAt"] = json!(at);
+            }
+            if status != old {
+                let api = dyn_api(&ctx.client, &git_repository(), &ns);
+                patch_status(&api, &name, status, "source-controller").await?;
+            }
+            return Ok(Action::requeue(interval));
+        }
         Ok((sha, revision)) => {
+            match &verdict {
+                Some(Verdict::Verified(message)) => {
+                    set_condition(
+                        &mut conditions,
+                        condition("SourceVerified", "True", "Succeeded", message, generation),
+                    );
+                    // GitRepositoryVerification.GetMode: a valid mode as written, else HEAD.
+                    let mode = v["spec"]["verify"]["mode"]
+                        .as_str()
+                        .filter(|m| matches!(*m, "HEAD" | "Tag" | "TagAndHEAD"))
+                        .unwrap_or("HEAD");
+                    status["sourceVerificationMode"] = json!(mode);
+                }
+                _ => {
+                    remove_condition(&mut conditions, "SourceVerified");
+                    if let Some(map) = status.as_object_mut() {
+                        map.remove("sourceVerificationMode");
+                    }
+                }
+            }
             if status["artifact"]["revision"] != revision.as_str() {
                 let path = format!("gitrepository/{ns}/{name}/{sha}.tar.gz");
                 status["artifact"] = json!({

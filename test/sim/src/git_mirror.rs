@@ -166,6 +166,31 @@ impl Mirror {
             .map_err(|_| anyhow!("unable to resolve commit object for '{sha}' in {url}"))
     }
 
+    /// Commit `sha`'s `gpgsig` signature (`None` when unsigned) and the commit object
+    /// without that header — what a signature covers. Blocking: call from `spawn_blocking`.
+    pub fn commit_signature(&self, sha: &str) -> Result<(Option<String>, Vec<u8>)> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| anyhow!("mirror lock poisoned"))?;
+        let oid = git2::Oid::from_str(sha).with_context(|| format!("bad commit id {sha}"))?;
+        match inner.repo.extract_signature(&oid, Some("gpgsig")) {
+            Ok((signature, payload)) => Ok((
+                Some(String::from_utf8_lossy(&signature).into_owned()),
+                payload.to_vec(),
+            )),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => {
+                let object = inner
+                    .repo
+                    .find_object(oid, Some(git2::ObjectType::Commit))
+                    .with_context(|| format!("commit {sha} not fetched"))?;
+                let raw = inner.repo.odb()?.read(object.id())?.data().to_vec();
+                Ok((None, raw))
+            }
+            Err(e) => Err(anyhow!("reading the signature of commit {sha}: {e}")),
+        }
+    }
+
     /// Whether the mirror already holds commit `sha`.
     pub fn has_commit(&self, sha: &str) -> bool {
         let Ok(inner) = self.inner.lock() else {

@@ -62,8 +62,32 @@ pub struct GitServerBuilder {
     message: String,
     http: bool,
     credentials: Option<(String, String)>,
+    read_only: Vec<ReadOnlyUser>,
     fast_import: Option<Vec<u8>>,
     tags: Vec<String>,
+}
+
+/// Where a Git host refuses credentials that may read but not write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRefusal {
+    /// At the receive-pack advertisement (`GET info/refs?service=git-receive-pack`) and the
+    /// push itself: `403` with GitHub's "Write access to repository not granted." — as GitHub
+    /// and GitLab answer read-only tokens and deploy keys, and Gitea a token without write
+    /// scope (`CheckRepoScopedToken` in routers/web/repo/githttp.go `httpBase`).
+    AtAdvertisement,
+    /// Only at the push, from the pre-receive hook: Gitea serves the advertisement to a user
+    /// with read permission (its write check is deferred for agit's `refs/for`) and its hook
+    /// answers "User permission denied for writing." (routers/private/hook_pre_receive.go
+    /// `assertCanWriteRef`).
+    AtPush,
+}
+
+/// Credentials that may fetch but not push.
+#[derive(Debug, Clone)]
+struct ReadOnlyUser {
+    username: String,
+    password: String,
+    refusal: WriteRefusal,
 }
 
 impl Default for GitServerBuilder {
@@ -74,6 +98,7 @@ impl Default for GitServerBuilder {
             message: "Initial commit".to_owned(),
             http: false,
             credentials: None,
+            read_only: Vec::new(),
             fast_import: None,
             tags: Vec::new(),
         }
@@ -120,6 +145,24 @@ impl GitServerBuilder {
         self
     }
 
+    /// Serve over smart HTTP with basic auth, and accept these credentials for fetching
+    /// only: a push is refused as `refusal` says (see [`WriteRefusal`]). Combines with
+    /// [`http_credentials`](Self::http_credentials), which may push.
+    pub fn http_read_only_credentials(
+        mut self,
+        username: &str,
+        password: &str,
+        refusal: WriteRefusal,
+    ) -> Self {
+        self.http = true;
+        self.read_only.push(ReadOnlyUser {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            refusal,
+        });
+        self
+    }
+
     /// Seeds the repository from a `git fast-import` stream instead of [`file`](Self::file)s
     /// (fast for large generated histories). The stream must create the branch.
     pub fn fast_import(mut self, stream: Vec<u8>) -> Self {
@@ -143,6 +186,7 @@ impl GitServerBuilder {
             Some(HttpServer::new(
                 root.path().to_path_buf(),
                 self.credentials,
+                self.read_only.clone(),
             )?)
         } else {
             None
@@ -175,6 +219,23 @@ impl GitServerBuilder {
             scratch: AtomicUsize::new(0),
             root,
         };
+        let refused_at_push: Vec<&str> = self
+            .read_only
+            .iter()
+            .filter(|u| u.refusal == WriteRefusal::AtPush)
+            .map(|u| u.username.as_str())
+            .collect();
+        if !refused_at_push.is_empty() {
+            // http-backend passes REMOTE_USER on to receive-pack and so to its hooks.
+            let users = refused_at_push.join("|");
+            server.install_hook(
+                "pre-receive",
+                &format!(
+                    "case \"$REMOTE_USER\" in {users}) echo \"Gitea: User permission denied \
+                     for writing.\" >&2; exit 1;; esac"
+                ),
+            )?;
+        }
         if server.http.is_some() {
             server.start_http()?;
         }
@@ -528,6 +589,7 @@ fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> io::Result<Vec<u8>
 struct Shared {
     project_root: PathBuf,
     credentials: Option<(String, String)>,
+    read_only: Vec<ReadOnlyUser>,
     stalled: AtomicBool,
     requests: AtomicUsize,
     unauthorized: AtomicUsize,
@@ -558,7 +620,11 @@ impl Drop for StopSignal {
 }
 
 impl HttpServer {
-    fn new(project_root: PathBuf, credentials: Option<(String, String)>) -> io::Result<Self> {
+    fn new(
+        project_root: PathBuf,
+        credentials: Option<(String, String)>,
+        read_only: Vec<ReadOnlyUser>,
+    ) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sim-git-http")
@@ -572,6 +638,7 @@ impl HttpServer {
             shared: Arc::new(Shared {
                 project_root,
                 credentials,
+                read_only,
                 stalled: AtomicBool::new(false),
                 requests: AtomicUsize::new(0),
                 unauthorized: AtomicUsize::new(0),
@@ -676,8 +743,26 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let mut user = "anonymous".to_owned();
-    if let Some((username, password)) = &shared.credentials {
-        if !authorized(&req, username, password) {
+    let reader = shared
+        .read_only
+        .iter()
+        .find(|u| authorized(&req, &u.username, &u.password));
+    if let Some(reader) = reader {
+        let pushing = req.uri().path().ends_with("/git-receive-pack")
+            || req.uri().query() == Some("service=git-receive-pack");
+        if pushing && reader.refusal == WriteRefusal::AtAdvertisement {
+            return Ok(plain(
+                StatusCode::FORBIDDEN,
+                "Write access to repository not granted.\n",
+            ));
+        }
+        user.clone_from(&reader.username);
+    } else if shared.credentials.is_some() || !shared.read_only.is_empty() {
+        let allowed = shared
+            .credentials
+            .as_ref()
+            .is_some_and(|(username, password)| authorized(&req, username, password));
+        if !allowed {
             shared.unauthorized.fetch_add(1, Ordering::SeqCst);
             let mut response = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
             response.headers_mut().insert(
@@ -686,7 +771,9 @@ async fn handle(
             );
             return Ok(response);
         }
-        user.clone_from(username);
+        if let Some((username, _)) = &shared.credentials {
+            user.clone_from(username);
+        }
     }
     let path = req.uri().path().to_owned();
     if !path.starts_with(&format!("/{REPO_DIR}/")) {
@@ -869,6 +956,49 @@ mod tests {
         assert!(git(scratch.path(), &["ls-remote", &with_creds]).is_err());
         server.start_http()?;
         git(scratch.path(), &["ls-remote", &with_creds])?;
+        Ok(())
+    }
+
+    /// Read-only credentials fetch, and are refused a push where the host refuses it.
+    #[test]
+    fn read_only_credentials_fetch_but_cannot_push() -> io::Result<()> {
+        let server = GitServer::builder()
+            .file("f.txt", "one\n")
+            .http_credentials("writer", "w")
+            .http_read_only_credentials("deploy", "r", WriteRefusal::AtAdvertisement)
+            .http_read_only_credentials("reader", "r2", WriteRefusal::AtPush)
+            .start()?;
+        let url = server.http_url().expect("http enabled");
+        let scratch = tempfile::tempdir()?;
+        for (who, creds, refused) in [
+            ("deploy", "deploy:r", "403"),
+            ("reader", "reader:r2", "User permission denied for writing"),
+        ] {
+            let with_creds = url.replacen("http://", &format!("http://{creds}@"), 1);
+            git(scratch.path(), &["clone", "--quiet", &with_creds, who])?;
+            let work = scratch.path().join(who);
+            std::fs::write(work.join("f.txt"), format!("{who}\n"))?;
+            git(
+                &work,
+                &[
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "commit",
+                    "-qam",
+                    who,
+                ],
+            )?;
+            let err = git(&work, &["push", "--quiet", "origin", "HEAD:main"])
+                .expect_err("read-only credentials cannot push");
+            assert!(err.to_string().contains(refused), "{who}: {err}");
+        }
+        assert_eq!(server.read_file("f.txt")?.as_deref(), Some("one\n"));
+        let writer = url.replacen("http://", "http://writer:w@", 1);
+        let work = scratch.path().join("deploy");
+        git(&work, &["push", "--quiet", &writer, "HEAD:main"])?;
+        assert_eq!(server.read_file("f.txt")?.as_deref(), Some("deploy\n"));
         Ok(())
     }
 }

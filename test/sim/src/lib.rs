@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod chart;
+pub mod commit_verify;
 pub mod conditions;
 pub mod controller;
 pub mod faults;

@@ -32,8 +32,10 @@
 //!
 //! - source-controller builds no artifact tarball: `artifact.digest` is `sha1:<commit>`,
 //!   `url` points nowhere; GitRepository `ref.semver` (reported as not simulated), `include`,
-//!   `ignore`, `sparseCheckout`, SSH and TLS-certificate auth, and commit verification are
-//!   not simulated (`ref.commit`, `name`, `tag` and `branch` are);
+//!   `ignore`, `sparseCheckout`, SSH and TLS-certificate auth are not simulated (`ref.commit`,
+//!   `name`, `tag` and `branch` are); commit verification (`spec.verify`) checks SSH
+//!   signatures of the fetched commit only (no OpenPGP, no tag signatures: see
+//!   [`crate::commit_verify`]);
 //!   OCIRepository resolves `ref.digest`, `ref.semver` and `ref.tag` from a simulated
 //!   registry ([`crate::oci_source::OciRegistry`]; digests are fake, `semverFilter`,
 //!   `layerSelector` and `verify` are not simulated);
