@@ -19,6 +19,7 @@ fn exposed_names() -> BTreeSet<String> {
     metrics.phase_took("UpgradeRequest", "Snapshot", 1.0);
     metrics.error("GitError");
     metrics.set_active("UpgradeRequest", 1);
+    metrics.renovate_read(true, &[("findings", 1)]);
     let text = metrics.render();
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
     let source = std::fs::read_to_string(root().join("src/telemetry/metrics.rs")).unwrap();
@@ -106,6 +107,8 @@ fn the_registry_exposes_the_documented_metrics() {
         "fluxgate_phase_duration_seconds_bucket",
         "fluxgate_errors_total",
         "fluxgate_active_operations",
+        "fluxgate_renovate_reads_total",
+        "fluxgate_renovate_input",
     ] {
         assert!(exposed.contains(name), "{name} not in {exposed:?}");
     }

@@ -548,17 +548,24 @@ pub enum UpdateType {
     Minor,
     /// A new major version.
     Major,
-    /// Versions that are not semver (or a digest-only change).
+    /// The same version at a new digest (the field pins one).
+    Digest,
+    /// A range or floating tag replaced by the exact version it resolves to.
+    Pin,
+    /// Versions that are not semver.
     Other,
 }
 
 impl UpdateType {
-    /// The lowercase name used in the API (`patch`, `minor`, `major`, `other`).
+    /// The lowercase name used in the API (`patch`, `minor`, `major`, `digest`, `pin`,
+    /// `other`).
     pub fn as_str(self) -> &'static str {
         match self {
             UpdateType::Patch => "patch",
             UpdateType::Minor => "minor",
             UpdateType::Major => "major",
+            UpdateType::Digest => "digest",
+            UpdateType::Pin => "pin",
             UpdateType::Other => "other",
         }
     }

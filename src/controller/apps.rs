@@ -10,7 +10,7 @@
 
 use super::Context;
 use super::app_status::update_status;
-use super::renovate_input::{RenovateData, RenovateInput};
+use super::renovate_input::{FILE_POLL, InputNews, RenovateData, RenovateInput, file_changes};
 use crate::api::conditions::{READY, condition, set_condition};
 use crate::api::{
     AutoUpdate, ManagedApp, ManagedAppStatus, OperationKind, Phase, RollbackRequest, SourceKind,
@@ -105,7 +105,7 @@ pub async fn run(
         None => (None, None),
     };
     let shared = Arc::new(Shared {
-        renovate: RenovateInput::new(renovate.clone(), configmaps),
+        renovate: RenovateInput::new(renovate.clone(), configmaps, Some(ctx.metrics.clone())),
         ctx: ctx.clone(),
         upgrades: upgrades.clone(),
         rollbacks: rollbacks.clone(),
@@ -220,6 +220,9 @@ pub async fn run(
             .touched_objects()
             .filter_map(|o| async move { o.ok().map(|_| ()) });
         controller = controller.reconcile_all_on(cache);
+    }
+    if let Some(path) = &renovate.file {
+        controller = controller.reconcile_all_on(file_changes(path.clone(), FILE_POLL));
     }
     let gauge = keep_active_gauge(ctx.clone(), upgrades.clone(), rollbacks.clone());
     let caches = async {
@@ -403,31 +406,52 @@ async fn reconcile(app: Arc<ManagedApp>, shared: Arc<Shared>) -> Result<Requeue,
         None => health_condition(ctx, &app, &namespace, now).await?,
     });
 
-    match (shared.renovate.read(), &fields) {
-        (RenovateData::Parsed(parsed), Some((fields, scope))) => {
-            let updates = evaluate(
-                AppContext {
-                    fields,
-                    scope,
-                    policy: &app.spec.update_policy,
-                    failed: &status.failed_versions,
-                    previous: &status.available_update,
-                },
-                &parsed.findings,
-            );
-            for cleared in &updates.refreshed.cleared {
-                view.notes.push((
-                    "UpdateCleared",
-                    format!(
-                        "{} {} is no longer offered: {}",
-                        cleared.field, cleared.version, cleared.reason
-                    ),
-                ));
-            }
-            view.updates = Some(updates.refreshed);
+    let (renovate, news) = shared.renovate.read();
+    if let Some(news) = news {
+        publish_input_news(&shared, &news).await;
+    }
+    let findings = match renovate {
+        RenovateData::Parsed(parsed) => Some(parsed),
+        RenovateData::Stale(parsed, why) => {
+            view.warnings.push((
+                "RenovateInputUnusable",
+                format!(
+                    "{why}; the offers from the last usable Renovate input are kept until a \
+                     usable one replaces them"
+                ),
+            ));
+            Some(parsed)
         }
-        (RenovateData::Unusable(error), _) => view.warnings.push(("RenovateInputUnusable", error)),
-        _ => {}
+        RenovateData::Unusable(why) => {
+            view.warnings.push(("RenovateInputUnusable", why));
+            None
+        }
+        RenovateData::NotConfigured | RenovateData::Missing(_) => None,
+    };
+    if let (Some(parsed), Some((fields, scope))) = (findings, &fields) {
+        let updates = evaluate(
+            AppContext {
+                fields,
+                scope,
+                policy: &app.spec.update_policy,
+                failed: &status.failed_versions,
+                previous: &status.available_update,
+            },
+            &parsed.findings,
+        );
+        for note in &updates.notes {
+            tracing::debug!(app = %name, %note, "Renovate");
+        }
+        for cleared in &updates.refreshed.cleared {
+            view.notes.push((
+                "UpdateCleared",
+                format!(
+                    "{} {} is no longer offered: {}",
+                    cleared.field, cleared.version, cleared.reason
+                ),
+            ));
+        }
+        view.updates = Some(updates.refreshed);
     }
 
     if let Some(active) = &status.active_operation {
@@ -793,7 +817,32 @@ async fn publish(shared: &Shared, app: &ManagedApp, view: &View) {
     }
 }
 
+/// Tells what a fresh read of Renovate's input found as an Event on its ConfigMap (the log
+/// line and the metrics are written where it was read). A file input has no object to
+/// carry it; its unusable reads reach each app's Events instead.
+async fn publish_input_news(shared: &Shared, news: &InputNews) {
+    let Some(reference) = shared.renovate.configmap_reference() else {
+        return;
+    };
+    let (type_, reason) = if news.usable {
+        (EventType::Normal, "RenovateInputRead")
+    } else {
+        (EventType::Warning, "RenovateInputUnusable")
+    };
+    publish_event(shared, &reference, type_, reason, &news.message).await;
+}
+
 async fn event(shared: &Shared, app: &ManagedApp, type_: EventType, reason: &str, note: &str) {
+    publish_event(shared, &app.object_ref(&()), type_, reason, note).await;
+}
+
+async fn publish_event(
+    shared: &Shared,
+    subject: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let recorder = Recorder::new(
         shared.ctx.client.clone(),
         Reporter {
@@ -808,7 +857,7 @@ async fn event(shared: &Shared, app: &ManagedApp, type_: EventType, reason: &str
         action: "Observe".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&event, &app.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, subject).await {
         tracing::warn!(error = %e, "could not publish an Event");
     }
 }

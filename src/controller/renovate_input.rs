@@ -4,12 +4,16 @@
 
 use crate::renovate::model::MAX_INPUT_BYTES;
 use crate::renovate::{Parsed, parse_inputs};
-use k8s_openapi::api::core::v1::ConfigMap;
+use crate::telemetry::metrics::Metrics;
+use futures::Stream;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// Where Renovate's output is read from (flags of `fluxgate run`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,59 +52,201 @@ pub enum RenovateData {
     Missing(String),
     /// Parsed findings.
     Parsed(Arc<Parsed>),
-    /// The inputs could not be used; what is known stays, the error is reported.
+    /// The inputs cannot be used (the error says why); the last usable ones still speak
+    /// for Renovate.
+    Stale(Arc<Parsed>, String),
+    /// The inputs cannot be used and none could since Fluxgate started: what the apps'
+    /// status holds stays, the error is reported.
     Unusable(String),
+}
+
+/// What a fresh read of changed inputs found, to tell a person once (a log line, an Event,
+/// the metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputNews {
+    pub usable: bool,
+    pub message: String,
 }
 
 /// Reads and caches Renovate's output.
 pub struct RenovateInput {
     settings: RenovateSettings,
     configmaps: Option<Store<ConfigMap>>,
+    metrics: Option<Metrics>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
     /// Fingerprint of the last inputs and what they parsed to.
-    cache: Mutex<Option<(u64, RenovateData)>>,
+    last: Option<(u64, RenovateData)>,
+    /// The last inputs that could be used.
+    good: Option<Arc<Parsed>>,
 }
 
 impl RenovateInput {
-    /// A reader of `settings`' inputs; `configmaps` is the store of the watched ConfigMap.
-    pub fn new(settings: RenovateSettings, configmaps: Option<Store<ConfigMap>>) -> Self {
+    /// A reader of `settings`' inputs; `configmaps` is the store of the watched ConfigMap;
+    /// each fresh read is recorded in `metrics`.
+    pub fn new(
+        settings: RenovateSettings,
+        configmaps: Option<Store<ConfigMap>>,
+        metrics: Option<Metrics>,
+    ) -> Self {
         RenovateInput {
             settings,
             configmaps,
-            cache: Mutex::new(None),
+            metrics,
+            cache: Mutex::new(Cache::default()),
         }
     }
 
-    /// The data now: parsed again only when the inputs' content changed.
-    pub fn read(&self) -> RenovateData {
+    /// The data now: parsed again only when the inputs' content changed, and then with
+    /// news of what was read.
+    pub fn read(&self) -> (RenovateData, Option<InputNews>) {
         if !self.settings.configured() {
-            return RenovateData::NotConfigured;
+            return (RenovateData::NotConfigured, None);
         }
-        let inputs = match self.inputs() {
-            Ok(inputs) => inputs,
-            Err(error) => return RenovateData::Unusable(error),
-        };
-        if inputs.is_empty() {
-            return RenovateData::Missing(format!("no Renovate output yet in {}", self.describe()));
+        let inputs = self.inputs();
+        if inputs.as_ref().is_ok_and(Vec::is_empty) {
+            let missing = format!("no Renovate output yet in {}", self.describe());
+            return (RenovateData::Missing(missing), None);
         }
         let mut hasher = DefaultHasher::new();
         inputs.hash(&mut hasher);
         let fingerprint = hasher.finish();
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, data)) = cache.as_ref()
-            && *seen == fingerprint
         {
-            return data.clone();
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((seen, data)) = cache.last.as_ref()
+                && *seen == fingerprint
+            {
+                return (data.clone(), None);
+            }
         }
-        let borrowed: Vec<(&str, &str)> = inputs
-            .iter()
-            .map(|(name, text)| (name.as_str(), text.as_str()))
-            .collect();
-        let data = match parse_inputs(&borrowed) {
-            Ok(parsed) => RenovateData::Parsed(Arc::new(parsed)),
-            Err(error) => RenovateData::Unusable(error.to_string()),
+        let parsed = inputs.and_then(|inputs| {
+            let borrowed: Vec<(&str, &str)> = inputs
+                .iter()
+                .map(|(name, text)| (name.as_str(), text.as_str()))
+                .collect();
+            parse_inputs(&borrowed).map_err(|e| e.to_string())
+        });
+        self.settle(fingerprint, parsed)
+    }
+
+    /// Decides what a fresh read means: usable inputs replace the last good ones; unusable
+    /// ones never do. Records the news in the log and the metrics.
+    fn settle(
+        &self,
+        fingerprint: u64,
+        parsed: Result<Parsed, String>,
+    ) -> (RenovateData, Option<InputNews>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (parsed, unusable) = match parsed {
+            Ok(parsed) => {
+                let unusable = parsed.summary.unusable();
+                (Some(parsed), unusable)
+            }
+            Err(error) => (None, vec![error]),
         };
-        *cache = Some((fingerprint, data.clone()));
-        data
+        let all_empty = parsed.as_ref().is_some_and(|p| {
+            p.summary
+                .sources
+                .iter()
+                .all(|s| s.kind == crate::renovate::model::InputKind::Empty)
+        });
+        let (data, news) = match parsed {
+            Some(parsed) if unusable.is_empty() => {
+                let message = format!("Renovate input read: {}", parsed.summary);
+                self.record(true, Some(&parsed));
+                let parsed = Arc::new(parsed);
+                cache.good = Some(parsed.clone());
+                (
+                    RenovateData::Parsed(parsed),
+                    InputNews {
+                        usable: true,
+                        message,
+                    },
+                )
+            }
+            parsed => {
+                self.record(false, parsed.as_ref());
+                let why = unusable.join("; ");
+                let (data, message) = match &cache.good {
+                    Some(good) => (
+                        RenovateData::Stale(good.clone(), why.clone()),
+                        format!(
+                            "Renovate input not used ({why}); the offers from the last usable \
+                             input are kept until a usable one replaces them"
+                        ),
+                    ),
+                    None if all_empty => (
+                        RenovateData::Missing(format!(
+                            "Renovate's output in {} is empty: nothing yet",
+                            self.describe()
+                        )),
+                        format!("Renovate input is empty in {}", self.describe()),
+                    ),
+                    None => (
+                        RenovateData::Unusable(why.clone()),
+                        format!(
+                            "Renovate input not used ({why}); no usable input has been read \
+                             since Fluxgate started, so the apps' offers are left as they are"
+                        ),
+                    ),
+                };
+                (
+                    data,
+                    InputNews {
+                        usable: false,
+                        message,
+                    },
+                )
+            }
+        };
+        if news.usable {
+            tracing::info!(message = %news.message, "Renovate input");
+        } else {
+            tracing::warn!(message = %news.message, "Renovate input");
+        }
+        cache.last = Some((fingerprint, data.clone()));
+        (data, Some(news))
+    }
+
+    fn record(&self, usable: bool, parsed: Option<&Parsed>) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let Some(parsed) = parsed else {
+            metrics.renovate_read(usable, &[]);
+            return;
+        };
+        let summary = &parsed.summary;
+        let sum = |f: fn(&crate::renovate::model::SourceSummary) -> usize| {
+            summary.sources.iter().map(f).sum::<usize>()
+        };
+        metrics.renovate_read(
+            usable,
+            &[
+                ("lines", sum(|s| s.lines)),
+                ("used", sum(|s| s.used)),
+                ("malformed", sum(|s| s.malformed_lines)),
+                ("superseded", sum(|s| s.superseded)),
+                ("deps", summary.deps),
+                ("skipped_deps", summary.skipped_deps.values().sum()),
+                ("ignored_updates", summary.ignored_updates.values().sum()),
+                ("problems", summary.problem_count),
+                ("findings", parsed.findings.len()),
+            ],
+        );
+    }
+
+    /// The ConfigMap input as an Event's subject, when one is configured and exists.
+    pub fn configmap_reference(&self) -> Option<ObjectReference> {
+        let (namespace, name) = self.settings.configmap.as_ref()?;
+        let configmap = self
+            .configmaps
+            .as_ref()?
+            .get(&ObjectRef::new(name).within(namespace))?;
+        Some(configmap.object_ref(&()))
     }
 
     fn describe(&self) -> String {
@@ -153,6 +299,38 @@ impl RenovateInput {
     }
 }
 
+/// How often a `--renovate-file` is looked at. A mounted ConfigMap changes by swapping a
+/// symlink, which a watch on the file itself would miss; a stat every two seconds is cheap
+/// and sees any change.
+pub const FILE_POLL: Duration = Duration::from_secs(2);
+
+/// What identifies a version of a file: its inode (a swapped symlink lands on a new file),
+/// size and modification time. `None` while it does not exist.
+fn file_version(path: &Path) -> Option<(u64, u64, Option<SystemTime>)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((inode, metadata.len(), metadata.modified().ok()))
+}
+
+/// Yields each time the file at `path` changes (appears, goes, or is rewritten), looking
+/// every `every`.
+pub fn file_changes(path: PathBuf, every: Duration) -> impl Stream<Item = ()> + Send {
+    let seen = file_version(&path);
+    futures::stream::unfold((path, seen), move |(path, seen)| async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let now = file_version(&path);
+            if now != seen {
+                tracing::debug!(file = %path.display(), "Renovate file changed");
+                return Some(((), (path, now)));
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,41 +353,136 @@ mod tests {
 
     #[test]
     fn nothing_configured_leaves_updates_alone() {
-        let input = RenovateInput::new(RenovateSettings::default(), None);
-        assert!(matches!(input.read(), RenovateData::NotConfigured));
+        let input = RenovateInput::new(RenovateSettings::default(), None, None);
+        assert!(matches!(input.read(), (RenovateData::NotConfigured, None)));
+    }
+
+    fn file_input(path: &Path, metrics: Option<Metrics>) -> RenovateInput {
+        let settings = RenovateSettings {
+            configmap: None,
+            file: Some(path.to_owned()),
+        };
+        RenovateInput::new(settings, None, metrics)
     }
 
     #[test]
     fn a_file_is_read_parsed_and_reparsed_only_on_change() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.json");
-        let settings = RenovateSettings {
-            configmap: None,
-            file: Some(path.clone()),
-        };
-        let input = RenovateInput::new(settings, None);
-        let RenovateData::Missing(message) = input.read() else {
+        let input = file_input(&path, None);
+        let (RenovateData::Missing(message), None) = input.read() else {
             panic!("an absent file is missing data, not an error");
         };
         assert!(message.contains("report.json"), "{message}");
         std::fs::write(&path, REPORT).unwrap();
-        let RenovateData::Parsed(first) = input.read() else {
-            panic!("the report parses");
+        let (RenovateData::Parsed(first), Some(news)) = input.read() else {
+            panic!("the report parses, with news");
         };
         assert_eq!(first.findings.len(), 1, "{first:?}");
-        let RenovateData::Parsed(again) = input.read() else {
-            panic!("still parses");
+        assert!(news.usable);
+        assert!(
+            news.message.contains("report, 1 repositories; 1 deps"),
+            "{}",
+            news.message
+        );
+        let (RenovateData::Parsed(again), None) = input.read() else {
+            panic!("still parses, and nothing new is told");
         };
         assert!(
             Arc::ptr_eq(&first, &again),
             "unchanged input is not parsed again"
         );
-        std::fs::write(&path, "{not json").unwrap();
-        match input.read() {
-            RenovateData::Parsed(parsed) => assert!(parsed.findings.is_empty()),
-            RenovateData::Unusable(_) => {}
-            other => panic!("broken input is reported, not missing: {other:?}"),
+    }
+
+    #[test]
+    fn bad_input_keeps_the_last_good_findings_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let metrics = Metrics::new();
+        let input = file_input(&path, Some(metrics.clone()));
+        std::fs::write(&path, REPORT).unwrap();
+        let (RenovateData::Parsed(good), _) = input.read() else {
+            panic!("the report parses");
+        };
+        // Cut as at a ConfigMap's size limit, then emptied, then not Renovate's output,
+        // then a log from a run that never got to its findings: none may clear anything.
+        let cut = &REPORT[..REPORT.len() / 2];
+        let not_renovate = r#"{"level":30,"msg":"hello"}"#;
+        for (bad, why) in [
+            (cut, "cut at the ConfigMap's 1 MiB limit"),
+            ("", "empty"),
+            ("   \n", "empty"),
+            (not_renovate, "info level"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let (RenovateData::Stale(kept, reason), Some(news)) = input.read() else {
+                panic!("{bad:?} must keep the last good findings");
+            };
+            assert!(Arc::ptr_eq(&kept, &good), "{bad:?}");
+            assert!(reason.contains(why), "{bad:?}: {reason}");
+            assert!(!news.usable);
+            assert!(news.message.contains("kept"), "{}", news.message);
         }
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"fluxgate_renovate_reads_total{result="unusable"} 4"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fluxgate_renovate_reads_total{result="used"} 1"#),
+            "{text}"
+        );
+        // A valid report that no longer lists the update replaces the good findings.
+        let none = r#"{"repositories": {"example/fleet": {"packageFiles": {}}}}"#;
+        std::fs::write(&path, none).unwrap();
+        let (RenovateData::Parsed(fresh), Some(news)) = input.read() else {
+            panic!("a valid report is used");
+        };
+        assert!(fresh.findings.is_empty() && news.usable);
+    }
+
+    #[test]
+    fn unusable_input_before_any_good_one_is_reported_and_empty_is_nothing_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        let input = file_input(&path, None);
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(input.read(), (RenovateData::Missing(_), Some(_))));
+        std::fs::write(&path, "{not json").unwrap();
+        let (RenovateData::Unusable(reason), Some(news)) = input.read() else {
+            panic!("broken input is reported");
+        };
+        assert!(reason.contains("report.json"), "{reason}");
+        assert!(
+            news.message.contains("left as they are"),
+            "{}",
+            news.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_swapped_behind_a_symlink_is_seen() {
+        use futures::StreamExt;
+        // As the kubelet updates a mounted ConfigMap: a new directory, then `..data` swapped.
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("v1");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::write(first.join("report.json"), REPORT).unwrap();
+        std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/report.json", dir.path().join("report.json")).unwrap();
+        let mut changes = Box::pin(file_changes(
+            dir.path().join("report.json"),
+            Duration::from_millis(20),
+        ));
+        let second = dir.path().join("v2");
+        std::fs::create_dir(&second).unwrap();
+        std::fs::write(second.join("report.json"), REPORT).unwrap();
+        std::os::unix::fs::symlink("v2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), changes.next())
+            .await
+            .expect("the swap is seen within seconds")
+            .expect("the stream goes on");
     }
 
     #[test]
@@ -217,14 +490,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.ndjson");
         std::fs::write(&path, "x".repeat(MAX_INPUT_BYTES + 10)).unwrap();
-        let input = RenovateInput::new(
-            RenovateSettings {
-                configmap: None,
-                file: Some(path),
-            },
-            None,
-        );
-        let RenovateData::Unusable(message) = input.read() else {
+        let input = file_input(&path, None);
+        let (RenovateData::Unusable(message), _) = input.read() else {
             panic!("oversized input must be refused");
         };
         assert!(message.contains("packageFiles with updates"), "{message}");

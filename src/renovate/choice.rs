@@ -67,16 +67,6 @@ impl FieldChoice {
     }
 }
 
-/// The API's name of an update type (`patch`, `minor`, `major`, `other`), for messages.
-pub fn update_type_name(update_type: UpdateType) -> &'static str {
-    match update_type {
-        UpdateType::Patch => "patch",
-        UpdateType::Minor => "minor",
-        UpdateType::Major => "major",
-        UpdateType::Other => "other",
-    }
-}
-
 /// Whether `a` and `b` are the same version including the digest: the tag under the
 /// manifest module's normalisation, and the same digest (or none on both sides).
 pub fn same_version(a: &str, b: &str) -> bool {
@@ -230,7 +220,10 @@ fn classify(
     renovate: RenovateUpdateType,
 ) -> UpdateType {
     if digest_only {
-        return UpdateType::Other;
+        return UpdateType::Digest;
+    }
+    if renovate == RenovateUpdateType::Pin {
+        return UpdateType::Pin;
     }
     match manifest::update_type(current, new) {
         UpdateType::Other => {
@@ -241,7 +234,7 @@ fn classify(
                 RenovateUpdateType::Patch => UpdateType::Patch,
                 RenovateUpdateType::Minor => UpdateType::Minor,
                 RenovateUpdateType::Major => UpdateType::Major,
-                RenovateUpdateType::Digest | RenovateUpdateType::Bump => UpdateType::Other,
+                _ => UpdateType::Other,
             }
         }
         known => known,

@@ -81,7 +81,9 @@ fn read_one(reader: &mut Reader<'_>, content: &str, out: &mut Vec<Finding>) -> S
             .summary
             .warnings
             .push(format!("{}: empty; no updates were read", reader.source));
-        return SourceSummary::new(reader.source, InputKind::Empty);
+        let mut source = SourceSummary::new(reader.source, InputKind::Empty);
+        source.unusable = Some("empty".to_owned());
+        return source;
     }
     // A report is one (usually pretty-printed) document; a log is one object per line and
     // does not parse as a whole unless it has exactly one line.
@@ -91,13 +93,16 @@ fn read_one(reader: &mut Reader<'_>, content: &str, out: &mut Vec<Finding>) -> S
             Ok(document) if report::is_report(&document) => {
                 let mut source = SourceSummary::new(reader.source, InputKind::Report);
                 source.used = report::read_report(reader, &document, "", out);
+                if !document["repositories"].is_object() {
+                    source.unusable = Some("its `repositories` is not an object".to_owned());
+                }
                 return source;
             }
             Ok(_) => {}
             Err(err) => as_document = Some(err),
         }
     }
-    let source = log::read_log(reader, content, out);
+    let mut source = log::read_log(reader, content, out);
     if source.used == 0 {
         let warning = match as_document {
             // Mostly not JSON lines, and not a document either: most likely a pretty-printed
@@ -119,6 +124,7 @@ fn read_one(reader: &mut Reader<'_>, content: &str, out: &mut Vec<Finding>) -> S
             .summary
             .warnings
             .push(format!("{}: {warning}", reader.source));
+        source.unusable = Some(warning);
     }
     source
 }
@@ -153,6 +159,11 @@ fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
                 existing.datasource = existing.datasource.take().or(finding.datasource);
                 for update in finding.updates {
                     merge_update(&mut existing.updates, update);
+                }
+                for other in finding.not_offered {
+                    if !existing.not_offered.contains(&other) {
+                        existing.not_offered.push(other);
+                    }
                 }
             }
         }

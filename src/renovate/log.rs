@@ -125,10 +125,11 @@ fn snapshot(reader: &mut Reader<'_>, line: usize, mut value: Value) -> Option<Sn
             return None;
         }
     };
+    // Renovate's `local` platform logs `"baseBranch": ""`: the branch is unknown.
     let base_branch = value
         .get("baseBranch")
         .and_then(Value::as_str)
-        .filter(|branch| branch.len() <= 1024)
+        .filter(|branch| !branch.is_empty() && branch.len() <= 1024)
         .map(str::to_owned);
     let time = value
         .get("time")

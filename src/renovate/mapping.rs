@@ -20,43 +20,82 @@ pub struct Scope {
     pub branch: Option<String>,
 }
 
-/// Findings per field name, and why near misses did not match (for a person debugging a
-/// setup: "Renovate saw this file, but at another value").
+/// Findings per field name; for every field with none, why; and near misses worth telling
+/// a person debugging a setup ("Renovate saw this file, but at another value").
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapping {
     pub matches: BTreeMap<String, Vec<Finding>>,
+    /// Field name → why no finding is this field's.
+    pub unmatched: BTreeMap<String, String>,
     pub notes: Vec<String>,
 }
 
-/// Matches findings to fields. A field may match several findings (one per manager or
-/// repository it came through); a finding matching no field is simply not this app's.
+/// Matches findings to fields. A finding is a field's when it is in the field's file, in
+/// the app's repository and branch (where Renovate names them), at the field's current
+/// value and of the field's package (when known). A field may match several findings (one
+/// per manager or repository it came through); a finding matching no field is simply not
+/// this app's.
 pub fn map_findings(fields: &[ResolvedField], findings: &[Finding], scope: &Scope) -> Mapping {
     let mut mapping = Mapping::default();
     for field in fields {
         let file = match normalize_repo_path(&field.file) {
             Ok(file) => file,
             Err(reason) => {
-                mapping.notes.push(format!("{}: {reason}", field.name));
+                mapping.unmatched.insert(field.name.clone(), reason);
                 continue;
             }
         };
         let current = match field.current_version() {
             Ok(current) => current,
             Err(reason) => {
-                mapping.notes.push(format!("{}: {reason}", field.name));
+                mapping.unmatched.insert(field.name.clone(), reason);
                 continue;
             }
         };
+        let in_file: Vec<&Finding> = findings.iter().filter(|f| f.package_file == file).collect();
+        let in_scope: Vec<&Finding> = in_file
+            .iter()
+            .copied()
+            .filter(|f| out_of_scope(f, scope).is_none())
+            .collect();
+        let at_current: Vec<&Finding> = in_scope
+            .iter()
+            .copied()
+            .filter(|f| versions_equal(&f.current_value, &current))
+            .collect();
+        if at_current.is_empty() {
+            let reason = if in_file.is_empty() {
+                format!(
+                    "Renovate reported nothing in {file}: check that its managers' file \
+                     patterns cover it"
+                )
+            } else if in_scope.is_empty() {
+                let why = in_file
+                    .iter()
+                    .filter_map(|f| out_of_scope(f, scope))
+                    .next()
+                    .unwrap_or_default();
+                format!("Renovate's findings in {file} are {why}")
+            } else {
+                let seen: Vec<String> = in_scope
+                    .iter()
+                    .take(5)
+                    .map(|f| format!("{} at {}", f.dep_name, f.current_value))
+                    .collect();
+                format!(
+                    "Renovate saw {} in {file}, none at {current} as in Git: its data is \
+                     from another commit, or the field is not one Renovate manages",
+                    seen.join(", ")
+                )
+            };
+            mapping.unmatched.insert(field.name.clone(), reason);
+            continue;
+        }
         let pinned = digest_of(&current);
         let hint = field.package_hint();
         let mut matched: Vec<(PackageMatch, Finding)> = Vec::new();
-        for finding in findings {
-            if finding.package_file != file || !in_scope(finding, scope) {
-                continue;
-            }
-            if !versions_equal(&finding.current_value, &current) {
-                continue;
-            }
+        let mut misses = Vec::new();
+        for finding in at_current {
             let renovate_digest = finding
                 .current_digest
                 .clone()
@@ -64,10 +103,10 @@ pub fn map_findings(fields: &[ResolvedField], findings: &[Finding], scope: &Scop
             if let (Some(git), Some(seen)) = (&pinned, &renovate_digest)
                 && git != seen
             {
-                mapping.notes.push(format!(
-                    "{}: Renovate saw {} at digest {seen}, Git pins {git}; its data is older \
+                misses.push(format!(
+                    "Renovate saw {} at digest {seen}, Git pins {git}; its data is older \
                      than Git",
-                    field.name, finding.dep_name
+                    finding.dep_name
                 ));
                 continue;
             }
@@ -76,10 +115,10 @@ pub fn map_findings(fields: &[ResolvedField], findings: &[Finding], scope: &Scop
                 Some(hint) => match package_match(hint, finding) {
                     Some(level) => level,
                     None => {
-                        mapping.notes.push(format!(
-                            "{}: {} in {file} is at the same version but is not the package \
-                             `{hint}`",
-                            field.name, finding.dep_name
+                        misses.push(format!(
+                            "{} in {file} is at the same version but is not the package \
+                     `{hint}`",
+                            finding.dep_name
                         ));
                         continue;
                     }
@@ -100,32 +139,48 @@ pub fn map_findings(fields: &[ResolvedField], findings: &[Finding], scope: &Scop
             names.sort_unstable();
             names.dedup();
             if names.len() > 1 {
-                mapping.notes.push(format!(
-                    "{}: several packages in {file} are at {current} ({}); the field's \
-                     package is unknown, so none is used",
-                    field.name,
-                    names.join(", ")
-                ));
+                mapping.unmatched.insert(
+                    field.name.clone(),
+                    format!(
+                        "several packages in {file} are at {current} ({}); the field's \
+                         package is unknown, so none is used",
+                        names.join(", ")
+                    ),
+                );
                 continue;
             }
         }
-        if !matched.is_empty() {
+        if matched.is_empty() {
+            mapping
+                .unmatched
+                .insert(field.name.clone(), misses.join("; "));
+        } else {
+            mapping
+                .notes
+                .extend(misses.into_iter().map(|m| format!("{}: {m}", field.name)));
             mapping.matches.insert(field.name.clone(), matched);
         }
     }
     mapping
 }
 
-fn in_scope(finding: &Finding, scope: &Scope) -> bool {
-    let repository_ok = scope
-        .repository
-        .as_deref()
-        .is_none_or(|repository| repository_matches(&finding.repository, repository));
-    let branch_ok = match (&finding.base_branch, &scope.branch) {
-        (Some(seen), Some(wanted)) => seen == wanted,
-        _ => true,
-    };
-    repository_ok && branch_ok
+/// Why a finding is for another repository or branch than the app's; `None` when it is
+/// the app's, or Renovate did not say (its `local` platform names neither).
+fn out_of_scope(finding: &Finding, scope: &Scope) -> Option<String> {
+    if let (Some(seen), Some(wanted)) = (finding.named_repository(), scope.repository.as_deref())
+        && !repository_matches(seen, wanted)
+    {
+        return Some(format!(
+            "for repository {seen}, not the app's {}",
+            crate::git::redact_url(wanted)
+        ));
+    }
+    match (&finding.base_branch, &scope.branch) {
+        (Some(seen), Some(wanted)) if seen != wanted => {
+            Some(format!("for branch {seen}, not the app's {wanted}"))
+        }
+        _ => None,
+    }
 }
 
 /// Whether Renovate's repository name (`owner/repo`, `group/sub/repo`) names the repository
@@ -282,6 +337,7 @@ mod tests {
     #[test]
     fn package_names_compare_across_spellings() {
         let finding = |dep: &str, package: Option<&str>| Finding {
+            not_offered: Vec::new(),
             repository: "home/ops".into(),
             base_branch: None,
             managers: vec!["flux".into()],

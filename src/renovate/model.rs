@@ -23,7 +23,7 @@ pub const MAX_PROBLEMS_KEPT: usize = 100;
 /// One dependency Renovate found in one package file, with the updates it offers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    /// The repository as Renovate names it (`owner/repo`).
+    /// The repository as Renovate names it (`owner/repo`; `local` for its local platform).
     pub repository: String,
     /// The branch Renovate looked at; the report file does not say.
     pub base_branch: Option<String>,
@@ -38,11 +38,25 @@ pub struct Finding {
     pub current_value: String,
     pub current_digest: Option<String>,
     pub datasource: Option<String>,
-    /// Version moves only (see [`RenovateUpdateType`]), deduplicated by value and digest.
+    /// Version moves only (see [`RenovateUpdateType::is_offered`]), deduplicated by value
+    /// and digest.
     pub updates: Vec<Update>,
+    /// The updates Renovate proposed that are not version moves, with why.
+    pub not_offered: Vec<NotOffered>,
 }
 
+/// The name Renovate's `local` platform gives the repository it looks at (the working
+/// directory): it names no repository.
+pub const LOCAL_REPOSITORY: &str = "local";
+
 impl Finding {
+    /// The repository, when Renovate named one: not empty, not the `local` platform's
+    /// placeholder.
+    pub fn named_repository(&self) -> Option<&str> {
+        let name = self.repository.trim();
+        (!name.is_empty() && name != LOCAL_REPOSITORY).then_some(name)
+    }
+
     /// The first manager that reported the dependency, for messages.
     pub fn manager(&self) -> &str {
         self.managers.first().map_or("", String::as_str)
@@ -64,12 +78,13 @@ pub struct Update {
     pub manager: String,
 }
 
-/// The update types Fluxgate reads: the ones that move a version.
+/// Renovate's update types (`updateType`).
 ///
-/// Renovate's other types are not version moves and are dropped while reading: `pin` and
-/// `pinDigest` rewrite the same version (a range to a pin, adding a digest), `rollback`
-/// goes *down* to the newest version still published, `replacement` swaps the package, and
-/// `lockFileMaintenance` has no value at all.
+/// Fluxgate offers the ones that move a version ([`RenovateUpdateType::is_offered`]); the
+/// others are kept on the finding so a person can be told why they are not offered:
+/// `pinDigest` adds a digest to the same version, `rollback` goes *down* to the newest
+/// version still published, `replacement` swaps the package (or a Kubernetes `apiVersion`)
+/// for another, and `lockFileMaintenance` has no value at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RenovateUpdateType {
     Patch,
@@ -79,10 +94,16 @@ pub enum RenovateUpdateType {
     Digest,
     /// A range bumped to a new version (`rangeStrategy: bump`): still a version move.
     Bump,
+    /// A range or a floating tag replaced by the exact version it resolves to.
+    Pin,
+    PinDigest,
+    Rollback,
+    Replacement,
+    LockFileMaintenance,
 }
 
 impl RenovateUpdateType {
-    /// Reads Renovate's `updateType`; `None` for the types that are not version moves.
+    /// Reads Renovate's `updateType`; `None` for a type Renovate 39 does not have.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "patch" => Some(Self::Patch),
@@ -90,10 +111,16 @@ impl RenovateUpdateType {
             "major" => Some(Self::Major),
             "digest" => Some(Self::Digest),
             "bump" => Some(Self::Bump),
+            "pin" => Some(Self::Pin),
+            "pinDigest" => Some(Self::PinDigest),
+            "rollback" => Some(Self::Rollback),
+            "replacement" => Some(Self::Replacement),
+            "lockFileMaintenance" => Some(Self::LockFileMaintenance),
             _ => None,
         }
     }
 
+    /// Renovate's name of the type.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Patch => "patch",
@@ -101,9 +128,52 @@ impl RenovateUpdateType {
             Self::Major => "major",
             Self::Digest => "digest",
             Self::Bump => "bump",
+            Self::Pin => "pin",
+            Self::PinDigest => "pinDigest",
+            Self::Rollback => "rollback",
+            Self::Replacement => "replacement",
+            Self::LockFileMaintenance => "lockFileMaintenance",
+        }
+    }
+
+    /// Whether an update of this type moves the field to another version, so Fluxgate may
+    /// offer it.
+    pub fn is_offered(self) -> bool {
+        matches!(
+            self,
+            Self::Patch | Self::Minor | Self::Major | Self::Digest | Self::Bump | Self::Pin
+        )
+    }
+
+    /// Why an update of this type is not offered (for types that are not).
+    pub fn why_not_offered(self) -> &'static str {
+        match self {
+            Self::PinDigest => "it adds a digest to the same version; pin it in Git yourself",
+            Self::Rollback => {
+                "it goes down to an older version; use a RollbackRequest, or an UpgradeRequest naming that version"
+            }
+            Self::Replacement => {
+                "it replaces the package with another; Fluxgate changes versions, never what is deployed"
+            }
+            Self::LockFileMaintenance => "it has no version",
+            _ => "",
         }
     }
 }
+
+/// An update Renovate proposed that Fluxgate does not offer, kept to say why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotOffered {
+    /// Renovate's type, or `apiVersion` for a Kubernetes API version move.
+    pub kind: String,
+    pub new_value: String,
+    pub reason: &'static str,
+}
+
+/// The reason an `apiVersion` move is never offered: the `kubernetes` manager types it as a
+/// version update (`batch/v1beta1` → `batch/v1` as `patch`), but it changes the object's
+/// schema, not the app's version.
+pub const API_VERSION_MOVE: &str = "it moves a Kubernetes apiVersion (datasource kubernetes-api), which changes the manifest's schema, not the app's version";
 
 /// Something in the input that was refused or could not be read; reading goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +227,9 @@ pub struct SourceSummary {
     pub malformed_lines: usize,
     /// Log lines by level name (`debug`, `info`, …; `other` for unknown levels).
     pub levels: BTreeMap<String, usize>,
+    /// Why nothing in this input can be trusted to say what Renovate found (empty, cut
+    /// short, not Renovate's output, a log without the findings line): `None` when usable.
+    pub unusable: Option<String>,
 }
 
 impl SourceSummary {
@@ -169,6 +242,7 @@ impl SourceSummary {
             superseded: 0,
             malformed_lines: 0,
             levels: BTreeMap::new(),
+            unusable: None,
         }
     }
 }
@@ -181,7 +255,8 @@ pub struct Summary {
     pub deps: usize,
     /// Dependencies Renovate skipped, by `skipReason`.
     pub skipped_deps: BTreeMap<String, usize>,
-    /// Updates dropped because their type is not a version move, by `updateType`.
+    /// Updates not offered because they are not version moves, by `updateType` (or
+    /// `apiVersion`, or `unknown:<type>` for a type Renovate 39 does not have).
     pub ignored_updates: BTreeMap<String, usize>,
     /// The first [`MAX_PROBLEMS_KEPT`] problems.
     pub problems: Vec<Problem>,
@@ -199,6 +274,15 @@ impl Summary {
         if self.problems.len() < MAX_PROBLEMS_KEPT {
             self.problems.push(problem);
         }
+    }
+
+    /// Why the inputs cannot be used, one entry per unusable source (empty when all are
+    /// usable).
+    pub fn unusable(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|s| Some(format!("{}: {}", s.name, s.unusable.as_ref()?)))
+            .collect()
     }
 
     /// Malformed lines over all sources.
@@ -425,6 +509,11 @@ impl Reader<'_> {
                     .or_default() += 1;
                 continue;
             };
+            let datasource = self
+                .string(dep, "datasource", &at)
+                .or_else(|| file_datasource.clone());
+            let (updates, not_offered) =
+                self.updates(dep, &at, manager, &dep_name, datasource.as_deref());
             let finding = Finding {
                 repository: repository.to_owned(),
                 base_branch: base_branch.map(str::to_owned),
@@ -432,10 +521,9 @@ impl Reader<'_> {
                 package_file: package_file.clone(),
                 package_name: self.string(dep, "packageName", &at),
                 current_digest: self.string(dep, "currentDigest", &at),
-                datasource: self
-                    .string(dep, "datasource", &at)
-                    .or_else(|| file_datasource.clone()),
-                updates: self.updates(dep, &at, manager),
+                datasource,
+                updates,
+                not_offered,
                 dep_name,
                 current_value,
             };
@@ -443,19 +531,28 @@ impl Reader<'_> {
         }
     }
 
-    fn updates(&mut self, dep: &Map<String, Value>, at: &str, manager: &str) -> Vec<Update> {
+    /// The dependency's updates: the version moves, and the others with why they are not.
+    fn updates(
+        &mut self,
+        dep: &Map<String, Value>,
+        at: &str,
+        manager: &str,
+        dep_name: &str,
+        datasource: Option<&str>,
+    ) -> (Vec<Update>, Vec<NotOffered>) {
         let updates = match dep.get("updates") {
-            None | Some(Value::Null) => return Vec::new(),
+            None | Some(Value::Null) => return (Vec::new(), Vec::new()),
             Some(Value::Array(updates)) => updates,
             Some(other) => {
                 self.problem(
                     &format!("{at}.updates"),
                     format!("expected a list, found {}", kind(other)),
                 );
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
         let mut out: Vec<Update> = Vec::new();
+        let mut not_offered: Vec<NotOffered> = Vec::new();
         for (index, update) in updates.iter().enumerate() {
             let at = format!("{at}.updates[{index}]");
             if index >= MAX_UPDATES_PER_DEP {
@@ -473,10 +570,52 @@ impl Reader<'_> {
                 continue;
             };
             let Some(update_type) = RenovateUpdateType::parse(&type_text) else {
-                *self.summary.ignored_updates.entry(type_text).or_default() += 1;
+                *self
+                    .summary
+                    .ignored_updates
+                    .entry(format!("unknown:{type_text}"))
+                    .or_default() += 1;
                 continue;
             };
-            let Some(new_value) = self.required(update, "newValue", &at, "an update") else {
+            let new_value = self.string(update, "newValue", &at);
+            // A new package name makes any update a replacement, whatever its type says.
+            let renamed = self
+                .string(update, "newName", &at)
+                .filter(|name| name != dep_name);
+            let refusal = if datasource == Some("kubernetes-api") {
+                Some(("apiVersion".to_owned(), API_VERSION_MOVE))
+            } else if renamed.is_some() {
+                Some((
+                    RenovateUpdateType::Replacement.as_str().to_owned(),
+                    RenovateUpdateType::Replacement.why_not_offered(),
+                ))
+            } else if !update_type.is_offered() {
+                Some((type_text.clone(), update_type.why_not_offered()))
+            } else {
+                None
+            };
+            if let Some((kind, reason)) = refusal {
+                *self
+                    .summary
+                    .ignored_updates
+                    .entry(kind.clone())
+                    .or_default() += 1;
+                let new_value = match (&renamed, &new_value) {
+                    (Some(name), Some(value)) => format!("{name}:{value}"),
+                    (Some(name), None) => name.clone(),
+                    (None, value) => value.clone().unwrap_or_default(),
+                };
+                not_offered.push(NotOffered {
+                    kind,
+                    new_value,
+                    reason,
+                });
+                continue;
+            }
+            let Some(new_value) = new_value else {
+                if matches!(update.get("newValue"), None | Some(Value::Null)) {
+                    self.problem(&at, "an update without `newValue` is skipped");
+                }
                 continue;
             };
             let release_timestamp = match self.string(update, "releaseTimestamp", &at) {
@@ -517,7 +656,7 @@ impl Reader<'_> {
             };
             merge_update(&mut out, update);
         }
-        out
+        (out, not_offered)
     }
 }
 
@@ -638,19 +777,23 @@ mod tests {
     }
 
     #[test]
-    fn update_types_that_are_not_version_moves_are_not_read() {
-        for moves in ["patch", "minor", "major", "digest", "bump"] {
-            let parsed = RenovateUpdateType::parse(moves).map(RenovateUpdateType::as_str);
-            assert_eq!(parsed, Some(moves));
+    fn only_version_moves_are_offered() {
+        for moves in ["patch", "minor", "major", "digest", "bump", "pin"] {
+            let parsed = RenovateUpdateType::parse(moves).expect(moves);
+            assert_eq!(parsed.as_str(), moves);
+            assert!(parsed.is_offered(), "{moves}");
         }
         for other in [
-            "pin",
             "pinDigest",
             "rollback",
             "replacement",
             "lockFileMaintenance",
         ] {
-            assert_eq!(RenovateUpdateType::parse(other), None, "{other}");
+            let parsed = RenovateUpdateType::parse(other).expect(other);
+            assert_eq!(parsed.as_str(), other);
+            assert!(!parsed.is_offered(), "{other}");
+            assert!(!parsed.why_not_offered().is_empty(), "{other}");
         }
+        assert_eq!(RenovateUpdateType::parse("sideways"), None);
     }
 }

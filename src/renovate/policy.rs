@@ -1,7 +1,7 @@
 //! The automatic-upgrade decision: whether an app's `updatePolicy` lets Fluxgate create an
 //! UpgradeRequest now, for which target, under which deterministic name and labels.
 
-use super::choice::{is_failed, update_type_name};
+use super::choice::is_failed;
 use super::schedule::{Window, WindowState};
 use crate::api::{AutoUpdate, AvailableUpdate, FailedVersion, UpdatePolicy, UpdateType};
 use crate::manifest::{normalize, versions_equal};
@@ -24,9 +24,10 @@ pub const MAX_NAME_LEN: usize = 63;
 pub fn auto_allows(auto: AutoUpdate, update_type: UpdateType, digest_only: bool) -> bool {
     let needed = match update_type {
         _ if digest_only => AutoUpdate::Patch,
-        UpdateType::Patch => AutoUpdate::Patch,
+        UpdateType::Patch | UpdateType::Digest => AutoUpdate::Patch,
         UpdateType::Minor => AutoUpdate::Minor,
-        UpdateType::Major | UpdateType::Other => AutoUpdate::Major,
+        // A pin may land anywhere in the range it replaces.
+        UpdateType::Major | UpdateType::Pin | UpdateType::Other => AutoUpdate::Major,
     };
     auto != AutoUpdate::None && auto >= needed
 }
@@ -119,7 +120,7 @@ pub fn auto_upgrade(
             refused.push(format!(
                 "{field} {} is a {} update, beyond auto: {}",
                 update.version,
-                update_type_name(update.update_type),
+                update.update_type.as_str(),
                 auto_name(policy.auto)
             ));
             continue;

@@ -1,7 +1,7 @@
 //! The next `status.availableUpdate` map and `UpdateAvailable` condition: what fresh
 //! Renovate data offers, minus what Git already has, with why old entries went away.
 
-use super::choice::{same_version, update_type_name};
+use super::choice::same_version;
 use crate::api::AvailableUpdate;
 use crate::api::conditions::{UPDATE_AVAILABLE, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -55,17 +55,31 @@ pub struct Refreshed {
     pub summary: Option<String>,
 }
 
+/// Longest condition message written; a long list of fields is cut with `…`.
+const MAX_MESSAGE_CHARS: usize = 2048;
+
+fn bounded(message: String) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        return message;
+    }
+    let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// Builds the next map from the fresh offers (one per field, from [`super::choice`]) and the
 /// versions in Git now. Call it only with data that was read successfully: unreadable
 /// Renovate output is an error to report, not a reason to clear what is known.
 ///
 /// An entry stays only while fresh data offers it and Git does not hold it yet; whatever
 /// the previous map had beyond that is cleared, with the reason.
+/// `no_offer` says, per field without an offer, why; the condition's message repeats it.
 pub fn refresh(
     previous: &BTreeMap<String, AvailableUpdate>,
     fresh: &BTreeMap<String, AvailableUpdate>,
     current: &BTreeMap<String, String>,
     tracked: bool,
+    no_offer: &BTreeMap<String, String>,
 ) -> Refreshed {
     let in_git = |field: &str, version: &str| {
         current
@@ -102,34 +116,51 @@ pub fn refresh(
         .iter()
         .map(|(field, update)| format!("{field}={}", update.version))
         .collect();
+    let why: Vec<String> = no_offer
+        .iter()
+        .filter(|(field, _)| !available.contains_key(*field))
+        .map(|(field, reason)| format!("{field}: {reason}"))
+        .collect();
     let condition = if !available.is_empty() {
-        let message = available
+        let offered = available
             .iter()
-            .map(|(field, u)| {
-                let kind = update_type_name(u.update_type);
-                format!("{field} {} → {} ({kind})", u.current, u.version)
-            })
+            .map(|(field, u)| format!("{field} {} → {} ({})", u.current, u.version, u.update_type))
             .collect::<Vec<_>>()
             .join("; ");
+        let message = if why.is_empty() {
+            offered
+        } else {
+            format!("{offered}. No offer for {}", why.join("; "))
+        };
         UpdateCondition {
             status: true,
             reason: REASON_AVAILABLE,
-            message,
+            message: bounded(message),
         }
     } else if tracked {
+        let mut message = "Renovate offers no update for this app's versions".to_owned();
+        if !why.is_empty() {
+            message = format!("{message}: {}", why.join("; "));
+        }
         UpdateCondition {
             status: false,
             reason: REASON_UP_TO_DATE,
-            message: "Renovate offers no update for this app's versions".into(),
+            message: bounded(message),
         }
     } else {
+        let mut message = "no Renovate finding matches this app's version fields".to_owned();
+        if why.is_empty() {
+            message.push_str(
+                ": check that Renovate's file patterns cover the files and that its output \
+                 reaches Fluxgate",
+            );
+        } else {
+            message = format!("{message}: {}", why.join("; "));
+        }
         UpdateCondition {
             status: false,
             reason: REASON_NOT_TRACKED,
-            message: "no Renovate finding matches this app's version fields: check that \
-                      Renovate's flux file patterns cover the files and that its output \
-                      reaches Fluxgate"
-                .into(),
+            message: bounded(message),
         }
     };
     Refreshed {

@@ -129,6 +129,46 @@ mod parsing {
     }
 
     #[test]
+    fn replacements_and_api_version_moves_are_never_version_updates() {
+        // As Renovate 39's kubernetes manager reports a deprecated apiVersion: datasource
+        // kubernetes-api, typed as a patch.
+        let report = r#"{"repositories": {"local": {"packageFiles": {"kubernetes": [
+            {"packageFile": "apps/jobs/cron.yaml", "deps": [
+              {"depName": "CronJob", "currentValue": "batch/v1beta1", "datasource": "kubernetes-api",
+               "updates": [{"newValue": "batch/v1", "updateType": "patch"}]},
+              {"depName": "bitnami/redis", "currentValue": "7.0.0", "datasource": "docker",
+               "updates": [{"newName": "valkey/valkey", "newValue": "8.0.0", "updateType": "replacement"},
+                           {"newName": "redis", "newValue": "7.0.1", "updateType": "patch"},
+                           {"newValue": "7.0.2", "updateType": "patch"},
+                           {"newValue": "6.2.0", "updateType": "rollback"}]}]}]}}}}"#;
+        let parsed = parse(&[("report.json", report)]);
+        let api = find(&parsed, "apps/jobs/cron.yaml", "CronJob");
+        assert!(api.updates.is_empty(), "{api:?}");
+        assert_eq!(api.not_offered[0].kind, "apiVersion");
+        assert_eq!(api.not_offered[0].new_value, "batch/v1");
+        let redis = find(&parsed, "apps/jobs/cron.yaml", "bitnami/redis");
+        assert_eq!(values(redis), ["7.0.2"]);
+        let refused: Vec<(&str, &str)> = redis
+            .not_offered
+            .iter()
+            .map(|o| (o.kind.as_str(), o.new_value.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("replacement", "valkey/valkey:8.0.0"),
+                ("replacement", "redis:7.0.1"),
+                ("rollback", "6.2.0")
+            ]
+        );
+        assert_eq!(
+            parsed.summary.to_string(),
+            "report.json: report, 1 repositories; 2 deps; 4 updates ignored (apiVersion 1, \
+             replacement 2, rollback 1)"
+        );
+    }
+
+    #[test]
     fn the_same_dep_under_two_managers_is_one_finding() {
         let parsed = parse_fixture("home_ops.ndjson");
         let image: Vec<&Finding> = parsed
@@ -695,9 +735,9 @@ mod mapping_tests {
         let mapping = mapping::map_findings(&[unknown], &findings, &Scope::default());
         assert!(mapping.matches.is_empty());
         assert!(
-            mapping.notes[0].contains("several packages"),
+            mapping.unmatched["chart"].contains("several packages"),
             "{:?}",
-            mapping.notes
+            mapping.unmatched
         );
     }
 
@@ -715,9 +755,9 @@ mod mapping_tests {
         let mapping = mapping::map_findings(&[moved], &findings, &Scope::default());
         assert!(mapping.matches.is_empty());
         assert!(
-            mapping.notes[0].contains("older than Git"),
+            mapping.unmatched["app"].contains("older than Git"),
             "{:?}",
-            mapping.notes
+            mapping.unmatched
         );
     }
 
@@ -821,19 +861,76 @@ mod mapping_tests {
         assert!(matches(scope("https://github.com/home/ops.git", "main")));
         assert!(!matches(scope("https://github.com/home/lab.git", "main")));
         assert!(!matches(scope("home/ops", "staging")));
+        // Each miss says why, for the app's condition.
+        let why = |scope: Scope| {
+            mapping::map_findings(&[db_chart()], &findings, &scope).unmatched["chart"].clone()
+        };
+        assert_eq!(
+            why(scope("https://github.com/home/lab.git", "main")),
+            "Renovate's findings in apps/db/ocirepository.yaml are for repository home/ops, \
+             not the app's https://github.com/home/lab.git"
+        );
+        assert_eq!(
+            why(scope("home/ops", "staging")),
+            "Renovate's findings in apps/db/ocirepository.yaml are for branch main, not the \
+             app's staging"
+        );
+        let mut elsewhere = db_chart();
+        elsewhere.file = "apps/db2/ocirepository.yaml".into();
+        let reason =
+            &mapping::map_findings(&[elsewhere], &findings, &Scope::default()).unmatched["chart"];
+        assert!(
+            reason.contains("reported nothing in apps/db2/ocirepository.yaml"),
+            "{reason}"
+        );
     }
 
     #[test]
-    fn bad_field_files_and_values_are_notes_not_panics() {
+    fn the_local_platform_and_an_empty_base_branch_name_nothing() {
+        // Renovate's `local` platform names the repository `local`, and its log writes
+        // `"baseBranch": ""`: both mean "unknown", so file, value and package decide.
+        let log = testdata("home_ops.ndjson")
+            .replace(r#""repository":"home/ops""#, r#""repository":"local""#)
+            .replace(r#""baseBranch":"main""#, r#""baseBranch":"""#);
+        assert!(log.contains(r#""repository":"local""#) && log.contains(r#""baseBranch":"""#));
+        let parsed = parse(&[("local.ndjson", &log)]);
+        assert!(parsed.findings.iter().all(|f| f.base_branch.is_none()));
+        let scope = Scope {
+            repository: Some("https://github.com/home/ops.git".into()),
+            branch: Some("main".into()),
+        };
+        let mapping = mapping::map_findings(&[db_chart()], &parsed.findings, &scope);
+        assert_eq!(mapping.matches["chart"].len(), 1, "{mapping:?}");
+        let report = r#"{"repositories": {"local": {"packageFiles": {"flux": [
+            {"packageFile": "apps/db/ocirepository.yaml", "deps": [{"depName": "ghcr.io/acme/charts/db",
+             "currentValue": "v1.4.2", "datasource": "docker",
+             "updates": [{"newValue": "v1.4.3", "updateType": "patch"}]}]}]}}}}"#;
+        let parsed = parse(&[("report.json", report)]);
+        let mapping = mapping::map_findings(&[db_chart()], &parsed.findings, &scope);
+        assert_eq!(mapping.matches["chart"].len(), 1, "{mapping:?}");
+    }
+
+    #[test]
+    fn bad_field_files_and_values_are_reasons_not_panics() {
         let findings = home_ops();
         let mut escaping = db_chart();
         escaping.file = "../db/ocirepository.yaml".into();
         let mut untagged = db_chart();
         untagged.format = ValueFormat::Image;
         untagged.value = "ghcr.io/acme/db".into();
+        untagged.name = "image".into();
         let mapping = mapping::map_findings(&[escaping, untagged], &findings, &Scope::default());
         assert!(mapping.matches.is_empty());
-        assert_eq!(mapping.notes.len(), 2, "{:?}", mapping.notes);
+        assert!(
+            mapping.unmatched["chart"].contains("climbs out"),
+            "{:?}",
+            mapping.unmatched
+        );
+        assert!(
+            mapping.unmatched["image"].contains("ghcr.io/acme/db"),
+            "{:?}",
+            mapping.unmatched
+        );
     }
 }
 
@@ -921,7 +1018,7 @@ mod choice_tests {
         // auto: patch allows the rebuild (digest only), not the minor.
         let chosen = choice.chosen.clone().expect("chosen");
         assert!(chosen.digest_only);
-        assert_eq!(chosen.update_type, UpdateType::Other);
+        assert_eq!(chosen.update_type, UpdateType::Digest);
         assert_eq!(chosen.version, format!("2024.3.1@{REBUILD_DIGEST}"));
         let minor = choose_for(&home_assistant(), AutoUpdate::Minor, &[]);
         let available = minor.available_update().expect("update");
@@ -957,6 +1054,7 @@ mod choice_tests {
             .into_iter()
             .filter(|f| f.dep_name == "ghcr.io/home-operations/home-assistant")
             .map(|f| Finding {
+                not_offered: Vec::new(),
                 current_digest: None,
                 ..f
             })
@@ -987,6 +1085,7 @@ mod choice_tests {
             package: mapping::infer_package(text, None, &path, ValueFormat::Plain),
         };
         let finding = Finding {
+            not_offered: Vec::new(),
             repository: "r/r".into(),
             base_branch: None,
             managers: vec!["kustomize".into()],
@@ -1034,6 +1133,7 @@ mod choice_tests {
             package: None,
         };
         let finding = Finding {
+            not_offered: Vec::new(),
             repository: "r/r".into(),
             base_branch: None,
             managers: vec!["regex".into()],
@@ -1141,6 +1241,7 @@ mod choice_tests {
                 ref_digest: None,                package: None,
             };
             let finding = Finding {
+                not_offered: Vec::new(),
                 repository: "r/r".into(),
                 base_branch: None,
                 managers: vec!["flux".into()],
@@ -1660,6 +1761,7 @@ mod status_tests {
             &fresh,
             &git(&[("chart", "1.4.3"), ("image", "1.0.0"), ("sidecar", "2.0.0")]),
             true,
+            &BTreeMap::new(),
         );
         assert_eq!(refreshed.available.keys().collect::<Vec<_>>(), ["sidecar"]);
         let cleared: Vec<(&str, &str)> = refreshed
@@ -1705,6 +1807,7 @@ mod status_tests {
             &fresh,
             &git(&[("app", &format!("2024.3.1@{OLD_DIGEST}"))]),
             true,
+            &BTreeMap::new(),
         );
         assert_eq!(kept.available.len(), 1);
         let done = refresh(
@@ -1712,6 +1815,7 @@ mod status_tests {
             &fresh,
             &git(&[("app", &format!("2024.3.1@{REBUILD_DIGEST}"))]),
             true,
+            &BTreeMap::new(),
         );
         assert!(done.available.is_empty());
         assert_eq!(done.cleared[0].reason, "Git already has it");
@@ -1724,6 +1828,7 @@ mod status_tests {
             &BTreeMap::new(),
             &git(&[("chart", "1.0.0")]),
             true,
+            &BTreeMap::new(),
         );
         assert!(!up_to_date.condition.status);
         assert_eq!(up_to_date.condition.reason, REASON_UP_TO_DATE);
@@ -1733,9 +1838,26 @@ mod status_tests {
             &BTreeMap::new(),
             &git(&[("chart", "1.0.0")]),
             false,
+            &BTreeMap::new(),
         );
         assert_eq!(untracked.condition.reason, REASON_NOT_TRACKED);
         assert!(untracked.condition.message.contains("file patterns"));
+        let why = BTreeMap::from([(
+            "chart".to_owned(),
+            "Renovate's findings in apps/db.yaml are for branch dev, not the app's main".to_owned(),
+        )]);
+        let explained = refresh(
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &git(&[("chart", "1.0.0")]),
+            false,
+            &why,
+        );
+        assert_eq!(
+            explained.condition.message,
+            "no Renovate finding matches this app's version fields: chart: Renovate's findings \
+             in apps/db.yaml are for branch dev, not the app's main"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The Prometheus registry and Fluxgate's metrics (all prefixed `fluxgate_`): operations by
-//! result, phase durations, active operations and errors by category.
+//! result, phase durations, active operations, errors by category, and what the last
+//! Renovate input held.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -27,12 +28,15 @@ pub struct Metrics {
     phase_duration: Family<Labels, Histogram>,
     errors: Family<Labels, Counter>,
     active: Family<Labels, Gauge>,
+    renovate_reads: Family<Labels, Counter>,
+    renovate_input: Family<Labels, Gauge>,
 }
 
 impl Metrics {
     /// Creates the registry: `fluxgate_build_info`, `fluxgate_operations_total{kind,result}`,
     /// `fluxgate_phase_duration_seconds{kind,phase}`, `fluxgate_active_operations{kind}` and
-    /// `fluxgate_errors_total{category}`.
+    /// `fluxgate_errors_total{category}`, `fluxgate_renovate_reads_total{result}` and
+    /// `fluxgate_renovate_input{count}`.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fluxgate");
         let build_info = Family::<Labels, Gauge>::default();
@@ -69,12 +73,27 @@ impl Metrics {
         for kind in ["UpgradeRequest", "RollbackRequest"] {
             active.get_or_create(&labels(&[("kind", kind)])).set(0);
         }
+        let renovate_reads = Family::<Labels, Counter>::default();
+        registry.register(
+            "renovate_reads",
+            "Renovate inputs read, by result: used, or unusable (the last usable one is kept)",
+            renovate_reads.clone(),
+        );
+        let renovate_input = Family::<Labels, Gauge>::default();
+        registry.register(
+            "renovate_input",
+            "What the last Renovate input read held: lines, used, malformed, superseded, \
+             deps, skipped_deps, ignored_updates, problems, findings; usable is 1 or 0",
+            renovate_input.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             operations,
             phase_duration,
             errors,
             active,
+            renovate_reads,
+            renovate_input,
         }
     }
 
@@ -106,6 +125,22 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// Records one read of Renovate's input: whether it was used, and its counts by name.
+    pub fn renovate_read(&self, usable: bool, counts: &[(&str, usize)]) {
+        let result = if usable { "used" } else { "unusable" };
+        self.renovate_reads
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+        self.renovate_input
+            .get_or_create(&labels(&[("count", "usable")]))
+            .set(i64::from(usable));
+        for (name, count) in counts {
+            self.renovate_input
+                .get_or_create(&labels(&[("count", name)]))
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The metrics in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -132,7 +167,20 @@ mod tests {
         metrics.phase_took("UpgradeRequest", "Snapshot", 1.5);
         metrics.error("GitError");
         metrics.set_active("RollbackRequest", 2);
+        metrics.renovate_read(false, &[("malformed", 3)]);
         let text = metrics.render();
+        assert!(
+            text.contains(r#"fluxgate_renovate_reads_total{result="unusable"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fluxgate_renovate_input{count="malformed"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"fluxgate_renovate_input{count="usable"} 0"#),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"fluxgate_operations_total{kind="UpgradeRequest",result="Succeeded"} 1"#
