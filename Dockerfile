@@ -16,10 +16,11 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 # The workspace's test crates (test/kubesim, test/sim, e2e) are members, so Cargo needs
-# their manifests, but only the operator binary is built.
+# their manifests, but only the operator binary is built, and without the `demo` feature: the
+# image links no API simulator, simulated Flux or Git server (tests/product_without_test_world.rs).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin fluxgate \
+    cargo build --release --locked --no-default-features --bin fluxgate \
  && cp target/release/fluxgate /usr/local/bin/fluxgate
 
 FROM debian:bookworm-slim

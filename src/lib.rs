@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod git;
 pub mod manifest;

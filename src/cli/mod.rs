@@ -26,7 +26,7 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run the whole system on an embedded simulated cluster: an upgrade, then a failing
     /// upgrade that rolls back on its own, every phase printed as it happens.
-    Demo(crate::demo::DemoArgs),
+    Demo(DemoArgs),
     /// Print the version of this binary.
     Version,
     /// Read or change a version field in a YAML file, exactly as Fluxgate would.
@@ -86,12 +86,36 @@ pub struct CrdArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// Arguments of `fluxgate demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the simulated cluster running afterwards and print a kubeconfig to explore it
+    /// with kubectl (stop with Ctrl-C).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[cfg(feature = "demo")]
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    crate::demo::run(args).await
+}
+
+/// The operator's image is built without the simulated world; say where the demo is.
+#[cfg(not(feature = "demo"))]
+async fn demo(_: DemoArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this fluxgate was built without the simulated cluster (cargo feature `demo`, left out \
+         of the container image): run the demo from a checkout with `cargo run -- demo`, or \
+         install it with `cargo install` (the feature is on by default)"
+    )
+}
+
 /// Runs the parsed command line; the returned error is printed by `main`.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd(args) => crd(&args),
         Command::Run(args) => run::run(args).await,
-        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Demo(args) => demo(args).await,
         Command::Version => {
             println!("fluxgate {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -12,17 +12,8 @@ use kube::Api;
 use std::time::{Duration, Instant};
 use world::DemoWorld;
 
-/// Arguments of `fluxgate demo`.
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Keep the simulated cluster running afterwards and print a kubeconfig to explore it
-    /// with kubectl (stop with Ctrl-C).
-    #[arg(long)]
-    pub keep: bool,
-}
-
-/// Runs the demo.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// Runs the demo (the arguments are [`crate::cli::DemoArgs`]).
+pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     println!(
         "Fluxgate demo: a simulated cluster (kubesim) with Flux, a CSI snapshotter and a local Git repository."
