@@ -17,7 +17,7 @@ fn exposed_names() -> BTreeSet<String> {
     let metrics = fluxgate::telemetry::metrics::Metrics::new();
     metrics.operation_finished("UpgradeRequest", "Succeeded");
     metrics.phase_took("UpgradeRequest", "Snapshot", 1.0);
-    metrics.error("GitError");
+    metrics.error("git_auth");
     metrics.set_active("UpgradeRequest", 1);
     metrics.renovate_read(true, &[("findings", 1)]);
     let text = metrics.render();

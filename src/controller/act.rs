@@ -28,14 +28,6 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use std::sync::{Arc, Mutex};
 
-fn problem(error: ClusterError) -> Problem {
-    Problem {
-        reason: error.reason().into(),
-        message: error.to_string(),
-        retryable: error.is_retryable(),
-    }
-}
-
 /// Everything an action needs to know about its request.
 pub struct Acting<'a> {
     /// The request, as the workflow sees it.
@@ -100,12 +92,12 @@ pub async fn perform(
             )
             .await
         }
-        Action::SetSuspend { object, suspend } => {
-            set_suspend(client, object, *suspend).await.map_err(problem)
-        }
-        Action::Scale { workload, replicas } => {
-            scale(client, workload, *replicas).await.map_err(problem)
-        }
+        Action::SetSuspend { object, suspend } => set_suspend(client, object, *suspend)
+            .await
+            .map_err(Problem::from),
+        Action::Scale { workload, replicas } => scale(client, workload, *replicas)
+            .await
+            .map_err(Problem::from),
         Action::RequestReconcile { token } => {
             let chain = acting
                 .plan
@@ -124,14 +116,14 @@ pub async fn perform(
                         token,
                     )
                     .await
-                    .map_err(problem)?;
+                    .map_err(Problem::from)?;
                 }
                 // No GitRepository behind the chain (e.g. an OCI-sourced Kustomization):
                 // nothing to wake, Flux fetches on its own.
                 Err(e) if !e.is_retryable() => {
                     tracing::debug!(error = %e, "no GitRepository to ask for a fetch");
                 }
-                Err(e) => return Err(problem(e)),
+                Err(e) => return Err(Problem::from(e)),
             }
             for object in chain {
                 if matches!(
@@ -144,7 +136,7 @@ pub async fn perform(
                     if object.kind == FluxObjectKind::HelmRelease
                         && let Some((namespace, name)) = chart_helm_repository(client, object)
                             .await
-                            .map_err(problem)?
+                            .map_err(Problem::from)?
                     {
                         request_reconcile(
                             client,
@@ -154,11 +146,11 @@ pub async fn perform(
                             token,
                         )
                         .await
-                        .map_err(problem)?;
+                        .map_err(Problem::from)?;
                     }
                     request_reconcile(client, object.kind, &object.namespace, &object.name, token)
                         .await
-                        .map_err(problem)?;
+                        .map_err(Problem::from)?;
                 }
             }
             Ok(())
@@ -180,18 +172,20 @@ pub async fn perform(
                 &acting.request.uid,
                 &class,
             );
-            create_snapshot(client, &wanted).await.map_err(problem)
+            create_snapshot(client, &wanted)
+                .await
+                .map_err(Problem::from)
         }
         Action::DeleteClaim { volume } => delete_claim(client, &volume.namespace, &volume.name)
             .await
-            .map_err(problem),
+            .map_err(Problem::from),
         Action::RestoreClaim {
             volume,
             snapshot: name,
         } => {
             let source = snapshot(client, &volume.namespace, name)
                 .await
-                .map_err(problem)?
+                .map_err(Problem::from)?
                 .ok_or_else(|| {
                     Problem::terminal(
                         "SnapshotNotFound",
@@ -204,7 +198,7 @@ pub async fn perform(
             let restore_size = source.status.and_then(|s| s.restore_size);
             create_claim(client, &restored_claim(volume, name, restore_size.as_ref()))
                 .await
-                .map_err(problem)
+                .map_err(Problem::from)
         }
         Action::Commit { versions, subject } => commit(ctx, acting, versions, subject).await,
         Action::CreateRollback { name } => create_rollback(ctx, acting, name).await,
@@ -339,7 +333,7 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
     {
         Ok(_) => Ok(()),
         Err(e) if crate::cluster::error::already_exists(&e) => Ok(()),
-        Err(e) => Err(problem(ClusterError::api(
+        Err(e) => Err(Problem::from(ClusterError::api(
             "creating",
             format!("RollbackRequest {namespace}/{name}"),
             e,
@@ -386,7 +380,7 @@ async fn apply_snapshot_retention(
             now,
         )
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
         if !deleted.is_empty() {
             tracing::info!(%app, %namespace, ?deleted, "snapshot retention pruned old snapshots");
         }

@@ -18,11 +18,7 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 
 fn cluster_problem(reason: &str, error: crate::cluster::error::ClusterError) -> Problem {
-    Problem {
-        reason: reason.into(),
-        message: error.to_string(),
-        retryable: error.is_retryable(),
-    }
+    Problem::from(error).with_reason(reason)
 }
 
 /// The versions an upgrade asks for: `target`, `version` (single-version apps) or the app's
@@ -90,15 +86,14 @@ pub async fn upgrade_plan(
     }
     // The GitRepository Flux deploys the app from must follow a branch, whatever the app
     // names as its own location: Reconcile waits for that repository to serve our commit.
-    let flux_git = git_source(&ctx.client, &chain).await;
-    match &flux_git {
-        Err(e) if e.is_retryable() => return Err(Problem::retryable(e.reason(), e.to_string())),
-        Ok(source) => {
-            if let Err(why) = source.branch() {
-                return Err(Problem::terminal(GIT_REF_NOT_BRANCH, why));
-            }
-        }
-        Err(_) => {}
+    let flux_git = match git_source(&ctx.client, &chain).await {
+        Err(e) if e.is_retryable() => return Err(e.into()),
+        flux_git => flux_git,
+    };
+    if let Ok(source) = &flux_git
+        && let Err(why) = source.branch()
+    {
+        return Err(Problem::terminal(GIT_REF_NOT_BRANCH, why));
     }
     let deploying = flux_git.as_ref().ok().cloned();
     let location = location(app, flux_git)?;
@@ -107,10 +102,8 @@ pub async fn upgrade_plan(
     refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
     // Refuse what Git or Flux would refuse at Commit, before anything is touched.
     check_signing(ctx, app, &chain).await?;
-    let fields = locate_fields(&app.spec, &files)
-        .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
-    let current =
-        current_versions(&fields).map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
+    let fields = locate_fields(&app.spec, &files).map_err(Problem::from)?;
+    let current = current_versions(&fields).map_err(Problem::from)?;
     let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let target = requested_target(upgrade, app, &names)?;
     check_target(&fields, &target)
@@ -156,8 +149,7 @@ pub async fn upgrade_plan(
         .collect();
     for file in targeted {
         let text = files.get(file).map(String::as_str).unwrap_or_default();
-        edit_file(text, file, &fields, &target)
-            .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
+        edit_file(text, file, &fields, &target).map_err(Problem::from)?;
     }
     // One connection, bounded by the Git timeouts, only in this admitting reconcile; a dry
     // run asks in Preflight instead. The answer is kept in the plan for Commit's messages.

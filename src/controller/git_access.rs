@@ -95,11 +95,7 @@ pub fn location(
         .secret_ref
         .as_ref()
         .map(|s| (namespace.clone(), s.name.clone()));
-    let source = source.map_err(|e| Problem {
-        reason: "GitSourceUnknown".into(),
-        message: e.to_string(),
-        retryable: e.is_retryable(),
-    })?;
+    let source = source.map_err(|e| Problem::from(e).with_reason("GitSourceUnknown"))?;
     let branch = match &git.branch {
         Some(branch) => branch.clone(),
         None => source
@@ -177,13 +173,9 @@ pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRe
     Ok(Arc::new(repo))
 }
 
-/// A git error as a workflow problem, keeping its retryability.
+/// A git error as a workflow problem, keeping its retryability and category.
 pub fn git_problem(error: crate::git::GitError) -> Problem {
-    Problem {
-        reason: "GitError".into(),
-        message: error.to_string(),
-        retryable: error.is_retryable(),
-    }
+    Problem::from(error)
 }
 
 /// The files of every directory holding the app's version files (`git.file`'s directory and

@@ -30,14 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How far back in the branch's history a request's commit is looked for.
 const COMMIT_LOOKBACK: usize = 200;
 
-fn problem(error: ClusterError) -> Problem {
-    Problem {
-        reason: error.reason().into(),
-        message: error.to_string(),
-        retryable: error.is_retryable(),
-    }
-}
-
 fn record(info: CommitInfo) -> CommitRecord {
     let subject = info.message.lines().next().unwrap_or_default().to_owned();
     CommitRecord {
@@ -78,9 +70,11 @@ pub async fn observe_phase(
                     .insert(volume.name.clone());
             }
             for (namespace, claims) in by_namespace {
-                observed
-                    .mounts
-                    .extend(mounts(client, namespace, &claims).await.map_err(problem)?);
+                observed.mounts.extend(
+                    mounts(client, namespace, &claims)
+                        .await
+                        .map_err(Problem::from)?,
+                );
             }
         }
         Phase::Snapshot | Phase::SafetySnapshot => {
@@ -88,7 +82,7 @@ pub async fn observe_phase(
                 let name = snapshot_name(&request.uid, &volume.name);
                 if let Some(found) = snapshot(client, &volume.namespace, &name)
                     .await
-                    .map_err(problem)?
+                    .map_err(Problem::from)?
                 {
                     let status = found.status.unwrap_or_default();
                     observed.snapshots.insert(
@@ -106,14 +100,14 @@ pub async fn observe_phase(
             for volume in plan.volumes.iter().filter(|v| v.restore_from.is_some()) {
                 let Some(pvc) = claim(client, &volume.namespace, &volume.name)
                     .await
-                    .map_err(problem)?
+                    .map_err(Problem::from)?
                 else {
                     continue;
                 };
                 let waits = match &volume.storage_class_name {
                     Some(class) => storage_class(client, class)
                         .await
-                        .map_err(problem)?
+                        .map_err(Problem::from)?
                         .is_some_and(|c| binds_on_first_consumer(&c)),
                     None => false,
                 };
@@ -159,7 +153,7 @@ pub async fn observe_phase(
                     chart.map(String::as_str),
                 )
                 .await
-                .map_err(problem)?;
+                .map_err(Problem::from)?;
                 if let Some(why) = hold {
                     observed.held_back.insert(key, why);
                 }
@@ -167,7 +161,7 @@ pub async fn observe_phase(
             observed.flux_progress = Some(
                 apply_progress(client, &plan.flux_objects, &sha, chart.map(String::as_str))
                     .await
-                    .map_err(problem)?,
+                    .map_err(Problem::from)?,
             );
         }
         Phase::Verify => {
@@ -187,14 +181,14 @@ pub async fn observe_phase(
                     &namespace,
                 )
                 .await
-                .map_err(problem)?,
+                .map_err(Problem::from)?,
             );
             if app.spec.source.kind == SourceKind::HelmRelease {
                 let release = Api::<HelmRelease>::namespaced(client.clone(), &source_namespace)
                     .get_opt(&app.spec.source.name)
                     .await
                     .map_err(|e| {
-                        problem(ClusterError::api(
+                        Problem::from(ClusterError::api(
                             "reading",
                             format!("HelmRelease {source_namespace}/{}", app.spec.source.name),
                             e,
@@ -230,7 +224,7 @@ async fn applied_target(
 ) -> Result<String, Problem> {
     let served = served_commit(&ctx.client, &plan.flux_objects)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     // Flux still serving the head the request was admitted at (older than ours) is the
     // common case while it has not fetched yet: no need to ask Git.
     let admitted = plan.git.as_ref().map(|g| g.revision.as_str());
@@ -259,7 +253,7 @@ pub async fn observe_plan_state(
     for object in &plan.flux_objects {
         if let Some(found) = get(client, object.kind, &object.namespace, &object.name)
             .await
-            .map_err(problem)?
+            .map_err(Problem::from)?
         {
             let key = flux_key(object);
             if object.kind == FluxObjectKind::HelmRelease {
@@ -287,7 +281,7 @@ pub async fn observe_plan_state(
     for workload in &plan.workloads {
         if let Some(count) = replicas(client, workload.kind, &workload.namespace, &workload.name)
             .await
-            .map_err(problem)?
+            .map_err(Problem::from)?
         {
             observed.replicas.insert(workload_key(workload), count);
         }
@@ -341,7 +335,7 @@ async fn child_rollback(
         .list(&ListParams::default())
         .await
         .map_err(|e| {
-            problem(ClusterError::api(
+            Problem::from(ClusterError::api(
                 "listing",
                 format!("RollbackRequests in {namespace}"),
                 e,

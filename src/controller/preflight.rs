@@ -26,19 +26,15 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<S
     let location = locate(ctx, app, &plan.flux_objects).await?;
     let repo = open(ctx, &location).await?;
     let (_, files) = read_version_files(repo.as_ref(), app).await?;
-    let fields = locate_fields(&app.spec, &files)
-        .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
+    let fields = locate_fields(&app.spec, &files).map_err(Problem::from)?;
     let mut notes = Vec::new();
     for field in fields.iter().filter(|f| plan.to.contains_key(&f.name)) {
         let text = files
             .get(&field.file)
             .map(String::as_str)
             .unwrap_or_default();
-        edit_file(text, &field.file, &fields, &plan.to)
-            .map_err(|e| Problem::terminal(e.reason(), e.to_string()))?;
-        if let Some(shared) =
-            shared_readers(text, field).map_err(|e| Problem::terminal(e.reason(), e.to_string()))?
-        {
+        edit_file(text, &field.file, &fields, &plan.to).map_err(Problem::from)?;
+        if let Some(shared) = shared_readers(text, field).map_err(Problem::from)? {
             notes.push(format!(
                 "version field {} (`{}` in {}) is {shared}: the edit changes it for all of them",
                 field.name, field.path, field.file

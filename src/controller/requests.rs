@@ -568,7 +568,7 @@ async fn reconcile<K: RequestObject>(
                     workflow::decide(&request, &policy, &status, &observed)
                 }
                 Err(problem) => {
-                    ctx.metrics.error(&problem.reason);
+                    ctx.metrics.error(problem.category);
                     workflow::on_action_error(&request, &policy, &status, &problem, &observed)
                 }
             }
@@ -588,7 +588,7 @@ async fn reconcile<K: RequestObject>(
     for action in decision.actions.clone() {
         if let Err(problem) = perform(&ctx, &acting, &action, now).await {
             tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
-            ctx.metrics.error(&problem.reason);
+            ctx.metrics.error(problem.category);
             decision = workflow::on_action_error(&request, &policy, &status, &problem, &observed);
             break;
         }
@@ -626,12 +626,8 @@ async fn put_back_without_app(
             _ => Ok(()),
         };
         if let Err(e) = result {
-            let problem = Problem {
-                reason: e.reason().into(),
-                message: e.to_string(),
-                retryable: e.is_retryable(),
-            };
-            ctx.metrics.error(&problem.reason);
+            let problem = Problem::from(e);
+            ctx.metrics.error(problem.category);
             return workflow::on_action_error(request, policy, status, &problem, observed);
         }
     }

@@ -13,7 +13,6 @@
 use super::Context;
 use super::git_access::{GitLocation, git_problem, open};
 use crate::api::{FluxObjectKind, PlannedFluxObject};
-use crate::cluster::error::ClusterError;
 use crate::cluster::flux::KustomizationSpec;
 use crate::cluster::flux::applied::{
     Build, KustomizePatch, ObjectId, RepoFiles, SuspendInGit, Walk, suspend_set_in, walk,
@@ -28,14 +27,6 @@ use std::collections::BTreeMap;
 
 /// The reason an app is refused under when Git sets `spec.suspend` on one of its objects.
 pub const SUSPEND_SET_IN_GIT: &str = "SuspendSetInGit";
-
-fn cluster_problem(error: ClusterError) -> Problem {
-    Problem {
-        reason: error.reason().into(),
-        message: error.to_string(),
-        retryable: error.is_retryable(),
-    }
-}
 
 /// Refuses the app when the Git manifest of one of `objects` — as the Kustomization that
 /// applies it builds it — sets `spec.suspend`. `app_repo` is the app's own repository,
@@ -52,7 +43,7 @@ pub async fn refuse_suspend_in_git(
     for object in objects {
         let live = get(&ctx.client, object.kind, &object.namespace, &object.name)
             .await
-            .map_err(cluster_problem)?;
+            .map_err(Problem::from)?;
         let applier = live
             .as_ref()
             .and_then(|live| applier_of(live, object.kind, &object.namespace, &object.name));
@@ -69,7 +60,7 @@ pub async fn refuse_suspend_in_git(
             &name,
         )
         .await
-        .map_err(cluster_problem)?
+        .map_err(Problem::from)?
         else {
             continue;
         };
@@ -133,7 +124,7 @@ async fn applier_build(
     }
     let other = match kustomization_git_source(&ctx.client, namespace, name).await {
         Ok(source) => source,
-        Err(e) if e.is_retryable() => return Err(cluster_problem(e)),
+        Err(e) if e.is_retryable() => return Err(e.into()),
         Err(e) => {
             tracing::info!(kustomization = %format!("{namespace}/{name}"), reason = %e,
                 "not checking what this Kustomization applies for spec.suspend: its source cannot be read from Git");

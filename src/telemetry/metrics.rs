@@ -111,8 +111,9 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Counts an error of a category (a static reason such as `GitError` or `Timeout`).
-    pub fn error(&self, category: &str) {
+    /// Counts an error of a category: a static, low-cardinality name such as `git_auth` or
+    /// `api_conflict` (a `Problem`'s `category`), never a free-form reason.
+    pub fn error(&self, category: &'static str) {
         self.errors
             .get_or_create(&labels(&[("category", category)]))
             .inc();
@@ -165,7 +166,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.operation_finished("UpgradeRequest", "Succeeded");
         metrics.phase_took("UpgradeRequest", "Snapshot", 1.5);
-        metrics.error("GitError");
+        metrics.error("git_auth");
         metrics.set_active("RollbackRequest", 2);
         metrics.renovate_read(false, &[("malformed", 3)]);
         let text = metrics.render();
@@ -194,7 +195,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"fluxgate_errors_total{category="GitError"} 1"#),
+            text.contains(r#"fluxgate_errors_total{category="git_auth"} 1"#),
             "{text}"
         );
         assert!(text.contains("fluxgate_build_info{version="), "{text}");

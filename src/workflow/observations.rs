@@ -33,15 +33,28 @@ pub fn workload_key(workload: &crate::api::PlannedWorkload) -> String {
 }
 
 /// Something that went wrong, with a CamelCase reason and a message for people.
+///
+/// Whether it is retryable, and its category, are decided where the error is typed: the
+/// `From` conversions below carry each error type's own answer; problems Fluxgate raises
+/// itself are [`Problem::terminal`] (category [`REFUSED`]) or [`Problem::retryable`]
+/// ([`TRANSIENT`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// CamelCase reason, e.g. `FluxObjectNotFound`.
+    /// CamelCase reason, e.g. `FluxObjectNotFound`: for status, Events and people.
     pub reason: String,
     /// What went wrong and what to do.
     pub message: String,
     /// Whether trying again (within the phase's time) can succeed.
     pub retryable: bool,
+    /// A static, low-cardinality name for metrics (`git_auth`, `api_conflict`, `refused`, …).
+    pub category: &'static str,
 }
+
+/// The category of a problem Fluxgate raises itself because the request cannot go on as
+/// asked (a failed precondition, an invalid target, a refusal at Admit).
+pub const REFUSED: &str = "refused";
+/// The category of a problem Fluxgate raises itself that may go away on its own.
+pub const TRANSIENT: &str = "transient";
 
 impl Problem {
     /// A problem that retrying will not fix.
@@ -50,6 +63,7 @@ impl Problem {
             reason: reason.to_owned(),
             message: message.into(),
             retryable: false,
+            category: REFUSED,
         }
     }
 
@@ -59,6 +73,47 @@ impl Problem {
             reason: reason.to_owned(),
             message: message.into(),
             retryable: true,
+            category: TRANSIENT,
+        }
+    }
+
+    /// The same problem under another reason (what it means where it happened), keeping its
+    /// category and retryability.
+    pub fn with_reason(mut self, reason: &str) -> Problem {
+        self.reason = reason.to_owned();
+        self
+    }
+}
+
+impl From<crate::cluster::error::ClusterError> for Problem {
+    fn from(error: crate::cluster::error::ClusterError) -> Problem {
+        Problem {
+            reason: error.reason().to_owned(),
+            message: error.to_string(),
+            retryable: error.is_retryable(),
+            category: error.category(),
+        }
+    }
+}
+
+impl From<crate::git::GitError> for Problem {
+    fn from(error: crate::git::GitError) -> Problem {
+        Problem {
+            reason: "GitError".to_owned(),
+            message: error.to_string(),
+            retryable: error.is_retryable(),
+            category: error.category(),
+        }
+    }
+}
+
+impl From<crate::manifest::fields::FieldError> for Problem {
+    fn from(error: crate::manifest::fields::FieldError) -> Problem {
+        Problem {
+            reason: error.reason().to_owned(),
+            message: error.to_string(),
+            retryable: false,
+            category: error.category(),
         }
     }
 }
@@ -175,4 +230,40 @@ pub struct Observed {
     pub retried_failure: Option<Problem>,
     /// The upgrade's RollbackRequest (RollingBack, and Frozen: a person's rollback).
     pub rollback: Option<ChildRollback>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::error::ClusterError;
+    use crate::git::GitError;
+
+    #[test]
+    fn each_problem_keeps_the_category_and_retryability_of_its_error() {
+        let auth = Problem::from(GitError::Auth {
+            remote: "https://git.example/fleet.git".into(),
+            detail: "401".into(),
+        });
+        assert_eq!(
+            (auth.category, auth.retryable, auth.reason.as_str()),
+            ("git_auth", false, "GitError")
+        );
+        let network = Problem::from(GitError::Network {
+            remote: "https://git.example/fleet.git".into(),
+            branch: "main".into(),
+            detail: "connection refused".into(),
+        });
+        assert_eq!((network.category, network.retryable), ("git_network", true));
+        let missing = Problem::from(ClusterError::NotFound {
+            object: "Kustomization flux-system/apps".into(),
+            hint: String::new(),
+        })
+        .with_reason("FluxObjectNotFound");
+        assert_eq!(
+            (missing.category, missing.retryable, missing.reason.as_str()),
+            ("object_not_found", false, "FluxObjectNotFound")
+        );
+        assert_eq!(Problem::terminal("FailedVersion", "x").category, REFUSED);
+        assert_eq!(Problem::retryable("Conflict", "x").category, TRANSIENT);
+    }
 }

@@ -41,10 +41,9 @@ pub(super) async fn git_fields(
     } else {
         suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
             .await
-            .map_err(|e| Problem {
-                reason: chain_error_reason(&e).into(),
-                message: e.to_string(),
-                retryable: e.is_retryable(),
+            .map_err(|e| {
+                let reason = chain_error_reason(&e);
+                Problem::from(e).with_reason(reason)
             })?
     };
     let location = crate::controller::git_access::locate(ctx, app, &chain).await?;

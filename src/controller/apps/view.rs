@@ -275,11 +275,8 @@ pub(super) async fn health(
     namespace: &str,
 ) -> Result<crate::cluster::health::HealthReport, Problem> {
     let source_namespace = app.source_namespace();
-    let problem = |reason: &str, e: crate::cluster::error::ClusterError| Problem {
-        reason: reason.into(),
-        message: e.to_string(),
-        retryable: e.is_retryable(),
-    };
+    let problem =
+        |reason: &str, e: crate::cluster::error::ClusterError| Problem::from(e).with_reason(reason);
     let inventory = discover_app(
         &ctx.client,
         app.spec.source.kind,
