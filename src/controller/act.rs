@@ -34,14 +34,25 @@ pub struct Acting<'a> {
     pub request: &'a Request,
     /// Who holds the app's lock for this operation.
     pub holder: &'a Holder,
-    /// The app.
-    pub app: &'a ManagedApp,
+    /// The app; `None` when it is gone, and then only actions that put the cluster back
+    /// (resume Flux, scale back) can run: the app's own bookkeeping has nowhere to go.
+    pub app: Option<&'a ManagedApp>,
     /// The request's plan.
     pub plan: Option<&'a Plan>,
     /// The upgrade object, for creating its rollback (owner reference).
     pub upgrade: Option<&'a UpgradeRequest>,
     /// The UID of a lock holder that no longer exists, which TakeLock may replace.
     pub stale_lock: Option<&'a str>,
+}
+
+/// The app, for an action that cannot be done without it.
+fn needs_app<'a>(acting: &Acting<'a>, what: &str) -> Result<&'a ManagedApp, Problem> {
+    acting.app.ok_or_else(|| {
+        Problem::terminal(
+            "ManagedAppNotFound",
+            format!("{what} needs the ManagedApp, which no longer exists"),
+        )
+    })
 }
 
 /// Performs one action.
@@ -52,14 +63,13 @@ pub async fn perform(
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
     let client = &ctx.client;
-    let namespace = acting.app.namespace().unwrap_or_default();
-    let app_name = acting.app.name_any();
     match action {
         Action::TakeLock => {
+            let app = needs_app(acting, "taking the app's lock")?;
             app_status::take_lock(
                 client,
-                &namespace,
-                &app_name,
+                &app.namespace().unwrap_or_default(),
+                &app.name_any(),
                 acting.holder,
                 acting.stale_lock,
                 now,
@@ -67,6 +77,10 @@ pub async fn perform(
             .await
         }
         Action::Finish(finish) => {
+            // An app that is gone has nothing to record.
+            let Some(app) = acting.app else {
+                return Ok(());
+            };
             if finish.result == Some(Phase::Succeeded)
                 && acting.request.kind == RequestKind::Upgrade
                 && !acting.request.dry_run
@@ -83,8 +97,8 @@ pub async fn perform(
                 });
             app_status::finish(
                 client,
-                &namespace,
-                &app_name,
+                &app.namespace().unwrap_or_default(),
+                &app.name_any(),
                 acting.holder,
                 finish,
                 why_failed.as_deref(),
@@ -165,9 +179,10 @@ pub async fn perform(
                     ),
                 )
             })?;
+            let app = needs_app(acting, "a snapshot (labelled with its app)")?;
             let wanted = snapshot_for(
                 volume,
-                &app_name,
+                &app.name_any(),
                 &acting.request.name,
                 &acting.request.uid,
                 &class,
@@ -211,7 +226,7 @@ async fn commit(
     versions: &std::collections::BTreeMap<String, String>,
     subject: &str,
 ) -> Result<(), Problem> {
-    let app = acting.app;
+    let app = needs_app(acting, "a commit")?;
     let chain = acting
         .plan
         .map(|p| p.flux_objects.as_slice())
@@ -349,7 +364,8 @@ async fn apply_snapshot_retention(
     acting: &Acting<'_>,
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
-    let retention = &acting.app.spec.snapshots.retention;
+    let app = needs_app(acting, "snapshot retention")?;
+    let retention = &app.spec.snapshots.retention;
     let max_age = match &retention.max_age {
         None => None,
         Some(age) => Some(
@@ -369,7 +385,7 @@ async fn apply_snapshot_retention(
         .plan
         .map(|p| p.volumes.iter().map(|v| v.namespace.as_str()).collect())
         .unwrap_or_default();
-    let app = acting.app.name_any();
+    let app = app.name_any();
     for namespace in namespaces {
         let deleted = crate::cluster::snapshots::ops::apply_retention(
             client,

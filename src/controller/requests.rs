@@ -459,63 +459,22 @@ async fn reconcile<K: RequestObject>(
         now,
         ..Default::default()
     };
-    let Some(app) = app else {
+    // Without its app a request can still put back what it changed, from its plan alone.
+    let gone = app.is_none().then(|| {
         let missing = if K::KIND == RequestKind::Rollback && upgrade.is_none() {
             "UpgradeRequest"
         } else {
             "ManagedApp"
         };
-        let gone = Problem::terminal(
+        Problem::terminal(
             &format!("{missing}NotFound"),
             format!("the {missing} this request names does not exist in namespace {namespace}"),
-        );
-        // Without the app nothing can be planned, rolled back or verified — but what a
-        // running request changed can still be put back from its plan alone.
-        let mut spec = default_spec();
-        spec.rollback.on_failure = crate::api::OnFailure::Resume;
-        let policy = AppPolicy::from_spec(&spec);
-        let decision = match status.phase {
-            None | Some(Phase::Queued) | Some(Phase::Admit) => {
-                observed.lock = Some(LockState::Free);
-                observed.first_in_queue = true;
-                observed.admission = Some(Err(gone));
-                workflow::decide(&request, &policy, &status, &observed)
-            }
-            Some(phase) if phase.is_terminal() && phase != Phase::Frozen => {
-                workflow::decide(&request, &policy, &status, &observed)
-            }
-            Some(phase) => match status.plan.as_ref() {
-                Some(plan) => {
-                    match super::observe::observe_plan_state(&ctx, plan, &mut observed).await {
-                        Err(problem) => workflow::on_action_error(
-                            &request, &policy, &status, &problem, &observed,
-                        ),
-                        Ok(()) if phase == Phase::Resume || request.deleting => {
-                            workflow::decide(&request, &policy, &status, &observed)
-                        }
-                        Ok(()) => {
-                            workflow::on_action_error(&request, &policy, &status, &gone, &observed)
-                        }
-                    }
-                }
-                None => workflow::decide(&request, &policy, &status, &observed),
-            },
-        };
-        let decision =
-            put_back_without_app(&ctx, &request, &policy, &status, &observed, decision).await;
-        return finish_reconcile(
-            &ctx,
-            &conflicts,
-            &api,
-            object.as_ref(),
-            &status,
-            decision,
-            &request,
         )
-        .await;
-    };
-    let policy = AppPolicy::from_spec(&app.spec);
-    if K::KIND == RequestKind::Upgrade {
+    });
+    let policy = app.as_ref().map_or_else(AppPolicy::without_app, |app| {
+        AppPolicy::from_spec(&app.spec)
+    });
+    if let (RequestKind::Upgrade, Some(app)) = (K::KIND, &app) {
         request.skip_snapshot = request.skip_snapshot
             || !app.spec.snapshots.enabled
             || upgrade.as_ref().is_some_and(|u| u.spec.skip_snapshot);
@@ -533,19 +492,30 @@ async fn reconcile<K: RequestObject>(
             .map(|u| u.name_any())
             .unwrap_or_else(|| request.name.clone()),
     };
-    let (lock, stale) = lock_state(&ctx, &app, &request, upgrade.as_ref()).await?;
+
+    // Observe.
+    let (lock, stale) = match &app {
+        Some(app) => lock_state(&ctx, app, &request, upgrade.as_ref()).await?,
+        None => (LockState::Free, None),
+    };
     observed.lock = Some(lock.clone());
     let phase = status.phase;
-    if matches!(phase, None | Some(Phase::Queued) | Some(Phase::Admit)) && !request.deleting {
-        observed.first_in_queue = first_in_queue(&ctx, &app, &request).await?;
+    // A request without its app is refused at Admit even while it is being deleted.
+    let admitting = matches!(phase, None | Some(Phase::Queued) | Some(Phase::Admit));
+    if admitting && (gone.is_some() || !request.deleting) {
+        observed.first_in_queue = match &app {
+            Some(app) => first_in_queue(&ctx, app, &request).await?,
+            None => true,
+        };
         let may_admit = matches!(
             lock,
             LockState::Free | LockState::Ours | LockState::HandedOver
         ) && observed.first_in_queue;
         if may_admit {
-            observed.admission = Some(match (K::KIND, &upgrade) {
-                (RequestKind::Upgrade, Some(u)) => upgrade_plan(&ctx, u, &app).await,
-                (RequestKind::Rollback, Some(u)) => rollback_plan(u),
+            observed.admission = Some(match (K::KIND, &upgrade, &app, &gone) {
+                (_, _, _, Some(gone)) => Err(gone.clone()),
+                (RequestKind::Upgrade, Some(u), Some(app), _) => upgrade_plan(&ctx, u, app).await,
+                (RequestKind::Rollback, Some(u), _, _) => rollback_plan(u),
                 _ => Err(Problem::terminal(
                     "UpgradeRequestNotFound",
                     "the UpgradeRequest to roll back does not exist",
@@ -553,38 +523,53 @@ async fn reconcile<K: RequestObject>(
             });
         }
     }
-    let decision = match phase {
-        Some(p) if !matches!(p, Phase::Queued | Phase::Admit) => {
+    let seen = match (phase, &app) {
+        (None | Some(Phase::Queued) | Some(Phase::Admit), _) => Ok(()),
+        (Some(p), Some(app)) => {
             let effective = if request.deleting && !p.is_terminal() {
                 Phase::Resume
             } else {
                 p
             };
-            match observe_phase(&ctx, &request, &app, &status, effective, &mut observed).await {
-                Ok(()) => {
-                    if let (Phase::Preflight, Some(plan)) = (p, status.plan.as_ref()) {
-                        observed.preflight = Some(preflight(&ctx, &app, plan).await);
-                    }
-                    workflow::decide(&request, &policy, &status, &observed)
-                }
-                Err(problem) => {
-                    ctx.metrics.error(problem.category);
-                    workflow::on_action_error(&request, &policy, &status, &problem, &observed)
-                }
+            let seen = observe_phase(&ctx, &request, app, &status, effective, &mut observed).await;
+            if let (Ok(()), Phase::Preflight, Some(plan)) = (&seen, p, status.plan.as_ref()) {
+                observed.preflight = Some(preflight(&ctx, app, plan).await);
             }
+            seen
         }
-        _ => workflow::decide(&request, &policy, &status, &observed),
+        // A finished request has nothing left to put back.
+        (Some(p), None) if p.is_terminal() && p != Phase::Frozen => Ok(()),
+        (Some(p), None) => match status.plan.as_ref() {
+            None => Ok(()),
+            Some(plan) => super::observe::observe_plan_state(&ctx, plan, &mut observed)
+                .await
+                // Still running without its app: it can only go back (through Resume).
+                .and_then(|()| match &gone {
+                    Some(gone) if p != Phase::Resume && !request.deleting => Err(gone.clone()),
+                    _ => Ok(()),
+                }),
+        },
     };
+
+    // Decide.
+    let mut decision = match seen {
+        Ok(()) => workflow::decide(&request, &policy, &status, &observed),
+        Err(problem) => {
+            ctx.metrics.error(problem.category);
+            workflow::on_action_error(&request, &policy, &status, &problem, &observed)
+        }
+    };
+
+    // Act.
     let plan = decision.status.plan.clone().or(status.plan.clone());
     let acting = Acting {
         request: &request,
         holder: &holder,
-        app: &app,
+        app: app.as_ref(),
         plan: plan.as_ref(),
         upgrade: upgrade.as_ref(),
         stale_lock: stale.as_deref(),
     };
-    let mut decision = decision;
     for action in decision.actions.clone() {
         if let Err(problem) = perform(&ctx, &acting, &action, now).await {
             tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
@@ -603,35 +588,6 @@ async fn reconcile<K: RequestObject>(
         &request,
     )
     .await
-}
-
-/// Performs what can be done without the app: resuming Flux objects and scaling workloads
-/// back (the app's own bookkeeping has nowhere to go).
-async fn put_back_without_app(
-    ctx: &Context,
-    request: &Request,
-    policy: &AppPolicy,
-    status: &RequestStatus,
-    observed: &Observed,
-    decision: Decision,
-) -> Decision {
-    for action in &decision.actions {
-        let result = match action {
-            workflow::Action::SetSuspend { object, suspend } => {
-                crate::cluster::flux::ops::set_suspend(&ctx.client, object, *suspend).await
-            }
-            workflow::Action::Scale { workload, replicas } => {
-                crate::cluster::workloads::ops::scale(&ctx.client, workload, *replicas).await
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            let problem = Problem::from(e);
-            ctx.metrics.error(problem.category);
-            return workflow::on_action_error(request, policy, status, &problem, observed);
-        }
-    }
-    decision
 }
 
 /// Writes the decided status (once, only when it changed, with the resourceVersion read),
@@ -838,28 +794,4 @@ async fn first_in_queue(
         .collect();
     queue.sort();
     Ok(queue.first().is_none_or(|(_, _, uid)| *uid == request.uid))
-}
-
-fn default_spec() -> crate::api::ManagedAppSpec {
-    crate::api::ManagedAppSpec {
-        source: crate::api::SourceReference {
-            kind: crate::api::SourceKind::HelmRelease,
-            name: String::new(),
-            namespace: None,
-        },
-        suspend: Vec::new(),
-        git: crate::api::GitLocation {
-            file: String::new(),
-            url: None,
-            branch: None,
-            secret_ref: None,
-            signing: None,
-        },
-        versions: Vec::new(),
-        snapshots: Default::default(),
-        health: Default::default(),
-        rollback: Default::default(),
-        update_policy: Default::default(),
-        timeouts: Default::default(),
-    }
 }

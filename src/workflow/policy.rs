@@ -1,7 +1,7 @@
 //! What the machine needs to know about a request and its app: the request's kind and
 //! switches, and the app's timeouts, failure policy and stabilization time.
 
-use crate::api::{GoDuration, ManagedAppSpec, OnFailure, Phase};
+use crate::api::{GoDuration, HealthPolicy, ManagedAppSpec, OnFailure, Phase, PhaseTimeouts};
 use std::time::Duration;
 
 /// The two kinds of request.
@@ -86,20 +86,33 @@ fn or_default(value: Option<&GoDuration>, default: Duration) -> Duration {
 }
 
 impl AppPolicy {
+    /// The policy of a request whose ManagedApp is gone: the default timeouts, and a
+    /// failure resumes (nothing can be rolled back or verified without the app).
+    pub fn without_app() -> AppPolicy {
+        AppPolicy::from_settings(
+            &PhaseTimeouts::default(),
+            &HealthPolicy::default(),
+            OnFailure::Resume,
+        )
+    }
+
     /// The policy of a ManagedApp, defaults filled in.
     pub fn from_spec(spec: &ManagedAppSpec) -> AppPolicy {
-        let t = &spec.timeouts;
+        AppPolicy::from_settings(&spec.timeouts, &spec.health, spec.rollback.on_failure)
+    }
+
+    fn from_settings(t: &PhaseTimeouts, health: &HealthPolicy, on_failure: OnFailure) -> AppPolicy {
         let minutes = |m: u64| Duration::from_secs(m * 60);
         AppPolicy {
-            on_failure: spec.rollback.on_failure,
-            stabilization: or_default(Some(&spec.health.stabilization), Duration::from_secs(30)),
+            on_failure,
+            stabilization: or_default(Some(&health.stabilization), Duration::from_secs(30)),
             timeouts: Timeouts {
                 suspend: or_default(t.suspend.as_ref(), minutes(2)),
                 quiesce: or_default(t.quiesce.as_ref(), minutes(5)),
                 snapshot: or_default(t.snapshot.as_ref(), minutes(30)),
                 commit: or_default(t.commit.as_ref(), minutes(2)),
                 reconcile: or_default(t.reconcile.as_ref(), minutes(10)),
-                verify: or_default(Some(&spec.health.timeout), minutes(5)),
+                verify: or_default(Some(&health.timeout), minutes(5)),
                 restore: or_default(t.restore.as_ref(), minutes(30)),
             },
         }
