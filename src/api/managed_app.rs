@@ -118,7 +118,9 @@ pub struct SourceReference {
 }
 
 /// The kinds of Flux object Fluxgate can suspend and resume.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum FluxObjectKind {
     /// A `kustomize.toolkit.fluxcd.io` Kustomization.
     Kustomization,

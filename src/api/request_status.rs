@@ -183,7 +183,9 @@ pub struct PlannedFluxObject {
 }
 
 /// The kinds of workload Fluxgate scales down.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub enum WorkloadKind {
     /// An `apps/v1` Deployment.
     Deployment,

@@ -20,8 +20,7 @@ use crate::git::{CommitInfo, REQUEST_UID_TRAILER};
 use crate::manifest::fields::{current_versions, locate_fields};
 use crate::workflow::observations::ChildRollback;
 use crate::workflow::{
-    ClaimState, CommitState, Observed, Problem, Request, RequestKind, SnapshotState, flux_key,
-    object_key, workload_key,
+    ClaimState, CommitState, ObjectKey, Observed, Problem, Request, RequestKind, SnapshotState,
 };
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -86,7 +85,7 @@ pub async fn observe_phase(
                 {
                     let status = found.status.unwrap_or_default();
                     observed.snapshots.insert(
-                        format!("{}/{}", volume.namespace, volume.name),
+                        ObjectKey::claim(volume),
                         SnapshotState {
                             ready: status.ready_to_use.unwrap_or(false),
                             error: status.error.and_then(|e| e.message),
@@ -112,7 +111,7 @@ pub async fn observe_phase(
                     None => false,
                 };
                 observed.claims.insert(
-                    format!("{}/{}", volume.namespace, volume.name),
+                    ObjectKey::claim(volume),
                     ClaimState {
                         terminating: pvc.metadata.deletion_timestamp.is_some(),
                         restored_from: pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned(),
@@ -141,7 +140,7 @@ pub async fn observe_phase(
                 .iter()
                 .filter(|o| o.kind == FluxObjectKind::HelmRelease && !o.was_suspended);
             for release in releases {
-                let key = object_key("HelmRelease", &release.namespace, &release.name);
+                let key = ObjectKey::flux(release);
                 if observed.flux_suspended.get(&key) != Some(&true) {
                     continue;
                 }
@@ -255,7 +254,7 @@ pub async fn observe_plan_state(
             .await
             .map_err(Problem::from)?
         {
-            let key = flux_key(object);
+            let key = ObjectKey::flux(object);
             if object.kind == FluxObjectKind::HelmRelease {
                 // helm-controller writes observedGeneration when a reconcile ends (also a
                 // suspended one); until then an action it started earlier is running.
@@ -283,7 +282,9 @@ pub async fn observe_plan_state(
             .await
             .map_err(Problem::from)?
         {
-            observed.replicas.insert(workload_key(workload), count);
+            observed
+                .replicas
+                .insert(ObjectKey::workload(workload), count);
         }
     }
     Ok(())

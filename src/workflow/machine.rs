@@ -2,7 +2,7 @@
 //! timeouts, the undo path (Resume) and the failure policy after a commit.
 
 use super::actions::{Action, Decision, Finish};
-use super::observations::{CommitState, LockState, Observed, Problem, flux_key, workload_key};
+use super::observations::{CommitState, LockState, ObjectKey, Observed, Problem};
 use super::policy::{AppPolicy, Request, RequestKind};
 use super::transitions::{enter, progress, record_failure};
 use crate::api::conditions::{READY, find_condition};
@@ -539,7 +539,7 @@ pub fn rollback_name(upgrade: &str) -> String {
 fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
     let mut pending = 0;
     for object in &plan.flux_objects {
-        let key = flux_key(object);
+        let key = ObjectKey::flux(object);
         match observed.flux_suspended.get(&key) {
             None => {
                 return Step::Fail(Problem::terminal(
@@ -578,7 +578,7 @@ fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
 
 fn quiesce(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
     for workload in &plan.workloads {
-        let key = workload_key(workload);
+        let key = ObjectKey::workload(workload);
         if observed.replicas.get(&key).is_some_and(|r| *r != 0) {
             d.actions.push(Action::Scale {
                 workload: workload.clone(),
@@ -630,9 +630,7 @@ fn snapshot(request: &Request, d: &mut Decision, plan: &Plan, observed: &Observe
     let (mut ready, mut errors) = (0, Vec::new());
     for volume in &plan.volumes {
         let name = snapshot_name(&request.uid, &volume.name);
-        let state = observed
-            .snapshots
-            .get(&format!("{}/{}", volume.namespace, volume.name));
+        let state = observed.snapshots.get(&ObjectKey::claim(volume));
         match state {
             None => d.actions.push(Action::CreateSnapshot {
                 volume: volume.clone(),
@@ -697,10 +695,7 @@ fn restore(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
         let Some(snapshot) = &volume.restore_from else {
             continue;
         };
-        match observed
-            .claims
-            .get(&format!("{}/{}", volume.namespace, volume.name))
-        {
+        match observed.claims.get(&ObjectKey::claim(volume)) {
             None => {
                 d.actions.push(Action::RestoreClaim {
                     volume: volume.clone(),
@@ -745,7 +740,7 @@ fn restore(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
 fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
     let mut changed = 0;
     for object in &plan.flux_objects {
-        let key = flux_key(object);
+        let key = ObjectKey::flux(object);
         if observed.held_back.contains_key(&key) {
             continue;
         }
@@ -764,7 +759,7 @@ fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
 fn restore_replicas(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
     let mut changed = 0;
     for workload in &plan.workloads {
-        let key = workload_key(workload);
+        let key = ObjectKey::workload(workload);
         if workload.replicas > 0 && observed.replicas.get(&key) == Some(&0) {
             d.actions.push(Action::Scale {
                 workload: workload.clone(),

@@ -15,7 +15,6 @@ mod tests;
 pub use actions::{Action, Decision, Finish, Note};
 pub use machine::{decide, on_action_error, rollback_name};
 pub use observations::{
-    ClaimState, CommitState, LockState, Observed, Problem, SnapshotState, flux_key, object_key,
-    workload_key,
+    ClaimState, CommitState, LockState, ObjectKey, Observed, ObservedKind, Problem, SnapshotState,
 };
 pub use policy::{AppPolicy, Request, RequestKind};

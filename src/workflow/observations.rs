@@ -1,7 +1,11 @@
 //! What the controller saw this reconcile, in the terms the machine decides on. Objects
-//! are keyed by [`object_key`] so observations never depend on list order.
+//! are keyed by [`ObjectKey`] (kind, namespace, name) so observations never depend on list
+//! order and never on how a key is spelled.
 
-use crate::api::{CommitRecord, Phase, Plan};
+use crate::api::{
+    CommitRecord, FluxObjectKind, Phase, Plan, PlannedFluxObject, PlannedVolume, PlannedWorkload,
+    WorkloadKind,
+};
 use crate::cluster::flux::progress::Progress;
 use crate::cluster::health::HealthReport;
 use crate::cluster::workloads::PodMount;
@@ -9,27 +13,66 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
 
-/// The key of an object in observations: `Kind/namespace/name`.
-pub fn object_key(kind: &str, namespace: &str, name: &str) -> String {
-    format!("{kind}/{namespace}/{name}")
+/// The kinds of planned object an observation can be about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObservedKind {
+    Flux(FluxObjectKind),
+    Workload(WorkloadKind),
+    PersistentVolumeClaim,
 }
 
-/// The observation key of a planned Flux object.
-pub fn flux_key(object: &crate::api::PlannedFluxObject) -> String {
-    object_key(
-        &format!("{:?}", object.kind),
-        &object.namespace,
-        &object.name,
-    )
+/// The planned object an observation is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: ObservedKind,
+    pub namespace: String,
+    pub name: String,
 }
 
-/// The observation key of a planned workload.
-pub fn workload_key(workload: &crate::api::PlannedWorkload) -> String {
-    object_key(
-        &format!("{:?}", workload.kind),
-        &workload.namespace,
-        &workload.name,
-    )
+/// As people read it: `HelmRelease apps/db`.
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ObservedKind::Flux(kind) => write!(f, "{kind:?}")?,
+            ObservedKind::Workload(kind) => write!(f, "{kind:?}")?,
+            ObservedKind::PersistentVolumeClaim => write!(f, "PersistentVolumeClaim")?,
+        }
+        write!(f, " {}/{}", self.namespace, self.name)
+    }
+}
+
+impl ObjectKey {
+    /// A planned Flux object.
+    pub fn flux(object: &PlannedFluxObject) -> ObjectKey {
+        ObjectKey {
+            kind: ObservedKind::Flux(object.kind),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        }
+    }
+
+    /// A planned workload.
+    pub fn workload(workload: &PlannedWorkload) -> ObjectKey {
+        ObjectKey {
+            kind: ObservedKind::Workload(workload.kind),
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+        }
+    }
+
+    /// A planned volume's claim.
+    pub fn claim(volume: &PlannedVolume) -> ObjectKey {
+        ObjectKey::claim_named(&volume.namespace, &volume.name)
+    }
+
+    /// The claim `namespace/name`.
+    pub fn claim_named(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: ObservedKind::PersistentVolumeClaim,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
 }
 
 /// Something that went wrong, with a CamelCase reason and a message for people.
@@ -194,30 +237,30 @@ pub struct Observed {
     pub admission: Option<Result<Plan, Problem>>,
     /// Dry-run preflight result: on success, notes for people (empty when none).
     pub preflight: Option<Result<String, Problem>>,
-    /// `spec.suspend` of each planned Flux object, by [`object_key`]; absent = not found.
-    pub flux_suspended: BTreeMap<String, bool>,
+    /// `spec.suspend` of each planned Flux object, by [`ObjectKey`]; absent = not found.
+    pub flux_suspended: BTreeMap<ObjectKey, bool>,
     /// HelmReleases of the plan whose helm-controller has not yet seen their latest spec
-    /// (`status.observedGeneration < metadata.generation`), by [`object_key`], with the
+    /// (`status.observedGeneration < metadata.generation`), by [`ObjectKey`], with the
     /// generations for messages. After a suspend this means an action it was already
     /// running (an upgrade, a retry, a remediation) is still going: helm-controller reads
     /// `spec.suspend` only when that reconcile ends, and the action may still apply the
     /// release's workloads.
-    pub flux_unsettled: BTreeMap<String, String>,
-    /// `spec.replicas` of each planned workload, by [`object_key`]; absent = not found.
-    pub replicas: BTreeMap<String, i32>,
+    pub flux_unsettled: BTreeMap<ObjectKey, String>,
+    /// `spec.replicas` of each planned workload, by [`ObjectKey`]; absent = not found.
+    pub replicas: BTreeMap<ObjectKey, i32>,
     /// Pods that still hold planned volumes.
     pub mounts: Vec<PodMount>,
     /// Snapshots the request takes, by `namespace/pvc`.
-    pub snapshots: BTreeMap<String, SnapshotState>,
+    pub snapshots: BTreeMap<ObjectKey, SnapshotState>,
     /// Restored PVCs, by `namespace/pvc`; absent = the PVC does not exist.
-    pub claims: BTreeMap<String, ClaimState>,
+    pub claims: BTreeMap<ObjectKey, ClaimState>,
     /// The request's commit.
     pub commit: CommitState,
     /// Flux objects that must stay suspended a little longer in Reconcile, by
-    /// [`object_key`], with what they wait for: a HelmRelease is resumed only once its
+    /// [`ObjectKey`], with what they wait for: a HelmRelease is resumed only once its
     /// parents applied the commit and its chart source serves the target chart, so it never
     /// runs the old chart against restored or snapshotted data.
-    pub held_back: BTreeMap<String, String>,
+    pub held_back: BTreeMap<ObjectKey, String>,
     /// Whether Flux has applied the commit (Reconcile).
     pub flux_progress: Option<Progress>,
     /// The app's health (Verify).

@@ -99,12 +99,12 @@ fn world(plan: &Plan, now: i64) -> Observed {
         flux_suspended: plan
             .flux_objects
             .iter()
-            .map(|o| (flux_key(o), o.was_suspended))
+            .map(|o| (ObjectKey::flux(o), o.was_suspended))
             .collect(),
         replicas: plan
             .workloads
             .iter()
-            .map(|w| (workload_key(w), w.replicas))
+            .map(|w| (ObjectKey::workload(w), w.replicas))
             .collect(),
         commit: CommitState::Unknown,
         ..Default::default()
@@ -264,7 +264,7 @@ fn a_missing_flux_object_fails_before_the_commit_and_is_undone() {
     let mut observed = world(&plan(), 1);
     observed
         .flux_suspended
-        .remove(&flux_key(&plan().flux_objects[2]));
+        .remove(&ObjectKey::flux(&plan().flux_objects[2]));
     let d = decide(
         &upgrade(),
         &app(OnFailure::Rollback),
@@ -362,14 +362,14 @@ fn snapshots_are_created_once_named_by_uid_and_their_errors_are_shown() {
 
     let mut observed = world(&plan(), 2);
     observed.snapshots.insert(
-        "apps/data-db-0".into(),
+        ObjectKey::claim_named("apps", "data-db-0"),
         SnapshotState {
             ready: true,
             ..Default::default()
         },
     );
     observed.snapshots.insert(
-        "apps/data-db-1".into(),
+        ObjectKey::claim_named("apps", "data-db-1"),
         SnapshotState {
             error: Some("quota exceeded".into()),
             ..Default::default()
@@ -397,7 +397,11 @@ fn snapshots_are_created_once_named_by_uid_and_their_errors_are_shown() {
             .any(|c| c.message.contains("data-db-1: quota exceeded"))
     );
 
-    observed.snapshots.get_mut("apps/data-db-1").unwrap().ready = true;
+    observed
+        .snapshots
+        .get_mut(&ObjectKey::claim_named("apps", "data-db-1"))
+        .unwrap()
+        .ready = true;
     let d = decide(
         &upgrade(),
         &app(OnFailure::Rollback),
@@ -522,7 +526,7 @@ fn a_held_back_helm_release_is_resumed_only_when_its_sources_are_ready() {
     };
     let mut observed = world(&plan(), 1);
     observed.flux_suspended.values_mut().for_each(|s| *s = true);
-    let release = flux_key(&plan().flux_objects[2]);
+    let release = ObjectKey::flux(&plan().flux_objects[2]);
     observed.held_back.insert(
         release.clone(),
         "OCIRepository db serves chart 1.5.0".into(),
@@ -542,7 +546,7 @@ fn a_held_back_helm_release_is_resumed_only_when_its_sources_are_ready() {
     assert_eq!(resumed, vec!["apps"], "the HelmRelease waits for its chart");
     observed
         .flux_suspended
-        .insert(flux_key(&plan().flux_objects[0]), false);
+        .insert(ObjectKey::flux(&plan().flux_objects[0]), false);
     observed.flux_progress = Some(Progress::Done);
     let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
     assert_eq!(
@@ -835,10 +839,14 @@ fn a_dry_run_cycles_and_puts_everything_back_without_commit_or_snapshot() {
         for action in &d.actions {
             match action {
                 Action::SetSuspend { object, suspend } => {
-                    observed.flux_suspended.insert(flux_key(object), *suspend);
+                    observed
+                        .flux_suspended
+                        .insert(ObjectKey::flux(object), *suspend);
                 }
                 Action::Scale { workload, replicas } => {
-                    observed.replicas.insert(workload_key(workload), *replicas);
+                    observed
+                        .replicas
+                        .insert(ObjectKey::workload(workload), *replicas);
                 }
                 Action::TakeLock | Action::Finish(_) => {}
                 other => panic!("a dry run must not {other:?}"),
@@ -904,7 +912,7 @@ fn a_rollback_deletes_and_recreates_each_volume_once() {
     let rollback = request(RequestKind::Rollback);
     let mut observed = world(&rollback_plan, 1);
     observed.claims.insert(
-        "apps/data-db-0".into(),
+        ObjectKey::claim_named("apps", "data-db-0"),
         ClaimState {
             bound: true,
             ..Default::default()
@@ -916,7 +924,7 @@ fn a_rollback_deletes_and_recreates_each_volume_once() {
         if volume.name == "data-db-0" && snapshot == "fluxgate-up-data-db-1")
     );
     observed.claims.insert(
-        "apps/data-db-0".into(),
+        ObjectKey::claim_named("apps", "data-db-0"),
         ClaimState {
             terminating: true,
             bound: true,
@@ -924,7 +932,7 @@ fn a_rollback_deletes_and_recreates_each_volume_once() {
         },
     );
     observed.claims.insert(
-        "apps/data-db-1".into(),
+        ObjectKey::claim_named("apps", "data-db-1"),
         ClaimState {
             restored_from: Some("fluxgate-up-data-db-1".into()),
             waits_for_first_consumer: true,
@@ -938,7 +946,7 @@ fn a_rollback_deletes_and_recreates_each_volume_once() {
         d.actions
     );
     observed.claims.insert(
-        "apps/data-db-0".into(),
+        ObjectKey::claim_named("apps", "data-db-0"),
         ClaimState {
             restored_from: Some("fluxgate-up-data-db-0".into()),
             bound: true,
@@ -1134,7 +1142,7 @@ mod properties {
             let mut status = RequestStatus::default();
             let mut now = 0;
             let mut committed = false;
-            let mut created_snapshots = std::collections::BTreeSet::new();
+            let mut created_snapshots: std::collections::BTreeSet<ObjectKey> = std::collections::BTreeSet::new();
             let mut trace: Vec<String> = Vec::new();
             for (i, turn) in turns.iter().enumerate() {
                 req.deleting = delete_at.is_some_and(|at| i >= at);
@@ -1148,7 +1156,7 @@ mod properties {
                     vec![]
                 };
                 for key in created_snapshots.iter() {
-                    let state: &mut SnapshotState = observed.snapshots.entry(String::clone(key)).or_default();
+                    let state: &mut SnapshotState = observed.snapshots.entry(key.clone()).or_default();
                     state.ready |= turn.snapshots_ready;
                 }
                 observed.commit = if committed { CommitState::Pushed(sha()) } else { CommitState::NotFound };
@@ -1174,10 +1182,10 @@ mod properties {
                         }
                         Action::CreateSnapshot { volume, .. } => {
                             prop_assert!(!req.dry_run, "a dry run never snapshots");
-                            if turn.applies { created_snapshots.insert(format!("{}/{}", volume.namespace, volume.name)); }
+                            if turn.applies { created_snapshots.insert(ObjectKey::claim(volume)); }
                         }
-                        Action::SetSuspend { object, suspend } if turn.applies => { observed.flux_suspended.insert(flux_key(object), *suspend); }
-                        Action::Scale { workload, replicas } if turn.applies => { observed.replicas.insert(workload_key(workload), *replicas); }
+                        Action::SetSuspend { object, suspend } if turn.applies => { observed.flux_suspended.insert(ObjectKey::flux(object), *suspend); }
+                        Action::Scale { workload, replicas } if turn.applies => { observed.replicas.insert(ObjectKey::workload(workload), *replicas); }
                         _ => {}
                     }
                 }
@@ -1187,10 +1195,10 @@ mod properties {
                     // Flux and replicas are back as they were (for RolledBack the
                     // rollback request did that, outside this simulation).
                     for object in &plan().flux_objects {
-                        prop_assert_eq!(observed.flux_suspended[&flux_key(object)], object.was_suspended, "{:?} left wrong: {:#?}", object.name, trace);
+                        prop_assert_eq!(observed.flux_suspended[&ObjectKey::flux(object)], object.was_suspended, "{:?} left wrong: {:#?}", object.name, trace);
                     }
                     for w in &plan().workloads {
-                        prop_assert!(observed.replicas[&workload_key(w)] != 0, "workload left at zero");
+                        prop_assert!(observed.replicas[&ObjectKey::workload(w)] != 0, "workload left at zero");
                     }
                 }
             }
