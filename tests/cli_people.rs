@@ -133,7 +133,6 @@ async fn upgrade_rollback_status_and_history_through_the_binary() {
     // A version whose pods never become ready: the upgrade rolls back on its own; the CLI
     // follows into the rollback and exits 4 with the reason.
     world.world.failures.fail_chart_version("v2.0.0");
-    world.world.failures.fail_chart_version("2.0.0");
     let failing = fluxgate(
         k,
         &[
@@ -433,7 +432,6 @@ async fn a_frozen_upgrade_exits_5_shows_in_status_and_can_be_rolled_back() {
     .unwrap();
     let k = world.kube.kubeconfig_path();
     world.world.failures.fail_chart_version("v2.0.0");
-    world.world.failures.fail_chart_version("2.0.0");
     let frozen = fluxgate(
         &k,
         &[

@@ -121,7 +121,6 @@ async fn fluxgate_run_upgrades_and_rolls_back_while_kubectl_watches() {
     assert_eq!(done.status.unwrap().phase, Some(Phase::Succeeded));
 
     story.world.failures.fail_chart_version("v2.0.0");
-    story.world.failures.fail_chart_version("2.0.0");
     kubectl_apply(&kubeconfig, &upgrade("db-2-0-0", "v2.0.0"));
     let failed: UpgradeRequest = story
         .finished("db-2-0-0", Duration::from_secs(120))

@@ -191,7 +191,6 @@ async fn operator_accesses() -> BTreeSet<Access> {
     assert_eq!(upgraded.status.unwrap().phase, Some(Phase::Succeeded));
 
     story.world.failures.fail_chart_version("v2.0.0");
-    story.world.failures.fail_chart_version("2.0.0");
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
     let failed: UpgradeRequest = story
         .finished("db-2-0-0", Duration::from_secs(120))

@@ -48,7 +48,6 @@ impl Story {
         let story = DemoWorld::start("v1.4.0", spec).await.unwrap();
         if self == Story::Rollback {
             story.world.failures.fail_chart_version("v2.0.0");
-            story.world.failures.fail_chart_version("2.0.0");
         }
         story
     }

@@ -55,7 +55,6 @@ async fn soak(seed: u64) -> Run {
     let story = Arc::new(DemoWorld::start("v1.4.0", spec).await.unwrap());
     if rollback {
         story.world.failures.fail_chart_version("v2.0.0");
-        story.world.failures.fail_chart_version("2.0.0");
     }
     let before = content_tokens(&story).await;
     story.kube.clear_requests();

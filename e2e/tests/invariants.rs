@@ -21,7 +21,7 @@ use e2e::checks::{
     rollback_problems, snapshots_of, upgrade_problems, wait_phase,
 };
 use fluxgate::api::{Phase, PhaseOutcome, RollbackRequest, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, wait_until};
+use fluxgate::demo::world::{DemoWorld, holds_for, wait_until};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubesim::{Fault, FaultAction, Gate, Match, RequestRecord};
@@ -175,7 +175,6 @@ async fn a_failed_status_write_after_each_side_effect_repeats_none_of_them() {
     .await
     .unwrap();
     story.world.failures.fail_chart_version("v2.0.0");
-    story.world.failures.fail_chart_version("2.0.0");
     let before = content_tokens(&story).await;
     story.kube.clear_requests();
     let upgrade_gate = story
@@ -378,10 +377,17 @@ async fn a_second_request_for_the_app_waits_queued_then_runs() {
         Some("db-first".into())
     );
     // While queued it touches nothing and keeps waiting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let still = upgrades(&story).await.get("db-second").await.unwrap();
-    assert_eq!(still.status.unwrap().phase, Some(Phase::Queued));
-    assert_eq!(snapshots_of(&story, &second_uid).await, 0);
+    holds_for(
+        "the second request waiting Queued without a snapshot",
+        Duration::from_secs(1),
+        async || {
+            let still = upgrades(&story).await.get("db-second").await.unwrap();
+            still.status.and_then(|s| s.phase) == Some(Phase::Queued)
+                && snapshots_of(&story, &second_uid).await == 0
+        },
+    )
+    .await
+    .unwrap();
 
     story.world.failures.clear_snapshot_failures();
     let first: UpgradeRequest = story

@@ -38,7 +38,6 @@ async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() 
     // Someone pushes a new chart version straight to Git, one whose pods never become
     // ready. Flux deploys it; the ManagedApp follows both Git and the app's health.
     story.world.failures.fail_chart_version("v1.4.1");
-    story.world.failures.fail_chart_version("1.4.1");
     story
         .git
         .push_commit(

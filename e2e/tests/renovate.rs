@@ -6,7 +6,7 @@
 use fluxgate::api::conditions::{UPDATE_AVAILABLE, find_condition};
 use fluxgate::api::{ManagedApp, Phase, UpgradeRequest};
 use fluxgate::controller::renovate_input::RenovateSettings;
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, holds_for, wait_until};
 use fluxgate::renovate::policy::AUTOMATIC_LABEL;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -138,8 +138,13 @@ async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_ne
     assert_eq!(status.available.as_deref(), Some("chart=v1.5.0"));
 
     // The window is closed: nothing is created however long we wait.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(automatic_upgrades(&story).await.is_empty());
+    holds_for(
+        "no automatic upgrade while the window is closed",
+        Duration::from_secs(2),
+        async || automatic_upgrades(&story).await.is_empty(),
+    )
+    .await
+    .unwrap();
 
     // The window opens: one automatic upgrade, labelled, to the chosen version; it succeeds
     // and the offer is cleared because Git has it.
@@ -191,7 +196,6 @@ async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_ne
     // Renovate's next run offers a major; the policy now allows it; it fails health and
     // rolls back; from then on it is neither offered nor attempted.
     story.world.failures.fail_chart_version("v2.0.0");
-    story.world.failures.fail_chart_version("2.0.0");
     set_policy(
         &story,
         json!({"auto": "major", "window": {"schedule": OPEN, "duration": "1h"}}),
@@ -249,12 +253,13 @@ async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_ne
         report(&repository, "v1.5.0", &[("v2.0.0", "major")]) + "\n",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        automatic_upgrades(&story).await.len(),
-        2,
-        "a failed version is never attempted again"
-    );
+    holds_for(
+        "a failed version is never attempted again",
+        Duration::from_secs(3),
+        async || automatic_upgrades(&story).await.len() == 2,
+    )
+    .await
+    .unwrap();
     assert!(
         story
             .app()

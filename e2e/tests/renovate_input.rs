@@ -8,7 +8,7 @@
 use fluxgate::api::conditions::{UPDATE_AVAILABLE, find_condition};
 use fluxgate::api::{AvailableUpdate, ManagedApp};
 use fluxgate::controller::renovate_input::RenovateSettings;
-use fluxgate::demo::world::{APP_FILE, DemoWorld, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, holds_for, wait_until};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -163,8 +163,13 @@ async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
     .unwrap();
     // Emptied as well: still nothing is cleared.
     write_configmap(&story, "").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(offer(&story).await, Some(shown.clone()));
+    holds_for(
+        "the offer while the input is empty",
+        Duration::from_secs(3),
+        async || offer(&story).await.as_ref() == Some(&shown),
+    )
+    .await
+    .unwrap();
     assert!(
         events(&story, "ManagedApp", "db", "UpdateCleared")
             .await

@@ -17,7 +17,6 @@ async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
     .await
     .unwrap();
     story.world.failures.fail_chart_version("v2.0.0");
-    story.world.failures.fail_chart_version("2.0.0");
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
 
     let upgrade: UpgradeRequest = story

@@ -121,7 +121,6 @@ async fn at_most_one_status_write_per_reconcile() {
     .await
     .unwrap();
     story.world.failures.fail_chart_version("v2.0.0");
-    story.world.failures.fail_chart_version("2.0.0");
     let before = content_tokens(&story).await;
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
     let done: UpgradeRequest = story

@@ -745,6 +745,25 @@ impl HasPhase for RollbackRequest {
 }
 
 /// Polls `check` every 100 ms until it answers; an error naming `what` after `timeout`.
+/// Checks that `check` stays true for all of `duration` — for stories where nothing must
+/// happen (a closed window, a queued request) — failing as soon as it does not.
+pub async fn holds_for(
+    what: &str,
+    duration: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + duration;
+    loop {
+        if !check().await {
+            anyhow::bail!("{what} stopped holding before {}s", duration.as_secs());
+        }
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn wait_until<T>(
     what: &str,
     timeout: Duration,

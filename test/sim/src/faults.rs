@@ -48,7 +48,9 @@ impl Failures {
     }
 
     /// Installing or upgrading to this chart version fails in every HelmRelease
-    /// (its pods never become ready).
+    /// (its pods never become ready). `v2.0.0` and `2.0.0` are the same version, with or
+    /// without helm-controller's build metadata (`2.0.0+abc`), so one call covers the OCI
+    /// tag and the chart version it becomes.
     pub fn fail_chart_version(&self, version: &str) {
         self.update(|s| {
             s.chart_versions.insert(version.to_owned());
