@@ -92,3 +92,63 @@ async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() 
     .unwrap();
     story.stop().await;
 }
+
+/// A lock whose request is gone — deleted by hand with its finalizer stripped, say — is
+/// released by the app controller at once (a fresh read of the holder decides, not the
+/// cache nor a grace period), and the next upgrade then runs; a lock whose request exists is
+/// never taken from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs() {
+    use fluxgate::api::{Phase, UpgradeRequest};
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
+
+    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let apps = Api::<fluxgate::api::ManagedApp>::namespaced(story.client.clone(), "apps");
+    let since = k8s_openapi::jiff::Timestamp::now().to_string();
+    apps.patch_status(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"activeOperation": {
+            "kind": "UpgradeRequest", "name": "ghost", "uid": "ghost-uid", "since": since}}})),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the ghost lock to be released",
+        Duration::from_secs(10),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            status.active_operation.is_none().then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let released = Api::<Event>::namespaced(story.client.clone(), "apps")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("StaleLockReleased"))
+        .expect("a StaleLockReleased Event");
+    assert!(
+        released
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("UpgradeRequest ghost"),
+        "{released:?}"
+    );
+
+    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
+    let done: UpgradeRequest = story
+        .finished("db-1-5-0", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.status.unwrap().phase, Some(Phase::Succeeded));
+    assert_eq!(
+        story.git.read_file(APP_FILE).unwrap(),
+        Some(app_manifest("v1.5.0"))
+    );
+}

@@ -14,6 +14,43 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+/// Whether the request holding a lock still exists, read fresh from the API server by name
+/// and UID. The one rule for a stale lock: it is stale when its holder is gone, and a cache
+/// is never the judge of that (it may not have seen a request created a moment ago).
+pub(super) async fn holder_exists(
+    client: &Client,
+    namespace: &str,
+    active: &OperationReference,
+) -> Result<bool, Problem> {
+    use kube::ResourceExt;
+    let uid_matches = |uid: Option<String>| uid.as_deref() == Some(active.uid.as_str());
+    let found = match active.kind {
+        OperationKind::UpgradeRequest => {
+            Api::<crate::api::UpgradeRequest>::namespaced(client.clone(), namespace)
+                .get_opt(&active.name)
+                .await
+                .map(|r| r.is_some_and(|r| uid_matches(r.uid())))
+        }
+        OperationKind::RollbackRequest => {
+            Api::<crate::api::RollbackRequest>::namespaced(client.clone(), namespace)
+                .get_opt(&active.name)
+                .await
+                .map(|r| r.is_some_and(|r| uid_matches(r.uid())))
+        }
+    };
+    found.map_err(|e| {
+        Problem::retryable(
+            "ApiError",
+            format!(
+                "reading the lock holder {:?} {namespace}/{}: {}",
+                active.kind,
+                active.name,
+                describe(&e)
+            ),
+        )
+    })
+}
+
 /// How many times a conflicting ManagedApp status write is re-read and retried.
 const CONFLICT_RETRIES: usize = 4;
 

@@ -731,22 +731,9 @@ async fn lock_state(
             return Ok((LockState::HandedOver, None));
         }
     }
-    let holder_exists = match active.kind {
-        OperationKind::UpgradeRequest => {
-            Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(&active.name)
-                .await
-                .map_err(|e| api_error("reading the lock holder", e))?
-                .is_some_and(|r| r.uid().as_deref() == Some(active.uid.as_str()))
-        }
-        OperationKind::RollbackRequest => {
-            Api::<RollbackRequest>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(&active.name)
-                .await
-                .map_err(|e| api_error("reading the lock holder", e))?
-                .is_some_and(|r| r.uid().as_deref() == Some(active.uid.as_str()))
-        }
-    };
+    let holder_exists = super::app_status::holder_exists(&ctx.client, &namespace, &active)
+        .await
+        .map_err(|p| ReconcileError::Api(p.message))?;
     if holder_exists {
         Ok((
             LockState::HeldBy(format!("{:?} {}", active.kind, active.name)),

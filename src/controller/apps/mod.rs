@@ -39,9 +39,6 @@ use std::time::Duration;
 /// Each app adds its own share of [`RESYNC_SPREAD`] so many apps never resync together.
 const RESYNC: Duration = Duration::from_secs(30 * 60);
 const RESYNC_SPREAD: Duration = Duration::from_secs(30 * 60);
-/// A lock whose request is gone from the cache is released only after this long, so a
-/// request the cache has not seen yet is not mistaken for a vanished one.
-const STALE_LOCK_AFTER: Duration = Duration::from_secs(60);
 
 /// What every app reconcile shares beyond the [`Context`].
 struct Shared {

@@ -5,7 +5,8 @@
 use super::automatic::automatic_upgrade;
 use super::events::{publish, publish_input_news};
 use super::git_memo::git_fields;
-use super::{AppError, STALE_LOCK_AFTER, Shared, resync_after};
+use super::{AppError, Shared, resync_after};
+use crate::controller::app_status::holder_exists;
 
 use crate::api::conditions::{READY, condition, set_condition};
 use crate::api::{ManagedApp, ManagedAppStatus, OperationKind, versions_summary};
@@ -141,21 +142,24 @@ pub(super) async fn reconcile(
     }
 
     if let Some(active) = &status.active_operation {
-        let since = active.since.0;
-        let gone = match active.kind {
-            OperationKind::UpgradeRequest => !shared
+        // The cache says whether to look; a fresh read decides (app_status::holder_exists).
+        let cached = match active.kind {
+            OperationKind::UpgradeRequest => shared
                 .upgrades
                 .state()
                 .iter()
                 .any(|u| u.metadata.uid.as_deref() == Some(active.uid.as_str())),
-            OperationKind::RollbackRequest => !shared
+            OperationKind::RollbackRequest => shared
                 .rollbacks
                 .state()
                 .iter()
                 .any(|r| r.metadata.uid.as_deref() == Some(active.uid.as_str())),
         };
-        let old = now.duration_since(since).as_secs() >= STALE_LOCK_AFTER.as_secs() as i64;
-        if gone && old {
+        if !cached
+            && !holder_exists(&ctx.client, &namespace, active)
+                .await
+                .map_err(|p| AppError(p.message))?
+        {
             view.stale_lock = Some(active.uid.clone());
             view.warnings.push((
                 "StaleLockReleased",
