@@ -167,11 +167,15 @@ impl RealCluster {
             .map(|p| p.display().to_string())
             .collect();
         if !missing.is_empty() {
+            let what = if bin.is_dir() {
+                format!("missing: {}", missing.join(", "))
+            } else {
+                format!("{} does not exist", bin.display())
+            };
             let why = format!(
-                "the real control plane is not built ({} missing); build it with `test/realstack/build.sh` \
-                 (needs Go >= 1.26 and the Go module proxy; ~10 min the first time, seconds after), \
-                 or point {BIN_ENV} at a directory holding {}",
-                missing.join(", "),
+                "the real control plane is not built ({what}); build it with `test/realstack/build.sh` \
+                 (needs Go >= 1.26 and the Go module proxy; about 15 min the first time, seconds after), \
+                 or point {BIN_ENV} at a directory holding {} and kwok-stages/",
                 BINARIES.join(", ")
             );
             return Err(if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
@@ -187,7 +191,15 @@ impl RealCluster {
                 .enable_all()
                 .build()
                 .context("building a tokio runtime for the startup checks")?;
-            rt.block_on(launch(bin))
+            // Free ports are chosen before the components bind them; if another process
+            // took one in between, start again once with new ones.
+            match rt.block_on(launch(bin.clone())) {
+                Err(e) if format!("{e:#}").contains("address already in use") => {
+                    eprintln!("realstack: a port was taken before a component bound it; starting again ({e:#})");
+                    rt.block_on(launch(bin))
+                }
+                result => result,
+            }
         })
         .join()
         .map_err(|_| Unavailable::Failed("the control plane's startup thread panicked".into()))?

@@ -49,7 +49,10 @@ where
         match probe().await {
             Ok(v) => return v,
             Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+                panic!(
+                    "timed out after {} s waiting for {what}; last seen: {last}",
+                    timeout.as_secs()
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -79,7 +82,8 @@ async fn control_plane_comes_up_and_serves_kube_rs_and_kubectl() {
     for expected in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(
             names.iter().any(|n| n == expected),
-            "namespace {expected} missing from {names:?}"
+            "namespace {expected} missing from [{}]",
+            names.join(", ")
         );
     }
 
@@ -155,10 +159,16 @@ async fn deployment_pods_run_on_the_kwok_node_and_are_garbage_collected() {
                 .iter()
                 .map(|p| {
                     format!(
-                        "{} on {:?}: {:?}",
-                        p.metadata.name.clone().unwrap_or_default(),
-                        p.spec.as_ref().and_then(|s| s.node_name.clone()),
-                        p.status.as_ref().and_then(|s| s.phase.clone())
+                        "{} on {}: {}",
+                        p.metadata.name.as_deref().unwrap_or("?"),
+                        p.spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .unwrap_or("no node"),
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.phase.as_deref())
+                            .unwrap_or("no phase")
                     )
                 })
                 .collect();
@@ -173,7 +183,7 @@ async fn deployment_pods_run_on_the_kwok_node_and_are_garbage_collected() {
             if running.len() == 2 && list.items.len() == 2 {
                 Ok(list.items.clone())
             } else {
-                Err(format!("{seen:?}"))
+                Err(seen.join("; "))
             }
         },
     )
@@ -208,8 +218,8 @@ async fn deployment_pods_run_on_the_kwok_node_and_are_garbage_collected() {
                 .pod_ip
                 .as_deref()
                 .is_some_and(|ip| ip.starts_with("10.244.")),
-            "pod IP {:?}",
-            status.pod_ip
+            "pod IP {}, not from kwok's --cidr 10.244.0.0/16",
+            status.pod_ip.as_deref().unwrap_or("none")
         );
         // The ServiceAccount admission plugin ran: the default SA and its token volume.
         let spec = pod.spec.as_ref().unwrap();
@@ -219,8 +229,8 @@ async fn deployment_pods_run_on_the_kwok_node_and_are_garbage_collected() {
                 .iter()
                 .flatten()
                 .any(|v| v.name.starts_with("kube-api-access-")),
-            "pod {:?} has no projected service-account token volume",
-            pod.metadata.name
+            "pod {} has no projected service-account token volume",
+            pod.metadata.name.as_deref().unwrap_or("?")
         );
     }
 
@@ -246,12 +256,13 @@ async fn deployment_pods_run_on_the_kwok_node_and_are_garbage_collected() {
                 Ok(())
             } else {
                 Err(format!(
-                    "{} ReplicaSets, pods {:?}",
+                    "{} ReplicaSets, pods [{}]",
                     rs.items.len(),
                     left.items
                         .iter()
-                        .map(|p| p.metadata.name.clone())
+                        .filter_map(|p| p.metadata.name.clone())
                         .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             }
         },
@@ -339,7 +350,8 @@ async fn service_account_tokens_authenticate_and_rbac_binds_them() {
     // … and nothing else: another resource, another namespace, a write.
     let forbidden = |what: &str, r: Result<(), kube::Error>| match r {
         Err(kube::Error::Api(status)) if status.code == 403 => {}
-        other => panic!("{what} as reader: expected 403 Forbidden, got {other:?}"),
+        Err(e) => panic!("{what} as reader: expected 403 Forbidden, got {e}"),
+        Ok(()) => panic!("{what} as reader: expected 403 Forbidden, but it was allowed"),
     };
     forbidden(
         "listing secrets",
@@ -371,7 +383,8 @@ async fn service_account_tokens_authenticate_and_rbac_binds_them() {
         .await
     {
         Err(kube::Error::Api(status)) if status.code == 401 => {}
-        other => panic!("a forged token: expected 401 Unauthorized, got {other:?}"),
+        Err(e) => panic!("a forged token: expected 401 Unauthorized, got {e}"),
+        Ok(_) => panic!("a forged token: expected 401 Unauthorized, but the list was allowed"),
     }
 }
 
@@ -509,7 +522,11 @@ fn nothing_is_left_running_after_the_test_process_is_killed() {
         }
     }
     let dir = dir.expect("the child names its cluster directory");
-    assert_eq!(pids.len(), 6, "5 components and the watchdog: {pids:?}");
+    assert_eq!(
+        pids.len(),
+        6,
+        "5 components and the watchdog, the child wrote:\n{text}"
+    );
     for (name, pid) in &pids {
         assert!(
             process_alive(*pid).is_some(),
@@ -533,7 +550,8 @@ fn nothing_is_left_running_after_the_test_process_is_killed() {
         }
         assert!(
             Instant::now() < deadline,
-            "15 s after SIGKILL to the test process, still running: {alive:?}; {} exists: {}",
+            "15 s after SIGKILL to the test process, still running: [{}]; {} exists: {}",
+            alive.join(", "),
             dir.display(),
             dir.exists()
         );
