@@ -1,6 +1,7 @@
 //! The real control plane works as the rest of the project will rely on: it comes up and
 //! serves kube-rs and its kubectl; the real scheduler, controller-manager and KWOK run a
-//! Deployment's pods on the fake node and garbage-collect them; service-account tokens
+//! Deployment's pods on the fake node and garbage-collect them, bind a StatefulSet's claim to
+//! a volume and run its pod, and empty and remove a deleted namespace; service-account tokens
 //! authenticate and RBAC binds them; the audit log records requests; and nothing of it is
 //! left running after the test process is killed.
 //!
@@ -12,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Client, Resource};
@@ -441,6 +444,149 @@ async fn the_audit_log_records_requests() {
         !text.contains("\"resource\":\"leases\""),
         "the policy drops Lease requests, yet the audit log has some"
     );
+}
+
+#[tokio::test]
+async fn statefulset_claims_bind_to_a_static_volume_and_its_pod_runs() {
+    let Some(cluster) = RealCluster::shared_or_skip() else {
+        return;
+    };
+    let client = cluster.client().await.expect("admin client");
+    let ns = namespace(&client, "sts-volume").await;
+    // A pre-provisioned volume reserved for the claim the StatefulSet will make.
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": { "name": "sts-volume-data-db-0" },
+        "spec": {
+            "capacity": { "storage": "1Gi" },
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "manual",
+            "hostPath": { "path": "/nonexistent/realstack" },
+            "claimRef": { "namespace": ns, "name": "data-db-0" },
+        },
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("creating PersistentVolume sts-volume-data-db-0");
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": { "name": "db" },
+        "spec": {
+            "replicas": 1,
+            "serviceName": "db",
+            "selector": { "matchLabels": { "app": "db" } },
+            "template": {
+                "metadata": { "labels": { "app": "db" } },
+                "spec": { "containers": [{
+                    "name": "db", "image": "registry.invalid/db:1.0",
+                    "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                }] },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "data" },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "manual",
+                    "resources": { "requests": { "storage": "1Gi" } },
+                },
+            }],
+        },
+    }))
+    .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sts)
+        .await
+        .expect("creating StatefulSet db");
+
+    // The statefulset controller makes the claim and the pod, the PV binder binds the
+    // claim, the scheduler (VolumeBinding) places the pod, KWOK runs it.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        "claim data-db-0 Bound to sts-volume-data-db-0 and pod db-0 Running",
+        Duration::from_secs(60),
+        || async {
+            let claim = claims
+                .get_opt("data-db-0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let claim_state = claim.as_ref().map(|c| {
+                (
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default(),
+                    c.spec
+                        .as_ref()
+                        .and_then(|s| s.volume_name.clone())
+                        .unwrap_or_default(),
+                )
+            });
+            let pod = pods.get_opt("db-0").await.map_err(|e| e.to_string())?;
+            let phase = pod
+                .as_ref()
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let node = pod
+                .as_ref()
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            match claim_state {
+                Some((bound, volume))
+                    if bound == "Bound"
+                        && volume == "sts-volume-data-db-0"
+                        && phase == "Running"
+                        && node == NODE_NAME =>
+                {
+                    Ok(())
+                }
+                other => Err(format!(
+                    "claim {}, pod db-0 '{phase}' on '{node}'",
+                    other
+                        .map(|(p, v)| format!("'{p}' to '{v}'"))
+                        .unwrap_or_else(|| "not made yet".into())
+                )),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_its_objects_and_then_it() {
+    let Some(cluster) = RealCluster::shared_or_skip() else {
+        return;
+    };
+    let client = cluster.client().await.expect("admin client");
+    let ns = namespace(&client, "doomed").await;
+    let cm: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": "inside" } })).unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("creating ConfigMap doomed/inside");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("deleting namespace doomed");
+    // The namespace controller empties it and removes its `kubernetes` finalizer.
+    eventually(
+        "namespace doomed to be gone",
+        Duration::from_secs(60),
+        || async {
+            match namespaces.get_opt(&ns).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(n) => Err(format!(
+                    "phase {}",
+                    n.status.and_then(|s| s.phase).unwrap_or_default()
+                )),
+            }
+        },
+    )
+    .await;
 }
 
 const CHILD_ENV: &str = "REALSTACK_TEST_CHILD_PIDFILE";
