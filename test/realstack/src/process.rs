@@ -4,8 +4,8 @@
 //! watchdog's stdin is a pipe whose only write end this (test) process holds, close-on-exec,
 //! so no component inherits it. When this process ends, however it ends (a normal exit, a
 //! panic, `abort`, SIGKILL from a test runner's timeout), the kernel closes that end, the
-//! watchdog reads end-of-file and stops the group: SIGTERM, up to 5 s for the components
-//! to go, SIGKILL to what is left, then it removes the cluster's directory. Dropping a
+//! watchdog reads end-of-file and stops the components: SIGTERM, up to 5 s for them to go
+//! (etcd last), SIGKILL to what is left, then it removes the cluster's directory. Dropping a
 //! [`Supervisor`] closes the pipe the same way and waits for the end.
 //!
 //! Why not `prctl(PR_SET_PDEATHSIG)`: it fires when the *thread* that forked the child ends,
@@ -24,27 +24,38 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// The watchdog: SIGTERM to the group at EOF on stdin, SIGKILL to stragglers after 5 s,
-/// then the data directory goes (unless $2 is "keep"). Component pids arrive on stdin, one
-/// per line, so it can tell when they are gone. It ignores SIGTERM itself: it signals its
-/// own group.
+/// The watchdog. Component pids arrive on stdin, one per line, etcd first; at EOF it stops
+/// them in two waves, each SIGTERM and then up to 5 s to go: everything but etcd, then etcd
+/// (the apiserver takes more than 5 s to stop while etcd is going away under it). SIGKILL
+/// to what is left, then the data directory goes (unless $2 is "keep"). It ignores SIGTERM
+/// itself.
 const WATCHDOG: &str = r#"
 trap '' TERM INT HUP
+dir=$1
+mode=$2
 pids=""
 while read -r pid; do pids="$pids $pid"; done
-kill -TERM -$$ 2>/dev/null
-i=0
-while [ $i -lt 50 ]; do
-  alive=""
-  for p in $pids; do
-    if [ -d /proc/$p ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$p/stat 2>/dev/null; then alive="$alive $p"; fi
+alive() {
+  for p in "$@"; do
+    if [ -d /proc/$p ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$p/stat 2>/dev/null; then echo $p; fi
   done
-  [ -z "$alive" ] && break
-  sleep 0.1
-  i=$((i + 1))
-done
-[ -n "$alive" ] && kill -KILL $alive 2>/dev/null
-[ "$2" = keep ] || rm -rf "$1"
+}
+stop() {
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null
+  i=0
+  while [ $i -lt 50 ] && [ -n "$(alive "$@")" ]; do sleep 0.1; i=$((i + 1)); done
+}
+set -- $pids
+if [ $# -gt 0 ]; then
+  first=$1
+  shift
+  stop "$@"
+  stop $first
+fi
+left="$(alive $pids)"
+[ -n "$left" ] && kill -KILL $left 2>/dev/null
+[ "$mode" = keep ] || rm -rf "$dir"
 "#;
 
 pub struct Component {
@@ -173,7 +184,7 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        // EOF for the watchdog: it signals the group; reaping our children here lets it see
+        // EOF for the watchdog: it stops the components; reaping our children here lets it see
         // them gone at once instead of as zombies.
         drop(self.pipe.take());
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -710,3 +710,37 @@ fn nothing_is_left_running_after_the_test_process_is_killed() {
         killed.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_cluster_of_its_own_stops_when_dropped() {
+    let cluster = match RealCluster::start() {
+        Ok(cluster) => cluster,
+        Err(realstack::Unavailable::Skip(why)) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+        Err(realstack::Unavailable::Failed(why)) => {
+            panic!("starting a second control plane: {why}")
+        }
+    };
+    let pids = cluster.pids();
+    let dir = cluster.dir().to_path_buf();
+    assert_eq!(pids.len(), 6, "5 components and the watchdog");
+    let started = Instant::now();
+    drop(cluster);
+    // Drop returns once the watchdog has finished: nothing may be left by then.
+    let alive: Vec<String> = pids
+        .iter()
+        .filter_map(|(name, pid)| process_alive(*pid).map(|s| format!("{name}: {s}")))
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "still running after drop: {}",
+        alive.join(", ")
+    );
+    assert!(!dir.exists(), "{} still exists after drop", dir.display());
+    eprintln!(
+        "a dropped cluster stopped in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
