@@ -13,7 +13,8 @@
 //! Without the binaries every caller of [`RealCluster::shared_or_skip`] prints
 //! `SKIPPED: …` with the command that builds them, unless `FLUXGATE_REQUIRE_REAL_STACK=1`,
 //! which turns that into a failure (CI sets it). Every process of the control plane ends
-//! when the test process does, however it ends: see [`process`](crate::process) for how.
+//! when the test process does, however it ends (a watchdog process holds a pipe from this
+//! one and stops them when it closes: `src/process.rs` says how and why).
 //!
 //! Environment: `FLUXGATE_REALSTACK_BIN` (where the binaries are; default
 //! `test/realstack/bin`), `FLUXGATE_REALSTACK_KEEP=1` (keep the cluster's directory with its
