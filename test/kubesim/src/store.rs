@@ -215,12 +215,13 @@ const LABEL_VALUE_RULE: &str = "a valid label must be an empty string or consist
 const QUALIFIED_NAME_RULE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
 
 /// Why `v` is not a label value, in apimachinery's words (`content.IsLabelValue`: the
-/// length and the pattern are checked separately, each with its own message); empty when
-/// it is one.
+/// length and the pattern are checked separately, each with its own message; since v0.36
+/// its `MaxLenError` counts bytes, found by real_api_server.rs against Kubernetes v1.36.3);
+/// empty when it is one.
 pub(crate) fn label_value_problems(v: &str) -> Vec<String> {
     let mut problems = Vec::new();
     if v.len() > 63 {
-        problems.push("must be no more than 63 characters".to_owned());
+        problems.push("must be no more than 63 bytes".to_owned());
     }
     let pattern_ok = v.is_empty()
         || (v

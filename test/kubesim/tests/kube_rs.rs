@@ -73,161 +73,20 @@ async fn discovery_serves_builtins_and_crd_kinds() {
 #[tokio::test]
 async fn crud_generate_name_and_error_statuses() {
     let sim = KubeSim::start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
-    let created = api
-        .create(&PostParams::default(), &cm("a", json!({})))
-        .await
-        .unwrap();
-    let meta = &created.metadata;
-    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
-    let rv1: u64 = meta.resource_version.as_deref().unwrap().parse().unwrap();
-
-    let dup = status(
-        api.create(&PostParams::default(), &cm("a", json!({})))
-            .await,
-    );
-    assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
-    assert_eq!(dup.message, "configmaps \"a\" already exists");
-
-    let missing = status(api.get("nope").await);
-    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
-
-    let mut gen_cm = cm("", json!({}));
-    gen_cm.metadata.name = None;
-    gen_cm.metadata.generate_name = Some("gen-".into());
-    let g = api.create(&PostParams::default(), &gen_cm).await.unwrap();
-    let name = g.metadata.name.unwrap();
-    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
-
-    let mut upd = created.clone();
-    upd.data = Some([("k".to_string(), "w".to_string())].into());
-    let updated = api
-        .replace("a", &PostParams::default(), &upd)
-        .await
-        .unwrap();
-    let rv2: u64 = updated
-        .metadata
-        .resource_version
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(rv2 > rv1, "one global counter moves forward");
-
-    // Stale resourceVersion: 409 Conflict, as a Status.
-    let stale = status(api.replace("a", &PostParams::default(), &upd).await);
-    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
-    assert!(
-        stale.message.contains("the object has been modified"),
-        "{}",
-        stale.message
-    );
-
-    // A no-op update keeps the resourceVersion (no write, no event).
-    let same = api
-        .replace("a", &PostParams::default(), &updated)
-        .await
-        .unwrap();
-    assert_eq!(
-        same.metadata.resource_version,
-        updated.metadata.resource_version
-    );
-
-    let bad = status(
-        api.create(&PostParams::default(), &cm("Bad_Name", json!({})))
-            .await,
-    );
-    assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
-    assert_eq!(bad.details.unwrap().causes[0].field, "metadata.name");
-
-    let bad_label = status(
-        api.create(
-            &PostParams::default(),
-            &cm("l", json!({"version": "1.2.3+build"})),
-        )
-        .await,
-    );
-    assert_eq!(
-        (
-            bad_label.code,
-            bad_label.details.unwrap().causes[0].field.as_str()
-        ),
-        (422, "metadata.labels")
-    );
-
-    let nsapi: Api<ConfigMap> = Api::namespaced(sim.client(), "absent");
-    let no_ns = status(
-        nsapi
-            .create(&PostParams::default(), &cm("x", json!({})))
-            .await,
-    );
-    assert_eq!(
-        (no_ns.code, no_ns.message.as_str()),
-        (404, "namespaces \"absent\" not found")
-    );
-
-    api.delete("a", &DeleteParams::default()).await.unwrap();
-    assert!(api.get_opt("a").await.unwrap().is_none());
+    cases::crud_generate_name_and_error_statuses(sim.client(), "default").await;
 }
 
-/// Label values are at most 63 characters, as apimachinery's `IsLabelValue` says, in a
+/// Label values are at most 63 bytes, as apimachinery's `IsLabelValue` says, in a
 /// written object (422, one cause per problem) and in a label selector (400: the API server
 /// cannot parse the requirement).
 #[tokio::test]
 async fn label_values_over_63_characters_are_refused_in_objects_and_selectors() {
     let sim = KubeSim::start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
-    let long = "a".repeat(64);
-    let refused = status(
-        api.create(&PostParams::default(), &cm("long", json!({"app": long})))
-            .await,
-    );
-    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
-    let causes = refused.details.unwrap().causes;
-    assert_eq!(causes.len(), 1, "{causes:?}");
-    assert_eq!(causes[0].field, "metadata.labels");
-    assert!(
-        causes[0]
-            .message
-            .ends_with(": must be no more than 63 characters"),
-        "{}",
-        causes[0].message
-    );
-    // Too long and ill-formed: both problems, as two causes.
-    let both = status(
-        api.create(
-            &PostParams::default(),
-            &cm("both", json!({"app": format!("{long}-")})),
-        )
-        .await,
-    );
-    assert_eq!(both.details.unwrap().causes.len(), 2);
-    let fits = "a".repeat(63);
-    api.create(&PostParams::default(), &cm("fits", json!({"app": fits})))
-        .await
-        .unwrap();
-
-    let selector = format!("app={long}");
-    let bad_selector = status(api.list(&ListParams::default().labels(&selector)).await);
-    assert_eq!(
-        (bad_selector.code, bad_selector.reason.as_str()),
-        (400, "BadRequest")
-    );
-    assert!(
-        bad_selector
-            .message
-            .contains("values[0][app]: Invalid value")
-            && bad_selector
-                .message
-                .contains("must be no more than 63 characters"),
-        "{}",
-        bad_selector.message
-    );
-    let listed = api
-        .list(&ListParams::default().labels(&format!("app={fits}")))
-        .await
-        .unwrap();
-    assert_eq!(listed.items.len(), 1);
+    cases::label_values_over_63_characters_are_refused_in_objects_and_selectors(
+        sim.client(),
+        "default",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -803,77 +662,13 @@ async fn custom_crd_schema_cel_transition_rules_and_versions() {
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
     let sim = KubeSim::start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
-    let mut c = cm("f", json!({}));
-    c.metadata.finalizers = Some(vec!["kubesim.dev/hold".into()]);
-    api.create(&PostParams::default(), &c).await.unwrap();
-    api.delete("f", &DeleteParams::default()).await.unwrap();
-    let held = api.get("f").await.unwrap();
-    assert!(held.metadata.deletion_timestamp.is_some());
-    // New finalizers cannot be added while deleting.
-    let st = status(
-        api.patch(
-            "f",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": ["kubesim.dev/hold", "x/y"]}})),
-        )
-        .await,
-    );
-    assert_eq!(st.code, 422);
-    api.patch(
-        "f",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    assert!(api.get_opt("f").await.unwrap().is_none());
+    cases::finalizers_hold_deletion_until_removed(sim.client(), "default").await;
 }
 
 #[tokio::test]
 async fn owner_references_are_garbage_collected() {
     let sim = KubeSim::start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
-    let owner = api
-        .create(&PostParams::default(), &cm("owner", json!({})))
-        .await
-        .unwrap();
-    let oref = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]);
-    for n in ["dep1", "dep2"] {
-        let mut d = cm(n, json!({}));
-        d.metadata.owner_references = Some(serde_json::from_value(oref.clone()).unwrap());
-        api.create(&PostParams::default(), &d).await.unwrap();
-    }
-    let mut grandchild = cm("grandchild", json!({}));
-    let dep1 = api.get("dep1").await.unwrap();
-    grandchild.metadata.owner_references = Some(serde_json::from_value(
-        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "dep1", "uid": dep1.metadata.uid}]),
-    ).unwrap());
-    api.create(&PostParams::default(), &grandchild)
-        .await
-        .unwrap();
-    api.delete("owner", &DeleteParams::background())
-        .await
-        .unwrap();
-    for n in ["dep1", "dep2", "grandchild"] {
-        assert!(
-            api.get_opt(n).await.unwrap().is_none(),
-            "{n} should be collected"
-        );
-    }
-    // Orphan keeps dependents and drops the reference.
-    let owner = api
-        .create(&PostParams::default(), &cm("owner2", json!({})))
-        .await
-        .unwrap();
-    let mut d = cm("kept", json!({}));
-    d.metadata.owner_references = Some(serde_json::from_value(
-        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": owner.metadata.uid}]),
-    ).unwrap());
-    api.create(&PostParams::default(), &d).await.unwrap();
-    api.delete("owner2", &DeleteParams::orphan()).await.unwrap();
-    let kept = api.get("kept").await.unwrap();
-    assert!(kept.metadata.owner_references.is_none());
+    cases::owner_references_are_garbage_collected(sim.client(), "default").await;
 }
 
 #[tokio::test]

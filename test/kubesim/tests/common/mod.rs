@@ -1,6 +1,8 @@
 //! Helpers shared by the conformance suites.
 #![allow(dead_code)]
 
+pub mod cases;
+
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::Status;
 use kubesim::KubeSim;

@@ -1,0 +1,63 @@
+//! kubesim agrees with the real API server: the conformance cases of `common::cases`, which
+//! `kube_rs.rs` runs on kubesim, run here unchanged on the real control plane of
+//! test/realstack (Kubernetes v1.36.3), each in a namespace of its own. A case that fails
+//! here and passes on kubesim is a difference to fix in kubesim (or to write down in its
+//! documented differences with the reason it cannot be fixed).
+//!
+//! Without the real binaries each test prints `SKIPPED: …` and passes, unless
+//! FLUXGATE_REQUIRE_REAL_STACK=1 (CI), where they must run.
+
+mod common;
+
+use common::cases;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use realstack::RealCluster;
+use serde_json::json;
+
+/// A client of the shared real control plane and a fresh namespace named after the case;
+/// `None` when the real stack is not built here (and not required).
+async fn real(case: &str) -> Option<(Client, String)> {
+    let cluster = RealCluster::shared_or_skip()?;
+    let client = cluster
+        .client()
+        .await
+        .unwrap_or_else(|e| panic!("a client of the real control plane: {e:#}"));
+    let namespace = format!("case-{case}");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {namespace}: {e}"));
+    Some((client, namespace))
+}
+
+#[tokio::test]
+async fn crud_generate_name_and_error_statuses() {
+    if let Some((client, ns)) = real("crud").await {
+        cases::crud_generate_name_and_error_statuses(client, &ns).await;
+    }
+}
+
+#[tokio::test]
+async fn label_values_over_63_characters_are_refused_in_objects_and_selectors() {
+    if let Some((client, ns)) = real("labels").await {
+        cases::label_values_over_63_characters_are_refused_in_objects_and_selectors(client, &ns)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    if let Some((client, ns)) = real("finalizers").await {
+        cases::finalizers_hold_deletion_until_removed(client, &ns).await;
+    }
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    if let Some((client, ns)) = real("owners").await {
+        cases::owner_references_are_garbage_collected(client, &ns).await;
+    }
+}
