@@ -43,6 +43,12 @@
 //!
 //! # Deliberate differences from a real API server
 //!
+//! The conformance cases of `tests/common/cases.rs` run on kubesim (`tests/kube_rs.rs`) and on
+//! the real Kubernetes v1.36.3 control plane of test/realstack (`tests/real_api_server.rs`);
+//! what they found is fixed here. Beside the API server, a real cluster's controllers do
+//! things kubesim does not: kube-controller-manager publishes a `kube-root-ca.crt` ConfigMap
+//! into every namespace (so negative label selectors there match one more object).
+//!
 //! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
 //!   SelfSubjectAccessReview answers "allowed" unless a test called [`KubeSim::deny`].
 //! - Responses are always JSON, which every client accepts (protobuf and CBOR are never

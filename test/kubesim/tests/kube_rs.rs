@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -92,71 +91,7 @@ async fn label_values_over_63_characters_are_refused_in_objects_and_selectors() 
 #[tokio::test]
 async fn selectors_limit_and_continue() {
     let sim = KubeSim::start().await;
-    let api: Api<ConfigMap> = Api::default_namespaced(sim.client());
-    for i in 0..10 {
-        let tier = if i % 2 == 0 { "front" } else { "back" };
-        let mut labels = json!({"app": "web", "tier": tier});
-        if i < 3 {
-            labels["canary"] = json!("yes");
-        }
-        api.create(&PostParams::default(), &cm(&format!("cm-{i}"), labels))
-            .await
-            .unwrap();
-    }
-    let other: Api<ConfigMap> = Api::namespaced(sim.client(), "kube-system");
-    other
-        .create(
-            &PostParams::default(),
-            &cm("elsewhere", json!({"app": "web"})),
-        )
-        .await
-        .unwrap();
-
-    let count = |sel: &'static str| {
-        let api = api.clone();
-        async move {
-            api.list(&ListParams::default().labels(sel))
-                .await
-                .unwrap()
-                .items
-                .len()
-        }
-    };
-    assert_eq!(count("tier=front").await, 5);
-    assert_eq!(count("tier==front").await, 5);
-    assert_eq!(count("tier!=front").await, 5);
-    assert_eq!(count("tier in (front,back)").await, 10);
-    assert_eq!(count("tier notin (front)").await, 5);
-    assert_eq!(count("canary").await, 3);
-    assert_eq!(count("!canary").await, 7);
-    assert_eq!(count("app=web,!canary,tier=back").await, 4);
-
-    let by_name = api
-        .list(&ListParams::default().fields("metadata.name=cm-3"))
-        .await
-        .unwrap();
-    assert_eq!(by_name.items.len(), 1);
-    let all: Api<ConfigMap> = Api::all(sim.client());
-    let not_default = all
-        .list(&ListParams::default().fields("metadata.namespace!=default"))
-        .await
-        .unwrap();
-    assert_eq!(not_default.items.len(), 1);
-    let unsupported = status(api.list(&ListParams::default().fields("data.k=v")).await);
-    assert_eq!(unsupported.code, 400);
-
-    let mut names = Vec::new();
-    let mut lp = ListParams::default().limit(3);
-    loop {
-        let page = api.list(&lp).await.unwrap();
-        assert!(page.items.len() <= 3);
-        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
-        match page.metadata.continue_ {
-            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
-            _ => break,
-        }
-    }
-    assert_eq!(names.len(), 10);
+    cases::selectors_limit_and_continue(sim.client(), "default").await;
 }
 
 #[tokio::test]
@@ -692,77 +627,11 @@ async fn namespace_deletion_removes_its_objects() {
     assert_eq!(st.code, 403);
 }
 
-fn deployment() -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
-                {"name": "web", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]},
-                {"name": "sidecar", "image": "busybox"}]}}}
-    }))
-    .unwrap()
-}
-
 #[tokio::test]
 async fn patches_merge_json_strategic_and_scale() {
     let sim = KubeSim::start().await;
-    let api: Api<Deployment> = Api::default_namespaced(sim.client());
-    api.create(&PostParams::default(), &deployment())
-        .await
-        .unwrap();
+    cases::patches_merge_json_strategic_and_scale(sim.client(), "default").await;
     let pp = PatchParams::default();
-    let d = api
-        .patch(
-            "web",
-            &pp,
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "web", "image": "nginx:2", "env": [{"name": "B", "value": "2"}]},
-            {"name": "sidecar", "$patch": "delete"}]}}}})),
-        )
-        .await
-        .unwrap();
-    let containers = d.spec.template.spec.unwrap().containers;
-    assert_eq!(containers.len(), 1);
-    assert_eq!(containers[0].image.as_deref(), Some("nginx:2"));
-    assert_eq!(containers[0].env.as_ref().unwrap().len(), 2);
-
-    let d = api
-        .patch(
-            "web",
-            &pp,
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(d.metadata.labels.unwrap()["a"], "b");
-
-    let ok: Patch<()> = Patch::Json(
-        serde_json::from_value(json!([
-        {"op": "test", "path": "/spec/replicas", "value": 1},
-        {"op": "replace", "path": "/spec/replicas", "value": 2}]))
-        .unwrap(),
-    );
-    api.patch("web", &pp, &ok).await.unwrap();
-    let failing: Patch<()> = Patch::Json(
-        serde_json::from_value(json!([
-        {"op": "test", "path": "/spec/replicas", "value": 1},
-        {"op": "replace", "path": "/spec/replicas", "value": 5}]))
-        .unwrap(),
-    );
-    let st = status(api.patch("web", &pp, &failing).await);
-    assert_eq!(st.code, 422);
-
-    let scale = api.get_scale("web").await.unwrap();
-    assert_eq!(scale.spec.unwrap().replicas, Some(2));
-    assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=web"));
-    api.patch_scale("web", &pp, &Patch::Merge(json!({"spec": {"replicas": 4}})))
-        .await
-        .unwrap();
-    let d = api.get("web").await.unwrap();
-    assert_eq!(d.spec.replicas, Some(4));
-    // create, strategic, json patch, scale: metadata-only and refused patches do not count.
-    assert_eq!(d.metadata.generation, Some(4));
-
     // Strategic merge is refused for custom resources, like the real server.
     let sim2 = sim_with_flux().await;
     let git = dyn_api(

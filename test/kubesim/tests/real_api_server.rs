@@ -61,3 +61,17 @@ async fn owner_references_are_garbage_collected() {
         cases::owner_references_are_garbage_collected(client, &ns).await;
     }
 }
+
+#[tokio::test]
+async fn selectors_limit_and_continue() {
+    if let Some((client, ns)) = real("selectors").await {
+        cases::selectors_limit_and_continue(client, &ns).await;
+    }
+}
+
+#[tokio::test]
+async fn patches_merge_json_strategic_and_scale() {
+    if let Some((client, ns)) = real("patches").await {
+        cases::patches_merge_json_strategic_and_scale(client, &ns).await;
+    }
+}

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use super::status;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -262,4 +263,149 @@ pub async fn owner_references_are_garbage_collected(client: Client, ns: &str) {
     })
     .await;
     assert!(api.get_opt("kept").await.unwrap().is_some(), "kept is kept");
+}
+
+pub async fn selectors_limit_and_continue(client: Client, ns: &str) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for i in 0..10 {
+        let tier = if i % 2 == 0 { "front" } else { "back" };
+        let mut labels = json!({"app": "web", "tier": tier});
+        if i < 3 {
+            labels["canary"] = json!("yes");
+        }
+        api.create(&PostParams::default(), &cm(&format!("cm-{i}"), labels))
+            .await
+            .unwrap();
+    }
+    let other: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    other
+        .create(
+            &PostParams::default(),
+            &cm("elsewhere", json!({"app": "web"})),
+        )
+        .await
+        .unwrap();
+
+    let count = |sel: &'static str| {
+        let api = api.clone();
+        async move {
+            api.list(&ListParams::default().labels(sel))
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    assert_eq!(count("tier=front").await, 5);
+    assert_eq!(count("tier==front").await, 5);
+    // Negative selectors also match objects without the label, such as the
+    // kube-root-ca.crt ConfigMap of every real namespace: scoped to the app.
+    assert_eq!(count("app=web,tier!=front").await, 5);
+    assert_eq!(count("tier in (front,back)").await, 10);
+    assert_eq!(count("app=web,tier notin (front)").await, 5);
+    assert_eq!(count("canary").await, 3);
+    assert_eq!(count("app=web,!canary").await, 7);
+    assert_eq!(count("app=web,!canary,tier=back").await, 4);
+
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=cm-3"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    let elsewhere = all
+        .list(
+            &ListParams::default()
+                .labels("app=web")
+                .fields(&format!("metadata.namespace!={ns}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.items.len(), 1);
+    let unsupported = status(api.list(&ListParams::default().fields("data.k=v")).await);
+    assert_eq!(unsupported.code, 400);
+
+    let mut names = Vec::new();
+    // By label: a real namespace also holds the kube-root-ca.crt ConfigMap.
+    let mut lp = ListParams::default().labels("app=web").limit(3);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        assert!(page.items.len() <= 3);
+        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(names.len(), 10);
+}
+
+pub fn deployment() -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "web", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]},
+                {"name": "sidecar", "image": "busybox"}]}}}
+    }))
+    .unwrap()
+}
+
+pub async fn patches_merge_json_strategic_and_scale(client: Client, ns: &str) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &deployment())
+        .await
+        .unwrap();
+    let pp = PatchParams::default();
+    let d = api
+        .patch(
+            "web",
+            &pp,
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "image": "nginx:2", "env": [{"name": "B", "value": "2"}]},
+            {"name": "sidecar", "$patch": "delete"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let containers = d.spec.template.spec.unwrap().containers;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:2"));
+    assert_eq!(containers[0].env.as_ref().unwrap().len(), 2);
+
+    let d = api
+        .patch(
+            "web",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.labels.unwrap()["a"], "b");
+
+    let ok: Patch<()> = Patch::Json(
+        serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/replicas", "value": 1},
+        {"op": "replace", "path": "/spec/replicas", "value": 2}]))
+        .unwrap(),
+    );
+    api.patch("web", &pp, &ok).await.unwrap();
+    let failing: Patch<()> = Patch::Json(
+        serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/replicas", "value": 1},
+        {"op": "replace", "path": "/spec/replicas", "value": 5}]))
+        .unwrap(),
+    );
+    let st = status(api.patch("web", &pp, &failing).await);
+    assert_eq!(st.code, 422);
+
+    let scale = api.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+    assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=web"));
+    api.patch_scale("web", &pp, &Patch::Merge(json!({"spec": {"replicas": 4}})))
+        .await
+        .unwrap();
+    let d = api.get("web").await.unwrap();
+    assert_eq!(d.spec.replicas, Some(4));
+    // create, strategic, json patch, scale: metadata-only and refused patches do not count.
+    assert_eq!(d.metadata.generation, Some(4));
 }
