@@ -12,6 +12,50 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 }
 
 /// The checks the real server makes that matter for serving the CRD.
+/// The annotation a CRD in a protected group must carry.
+const API_APPROVED: &str = "api-approved.kubernetes.io";
+
+/// A CRD in a group the Kubernetes community protects (`k8s.io`, `kubernetes.io` and their
+/// subdomains) must say where its API was approved, as apiextensions-apiserver's
+/// `validateAPIApproval` (v0.36) demands: a URL, or a reason starting with `unapproved`.
+fn api_approval(crd: &Value, group: &str) -> Option<Cause> {
+    let protected = group == "k8s.io"
+        || group.ends_with(".k8s.io")
+        || group == "kubernetes.io"
+        || group.ends_with(".kubernetes.io");
+    if !protected {
+        return None;
+    }
+    let field = format!("metadata.annotations[{API_APPROVED}]");
+    let value = crd
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(API_APPROVED))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let is_url = value.split_once("://").is_some_and(|(scheme, rest)| {
+        !scheme.is_empty() && !rest.split('/').next().unwrap_or_default().is_empty()
+    });
+    if value.is_empty() {
+        Some(Cause::new(
+            "FieldValueRequired",
+            &field,
+            format!(
+                "Required value: protected groups must have approval annotation \"{API_APPROVED}\", see https://github.com/kubernetes/enhancements/pull/1111"
+            ),
+        ))
+    } else if value.starts_with("unapproved") || is_url {
+        None
+    } else {
+        Some(Cause::new(
+            "FieldValueInvalid",
+            &field,
+            format!(
+                "Invalid value: {value:?}: protected groups must have approval annotation \"{API_APPROVED}\" with either a URL or a reason starting with \"unapproved\", see https://github.com/kubernetes/enhancements/pull/1111"
+            ),
+        ))
+    }
+}
+
 pub fn validate(crd: &Value) -> Vec<Cause> {
     let mut c = Vec::new();
     let group = s(crd, "/spec/group");
@@ -45,6 +89,9 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
             "metadata.name",
             format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
         ));
+    }
+    if let Some(cause) = api_approval(crd, group) {
+        c.push(cause);
     }
     match s(crd, "/spec/scope") {
         "Namespaced" | "Cluster" => {}

@@ -97,61 +97,7 @@ async fn selectors_limit_and_continue() {
 #[tokio::test]
 async fn generation_and_status_subresource() {
     let sim = sim_with_flux().await;
-    let api = dyn_api(
-        &sim,
-        "source.toolkit.fluxcd.io",
-        "v1",
-        "GitRepository",
-        "gitrepositories",
-        Some("default"),
-    );
-    let created = api
-        .create(
-            &PostParams::default(),
-            &obj(json!({
-            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-            "metadata": {"name": "r"},
-            "spec": {"url": "https://example.com/r.git", "interval": "1m"},
-            "status": {"artifact": "ignored on create"}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.metadata.generation, Some(1));
-    assert!(created.data["status"].get("artifact").is_none());
-
-    // Metadata-only change: no generation bump.
-    let p = api
-        .patch(
-            "r",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(p.metadata.generation, Some(1));
-    // Spec change: bump. Status in a main write is ignored.
-    let p = api
-        .patch(
-            "r",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"interval": "5m"}, "status": {"observedGeneration": 7}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(p.metadata.generation, Some(2));
-    assert_ne!(p.data["status"]["observedGeneration"], 7, "status ignored");
-    // Status write changes only status.
-    let s = api
-        .patch_status(
-            "r",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"interval": "9m"}, "status": {"observedGeneration": 2}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s.data["status"]["observedGeneration"], 2);
-    assert_eq!(s.data["spec"]["interval"], "5m");
-    assert_eq!(s.metadata.generation, Some(2));
+    cases::generation_and_status_subresource(sim.client(), "default").await;
     assert_eq!(
         sim.count(
             &Match::any()
@@ -1680,4 +1626,10 @@ async fn single_object_watch_path() {
         })
         .collect();
     assert_eq!(names, ["one"]);
+}
+
+#[tokio::test]
+async fn protected_groups_need_api_approval() {
+    let sim = KubeSim::start().await;
+    cases::protected_groups_need_api_approval(sim.client()).await;
 }

@@ -75,3 +75,61 @@ async fn patches_merge_json_strategic_and_scale() {
         cases::patches_merge_json_strategic_and_scale(client, &ns).await;
     }
 }
+
+/// kubesim's own Flux and VolumeSnapshot CRDs, installed once into the shared real control
+/// plane and waited for until Established (the real CRD controllers are not instant).
+async fn with_flux_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+            for (file, text) in kubesim::third_party::CRDS {
+                let crd: CustomResourceDefinition = serde_saphyr::from_str(text)
+                    .unwrap_or_else(|e| panic!("kubesim's CRD {file} parses: {e}"));
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                match crds.create(&PostParams::default(), &crd).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => panic!("installing CRD {file} into the real API server: {e}"),
+                }
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let established = crds
+                        .get(&name)
+                        .await
+                        .ok()
+                        .and_then(|c| c.status)
+                        .and_then(|s| s.conditions)
+                        .is_some_and(|c| {
+                            c.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        });
+                    if established {
+                        break;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "CRD {name} not Established within 30 s"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn generation_and_status_subresource() {
+    if let Some((client, ns)) = real("generation").await {
+        with_flux_crds(&client).await;
+        cases::generation_and_status_subresource(client, &ns).await;
+    }
+}
+
+#[tokio::test]
+async fn protected_groups_need_api_approval() {
+    if let Some((client, _)) = real("approval").await {
+        cases::protected_groups_need_api_approval(client).await;
+    }
+}

@@ -5,11 +5,14 @@
 //! at once; kubesim's immediate answer passes the same wait.
 #![allow(dead_code)]
 
-use super::status;
+use super::{obj, status};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -408,4 +411,112 @@ pub async fn patches_merge_json_strategic_and_scale(client: Client, ns: &str) {
     assert_eq!(d.spec.replicas, Some(4));
     // create, strategic, json patch, scale: metadata-only and refused patches do not count.
     assert_eq!(d.metadata.generation, Some(4));
+}
+
+/// Needs the Flux CRDs (kubesim's own, `kubesim::third_party::CRDS`).
+pub async fn generation_and_status_subresource(client: Client, ns: &str) {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "GitRepository"),
+        "gitrepositories",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let created = api
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": "r"},
+            "spec": {"url": "https://example.com/r.git", "interval": "1m"},
+            "status": {"artifact": "ignored on create"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.data["status"].get("artifact").is_none());
+
+    // Metadata-only change: no generation bump.
+    let p = api
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.generation, Some(1));
+    // Spec change: bump. Status in a main write is ignored.
+    let p = api
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "5m"}, "status": {"observedGeneration": 7}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.metadata.generation, Some(2));
+    assert_ne!(p.data["status"]["observedGeneration"], 7, "status ignored");
+    // Status write changes only status.
+    let s = api
+        .patch_status(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "9m"}, "status": {"observedGeneration": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.data["status"]["observedGeneration"], 2);
+    assert_eq!(s.data["spec"]["interval"], "5m");
+    assert_eq!(s.metadata.generation, Some(2));
+}
+
+/// A CRD in a protected group (`*.k8s.io`, `*.kubernetes.io`) needs the
+/// `api-approved.kubernetes.io` annotation: a URL or a reason starting with `unapproved`.
+pub async fn protected_groups_need_api_approval(client: Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = |approval: Option<&str>| -> CustomResourceDefinition {
+        let annotations = approval.map(|a| json!({"api-approved.kubernetes.io": a}));
+        serde_json::from_value(json!({
+            "metadata": {"name": "widgets.conformance.k8s.io", "annotations": annotations},
+            "spec": {"group": "conformance.k8s.io", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]}
+        }))
+        .unwrap()
+    };
+    let missing = status(crds.create(&PostParams::default(), &crd(None)).await);
+    assert_eq!(missing.code, 422);
+    let cause = &missing.details.unwrap().causes[0];
+    assert_eq!(
+        cause.field,
+        "metadata.annotations[api-approved.kubernetes.io]"
+    );
+    assert!(
+        cause.message.contains(
+            "protected groups must have approval annotation \"api-approved.kubernetes.io\""
+        ),
+        "{}",
+        cause.message
+    );
+    let invalid = status(
+        crds.create(&PostParams::default(), &crd(Some("trust me")))
+            .await,
+    );
+    assert_eq!(invalid.code, 422);
+    assert!(
+        invalid.details.unwrap().causes[0]
+            .message
+            .contains("with either a URL or a reason starting with \"unapproved\""),
+    );
+    crds.create(
+        &PostParams::default(),
+        &crd(Some("unapproved, a conformance test")),
+    )
+    .await
+    .unwrap();
+    crds.delete("widgets.conformance.k8s.io", &DeleteParams::default())
+        .await
+        .unwrap();
 }
