@@ -75,7 +75,9 @@
 //! - CEL rules are not fully type-checked when a CRD is written: kubesim refuses rules that
 //!   use variables other than `self`/`oldSelf`/`apiVersion`/`apiGroup`/`kind`, that do not
 //!   compile, or whose `self.a.b` chains name undeclared fields; type errors beyond that
-//!   surface (422) on the first object instead. CEL cost limits are not enforced.
+//!   surface (422) on the first object instead. CEL cost limits are not enforced: the real
+//!   server refuses a rule whose estimated cost is too high (e.g. a `messageExpression`
+//!   concatenating `string(self.size)`, whose length it cannot bound) where kubesim accepts it.
 //! - Multi-version CRDs convert with strategy `None` semantics (only `apiVersion` changes),
 //!   even when the CRD asks for a webhook.
 //! - The CRD controllers are instant: `NamesAccepted` and `Established` are set in the same

@@ -133,3 +133,10 @@ async fn protected_groups_need_api_approval() {
         cases::protected_groups_need_api_approval(client).await;
     }
 }
+
+#[tokio::test]
+async fn custom_crd_schema_cel_transition_rules_and_versions() {
+    if let Some((client, ns)) = real("widgets").await {
+        cases::custom_crd_schema_cel_transition_rules_and_versions(client, &ns).await;
+    }
+}

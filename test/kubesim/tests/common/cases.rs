@@ -520,3 +520,239 @@ pub async fn protected_groups_need_api_approval(client: Client) {
         .await
         .unwrap();
 }
+
+pub const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.test.kubesim.dev}
+spec:
+  group: test.kubesim.dev
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}, scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [storage]
+            x-kubernetes-validations:
+            - {rule: "self.storage == oldSelf.storage", message: "storage is immutable"}
+            - {rule: "self.size <= 10", messageExpression: "'size exceeds 10 for storage ' + self.storage"}
+            properties:
+              storage: {type: string, minLength: 1, maxLength: 8}
+              size: {type: integer, default: 1, minimum: 0}
+              replicas: {type: integer}
+              mode: {type: string, enum: [fast, slow]}
+              port: {x-kubernetes-int-or-string: true}
+              note: {type: string, nullable: true}
+              tags: {type: array, maxItems: 3, items: {type: string}, x-kubernetes-list-type: set}
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items: {type: object, required: [name], properties: {name: {type: string}, port: {type: integer}}}
+              labels: {type: object, additionalProperties: {type: string}, maxProperties: 2}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              conditions: {type: array, items: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+pub async fn custom_crd_schema_cel_transition_rules_and_versions(client: Client, ns: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let definition: CustomResourceDefinition = serde_saphyr::from_str(WIDGET_CRD).unwrap();
+    crds.create(&PostParams::default(), &definition)
+        .await
+        .unwrap();
+    eventually(
+        "the Widget CRD to be Established with its names accepted",
+        async || {
+            let conditions = crds
+                .get("widgets.test.kubesim.dev")
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .unwrap_or_default();
+            ["Established", "NamesAccepted"].iter().all(|wanted| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == *wanted && c.status == "True")
+            })
+        },
+    )
+    .await;
+
+    let widget = |version: &str| {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("test.kubesim.dev", version, "Widget"),
+            "widgets",
+        );
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource)
+    };
+    let api = widget("v1");
+    let w = |spec: serde_json::Value| {
+        obj(
+            json!({"apiVersion": "test.kubesim.dev/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": spec}),
+        )
+    };
+    let invalid = |spec: serde_json::Value| {
+        let api = api.clone();
+        let o = w(spec);
+        async move {
+            let st = status(api.create(&PostParams::default(), &o).await);
+            assert_eq!(st.code, 422, "{}", st.message);
+            st.details
+                .unwrap()
+                .causes
+                .into_iter()
+                .map(|c| (c.field, c.reason))
+                .collect::<Vec<_>>()
+        }
+    };
+    let has = |causes: &[(String, String)], field: &str, reason: &str| {
+        assert!(
+            causes.iter().any(|(f, r)| f == field && r == reason),
+            "want {field}/{reason} in {causes:?}"
+        );
+    };
+    has(
+        &invalid(json!({})).await,
+        "spec.storage",
+        "FieldValueRequired",
+    );
+    has(
+        &invalid(json!({"storage": "waytoolongvalue"})).await,
+        "spec.storage",
+        "FieldValueTooLong",
+    );
+    has(
+        &invalid(json!({"storage": "s", "mode": "medium"})).await,
+        "spec.mode",
+        "FieldValueNotSupported",
+    );
+    has(
+        &invalid(json!({"storage": "s", "size": -1})).await,
+        "spec.size",
+        "FieldValueInvalid",
+    );
+    has(
+        &invalid(json!({"storage": "s", "port": true})).await,
+        "spec.port",
+        "FieldValueTypeInvalid",
+    );
+    has(
+        &invalid(json!({"storage": "s", "tags": ["a", "a"]})).await,
+        "spec.tags[1]",
+        "FieldValueDuplicate",
+    );
+    has(
+        &invalid(json!({"storage": "s", "tags": ["a", "b", "c", "d"]})).await,
+        "spec.tags",
+        "FieldValueTooMany",
+    );
+    has(
+        &invalid(json!({"storage": "s", "ports": [{"name": "a"}, {"name": "a"}]})).await,
+        "spec.ports[1]",
+        "FieldValueDuplicate",
+    );
+    has(
+        &invalid(json!({"storage": "s", "labels": {"a": "1", "b": "2", "c": "3"}})).await,
+        "spec.labels",
+        "FieldValueTooMany",
+    );
+    has(
+        &invalid(json!({"storage": "s", "labels": {"a": 1}})).await,
+        "spec.labels.a",
+        "FieldValueTypeInvalid",
+    );
+    let cel = invalid(json!({"storage": "s", "size": 11})).await;
+    has(&cel, "spec", "FieldValueInvalid");
+
+    let created = api
+        .create(
+            &PostParams::default(),
+            &w(json!({"storage": "s", "port": "http", "note": null, "extra": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["size"], 1, "default applied");
+    assert!(
+        created.data["spec"]["note"].is_null() && created.data["spec"].get("note").is_some(),
+        "nullable null kept"
+    );
+    assert!(
+        created.data["spec"].get("extra").is_none(),
+        "unknown field pruned"
+    );
+
+    // Transition rule: storage may not change on update.
+    let st = status(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"storage": "t"}})),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message.contains("storage is immutable"),
+        "{}",
+        st.message
+    );
+    let st = status(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 12}})),
+        )
+        .await,
+    );
+    assert!(
+        st.message.contains("size exceeds 10 for storage s"),
+        "{}",
+        st.message
+    );
+
+    // The same object through the other served version.
+    let beta = widget("v1beta1");
+    let b = beta.get("w").await.unwrap();
+    assert_eq!(b.types.unwrap().api_version, "test.kubesim.dev/v1beta1");
+
+    // Scale subresource from the CRD's paths.
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .unwrap();
+    let scale = api.get_scale("w").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(2));
+
+    // Deleting the CRD removes its objects and its discovery entry.
+    crds.delete("widgets.test.kubesim.dev", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the Widget to go with its CRD",
+        async || matches!(api.get("w").await, Err(kube::Error::Api(s)) if s.code == 404),
+    )
+    .await;
+}
