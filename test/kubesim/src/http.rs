@@ -7,7 +7,7 @@ use crate::openapi;
 use crate::patch::{self, PatchType};
 use crate::resources::{ResourceType, Special};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, Cause};
 use crate::store::{DeleteOpts, Inner, Obj, Propagation, WriteOpts};
 use crate::table;
 use crate::watch::{self, WatchRequest};
@@ -773,9 +773,17 @@ fn resource(
                         "apply patches must set apiVersion and kind",
                     ));
                 }
+                // ValidatePatchOptions: an Invalid (422) PatchOptions, as the real server answers.
                 if req.q("fieldManager").is_none_or(str::is_empty) {
-                    return Err(ApiError::bad_request(
-                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    return Err(ApiError::invalid(
+                        "meta.k8s.io",
+                        "PatchOptions",
+                        "",
+                        vec![Cause::new(
+                            "FieldValueRequired",
+                            "fieldManager",
+                            "Required value: is required for apply patch",
+                        )],
                     ));
                 }
                 let merged = managed::apply(

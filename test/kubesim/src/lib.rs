@@ -46,7 +46,8 @@
 //! The conformance cases of `tests/common/cases.rs` run on kubesim (`tests/kube_rs.rs`) and on
 //! the real Kubernetes v1.36.3 control plane of test/realstack (`tests/real_api_server.rs`);
 //! what they found is fixed here (so far: `must be no more than 63 bytes` for long label
-//! values; CRDs in protected groups refused without `api-approved.kubernetes.io`). Beside the
+//! values; CRDs in protected groups refused without `api-approved.kubernetes.io`; an apply
+//! without `fieldManager` is a 422 Invalid PatchOptions, not a 400). Beside the
 //! API server, a real cluster's controllers do
 //! things kubesim does not: kube-controller-manager publishes a `kube-root-ca.crt` ConfigMap
 //! into every namespace (so negative label selectors there match one more object).

@@ -6,7 +6,7 @@ use common::*;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -329,22 +329,7 @@ async fn owner_references_are_garbage_collected() {
 #[tokio::test]
 async fn namespace_deletion_removes_its_objects() {
     let sim = KubeSim::start().await;
-    let nss: Api<Namespace> = Api::all(sim.client());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap(),
-    )
-    .await
-    .unwrap();
-    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "tmp");
-    api.create(&PostParams::default(), &cm("c", json!({})))
-        .await
-        .unwrap();
-    nss.delete("tmp", &DeleteParams::default()).await.unwrap();
-    assert!(api.get_opt("c").await.unwrap().is_none());
-    assert!(nss.get_opt("tmp").await.unwrap().is_none());
-    let st = status(nss.delete("default", &DeleteParams::default()).await);
-    assert_eq!(st.code, 403);
+    cases::namespace_deletion_removes_its_objects(sim.client(), "default").await;
 }
 
 #[tokio::test]
@@ -385,72 +370,7 @@ async fn patches_merge_json_strategic_and_scale() {
 #[tokio::test]
 async fn server_side_apply_ownership_and_lease_election() {
     let sim = KubeSim::start().await;
-    let api: Api<Lease> = Api::default_namespaced(sim.client());
-    let lease = |holder: &str| {
-        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"},
-        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}})
-    };
-    let a = api
-        .patch(
-            "leader",
-            &PatchParams::apply("candidate-a"),
-            &Patch::Apply(lease("a")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(a.spec.unwrap().holder_identity.as_deref(), Some("a"));
-    let mf = a.metadata.managed_fields.unwrap();
-    assert_eq!(
-        (mf[0].manager.as_deref(), mf[0].operation.as_deref()),
-        (Some("candidate-a"), Some("Apply"))
-    );
-    // Another candidate taking the lease conflicts.
-    let st = status(
-        api.patch(
-            "leader",
-            &PatchParams::apply("candidate-b"),
-            &Patch::Apply(lease("b")),
-        )
-        .await,
-    );
-    assert_eq!((st.code, st.reason.as_str()), (409, "Conflict"));
-    assert!(
-        st.message.contains("candidate-a") && st.message.contains(".spec.holderIdentity"),
-        "{}",
-        st.message
-    );
-    // Forcing takes it over.
-    let b = api
-        .patch(
-            "leader",
-            &PatchParams::apply("candidate-b").force(),
-            &Patch::Apply(lease("b")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(b.spec.unwrap().holder_identity.as_deref(), Some("b"));
-    // Re-applying without a field removes it (the applier owned it alone).
-    let less = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"}, "spec": {"holderIdentity": "b"}});
-    let c = api
-        .patch(
-            "leader",
-            &PatchParams::apply("candidate-b").force(),
-            &Patch::Apply(less),
-        )
-        .await
-        .unwrap();
-    let spec = c.spec.unwrap();
-    assert_eq!(
-        spec.lease_duration_seconds,
-        Some(15),
-        "still owned by candidate-a, so it stays"
-    );
-    // Apply without a fieldManager is refused.
-    let st = status(
-        api.patch("leader", &PatchParams::default(), &Patch::Apply(lease("x")))
-            .await,
-    );
-    assert_eq!(st.code, 400);
+    cases::server_side_apply_ownership_and_lease_election(sim.client(), "default").await;
 }
 
 type WatchStream =

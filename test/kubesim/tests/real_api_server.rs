@@ -140,3 +140,17 @@ async fn custom_crd_schema_cel_transition_rules_and_versions() {
         cases::custom_crd_schema_cel_transition_rules_and_versions(client, &ns).await;
     }
 }
+
+#[tokio::test]
+async fn server_side_apply_ownership_and_lease_election() {
+    if let Some((client, ns)) = real("apply").await {
+        cases::server_side_apply_ownership_and_lease_election(client, &ns).await;
+    }
+}
+
+#[tokio::test]
+async fn namespace_deletion_removes_its_objects() {
+    if let Some((client, ns)) = real("nsdelete").await {
+        cases::namespace_deletion_removes_its_objects(client, &ns).await;
+    }
+}

@@ -7,7 +7,8 @@
 
 use super::{obj, status};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
@@ -755,4 +756,104 @@ pub async fn custom_crd_schema_cel_transition_rules_and_versions(client: Client,
         async || matches!(api.get("w").await, Err(kube::Error::Api(s)) if s.code == 404),
     )
     .await;
+}
+
+pub async fn server_side_apply_ownership_and_lease_election(client: Client, ns: &str) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let lease = |holder: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}})
+    };
+    let a = api
+        .patch(
+            "leader",
+            &PatchParams::apply("candidate-a"),
+            &Patch::Apply(lease("a")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.spec.unwrap().holder_identity.as_deref(), Some("a"));
+    let mf = a.metadata.managed_fields.unwrap();
+    assert_eq!(
+        (mf[0].manager.as_deref(), mf[0].operation.as_deref()),
+        (Some("candidate-a"), Some("Apply"))
+    );
+    // Another candidate taking the lease conflicts.
+    let st = status(
+        api.patch(
+            "leader",
+            &PatchParams::apply("candidate-b"),
+            &Patch::Apply(lease("b")),
+        )
+        .await,
+    );
+    assert_eq!((st.code, st.reason.as_str()), (409, "Conflict"));
+    assert!(
+        st.message.contains("candidate-a") && st.message.contains(".spec.holderIdentity"),
+        "{}",
+        st.message
+    );
+    // Forcing takes it over.
+    let b = api
+        .patch(
+            "leader",
+            &PatchParams::apply("candidate-b").force(),
+            &Patch::Apply(lease("b")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.spec.unwrap().holder_identity.as_deref(), Some("b"));
+    // Re-applying without a field removes it (the applier owned it alone).
+    let less = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "leader"}, "spec": {"holderIdentity": "b"}});
+    let c = api
+        .patch(
+            "leader",
+            &PatchParams::apply("candidate-b").force(),
+            &Patch::Apply(less),
+        )
+        .await
+        .unwrap();
+    let spec = c.spec.unwrap();
+    assert_eq!(
+        spec.lease_duration_seconds,
+        Some(15),
+        "still owned by candidate-a, so it stays"
+    );
+    // Apply without a fieldManager is refused: an invalid PatchOptions.
+    let st = status(
+        api.patch("leader", &PatchParams::default(), &Patch::Apply(lease("x")))
+            .await,
+    );
+    assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        st.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+}
+
+/// A deleted namespace loses its objects and then goes (the real namespace controller
+/// does it a moment later; `default` cannot be deleted).
+pub async fn namespace_deletion_removes_its_objects(client: Client, ns: &str) {
+    let tmp = format!("{ns}-tmp");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": tmp}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &tmp);
+    api.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    nss.delete(&tmp, &DeleteParams::default()).await.unwrap();
+    eventually(
+        "the namespace's objects and then the namespace to go",
+        async || {
+            api.get_opt("c").await.unwrap().is_none() && nss.get_opt(&tmp).await.unwrap().is_none()
+        },
+    )
+    .await;
+    let st = status(nss.delete("default", &DeleteParams::default()).await);
+    assert_eq!(st.code, 403);
 }
