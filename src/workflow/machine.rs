@@ -538,7 +538,11 @@ pub fn rollback_name(upgrade: &str) -> String {
 
 fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
     let mut pending = 0;
-    for object in &plan.flux_objects {
+    // An object that was suspended at Admit is someone else's (a person's, or another
+    // request's on a parent two apps share): it is left as it is found — never suspended by
+    // us, since we would never resume it (resume_flux puts back only what we suspended).
+    // Suspending it after its owner resumed it left Flux suspended for good.
+    for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
         let key = ObjectKey::flux(object);
         match observed.flux_suspended.get(&key) {
             None => {
@@ -570,8 +574,13 @@ fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
             "waiting for helm-controller to see the suspend of {object}: {why}"
         ));
     }
+    let ours = plan
+        .flux_objects
+        .iter()
+        .filter(|o| !o.was_suspended)
+        .count();
     Step::Advance(
-        format!("{} Flux objects suspended", plan.flux_objects.len()),
+        format!("{ours} Flux objects suspended"),
         PhaseOutcome::Succeeded,
     )
 }

@@ -260,6 +260,42 @@ fn suspend_goes_parent_first_and_skips_already_suspended_objects() {
 }
 
 #[test]
+fn an_object_suspended_by_someone_else_at_admit_is_never_suspended_by_us() {
+    // "infra" was suspended at Admit (another request on a shared parent); that request has
+    // since resumed it. Suspending it now would leave it suspended for good: we put back only
+    // what we suspended.
+    let plan = plan();
+    let infra = plan
+        .flux_objects
+        .iter()
+        .find(|o| o.was_suspended)
+        .expect("the plan has an object suspended at Admit")
+        .clone();
+    let mut observed = world(&plan, 1);
+    observed
+        .flux_suspended
+        .insert(ObjectKey::flux(&infra), false);
+    for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
+        observed
+            .flux_suspended
+            .insert(ObjectKey::flux(object), true);
+    }
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &in_phase(Phase::Suspend, 0),
+        &observed,
+    );
+    assert!(
+        d.actions.is_empty(),
+        "{} is left as it is found: {:?}",
+        infra.name,
+        d.actions
+    );
+    assert_eq!(d.status.phase, Some(Phase::Quiesce));
+}
+
+#[test]
 fn a_missing_flux_object_fails_before_the_commit_and_is_undone() {
     let mut observed = world(&plan(), 1);
     observed
