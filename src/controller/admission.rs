@@ -101,7 +101,7 @@ pub async fn upgrade_plan(
     let (revision, files) = read_version_files(repo.as_ref(), app).await?;
     refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
     // Refuse what Git or Flux would refuse at Commit, before anything is touched.
-    check_signing(ctx, app, &chain).await?;
+    check_signing(ctx, app, deploying.as_ref()).await?;
     let fields = locate_fields(&app.spec, &files).map_err(Problem::from)?;
     let current = current_versions(&fields).map_err(Problem::from)?;
     let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();

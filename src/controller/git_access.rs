@@ -169,13 +169,8 @@ pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRe
         branch: location.branch.clone(),
         auth,
     };
-    let repo = Git2Repo::open(ctx.settings.git.clone(), spec).map_err(git_problem)?;
+    let repo = Git2Repo::open(ctx.settings.git.clone(), spec).map_err(Problem::from)?;
     Ok(Arc::new(repo))
-}
-
-/// A git error as a workflow problem, keeping its retryability and category.
-pub fn git_problem(error: crate::git::GitError) -> Problem {
-    Problem::from(error)
 }
 
 /// The files of every directory holding the app's version files (`git.file`'s directory and
@@ -198,7 +193,10 @@ pub async fn read_version_files(
         let DirectoryAtHead {
             commit: head,
             files: found,
-        } = repo.read_directory(&directory).await.map_err(git_problem)?;
+        } = repo
+            .read_directory(&directory)
+            .await
+            .map_err(Problem::from)?;
         commit.get_or_insert(head);
         for (name, bytes) in found {
             let path = if directory.is_empty() {

@@ -5,10 +5,10 @@
 //! the words a push refused at Commit needs.
 
 use super::Context;
-use super::git_access::{GitLocation, git_problem, secret_data};
+use super::git_access::{GitLocation, secret_data};
 use crate::api::{FluxObjectKind, ManagedApp, PlannedFluxObject, PushAccessCheck};
 use crate::cluster::error::describe;
-use crate::cluster::flux::ops::{get, git_source};
+use crate::cluster::flux::ops::{GitSource, get, git_source};
 use crate::cluster::flux::verification::{SSH_KEYS_SUFFIX, ssh_keys, verification};
 use crate::git::{GitError, GitRepo, PushAccess, SigningKey};
 use crate::workflow::Problem;
@@ -26,7 +26,7 @@ pub async fn check_push_access(
     repo: &dyn GitRepo,
     location: &GitLocation,
 ) -> Result<PushAccessCheck, Problem> {
-    match repo.push_access().await.map_err(git_problem)? {
+    match repo.push_access().await.map_err(Problem::from)? {
         PushAccess::Offered => Ok(PushAccessCheck::Offered),
         PushAccess::NotChecked => Ok(PushAccessCheck::NotCheckable),
         PushAccess::Refused { detail } => Err(Problem::terminal(
@@ -50,7 +50,7 @@ pub fn push_problem(
     admitted: Option<PushAccessCheck>,
 ) -> Problem {
     if !matches!(error, GitError::Rejected { .. } | GitError::Auth { .. }) {
-        return git_problem(error);
+        return Problem::from(error);
     }
     let checked = match admitted {
         Some(PushAccessCheck::Offered) => {
@@ -94,20 +94,31 @@ pub async fn signing_key(ctx: &Context, app: &ManagedApp) -> Result<Option<Signi
     })
 }
 
+/// The GitRepository Flux deploys the app from, `None` when none does; API trouble is a
+/// retryable problem.
+pub async fn deploying_source(
+    ctx: &Context,
+    chain: &[PlannedFluxObject],
+) -> Result<Option<GitSource>, Problem> {
+    match git_source(&ctx.client, chain).await {
+        Ok(source) => Ok(Some(source)),
+        Err(e) if !e.is_retryable() => Ok(None),
+        Err(e) => Err(Problem::retryable("ApiError", e.to_string())),
+    }
+}
+
 /// Refuses an app whose commits the GitRepository behind it would refuse: it verifies HEAD
 /// (`spec.verify`) and the app signs nothing, or signs with a key its verify Secret does not
-/// list. A repository that verifies nothing, or an app without a GitRepository, passes.
+/// list. A repository that verifies nothing, or an app without a GitRepository (`deploying`
+/// is `None`: its Git location is explicit), passes.
 pub async fn check_signing(
     ctx: &Context,
     app: &ManagedApp,
-    chain: &[PlannedFluxObject],
+    deploying: Option<&GitSource>,
 ) -> Result<(), Problem> {
     let key = signing_key(ctx, app).await?;
-    let source = match git_source(&ctx.client, chain).await {
-        Ok(source) => source,
-        // No GitRepository deploys the app (its Git location is explicit): nothing verifies.
-        Err(e) if !e.is_retryable() => return Ok(()),
-        Err(e) => return Err(Problem::retryable("ApiError", e.to_string())),
+    let Some(source) = deploying else {
+        return Ok(());
     };
     let (namespace, name) = &source.repository;
     let Some(repository) = get(&ctx.client, FluxObjectKind::GitRepository, namespace, name)

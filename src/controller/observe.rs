@@ -3,7 +3,7 @@
 //! request's commit in Git, Flux's progress and the app's health.
 
 use super::Context;
-use super::git_access::{git_problem, locate, open, read_version_files};
+use super::git_access::{locate, open, read_version_files};
 use crate::api::CommitRecord;
 use crate::api::{
     FluxObjectKind, ManagedApp, Phase, Plan, RequestStatus, RollbackRequest, SourceKind,
@@ -236,7 +236,7 @@ async fn applied_target(
     };
     let location = locate(ctx, app, &plan.flux_objects).await?;
     let repo = open(ctx, &location).await?;
-    let includes = repo.contains(&served, ours).await.map_err(git_problem)?;
+    let includes = repo.contains(&served, ours).await.map_err(Problem::from)?;
     Ok(if includes { served } else { ours.to_owned() })
 }
 
@@ -305,7 +305,7 @@ async fn commit_state(
     if let Some(found) = repo
         .find_commit_by_trailer(REQUEST_UID_TRAILER, &request.uid, COMMIT_LOOKBACK)
         .await
-        .map_err(git_problem)?
+        .map_err(Problem::from)?
     {
         return Ok(CommitState::Pushed(record(found)));
     }

@@ -5,7 +5,7 @@
 
 use super::Context;
 use super::git_access::{locate, open, read_version_files};
-use super::git_write::{check_push_access, check_signing};
+use super::git_write::{check_push_access, check_signing, deploying_source};
 use crate::api::{FluxObjectKind, ManagedApp, Plan, WorkloadKind};
 use crate::cluster::error::describe;
 use crate::cluster::flux::ops::api_resource;
@@ -42,7 +42,8 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<S
         }
     }
     // The push the real run would make: allowed, and signed as Flux requires.
-    check_signing(ctx, app, &plan.flux_objects).await?;
+    let deploying = deploying_source(ctx, &plan.flux_objects).await?;
+    check_signing(ctx, app, deploying.as_ref()).await?;
     check_push_access(repo.as_ref(), &location).await?;
     // RBAC: what the run would patch.
     for object in &plan.flux_objects {

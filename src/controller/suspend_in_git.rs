@@ -11,7 +11,7 @@
 //! Fluxgate resumed it, and the value it applies then is the one Git declares for it.
 
 use super::Context;
-use super::git_access::{GitLocation, git_problem, open};
+use super::git_access::{GitLocation, open};
 use crate::api::{FluxObjectKind, PlannedFluxObject};
 use crate::cluster::flux::KustomizationSpec;
 use crate::cluster::flux::applied::{
@@ -169,7 +169,7 @@ async fn read_build(
                 } else {
                     String::new()
                 };
-                let read = repo.read_tree(&dir).await.map_err(git_problem)?;
+                let read = repo.read_tree(&dir).await.map_err(Problem::from)?;
                 files.add_directory(&dir, read.files);
             }
         }

@@ -275,22 +275,9 @@ impl Fleet {
         replicas: u32,
         app_spec: serde_json::Value,
     ) -> Fleet {
-        let file = format!("clusters/prod/{name}.yaml");
-        self.resources.push(format!("{name}.yaml"));
-        self.files.push((
-            file.clone(),
-            helm_repository_app_manifest(name, version, replicas),
-        ));
         self.charts.push((name.to_owned(), version.to_owned()));
-        let mut spec = json!({"source": {"kind": "HelmRelease", "name": name},
-                              "git": {"file": file}, "health": {"stabilization": "1s"}});
-        json_patch::merge(&mut spec, &app_spec);
-        self.apps.push((name.to_owned(), spec));
-        self.running.push(Running::StatefulSet(
-            name.to_owned(),
-            i32::try_from(replicas).unwrap_or(i32::MAX),
-        ));
-        self
+        let manifest = helm_repository_app_manifest(name, version, replicas);
+        self.helm_app_written(name, name, &manifest, replicas, app_spec)
     }
 
     /// The Kustomization app `web`: Flux Kustomization `flux-system/web` applying `apps/web`

@@ -243,29 +243,28 @@ impl Git2Repo {
 
     /// Blocking [`GitRepo::read_directory`].
     pub fn read_directory_blocking(&self, dir: &str) -> Result<DirectoryAtHead, GitError> {
-        if !dir.is_empty() {
-            path_components(dir).map_err(|reason| self.inner.invalid_path(dir, reason))?;
-        }
-        self.run("fetch", |s| {
-            let head = s.fetch()?;
-            let tree = s.tree_of(head)?;
-            let files = s.read_directory(&tree, dir)?;
-            Ok(DirectoryAtHead {
-                commit: head.to_string(),
-                files,
-            })
-        })
+        self.read_at_head(dir, false)
     }
 
     /// Blocking [`GitRepo::read_tree`].
     pub fn read_tree_blocking(&self, dir: &str) -> Result<DirectoryAtHead, GitError> {
+        self.read_at_head(dir, true)
+    }
+
+    /// The files of `dir` at the fetched head: its own files, or with `subtree` every file
+    /// below it.
+    fn read_at_head(&self, dir: &str, subtree: bool) -> Result<DirectoryAtHead, GitError> {
         if !dir.is_empty() {
             path_components(dir).map_err(|reason| self.inner.invalid_path(dir, reason))?;
         }
         self.run("fetch", |s| {
             let head = s.fetch()?;
             let tree = s.tree_of(head)?;
-            let files = s.read_subtree(&tree, dir)?;
+            let files = if subtree {
+                s.read_subtree(&tree, dir)?
+            } else {
+                s.read_directory(&tree, dir)?
+            };
             Ok(DirectoryAtHead {
                 commit: head.to_string(),
                 files,
