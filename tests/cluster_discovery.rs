@@ -6,6 +6,7 @@ mod common;
 
 use common::{cluster, helm_release};
 use fluxgate::api::{SourceKind, WorkloadKind};
+use fluxgate::cluster::cache::Cluster;
 use fluxgate::cluster::discovery::ops::{VolumeSelection, discover_app};
 use fluxgate::cluster::snapshots::ops::classes;
 use kubesim::KubeSim;
@@ -101,7 +102,7 @@ async fn world() -> KubeSim {
 #[tokio::test]
 async fn a_helm_release_is_discovered_from_its_release_secret_even_scaled_to_zero() {
     let sim = world().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let classes = classes(&client).await.unwrap();
     let selection = VolumeSelection {
         classes: Some(&classes),
@@ -160,14 +161,14 @@ async fn a_kustomization_is_discovered_from_its_inventory() {
     sim.put(pvc("shared", "nfs")).unwrap();
     sim.put(common::kustomization("flux-system", "db", None, false))
         .unwrap();
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let inventory = json!({"status": {"inventory": {"entries": [
         {"id": "apps_db-exporter_apps_Deployment", "v": "v1"},
         {"id": "apps_shared__PersistentVolumeClaim", "v": "v1"},
         {"id": "apps_db_v1_Service_extra", "v": "v1"}
     ]}}});
     common::patch_status(
-        &client,
+        client.client(),
         "kustomize.toolkit.fluxcd.io",
         "v1",
         "Kustomization",
@@ -227,7 +228,7 @@ async fn a_kustomization_is_discovered_from_its_inventory() {
 async fn a_missing_source_is_named() {
     let sim = world().await;
     let err = discover_app(
-        &sim.client(),
+        &Cluster::direct(sim.client()),
         SourceKind::HelmRelease,
         "apps",
         "nope",
@@ -272,7 +273,7 @@ async fn a_long_release_name_is_shortened_as_helm_controller_does() {
     sim.put(serde_json::to_value(secret.to_secret()).unwrap())
         .unwrap();
     let app = discover_app(
-        &sim.client(),
+        &Cluster::direct(sim.client()),
         SourceKind::HelmRelease,
         "apps",
         name,

@@ -5,6 +5,7 @@ mod common;
 
 use common::{cluster, helm_release, kustomization};
 use fluxgate::api::{FluxObjectKind, FluxObjectReference, SourceKind, SourceReference};
+use fluxgate::cluster::cache::Cluster;
 use fluxgate::cluster::error::ClusterError;
 use fluxgate::cluster::flux::ops::{
     chain_error_reason, get, is_suspended, request_reconcile, set_suspend, suspend_chain,
@@ -58,7 +59,7 @@ async fn the_chain_is_parents_first_with_prior_suspend_remembered() {
         name: "infra".into(),
         namespace: Some("flux-system".into()),
     }];
-    let chain = suspend_chain(&sim.client(), "apps", &db(), &extra)
+    let chain = suspend_chain(&Cluster::direct(sim.client()), "apps", &db(), &extra)
         .await
         .unwrap();
     let names: Vec<(String, bool)> = chain
@@ -80,7 +81,7 @@ async fn the_chain_is_parents_first_with_prior_suspend_remembered() {
 #[tokio::test]
 async fn suspend_and_resume_touch_only_spec_suspend() {
     let sim = fleet().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
     for object in &chain {
         set_suspend(&client, object, true).await.unwrap();
@@ -116,7 +117,7 @@ async fn suspend_and_resume_touch_only_spec_suspend() {
 #[tokio::test]
 async fn a_reconcile_request_is_written_once_per_token() {
     let sim = fleet().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let writes = || {
         sim.count(
             &Match::any()
@@ -157,7 +158,7 @@ async fn a_reconcile_request_is_written_once_per_token() {
 #[tokio::test]
 async fn missing_objects_and_loops_are_explained() {
     let sim = fleet().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let missing = SourceReference {
         kind: SourceKind::HelmRelease,
         name: "nope".into(),
@@ -290,7 +291,7 @@ async fn missing_objects_and_loops_are_explained() {
 #[tokio::test]
 async fn a_root_that_applies_itself_ends_the_chain() {
     let sim = fleet().await;
-    let chain = suspend_chain(&sim.client(), "apps", &db(), &[])
+    let chain = suspend_chain(&Cluster::direct(sim.client()), "apps", &db(), &[])
         .await
         .unwrap();
     let names: Vec<&str> = chain.iter().map(|o| o.name.as_str()).collect();
@@ -300,7 +301,7 @@ async fn a_root_that_applies_itself_ends_the_chain() {
         name: "flux-system".into(),
         namespace: Some("flux-system".into()),
     };
-    let chain = suspend_chain(&sim.client(), "apps", &root, &[])
+    let chain = suspend_chain(&Cluster::direct(sim.client()), "apps", &root, &[])
         .await
         .unwrap();
     assert_eq!(chain.len(), 1);
@@ -310,7 +311,7 @@ async fn a_root_that_applies_itself_ends_the_chain() {
 #[tokio::test]
 async fn api_faults_are_classified_for_retry() {
     let sim = fleet().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
     sim.inject(
         kubesim::controls::Fault::respond(Match::any().verb("patch").resource("helmreleases"), 500)
@@ -346,11 +347,11 @@ mod applied {
             "metadata": {"name": "fleet", "namespace": "flux-system"},
             "spec": {"url": "https://git.example.com/fleet.git", "interval": "1m", "ref": {"branch": "main"}, "secretRef": {"name": "fleet-auth"}}}))
             .unwrap();
-        let client = sim.client();
+        let client = Cluster::direct(sim.client());
         let artifact = json!({"status": {"artifact": {"revision": format!("main@sha1:{revision}"), "digest": "sha256:x",
             "lastUpdateTime": "2026-11-23T10:00:00Z", "path": "p", "url": "u"}, "conditions": [ready(1)]}});
         patch_status(
-            &client,
+            client.client(),
             "source.toolkit.fluxcd.io",
             "v1",
             "GitRepository",
@@ -362,7 +363,7 @@ mod applied {
         for name in ["flux-system", "apps"] {
             let status = json!({"status": {"observedGeneration": 1, "lastAppliedRevision": format!("main@sha1:{revision}"), "conditions": [ready(1)]}});
             patch_status(
-                &client,
+                client.client(),
                 "kustomize.toolkit.fluxcd.io",
                 "v1",
                 "Kustomization",
@@ -374,7 +375,7 @@ mod applied {
         }
         let release = json!({"status": {"observedGeneration": 1, "lastAttemptedGeneration": 1, "lastAttemptedRevision": "1.5.0", "conditions": [ready(1)]}});
         patch_status(
-            &client,
+            client.client(),
             "helm.toolkit.fluxcd.io",
             "v2",
             "HelmRelease",
@@ -389,10 +390,12 @@ mod applied {
     #[tokio::test]
     async fn the_git_source_comes_from_the_deploying_kustomization() {
         let sim = world_at(OLD).await;
-        let chain = suspend_chain(&sim.client(), "apps", &db(), &[])
+        let chain = suspend_chain(&Cluster::direct(sim.client()), "apps", &db(), &[])
             .await
             .unwrap();
-        let source = git_source(&sim.client(), &chain).await.unwrap();
+        let source = git_source(&Cluster::direct(sim.client()), &chain)
+            .await
+            .unwrap();
         assert_eq!(source.url, "https://git.example.com/fleet.git");
         assert_eq!(source.branch(), Ok("main"));
         assert_eq!(source.secret.as_deref(), Some("fleet-auth"));
@@ -405,7 +408,7 @@ mod applied {
     #[tokio::test]
     async fn the_branch_is_the_one_flux_resolves_from_spec_ref() {
         let sim = world_at(OLD).await;
-        let client = sim.client();
+        let client = Cluster::direct(sim.client());
         let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
         let set_ref = |reference: serde_json::Value| {
             sim.put(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
@@ -465,7 +468,7 @@ mod applied {
     #[tokio::test]
     async fn a_stale_ready_right_after_resume_is_not_applied() {
         let sim = world_at(OLD).await;
-        let client = sim.client();
+        let client = Cluster::direct(sim.client());
         let chain = suspend_chain(&client, "apps", &db(), &[]).await.unwrap();
         // Everything is Ready=True — for the old commit.
         let progress = apply_progress(&client, &chain, NEW, Some("1.5.0"))
@@ -476,18 +479,28 @@ mod applied {
             "{progress:?}"
         );
         let applied = world_at(NEW).await;
-        let chain = suspend_chain(&applied.client(), "apps", &db(), &[])
+        let chain = suspend_chain(&Cluster::direct(applied.client()), "apps", &db(), &[])
             .await
             .unwrap();
         assert_eq!(
-            apply_progress(&applied.client(), &chain, NEW, Some("v1.5.0"))
-                .await
-                .unwrap(),
+            apply_progress(
+                &Cluster::direct(applied.client()),
+                &chain,
+                NEW,
+                Some("v1.5.0")
+            )
+            .await
+            .unwrap(),
             Progress::Done
         );
-        let progress = apply_progress(&applied.client(), &chain, NEW, Some("1.6.0"))
-            .await
-            .unwrap();
+        let progress = apply_progress(
+            &Cluster::direct(applied.client()),
+            &chain,
+            NEW,
+            Some("1.6.0"),
+        )
+        .await
+        .unwrap();
         assert!(
             matches!(&progress, Progress::Waiting(m) if m.contains("waiting for 1.6.0")),
             "{progress:?}"
@@ -497,13 +510,13 @@ mod applied {
     #[tokio::test]
     async fn a_helm_release_remediated_by_helm_controller_is_a_failure() {
         let sim = world_at(NEW).await;
-        let client = sim.client();
+        let client = Cluster::direct(sim.client());
         let remediated = json!({"status": {"conditions": [
             {"type": "Ready", "status": "False", "reason": "UpgradeFailed", "message": "context deadline exceeded", "lastTransitionTime": "2026-11-23T10:05:00Z", "observedGeneration": 1},
             {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded", "message": "Helm rollback to previous release apps/db.v1 succeeded", "lastTransitionTime": "2026-11-23T10:05:00Z", "observedGeneration": 1}
         ]}});
         patch_status(
-            &client,
+            client.client(),
             "helm.toolkit.fluxcd.io",
             "v2",
             "HelmRelease",

@@ -4,6 +4,7 @@ mod common;
 
 use common::{cluster, patch_status};
 use fluxgate::api::{HealthCheck, PlannedWorkload, SourceKind, WorkloadKind};
+use fluxgate::cluster::cache::Cluster;
 use fluxgate::cluster::health::ops::app_health;
 use fluxgate::cluster::snapshots::ops::{apply_retention, snapshots_with};
 use serde_json::json;
@@ -19,11 +20,11 @@ async fn health_is_reported_object_by_object() {
     let sim = cluster(&["apps", "flux-system"]).await;
     sim.put(common::helm_release("apps", "web", None)).unwrap();
     sim.put(deployment("web")).unwrap();
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let ready = json!({"status": {"observedGeneration": 1, "lastAttemptedGeneration": 1, "conditions": [{"type": "Ready", "status": "True",
         "reason": "UpgradeSucceeded", "message": "ok", "lastTransitionTime": "2026-11-23T10:00:00Z", "observedGeneration": 1}]}});
     patch_status(
-        &client,
+        client.client(),
         "helm.toolkit.fluxcd.io",
         "v2",
         "HelmRelease",
@@ -83,7 +84,7 @@ async fn health_is_reported_object_by_object() {
     let rolled_out = json!({"status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
         "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"}]}});
     patch_status(
-        &client,
+        client.client(),
         "apps",
         "v1",
         "Deployment",
@@ -120,7 +121,7 @@ async fn retention_keeps_the_newest_snapshots_per_pvc() {
         // Creation timestamps have one-second resolution: keep them apart.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let deleted = apply_retention(&client, "apps", "db", 2, None, jiff::Timestamp::now())
         .await
         .unwrap();

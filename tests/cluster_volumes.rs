@@ -6,6 +6,7 @@ mod common;
 
 use common::cluster;
 use fluxgate::api::{PlannedWorkload, WorkloadKind};
+use fluxgate::cluster::cache::Cluster;
 use fluxgate::cluster::snapshots::ops::{
     claim, classes, create_claim, create_snapshot, csi_driver, delete_claim, snapshot,
 };
@@ -62,7 +63,7 @@ async fn app() -> KubeSim {
 #[tokio::test]
 async fn scaling_changes_only_replicas() {
     let sim = app().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let db = PlannedWorkload {
         kind: WorkloadKind::StatefulSet,
         name: "db".into(),
@@ -83,7 +84,7 @@ async fn scaling_changes_only_replicas() {
         None
     );
     scale(&client, &db, 0).await.unwrap();
-    let sts = Api::<StatefulSet>::namespaced(client.clone(), "apps")
+    let sts = Api::<StatefulSet>::namespaced(client.client().clone(), "apps")
         .get("db")
         .await
         .unwrap();
@@ -100,7 +101,7 @@ async fn scaling_changes_only_replicas() {
 async fn pods_are_traced_to_their_deployment_by_uid() {
     let sim = app().await;
     let found = mounts(
-        &sim.client(),
+        &Cluster::direct(sim.client()),
         "apps",
         &BTreeSet::from(["data-db-0".to_owned()]),
     )
@@ -109,17 +110,21 @@ async fn pods_are_traced_to_their_deployment_by_uid() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].owner, PodOwner::Deployment("web".into()));
     assert!(
-        mounts(&sim.client(), "apps", &BTreeSet::from(["other".to_owned()]))
-            .await
-            .unwrap()
-            .is_empty()
+        mounts(
+            &Cluster::direct(sim.client()),
+            "apps",
+            &BTreeSet::from(["other".to_owned()])
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }
 
 #[tokio::test]
 async fn a_volume_is_snapshotted_once_and_restored_with_its_spec() {
     let sim = app().await;
-    let client = sim.client();
+    let client = Cluster::direct(sim.client());
     let original = claim(&client, "apps", "data-db-0").await.unwrap().unwrap();
     let driver = csi_driver(&client, &original).await.unwrap();
     assert_eq!(

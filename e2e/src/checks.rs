@@ -91,11 +91,11 @@ pub async fn snapshots_of(story: &DemoWorld, uid: &str) -> usize {
 /// Whether the root Kustomization and the app's HelmRelease are suspended, in that order;
 /// None when either cannot be read.
 pub async fn suspended(story: &DemoWorld) -> Option<(bool, bool)> {
-    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+    let release = get(&story.cluster(), FluxObjectKind::HelmRelease, "apps", "db")
         .await
         .ok()??;
     let root = get(
-        &story.client,
+        &story.cluster(),
         FluxObjectKind::Kustomization,
         "flux-system",
         "flux-system",

@@ -240,7 +240,7 @@ async fn nothing_lost(story: &DemoWorld, commits: usize, case: &str) {
         (FluxObjectKind::Kustomization, "flux-system", "flux-system"),
         (FluxObjectKind::HelmRelease, "apps", "db"),
     ] {
-        let object = get(&story.client, kind, namespace, name)
+        let object = get(&story.cluster(), kind, namespace, name)
             .await
             .unwrap()
             .unwrap();

@@ -38,7 +38,7 @@ async fn an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works() {
         Duration::from_secs(30),
         async || {
             let root = get(
-                &story.client,
+                &story.cluster(),
                 FluxObjectKind::Kustomization,
                 "flux-system",
                 "flux-system",

@@ -19,7 +19,7 @@ async fn served_revision(story: &DemoWorld) -> String {
         Duration::from_secs(30),
         async || {
             let repository = get(
-                &story.client,
+                &story.cluster(),
                 FluxObjectKind::GitRepository,
                 "flux-system",
                 "flux-system",

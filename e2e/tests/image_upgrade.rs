@@ -107,7 +107,7 @@ async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
     // Flux resumed (the app's Kustomization and its parent), the app records the version.
     for (namespace, name) in [("flux-system", "web"), ("flux-system", "flux-system")] {
         let object = get(
-            &story.client,
+            &story.cluster(),
             FluxObjectKind::Kustomization,
             namespace,
             name,

@@ -138,7 +138,7 @@ async fn f_ten_apps_of_one_repository_upgrade_at_once() {
             Some(helm_app_manifest(name, "v1.1.0", 1)),
             "{name} at its new version, nothing else changed"
         );
-        let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", name)
+        let release = get(&story.cluster(), FluxObjectKind::HelmRelease, "apps", name)
             .await
             .unwrap()
             .unwrap();
@@ -150,7 +150,7 @@ async fn f_ten_apps_of_one_repository_upgrade_at_once() {
         );
     }
     let root = get(
-        &story.client,
+        &story.cluster(),
         FluxObjectKind::Kustomization,
         "flux-system",
         "flux-system",

@@ -135,10 +135,15 @@ async fn upgrade_on(
     );
     let plan = status.plan.clone().unwrap();
     for object in &plan.flux_objects {
-        let live = get(&client, object.kind, &object.namespace, &object.name)
-            .await
-            .unwrap()
-            .unwrap();
+        let live = get(
+            &fluxgate::cluster::cache::Cluster::direct(client.clone()),
+            object.kind,
+            &object.namespace,
+            &object.name,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(
             is_suspended(&live),
             object.was_suspended,

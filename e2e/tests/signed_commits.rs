@@ -59,7 +59,7 @@ async fn create_secret(story: &DemoWorld, namespace: &str, name: &str, data: Val
 /// The GitRepository `flux-system` now.
 async fn repository(story: &DemoWorld) -> Value {
     get(
-        &story.client,
+        &story.cluster(),
         FluxObjectKind::GitRepository,
         "flux-system",
         "flux-system",

@@ -56,7 +56,7 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
         Duration::from_secs(30),
         async || {
             let root = get(
-                &story.client,
+                &story.cluster(),
                 FluxObjectKind::Kustomization,
                 "flux-system",
                 "flux-system",

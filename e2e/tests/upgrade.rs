@@ -66,7 +66,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
     );
 
     // Flux resumed, replicas back, the app records the new version and is free.
-    let release = get(&story.client, FluxObjectKind::HelmRelease, "apps", "db")
+    let release = get(&story.cluster(), FluxObjectKind::HelmRelease, "apps", "db")
         .await
         .unwrap()
         .unwrap();

@@ -92,11 +92,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         file: args.renovate_file.clone(),
     };
     settings.auto_upgrade_limit = args.auto_upgrade_limit;
-    let context = std::sync::Arc::new(crate::controller::Context {
-        client: cluster.client.clone(),
+    let context = std::sync::Arc::new(crate::controller::Context::new(
+        cluster.client.clone(),
         settings,
         metrics,
-    });
+    ));
 
     let mut leadership = None;
     if args.leader_election {

@@ -1,6 +1,7 @@
 //! The only code that talks to the Kubernetes API about the cluster around Fluxgate: Flux,
 //! snapshots, workloads, discovery and health (plus the pure rules for reading them).
 
+pub mod cache;
 pub mod connect;
 pub mod discovery;
 pub mod error;

@@ -10,6 +10,7 @@ use crate::api::Phase;
 use crate::api::{
     FluxObjectKind, ManagedApp, Plan, RollbackRequest, RollbackRequestSpec, UpgradeRequest,
 };
+use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::{
     chart_helm_repository, git_source, request_reconcile, set_suspend,
@@ -62,12 +63,12 @@ pub async fn perform(
     action: &Action,
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
-    let client = &ctx.client;
+    let cluster = &ctx.cluster;
     match action {
         Action::TakeLock => {
             let app = needs_app(acting, "taking the app's lock")?;
             app_status::take_lock(
-                client,
+                cluster,
                 &app.namespace().unwrap_or_default(),
                 &app.name_any(),
                 acting.holder,
@@ -85,7 +86,7 @@ pub async fn perform(
                 && acting.request.kind == RequestKind::Upgrade
                 && !acting.request.dry_run
             {
-                apply_snapshot_retention(client, acting, now).await?;
+                apply_snapshot_retention(cluster, acting, now).await?;
             }
             // A version recorded as failed says why the upgrade to it failed.
             let why_failed = acting
@@ -96,7 +97,7 @@ pub async fn perform(
                     format!("{:?} failed ({}): {message}", f.phase, f.reason)
                 });
             app_status::finish(
-                client,
+                cluster,
                 &app.namespace().unwrap_or_default(),
                 &app.name_any(),
                 acting.holder,
@@ -106,10 +107,10 @@ pub async fn perform(
             )
             .await
         }
-        Action::SetSuspend { object, suspend } => set_suspend(client, object, *suspend)
+        Action::SetSuspend { object, suspend } => set_suspend(cluster, object, *suspend)
             .await
             .map_err(Problem::from),
-        Action::Scale { workload, replicas } => scale(client, workload, *replicas)
+        Action::Scale { workload, replicas } => scale(cluster, workload, *replicas)
             .await
             .map_err(Problem::from),
         Action::RequestReconcile { token } => {
@@ -119,11 +120,11 @@ pub async fn perform(
                 .unwrap_or_default();
             // The GitRepository first, so it fetches our commit now instead of at its
             // interval (minutes on a real cluster); its children then apply it.
-            match git_source(client, chain).await {
+            match git_source(cluster, chain).await {
                 Ok(source) => {
                     let (namespace, name) = &source.repository;
                     request_reconcile(
-                        client,
+                        cluster,
                         FluxObjectKind::GitRepository,
                         namespace,
                         name,
@@ -148,12 +149,12 @@ pub async fn perform(
                     // A chart from a HelmRepository is built from the repository's stored
                     // index: have it fetched now, before the HelmRelease asks for the chart.
                     if object.kind == FluxObjectKind::HelmRelease
-                        && let Some((namespace, name)) = chart_helm_repository(client, object)
+                        && let Some((namespace, name)) = chart_helm_repository(cluster, object)
                             .await
                             .map_err(Problem::from)?
                     {
                         request_reconcile(
-                            client,
+                            cluster,
                             FluxObjectKind::HelmRepository,
                             &namespace,
                             &name,
@@ -162,7 +163,7 @@ pub async fn perform(
                         .await
                         .map_err(Problem::from)?;
                     }
-                    request_reconcile(client, object.kind, &object.namespace, &object.name, token)
+                    request_reconcile(cluster, object.kind, &object.namespace, &object.name, token)
                         .await
                         .map_err(Problem::from)?;
                 }
@@ -187,18 +188,19 @@ pub async fn perform(
                 &acting.request.uid,
                 &class,
             );
-            create_snapshot(client, &wanted)
+            create_snapshot(cluster, &wanted)
                 .await
                 .map_err(Problem::from)
         }
-        Action::DeleteClaim { volume } => delete_claim(client, &volume.namespace, &volume.name)
+        Action::DeleteClaim { volume } => delete_claim(cluster, &volume.namespace, &volume.name)
             .await
             .map_err(Problem::from),
         Action::RestoreClaim {
             volume,
             snapshot: name,
         } => {
-            let source = snapshot(client, &volume.namespace, name)
+            // Read fresh: the claim's data is restored from what this read finds.
+            let source = snapshot(&cluster.fresh(), &volume.namespace, name)
                 .await
                 .map_err(Problem::from)?
                 .ok_or_else(|| {
@@ -211,9 +213,12 @@ pub async fn perform(
                     )
                 })?;
             let restore_size = source.status.and_then(|s| s.restore_size);
-            create_claim(client, &restored_claim(volume, name, restore_size.as_ref()))
-                .await
-                .map_err(Problem::from)
+            create_claim(
+                cluster,
+                &restored_claim(volume, name, restore_size.as_ref()),
+            )
+            .await
+            .map_err(Problem::from)
         }
         Action::Commit { versions, subject } => commit(ctx, acting, versions, subject).await,
         Action::CreateRollback { name } => create_rollback(ctx, acting, name).await,
@@ -342,11 +347,14 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
         controller: Some(true),
         block_owner_deletion: Some(true),
     }]);
-    match Api::<RollbackRequest>::namespaced(ctx.client.clone(), &namespace)
+    match Api::<RollbackRequest>::namespaced(ctx.cluster.client().clone(), &namespace)
         .create(&PostParams::default(), &rollback)
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(created) => {
+            ctx.cluster.wrote(WatchedKind::RollbackRequest, &created);
+            Ok(())
+        }
         Err(e) if crate::cluster::error::already_exists(&e) => Ok(()),
         Err(e) => Err(Problem::from(ClusterError::api(
             "creating",
@@ -360,7 +368,7 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
 /// (never a PVC's newest), in every namespace its volumes live in. Runs before the lock is
 /// released, and again on a retry: pruning is idempotent.
 async fn apply_snapshot_retention(
-    client: &kube::Client,
+    cluster: &Cluster,
     acting: &Acting<'_>,
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
@@ -387,8 +395,9 @@ async fn apply_snapshot_retention(
         .unwrap_or_default();
     let app = app.name_any();
     for namespace in namespaces {
+        // Read fresh: retention deletes snapshots, and must see every one that exists.
         let deleted = crate::cluster::snapshots::ops::apply_retention(
-            client,
+            &cluster.fresh(),
             namespace,
             &app,
             usize::try_from(retention.max_count).unwrap_or(usize::MAX),

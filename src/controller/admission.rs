@@ -68,8 +68,11 @@ pub async fn upgrade_plan(
     upgrade: &UpgradeRequest,
     app: &ManagedApp,
 ) -> Result<Plan, Problem> {
+    // Read fresh: the plan says what is suspended, scaled and snapshotted (which objects
+    // someone else had suspended decides what we leave alone), and admitting takes the lock.
+    let cluster = &ctx.cluster.fresh();
     let namespace = app.namespace().unwrap_or_default();
-    let chain = suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
+    let chain = suspend_chain(cluster, &namespace, &app.spec.source, &app.spec.suspend)
         .await
         .map_err(|e| cluster_problem(chain_error_reason(&e), e))?;
     if let Some(source) = chain
@@ -86,7 +89,7 @@ pub async fn upgrade_plan(
     }
     // The GitRepository Flux deploys the app from must follow a branch, whatever the app
     // names as its own location: Reconcile waits for that repository to serve our commit.
-    let flux_git = match git_source(&ctx.client, &chain).await {
+    let flux_git = match git_source(cluster, &chain).await {
         Err(e) if e.is_retryable() => return Err(e.into()),
         flux_git => flux_git,
     };
@@ -162,7 +165,7 @@ pub async fn upgrade_plan(
         app.spec.snapshots.enabled && !upgrade.spec.skip_snapshot && !upgrade.spec.dry_run;
     let all_classes = if snapshots_wanted {
         Some(
-            classes(&ctx.client)
+            classes(cluster)
                 .await
                 .map_err(|e| cluster_problem("ApiError", e))?,
         )
@@ -177,7 +180,7 @@ pub async fn upgrade_plan(
     };
     let source_namespace = app.source_namespace();
     let inventory = discover_app(
-        &ctx.client,
+        cluster,
         app.spec.source.kind,
         &source_namespace,
         &app.spec.source.name,

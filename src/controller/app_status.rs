@@ -7,36 +7,40 @@ use crate::api::{
     versions_summary,
 };
 use crate::cluster::FIELD_MANAGER;
+use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::describe;
 use crate::manifest::{Version, versions_equal};
 use crate::workflow::{Finish, Problem};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Client;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
-/// Whether the request holding a lock still exists, read fresh from the API server by name
-/// and UID. The one rule for a stale lock: it is stale when its holder is gone, and a cache
-/// is never the judge of that (it may not have seen a request created a moment ago).
+/// Whether the request holding a lock still exists, by name and UID. The one rule for a
+/// stale lock: it is stale when its holder is gone. A cache that shows the holder is
+/// believed (at worst the lock is taken over a moment later); a cache that does not is
+/// never the judge — it may not have seen a request created a moment ago — so "gone" is
+/// read fresh from the API server.
 pub(super) async fn holder_exists(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     active: &OperationReference,
 ) -> Result<bool, Problem> {
-    use kube::ResourceExt;
-    let uid_matches = |uid: Option<String>| uid.as_deref() == Some(active.uid.as_str());
-    let found = match active.kind {
-        OperationKind::UpgradeRequest => {
-            Api::<crate::api::UpgradeRequest>::namespaced(client.clone(), namespace)
-                .get_opt(&active.name)
-                .await
-                .map(|r| r.is_some_and(|r| uid_matches(r.uid())))
-        }
-        OperationKind::RollbackRequest => {
-            Api::<crate::api::RollbackRequest>::namespaced(client.clone(), namespace)
-                .get_opt(&active.name)
-                .await
-                .map(|r| r.is_some_and(|r| uid_matches(r.uid())))
-        }
+    let exists = async |cluster: &Cluster| {
+        let uid = match active.kind {
+            OperationKind::UpgradeRequest => cluster
+                .get::<crate::api::UpgradeRequest>(namespace, &active.name)
+                .await?
+                .and_then(|r| r.uid()),
+            OperationKind::RollbackRequest => cluster
+                .get::<crate::api::RollbackRequest>(namespace, &active.name)
+                .await?
+                .and_then(|r| r.uid()),
+        };
+        Ok::<_, kube::Error>(uid.as_deref() == Some(active.uid.as_str()))
+    };
+    let found = match exists(cluster).await {
+        Ok(true) => Ok(true),
+        _ => exists(&cluster.fresh()).await,
     };
     found.map_err(|e| {
         Problem::retryable(
@@ -69,13 +73,14 @@ pub struct Holder {
 
 /// Reads the app, lets `change` edit its status (returning false means "nothing to do") and
 /// writes it back with the resourceVersion it read; a conflict re-reads, up to a bound.
+/// Read fresh: this takes and releases the app's lock.
 pub(super) async fn update_status(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
     mut change: impl FnMut(&mut ManagedAppStatus) -> Result<bool, Problem>,
 ) -> Result<(), Problem> {
-    let api = Api::<ManagedApp>::namespaced(client.clone(), namespace);
+    let api = Api::<ManagedApp>::namespaced(cluster.client().clone(), namespace);
     for _ in 0..CONFLICT_RETRIES {
         let mut app = api.get(name).await.map_err(|e| {
             Problem::retryable(
@@ -93,7 +98,10 @@ pub(super) async fn update_status(
             ..Default::default()
         };
         match api.replace_status(name, &params, &app).await {
-            Ok(_) => return Ok(()),
+            Ok(written) => {
+                cluster.wrote(WatchedKind::ManagedApp, &written);
+                return Ok(());
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
             Err(e) => {
                 return Err(Problem::retryable(
@@ -117,14 +125,14 @@ pub(super) async fn update_status(
 /// Makes `holder` the app's active operation; fails (retryably) when another holds it. A
 /// lock left by a request that no longer exists (`stale` UID) is taken over.
 pub async fn take_lock(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     app: &str,
     holder: &Holder,
     stale: Option<&str>,
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
-    update_status(client, namespace, app, |status| {
+    update_status(cluster, namespace, app, |status| {
         match &status.active_operation {
             Some(active) if active.uid == holder.uid => Ok(false),
             Some(active) if Some(active.uid.as_str()) != stale => Err(Problem::retryable(
@@ -148,7 +156,7 @@ pub async fn take_lock(
 /// Records the end of an operation on the app (see [`Finish`]); `why_failed` is the
 /// failure of the upgrade whose versions are recorded as failed.
 pub async fn finish(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     app: &str,
     holder: &Holder,
@@ -156,7 +164,7 @@ pub async fn finish(
     why_failed: Option<&str>,
     now: jiff::Timestamp,
 ) -> Result<(), Problem> {
-    update_status(client, namespace, app, |status| {
+    update_status(cluster, namespace, app, |status| {
         let before = status.clone();
         if let Some(result) = finish.result {
             status.last_operation = Some(LastOperation {

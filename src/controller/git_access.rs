@@ -61,7 +61,7 @@ pub async fn locate(
 ) -> Result<GitLocation, Problem> {
     match named_location(app) {
         Some(named) => Ok(named),
-        None => location(app, git_source(&ctx.client, chain).await),
+        None => location(app, git_source(&ctx.cluster, chain).await),
     }
 }
 
@@ -126,7 +126,7 @@ pub async fn secret_data(
     what: &str,
     missing: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, Problem> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+    let secret = Api::<Secret>::namespaced(ctx.cluster.client().clone(), namespace)
         .get_opt(name)
         .await
         .map_err(|e| {

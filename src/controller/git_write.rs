@@ -100,7 +100,7 @@ pub async fn deploying_source(
     ctx: &Context,
     chain: &[PlannedFluxObject],
 ) -> Result<Option<GitSource>, Problem> {
-    match git_source(&ctx.client, chain).await {
+    match git_source(&ctx.cluster, chain).await {
         Ok(source) => Ok(Some(source)),
         Err(e) if !e.is_retryable() => Ok(None),
         Err(e) => Err(Problem::retryable("ApiError", e.to_string())),
@@ -121,7 +121,7 @@ pub async fn check_signing(
         return Ok(());
     };
     let (namespace, name) = &source.repository;
-    let Some(repository) = get(&ctx.client, FluxObjectKind::GitRepository, namespace, name)
+    let Some(repository) = get(&ctx.cluster, FluxObjectKind::GitRepository, namespace, name)
         .await
         .map_err(|e| Problem::retryable("ApiError", e.to_string()))?
     else {
@@ -148,7 +148,7 @@ pub async fn check_signing(
             ),
         ));
     };
-    let trusted = match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+    let trusted = match Api::<Secret>::namespaced(ctx.cluster.client().clone(), namespace)
         .get_opt(&verify.secret)
         .await
     {

@@ -16,9 +16,11 @@ pub mod renovate_input;
 pub mod requests;
 pub mod suspend_in_git;
 
+use crate::cluster::cache::{Caches, Cluster};
 use crate::git::{Author, GitConfig};
 use kube::Client;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The finalizer that lets a running request undo itself before it goes.
 pub const FINALIZER: &str = "fluxgate.dev/cleanup";
@@ -53,22 +55,50 @@ impl Settings {
 
 /// What every reconcile shares.
 pub struct Context {
-    /// The API client.
-    pub client: Client,
+    /// The cluster, read through the caches every controller shares.
+    pub cluster: Cluster,
+    /// The caches behind `cluster`, fed while [`run`] runs.
+    pub caches: Arc<Caches>,
     /// Operator settings.
     pub settings: Settings,
     /// Where operations, phase durations and errors are counted.
     pub metrics: crate::telemetry::metrics::Metrics,
 }
 
-/// Runs every controller until `shutdown` completes.
+impl Context {
+    /// A context whose reads come from caches that [`run`] keeps current.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: crate::telemetry::metrics::Metrics,
+    ) -> Context {
+        let caches = Caches::new();
+        Context {
+            cluster: Cluster::cached(client, caches.clone()),
+            caches,
+            settings,
+            metrics,
+        }
+    }
+}
+
+/// Runs every controller, and the watches that feed their caches, until `shutdown`
+/// completes.
 pub async fn run(
-    ctx: std::sync::Arc<Context>,
+    ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    futures::join!(
-        requests::run(ctx.clone(), shutdown.clone()),
-        apps::run(ctx, shutdown)
-    );
+    let watches = ctx.caches.clone().run(ctx.cluster.client().clone());
+    let controllers = async {
+        futures::join!(
+            requests::run(ctx.clone(), shutdown.clone()),
+            apps::run(ctx.clone(), shutdown)
+        );
+    };
+    // The watches run until the controllers have stopped.
+    tokio::select! {
+        () = controllers => {}
+        () = watches => {}
+    }
 }

@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::HelmRelease;
-use crate::cluster::flux::ops::{apply_progress, get, helm_release_hold, served_commit};
+use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hold, served_commit};
 use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
@@ -23,8 +23,8 @@ use crate::workflow::{
     ClaimState, CommitState, ObjectKey, Observed, Problem, Request, RequestKind, SnapshotState,
 };
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// How far back in the branch's history a request's commit is looked for.
 const COMMIT_LOOKBACK: usize = 200;
@@ -51,7 +51,7 @@ pub async fn observe_phase(
     let Some(plan) = status.plan.as_ref() else {
         return Ok(());
     };
-    let client = &ctx.client;
+    let cluster = &ctx.cluster;
     let needs_flux_state = matches!(
         phase,
         Phase::Suspend | Phase::Resume | Phase::Reconcile | Phase::Quiesce
@@ -70,7 +70,7 @@ pub async fn observe_phase(
             }
             for (namespace, claims) in by_namespace {
                 observed.mounts.extend(
-                    mounts(client, namespace, &claims)
+                    mounts(cluster, namespace, &claims)
                         .await
                         .map_err(Problem::from)?,
                 );
@@ -79,7 +79,7 @@ pub async fn observe_phase(
         Phase::Snapshot | Phase::SafetySnapshot => {
             for volume in &plan.volumes {
                 let name = snapshot_name(&request.uid, &volume.name);
-                if let Some(found) = snapshot(client, &volume.namespace, &name)
+                if let Some(found) = snapshot(cluster, &volume.namespace, &name)
                     .await
                     .map_err(Problem::from)?
                 {
@@ -96,15 +96,17 @@ pub async fn observe_phase(
             }
         }
         Phase::Restore => {
+            // Read fresh: Restore deletes and recreates claims on what it sees here.
+            let cluster = &cluster.fresh();
             for volume in plan.volumes.iter().filter(|v| v.restore_from.is_some()) {
-                let Some(pvc) = claim(client, &volume.namespace, &volume.name)
+                let Some(pvc) = claim(cluster, &volume.namespace, &volume.name)
                     .await
                     .map_err(Problem::from)?
                 else {
                     continue;
                 };
                 let waits = match &volume.storage_class_name {
-                    Some(class) => storage_class(client, class)
+                    Some(class) => storage_class(cluster, class)
                         .await
                         .map_err(Problem::from)?
                         .is_some_and(|c| binds_on_first_consumer(&c)),
@@ -145,7 +147,7 @@ pub async fn observe_phase(
                     continue;
                 }
                 let hold = helm_release_hold(
-                    client,
+                    cluster,
                     &plan.flux_objects,
                     release,
                     &sha,
@@ -158,7 +160,7 @@ pub async fn observe_phase(
                 }
             }
             observed.flux_progress = Some(
-                apply_progress(client, &plan.flux_objects, &sha, chart.map(String::as_str))
+                apply_progress(cluster, &plan.flux_objects, &sha, chart.map(String::as_str))
                     .await
                     .map_err(Problem::from)?,
             );
@@ -173,7 +175,7 @@ pub async fn observe_phase(
             );
             observed.health = Some(
                 app_health(
-                    client,
+                    cluster,
                     source,
                     &plan.workloads,
                     &app.spec.health.checks,
@@ -183,16 +185,14 @@ pub async fn observe_phase(
                 .map_err(Problem::from)?,
             );
             if app.spec.source.kind == SourceKind::HelmRelease {
-                let release = Api::<HelmRelease>::namespaced(client.clone(), &source_namespace)
-                    .get_opt(&app.spec.source.name)
-                    .await
-                    .map_err(|e| {
-                        Problem::from(ClusterError::api(
-                            "reading",
-                            format!("HelmRelease {source_namespace}/{}", app.spec.source.name),
-                            e,
-                        ))
-                    })?;
+                let release: Option<HelmRelease> = get_typed(
+                    cluster,
+                    FluxObjectKind::HelmRelease,
+                    &source_namespace,
+                    &app.spec.source.name,
+                )
+                .await
+                .map_err(Problem::from)?;
                 let chart = plan.to.get("chart").map(String::as_str);
                 observed.remediation = release
                     .as_ref()
@@ -221,7 +221,7 @@ async fn applied_target(
     plan: &Plan,
     ours: &str,
 ) -> Result<String, Problem> {
-    let served = served_commit(&ctx.client, &plan.flux_objects)
+    let served = served_commit(&ctx.cluster, &plan.flux_objects)
         .await
         .map_err(Problem::from)?;
     // Flux still serving the head the request was admitted at (older than ours) is the
@@ -248,9 +248,9 @@ pub async fn observe_plan_state(
     plan: &Plan,
     observed: &mut Observed,
 ) -> Result<(), Problem> {
-    let client = &ctx.client;
+    let cluster = &ctx.cluster;
     for object in &plan.flux_objects {
-        if let Some(found) = get(client, object.kind, &object.namespace, &object.name)
+        if let Some(found) = get(cluster, object.kind, &object.namespace, &object.name)
             .await
             .map_err(Problem::from)?
         {
@@ -278,7 +278,7 @@ pub async fn observe_plan_state(
         }
     }
     for workload in &plan.workloads {
-        if let Some(count) = replicas(client, workload.kind, &workload.namespace, &workload.name)
+        if let Some(count) = replicas(cluster, workload.kind, &workload.namespace, &workload.name)
             .await
             .map_err(Problem::from)?
         {
@@ -332,8 +332,9 @@ async fn child_rollback(
     app: &ManagedApp,
 ) -> Result<Option<ChildRollback>, Problem> {
     let namespace = app.namespace().unwrap_or_default();
-    let rollbacks = Api::<RollbackRequest>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
+    let rollbacks = ctx
+        .cluster
+        .list::<RollbackRequest>(&namespace)
         .await
         .map_err(|e| {
             Problem::from(ClusterError::api(
@@ -342,14 +343,13 @@ async fn child_rollback(
                 e,
             ))
         })?;
-    let mut mine: Vec<RollbackRequest> = rollbacks
-        .items
+    let mut mine: Vec<Arc<RollbackRequest>> = rollbacks
         .into_iter()
         .filter(|r| r.spec.upgrade_request == request.name)
         .collect();
     mine.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
     Ok(mine.pop().map(|r| {
-        let status = r.status.unwrap_or_default();
+        let status = r.status.clone().unwrap_or_default();
         ChildRollback {
             phase: status.phase,
             failure: status.failure.map(|f| f.message),

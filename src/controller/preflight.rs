@@ -89,7 +89,7 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<S
     }
     // Snapshots: a class for every volume's CSI driver, and the right to create them.
     if app.spec.snapshots.enabled && !plan.volumes.is_empty() {
-        let available = classes(&ctx.client)
+        let available = classes(&ctx.cluster)
             .await
             .map_err(|e| Problem::retryable("ApiError", e.to_string()))?;
         for volume in &plan.volumes {
@@ -145,7 +145,7 @@ async fn allowed(
         },
         ..Default::default()
     };
-    let answer = Api::<SelfSubjectAccessReview>::all(ctx.client.clone())
+    let answer = Api::<SelfSubjectAccessReview>::all(ctx.cluster.client().clone())
         .create(&PostParams::default(), &review)
         .await
         .map_err(|e| {

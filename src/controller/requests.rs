@@ -11,16 +11,16 @@ use super::{Context, FINALIZER};
 use crate::api::{
     ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, UpgradeRequest,
 };
+use crate::cluster::cache::{Caches, Change, Watched, WatchedKind};
 use crate::cluster::error::describe;
 use crate::workflow::{
     self, AppPolicy, Decision, LockState, Observed, Problem, Request, RequestKind,
 };
 use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -64,23 +64,14 @@ impl Conflicts {
 }
 
 /// A request kind the controller handles.
-trait RequestObject:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + serde::Serialize
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    const KIND: RequestKind;
+trait RequestObject: Watched + serde::Serialize {
+    const REQUEST_KIND: RequestKind;
     fn status(&self) -> Option<&RequestStatus>;
     fn set_status(&mut self, status: RequestStatus);
 }
 
 impl RequestObject for UpgradeRequest {
-    const KIND: RequestKind = RequestKind::Upgrade;
+    const REQUEST_KIND: RequestKind = RequestKind::Upgrade;
     fn status(&self) -> Option<&RequestStatus> {
         self.status.as_ref()
     }
@@ -90,7 +81,7 @@ impl RequestObject for UpgradeRequest {
 }
 
 impl RequestObject for RollbackRequest {
-    const KIND: RequestKind = RequestKind::Rollback;
+    const REQUEST_KIND: RequestKind = RequestKind::Rollback;
     fn status(&self) -> Option<&RequestStatus> {
         self.status.as_ref()
     }
@@ -103,40 +94,20 @@ fn api_error(what: &str, e: kube::Error) -> ReconcileError {
     ReconcileError::Api(format!("{what}: {}", describe(&e)))
 }
 
-/// Runs both request controllers until `shutdown` completes.
+/// Runs both request controllers until `shutdown` completes. Both are woken by the
+/// changes of the shared caches ([`Caches::changes`]): no watch of their own.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let conflicts = Conflicts::default();
-    let upgrades = Controller::new(
-        Api::<UpgradeRequest>::all(client.clone()),
-        watcher::Config::default(),
-    );
     let config =
         || kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency);
-    let upgrades = upgrades.with_config(config());
-    let upgrade_store = upgrades.store();
-    let upgrades = watch_the_world(upgrades, &client)
-        .watches(
-            Api::<ManagedApp>::all(client.clone()),
-            watcher::Config::default(),
-            {
-                let store = upgrade_store.clone();
-                move |app: ManagedApp| waiting_for_app(&store.state(), &app)
-            },
-        )
-        .watches(
-            Api::<RollbackRequest>::all(client.clone()),
-            watcher::Config::default(),
-            |rollback: RollbackRequest| {
-                rollback
-                    .namespace()
-                    .map(|ns| ObjectRef::new(&rollback.spec.upgrade_request).within(&ns))
-            },
-        )
+    let caches = ctx.caches.clone();
+    let upgrades = Controller::for_stream(futures::stream::pending(), caches.upgrades.clone())
+        .with_config(config())
+        .reconcile_on(woken(&caches, upgrades_woken_by))
         .graceful_shutdown_on(shutdown.clone())
         .run(
             {
@@ -150,22 +121,9 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(|_| async {});
-    let rollbacks = Controller::new(
-        Api::<RollbackRequest>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let rollbacks = rollbacks.with_config(config());
-    let rollback_store = rollbacks.store();
-    let rollbacks = watch_the_world(rollbacks, &client)
-        // A rollback waits (Queued) until its upgrade hands the app's lock over by entering
-        // RollingBack; that happens after the rollback exists (created by the upgrade's
-        // reconcile before its status write, or by a person), so the upgrade's changes
-        // must wake it.
-        .watches(
-            Api::<UpgradeRequest>::all(client.clone()),
-            watcher::Config::default(),
-            move |upgrade: UpgradeRequest| rollbacks_of(&rollback_store.state(), &upgrade),
-        )
+    let rollbacks = Controller::for_stream(futures::stream::pending(), caches.rollbacks.clone())
+        .with_config(config())
+        .reconcile_on(woken(&caches, rollbacks_woken_by))
         .graceful_shutdown_on(shutdown)
         .run(
             move |rollback: Arc<RollbackRequest>, ctx| {
@@ -179,29 +137,15 @@ pub async fn run(
     futures::join!(upgrades, rollbacks);
 }
 
-/// The longest pause of a controller's watches after watch errors (e.g. 410 Gone).
-const TRIGGER_BACKOFF_MAX: Duration = Duration::from_secs(3);
-
-/// The pause after consecutive watch errors: 50 ms, doubling up to [`TRIGGER_BACKOFF_MAX`].
-#[derive(Default)]
-struct TriggerBackoff {
-    next: Option<Duration>,
-}
-
-impl Iterator for TriggerBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let now = self.next.unwrap_or(Duration::from_millis(50));
-        self.next = Some((now * 2).min(TRIGGER_BACKOFF_MAX));
-        Some(now)
-    }
-}
-
-impl kube::runtime::utils::Backoff for TriggerBackoff {
-    fn reset(&mut self) {
-        self.next = None;
-    }
+/// The objects of `K` each change wakes, as `wakes` maps them.
+fn woken<K: RequestObject>(
+    caches: &Arc<Caches>,
+    wakes: fn(&Caches, &Change) -> Vec<ObjectRef<K>>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static {
+    let caches = caches.clone();
+    caches
+        .changes()
+        .flat_map(move |change| futures::stream::iter(wakes(&caches, &change)))
 }
 
 /// The span every reconcile of a request runs in: logs carry the request, and a test can
@@ -209,85 +153,116 @@ impl kube::runtime::utils::Backoff for TriggerBackoff {
 fn reconcile_span<K: RequestObject>(object: &K) -> tracing::Span {
     tracing::info_span!(
         "reconcile",
-        kind = ?K::KIND,
+        kind = ?K::REQUEST_KIND,
         namespace = %object.namespace().unwrap_or_default(),
         name = %object.name_any()
     )
 }
 
-/// Progress is event-driven: a change of anything a running request waits on (Flux
-/// objects, snapshots, PVCs, pods, workloads) reconciles the running requests whose plan
-/// touches that namespace, found in the controller's own cache (no API calls to map).
-fn watch_the_world<K: RequestObject>(
-    controller: Controller<K>,
-    client: &kube::Client,
-) -> Controller<K> {
-    use crate::api::FluxObjectKind;
-    use crate::cluster::flux::ops::api_resource;
-    use crate::cluster::snapshots::VolumeSnapshot;
-    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-    use kube::api::DynamicObject;
-    let store = controller.store();
-    let config = watcher::Config::default;
-    // kube's default trigger backoff (client-go's, 0.8 s doubling to 30 s, reset after 2
-    // min without errors) is shared by every watch of a controller: a few 410 Gone answers
-    // on any one of them paused all events for up to 30 s, and requests sat until the 60 s
-    // fallback. Errors still back off, but briefly, and the backoff forgets them sooner.
-    let controller = controller.trigger_backoff(kube::runtime::utils::ResetTimerBackoff::new(
-        TriggerBackoff::default(),
-        Duration::from_secs(15),
-    ));
-    let map = |store: kube::runtime::reflector::Store<K>| {
-        move |namespace: Option<String>| running_in(&store.state(), namespace.as_deref())
-    };
-    let mut controller = controller
-        .watches(Api::<Pod>::all(client.clone()), config(), {
-            let f = map(store.clone());
-            move |o: Pod| f(o.namespace())
-        })
-        .watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            config(),
-            {
-                let f = map(store.clone());
-                move |o: PersistentVolumeClaim| f(o.namespace())
-            },
-        )
-        .watches(Api::<StatefulSet>::all(client.clone()), config(), {
-            let f = map(store.clone());
-            move |o: StatefulSet| f(o.namespace())
-        })
-        .watches(Api::<Deployment>::all(client.clone()), config(), {
-            let f = map(store.clone());
-            move |o: Deployment| f(o.namespace())
-        })
-        .watches(Api::<VolumeSnapshot>::all(client.clone()), config(), {
-            let f = map(store.clone());
-            move |o: VolumeSnapshot| f(o.namespace())
-        });
-    for kind in [
-        FluxObjectKind::Kustomization,
-        FluxObjectKind::HelmRelease,
-        FluxObjectKind::GitRepository,
-    ] {
-        let resource = api_resource(kind);
-        // Flux objects often live in another namespace than the app: any change wakes
-        // every running request (there are few).
-        let f = map(store.clone());
-        controller = controller.watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &resource),
-            resource,
-            config(),
-            move |_: DynamicObject| f(None),
-        );
+/// The UpgradeRequests a change may let go on: the request itself; the unfinished requests
+/// of an app that changed (its lock released); the upgrade a RollbackRequest undoes (it
+/// waits in RollingBack on it); and for anything a running request waits on (Flux
+/// objects, snapshots, PVCs, pods, workloads), the running requests it may concern.
+fn upgrades_woken_by(caches: &Caches, change: &Change) -> Vec<ObjectRef<UpgradeRequest>> {
+    let upgrades = caches.upgrades.state();
+    match change {
+        Change::Object {
+            kind: WatchedKind::UpgradeRequest,
+            namespace,
+            name,
+            ..
+        } => vec![ObjectRef::new(name).within(namespace)],
+        Change::Object {
+            kind: WatchedKind::ManagedApp,
+            namespace,
+            name,
+            ..
+        } => waiting_for_app(&upgrades, namespace, Some(name)),
+        Change::Object {
+            kind: WatchedKind::RollbackRequest,
+            namespace,
+            name,
+            ..
+        } => match caches
+            .rollbacks
+            .get(&ObjectRef::new(name).within(namespace))
+        {
+            Some(rollback) => {
+                vec![ObjectRef::new(&rollback.spec.upgrade_request).within(namespace)]
+            }
+            // Deleted: which upgrade it undid is gone with it.
+            None => waiting_for_app(&upgrades, namespace, None),
+        },
+        Change::Relisted(None | Some(WatchedKind::UpgradeRequest)) => upgrades
+            .iter()
+            .map(|u| ObjectRef::from_obj(u.as_ref()))
+            .collect(),
+        Change::Relisted(Some(WatchedKind::ManagedApp | WatchedKind::RollbackRequest)) => upgrades
+            .iter()
+            .filter(|u| {
+                !u.status()
+                    .and_then(|s| s.phase)
+                    .is_some_and(Phase::is_terminal)
+            })
+            .map(|u| ObjectRef::from_obj(u.as_ref()))
+            .collect(),
+        world => running_in(&upgrades, world),
     }
-    controller
 }
 
-/// Running (admitted, not finished) requests whose plan touches `namespace` (any namespace
-/// when None).
-fn running_in<K: RequestObject>(requests: &[Arc<K>], namespace: Option<&str>) -> Vec<ObjectRef<K>> {
+/// The RollbackRequests a change may let go on: the rollback itself; the rollbacks of an
+/// upgrade that changed (a rollback waits until its upgrade hands the lock over by entering
+/// RollingBack — which happens after the rollback exists, created by the upgrade's
+/// reconcile or by a person); and, as for upgrades, the running ones the world concerns.
+fn rollbacks_woken_by(caches: &Caches, change: &Change) -> Vec<ObjectRef<RollbackRequest>> {
+    let rollbacks = caches.rollbacks.state();
+    match change {
+        Change::Object {
+            kind: WatchedKind::RollbackRequest,
+            namespace,
+            name,
+            ..
+        } => vec![ObjectRef::new(name).within(namespace)],
+        Change::Object {
+            kind: WatchedKind::UpgradeRequest,
+            namespace,
+            name,
+            ..
+        } => rollbacks
+            .iter()
+            .filter(|r| {
+                r.namespace().as_deref() == Some(namespace) && r.spec.upgrade_request == *name
+            })
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect(),
+        Change::Object {
+            kind: WatchedKind::ManagedApp,
+            ..
+        }
+        | Change::Relisted(Some(WatchedKind::ManagedApp)) => Vec::new(),
+        Change::Relisted(
+            None | Some(WatchedKind::RollbackRequest | WatchedKind::UpgradeRequest),
+        ) => rollbacks
+            .iter()
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect(),
+        world => running_in(&rollbacks, world),
+    }
+}
+
+/// Running (admitted, not finished) requests that a change of something they wait on may
+/// concern: those whose plan touches the changed object's namespace. Flux objects often
+/// live in another namespace than the app: their changes wake every running request
+/// (there are few), as does a relist.
+fn running_in<K: RequestObject>(requests: &[Arc<K>], change: &Change) -> Vec<ObjectRef<K>> {
+    let namespace = match change {
+        Change::Object {
+            kind: WatchedKind::Kustomization | WatchedKind::HelmRelease | WatchedKind::GitRepository,
+            ..
+        }
+        | Change::Relisted(_) => None,
+        Change::Object { namespace, .. } => Some(namespace.as_str()),
+    };
     requests
         .iter()
         .filter(|r| {
@@ -314,15 +289,19 @@ fn running_in<K: RequestObject>(requests: &[Arc<K>], namespace: Option<&str>) ->
         .collect()
 }
 
-/// Requests of `app` that are not finished: a change of the app (its lock released) may let
-/// them go on.
+/// Unfinished requests of the app `name` in `namespace` (of any app there when None): a
+/// change of the app (its lock released) may let them go on.
 fn waiting_for_app(
     requests: &[Arc<UpgradeRequest>],
-    app: &ManagedApp,
+    namespace: &str,
+    name: Option<&str>,
 ) -> Vec<ObjectRef<UpgradeRequest>> {
     requests
         .iter()
-        .filter(|r| r.namespace() == app.namespace() && r.spec.managed_app == app.name_any())
+        .filter(|r| {
+            r.namespace().as_deref() == Some(namespace)
+                && name.is_none_or(|name| r.spec.managed_app == name)
+        })
         .filter(|r| {
             !r.status
                 .as_ref()
@@ -333,39 +312,36 @@ fn waiting_for_app(
         .collect()
 }
 
-/// The RollbackRequests that undo `upgrade`.
-fn rollbacks_of(
-    rollbacks: &[Arc<RollbackRequest>],
-    upgrade: &UpgradeRequest,
-) -> Vec<ObjectRef<RollbackRequest>> {
-    rollbacks
-        .iter()
-        .filter(|r| {
-            r.namespace() == upgrade.namespace() && r.spec.upgrade_request == upgrade.name_any()
-        })
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
-        .collect()
-}
-
 fn error_policy<K>(_: Arc<K>, error: &ReconcileError, _: Arc<Context>) -> Requeue {
     tracing::warn!(%error, "reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// The request as the API server has it now. The controller's cache can lag behind our own
-/// last status write (a watch event of a Flux object we just patched may trigger the next
-/// reconcile before the cache sees that write); deciding from that stale phase would repeat
-/// or undo an earlier step's side effects before the status write is refused as stale.
-async fn fresh<K: RequestObject>(
+/// The request as it is now: from the cache, which shows our own last status write
+/// before any reconcile reads it (a watch event of a Flux object we just patched may
+/// trigger the next reconcile before the watch shows that write; deciding from that stale
+/// phase would repeat or undo an earlier step's side effects).
+async fn current<K: RequestObject>(
     ctx: &Context,
     cached: &K,
 ) -> Result<Option<Arc<K>>, ReconcileError> {
     let namespace = cached.namespace().unwrap_or_default();
-    Api::<K>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&cached.name_any())
+    ctx.cluster
+        .get::<K>(&namespace, &cached.name_any())
         .await
-        .map(|found| found.map(Arc::new))
         .map_err(|e| api_error("reading the request", e))
+}
+
+async fn app_named(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ManagedApp>, ReconcileError> {
+    ctx.cluster
+        .get::<ManagedApp>(namespace, name)
+        .await
+        .map(|found| found.map(Arc::unwrap_or_clone))
+        .map_err(|e| api_error("reading the ManagedApp", e))
 }
 
 async fn reconcile_upgrade(
@@ -373,14 +349,11 @@ async fn reconcile_upgrade(
     ctx: Arc<Context>,
     conflicts: Conflicts,
 ) -> Result<Requeue, ReconcileError> {
-    let Some(upgrade) = fresh(&ctx, cached.as_ref()).await? else {
+    let Some(upgrade) = current(&ctx, cached.as_ref()).await? else {
         return Ok(Requeue::await_change());
     };
     let namespace = upgrade.namespace().unwrap_or_default();
-    let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&upgrade.spec.managed_app)
-        .await
-        .map_err(|e| api_error("reading the ManagedApp", e))?;
+    let app = app_named(&ctx, &namespace, &upgrade.spec.managed_app).await?;
     let request = request_of(upgrade.as_ref(), upgrade.spec.dry_run, false);
     reconcile(
         ctx,
@@ -398,19 +371,18 @@ async fn reconcile_rollback(
     ctx: Arc<Context>,
     conflicts: Conflicts,
 ) -> Result<Requeue, ReconcileError> {
-    let Some(rollback) = fresh(&ctx, cached.as_ref()).await? else {
+    let Some(rollback) = current(&ctx, cached.as_ref()).await? else {
         return Ok(Requeue::await_change());
     };
     let namespace = rollback.namespace().unwrap_or_default();
-    let upgrade = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&rollback.spec.upgrade_request)
+    let upgrade = ctx
+        .cluster
+        .get::<UpgradeRequest>(&namespace, &rollback.spec.upgrade_request)
         .await
+        .map(|found| found.map(Arc::unwrap_or_clone))
         .map_err(|e| api_error("reading the UpgradeRequest", e))?;
     let app = match &upgrade {
-        Some(upgrade) => Api::<ManagedApp>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&upgrade.spec.managed_app)
-            .await
-            .map_err(|e| api_error("reading the ManagedApp", e))?,
+        Some(upgrade) => app_named(&ctx, &namespace, &upgrade.spec.managed_app).await?,
         None => None,
     };
     let request = request_of(
@@ -423,7 +395,7 @@ async fn reconcile_rollback(
 
 fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) -> Request {
     Request {
-        kind: K::KIND,
+        kind: K::REQUEST_KIND,
         name: object.name_any(),
         uid: object.uid().unwrap_or_default(),
         generation: object.meta().generation,
@@ -442,15 +414,17 @@ async fn reconcile<K: RequestObject>(
     upgrade: Option<UpgradeRequest>,
 ) -> Result<Requeue, ReconcileError> {
     let namespace = object.namespace().unwrap_or_default();
-    let api = Api::<K>::namespaced(ctx.client.clone(), &namespace);
+    let api = Api::<K>::namespaced(ctx.cluster.client().clone(), &namespace);
     let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
     if !has_finalizer && !request.deleting {
         let mut finalizers = object.finalizers().to_vec();
         finalizers.push(FINALIZER.to_owned());
         let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
-        api.patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
+        let written = api
+            .patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(|e| api_error("adding the finalizer", e))?;
+        ctx.cluster.wrote(K::KIND, &written);
         return Ok(Requeue::await_change());
     }
     let status = object.status().cloned().unwrap_or_default();
@@ -461,7 +435,7 @@ async fn reconcile<K: RequestObject>(
     };
     // Without its app a request can still put back what it changed, from its plan alone.
     let gone = app.is_none().then(|| {
-        let missing = if K::KIND == RequestKind::Rollback && upgrade.is_none() {
+        let missing = if K::REQUEST_KIND == RequestKind::Rollback && upgrade.is_none() {
             "UpgradeRequest"
         } else {
             "ManagedApp"
@@ -474,13 +448,13 @@ async fn reconcile<K: RequestObject>(
     let policy = app.as_ref().map_or_else(AppPolicy::without_app, |app| {
         AppPolicy::from_spec(&app.spec)
     });
-    if let (RequestKind::Upgrade, Some(app)) = (K::KIND, &app) {
+    if let (RequestKind::Upgrade, Some(app)) = (K::REQUEST_KIND, &app) {
         request.skip_snapshot = request.skip_snapshot
             || !app.spec.snapshots.enabled
             || upgrade.as_ref().is_some_and(|u| u.spec.skip_snapshot);
     }
     let holder = Holder {
-        kind: if K::KIND == RequestKind::Upgrade {
+        kind: if K::REQUEST_KIND == RequestKind::Upgrade {
             OperationKind::UpgradeRequest
         } else {
             OperationKind::RollbackRequest
@@ -512,7 +486,7 @@ async fn reconcile<K: RequestObject>(
             LockState::Free | LockState::Ours | LockState::HandedOver
         ) && observed.first_in_queue;
         if may_admit {
-            observed.admission = Some(match (K::KIND, &upgrade, &app, &gone) {
+            observed.admission = Some(match (K::REQUEST_KIND, &upgrade, &app, &gone) {
                 (_, _, _, Some(gone)) => Err(gone.clone()),
                 (RequestKind::Upgrade, Some(u), Some(app), _) => upgrade_plan(&ctx, u, app).await,
                 (RequestKind::Rollback, Some(u), _, _) => rollback_plan(u),
@@ -611,7 +585,10 @@ async fn finish_reconcile<K: RequestObject>(
             ..Default::default()
         };
         match api.replace_status(&request.name, &params, &updated).await {
-            Ok(_) => conflicts.clear(&request.uid),
+            Ok(written) => {
+                ctx.cluster.wrote(K::KIND, &written);
+                conflicts.clear(&request.uid);
+            }
             // Someone wrote in between: the next reconcile starts from a fresh read.
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let in_a_row = conflicts.bump(&request.uid);
@@ -629,7 +606,7 @@ async fn finish_reconcile<K: RequestObject>(
         record_transition(ctx, request, before, &decision.status);
     }
     let recorder = Recorder::new(
-        ctx.client.clone(),
+        ctx.cluster.client().clone(),
         Reporter {
             controller: "fluxgate".into(),
             instance: None,
@@ -664,7 +641,7 @@ async fn finish_reconcile<K: RequestObject>(
             .patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
-            Ok(_) => {}
+            Ok(written) => ctx.cluster.wrote(K::KIND, &written),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(e) => return Err(api_error("removing the finalizer", e)),
         }
@@ -731,7 +708,7 @@ async fn lock_state(
             return Ok((LockState::HandedOver, None));
         }
     }
-    let holder_exists = super::app_status::holder_exists(&ctx.client, &namespace, &active)
+    let holder_exists = super::app_status::holder_exists(&ctx.cluster, &namespace, &active)
         .await
         .map_err(|p| ReconcileError::Api(p.message))?;
     if holder_exists {
@@ -759,12 +736,12 @@ async fn first_in_queue(
     let waiting = |status: Option<&RequestStatus>| {
         matches!(status.and_then(|s| s.phase), None | Some(Phase::Queued))
     };
-    let upgrades = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
+    let upgrades = ctx
+        .cluster
+        .list::<UpgradeRequest>(&namespace)
         .await
         .map_err(|e| api_error("listing UpgradeRequests", e))?;
     let mut queue: Vec<(Option<jiff::Timestamp>, String, String)> = upgrades
-        .items
         .iter()
         .filter(|u| {
             u.spec.managed_app == app.name_any()

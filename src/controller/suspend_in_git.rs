@@ -41,7 +41,7 @@ pub async fn refuse_suspend_in_git(
 ) -> Result<(), Problem> {
     let mut by_applier: BTreeMap<(String, String), Vec<&PlannedFluxObject>> = BTreeMap::new();
     for object in objects {
-        let live = get(&ctx.client, object.kind, &object.namespace, &object.name)
+        let live = get(&ctx.cluster, object.kind, &object.namespace, &object.name)
             .await
             .map_err(Problem::from)?;
         let applier = live
@@ -54,7 +54,7 @@ pub async fn refuse_suspend_in_git(
     let mut found = Vec::new();
     for ((namespace, name), applied) in by_applier {
         let Some(kustomization) = get(
-            &ctx.client,
+            &ctx.cluster,
             FluxObjectKind::Kustomization,
             &namespace,
             &name,
@@ -122,7 +122,7 @@ async fn applier_build(
     if same_repository {
         return read_build(app_repo, path, target).await.map(Some);
     }
-    let other = match kustomization_git_source(&ctx.client, namespace, name).await {
+    let other = match kustomization_git_source(&ctx.cluster, namespace, name).await {
         Ok(source) => source,
         Err(e) if e.is_retryable() => return Err(e.into()),
         Err(e) => {

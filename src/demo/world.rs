@@ -645,6 +645,11 @@ impl DemoWorld {
         }
     }
 
+    /// The cluster as the story reads it: every read from the API server.
+    pub fn cluster(&self) -> crate::cluster::cache::Cluster {
+        crate::cluster::cache::Cluster::direct(self.client.clone())
+    }
+
     /// The ManagedApp `db` now.
     pub async fn app(&self) -> anyhow::Result<ManagedApp> {
         self.app_named("db").await
@@ -693,11 +698,7 @@ pub fn spawn_operator(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let context = Arc::new(Context {
-        client,
-        settings,
-        metrics,
-    });
+    let context = Arc::new(Context::new(client, settings, metrics));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(crate::controller::run(context, async {
         let _ = stopped.await;

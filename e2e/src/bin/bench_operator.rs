@@ -363,16 +363,24 @@ struct SplitOperator {
 impl SplitOperator {
     fn start(story: &DemoWorld) -> anyhow::Result<SplitOperator> {
         let context = |agent: String| -> anyhow::Result<Arc<Context>> {
-            Ok(Arc::new(Context {
-                client: client_as(&story.kube, &agent)?,
-                settings: story.settings.clone(),
-                metrics: story.metrics.clone(),
-            }))
+            Ok(Arc::new(Context::new(
+                client_as(&story.kube, &agent)?,
+                story.settings.clone(),
+                story.metrics.clone(),
+            )))
         };
         let requests = context(requests_agent())?;
         let apps = context(apps_agent())?;
         Ok(SplitOperator {
+            // Each side watches through its own caches, so that its reads are its own.
             tasks: vec![
+                tokio::spawn(
+                    requests
+                        .caches
+                        .clone()
+                        .run(requests.cluster.client().clone()),
+                ),
+                tokio::spawn(apps.caches.clone().run(apps.cluster.client().clone())),
                 tokio::spawn(requests::run(requests, std::future::pending())),
                 tokio::spawn(apps::run(apps, std::future::pending())),
             ],

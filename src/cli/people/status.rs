@@ -33,7 +33,7 @@ async fn flux_objects(
 ) -> Result<Vec<FluxObjectState>, String> {
     let namespace = app.namespace().unwrap_or_default();
     let chain = suspend_chain(
-        &session.client,
+        &crate::cluster::cache::Cluster::direct(session.client.clone()),
         &namespace,
         &app.spec.source,
         &app.spec.suspend,
@@ -62,7 +62,7 @@ async fn flux_objects(
             continue;
         }
         if let Some(live) = get(
-            &session.client,
+            &crate::cluster::cache::Cluster::direct(session.client.clone()),
             object.kind,
             &object.namespace,
             &object.name,

@@ -6,8 +6,11 @@
 use super::{
     ObjectId, Workload, claims_of_workload, inventory_objects, select_claims, workloads_in_manifest,
 };
+use crate::api::FluxObjectKind;
 use crate::api::{PlannedVolume, PlannedWorkload, SourceKind, WorkloadKind};
+use crate::cluster::cache::Cluster;
 use crate::cluster::error::ClusterError;
+use crate::cluster::flux::ops::get_typed;
 use crate::cluster::flux::{HelmRelease, Inventory, Kustomization};
 use crate::cluster::helm_release::{decode, newest_deployed, release_location};
 use crate::cluster::snapshots::ops::{claim, csi_driver};
@@ -15,9 +18,10 @@ use crate::cluster::snapshots::{VolumeSnapshotClass, capture_volume, class_for_d
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What an app consists of now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,33 +50,13 @@ pub struct VolumeSelection<'a> {
 
 /// Discovers the app deployed by a HelmRelease or Kustomization.
 pub async fn discover_app(
-    client: &Client,
+    cluster: &Cluster,
     kind: SourceKind,
     namespace: &str,
     name: &str,
     selection: &VolumeSelection<'_>,
 ) -> Result<AppInventory, ClusterError> {
-    let (workloads, inventory_claims, malformed) = match kind {
-        SourceKind::HelmRelease => helm_release_workloads(client, namespace, name).await?,
-        SourceKind::Kustomization => {
-            let kustomization = Api::<Kustomization>::namespaced(client.clone(), namespace)
-                .get_opt(name)
-                .await
-                .map_err(|e| {
-                    ClusterError::api("reading", format!("Kustomization {namespace}/{name}"), e)
-                })?
-                .ok_or_else(|| ClusterError::NotFound {
-                    object: format!("Kustomization {namespace}/{name}"),
-                    hint: "; check spec.source of the ManagedApp".into(),
-                })?;
-            let inventory = kustomization.status.and_then(|s| s.inventory).ok_or_else(|| {
-                ClusterError::Invalid(format!(
-                    "Kustomization {namespace}/{name} has no status.inventory yet; wait until Flux has applied it"
-                ))
-            })?;
-            inventory_workloads(client, &inventory).await?
-        }
-    };
+    let (workloads, inventory_claims, malformed) = deployed(cluster, kind, namespace, name).await?;
     let mut planned = Vec::new();
     let mut claims_by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (ns, claim_name) in inventory_claims {
@@ -82,44 +66,27 @@ pub async fn discover_app(
             .insert(claim_name);
     }
     for workload in &workloads {
-        let (kind, meta, replicas) = match workload {
-            Workload::Deployment(d) => (
-                WorkloadKind::Deployment,
-                &d.metadata,
-                d.spec.replicas.unwrap_or(1),
-            ),
-            Workload::StatefulSet(s) => (
-                WorkloadKind::StatefulSet,
-                &s.metadata,
-                s.spec.replicas.unwrap_or(1),
-            ),
-        };
-        let ns = meta
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace.to_owned());
-        let existing = claim_names(client, &ns).await?;
+        let workload_plan = planned_workload(workload, namespace);
+        let existing = claim_names(cluster, &workload_plan.namespace).await?;
         claims_by_namespace
-            .entry(ns.clone())
+            .entry(workload_plan.namespace.clone())
             .or_default()
-            .extend(claims_of_workload(workload, replicas, &existing));
-        planned.push(PlannedWorkload {
-            kind,
-            name: meta.name.clone().unwrap_or_default(),
-            namespace: ns,
-            replicas,
-            autoscaler: None,
-        });
+            .extend(claims_of_workload(
+                workload,
+                workload_plan.replicas,
+                &existing,
+            ));
+        planned.push(workload_plan);
     }
-    note_autoscalers(client, &mut planned).await?;
+    note_autoscalers(cluster, &mut planned).await?;
     let mut volumes = Vec::new();
     for (ns, claims) in claims_by_namespace {
         for claim_name in select_claims(claims, selection.include, selection.exclude) {
             // A claim a StatefulSet will create for an ordinal it never ran has no data.
-            let Some(pvc) = claim(client, &ns, &claim_name).await? else {
+            let Some(pvc) = claim(cluster, &ns, &claim_name).await? else {
                 continue;
             };
-            volumes.push(capture(client, &pvc, selection).await?);
+            volumes.push(capture(cluster, &pvc, selection).await?);
         }
     }
     Ok(AppInventory {
@@ -130,11 +97,11 @@ pub async fn discover_app(
 }
 
 async fn capture(
-    client: &Client,
+    cluster: &Cluster,
     pvc: &PersistentVolumeClaim,
     selection: &VolumeSelection<'_>,
 ) -> Result<PlannedVolume, ClusterError> {
-    let driver = csi_driver(client, pvc).await?;
+    let driver = csi_driver(cluster, pvc).await?;
     let class = match (selection.classes, driver.as_deref()) {
         (None, _) => None,
         (Some(_), None) => {
@@ -158,8 +125,77 @@ async fn capture(
     Ok(capture_volume(pvc, driver, class))
 }
 
-async fn claim_names(client: &Client, namespace: &str) -> Result<Vec<String>, ClusterError> {
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+/// The workloads an app's Flux object deploys, with their live replicas — all its health
+/// needs (no volumes, no autoscalers).
+pub async fn discover_workloads(
+    cluster: &Cluster,
+    kind: SourceKind,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<PlannedWorkload>, ClusterError> {
+    let (workloads, _, _) = deployed(cluster, kind, namespace, name).await?;
+    Ok(workloads
+        .iter()
+        .map(|w| planned_workload(w, namespace))
+        .collect())
+}
+
+/// What a HelmRelease or Kustomization deploys: workloads, claims its inventory lists, and
+/// inventory entries that did not parse.
+async fn deployed(
+    cluster: &Cluster,
+    kind: SourceKind,
+    namespace: &str,
+    name: &str,
+) -> Result<Discovered, ClusterError> {
+    match kind {
+        SourceKind::HelmRelease => helm_release_workloads(cluster, namespace, name).await,
+        SourceKind::Kustomization => {
+            let kustomization: Kustomization =
+                get_typed(cluster, FluxObjectKind::Kustomization, namespace, name)
+                    .await?
+                    .ok_or_else(|| ClusterError::NotFound {
+                        object: format!("Kustomization {namespace}/{name}"),
+                        hint: "; check spec.source of the ManagedApp".into(),
+                    })?;
+            let inventory = kustomization.status.and_then(|s| s.inventory).ok_or_else(|| {
+                ClusterError::Invalid(format!(
+                    "Kustomization {namespace}/{name} has no status.inventory yet; wait until Flux has applied it"
+                ))
+            })?;
+            inventory_workloads(cluster, &inventory).await
+        }
+    }
+}
+
+/// A live workload as a plan records it (its namespace defaults to the Flux object's).
+fn planned_workload(workload: &Workload, namespace: &str) -> PlannedWorkload {
+    let (kind, meta, replicas) = match workload {
+        Workload::Deployment(d) => (
+            WorkloadKind::Deployment,
+            &d.metadata,
+            d.spec.replicas.unwrap_or(1),
+        ),
+        Workload::StatefulSet(s) => (
+            WorkloadKind::StatefulSet,
+            &s.metadata,
+            s.spec.replicas.unwrap_or(1),
+        ),
+    };
+    PlannedWorkload {
+        kind,
+        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_owned()),
+        replicas,
+        autoscaler: None,
+    }
+}
+
+async fn claim_names(cluster: &Cluster, namespace: &str) -> Result<Vec<String>, ClusterError> {
+    Api::<PersistentVolumeClaim>::namespaced(cluster.client().clone(), namespace)
         .list_metadata(&ListParams::default())
         .await
         .map(|list| list.items.into_iter().map(|m| m.name_any()).collect())
@@ -171,15 +207,13 @@ type Discovered = (Vec<Workload>, Vec<(String, String)>, Vec<String>);
 /// A HelmRelease's workloads: from its inventory (recent Flux), else from the manifest of
 /// its newest deployed Helm release.
 async fn helm_release_workloads(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<Discovered, ClusterError> {
     let object = format!("HelmRelease {namespace}/{name}");
-    let release = Api::<HelmRelease>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| ClusterError::api("reading", object.clone(), e))?
+    let release: HelmRelease = get_typed(cluster, FluxObjectKind::HelmRelease, namespace, name)
+        .await?
         .ok_or_else(|| ClusterError::NotFound {
             object: object.clone(),
             hint: "; check spec.source of the ManagedApp".into(),
@@ -190,11 +224,11 @@ async fn helm_release_workloads(
         .and_then(|s| s.inventory.as_ref())
         .filter(|i| !i.entries.is_empty())
     {
-        return inventory_workloads(client, inventory).await;
+        return inventory_workloads(cluster, inventory).await;
     }
     let location = release_location(&release);
     let selector = format!("owner=helm,name={}", location.name);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &location.storage_namespace)
+    let secrets = Api::<Secret>::namespaced(cluster.client().clone(), &location.storage_namespace)
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(|e| {
@@ -234,14 +268,14 @@ async fn helm_release_workloads(
             group: id.0.into(),
             kind: id.1.into(),
         };
-        live.extend(live_workload(client, &wanted).await?);
+        live.extend(live_workload(cluster, &wanted).await?);
     }
     Ok((live, Vec::new(), Vec::new()))
 }
 
 /// The live Deployments/StatefulSets and the PVC objects an inventory lists.
 async fn inventory_workloads(
-    client: &Client,
+    cluster: &Cluster,
     inventory: &Inventory,
 ) -> Result<Discovered, ClusterError> {
     let (objects, malformed) = inventory_objects(&inventory.entries);
@@ -250,7 +284,7 @@ async fn inventory_workloads(
     for object in objects {
         match (object.group.as_str(), object.kind.as_str()) {
             ("apps", "Deployment" | "StatefulSet") => {
-                workloads.extend(live_workload(client, &object).await?)
+                workloads.extend(live_workload(cluster, &object).await?)
             }
             ("", "PersistentVolumeClaim") => claims.push((object.namespace, object.name)),
             _ => {}
@@ -259,40 +293,41 @@ async fn inventory_workloads(
     Ok((workloads, claims, malformed))
 }
 
-async fn live_workload(client: &Client, id: &ObjectId) -> Result<Option<Workload>, ClusterError> {
+async fn live_workload(cluster: &Cluster, id: &ObjectId) -> Result<Option<Workload>, ClusterError> {
     let describe = format!("{} {}/{}", id.kind, id.namespace, id.name);
     Ok(match id.kind.as_str() {
-        "Deployment" => Api::<Deployment>::namespaced(client.clone(), &id.namespace)
-            .get_opt(&id.name)
+        "Deployment" => cluster
+            .get::<Deployment>(&id.namespace, &id.name)
             .await
             .map_err(|e| ClusterError::api("reading", describe, e))?
-            .map(Workload::Deployment),
-        _ => Api::<StatefulSet>::namespaced(client.clone(), &id.namespace)
-            .get_opt(&id.name)
+            .map(|d| Workload::Deployment(Arc::unwrap_or_clone(d))),
+        _ => cluster
+            .get::<StatefulSet>(&id.namespace, &id.name)
             .await
             .map_err(|e| ClusterError::api("reading", describe, e))?
-            .map(Workload::StatefulSet),
+            .map(|s| Workload::StatefulSet(Arc::unwrap_or_clone(s))),
     })
 }
 
 /// Notes the HorizontalPodAutoscaler that targets each workload: it may keep replicas away
 /// from zero and is why Fluxgate restores replicas Flux leaves at zero.
 async fn note_autoscalers(
-    client: &Client,
+    cluster: &Cluster,
     workloads: &mut [PlannedWorkload],
 ) -> Result<(), ClusterError> {
     let namespaces: BTreeSet<String> = workloads.iter().map(|w| w.namespace.clone()).collect();
     for namespace in namespaces {
-        let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| {
-                ClusterError::api(
-                    "listing",
-                    format!("HorizontalPodAutoscalers in {namespace}"),
-                    e,
-                )
-            })?;
+        let autoscalers =
+            Api::<HorizontalPodAutoscaler>::namespaced(cluster.client().clone(), &namespace)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| {
+                    ClusterError::api(
+                        "listing",
+                        format!("HorizontalPodAutoscalers in {namespace}"),
+                        e,
+                    )
+                })?;
         for hpa in autoscalers.items {
             let target = &hpa.spec.scale_target_ref;
             for workload in workloads.iter_mut().filter(|w| w.namespace == namespace) {

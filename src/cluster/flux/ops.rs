@@ -6,12 +6,14 @@ use super::{KUSTOMIZE_NAME_LABEL, KUSTOMIZE_NAMESPACE_LABEL, REQUESTED_AT_ANNOTA
 use crate::api::{
     FluxObjectKind, FluxObjectReference, PlannedFluxObject, SourceKind, SourceReference,
 };
+use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::ClusterError;
 use crate::cluster::patch_params;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, ResourceExt};
 use serde_json::json;
+use std::sync::Arc;
 
 /// How deep a chain of parent Kustomizations may be before it is treated as a loop.
 const MAX_CHAIN_DEPTH: usize = 16;
@@ -33,21 +35,50 @@ pub fn describe(kind: FluxObjectKind, namespace: &str, name: &str) -> String {
     format!("{} {namespace}/{name}", api_resource(kind).kind)
 }
 
-fn api(client: &Client, kind: FluxObjectKind, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &api_resource(kind))
+fn api(cluster: &Cluster, kind: FluxObjectKind, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(cluster.client().clone(), namespace, &api_resource(kind))
+}
+
+/// Lets the next read of a cached Flux kind see the operator's write.
+fn remember(cluster: &Cluster, kind: FluxObjectKind, written: &DynamicObject) {
+    if let Some(watched) = WatchedKind::of_flux(kind) {
+        cluster.wrote(watched, written);
+    }
 }
 
 /// A Flux object, or None when it does not exist.
 pub async fn get(
-    client: &Client,
+    cluster: &Cluster,
     kind: FluxObjectKind,
     namespace: &str,
     name: &str,
 ) -> Result<Option<DynamicObject>, ClusterError> {
-    api(client, kind, namespace)
-        .get_opt(name)
+    cluster
+        .get_flux(kind, namespace, name)
         .await
+        .map(|found| found.map(Arc::unwrap_or_clone))
         .map_err(|e| ClusterError::api("reading", describe(kind, namespace, name), e))
+}
+
+/// A Flux object read as Fluxgate's typed view of its kind, or None when it does not exist.
+pub async fn get_typed<T: serde::de::DeserializeOwned>(
+    cluster: &Cluster,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<T>, ClusterError> {
+    let Some(object) = get(cluster, kind, namespace, name).await? else {
+        return Ok(None);
+    };
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map(Some)
+        .map_err(|e| {
+            ClusterError::Invalid(format!(
+                "{} is malformed: {e}",
+                describe(kind, namespace, name)
+            ))
+        })
 }
 
 /// Whether `spec.suspend` is set on an object.
@@ -57,16 +88,16 @@ pub fn is_suspended(object: &DynamicObject) -> bool {
 
 /// Sets `spec.suspend` — and nothing else — on a Flux object.
 pub async fn set_suspend(
-    client: &Client,
+    cluster: &Cluster,
     object: &PlannedFluxObject,
     suspend: bool,
 ) -> Result<(), ClusterError> {
     let patch = Patch::Merge(json!({"spec": {"suspend": suspend}}));
     let action = if suspend { "suspending" } else { "resuming" };
-    api(client, object.kind, &object.namespace)
+    api(cluster, object.kind, &object.namespace)
         .patch(&object.name, &patch_params(), &patch)
         .await
-        .map(|_| ())
+        .map(|written| remember(cluster, object.kind, &written))
         .map_err(|e| {
             ClusterError::api(
                 action,
@@ -79,13 +110,13 @@ pub async fn set_suspend(
 /// Asks a Flux controller to reconcile now by setting `reconcile.fluxcd.io/requestedAt` to
 /// `token`; no write when the object already carries that token.
 pub async fn request_reconcile(
-    client: &Client,
+    cluster: &Cluster,
     kind: FluxObjectKind,
     namespace: &str,
     name: &str,
     token: &str,
 ) -> Result<(), ClusterError> {
-    let Some(object) = get(client, kind, namespace, name).await? else {
+    let Some(object) = get(cluster, kind, namespace, name).await? else {
         return Err(ClusterError::NotFound {
             object: describe(kind, namespace, name),
             hint: String::new(),
@@ -101,10 +132,10 @@ pub async fn request_reconcile(
     }
     let patch =
         Patch::Merge(json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: token}}}));
-    api(client, kind, namespace)
+    api(cluster, kind, namespace)
         .patch(name, &patch_params(), &patch)
         .await
-        .map(|_| ())
+        .map(|written| remember(cluster, kind, &written))
         .map_err(|e| {
             ClusterError::api(
                 "requesting a reconcile of",
@@ -122,10 +153,10 @@ pub async fn request_reconcile(
 /// repository's artifact), so a chart published since is "not found" until the index is
 /// refreshed.
 pub async fn chart_helm_repository(
-    client: &Client,
+    cluster: &Cluster,
     release: &PlannedFluxObject,
 ) -> Result<Option<(String, String)>, ClusterError> {
-    let Some(object) = get(client, release.kind, &release.namespace, &release.name).await? else {
+    let Some(object) = get(cluster, release.kind, &release.namespace, &release.name).await? else {
         return Ok(None);
     };
     let source = &object.data["spec"]["chart"]["spec"]["sourceRef"];
@@ -196,7 +227,7 @@ pub fn chain_error_reason(error: &ClusterError) -> &'static str {
 /// default to `app_namespace`. A chain that comes back to an object already in it, or is
 /// deeper than [`MAX_CHAIN_DEPTH`], is refused (as [`ClusterError::Invalid`]).
 pub async fn suspend_chain(
-    client: &Client,
+    cluster: &Cluster,
     app_namespace: &str,
     source: &SourceReference,
     extra: &[FluxObjectReference],
@@ -224,7 +255,7 @@ pub async fn suspend_chain(
             )));
         }
         seen.push(id.clone());
-        let Some(object) = get(client, kind, &namespace, &name).await? else {
+        let Some(object) = get(cluster, kind, &namespace, &name).await? else {
             let hint = if chain.is_empty() {
                 "; check spec.source of the ManagedApp".to_owned()
             } else {
@@ -255,7 +286,7 @@ pub async fn suspend_chain(
         }) {
             continue;
         }
-        let Some(object) = get(client, reference.kind, &namespace, &reference.name).await? else {
+        let Some(object) = get(cluster, reference.kind, &namespace, &reference.name).await? else {
             return Err(ClusterError::NotFound {
                 object: describe(reference.kind, &namespace, &reference.name),
                 hint: "; it is listed in spec.suspend of the ManagedApp".into(),
@@ -325,7 +356,7 @@ pub enum FollowedRef {
 impl FollowedRef {
     /// The reference `spec.ref` selects. source-controller v1.9.6 (`gitCheckout`,
     /// internal/controller/gitrepository_controller.go) hands every field to fluxcd/pkg/git
-    /// v0.52.0, whose `Client.clone` (gogit/client.go) checks out the commit if set, else
+    /// v0.52.0, whose `Client.clone` (gogit/cluster.go) checks out the commit if set, else
     /// the `name`, else the tag, else the semver range, else the branch (`master` when
     /// empty). (The API docs say semver wins over tag; the code checks the tag first.) A
     /// `name` under `refs/heads/` is cloned as that branch (`cloneRefName`); any other name
@@ -407,7 +438,7 @@ fn deploying_kustomization(chain: &[PlannedFluxObject]) -> Option<&PlannedFluxOb
 
 /// The GitRepository behind the deploying Kustomization of a suspend chain.
 pub async fn git_source(
-    client: &Client,
+    cluster: &Cluster,
     chain: &[PlannedFluxObject],
 ) -> Result<GitSource, ClusterError> {
     let Some(deployer) = deploying_kustomization(chain) else {
@@ -415,32 +446,29 @@ pub async fn git_source(
             "no Kustomization deploys this app, so its Git repository is unknown; set spec.git.url and spec.git.branch".into(),
         ));
     };
-    kustomization_git_source(client, &deployer.namespace, &deployer.name).await
+    kustomization_git_source(cluster, &deployer.namespace, &deployer.name).await
 }
 
 /// The GitRepository that Kustomization `namespace/name` applies manifests from.
 pub async fn kustomization_git_source(
-    client: &Client,
+    cluster: &Cluster,
     kustomization_namespace: &str,
     kustomization_name: &str,
 ) -> Result<GitSource, ClusterError> {
-    let kustomization = api(
-        client,
+    let kustomization = get(
+        cluster,
         FluxObjectKind::Kustomization,
         kustomization_namespace,
+        kustomization_name,
     )
-    .get(kustomization_name)
-    .await
-    .map_err(|e| {
-        ClusterError::api(
-            "reading",
-            describe(
-                FluxObjectKind::Kustomization,
-                kustomization_namespace,
-                kustomization_name,
-            ),
-            e,
-        )
+    .await?
+    .ok_or_else(|| ClusterError::NotFound {
+        object: describe(
+            FluxObjectKind::Kustomization,
+            kustomization_namespace,
+            kustomization_name,
+        ),
+        hint: String::new(),
     })?;
     let source: super::KustomizationSpec = serde_json::from_value(
         kustomization.data["spec"].clone(),
@@ -462,7 +490,7 @@ pub async fn kustomization_git_source(
         .clone()
         .unwrap_or_else(|| kustomization_namespace.to_owned());
     let name = source.source_ref.name.clone();
-    let repository = get(client, FluxObjectKind::GitRepository, &namespace, &name)
+    let repository = get(cluster, FluxObjectKind::GitRepository, &namespace, &name)
         .await?
         .ok_or_else(|| ClusterError::NotFound {
             object: describe(FluxObjectKind::GitRepository, &namespace, &name),
@@ -490,20 +518,20 @@ pub async fn kustomization_git_source(
 /// attempted `chart_version` when the upgrade changes the chart). The first thing still
 /// missing (or a failure) is reported.
 pub async fn apply_progress(
-    client: &Client,
+    cluster: &Cluster,
     chain: &[PlannedFluxObject],
     sha: &str,
     chart_version: Option<&str>,
 ) -> Result<super::progress::Progress, ClusterError> {
     use super::HelmRelease;
     use super::progress::{Progress, helm_release_progress};
-    let mut verdicts = vec![parents_progress(client, chain, sha).await?];
+    let mut verdicts = vec![parents_progress(cluster, chain, sha).await?];
     for object in chain
         .iter()
         .filter(|o| o.kind == FluxObjectKind::HelmRelease)
     {
         let release: HelmRelease = typed(
-            get(client, object.kind, &object.namespace, &object.name).await?,
+            get(cluster, object.kind, &object.namespace, &object.name).await?,
             object.kind,
             &object.namespace,
             &object.name,
@@ -522,14 +550,14 @@ pub async fn apply_progress(
 /// The commit the GitRepository that deploys the chain serves now (its artifact's
 /// revision), if it has an artifact.
 pub async fn served_commit(
-    client: &Client,
+    cluster: &Cluster,
     chain: &[PlannedFluxObject],
 ) -> Result<Option<String>, ClusterError> {
     use super::GitRepository;
-    let source = git_source(client, chain).await?;
+    let source = git_source(cluster, chain).await?;
     let (namespace, name) = &source.repository;
     let repository: GitRepository = typed(
-        get(client, FluxObjectKind::GitRepository, namespace, name).await?,
+        get(cluster, FluxObjectKind::GitRepository, namespace, name).await?,
         FluxObjectKind::GitRepository,
         namespace,
         name,
@@ -543,17 +571,17 @@ pub async fn served_commit(
 /// Whether the GitRepository serves commit `sha` and every Kustomization of the chain that
 /// follows it has applied it at its current generation (the first thing missing otherwise).
 async fn parents_progress(
-    client: &Client,
+    cluster: &Cluster,
     chain: &[PlannedFluxObject],
     sha: &str,
 ) -> Result<super::progress::Progress, ClusterError> {
     use super::progress::{Progress, git_repository_progress, kustomization_progress};
     use super::{GitRepository, Kustomization};
-    let source = git_source(client, chain).await?;
+    let source = git_source(cluster, chain).await?;
     let (repo_namespace, repo_name) = &source.repository;
     let repository: GitRepository = typed(
         get(
-            client,
+            cluster,
             FluxObjectKind::GitRepository,
             repo_namespace,
             repo_name,
@@ -572,7 +600,7 @@ async fn parents_progress(
         .filter(|o| o.kind == FluxObjectKind::Kustomization)
     {
         let kustomization: Kustomization = typed(
-            get(client, object.kind, &object.namespace, &object.name).await?,
+            get(cluster, object.kind, &object.namespace, &object.name).await?,
             object.kind,
             &object.namespace,
             &object.name,
@@ -598,7 +626,7 @@ async fn parents_progress(
 /// changed) and, when the chart changes, the OCIRepository its `chartRef` names must serve
 /// `chart_version` — otherwise helm-controller would first run the old chart again.
 pub async fn helm_release_hold(
-    client: &Client,
+    cluster: &Cluster,
     chain: &[PlannedFluxObject],
     release: &PlannedFluxObject,
     sha: &str,
@@ -606,14 +634,14 @@ pub async fn helm_release_hold(
 ) -> Result<Option<String>, ClusterError> {
     use super::progress::Progress;
     use super::{HelmRelease, OCIRepository};
-    if let Progress::Waiting(why) = parents_progress(client, chain, sha).await? {
+    if let Progress::Waiting(why) = parents_progress(cluster, chain, sha).await? {
         return Ok(Some(format!("its parents applied the commit ({why})")));
     }
     let Some(target) = chart_version else {
         return Ok(None);
     };
     let object: HelmRelease = typed(
-        get(client, release.kind, &release.namespace, &release.name).await?,
+        get(cluster, release.kind, &release.namespace, &release.name).await?,
         release.kind,
         &release.namespace,
         &release.name,
@@ -626,7 +654,7 @@ pub async fn helm_release_hold(
         .unwrap_or_else(|| release.namespace.clone());
     let repository: OCIRepository = typed(
         get(
-            client,
+            cluster,
             FluxObjectKind::OciRepository,
             &namespace,
             &chart_ref.name,

@@ -5,11 +5,12 @@ use super::{
     HealthReport, ObjectHealth, condition_check, deployment_health, helm_release_health,
     kustomization_health, statefulset_health,
 };
-use crate::api::{HealthCheck, PlannedWorkload, SourceKind, WorkloadKind};
+use crate::api::{FluxObjectKind, HealthCheck, PlannedWorkload, SourceKind, WorkloadKind};
+use crate::cluster::cache::Cluster;
 use crate::cluster::error::ClusterError;
+use crate::cluster::flux::ops::get_typed;
 use crate::cluster::flux::{HelmRelease, Kustomization};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
@@ -25,7 +26,7 @@ fn missing(object: String) -> ObjectHealth {
 /// The health of an app: its Flux source, its workloads and its extra checks. Objects that
 /// do not exist count as unhealthy (with that reason); API errors are returned.
 pub async fn app_health(
-    client: &Client,
+    cluster: &Cluster,
     source: (SourceKind, &str, &str),
     workloads: &[PlannedWorkload],
     checks: &[HealthCheck],
@@ -35,47 +36,45 @@ pub async fn app_health(
     let (kind, namespace, name) = source;
     let id = format!("{kind:?} {namespace}/{name}");
     objects.push(match kind {
-        SourceKind::HelmRelease => Api::<HelmRelease>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| ClusterError::api("reading", id.clone(), e))?
-            .map_or_else(|| missing(id.clone()), |r| helm_release_health(&r)),
-        SourceKind::Kustomization => Api::<Kustomization>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| ClusterError::api("reading", id.clone(), e))?
-            .map_or_else(|| missing(id.clone()), |k| kustomization_health(&k)),
+        SourceKind::HelmRelease => {
+            get_typed::<HelmRelease>(cluster, FluxObjectKind::HelmRelease, namespace, name)
+                .await?
+                .map_or_else(|| missing(id.clone()), |r| helm_release_health(&r))
+        }
+        SourceKind::Kustomization => {
+            get_typed::<Kustomization>(cluster, FluxObjectKind::Kustomization, namespace, name)
+                .await?
+                .map_or_else(|| missing(id.clone()), |k| kustomization_health(&k))
+        }
     });
     for workload in workloads {
         let id = format!(
             "{:?} {}/{}",
             workload.kind, workload.namespace, workload.name
         );
+        let error = |e| ClusterError::api("reading", id.clone(), e);
+        let (namespace, name) = (&workload.namespace, &workload.name);
         objects.push(match workload.kind {
-            WorkloadKind::Deployment => {
-                Api::<Deployment>::namespaced(client.clone(), &workload.namespace)
-                    .get_opt(&workload.name)
-                    .await
-                    .map_err(|e| ClusterError::api("reading", id.clone(), e))?
-                    .map_or_else(|| missing(id.clone()), |d| deployment_health(&d))
-            }
-            WorkloadKind::StatefulSet => {
-                Api::<StatefulSet>::namespaced(client.clone(), &workload.namespace)
-                    .get_opt(&workload.name)
-                    .await
-                    .map_err(|e| ClusterError::api("reading", id.clone(), e))?
-                    .map_or_else(|| missing(id.clone()), |s| statefulset_health(&s))
-            }
+            WorkloadKind::Deployment => cluster
+                .get::<Deployment>(namespace, name)
+                .await
+                .map_err(error)?
+                .map_or_else(|| missing(id.clone()), |d| deployment_health(&d)),
+            WorkloadKind::StatefulSet => cluster
+                .get::<StatefulSet>(namespace, name)
+                .await
+                .map_err(error)?
+                .map_or_else(|| missing(id.clone()), |s| statefulset_health(&s)),
         });
     }
     for check in checks {
-        objects.push(extra_check(client, check, app_namespace).await?);
+        objects.push(extra_check(cluster, check, app_namespace).await?);
     }
     Ok(HealthReport { objects })
 }
 
 async fn extra_check(
-    client: &Client,
+    cluster: &Cluster,
     check: &HealthCheck,
     app_namespace: &str,
 ) -> Result<ObjectHealth, ClusterError> {
@@ -86,7 +85,7 @@ async fn extra_check(
         .rsplit_once('/')
         .unwrap_or(("", check.api_version.as_str()));
     let gvk = GroupVersionKind::gvk(group, version, &check.kind);
-    let (resource, _) = match pinned_kind(client, &gvk).await {
+    let (resource, _) = match pinned_kind(cluster.client(), &gvk).await {
         Ok(found) => found,
         Err(kube::Error::Api(status)) if status.code == 404 => {
             return Ok(ObjectHealth {
@@ -107,9 +106,10 @@ async fn extra_check(
         }
         Err(e) => return Err(ClusterError::api("discovering", id, e)),
     };
-    let object = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
-        .get_opt(&check.name)
-        .await
-        .map_err(|e| ClusterError::api("reading", id.clone(), e))?;
+    let object =
+        Api::<DynamicObject>::namespaced_with(cluster.client().clone(), namespace, &resource)
+            .get_opt(&check.name)
+            .await
+            .map_err(|e| ClusterError::api("reading", id.clone(), e))?;
     Ok(object.map_or_else(|| missing(id), |o| condition_check(&o, check)))
 }

@@ -3,21 +3,22 @@
 //! deleting and recreating PVCs for a restore.
 
 use super::{VolumeSnapshot, VolumeSnapshotClass};
+use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::{ClusterError, already_exists};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, ResourceExt};
 
 /// Every VolumeSnapshotClass.
-pub async fn classes(client: &Client) -> Result<Vec<VolumeSnapshotClass>, ClusterError> {
+pub async fn classes(cluster: &Cluster) -> Result<Vec<VolumeSnapshotClass>, ClusterError> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "snapshot.storage.k8s.io",
         "v1",
         "VolumeSnapshotClass",
     ));
-    let list = Api::<DynamicObject>::all_with(client.clone(), &resource)
+    let list = Api::<DynamicObject>::all_with(cluster.client().clone(), &resource)
         .list(&ListParams::default())
         .await
         .map_err(|e| ClusterError::api("listing", "VolumeSnapshotClasses", e))?;
@@ -37,19 +38,19 @@ pub async fn classes(client: &Client) -> Result<Vec<VolumeSnapshotClass>, Cluste
 /// Creates a VolumeSnapshot; one that already exists under that name counts as created
 /// (names are deterministic, so it is ours from before a crash).
 pub async fn create_snapshot(
-    client: &Client,
+    cluster: &Cluster,
     snapshot: &VolumeSnapshot,
 ) -> Result<(), ClusterError> {
-    create_once(client, snapshot).await
+    create_once(cluster, snapshot, Some(WatchedKind::VolumeSnapshot)).await
 }
 
 /// A VolumeSnapshot, or None.
 pub async fn snapshot(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<Option<VolumeSnapshot>, ClusterError> {
-    Api::<VolumeSnapshot>::namespaced(client.clone(), namespace)
+    Api::<VolumeSnapshot>::namespaced(cluster.client().clone(), namespace)
         .get_opt(name)
         .await
         .map_err(|e| ClusterError::api("reading", format!("VolumeSnapshot {namespace}/{name}"), e))
@@ -57,11 +58,11 @@ pub async fn snapshot(
 
 /// The VolumeSnapshots carrying a label selector, e.g. an app's for retention.
 pub async fn snapshots_with(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     selector: &str,
 ) -> Result<Vec<VolumeSnapshot>, ClusterError> {
-    Api::<VolumeSnapshot>::namespaced(client.clone(), namespace)
+    Api::<VolumeSnapshot>::namespaced(cluster.client().clone(), namespace)
         .list(&ListParams::default().labels(selector))
         .await
         .map(|l| l.items)
@@ -76,20 +77,20 @@ pub async fn snapshots_with(
 
 /// Deletes a VolumeSnapshot; one already gone is fine.
 pub async fn delete_snapshot(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<(), ClusterError> {
-    delete_if_present::<VolumeSnapshot>(client, namespace, name).await
+    delete_if_present::<VolumeSnapshot>(cluster, namespace, name).await
 }
 
 /// A PVC, or None.
 pub async fn claim(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<Option<PersistentVolumeClaim>, ClusterError> {
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+    Api::<PersistentVolumeClaim>::namespaced(cluster.client().clone(), namespace)
         .get_opt(name)
         .await
         .map_err(|e| {
@@ -103,27 +104,32 @@ pub async fn claim(
 
 /// Deletes a PVC (it stays Terminating while a pod uses it); one already gone is fine.
 pub async fn delete_claim(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<(), ClusterError> {
-    delete_if_present::<PersistentVolumeClaim>(client, namespace, name).await
+    delete_if_present::<PersistentVolumeClaim>(cluster, namespace, name).await
 }
 
 /// Creates a restored PVC; one that already exists is left to the caller to inspect (its
 /// `restored-from` annotation says whether it is ours).
 pub async fn create_claim(
-    client: &Client,
+    cluster: &Cluster,
     claim: &PersistentVolumeClaim,
 ) -> Result<(), ClusterError> {
-    create_once(client, claim).await
+    create_once(cluster, claim, None).await
 }
 
 type Namespaced = k8s_openapi::NamespaceResourceScope;
 
 /// Creates a namespaced object; AlreadyExists counts as created (deterministic names make
 /// a repeat after a crash find its own object).
-async fn create_once<K>(client: &Client, object: &K) -> Result<(), ClusterError>
+/// `watched`: the kind as the caches know it, so that reads see the new object at once.
+async fn create_once<K>(
+    cluster: &Cluster,
+    object: &K,
+    watched: Option<WatchedKind>,
+) -> Result<(), ClusterError>
 where
     K: kube::Resource<DynamicType = (), Scope = Namespaced>
         + Clone
@@ -132,11 +138,16 @@ where
         + std::fmt::Debug,
 {
     let namespace = object.namespace().unwrap_or_default();
-    match Api::<K>::namespaced(client.clone(), &namespace)
+    match Api::<K>::namespaced(cluster.client().clone(), &namespace)
         .create(&PostParams::default(), object)
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(created) => {
+            if let Some(kind) = watched {
+                cluster.wrote(kind, &created);
+            }
+            Ok(())
+        }
         Err(e) if already_exists(&e) => Ok(()),
         Err(e) => Err(ClusterError::api(
             "creating",
@@ -148,7 +159,7 @@ where
 
 /// Deletes a namespaced object; one already gone is fine.
 async fn delete_if_present<K>(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     name: &str,
 ) -> Result<(), ClusterError>
@@ -158,7 +169,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    match Api::<K>::namespaced(client.clone(), namespace)
+    match Api::<K>::namespaced(cluster.client().clone(), namespace)
         .delete(name, &DeleteParams::default())
         .await
     {
@@ -174,10 +185,10 @@ where
 
 /// A StorageClass, or None.
 pub async fn storage_class(
-    client: &Client,
+    cluster: &Cluster,
     name: &str,
 ) -> Result<Option<StorageClass>, ClusterError> {
-    Api::<StorageClass>::all(client.clone())
+    Api::<StorageClass>::all(cluster.client().clone())
         .get_opt(name)
         .await
         .map_err(|e| ClusterError::api("reading", format!("StorageClass {name}"), e))
@@ -187,7 +198,7 @@ pub async fn storage_class(
 /// StorageClass's provisioner; None for volumes that are not CSI (they cannot be
 /// snapshotted).
 pub async fn csi_driver(
-    client: &Client,
+    cluster: &Cluster,
     claim: &PersistentVolumeClaim,
 ) -> Result<Option<String>, ClusterError> {
     let spec = claim.spec.as_ref();
@@ -195,7 +206,7 @@ pub async fn csi_driver(
         .and_then(|s| s.volume_name.as_deref())
         .filter(|v| !v.is_empty())
     {
-        let pv = Api::<PersistentVolume>::all(client.clone())
+        let pv = Api::<PersistentVolume>::all(cluster.client().clone())
             .get_opt(volume)
             .await
             .map_err(|e| ClusterError::api("reading", format!("PersistentVolume {volume}"), e))?;
@@ -210,14 +221,14 @@ pub async fn csi_driver(
     let Some(class) = spec.and_then(|s| s.storage_class_name.as_deref()) else {
         return Ok(None);
     };
-    Ok(storage_class(client, class).await?.map(|c| c.provisioner))
+    Ok(storage_class(cluster, class).await?.map(|c| c.provisioner))
 }
 
 /// Applies an app's snapshot retention in `namespace`: per PVC, keeps the newest
 /// `max_count` of Fluxgate's snapshots of the app and deletes older ones and those older
 /// than `max_age_secs` (never a PVC's newest). Returns the names deleted.
 pub async fn apply_retention(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     app: &str,
     max_count: usize,
@@ -227,7 +238,7 @@ pub async fn apply_retention(
     use super::{APP_LABEL, PVC_LABEL, RetainedSnapshot, expired_snapshots};
     use crate::cluster::labels;
     // The label may be a shortened name shared by another app; the annotation tells.
-    let snapshots = snapshots_with(client, namespace, &labels::selector(APP_LABEL, app)).await?;
+    let snapshots = snapshots_with(cluster, namespace, &labels::selector(APP_LABEL, app)).await?;
     let retained: Vec<RetainedSnapshot> = snapshots
         .iter()
         .filter(|s| {
@@ -255,7 +266,7 @@ pub async fn apply_retention(
         .collect();
     let expired = expired_snapshots(&retained, max_count, max_age_secs, now.as_second());
     for name in &expired {
-        delete_snapshot(client, namespace, name).await?;
+        delete_snapshot(cluster, namespace, name).await?;
     }
     Ok(expired)
 }

@@ -3,11 +3,12 @@
 
 use super::{PodMount, pods_mounting};
 use crate::api::{PlannedWorkload, WorkloadKind};
+use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::ClusterError;
 use crate::cluster::patch_params;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -19,20 +20,20 @@ fn describe(kind: WorkloadKind, namespace: &str, name: &str) -> String {
 /// A workload's `spec.replicas` (1 when unset, as Kubernetes defaults it), or None when it
 /// does not exist.
 pub async fn replicas(
-    client: &Client,
+    cluster: &Cluster,
     kind: WorkloadKind,
     namespace: &str,
     name: &str,
 ) -> Result<Option<i32>, ClusterError> {
     let error = |e| ClusterError::api("reading", describe(kind, namespace, name), e);
     Ok(match kind {
-        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), namespace)
-            .get_opt(name)
+        WorkloadKind::Deployment => cluster
+            .get::<Deployment>(namespace, name)
             .await
             .map_err(error)?
             .map(|d| d.spec.replicas.unwrap_or(1)),
-        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), namespace)
-            .get_opt(name)
+        WorkloadKind::StatefulSet => cluster
+            .get::<StatefulSet>(namespace, name)
             .await
             .map_err(error)?
             .map(|s| s.spec.replicas.unwrap_or(1)),
@@ -41,24 +42,25 @@ pub async fn replicas(
 
 /// Sets a workload's replicas.
 pub async fn scale(
-    client: &Client,
+    cluster: &Cluster,
     workload: &PlannedWorkload,
     replicas: i32,
 ) -> Result<(), ClusterError> {
     let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
     let object = describe(workload.kind, &workload.namespace, &workload.name);
+    let (namespace, name) = (&workload.namespace, &workload.name);
     let result = match workload.kind {
         WorkloadKind::Deployment => {
-            Api::<Deployment>::namespaced(client.clone(), &workload.namespace)
-                .patch(&workload.name, &patch_params(), &patch)
+            Api::<Deployment>::namespaced(cluster.client().clone(), namespace)
+                .patch(name, &patch_params(), &patch)
                 .await
-                .map(|_| ())
+                .map(|written| cluster.wrote(WatchedKind::Deployment, &written))
         }
         WorkloadKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client.clone(), &workload.namespace)
-                .patch(&workload.name, &patch_params(), &patch)
+            Api::<StatefulSet>::namespaced(cluster.client().clone(), namespace)
+                .patch(name, &patch_params(), &patch)
                 .await
-                .map(|_| ())
+                .map(|written| cluster.wrote(WatchedKind::StatefulSet, &written))
         }
     };
     result.map_err(|e| ClusterError::api("scaling", object, e))
@@ -66,20 +68,33 @@ pub async fn scale(
 
 /// The pods of `namespace` that still hold any of `claims`, with their owners resolved.
 pub async fn mounts(
-    client: &Client,
+    cluster: &Cluster,
     namespace: &str,
     claims: &BTreeSet<String>,
 ) -> Result<Vec<PodMount>, ClusterError> {
     if claims.is_empty() {
         return Ok(Vec::new());
     }
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+    // Always from the API server (pods are not cached): snapshots follow once no pod holds
+    // the volumes, and a pod a lagging cache missed would still be writing to them.
+    let pods = Api::<Pod>::namespaced(cluster.client().clone(), namespace)
         .list(&ListParams::default())
         .await
         .map_err(|e| ClusterError::api("listing", format!("pods in {namespace}"), e))?;
-    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| ClusterError::api("listing", format!("ReplicaSets in {namespace}"), e))?;
-    Ok(pods_mounting(&pods.items, claims, &replica_sets.items))
+    // ReplicaSets only tell which Deployment owns a pod: not read when no pod needs them.
+    let owned_by_replica_set = pods.items.iter().any(|pod| {
+        pod.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.kind == "ReplicaSet")
+    });
+    let replica_sets = if owned_by_replica_set {
+        Api::<ReplicaSet>::namespaced(cluster.client().clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ClusterError::api("listing", format!("ReplicaSets in {namespace}"), e))?
+            .items
+    } else {
+        Vec::new()
+    };
+    Ok(pods_mounting(&pods.items, claims, &replica_sets))
 }

@@ -105,7 +105,7 @@ pub(super) async fn automatic_upgrade(
                 field_manager: Some(crate::cluster::FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            match Api::<UpgradeRequest>::namespaced(shared.ctx.client.clone(), &namespace)
+            match Api::<UpgradeRequest>::namespaced(shared.ctx.cluster.client().clone(), &namespace)
                 .create(&params, &upgrade)
                 .await
             {

@@ -71,7 +71,7 @@ pub(super) async fn publish_event(
     note: &str,
 ) {
     let recorder = Recorder::new(
-        shared.ctx.client.clone(),
+        shared.ctx.cluster.client().clone(),
         Reporter {
             controller: "fluxgate".into(),
             instance: None,

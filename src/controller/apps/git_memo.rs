@@ -39,12 +39,17 @@ pub(super) async fn git_fields(
     let chain = if git.url.is_some() && git.branch.is_some() {
         Vec::new()
     } else {
-        suspend_chain(&ctx.client, &namespace, &app.spec.source, &app.spec.suspend)
-            .await
-            .map_err(|e| {
-                let reason = chain_error_reason(&e);
-                Problem::from(e).with_reason(reason)
-            })?
+        suspend_chain(
+            &ctx.cluster,
+            &namespace,
+            &app.spec.source,
+            &app.spec.suspend,
+        )
+        .await
+        .map_err(|e| {
+            let reason = chain_error_reason(&e);
+            Problem::from(e).with_reason(reason)
+        })?
     };
     let location = crate::controller::git_access::locate(ctx, app, &chain).await?;
     let scope = Scope {

@@ -21,13 +21,13 @@ use view::reconcile;
 
 use super::Context;
 use super::renovate_input::{FILE_POLL, RenovateInput, file_changes};
+use crate::api::FluxObjectKind;
 use crate::api::{ManagedApp, Phase, RollbackRequest, SourceKind, UpgradeRequest};
-use crate::cluster::flux::ops::api_resource;
+use crate::cluster::cache::{Caches, Change, WatchedKind};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -61,23 +61,9 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
+    let client = ctx.cluster.client().clone();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let (upgrades, upgrades_writer) = reflector::store::<UpgradeRequest>();
-    let (rollbacks, rollbacks_writer) = reflector::store::<RollbackRequest>();
-    let upgrade_cache = reflector::reflector(
-        upgrades_writer,
-        watcher(Api::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let rollback_cache = reflector::reflector(
-        rollbacks_writer,
-        watcher(Api::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-
+    let caches = ctx.caches.clone();
     let renovate = &ctx.settings.renovate;
     let (configmaps, configmap_cache) = match &renovate.configmap {
         Some((namespace, name)) => {
@@ -91,112 +77,28 @@ pub async fn run(
     let shared = Arc::new(Shared {
         renovate: RenovateInput::new(renovate.clone(), configmaps, Some(ctx.metrics.clone())),
         ctx: ctx.clone(),
-        upgrades: upgrades.clone(),
-        rollbacks: rollbacks.clone(),
+        upgrades: caches.upgrades.clone(),
+        rollbacks: caches.rollbacks.clone(),
         git: Mutex::new(GitMemo::default()),
         automatic: Mutex::new(BTreeSet::new()),
         warned: Mutex::new(HashMap::new()),
     });
 
-    let controller = Controller::new(Api::<ManagedApp>::all(client.clone()), Default::default())
+    // A new revision fetched by Flux may change any app's versions (which app uses which
+    // GitRepository is not known without reading the chain): every app wakes, but only
+    // when the revision changes, not on every status update.
+    let revisions = Mutex::new(HashMap::<(String, String), String>::new());
+    let wakes = {
+        let caches = caches.clone();
+        caches.changes().flat_map(move |change| {
+            futures::stream::iter(apps_woken_by(&caches, &change, &revisions))
+        })
+    };
+    let mut controller = Controller::for_stream(futures::stream::pending(), caches.apps.clone())
         .with_config(
             kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
-        );
-    let apps = controller.store();
-    let mut controller = controller
-        .watches(
-            Api::<UpgradeRequest>::all(client.clone()),
-            Default::default(),
-            |upgrade: UpgradeRequest| {
-                let phase = upgrade.status.as_ref().and_then(|s| s.phase);
-                let namespace = upgrade.namespace().filter(|_| starts_or_ends(phase))?;
-                Some(ObjectRef::new(&upgrade.spec.managed_app).within(&namespace))
-            },
         )
-        .watches(
-            Api::<RollbackRequest>::all(client.clone()),
-            Default::default(),
-            {
-                let upgrades = upgrades.clone();
-                move |rollback: RollbackRequest| {
-                    let phase = rollback.status.as_ref().and_then(|s| s.phase);
-                    if !starts_or_ends(phase) {
-                        return None;
-                    }
-                    let ns = rollback.namespace()?;
-                    let upgrade = upgrades
-                        .get(&ObjectRef::new(&rollback.spec.upgrade_request).within(&ns))?;
-                    Some(ObjectRef::new(&upgrade.spec.managed_app).within(&ns))
-                }
-            },
-        )
-        .watches(
-            Api::<StatefulSet>::all(client.clone()),
-            Default::default(),
-            {
-                let apps = apps.clone();
-                move |o: StatefulSet| deployed_by(&apps.state(), o.labels(), o.namespace())
-            },
-        )
-        .watches(
-            Api::<Deployment>::all(client.clone()),
-            Default::default(),
-            {
-                let apps = apps.clone();
-                move |o: Deployment| deployed_by(&apps.state(), o.labels(), o.namespace())
-            },
-        );
-    for kind in [SourceKind::HelmRelease, SourceKind::Kustomization] {
-        let resource = api_resource(match kind {
-            SourceKind::HelmRelease => crate::api::FluxObjectKind::HelmRelease,
-            SourceKind::Kustomization => crate::api::FluxObjectKind::Kustomization,
-        });
-        let apps = apps.clone();
-        controller = controller.watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &resource),
-            resource,
-            Default::default(),
-            move |o: DynamicObject| {
-                let (name, namespace) = (o.name_any(), o.namespace().unwrap_or_default());
-                apps.state()
-                    .iter()
-                    .filter(|a| idle(a))
-                    .filter(|a| {
-                        a.spec.source.kind == kind
-                            && a.spec.source.name == name
-                            && a.source_namespace() == namespace
-                    })
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
-    }
-    // A new revision fetched by Flux may change any app's versions (which app uses which
-    // GitRepository is not known without reading the chain): wake every app, but only when
-    // the revision changes, not on every status update.
-    let revisions = Mutex::new(HashMap::<(String, String), String>::new());
-    let resource = api_resource(crate::api::FluxObjectKind::GitRepository);
-    controller = controller.watches_with(
-        Api::<DynamicObject>::all_with(client.clone(), &resource),
-        resource,
-        Default::default(),
-        {
-            let apps = apps.clone();
-            move |o: DynamicObject| {
-                let revision = o.data["status"]["artifact"]["revision"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let key = (o.namespace().unwrap_or_default(), o.name_any());
-                let mut seen = revisions.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.get(&key) == Some(&revision) {
-                    return Vec::new();
-                }
-                seen.insert(key, revision);
-                all_apps(&apps)
-            }
-        },
-    );
+        .reconcile_on(wakes);
     if let Some((writer, api, config)) = configmap_cache {
         // The ConfigMap's own watch feeds both the cache and the wake-ups of every app.
         let cache = reflector::reflector(writer, watcher(api, config))
@@ -208,22 +110,114 @@ pub async fn run(
     if let Some(path) = &renovate.file {
         controller = controller.reconcile_all_on(file_changes(path.clone(), FILE_POLL));
     }
-    let gauge = keep_active_gauge(ctx.clone(), upgrades.clone(), rollbacks.clone());
-    let caches = async {
-        futures::join!(
-            upgrade_cache.for_each(|_| async {}),
-            rollback_cache.for_each(|_| async {})
-        );
-    };
+    let gauge = keep_active_gauge(
+        ctx.clone(),
+        caches.upgrades.clone(),
+        caches.rollbacks.clone(),
+    );
     let controller = controller
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, shared)
         .for_each(|_| async {});
     tokio::select! {
         _ = controller => {}
-        _ = caches => {}
         _ = gauge => {}
         _ = shutdown => {}
+    }
+}
+
+/// The apps a change concerns: the app itself; the app of a request that starts or ends
+/// (or of every app of its namespace, for a request deleted); the idle apps whose Flux
+/// object changed or deployed a changed workload; every app when a GitRepository serves a
+/// new revision, or after a relist.
+fn apps_woken_by(
+    caches: &Caches,
+    change: &Change,
+    revisions: &Mutex<HashMap<(String, String), String>>,
+) -> Vec<ObjectRef<ManagedApp>> {
+    let apps = caches.apps.state();
+    let Change::Object {
+        kind,
+        namespace,
+        name,
+        labels,
+    } = change
+    else {
+        return all_apps(&apps);
+    };
+    let in_namespace = || -> Vec<ObjectRef<ManagedApp>> {
+        apps.iter()
+            .filter(|a| a.namespace().as_deref() == Some(namespace))
+            .map(|a| ObjectRef::from_obj(a.as_ref()))
+            .collect()
+    };
+    match kind {
+        WatchedKind::ManagedApp => vec![ObjectRef::new(name).within(namespace)],
+        WatchedKind::UpgradeRequest => {
+            match caches.upgrades.get(&ObjectRef::new(name).within(namespace)) {
+                Some(upgrade) => starts_or_ends(upgrade.status.as_ref().and_then(|s| s.phase))
+                    .then(|| ObjectRef::new(&upgrade.spec.managed_app).within(namespace))
+                    .into_iter()
+                    .collect(),
+                None => in_namespace(),
+            }
+        }
+        WatchedKind::RollbackRequest => match caches
+            .rollbacks
+            .get(&ObjectRef::new(name).within(namespace))
+        {
+            Some(rollback) => {
+                if !starts_or_ends(rollback.status.as_ref().and_then(|s| s.phase)) {
+                    return Vec::new();
+                }
+                let upgrade = ObjectRef::new(&rollback.spec.upgrade_request).within(namespace);
+                caches
+                    .upgrades
+                    .get(&upgrade)
+                    .map(|u| ObjectRef::new(&u.spec.managed_app).within(namespace))
+                    .into_iter()
+                    .collect()
+            }
+            None => in_namespace(),
+        },
+        WatchedKind::StatefulSet | WatchedKind::Deployment => {
+            deployed_by(&apps, labels, Some(namespace.clone()))
+        }
+        WatchedKind::HelmRelease | WatchedKind::Kustomization => {
+            let source_kind = if *kind == WatchedKind::HelmRelease {
+                SourceKind::HelmRelease
+            } else {
+                SourceKind::Kustomization
+            };
+            apps.iter()
+                .filter(|a| idle(a))
+                .filter(|a| {
+                    a.spec.source.kind == source_kind
+                        && a.spec.source.name == *name
+                        && a.source_namespace() == *namespace
+                })
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect()
+        }
+        WatchedKind::GitRepository => {
+            let revision = caches
+                .flux_object(FluxObjectKind::GitRepository, namespace, name)
+                .and_then(|o| {
+                    o.data["status"]["artifact"]["revision"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            let mut seen = revisions.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.get(&(namespace.clone(), name.clone())) == Some(&revision) {
+                return Vec::new();
+            }
+            seen.insert((namespace.clone(), name.clone()), revision);
+            all_apps(&apps)
+        }
+        WatchedKind::VolumeSnapshot | WatchedKind::Pod | WatchedKind::PersistentVolumeClaim => {
+            Vec::new()
+        }
     }
 }
 
@@ -283,9 +277,8 @@ fn idle(app: &ManagedApp) -> bool {
         .is_none_or(|s| s.active_operation.is_none())
 }
 
-fn all_apps(apps: &Store<ManagedApp>) -> Vec<ObjectRef<ManagedApp>> {
-    apps.state()
-        .iter()
+fn all_apps(apps: &[Arc<ManagedApp>]) -> Vec<ObjectRef<ManagedApp>> {
+    apps.iter()
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }

@@ -10,7 +10,7 @@ use crate::controller::app_status::holder_exists;
 
 use crate::api::conditions::{READY, condition, set_condition};
 use crate::api::{ManagedApp, ManagedAppStatus, OperationKind, versions_summary};
-use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
+use crate::cluster::discovery::ops::discover_workloads;
 use crate::cluster::health::ops::app_health;
 use crate::controller::Context;
 use crate::controller::app_status::update_status;
@@ -156,7 +156,7 @@ pub(super) async fn reconcile(
                 .any(|r| r.metadata.uid.as_deref() == Some(active.uid.as_str())),
         };
         if !cached
-            && !holder_exists(&ctx.client, &namespace, active)
+            && !holder_exists(&ctx.cluster, &namespace, active)
                 .await
                 .map_err(|p| AppError(p.message))?
         {
@@ -175,7 +175,7 @@ pub(super) async fn reconcile(
     apply(&mut next, &view, app.metadata.generation);
     if next != status {
         let generation = app.metadata.generation;
-        update_status(&ctx.client, &namespace, &name, |fresh| {
+        update_status(&ctx.cluster, &namespace, &name, |fresh| {
             let before = fresh.clone();
             apply(fresh, &view, generation);
             Ok(*fresh != before)
@@ -281,23 +281,22 @@ pub(super) async fn health(
     let source_namespace = app.source_namespace();
     let problem =
         |reason: &str, e: crate::cluster::error::ClusterError| Problem::from(e).with_reason(reason);
-    let inventory = discover_app(
-        &ctx.client,
+    let workloads = discover_workloads(
+        &ctx.cluster,
         app.spec.source.kind,
         &source_namespace,
         &app.spec.source.name,
-        &VolumeSelection::default(),
     )
     .await
     .map_err(|e| problem("DiscoveryFailed", e))?;
     app_health(
-        &ctx.client,
+        &ctx.cluster,
         (
             app.spec.source.kind,
             source_namespace.as_str(),
             app.spec.source.name.as_str(),
         ),
-        &inventory.workloads,
+        &workloads,
         &app.spec.health.checks,
         namespace,
     )
