@@ -15,7 +15,7 @@
 //! - dry-run leaves workloads scaled down: `dry_run_and_cancel.rs::a_dry_run_checks_and_cycles_but_changes_nothing`;
 //! - the finalizer cleans nothing: `dry_run_and_cancel.rs::deleting_a_running_upgrade_puts_everything_back_before_it_goes`,
 //!   `invariants.rs::deleting_a_running_request_puts_flux_and_replicas_back_before_it_goes`;
-//! - two requests on one app interleave: `invariants.rs::a_second_request_for_the_app_waits_queued_then_runs`;
+//! - two requests on one app interleave: `queueing.rs::f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_first`;
 //! - a status-write failure after a commit or snapshot repeats the side effect:
 //!   `invariants.rs::a_failed_status_write_after_each_side_effect_repeats_none_of_them` and
 //!   `crash_matrix.rs`.
