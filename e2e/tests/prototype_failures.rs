@@ -24,21 +24,22 @@
 //! after scale-down — through the whole loop, with an app that has no pod at all.
 
 use e2e::checks::{commits_of, snapshots_of};
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, wait_until};
+use fluxgate::demo::world::wait_until;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_are_snapshotted_even_when_no_pod_runs() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     // Someone scaled the app to zero: no pod mounts the volumes, so pod-based discovery
     // would find none.
-    Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
+    e2e::api::<StatefulSet>(&story)
         .patch(
             "db",
             &PatchParams::default(),
@@ -46,14 +47,8 @@ async fn volumes_are_snapshotted_even_when_no_pod_runs() {
         )
         .await
         .unwrap();
-    let pods = Api::<Pod>::namespaced(story.client.clone(), "apps");
     wait_until("every pod to go", Duration::from_secs(30), async || {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
+        then::pods(&story, "").await.is_empty().then_some(())
     })
     .await
     .unwrap();
