@@ -6,10 +6,11 @@
 //! client is never faulted, so such a failure is a broken world, not a state to wait out.
 
 use crate::api;
-use fluxgate::api::{FluxObjectKind, Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::api::conditions::{READY, find_condition};
+use fluxgate::api::{FluxObjectKind, ManagedAppStatus, Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
-use fluxgate::demo::world::DemoWorld;
+use fluxgate::demo::world::{DemoWorld, wait_until};
 use fluxgate::renovate::policy::AUTOMATIC_LABEL;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -19,6 +20,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::time::Duration;
 
 async fn get_opt<K>(story: &DemoWorld, name: &str) -> Option<K>
 where
@@ -168,4 +170,21 @@ pub async fn served_revision(
     source.data["status"]["artifact"]["revision"]
         .as_str()
         .map(str::to_owned)
+}
+
+/// ManagedApp `db`'s status once its controller has looked at it (it has a `Ready`
+/// condition, whatever it says); panics after 20 s.
+pub async fn settled_app_status(story: &DemoWorld) -> ManagedAppStatus {
+    wait_until(
+        "the ManagedApp's status",
+        Duration::from_secs(20),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            find_condition(&status.conditions, READY)
+                .is_some()
+                .then_some(status)
+        },
+    )
+    .await
+    .unwrap()
 }

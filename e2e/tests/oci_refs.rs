@@ -8,9 +8,8 @@
 
 use e2e::given::{app, upgrade};
 use e2e::then;
-use fluxgate::api::conditions::{READY, find_condition};
-use fluxgate::api::{FluxObjectKind, ManagedAppStatus, Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
+use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use sim::oci_source::manifest_digest;
 use std::time::Duration;
 
@@ -32,23 +31,6 @@ fn pinned(tag: &str, digest: &str) -> String {
 
 async fn served_revision(story: &DemoWorld, name: &str) -> Option<String> {
     then::served_revision(story, FluxObjectKind::OciRepository, "apps", name).await
-}
-
-/// The ManagedApp's status once its controller has looked at it (it has a `Ready`
-/// condition, whatever it says).
-async fn settled_status(story: &DemoWorld) -> ManagedAppStatus {
-    wait_until(
-        "the ManagedApp's status",
-        Duration::from_secs(20),
-        async || {
-            let status = story.app().await.ok()?.status?;
-            find_condition(&status.conditions, READY)
-                .is_some()
-                .then_some(status)
-        },
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +71,7 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
         );
     }
     assert_eq!(story.git.log().unwrap().len(), 1, "nothing committed");
-    let app = settled_status(&story).await;
+    let app = then::settled_app_status(&story).await;
     assert_eq!(
         app.current_versions.get("chart"),
         Some(&format!("1.4.0@{old}")),

@@ -7,9 +7,8 @@
 
 use e2e::given::{app, upgrade, version_field};
 use e2e::then;
-use fluxgate::api::conditions::{READY, find_condition};
-use fluxgate::api::{ManagedAppStatus, Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
+use fluxgate::api::{Phase, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use std::time::Duration;
 
 const FILE: &str = "clusters/prod/db.yaml";
@@ -44,23 +43,6 @@ fn anchored(tag: &str) -> String {
 
 async fn running_image(story: &DemoWorld) -> Option<String> {
     then::running_image(story, "db").await
-}
-
-/// The ManagedApp's status once its controller has looked at it (it has a `Ready`
-/// condition, whatever it says).
-async fn settled_status(story: &DemoWorld) -> ManagedAppStatus {
-    wait_until(
-        "the ManagedApp's status",
-        Duration::from_secs(20),
-        async || {
-            let status = story.app().await.ok()?.status?;
-            find_condition(&status.conditions, READY)
-                .is_some()
-                .then_some(status)
-        },
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +103,7 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
         "a dry run commits nothing"
     );
 
-    let app = settled_status(&story).await;
+    let app = then::settled_app_status(&story).await;
     assert_eq!(
         app.current_versions.get("image").map(String::as_str),
         Some("16.4.0"),
