@@ -36,14 +36,15 @@ async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_firs
         .uid()
         .unwrap();
     wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
-    let queued = wait_phase(&story, "db-1-6-0", Phase::Queued, Duration::from_secs(60)).await;
+    wait_phase(&story, "db-1-6-0", Phase::Queued, Duration::from_secs(60)).await;
     // Queued, and (once the first holds the app's lock) saying what it waits for.
-    wait_until(
+    let queued = wait_until(
         "the second request to queue behind the first while it runs",
         Duration::from_secs(30),
         async || {
             let first = then::upgrade_request(&story, "db-1-5-0").await?.status?;
-            let second = then::upgrade_request(&story, "db-1-6-0").await?.status?;
+            let queued = then::upgrade_request(&story, "db-1-6-0").await?;
+            let second = queued.status.as_ref()?;
             let first_running = first
                 .phase
                 .is_some_and(|p| !p.is_terminal() && p != Phase::Queued);
@@ -51,7 +52,7 @@ async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_firs
                 .conditions
                 .iter()
                 .any(|c| c.message.contains("db-1-5-0"));
-            (first_running && second.phase == Some(Phase::Queued) && says_why).then_some(())
+            (first_running && second.phase == Some(Phase::Queued) && says_why).then_some(queued)
         },
     )
     .await
