@@ -1,9 +1,28 @@
 //! e2e: end-to-end stories for Fluxgate, run through the real controller loop against
-//! kubesim and the simulated world (`tests/`), the checks the invariant, crash and fault
-//! tests share (`checks`), the benchmarks that measure it (`src/bin/`), and the Helm chart
+//! kubesim and the simulated world (`tests/`), told in one vocabulary: what a story starts
+//! from and asks for (`given`), what happens to the world meanwhile (`when`), what it reads
+//! back to check (`then`), and the end-state checks the invariant, crash and fault tests
+//! share (`checks`). Also the benchmarks that measure it (`src/bin/`) and the Helm chart
 //! rendered with real Helm (`chart`). Story (a) also runs against a real cluster when
 //! `FLUXGATE_E2E_KUBECONFIG` is set (`tests/real_cluster.rs`, set up as the README says);
 //! without it that test reports itself skipped.
 
 pub mod chart;
 pub mod checks;
+pub mod given;
+pub mod then;
+pub mod when;
+
+use fluxgate::demo::world::DemoWorld;
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
+use kube::api::Api;
+
+/// The story's objects of kind `K` in namespace `apps`, for a one-off read or write that no
+/// `given`, `when` or `then` helper names.
+pub fn api<K>(story: &DemoWorld) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    Api::namespaced(story.client.clone(), given::NAMESPACE)
+}

@@ -5,11 +5,11 @@
 //! afterwards), nothing lost (Git unchanged, volumes intact, Flux not left suspended).
 
 use base64::Engine as _;
+use e2e::checks::replicas;
+use e2e::given::{NewApp, app, helm_release, managed_app, upgrade};
+use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, GIT_SECRET};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kubesim::KubeSim;
 use serde_json::{Value, json};
@@ -77,7 +77,9 @@ async fn apply(kube: &KubeSim, object: &Value, kubectl: bool) -> Result<(), Stri
     result.map(|_| ()).map_err(|e| e.to_string())
 }
 
-fn managed_app(spec: Value) -> Value {
+/// ManagedApp `bad` with `spec` merged over a valid one, as JSON: the invalid specs below
+/// cannot be written with the API's types.
+fn invalid_app(spec: Value) -> Value {
     let mut base = json!({"source": {"kind": "HelmRelease", "name": "db"},
                           "git": {"file": "clusters/prod/db.yaml"}});
     json_merge(&mut base, &spec);
@@ -112,36 +114,36 @@ async fn j_invalid_objects_are_refused_at_apply_naming_the_field() {
     let cases: Vec<(&str, Value, &[&str])> = vec![
         (
             "git.file climbing out of the repository",
-            managed_app(json!({"git": {"file": "../secrets/db.yaml"}})),
+            invalid_app(json!({"git": {"file": "../secrets/db.yaml"}})),
             &["spec.git.file", ".."],
         ),
         (
             "an absolute git.file",
-            managed_app(json!({"git": {"file": "/etc/passwd"}})),
+            invalid_app(json!({"git": {"file": "/etc/passwd"}})),
             &["spec.git.file"],
         ),
         (
             "a version file climbing out",
-            managed_app(
+            invalid_app(
                 json!({"versions": [{"name": "chart", "path": ".spec.ref.tag", "file": "apps/../../x.yaml"}]}),
             ),
             &["spec.versions[0].file"],
         ),
         (
             "two version fields with one name",
-            managed_app(
+            invalid_app(
                 json!({"versions": [{"name": "chart", "path": ".a"}, {"name": "chart", "path": ".b"}]}),
             ),
             &["spec.versions"],
         ),
         (
             "an unknown failure policy",
-            managed_app(json!({"rollback": {"onFailure": "Explode"}})),
+            invalid_app(json!({"rollback": {"onFailure": "Explode"}})),
             &["spec.rollback.onFailure", "Explode"],
         ),
         (
             "a source kind Flux does not have",
-            managed_app(json!({"source": {"kind": "Deployment", "name": "db"}})),
+            invalid_app(json!({"source": {"kind": "Deployment", "name": "db"}})),
             &["spec.source.kind"],
         ),
         (
@@ -167,9 +169,7 @@ async fn j_invalid_objects_are_refused_at_apply_naming_the_field() {
         }
     }
     // A request's spec cannot change once it exists.
-    let upgrade = json!({"apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-                         "metadata": {"name": "db-1-5-0", "namespace": "apps"},
-                         "spec": {"managedApp": "db", "version": "v1.5.0"}});
+    let upgrade = serde_json::to_value(upgrade("db-1-5-0").to_version("v1.5.0").build()).unwrap();
     apply(&kube, &upgrade, kubectl).await.unwrap();
     let mut changed = upgrade.clone();
     changed["spec"]["version"] = json!("v9.9.9");
@@ -193,29 +193,22 @@ async fn upgrade_of(
     app: &str,
     version: &str,
 ) -> fluxgate::api::RequestStatus {
-    story
-        .request(name, json!({"managedApp": app, "version": version}))
+    upgrade(name)
+        .of_app(app)
+        .to_version(version)
+        .create(story)
         .await
         .unwrap();
     let done: UpgradeRequest = story.finished(name, Duration::from_secs(60)).await.unwrap();
     done.status.unwrap()
 }
 
-async fn create_app(story: &DemoWorld, name: &str, spec: Value) {
-    let mut base = json!({"source": {"kind": "HelmRelease", "name": "db"},
-                          "git": {"file": APP_FILE, "url": story.git.http_url().unwrap(), "branch": "main",
-                                  "secretRef": {"name": GIT_SECRET}},
-                          "health": {"stabilization": "1s"}});
-    json_merge(&mut base, &spec);
-    let app: fluxgate::api::ManagedApp = serde_json::from_value(json!({
-        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
-        "metadata": {"name": name, "namespace": "apps"}, "spec": base
-    }))
-    .unwrap();
-    Api::<fluxgate::api::ManagedApp>::namespaced(story.client.clone(), "apps")
-        .create(&PostParams::default(), &app)
-        .await
-        .unwrap();
+/// ManagedApp `name` of HelmRelease `release` with its versions in `file`, pushing as the
+/// world's own app does.
+fn fleet_app(story: &DemoWorld, name: &str, release: &str, file: &str) -> NewApp {
+    managed_app(name, release, file)
+        .pushing_to(&story.git.http_url().unwrap(), "main", GIT_SECRET)
+        .stabilization("1s")
 }
 
 /// What must never be lost whatever the input: Git as it was, both volumes, Flux resumed,
@@ -227,10 +220,7 @@ async fn nothing_lost(story: &DemoWorld, commits: usize, case: &str) {
         "{case}: Git unchanged"
     );
     for pvc in ["data-db-0", "data-db-1"] {
-        let claim = Api::<PersistentVolumeClaim>::namespaced(story.client.clone(), "apps")
-            .get(pvc)
-            .await
-            .unwrap();
+        let claim = then::claim(story, pvc).await;
         assert!(
             claim.metadata.deletion_timestamp.is_none(),
             "{case}: {pvc} intact"
@@ -240,17 +230,12 @@ async fn nothing_lost(story: &DemoWorld, commits: usize, case: &str) {
         (FluxObjectKind::Kustomization, "flux-system", "flux-system"),
         (FluxObjectKind::HelmRelease, "apps", "db"),
     ] {
-        let object = get(&story.cluster(), kind, namespace, name)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(!is_suspended(&object), "{case}: {kind:?} {name} resumed");
+        assert!(
+            then::resumed(story, kind, namespace, name).await,
+            "{case}: {kind:?} {name} resumed"
+        );
     }
-    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
-        .get("db")
-        .await
-        .unwrap();
-    assert_eq!(sts.spec.replicas, Some(2), "{case}: replicas");
+    assert_eq!(replicas(story).await, Some(2), "{case}: replicas");
 }
 
 fn failed_at_admit(
@@ -312,7 +297,7 @@ fn gzip_bomb_secret(release: &str) -> Value {
 async fn j_bad_input_at_run_time_fails_clearly_and_loses_nothing() {
     let story = DemoWorld::start_fleet(
         Fleet::new()
-            .helm_app("db", "v1.4.0", 2, json!({}))
+            .helm_app("db", "v1.4.0", 2, app().into())
             .http_credentials("fluxgate", "t0ken"),
     )
     .await
@@ -320,7 +305,10 @@ async fn j_bad_input_at_run_time_fails_clearly_and_loses_nothing() {
     let mut commits = story.git.log().unwrap().len();
 
     // A Flux object that does not exist.
-    create_app(&story, "ghost", json!({"source": {"name": "ghost"}})).await;
+    fleet_app(&story, "ghost", "ghost", APP_FILE)
+        .create(&story)
+        .await
+        .unwrap();
     let status = upgrade_of(&story, "ghost-1", "ghost", "v1.5.0").await;
     failed_at_admit(
         &status,
@@ -336,12 +324,10 @@ async fn j_bad_input_at_run_time_fails_clearly_and_loses_nothing() {
         .push_commit(&[("clusters/bombs/db.yaml", &yaml_bomb())], "A bomb")
         .unwrap();
     commits += 1;
-    create_app(
-        &story,
-        "bomb",
-        json!({"git": {"file": "clusters/bombs/db.yaml"}}),
-    )
-    .await;
+    fleet_app(&story, "bomb", "db", "clusters/bombs/db.yaml")
+        .create(&story)
+        .await
+        .unwrap();
     let status = upgrade_of(&story, "bomb-1", "bomb", "1.5.0").await;
     failed_at_admit(
         &status,
@@ -363,23 +349,19 @@ async fn j_bad_input_at_run_time_fails_clearly_and_loses_nothing() {
         )
         .unwrap();
     commits += 1;
-    sim::seed::put(
-        &story.client,
-        json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
-               "metadata": {"name": "legacy", "namespace": "apps"},
-               "spec": {"interval": "10m", "chartRef": {"kind": "OCIRepository", "name": "nowhere"}}}),
-    )
-    .await
-    .unwrap();
+    let legacy = helm_release("legacy")
+        .chart_from_oci_repository("nowhere")
+        .build();
+    sim::seed::put(&story.client, serde_json::to_value(legacy).unwrap())
+        .await
+        .unwrap();
     sim::seed::put(&story.client, gzip_bomb_secret("legacy"))
         .await
         .unwrap();
-    create_app(
-        &story,
-        "legacy",
-        json!({"source": {"name": "legacy"}, "git": {"file": "clusters/legacy/release.yaml"}}),
-    )
-    .await;
+    fleet_app(&story, "legacy", "legacy", "clusters/legacy/release.yaml")
+        .create(&story)
+        .await
+        .unwrap();
     let status = upgrade_of(&story, "legacy-1", "legacy", "1.1.0").await;
     failed_at_admit(
         &status,

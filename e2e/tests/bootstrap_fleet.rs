@@ -6,18 +6,18 @@
 //! its versions from Git meanwhile.
 
 use e2e::checks::{flux_resumed, snapshots_of};
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::get;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
 use kube::ResourceExt;
-use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works() {
     let story = DemoWorld::start_fleet(
         Fleet::new()
-            .helm_app("db", "v1.4.0", 2, json!({}))
+            .helm_app("db", "v1.4.0", 2, app().into())
             .apps_follow_flux(),
     )
     .await
@@ -37,14 +37,13 @@ async fn an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works() {
         "the root Kustomization to apply its own manifest",
         Duration::from_secs(30),
         async || {
-            let root = get(
-                &story.cluster(),
+            let root = then::flux_object(
+                &story,
                 FluxObjectKind::Kustomization,
                 "flux-system",
                 "flux-system",
             )
-            .await
-            .ok()??;
+            .await;
             root.labels()
                 .contains_key("kustomize.toolkit.fluxcd.io/name")
                 .then_some(root)

@@ -7,13 +7,12 @@
 //! be justified below.
 
 use e2e::chart::{self, Access, Rule};
-use fluxgate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
+use e2e::given::{app, auto_update, renovate_report, renovate_repository, upgrade};
+use e2e::then;
+use e2e::when::{self, RENOVATE_CONFIGMAP};
+use fluxgate::api::{AutoUpdate, Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::controller::leader::Leadership;
-use fluxgate::controller::renovate_input::RenovateSettings;
-use fluxgate::demo::world::{APP_FILE, DemoWorld, operator_client, wait_until};
-use fluxgate::renovate::policy::AUTOMATIC_LABEL;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use fluxgate::demo::world::{operator_client, wait_until};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -109,55 +108,23 @@ fn log_access(record: &kubesim::RequestRecord) -> Option<Access> {
 }
 
 /// Where the story's Renovate output lives; the chart is rendered with the same values.
-const RENOVATE_NAMESPACE: &str = "apps";
-const RENOVATE_CONFIGMAP: &str = "renovate-output";
-
-/// Renovate's report offering `update` (a patch) of the app's chart tag at `current`.
-fn renovate_report(story: &DemoWorld, current: &str, update: &str) -> String {
-    // Renovate names a repository by its path on the host: the `file://` URL's path here.
-    let repository = story
-        .git
-        .file_url()
-        .trim_start_matches("file://")
-        .trim_start_matches('/')
-        .trim_end_matches(".git")
-        .to_owned();
-    json!({"repositories": {repository: {"problems": [], "packageFiles": {"flux": [
-        {"packageFile": APP_FILE, "deps": [
-            {"depName": "ghcr.io/example/charts/db", "currentValue": current,
-             "datasource": "docker", "updates": [{"newValue": update, "updateType": "patch"}]}]}]}}}})
-    .to_string()
-}
+const RENOVATE_NAMESPACE: &str = RENOVATE_CONFIGMAP.0;
+const RENOVATE_CONFIGMAP_NAME: &str = RENOVATE_CONFIGMAP.1;
 
 /// Runs every story the operator has and returns what it asked the API server for: the
 /// start-up API check, leader election, the ManagedApp controller reading Renovate's
 /// ConfigMap, a dry run, an upgrade, an upgrade that rolls back on its own and an
 /// automatic upgrade.
 async fn operator_accesses() -> BTreeSet<Access> {
-    let mut story = DemoWorld::start(
-        "v1.4.0",
-        json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
-    )
-    .await
-    .unwrap();
-    story.kill_operator().await;
-    story.settings.renovate = RenovateSettings {
-        configmap: Some((RENOVATE_NAMESPACE.into(), RENOVATE_CONFIGMAP.into())),
-        file: None,
-    };
-    story.start_operator().unwrap();
+    let mut story = app().health_timeout("5s").running_at("v1.4.0").await;
+    when::operator_reads_renovate(&mut story, when::renovate_configmap()).await;
 
     // What `fluxgate run` does before the controllers start.
     let operator = operator_client(&story.kube).unwrap();
     fluxgate::cluster::required_apis::check_required_apis(&operator, &story.kube.base_url())
         .await
         .unwrap();
-    let namespace: Namespace = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": chart::RELEASE_NAMESPACE}}),
-    )
-    .unwrap();
-    Api::<Namespace>::all(story.client.clone())
-        .create(&PostParams::default(), &namespace)
+    sim::seed::namespace(&story.client, chart::RELEASE_NAMESPACE)
         .await
         .unwrap();
     let mut leadership = Leadership::join(operator, chart::RELEASE_NAMESPACE, "fluxgate-0")
@@ -169,14 +136,12 @@ async fn operator_accesses() -> BTreeSet<Access> {
         .unwrap();
     leadership.release().await;
 
-    let requests = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
-    let dry: UpgradeRequest = serde_json::from_value(json!({
-        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-        "metadata": {"name": "db-dry", "namespace": "apps"},
-        "spec": {"managedApp": "db", "version": "v1.5.0", "dryRun": true}
-    }))
-    .unwrap();
-    requests.create(&PostParams::default(), &dry).await.unwrap();
+    upgrade("db-dry")
+        .to_version("v1.5.0")
+        .dry_run()
+        .create(&story)
+        .await
+        .unwrap();
     let dry: UpgradeRequest = story
         .finished("db-dry", Duration::from_secs(60))
         .await
@@ -204,34 +169,18 @@ async fn operator_accesses() -> BTreeSet<Access> {
     assert_eq!(failed.status.unwrap().phase, Some(Phase::RolledBack));
 
     // Renovate offers a patch; the app takes patches automatically, any time.
-    let report: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": RENOVATE_CONFIGMAP, "namespace": RENOVATE_NAMESPACE},
-        "data": {"report.json": renovate_report(&story, "v1.5.0", "v1.5.1")}
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(story.client.clone(), RENOVATE_NAMESPACE)
-        .create(&PostParams::default(), &report)
-        .await
-        .unwrap();
-    Api::<ManagedApp>::namespaced(story.client.clone(), "apps")
-        .patch(
-            "db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"updatePolicy": {"auto": "patch",
-                "window": {"schedule": "* * * * *", "duration": "1h"}}}})),
-        )
-        .await
-        .unwrap();
+    let report = renovate_report(
+        &renovate_repository(&story),
+        "v1.5.0",
+        &[("v1.5.1", "patch")],
+    );
+    when::renovate_writes(&story, &report).await;
+    when::update_policy_set(&story, &auto_update(AutoUpdate::Patch, "* * * * *", "1h")).await;
     let automatic = wait_until(
         "the automatic upgrade to finish",
         Duration::from_secs(120),
         async || {
-            let list = requests
-                .list(&ListParams::default().labels(AUTOMATIC_LABEL))
-                .await
-                .ok()?;
-            let upgrade = list.items.into_iter().next()?;
+            let upgrade = then::automatic_upgrades(&story).await.into_iter().next()?;
             let phase = upgrade.status.as_ref()?.phase?;
             phase.is_terminal().then_some(phase)
         },
@@ -274,7 +223,7 @@ async fn the_chart_allows_every_request_the_operator_sends_and_nothing_unused() 
     let objects = chart::render(
         &python,
         None,
-        &json!({"renovate": {"configMap": {"namespace": RENOVATE_NAMESPACE, "name": RENOVATE_CONFIGMAP}}}),
+        &json!({"renovate": {"configMap": {"namespace": RENOVATE_NAMESPACE, "name": RENOVATE_CONFIGMAP_NAME}}}),
     )
     .unwrap();
     let service_account = chart::service_account(&objects).unwrap();

@@ -13,6 +13,7 @@
 //! limits the points (for debugging one).
 
 use e2e::checks::{content_tokens, describe, operator_writes, rollback_problems, upgrade_problems};
+use e2e::given::app;
 use fluxgate::api::UpgradeRequest;
 use fluxgate::demo::world::DemoWorld;
 use futures::StreamExt;
@@ -39,13 +40,13 @@ impl Story {
     }
 
     async fn world(self) -> DemoWorld {
-        let spec = match self {
-            Story::Upgrade => json!({}),
+        let settings = match self {
+            Story::Upgrade => app(),
             // Verify's timeout is the rollback's too: 20 s leaves room for a restart; the bad
             // version fails through helm-controller giving up, well before it.
-            Story::Rollback => json!({"health": {"timeout": "20s", "stabilization": "1s"}}),
+            Story::Rollback => app().health_timeout("20s"),
         };
-        let story = DemoWorld::start("v1.4.0", spec).await.unwrap();
+        let story = settings.running_at("v1.4.0").await;
         if self == Story::Rollback {
             story.world.failures.fail_chart_version("v2.0.0");
         }
@@ -84,7 +85,8 @@ async fn clean_run(story_kind: Story) -> (Vec<RequestRecord>, Duration) {
         problems.is_empty(),
         "the clean {story_kind:?} run: {problems:#?}"
     );
-    // Let the last writes (finalizer, Events) land.
+    // Deliberate settling: the last writes (finalizer, Events) land after the request is
+    // finished, and no state says when the last one has; the matrix is this list.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let writes = story.kube.requests(&operator_writes());
     story.stop().await;
@@ -117,12 +119,15 @@ async fn crash_after(story_kind: Story, k: usize) -> Point {
         // Requests count as held for a moment even when a permit lets them through: the
         // crash point is reached once k passed and another waits.
         if gate.wait_held(1, Duration::from_millis(200)).await && gate.passed() >= k {
+            // Kill timing: a permit's request shows as held for a moment, so look again
+            // a few milliseconds later before calling this the crash point.
             tokio::time::sleep(Duration::from_millis(5)).await;
             if gate.held() >= 1 && gate.passed() == k {
                 reached = true;
                 break;
             }
         } else if gate.held() > 0 {
+            // Kill timing: a held request is passing a permit; let it through at once.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let done = story
@@ -156,11 +161,13 @@ async fn crash_after(story_kind: Story, k: usize) -> Point {
     gate.fail(gate.held(), 503);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while gate.held() > 0 {
+            // Polled faster than wait_until: the points run by the hundred.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
     gate.open();
+    // Deliberate settling: the failed held write reaches the request log just after.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let writes = story.kube.requests(&operator_writes());
     let last = if reached {

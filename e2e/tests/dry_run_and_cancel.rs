@@ -4,26 +4,21 @@
 //! before the object goes, and Git is untouched.
 
 use e2e::checks::{flux_and_replicas, wait_phase};
+use e2e::given::{app, upgrade};
+use e2e::{then, when};
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::cluster::snapshots::VolumeSnapshot;
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use serde_json::json;
+use fluxgate::demo::world::{APP_FILE, app_manifest, wait_until};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     let before = flux_and_replicas(&story).await;
     let commits_before = story.git.log().unwrap().len();
-    let dry: UpgradeRequest = serde_json::from_value(json!({
-        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-        "metadata": {"name": "db-dry", "namespace": "apps"},
-        "spec": {"managedApp": "db", "version": "v1.5.0", "dryRun": true}
-    }))
-    .unwrap();
-    Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps")
-        .create(&PostParams::default(), &dry)
+    upgrade("db-dry")
+        .to_version("v1.5.0")
+        .dry_run()
+        .create(&story)
         .await
         .unwrap();
     let done: UpgradeRequest = story
@@ -58,11 +53,10 @@ async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
         story.git.read_file(APP_FILE).unwrap(),
         Some(app_manifest("v1.4.0"))
     );
-    let snapshots = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(snapshots.items.is_empty(), "a dry run never snapshots");
+    assert!(
+        then::snapshots(&story).await.is_empty(),
+        "a dry run never snapshots"
+    );
     let app = story.app().await.unwrap().status.unwrap_or_default();
     assert_eq!(app.active_operation, None);
     story.stop().await;
@@ -70,7 +64,7 @@ async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     let before = flux_and_replicas(&story).await;
     // Snapshots never become ready: the upgrade waits in Snapshot, Flux suspended, app down.
     story
@@ -78,12 +72,11 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
         .failures
         .fail_snapshots("data-", "quota exceeded");
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
     wait_until(
         "the upgrade to wait on its snapshots",
         Duration::from_secs(30),
         async || {
-            let status = upgrades.get("db-1-5-0").await.ok()?.status?;
+            let status = then::upgrade_request(&story, "db-1-5-0").await?.status?;
             let shown = status
                 .snapshots
                 .iter()
@@ -99,20 +92,7 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
         "suspended and quiesced while it runs"
     );
 
-    upgrades
-        .delete("db-1-5-0", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until("the upgrade to go", Duration::from_secs(30), async || {
-        upgrades
-            .get_opt("db-1-5-0")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    when::upgrade_deleted(&story, "db-1-5-0").await;
     assert_eq!(
         flux_and_replicas(&story).await,
         before,
@@ -126,7 +106,7 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_back() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     let before = flux_and_replicas(&story).await;
     story
         .world
@@ -134,10 +114,7 @@ async fn deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_
         .fail_snapshots("data-", "quota exceeded");
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(30)).await;
-    Api::<fluxgate::api::ManagedApp>::namespaced(story.client.clone(), "apps")
-        .delete("db", &DeleteParams::default())
-        .await
-        .unwrap();
+    when::app_deleted(&story, "db").await;
     let done: UpgradeRequest = story
         .finished("db-1-5-0", Duration::from_secs(30))
         .await

@@ -8,11 +8,10 @@
 //! worlds run at once, default 4).
 
 use e2e::checks::{content_tokens, operator, rollback_problems, upgrade_problems};
+use e2e::given::app;
 use fluxgate::api::UpgradeRequest;
-use fluxgate::demo::world::DemoWorld;
 use futures::StreamExt;
 use kubesim::{Fault, FaultAction};
-use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -47,12 +46,12 @@ async fn soak(seed: u64) -> Run {
     let rollback = seed % 2 == 1;
     // Verify's timeout is also the rollback's: 20 s leaves room for retries (5 s apart) under
     // faults; the bad version fails through helm-controller giving up, well before it.
-    let spec = if rollback {
-        json!({"health": {"timeout": "20s", "stabilization": "1s"}})
+    let settings = if rollback {
+        app().health_timeout("20s")
     } else {
-        json!({})
+        app()
     };
-    let story = Arc::new(DemoWorld::start("v1.4.0", spec).await.unwrap());
+    let story = Arc::new(settings.running_at("v1.4.0").await);
     if rollback {
         story.world.failures.fail_chart_version("v2.0.0");
     }
@@ -79,6 +78,7 @@ async fn soak(seed: u64) -> Run {
         async move {
             let mut rng = Rng::new(seed);
             while running.load(Ordering::SeqCst) {
+                // Deliberate pacing: the seeded random gaps between watch drops are the soak.
                 tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
                 story.kube.drop_watches();
                 drops.fetch_add(1, Ordering::SeqCst);

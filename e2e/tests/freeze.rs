@@ -5,13 +5,12 @@
 //! Deleting the frozen request (the documented way out) resumes Flux and frees the app.
 
 use e2e::checks::wait_phase;
+use e2e::given::app;
+use e2e::{then, when};
 use fluxgate::api::conditions::{READY, STALLED, find_condition};
-use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
-use fluxgate::cluster::snapshots::VolumeSnapshot;
+use fluxgate::api::{OnFailure, Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, ListParams};
-use serde_json::json;
+use k8s_openapi::api::core::v1::Event;
 use std::time::Duration;
 
 async fn suspended(story: &DemoWorld) -> (bool, bool) {
@@ -22,12 +21,11 @@ async fn suspended(story: &DemoWorld) -> (bool, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
-    let story = DemoWorld::start(
-        "v1.4.0",
-        json!({"rollback": {"onFailure": "Freeze"}, "health": {"timeout": "5s", "stabilization": "1s"}}),
-    )
-    .await
-    .unwrap();
+    let story = app()
+        .on_failure(OnFailure::Freeze)
+        .health_timeout("5s")
+        .running_at("v1.4.0")
+        .await;
     story.world.failures.fail_chart_version("v2.0.0");
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
     let frozen: UpgradeRequest = story
@@ -54,21 +52,17 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
         status.commit.as_ref().map(|c| c.sha.as_str()),
         Some(log[0].sha.as_str())
     );
-    let rollbacks = Api::<RollbackRequest>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(rollbacks.items.is_empty(), "Freeze creates no rollback");
-    let snapshots = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert_eq!(snapshots.items.len(), 2, "the safety net is kept");
+    assert!(
+        then::rollback_requests(&story).await.is_empty(),
+        "Freeze creates no rollback"
+    );
+    assert_eq!(
+        then::snapshots(&story).await.len(),
+        2,
+        "the safety net is kept"
+    );
     for pvc in ["data-db-0", "data-db-1"] {
-        Api::<PersistentVolumeClaim>::namespaced(story.client.clone(), "apps")
-            .get(pvc)
-            .await
-            .unwrap();
+        then::claim(&story, pvc).await;
     }
     // Flux is held still for the person who looks (onFailure: Freeze holds Flux suspended).
     assert_eq!(
@@ -86,27 +80,14 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
         "{:?}",
         status.conditions
     );
-    let events = wait_until("the Frozen event", Duration::from_secs(10), async || {
-        let events = Api::<Event>::namespaced(story.client.clone(), "apps")
-            .list(&ListParams::default())
+    let frozen_event = wait_until("the Frozen event", Duration::from_secs(10), async || {
+        then::events(&story, "Frozen")
             .await
-            .ok()?;
-        let found: Vec<Event> = events
-            .items
             .into_iter()
-            .filter(|e| e.involved_object.name.as_deref() == Some("db-2-0-0"))
-            .collect();
-        found
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Frozen"))
-            .then_some(found)
+            .find(|e: &Event| e.involved_object.name.as_deref() == Some("db-2-0-0"))
     })
     .await
     .unwrap();
-    let frozen_event = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("Frozen"))
-        .unwrap();
     assert_eq!(frozen_event.type_.as_deref(), Some("Warning"));
     let app = story.app().await.unwrap().status.unwrap();
     assert_eq!(
@@ -130,29 +111,11 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
 
     // Another upgrade waits for the person.
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
     wait_phase(&story, "db-1-5-0", Phase::Queued, Duration::from_secs(10)).await;
 
     // The person deletes the frozen request: Flux resumes, the queued upgrade runs.
     story.world.failures.clear_versions();
-    upgrades
-        .delete("db-2-0-0", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until(
-        "the frozen request to go",
-        Duration::from_secs(20),
-        async || {
-            upgrades
-                .get_opt("db-2-0-0")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    when::upgrade_deleted(&story, "db-2-0-0").await;
     let next: UpgradeRequest = story
         .finished("db-1-5-0", Duration::from_secs(60))
         .await

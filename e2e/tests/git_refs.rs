@@ -5,11 +5,11 @@
 //! branch would never be deployed — before anything is touched.
 
 use e2e::checks::{describe, operator_writes, snapshots_of, suspended};
+use e2e::given::{app, ref_name, tag_ref, upgrade};
+use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, RequestStatus, UpgradeRequest};
-use fluxgate::cluster::flux::ops::get;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
 use kube::ResourceExt;
-use serde_json::json;
 use std::time::Duration;
 
 /// The artifact revision of Flux's GitRepository `flux-system`, once it has one.
@@ -18,17 +18,13 @@ async fn served_revision(story: &DemoWorld) -> String {
         "the GitRepository to serve an artifact",
         Duration::from_secs(30),
         async || {
-            let repository = get(
-                &story.cluster(),
+            then::served_revision(
+                story,
                 FluxObjectKind::GitRepository,
                 "flux-system",
                 "flux-system",
             )
             .await
-            .ok()??;
-            repository.data["status"]["artifact"]["revision"]
-                .as_str()
-                .map(str::to_owned)
         },
     )
     .await
@@ -39,8 +35,8 @@ async fn served_revision(story: &DemoWorld) -> String {
 async fn an_app_whose_git_repository_follows_a_ref_name_is_upgraded_on_that_branch() {
     let story = DemoWorld::start_fleet(
         Fleet::new()
-            .helm_app("db", "v1.4.0", 2, json!({}))
-            .flux_follows(json!({"name": "refs/heads/main"}))
+            .helm_app("db", "v1.4.0", 2, app().into())
+            .flux_follows(ref_name("refs/heads/main"))
             .apps_follow_flux(),
     )
     .await
@@ -97,9 +93,9 @@ async fn an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is
     // itself, so only the GitRepository says that a commit to `main` is never deployed.
     let story = DemoWorld::start_fleet(
         Fleet::new()
-            .helm_app("db", "v1.4.0", 2, json!({"timeouts": {"reconcile": "20s"}}))
+            .helm_app("db", "v1.4.0", 2, app().reconcile_timeout("20s").into())
             .git_tag("fleet-v1")
-            .flux_follows(json!({"tag": "fleet-v1"})),
+            .flux_follows(tag_ref("fleet-v1")),
     )
     .await
     .unwrap();
@@ -114,11 +110,10 @@ async fn an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is
     ];
 
     for (name, dry_run) in [("db-1-5-0", false), ("db-1-5-0-dry", true)] {
-        story
-            .request(
-                name,
-                json!({"managedApp": "db", "version": "v1.5.0", "dryRun": dry_run}),
-            )
+        upgrade(name)
+            .to_version("v1.5.0")
+            .dry_run_if(dry_run)
+            .create(&story)
             .await
             .unwrap();
         let done: UpgradeRequest = story.finished(name, Duration::from_secs(60)).await.unwrap();

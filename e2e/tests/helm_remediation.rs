@@ -3,9 +3,11 @@
 //! `RetryOnFailure` strategy (no Remediated, no Stalled: `Released=False`/`UpgradeFailed`
 //! and a retry after an interval), and an action still running when Fluxgate suspends.
 
+use e2e::given::app;
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::cluster::flux::HelmRelease;
 use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest_with, wait_until};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kubesim::Match;
 use serde_json::json;
 use std::time::Duration;
@@ -30,7 +32,7 @@ async fn a_remediation_with_retries_left_fails_the_upgrade_at_once() {
         "v1.4.0",
         2,
         RELEASE_SPEC_RETRIES,
-        json!({"timeouts": {"reconcile": "6s"}, "health": {"timeout": "20s"}}),
+        app().reconcile_timeout("6s").health_timeout("20s").into(),
     ))
     .await
     .unwrap();
@@ -96,7 +98,7 @@ async fn a_release_helm_controller_keeps_retrying_fails_verify_with_its_message(
         "v1.4.0",
         2,
         RELEASE_SPEC_RETRY_ON_FAILURE,
-        json!({"health": {"timeout": "6s"}}),
+        app().health_timeout("6s").into(),
     ))
     .await
     .unwrap();
@@ -154,13 +156,12 @@ async fn an_action_helm_controller_is_running_ends_before_the_app_is_quiesced() 
         "v1.4.0",
         2,
         RELEASE_SPEC_SLOW,
-        json!({}),
+        app().into(),
     ))
     .await
     .unwrap();
     story.world.failures.fail_chart_version("1.4.0");
-    let releases =
-        Api::<fluxgate::cluster::flux::HelmRelease>::namespaced(story.client.clone(), "apps");
+    let releases = e2e::api::<HelmRelease>(&story);
     releases
         .patch(
             "db",

@@ -3,13 +3,10 @@
 //! tag and digest change together in one commit that touches nothing else, the Deployment
 //! rolls out the new image, Flux is resumed and the ManagedApp records the new version.
 
+use e2e::given::{app, upgrade};
+use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::demo::world::{DemoWorld, Fleet, WEB_FILE, web_deployment};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-use serde_json::json;
 use std::time::Duration;
 
 fn image(tag: &str, digit: char) -> String {
@@ -24,17 +21,16 @@ async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
     let old = image("1.2.0", 'a');
     let new = image("1.3.0", 'b');
     let new_version = format!("1.3.0@sha256:{}", "b".repeat(64));
-    let story = DemoWorld::start_fleet(Fleet::new().web_app(&old, json!({})))
+    let story = DemoWorld::start_fleet(Fleet::new().web_app(&old, app().into()))
         .await
         .unwrap();
     let before = story.git.read_file(WEB_FILE).unwrap().unwrap();
     assert_eq!(before, web_deployment(&old));
 
-    story
-        .request(
-            "web-1-3-0",
-            json!({"managedApp": "web", "version": new_version}),
-        )
+    upgrade("web-1-3-0")
+        .of_app("web")
+        .to_version(&new_version)
+        .create(&story)
         .await
         .unwrap();
     let done: UpgradeRequest = story
@@ -78,10 +74,7 @@ async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
     assert_eq!(before.len(), after.len());
 
     // The cluster runs the new image, rolled out.
-    let deployment = Api::<Deployment>::namespaced(story.client.clone(), "apps")
-        .get("web")
-        .await
-        .unwrap();
+    let deployment = then::deployment(&story, "web").await;
     let spec_image = deployment.spec.template.spec.as_ref().unwrap().containers[0]
         .image
         .clone();
@@ -92,12 +85,8 @@ async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
         (rollout.updated_replicas, rollout.ready_replicas),
         (Some(1), Some(1))
     );
-    let pods = Api::<Pod>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default().labels("app=web"))
+    let running: Vec<Option<String>> = then::pods(&story, "app=web")
         .await
-        .unwrap();
-    let running: Vec<Option<String>> = pods
-        .items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .map(|p| p.spec.as_ref().unwrap().containers[0].image.clone())
@@ -106,16 +95,10 @@ async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
 
     // Flux resumed (the app's Kustomization and its parent), the app records the version.
     for (namespace, name) in [("flux-system", "web"), ("flux-system", "flux-system")] {
-        let object = get(
-            &story.cluster(),
-            FluxObjectKind::Kustomization,
-            namespace,
-            name,
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(!is_suspended(&object), "Kustomization {name} resumed");
+        assert!(
+            then::resumed(&story, FluxObjectKind::Kustomization, namespace, name).await,
+            "Kustomization {name} resumed"
+        );
     }
     let app = story.app_named("web").await.unwrap().status.unwrap();
     assert_eq!(app.current_versions.get("image"), Some(&new_version));

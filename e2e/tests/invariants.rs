@@ -6,7 +6,8 @@
 //! write of an upgrade and of a rollback is `crash_matrix.rs` (invariant 3 by kill);
 //! random 409/429/500, dropped watches and 410 on every run is `fault_soak.rs`; the
 //! deleted-request story with the world compared before and after is
-//! `dry_run_and_cancel.rs` (6 — here only the order of the writes is added).
+//! `dry_run_and_cancel.rs` (6 — here only the order of the writes is added); one active
+//! operation per app, the rest queued (5), is story (f) in `queueing.rs`.
 //!
 //! The git push race of invariant 7 is proven at the git layer
 //! (`tests/git_repo.rs::rebases_onto_a_concurrent_push_without_losing_theirs`); someone
@@ -20,10 +21,12 @@ use e2e::checks::{
     commits_of, content_tokens, describe, operator, operator_writes, put_back_problems,
     rollback_problems, snapshots_of, upgrade_problems, wait_phase,
 };
-use fluxgate::api::{Phase, PhaseOutcome, RollbackRequest, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, holds_for, wait_until};
+use e2e::given::{app, upgrade};
+use e2e::{then, when};
+use fluxgate::api::{Phase, PhaseOutcome, UpgradeRequest};
+use fluxgate::demo::world::{holds_for, wait_until};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kubesim::{Fault, FaultAction, Gate, Match, RequestRecord};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -63,10 +66,6 @@ fn body_resource_version(r: &RequestRecord) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn upgrades(story: &DemoWorld) -> Api<UpgradeRequest> {
-    Api::namespaced(story.client.clone(), "apps")
-}
-
 /// Lets one held request through (or fails it) and waits until it has left the gate.
 async fn step(gate: &Gate, fail: Option<u16>) {
     let passed = gate.passed();
@@ -74,6 +73,9 @@ async fn step(gate: &Gate, fail: Option<u16>) {
         Some(code) => gate.fail(1, code),
         None => gate.release(1),
     }
+    // Polled every 5 ms, not wait_until's 100: the test steps through dozens of held
+    // writes and each step holds the operator still; and a write that never leaves is the
+    // caller's to notice (the rollback then does not finish), so no panic here.
     let deadline = Instant::now() + Duration::from_secs(5);
     while gate.passed() == passed && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -83,7 +85,7 @@ async fn step(gate: &Gate, fail: Option<u16>) {
 // 1. Persist before execute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_creating_reconcile_persists_the_plan_before_any_side_effect() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     story.kube.clear_requests();
     let first_status = story
         .kube
@@ -93,8 +95,18 @@ async fn the_creating_reconcile_persists_the_plan_before_any_side_effect() {
         first_status.wait_held(1, Duration::from_secs(30)).await,
         "the operator never wrote the request's status"
     );
-    // The first status write is held: give a misbehaving operator time to act anyway.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first status write is held: a misbehaving operator gets half a second to act
+    // anyway, and is caught the moment it does.
+    holds_for(
+        "no side effect and no push while the plan is unwritten",
+        Duration::from_millis(500),
+        async || {
+            let writes = story.kube.requests(&operator_writes());
+            !writes.iter().any(is_side_effect) && story.git.log().unwrap().len() == 1
+        },
+    )
+    .await
+    .unwrap();
     let before: Vec<RequestRecord> = story.kube.requests(&operator_writes());
     let side_effects: Vec<String> = before
         .iter()
@@ -168,12 +180,7 @@ async fn the_creating_reconcile_persists_the_plan_before_any_side_effect() {
 // 3. A status write that fails right after a side effect repeats none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_status_write_after_each_side_effect_repeats_none_of_them() {
-    let story = DemoWorld::start(
-        "v1.4.0",
-        json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
-    )
-    .await
-    .unwrap();
+    let story = app().health_timeout("5s").running_at("v1.4.0").await;
     story.world.failures.fail_chart_version("v2.0.0");
     let before = content_tokens(&story).await;
     story.kube.clear_requests();
@@ -189,7 +196,6 @@ async fn a_failed_status_write_after_each_side_effect_repeats_none_of_them() {
         .unwrap()
         .uid()
         .unwrap();
-    let rollbacks = Api::<RollbackRequest>::namespaced(story.client.clone(), "apps");
     // Each side effect, once seen, gets the next status write after it failed.
     let mut failed_after: BTreeMap<&str, u16> = BTreeMap::new();
     let mut codes = [500u16, 409].into_iter().cycle();
@@ -206,7 +212,7 @@ async fn a_failed_status_write_after_each_side_effect_repeats_none_of_them() {
         {
             break;
         }
-        let rollback = rollbacks.get_opt("db-2-0-0-rollback").await.unwrap();
+        let rollback = then::rollback_request(&story, "db-2-0-0-rollback").await;
         let rollback_uid = rollback.as_ref().and_then(|r| r.uid());
         let pvc_writes = |verb: &str| {
             story
@@ -259,6 +265,8 @@ async fn a_failed_status_write_after_each_side_effect_repeats_none_of_them() {
                 step(gate, Some(code)).await;
             }
         }
+        // The loop's own pace: it looks for fresh side effects between the operator's
+        // writes, so it must come round well within one of them.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     upgrade_gate.open();
@@ -294,9 +302,7 @@ async fn a_failed_status_write_after_each_side_effect_repeats_none_of_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phase_timeout_fires_on_time_across_an_operator_restart() {
     const LIMIT: i64 = 6;
-    let mut story = DemoWorld::start("v1.4.0", json!({"timeouts": {"snapshot": "6s"}}))
-        .await
-        .unwrap();
+    let mut story = app().snapshot_timeout("6s").running_at("v1.4.0").await;
     // Snapshots never become ready: only the timeout ends the Snapshot phase.
     story
         .world
@@ -305,6 +311,8 @@ async fn a_phase_timeout_fires_on_time_across_an_operator_restart() {
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
     story.kill_operator().await;
+    // Deliberately down for 3 s: a timer counted from the restart instead of the persisted
+    // start would then fire at about 9 s, which the check below tells apart from 6 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     story.start_operator().unwrap();
     let done: UpgradeRequest = story
@@ -341,107 +349,10 @@ async fn a_phase_timeout_fires_on_time_across_an_operator_restart() {
     story.stop().await;
 }
 
-// 5. One active operation per app; the rest queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_request_for_the_app_waits_queued_then_runs() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
-    // The first upgrade waits in Snapshot until the snapshotter is let go.
-    story.world.failures.fail_snapshots("data-", "slow disk");
-    let first_uid = story
-        .upgrade("db-first", "v1.5.0")
-        .await
-        .unwrap()
-        .uid()
-        .unwrap();
-    wait_phase(&story, "db-first", Phase::Snapshot, Duration::from_secs(60)).await;
-    let second_uid = story
-        .upgrade("db-second", "v1.6.0")
-        .await
-        .unwrap()
-        .uid()
-        .unwrap();
-    let queued = wait_phase(&story, "db-second", Phase::Queued, Duration::from_secs(60)).await;
-    let message = fluxgate::api::conditions::find_condition(
-        &queued.status.as_ref().unwrap().conditions,
-        fluxgate::api::conditions::READY,
-    )
-    .map(|c| c.message.clone())
-    .unwrap_or_default();
-    assert!(
-        message.contains("db-first"),
-        "says what it waits for: {message}"
-    );
-    let app = story.app().await.unwrap().status.unwrap();
-    assert_eq!(
-        app.active_operation.map(|a| a.name),
-        Some("db-first".into())
-    );
-    // While queued it touches nothing and keeps waiting.
-    holds_for(
-        "the second request waiting Queued without a snapshot",
-        Duration::from_secs(1),
-        async || {
-            let still = upgrades(&story).await.get("db-second").await.unwrap();
-            still.status.and_then(|s| s.phase) == Some(Phase::Queued)
-                && snapshots_of(&story, &second_uid).await == 0
-        },
-    )
-    .await
-    .unwrap();
-
-    story.world.failures.clear_snapshot_failures();
-    let first: UpgradeRequest = story
-        .finished("db-first", Duration::from_secs(90))
-        .await
-        .unwrap();
-    let second: UpgradeRequest = story
-        .finished("db-second", Duration::from_secs(90))
-        .await
-        .unwrap();
-    let (first, second) = (first.status.unwrap(), second.status.unwrap());
-    assert_eq!(
-        (first.phase, second.phase),
-        (Some(Phase::Succeeded), Some(Phase::Succeeded))
-    );
-    let first_done = first
-        .phases
-        .iter()
-        .filter_map(|p| p.completed_at.clone())
-        .max()
-        .unwrap();
-    let second_admitted = second
-        .phases
-        .iter()
-        .find(|p| p.name == Phase::Admit)
-        .unwrap()
-        .started_at
-        .clone();
-    assert!(
-        second_admitted.0 >= first_done.0,
-        "the second was admitted ({second_admitted:?}) before the first ended ({first_done:?})"
-    );
-    assert_eq!(
-        (
-            commits_of(&story, &first_uid),
-            commits_of(&story, &second_uid)
-        ),
-        (1, 1)
-    );
-    assert_eq!(
-        story
-            .git
-            .read_file(fluxgate::demo::world::APP_FILE)
-            .unwrap(),
-        Some(fluxgate::demo::world::app_manifest("v1.6.0"))
-    );
-    assert_eq!(put_back_problems(&story).await, Vec::<String>::new());
-    story.stop().await;
-}
-
 // 6. A deleted running request puts Flux and replicas back, then goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_request_puts_flux_and_replicas_back_before_it_goes() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     story
         .world
         .failures
@@ -449,15 +360,7 @@ async fn deleting_a_running_request_puts_flux_and_replicas_back_before_it_goes()
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
     story.kube.clear_requests();
-    let api = upgrades(&story).await;
-    api.delete("db-1-5-0", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_until("the request to go", Duration::from_secs(30), async || {
-        api.get_opt("db-1-5-0").await.ok()?.is_none().then_some(())
-    })
-    .await
-    .unwrap();
+    when::upgrade_deleted(&story, "db-1-5-0").await;
     assert_eq!(put_back_problems(&story).await, Vec::<String>::new());
     let writes = story.kube.requests(&operator_writes());
     let position =
@@ -488,7 +391,7 @@ async fn deleting_a_running_request_puts_flux_and_replicas_back_before_it_goes()
 // 7a. Retryable errors retry inside the phase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_api_errors_retry_inside_the_phase() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     story.kube.clear_requests();
     let injected = [
         (operator().verb("patch").resource("helmreleases"), 500),
@@ -533,27 +436,18 @@ async fn retryable_api_errors_retry_inside_the_phase() {
 // 7b. Terminal errors end the request with phase, reason and message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_errors_end_the_request_with_phase_reason_and_message() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
-    let api = upgrades(&story).await;
-    let create = |name: &str, spec: serde_json::Value| {
-        let upgrade: UpgradeRequest = serde_json::from_value(json!({
-            "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-            "metadata": {"name": name, "namespace": "apps"}, "spec": spec
-        }))
+    let story = app().running_at("v1.4.0").await;
+    upgrade("to-nowhere")
+        .of_app("nope")
+        .to_version("v1.5.0")
+        .create(&story)
+        .await
         .unwrap();
-        let api = api.clone();
-        async move { api.create(&PostParams::default(), &upgrade).await.unwrap() }
-    };
-    create(
-        "to-nowhere",
-        json!({"managedApp": "nope", "version": "v1.5.0"}),
-    )
-    .await;
-    create(
-        "bad-target",
-        json!({"managedApp": "db", "target": {"nosuch": "v1.5.0"}}),
-    )
-    .await;
+    upgrade("bad-target")
+        .to_target("nosuch", "v1.5.0")
+        .create(&story)
+        .await
+        .unwrap();
     for (name, phase, reason) in [
         ("to-nowhere", Phase::Admit, "ManagedAppNotFound"),
         ("bad-target", Phase::Admit, "InvalidTarget"),
@@ -597,7 +491,7 @@ async fn terminal_errors_end_the_request_with_phase_reason_and_message() {
 // 8. A stale status write gets 409 and is retried from a fresh read; bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_status_write_is_retried_from_a_fresh_read_and_bounded() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     story.world.failures.fail_snapshots("data-", "slow disk");
     story.kube.clear_requests();
     let writes = status_writes_of("upgraderequests", "db-1-5-0");
@@ -605,8 +499,7 @@ async fn a_stale_status_write_is_retried_from_a_fresh_read_and_bounded() {
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     // Someone else changes the request between the operator's read and its write.
     assert!(gate.wait_held(1, Duration::from_secs(30)).await);
-    let api = upgrades(&story).await;
-    let labelled = api
+    let labelled = e2e::api::<UpgradeRequest>(&story)
         .patch(
             "db-1-5-0",
             &PatchParams::default(),
@@ -625,7 +518,7 @@ async fn a_stale_status_write_is_retried_from_a_fresh_read_and_bounded() {
         "the retry carries the resourceVersion of a fresh read"
     );
     assert!(attempts[1].code < 300, "{}", describe(&attempts[1]));
-    let now = api.get("db-1-5-0").await.unwrap();
+    let now = then::upgrade_request(&story, "db-1-5-0").await.unwrap();
     assert_eq!(
         now.labels().get("team").map(String::as_str),
         Some("db"),
@@ -637,9 +530,25 @@ async fn a_stale_status_write_is_retried_from_a_fresh_read_and_bounded() {
     story
         .kube
         .inject(Fault::respond(writes.clone(), 409).always());
+    let refused = || {
+        story
+            .kube
+            .requests(&writes)
+            .iter()
+            .filter(|r| r.code == 409)
+            .count()
+    };
+    let refused_before = refused();
     story.world.failures.clear_snapshot_failures();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until(
+        "a status write to meet the permanent conflict",
+        Duration::from_secs(30),
+        async || (refused() > refused_before).then_some(()),
+    )
+    .await
+    .unwrap();
     let start = story.kube.count(&writes);
+    // A measuring window, not a wait: the attempts made in these 6 s are the bound checked.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let spun = story.kube.count(&writes) - start;
     assert!(
@@ -663,16 +572,21 @@ async fn a_stale_status_write_is_retried_from_a_fresh_read_and_bounded() {
 // 9. Watches dropped and 410 Gone mid-upgrade: it still completes, event-driven.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_completes_through_dropped_watches_and_410_gone() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     story.kube.clear_requests();
     let started = Instant::now();
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     // Admitted (Suspend lasts a moment only, so wait for the plan rather than the phase).
-    let api = upgrades(&story).await;
     wait_until(
         "the upgrade to be admitted",
         Duration::from_secs(60),
-        async || api.get("db-1-5-0").await.ok()?.status?.plan.map(|_| ()),
+        async || {
+            then::upgrade_request(&story, "db-1-5-0")
+                .await?
+                .status?
+                .plan
+                .map(|_| ())
+        },
     )
     .await
     .unwrap();
@@ -689,6 +603,7 @@ async fn an_upgrade_completes_through_dropped_watches_and_410_gone() {
                 .kube
                 .expire_history("snapshot.storage.k8s.io", "volumesnapshots");
         }
+        // Deliberate pacing: the faults are spread over about three seconds of the upgrade.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let done: UpgradeRequest = story

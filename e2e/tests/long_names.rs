@@ -6,12 +6,12 @@
 //! Every label Fluxgate writes is a valid label value (a long name is shortened with a
 //! hash) and the full names are in annotations.
 
+use e2e::given::{app, upgrade};
+use e2e::then;
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
-use fluxgate::cluster::snapshots::{APP_LABEL, PVC_LABEL, REQUEST_LABEL, VolumeSnapshot};
+use fluxgate::cluster::snapshots::{APP_LABEL, PVC_LABEL, REQUEST_LABEL};
 use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -36,9 +36,11 @@ fn label_value_ok(value: &str) -> bool {
         && value.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-async fn upgrade(story: &DemoWorld, name: &str, version: &str) -> UpgradeRequest {
-    story
-        .request(name, json!({"managedApp": APP, "version": version}))
+async fn upgraded(story: &DemoWorld, name: &str, version: &str) -> UpgradeRequest {
+    upgrade(name)
+        .of_app(APP)
+        .to_version(version)
+        .create(story)
         .await
         .unwrap();
     story
@@ -59,22 +61,20 @@ async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention(
     let manifest = helm_app_manifest(RELEASE, "1.4.0", 2)
         .replace("    - name: data\n", &format!("    - name: {VOLUME}\n"));
     assert!(manifest.contains(VOLUME));
-    let spec = json!({"snapshots": {"retention": {"maxCount": 1}},
-                      "health": {"timeout": "5s", "stabilization": "1s"}});
-    let fleet = Fleet::new().helm_app_written(APP, RELEASE, &manifest, 2, spec);
+    let spec = app().keep_snapshots(1).health_timeout("5s");
+    let fleet = Fleet::new().helm_app_written(APP, RELEASE, &manifest, 2, spec.into());
     let story = DemoWorld::start_fleet(fleet).await.unwrap();
     story.world.failures.fail_chart_version("2.0.0");
 
     // A good upgrade: snapshots labelled within limits, full names in annotations.
     let first_name = request_name("1-4-1");
     assert_eq!(first_name.len(), 60);
-    let first = upgrade(&story, &first_name, "1.4.1").await;
+    let first = upgraded(&story, &first_name, "1.4.1").await;
     let status = first.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
     let first_snapshots = snapshot_names(&first);
-    let snapshots = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps");
     for name in &first_snapshots {
-        let snapshot = snapshots.get(name).await.unwrap();
+        let snapshot = then::snapshot(&story, name).await;
         for (key, value) in snapshot.labels() {
             assert!(label_value_ok(value), "label {key}={value} on {name}");
         }
@@ -98,7 +98,7 @@ async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention(
     // A failing version rolls back through `<upgrade>-rollback` (69 characters), which
     // snapshots the failed state under its own name first.
     let failing_name = request_name("2-0-0");
-    let failing = upgrade(&story, &failing_name, "2.0.0").await;
+    let failing = upgraded(&story, &failing_name, "2.0.0").await;
     let rollback_name = format!("{failing_name}-rollback");
     let rollback: RollbackRequest = story
         .finished(&rollback_name, Duration::from_secs(60))
@@ -120,7 +120,7 @@ async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention(
 
     // Another good upgrade: retention (maxCount 1) finds the app's older snapshots by their
     // shortened label and prunes them.
-    let last = upgrade(&story, &request_name("1-5-0"), "1.5.0").await;
+    let last = upgraded(&story, &request_name("1-5-0"), "1.5.0").await;
     let status = last.status.clone().unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
     let last_snapshots = snapshot_names(&last);
@@ -129,14 +129,7 @@ async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention(
         "the older upgrades' snapshots to be pruned",
         Duration::from_secs(20),
         async || {
-            let names: BTreeSet<String> = snapshots
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
+            let names = then::snapshot_names(&story).await;
             names.is_disjoint(&pruned).then_some(names)
         },
     )

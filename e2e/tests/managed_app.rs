@@ -2,9 +2,12 @@
 //! Git (also when someone else pushes) and `Ready` follows the live app, event-driven — the
 //! prototype's Ready was set once and went stale.
 
-use fluxgate::api::ManagedAppStatus;
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::conditions::{READY, find_condition};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
+use fluxgate::api::{ManagedApp, ManagedAppStatus, Phase, UpgradeRequest};
+use fluxgate::demo::world::{APP_FILE, app_manifest, wait_until};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ fn ready(status: &ManagedAppStatus) -> Option<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
 
     let status = wait_until(
         "the app's versions and readiness",
@@ -99,21 +102,17 @@ async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() 
 /// never taken from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs() {
-    use fluxgate::api::{Phase, UpgradeRequest};
-    use k8s_openapi::api::core::v1::Event;
-    use kube::api::{Api, ListParams, Patch, PatchParams};
-
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
-    let apps = Api::<fluxgate::api::ManagedApp>::namespaced(story.client.clone(), "apps");
+    let story = app().running_at("v1.4.0").await;
     let since = k8s_openapi::jiff::Timestamp::now().to_string();
-    apps.patch_status(
-        "db",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"activeOperation": {
+    e2e::api::<ManagedApp>(&story)
+        .patch_status(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"activeOperation": {
             "kind": "UpgradeRequest", "name": "ghost", "uid": "ghost-uid", "since": since}}})),
-    )
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     wait_until(
         "the ghost lock to be released",
         Duration::from_secs(10),
@@ -124,13 +123,10 @@ async fn a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs() {
     )
     .await
     .unwrap();
-    let released = Api::<Event>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default())
+    let released = then::events(&story, "StaleLockReleased")
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .find(|e| e.reason.as_deref() == Some("StaleLockReleased"))
+        .next()
         .expect("a StaleLockReleased Event");
     assert!(
         released

@@ -6,12 +6,10 @@
 //! Admit, as is an app whose OCIRepository follows a `semver` range (Flux picks the chart
 //! itself; there is nothing to pin).
 
-use fluxgate::api::conditions::{READY, find_condition};
-use fluxgate::api::{ManagedAppStatus, Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use serde_json::json;
+use e2e::given::{app, upgrade};
+use e2e::then;
+use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use sim::oci_source::manifest_digest;
 use std::time::Duration;
 
@@ -32,35 +30,7 @@ fn pinned(tag: &str, digest: &str) -> String {
 }
 
 async fn served_revision(story: &DemoWorld, name: &str) -> Option<String> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "source.toolkit.fluxcd.io",
-        "v1",
-        "OCIRepository",
-    ));
-    let repository = Api::<DynamicObject>::namespaced_with(story.client.clone(), "apps", &resource)
-        .get(name)
-        .await
-        .ok()?;
-    repository.data["status"]["artifact"]["revision"]
-        .as_str()
-        .map(str::to_owned)
-}
-
-/// The ManagedApp's status once its controller has looked at it (it has a `Ready`
-/// condition, whatever it says).
-async fn settled_status(story: &DemoWorld) -> ManagedAppStatus {
-    wait_until(
-        "the ManagedApp's status",
-        Duration::from_secs(20),
-        async || {
-            let status = story.app().await.ok()?.status?;
-            find_condition(&status.conditions, READY)
-                .is_some()
-                .then_some(status)
-        },
-    )
-    .await
-    .unwrap()
+    then::served_revision(story, FluxObjectKind::OciRepository, "apps", name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +41,7 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
     let fleet = Fleet::new()
         .published_chart(DB_URL, "1.4.0")
         .published_chart(DB_URL, "1.5.0")
-        .helm_app_written("db", "db", &before, 2, json!({}));
+        .helm_app_written("db", "db", &before, 2, app().into());
     let story = DemoWorld::start_fleet(fleet).await.unwrap();
     assert_eq!(
         served_revision(&story, "db").await,
@@ -101,7 +71,7 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
         );
     }
     assert_eq!(story.git.log().unwrap().len(), 1, "nothing committed");
-    let app = settled_status(&story).await;
+    let app = then::settled_app_status(&story).await;
     assert_eq!(
         app.current_versions.get("chart"),
         Some(&format!("1.4.0@{old}")),
@@ -132,10 +102,7 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
 
     // Flux pulled the new digest and released the chart it holds.
     assert_eq!(served_revision(&story, "db").await, Some(new.clone()));
-    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
-        .get("db")
-        .await
-        .unwrap();
+    let sts = then::statefulset(&story, "db").await;
     assert_eq!(
         sts.metadata
             .labels
@@ -157,21 +124,23 @@ async fn an_oci_repository_following_a_semver_range_is_refused_at_admit() {
         .published_chart(DB_URL, "1.4.0")
         .published_chart(cache_url, "1.4.0")
         // Flux follows the range alone…
-        .helm_app_written("db", "db", &with_ref("db", 2, range), 2, json!({}))
+        .helm_app_written("db", "db", &with_ref("db", 2, range), 2, app().into())
         // …and the range beside a tag still wins over the tag.
         .helm_app_written(
             "cache",
             "cache",
             &with_ref("cache", 1, &format!("    tag: 1.4.0\n{range}")),
             1,
-            json!({}),
+            app().into(),
         );
     let story = DemoWorld::start_fleet(fleet).await.unwrap();
     let commits = story.git.log().unwrap().len();
     for app in ["db", "cache"] {
         let name = format!("{app}-1-5-0");
-        story
-            .request(&name, json!({"managedApp": app, "version": "1.5.0"}))
+        upgrade(&name)
+            .of_app(app)
+            .to_version("1.5.0")
+            .create(&story)
             .await
             .unwrap();
         let refused: UpgradeRequest = story

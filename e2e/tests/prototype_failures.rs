@@ -15,7 +15,7 @@
 //! - dry-run leaves workloads scaled down: `dry_run_and_cancel.rs::a_dry_run_checks_and_cycles_but_changes_nothing`;
 //! - the finalizer cleans nothing: `dry_run_and_cancel.rs::deleting_a_running_upgrade_puts_everything_back_before_it_goes`,
 //!   `invariants.rs::deleting_a_running_request_puts_flux_and_replicas_back_before_it_goes`;
-//! - two requests on one app interleave: `invariants.rs::a_second_request_for_the_app_waits_queued_then_runs`;
+//! - two requests on one app interleave: `queueing.rs::f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_first`;
 //! - a status-write failure after a commit or snapshot repeats the side effect:
 //!   `invariants.rs::a_failed_status_write_after_each_side_effect_repeats_none_of_them` and
 //!   `crash_matrix.rs`.
@@ -24,21 +24,22 @@
 //! after scale-down — through the whole loop, with an app that has no pod at all.
 
 use e2e::checks::{commits_of, snapshots_of};
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, wait_until};
+use fluxgate::demo::world::wait_until;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_are_snapshotted_even_when_no_pod_runs() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     // Someone scaled the app to zero: no pod mounts the volumes, so pod-based discovery
     // would find none.
-    Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
+    e2e::api::<StatefulSet>(&story)
         .patch(
             "db",
             &PatchParams::default(),
@@ -46,14 +47,8 @@ async fn volumes_are_snapshotted_even_when_no_pod_runs() {
         )
         .await
         .unwrap();
-    let pods = Api::<Pod>::namespaced(story.client.clone(), "apps");
     wait_until("every pod to go", Duration::from_secs(30), async || {
-        pods.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
+        then::pods(&story, "").await.is_empty().then_some(())
     })
     .await
     .unwrap();

@@ -7,9 +7,9 @@
 //! with a reason that says so, Git keeps the colleague's version, Flux and replicas are back.
 
 use e2e::checks::flux_and_replicas;
+use e2e::given::app;
 use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest};
-use serde_json::json;
 use sim::git_server::OTHER_EMAIL;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ exit 0"#
 async fn start() -> DemoWorld {
     DemoWorld::start_fleet(
         Fleet::new()
-            .helm_app("db", "v1.4.0", 2, json!({}))
+            .helm_app("db", "v1.4.0", 2, app().into())
             .http_credentials("fluxgate", "t0ken"),
     )
     .await

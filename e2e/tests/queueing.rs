@@ -1,30 +1,50 @@
 //! Story (f): two UpgradeRequests for one app — the second waits in `Queued` while the first
-//! runs and then runs on top of it; and ten apps of one repository upgraded at once — every
+//! runs, touching nothing, and then runs on top of it (invariant 5 of docs/design.md §5:
+//! one active operation per app); and ten apps of one repository upgraded at once — every
 //! request succeeds with its own commit, no push is lost, Flux ends resumed.
 
+use e2e::checks::{commits_of, put_back_problems, snapshots_of, wait_phase};
+use e2e::given::{app, upgrade};
+use e2e::then;
+use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::demo::world::{
-    APP_FILE, DemoWorld, Fleet, app_manifest, helm_app_manifest, wait_until,
+    APP_FILE, DemoWorld, Fleet, app_manifest, helm_app_manifest, holds_for, wait_until,
 };
-use kube::api::Api;
-use serde_json::json;
+use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+// Invariant 5 of docs/design.md §5 too: one active operation per app, the rest queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn f_a_second_request_for_an_app_queues_behind_the_first() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
-    story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
-    story.upgrade("db-1-6-0", "v1.6.0").await.unwrap();
-    let upgrades = Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps");
+async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_first() {
+    let story = app().running_at("v1.4.0").await;
+    // The first upgrade waits in Snapshot until the snapshotter is let go, so the second
+    // is seen queued while the first holds the app, however fast the world runs.
+    story.world.failures.fail_snapshots("data-", "slow disk");
+    // Created together: the queue is first come, first served (creation time, then name).
+    let first_uid = story
+        .upgrade("db-1-5-0", "v1.5.0")
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    let second_uid = story
+        .upgrade("db-1-6-0", "v1.6.0")
+        .await
+        .unwrap()
+        .uid()
+        .unwrap();
+    wait_phase(&story, "db-1-5-0", Phase::Snapshot, Duration::from_secs(60)).await;
+    wait_phase(&story, "db-1-6-0", Phase::Queued, Duration::from_secs(60)).await;
     // Queued, and (once the first holds the app's lock) saying what it waits for.
-    wait_until(
+    let queued = wait_until(
         "the second request to queue behind the first while it runs",
         Duration::from_secs(30),
         async || {
-            let first = upgrades.get("db-1-5-0").await.ok()?.status?;
-            let second = upgrades.get("db-1-6-0").await.ok()?.status?;
+            let first = then::upgrade_request(&story, "db-1-5-0").await?.status?;
+            let queued = then::upgrade_request(&story, "db-1-6-0").await?;
+            let second = queued.status.as_ref()?;
             let first_running = first
                 .phase
                 .is_some_and(|p| !p.is_terminal() && p != Phase::Queued);
@@ -32,18 +52,42 @@ async fn f_a_second_request_for_an_app_queues_behind_the_first() {
                 .conditions
                 .iter()
                 .any(|c| c.message.contains("db-1-5-0"));
-            (first_running && second.phase == Some(Phase::Queued) && says_why).then_some(())
+            (first_running && second.phase == Some(Phase::Queued) && says_why).then_some(queued)
+        },
+    )
+    .await
+    .unwrap();
+    let message = find_condition(&queued.status.as_ref().unwrap().conditions, READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("db-1-5-0"),
+        "says what it waits for: {message}"
+    );
+    let app_status = story.app().await.unwrap().status.unwrap();
+    assert_eq!(
+        app_status.active_operation.map(|a| a.name),
+        Some("db-1-5-0".into())
+    );
+    // While queued it touches nothing and keeps waiting.
+    holds_for(
+        "the second request waiting Queued without a snapshot",
+        Duration::from_secs(1),
+        async || {
+            then::phase_of(&story, "db-1-6-0").await == Some(Phase::Queued)
+                && snapshots_of(&story, &second_uid).await == 0
         },
     )
     .await
     .unwrap();
 
+    story.world.failures.clear_snapshot_failures();
     let first: UpgradeRequest = story
-        .finished("db-1-5-0", Duration::from_secs(60))
+        .finished("db-1-5-0", Duration::from_secs(90))
         .await
         .unwrap();
     let second: UpgradeRequest = story
-        .finished("db-1-6-0", Duration::from_secs(60))
+        .finished("db-1-6-0", Duration::from_secs(90))
         .await
         .unwrap();
     let (first, second) = (first.status.unwrap(), second.status.unwrap());
@@ -60,7 +104,15 @@ async fn f_a_second_request_for_an_app_queues_behind_the_first() {
             .map(String::as_str),
         Some("v1.5.0")
     );
-    let first_done = first.phases.last().unwrap().completed_at.clone().unwrap();
+    // Admitted only after the first ended: after its last phase and after every moment
+    // any of its phases completed.
+    let first_last_done = first.phases.last().unwrap().completed_at.clone().unwrap();
+    let first_done = first
+        .phases
+        .iter()
+        .filter_map(|p| p.completed_at.clone())
+        .max()
+        .unwrap();
     let second_admitted = second
         .phases
         .iter()
@@ -69,12 +121,19 @@ async fn f_a_second_request_for_an_app_queues_behind_the_first() {
         .started_at
         .clone();
     assert!(
-        second_admitted.0 >= first_done.0,
-        "admitted at {second_admitted:?}, before the first ended at {first_done:?}"
+        second_admitted.0 >= first_last_done.0 && second_admitted.0 >= first_done.0,
+        "the second was admitted ({second_admitted:?}) before the first ended ({first_last_done:?}, {first_done:?})"
     );
     assert_eq!(second.phases[0].name, Phase::Queued, "{:?}", second.phases);
     let log = story.git.log().unwrap();
     assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(
+        (
+            commits_of(&story, &first_uid),
+            commits_of(&story, &second_uid)
+        ),
+        (1, 1)
+    );
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
         Some(app_manifest("v1.6.0"))
@@ -85,6 +144,7 @@ async fn f_a_second_request_for_an_app_queues_behind_the_first() {
         Some("v1.6.0")
     );
     assert_eq!(app.active_operation, None);
+    assert_eq!(put_back_problems(&story).await, Vec::<String>::new());
     story.stop().await;
 }
 
@@ -92,7 +152,7 @@ async fn f_a_second_request_for_an_app_queues_behind_the_first() {
 async fn f_ten_apps_of_one_repository_upgrade_at_once() {
     let names: Vec<String> = (0..10).map(|i| format!("app-{i}")).collect();
     let fleet = names.iter().fold(Fleet::new(), |fleet, name| {
-        fleet.helm_app(name, "v1.0.0", 1, json!({}))
+        fleet.helm_app(name, "v1.0.0", 1, app().into())
     });
     let started = std::time::Instant::now();
     let story = DemoWorld::start_fleet(fleet).await.unwrap();
@@ -102,11 +162,10 @@ async fn f_ten_apps_of_one_repository_upgrade_at_once() {
     );
     let started = std::time::Instant::now();
     for name in &names {
-        story
-            .request(
-                &format!("{name}-up"),
-                json!({"managedApp": name, "version": "v1.1.0"}),
-            )
+        upgrade(&format!("{name}-up"))
+            .of_app(name)
+            .to_version("v1.1.0")
+            .create(&story)
             .await
             .unwrap();
     }
@@ -138,28 +197,24 @@ async fn f_ten_apps_of_one_repository_upgrade_at_once() {
             Some(helm_app_manifest(name, "v1.1.0", 1)),
             "{name} at its new version, nothing else changed"
         );
-        let release = get(&story.cluster(), FluxObjectKind::HelmRelease, "apps", name)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(!is_suspended(&release), "{name} resumed");
+        assert!(
+            then::resumed(&story, FluxObjectKind::HelmRelease, "apps", name).await,
+            "{name} resumed"
+        );
         let app = story.app_named(name).await.unwrap().status.unwrap();
         assert_eq!(
             app.current_versions.get("chart").map(String::as_str),
             Some("v1.1.0")
         );
     }
-    let root = get(
-        &story.cluster(),
-        FluxObjectKind::Kustomization,
-        "flux-system",
-        "flux-system",
-    )
-    .await
-    .unwrap()
-    .unwrap();
     assert!(
-        !is_suspended(&root),
+        then::resumed(
+            &story,
+            FluxObjectKind::Kustomization,
+            "flux-system",
+            "flux-system"
+        )
+        .await,
         "the shared root Kustomization is resumed"
     );
     story.stop().await;

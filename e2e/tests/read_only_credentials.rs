@@ -12,17 +12,17 @@
 //! server only refuses the push itself, the Commit failure names it.
 
 use e2e::checks::{put_back_problems, snapshots_of, suspended};
+use e2e::given::{app, upgrade};
 use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest};
 use kube::ResourceExt;
-use serde_json::json;
 use sim::git_server::WriteRefusal;
 use std::time::Duration;
 
 async fn bootstrapped_fleet(refusal: WriteRefusal) -> DemoWorld {
     DemoWorld::start_fleet(
         Fleet::new()
-            .helm_app("db", "v1.4.0", 2, json!({}))
+            .helm_app("db", "v1.4.0", 2, app().into())
             .bootstrap_deploy_key("git", "read-only-deploy-key", refusal),
     )
     .await
@@ -84,11 +84,10 @@ async fn a_read_only_deploy_key_is_refused_at_admit_before_anything_is_touched()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_finds_the_read_only_deploy_key() {
     let story = bootstrapped_fleet(WriteRefusal::AtAdvertisement).await;
-    story
-        .request(
-            "db-dry-run",
-            json!({"managedApp": "db", "version": "v1.5.0", "dryRun": true}),
-        )
+    upgrade("db-dry-run")
+        .to_version("v1.5.0")
+        .dry_run()
+        .create(&story)
         .await
         .unwrap();
     let done: UpgradeRequest = story

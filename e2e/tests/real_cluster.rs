@@ -6,13 +6,13 @@
 //! Without the variable it prints that it was skipped — it never passes silently. The same
 //! story code also runs here against kubesim through its kubeconfig, so it is known to work.
 
+use e2e::given::{app, upgrade};
 use fluxgate::api::{ManagedApp, Phase, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::controller::Settings;
-use fluxgate::demo::world::{DemoWorld, spawn_operator};
-use kube::api::{Api, PostParams};
+use fluxgate::demo::world::spawn_operator;
+use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use serde_json::json;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ async fn a_on_a_real_cluster_an_app_is_upgraded_end_to_end() {
 /// whatever `FLUXGATE_E2E_KUBECONFIG` is, the story itself is known to work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_cluster_story_runs_against_any_kubeconfig() {
-    let mut story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let mut story = app().running_at("v1.4.0").await;
     story.kill_operator().await;
     upgrade_on(
         &story.kube.kubeconfig_path(),
@@ -99,17 +99,14 @@ async fn upgrade_on(
     );
 
     let name = format!("e2e-{}", jiff_seconds());
-    let upgrade: UpgradeRequest = serde_json::from_value(json!({
-        "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"managedApp": app_name, "version": target}
-    }))
-    .unwrap();
-    let upgrades = Api::<UpgradeRequest>::namespaced(client.clone(), namespace);
-    upgrades
-        .create(&PostParams::default(), &upgrade)
+    upgrade(&name)
+        .of_app(app_name)
+        .to_version(target)
+        .in_namespace(namespace)
+        .create_with(&client)
         .await
         .unwrap();
+    let upgrades = Api::<UpgradeRequest>::namespaced(client.clone(), namespace);
     let deadline = Instant::now() + timeout;
     let done = loop {
         let current = upgrades.get(&name).await.unwrap();
@@ -122,6 +119,8 @@ async fn upgrade_on(
             "{name} did not finish within {timeout:?}: {:#?}",
             current.status
         );
+        // Once a second, not wait_until's ten times: this may be a real, shared API server,
+        // and an upgrade there takes minutes.
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let status = done.status.clone().unwrap();

@@ -3,84 +3,13 @@
 //! automatic UpgradeRequest runs and succeeds → the update is cleared. A failed automatic
 //! upgrade rolls back, and that version is never proposed or attempted again.
 
+use e2e::given::{app, auto_update, renovate_report, renovate_repository};
+use e2e::then::automatic_upgrades;
+use e2e::when;
 use fluxgate::api::conditions::{UPDATE_AVAILABLE, find_condition};
-use fluxgate::api::{ManagedApp, Phase, UpgradeRequest};
-use fluxgate::controller::renovate_input::RenovateSettings;
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, holds_for, wait_until};
-use fluxgate::renovate::policy::AUTOMATIC_LABEL;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use fluxgate::api::{AutoUpdate, Phase, UpgradeRequest};
+use fluxgate::demo::world::{APP_FILE, app_manifest, holds_for, wait_until};
 use std::time::Duration;
-
-/// Renovate's report (`reportType: file`) for the fleet repository: the OCIRepository's tag
-/// at `current`, with these updates offered.
-fn report(repository: &str, current: &str, updates: &[(&str, &str)]) -> String {
-    let updates: Vec<_> = updates
-        .iter()
-        .map(|(version, kind)| json!({"newValue": version, "updateType": kind}))
-        .collect();
-    json!({"repositories": {repository: {"problems": [], "packageFiles": {"flux": [
-        {"packageFile": APP_FILE, "deps": [
-            {"depName": "ghcr.io/example/charts/db", "currentValue": current,
-             "datasource": "docker", "updates": updates}]}]}}}})
-    .to_string()
-}
-
-/// Renovate names a repository by its path on the host; for the local test server that is
-/// the path of its `file://` URL.
-fn renovate_repository(story: &DemoWorld) -> String {
-    let url = story.git.file_url();
-    url.trim_start_matches("file://")
-        .trim_start_matches('/')
-        .trim_end_matches(".git")
-        .to_owned()
-}
-
-async fn write_report(story: &DemoWorld, text: String) {
-    let configmap: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "renovate-output", "namespace": "apps"},
-        "data": {"report.json": text}
-    }))
-    .unwrap();
-    let api = Api::<ConfigMap>::namespaced(story.client.clone(), "apps");
-    match api.get_opt("renovate-output").await.unwrap() {
-        None => {
-            api.create(&PostParams::default(), &configmap)
-                .await
-                .unwrap();
-        }
-        Some(_) => {
-            api.patch(
-                "renovate-output",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"data": configmap.data})),
-            )
-            .await
-            .unwrap();
-        }
-    }
-}
-
-async fn automatic_upgrades(story: &DemoWorld) -> Vec<UpgradeRequest> {
-    Api::<UpgradeRequest>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default().labels(AUTOMATIC_LABEL))
-        .await
-        .unwrap()
-        .items
-}
-
-async fn set_policy(story: &DemoWorld, policy: serde_json::Value) {
-    Api::<ManagedApp>::namespaced(story.client.clone(), "apps")
-        .patch(
-            "db",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"updatePolicy": policy}})),
-        )
-        .await
-        .unwrap();
-}
 
 /// A window that opened at 00:00 UTC a year from now: closed for the whole test.
 const CLOSED: &str = "0 0 1 1 *";
@@ -89,26 +18,18 @@ const OPEN: &str = "* * * * *";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_never_again() {
-    let mut story = DemoWorld::start(
-        "v1.4.0",
-        json!({"health": {"timeout": "5s", "stabilization": "1s"},
-               "updatePolicy": {"auto": "minor",
-                                "window": {"schedule": CLOSED, "duration": "1m"}}}),
-    )
-    .await
-    .unwrap();
-    story.kill_operator().await;
-    story.settings.renovate = RenovateSettings {
-        configmap: Some(("apps".into(), "renovate-output".into())),
-        file: None,
-    };
-    story.start_operator().unwrap();
+    let mut story = app()
+        .health_timeout("5s")
+        .update_policy(auto_update(AutoUpdate::Minor, CLOSED, "1m"))
+        .running_at("v1.4.0")
+        .await;
+    when::operator_reads_renovate(&mut story, when::renovate_configmap()).await;
     let repository = renovate_repository(&story);
 
     // Renovate offers a patch, a minor and a major: the policy (auto: minor) picks the minor.
-    write_report(
+    when::renovate_writes(
         &story,
-        report(
+        &renovate_report(
             &repository,
             "v1.4.0",
             &[
@@ -148,11 +69,7 @@ async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_ne
 
     // The window opens: one automatic upgrade, labelled, to the chosen version; it succeeds
     // and the offer is cleared because Git has it.
-    set_policy(
-        &story,
-        json!({"auto": "minor", "window": {"schedule": OPEN, "duration": "1h"}}),
-    )
-    .await;
+    when::update_policy_set(&story, &auto_update(AutoUpdate::Minor, OPEN, "1h")).await;
     let first = wait_until(
         "the automatic upgrade",
         Duration::from_secs(20),
@@ -196,14 +113,10 @@ async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_ne
     // Renovate's next run offers a major; the policy now allows it; it fails health and
     // rolls back; from then on it is neither offered nor attempted.
     story.world.failures.fail_chart_version("v2.0.0");
-    set_policy(
+    when::update_policy_set(&story, &auto_update(AutoUpdate::Major, OPEN, "1h")).await;
+    when::renovate_writes(
         &story,
-        json!({"auto": "major", "window": {"schedule": OPEN, "duration": "1h"}}),
-    )
-    .await;
-    write_report(
-        &story,
-        report(&repository, "v1.5.0", &[("v2.0.0", "major")]),
+        &renovate_report(&repository, "v1.5.0", &[("v2.0.0", "major")]),
     )
     .await;
     let second = wait_until(
@@ -248,9 +161,9 @@ async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_ne
         Some("v1.5.0")
     );
     // Renovate's next run offers it again; Fluxgate keeps refusing it.
-    write_report(
+    when::renovate_writes(
         &story,
-        report(&repository, "v1.5.0", &[("v2.0.0", "major")]) + "\n",
+        &(renovate_report(&repository, "v1.5.0", &[("v2.0.0", "major")]) + "\n"),
     )
     .await;
     holds_for(

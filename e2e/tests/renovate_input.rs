@@ -5,12 +5,13 @@
 //! the app. A changed `--renovate-file` (a mounted ConfigMap, swapped by symlink) is seen
 //! within seconds, not at the next resync half an hour later.
 
+use e2e::given::app;
+use e2e::{then, when};
 use fluxgate::api::conditions::{UPDATE_AVAILABLE, find_condition};
 use fluxgate::api::{AvailableUpdate, ManagedApp};
 use fluxgate::controller::renovate_input::RenovateSettings;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, holds_for, wait_until};
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Event;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -32,30 +33,6 @@ fn local_report(current: &str, updates: &[(&str, &str)]) -> String {
     .unwrap()
 }
 
-async fn write_configmap(story: &DemoWorld, text: &str) {
-    let api = Api::<ConfigMap>::namespaced(story.client.clone(), "apps");
-    let data = json!({"data": {"report.json": text}});
-    if api.get_opt("renovate-output").await.unwrap().is_some() {
-        api.patch(
-            "renovate-output",
-            &PatchParams::default(),
-            &Patch::Merge(data),
-        )
-        .await
-        .unwrap();
-        return;
-    }
-    let configmap: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "renovate-output", "namespace": "apps"},
-        "data": {"report.json": text}
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &configmap)
-        .await
-        .unwrap();
-}
-
 async fn offer(story: &DemoWorld) -> Option<AvailableUpdate> {
     story
         .app()
@@ -69,39 +46,29 @@ async fn offer(story: &DemoWorld) -> Option<AvailableUpdate> {
 
 /// The Events about `kind`/`name` in namespace `apps` with this reason.
 async fn events(story: &DemoWorld, kind: &str, name: &str, reason: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(story.client.clone(), "apps")
-        .list(&ListParams::default())
+    then::events(story, reason)
         .await
-        .unwrap()
-        .items
         .into_iter()
         .filter(|e| {
             e.involved_object.kind.as_deref() == Some(kind)
                 && e.involved_object.name.as_deref() == Some(name)
-                && e.reason.as_deref() == Some(reason)
         })
         .collect()
 }
 
 async fn started_with(settings: RenovateSettings) -> DemoWorld {
-    let mut story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
-    story.kill_operator().await;
-    story.settings.renovate = settings;
-    story.start_operator().unwrap();
+    let mut story = app().running_at("v1.4.0").await;
+    when::operator_reads_renovate(&mut story, settings).await;
     story
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
-    let story = started_with(RenovateSettings {
-        configmap: Some(("apps".into(), "renovate-output".into())),
-        file: None,
-    })
-    .await;
+    let story = started_with(when::renovate_configmap()).await;
 
     // Renovate's local platform: repository `local`, whatever the app's clone URL is.
     let good = local_report("v1.4.0", &[("v1.4.1", "patch"), ("v1.5.0", "minor")]);
-    write_configmap(&story, &good).await;
+    when::renovate_writes(&story, &good).await;
     let shown = wait_until("the offer", Duration::from_secs(20), async || {
         offer(&story).await
     })
@@ -131,7 +98,7 @@ async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
 
     // The report is cut at the ConfigMap's size limit: the offer stays, and both the
     // ConfigMap and the app say why.
-    write_configmap(&story, &good[..good.len() / 2]).await;
+    when::renovate_writes(&story, &good[..good.len() / 2]).await;
     let warning = wait_until(
         "the ConfigMap's warning",
         Duration::from_secs(20),
@@ -162,7 +129,7 @@ async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
     .await
     .unwrap();
     // Emptied as well: still nothing is cleared.
-    write_configmap(&story, "").await;
+    when::renovate_writes(&story, "").await;
     holds_for(
         "the offer while the input is empty",
         Duration::from_secs(3),
@@ -178,7 +145,7 @@ async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
     );
 
     // A valid report that lists nothing newer clears it, and the condition says why.
-    write_configmap(&story, &local_report("v1.4.0", &[])).await;
+    when::renovate_writes(&story, &local_report("v1.4.0", &[])).await;
     let app: ManagedApp = wait_until("the offer to go", Duration::from_secs(20), async || {
         let app = story.app().await.ok()?;
         app.status

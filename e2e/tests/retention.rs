@@ -1,23 +1,16 @@
 //! Snapshot retention after a successful upgrade: with `retention.maxCount: 1`, each
 //! volume keeps only the newest upgrade's snapshot; older ones are deleted.
 
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::cluster::snapshots::VolumeSnapshot;
-use fluxgate::demo::world::{DemoWorld, wait_until};
-use kube::ResourceExt;
-use kube::api::{Api, ListParams};
-use serde_json::json;
+use fluxgate::demo::world::wait_until;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_newest_snapshots_are_kept_per_volume() {
-    let story = DemoWorld::start(
-        "v1.4.0",
-        json!({"snapshots": {"retention": {"maxCount": 1}}}),
-    )
-    .await
-    .unwrap();
+    let story = app().keep_snapshots(1).running_at("v1.4.0").await;
     let mut taken = Vec::new();
     for (name, version) in [("db-1-4-1", "v1.4.1"), ("db-1-5-0", "v1.5.0")] {
         story.upgrade(name, version).await.unwrap();
@@ -34,19 +27,11 @@ async fn only_the_newest_snapshots_are_kept_per_volume() {
         );
     }
     // Deletion goes through the snapshot controller's finalizer: wait for it to finish.
-    let api = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps");
     let left = wait_until(
         "old snapshots to be pruned",
         Duration::from_secs(20),
         async || {
-            let names: BTreeSet<String> = api
-                .list(&ListParams::default())
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(|s| s.name_any())
-                .collect();
+            let names = then::snapshot_names(&story).await;
             (names == taken[1]).then_some(names)
         },
     )

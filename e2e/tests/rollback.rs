@@ -2,20 +2,16 @@
 //! every volume's content equals its pre-upgrade snapshot, Git is back at the old version
 //! byte for byte, the failed version is remembered and a new upgrade to it is refused.
 
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
-use serde_json::json;
+use fluxgate::demo::world::{APP_FILE, app_manifest};
 use sim::volumes::{content_token, snapshot_token};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
-    let story = DemoWorld::start(
-        "v1.4.0",
-        json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
-    )
-    .await
-    .unwrap();
+    let story = app().health_timeout("5s").running_at("v1.4.0").await;
     story.world.failures.fail_chart_version("v2.0.0");
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
 
@@ -54,13 +50,7 @@ async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
         let taken = snapshot_token(&story.client, "apps", &snapshot.name)
             .await
             .unwrap();
-        let pvc = kube::Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
-            story.client.clone(),
-            "apps",
-        )
-        .get(&snapshot.pvc)
-        .await
-        .unwrap();
+        let pvc = then::claim(&story, &snapshot.pvc).await;
         let safety: Vec<String> = rollback_status
             .snapshots
             .iter()

@@ -10,6 +10,7 @@
 //! touched.
 
 use e2e::checks::{snapshots_of, suspended, upgrade_problems};
+use e2e::given::{app, create};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::cluster::flux::ops::get;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
@@ -19,7 +20,7 @@ use fluxgate::git::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use ssh_key::private::Ed25519Keypair;
 use ssh_key::{LineEnding, PrivateKey};
@@ -50,10 +51,7 @@ async fn create_secret(story: &DemoWorld, namespace: &str, name: &str, data: Val
         "metadata": {"name": name, "namespace": namespace}, "data": data,
     }))
     .unwrap();
-    Api::<Secret>::namespaced(story.client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    create(&story.client, &secret).await.unwrap();
 }
 
 /// The GitRepository `flux-system` now.
@@ -80,14 +78,12 @@ fn condition<'a>(repository: &'a Value, type_: &str) -> Option<&'a Value> {
 /// A fleet whose HEAD Alice signed, then verification turned on for her key and Fluxgate's;
 /// the app signs with Fluxgate's key when `signing` is set.
 async fn verifying_fleet(signing: bool) -> DemoWorld {
-    let git = if signing {
-        json!({"signing": {"secretRef": {"name": "fluxgate-signing"}}})
-    } else {
-        json!({})
-    };
     // A short Reconcile timeout: without the fix the refused commit fails there.
-    let spec = json!({"git": git, "timeouts": {"reconcile": "20s"}});
-    let story = DemoWorld::start_fleet(Fleet::new().helm_app("db", "v1.4.0", 2, spec))
+    let mut settings = app().reconcile_timeout("20s");
+    if signing {
+        settings = settings.signed_with("fluxgate-signing");
+    }
+    let story = DemoWorld::start_fleet(Fleet::new().helm_app("db", "v1.4.0", 2, settings.into()))
         .await
         .unwrap();
 

@@ -7,9 +7,8 @@
 //! binary, because the tracing subscriber is process-wide.
 
 use e2e::checks::{content_tokens, rollback_problems};
+use e2e::given::app;
 use fluxgate::api::UpgradeRequest;
-use fluxgate::demo::world::DemoWorld;
-use serde_json::json;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -114,12 +113,7 @@ async fn at_most_one_status_write_per_reconcile() {
         )
         .init();
     // A failing version: an upgrade and its automatic rollback, both kinds in one run.
-    let story = DemoWorld::start(
-        "v1.4.0",
-        json!({"health": {"timeout": "5s", "stabilization": "1s"}}),
-    )
-    .await
-    .unwrap();
+    let story = app().health_timeout("5s").running_at("v1.4.0").await;
     story.world.failures.fail_chart_version("v2.0.0");
     let before = content_tokens(&story).await;
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();

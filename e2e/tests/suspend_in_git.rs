@@ -6,10 +6,10 @@
 //! `gotk-sync.yaml` it applies itself) does not count.
 
 use e2e::checks::{describe, operator_writes, suspended};
+use e2e::given::{app, upgrade};
+use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::get;
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
-use serde_json::json;
 use std::time::Duration;
 
 /// The app's manifests with `spec.suspend: false` written on its HelmRelease, as some
@@ -37,7 +37,7 @@ const GOTK_SYNC: &str = "clusters/prod/flux-system/gotk-sync.yaml";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     // The root's own spec.suspend does not count: it applies itself only while it runs,
     // that is after Fluxgate resumed it.
     let pushed = story
@@ -55,14 +55,13 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
         "the root Kustomization to apply the commit",
         Duration::from_secs(30),
         async || {
-            let root = get(
-                &story.cluster(),
+            let root = then::flux_object(
+                &story,
                 FluxObjectKind::Kustomization,
                 "flux-system",
                 "flux-system",
             )
-            .await
-            .ok()??;
+            .await;
             root.data["status"]["lastAppliedRevision"]
                 .as_str()?
                 .ends_with(&pushed)
@@ -74,11 +73,10 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     let commits = story.git.log().unwrap().len();
 
     for (name, dry_run) in [("db-1-5-0-dry", true), ("db-1-5-0", false)] {
-        story
-            .request(
-                name,
-                json!({"managedApp": "db", "version": "v1.5.0", "dryRun": dry_run}),
-            )
+        upgrade(name)
+            .to_version("v1.5.0")
+            .dry_run_if(dry_run)
+            .create(&story)
             .await
             .unwrap();
         let done: UpgradeRequest = story.finished(name, Duration::from_secs(60)).await.unwrap();

@@ -3,17 +3,16 @@
 //! simulated world: one commit with the trailers and a byte-minimal diff, ready snapshots,
 //! Flux back to its prior state, replicas restored, the ManagedApp updated.
 
+use e2e::checks::replicas;
+use e2e::given::app;
+use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::cluster::flux::ops::{get, is_suspended};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
-use serde_json::json;
+use fluxgate::demo::world::{APP_FILE, app_manifest};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_helm_release_app_is_upgraded_end_to_end() {
-    let story = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
+    let story = app().running_at("v1.4.0").await;
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
     let done: UpgradeRequest = story
         .finished("db-1-5-0", Duration::from_secs(90))
@@ -66,16 +65,8 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
     );
 
     // Flux resumed, replicas back, the app records the new version and is free.
-    let release = get(&story.cluster(), FluxObjectKind::HelmRelease, "apps", "db")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!is_suspended(&release));
-    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
-        .get("db")
-        .await
-        .unwrap();
-    assert_eq!(sts.spec.replicas, Some(2));
+    assert!(then::resumed(&story, FluxObjectKind::HelmRelease, "apps", "db").await);
+    assert_eq!(replicas(&story).await, Some(2));
     let app_status = story.app().await.unwrap().status.unwrap();
     assert_eq!(
         app_status.current_versions.get("chart").map(String::as_str),

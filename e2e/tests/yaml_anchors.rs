@@ -5,12 +5,10 @@
 //! edits it once, at its definition, leaving every other byte as it was — and every place
 //! that repeats it runs the new image.
 
-use fluxgate::api::conditions::{READY, find_condition};
-use fluxgate::api::{ManagedAppStatus, Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
-use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
-use serde_json::json;
+use e2e::given::{app, upgrade, version_field};
+use e2e::then;
+use fluxgate::api::{Phase, UpgradeRequest};
+use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use std::time::Duration;
 
 const FILE: &str = "clusters/prod/db.yaml";
@@ -44,28 +42,7 @@ fn anchored(tag: &str) -> String {
 }
 
 async fn running_image(story: &DemoWorld) -> Option<String> {
-    let sts = Api::<StatefulSet>::namespaced(story.client.clone(), "apps")
-        .get("db")
-        .await
-        .ok()?;
-    sts.spec.template.spec?.containers.first()?.image.clone()
-}
-
-/// The ManagedApp's status once its controller has looked at it (it has a `Ready`
-/// condition, whatever it says).
-async fn settled_status(story: &DemoWorld) -> ManagedAppStatus {
-    wait_until(
-        "the ManagedApp's status",
-        Duration::from_secs(20),
-        async || {
-            let status = story.app().await.ok()?.status?;
-            find_condition(&status.conditions, READY)
-                .is_some()
-                .then_some(status)
-        },
-    )
-    .await
-    .unwrap()
+    then::running_image(story, "db").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +53,9 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
         "db",
         &before,
         2,
-        json!({"versions": [{"name": "image", "document": "HelmRelease/db", "path": BACKUP_TAG}]}),
+        app()
+            .versions(vec![version_field("image", BACKUP_TAG, "HelmRelease/db")])
+            .into(),
     );
     let story = DemoWorld::start_fleet(fleet).await.unwrap();
     assert_eq!(
@@ -85,11 +64,10 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
         "Flux expands the alias the chart's `image` reads"
     );
     // The dry run says which other paths share the scalar it would edit.
-    story
-        .request(
-            "db-dry",
-            json!({"managedApp": "db", "target": {"image": "16.5.0"}, "dryRun": true}),
-        )
+    upgrade("db-dry")
+        .to_target("image", "16.5.0")
+        .dry_run()
+        .create(&story)
         .await
         .unwrap();
     let dry: UpgradeRequest = story
@@ -125,7 +103,7 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
         "a dry run commits nothing"
     );
 
-    let app = settled_status(&story).await;
+    let app = then::settled_app_status(&story).await;
     assert_eq!(
         app.current_versions.get("image").map(String::as_str),
         Some("16.4.0"),
@@ -133,11 +111,9 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
     );
 
     // The upgrade: one scalar changed, at the anchor; the aliases untouched.
-    story
-        .request(
-            "db-16-5-0",
-            json!({"managedApp": "db", "target": {"image": "16.5.0"}}),
-        )
+    upgrade("db-16-5-0")
+        .to_target("image", "16.5.0")
+        .create(&story)
         .await
         .unwrap();
     let done: UpgradeRequest = story

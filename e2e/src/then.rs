@@ -1,0 +1,190 @@
+//! Reads what a story checks, by name: its requests, the app's workloads, volumes and
+//! snapshots, Flux's objects and the Events, as they are in the cluster now (namespace
+//! `apps` unless a Flux object's namespace is given).
+//!
+//! A read that fails (other than "not found") panics naming what was read: the story's own
+//! client is never faulted, so such a failure is a broken world, not a state to wait out.
+
+use crate::api;
+use fluxgate::api::conditions::{READY, find_condition};
+use fluxgate::api::{FluxObjectKind, ManagedAppStatus, Phase, RollbackRequest, UpgradeRequest};
+use fluxgate::cluster::flux::ops::{get, is_suspended};
+use fluxgate::cluster::snapshots::VolumeSnapshot;
+use fluxgate::demo::world::{DemoWorld, wait_until};
+use fluxgate::renovate::policy::AUTOMATIC_LABEL;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use kube::api::{DynamicObject, ListParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::time::Duration;
+
+async fn get_opt<K>(story: &DemoWorld, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    api::<K>(story)
+        .get_opt(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading {} apps/{name}: {e}", K::kind(&())))
+}
+
+async fn must_get<K>(story: &DemoWorld, name: &str) -> K
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    get_opt(story, name)
+        .await
+        .unwrap_or_else(|| panic!("{} apps/{name} does not exist", K::kind(&())))
+}
+
+async fn list<K>(story: &DemoWorld, params: &ListParams) -> Vec<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    api::<K>(story)
+        .list(params)
+        .await
+        .unwrap_or_else(|e| panic!("listing {} in apps: {e}", K::kind(&())))
+        .items
+}
+
+/// UpgradeRequest `name`, or None once it is gone.
+pub async fn upgrade_request(story: &DemoWorld, name: &str) -> Option<UpgradeRequest> {
+    get_opt(story, name).await
+}
+
+/// The phase UpgradeRequest `name` is in; None before its first status or once it is gone.
+pub async fn phase_of(story: &DemoWorld, name: &str) -> Option<Phase> {
+    upgrade_request(story, name).await?.status?.phase
+}
+
+/// RollbackRequest `name`, or None while it does not exist.
+pub async fn rollback_request(story: &DemoWorld, name: &str) -> Option<RollbackRequest> {
+    get_opt(story, name).await
+}
+
+/// Every RollbackRequest.
+pub async fn rollback_requests(story: &DemoWorld) -> Vec<RollbackRequest> {
+    list(story, &ListParams::default()).await
+}
+
+/// The UpgradeRequests Fluxgate created on its own (labelled automatic).
+pub async fn automatic_upgrades(story: &DemoWorld) -> Vec<UpgradeRequest> {
+    list(story, &ListParams::default().labels(AUTOMATIC_LABEL)).await
+}
+
+/// Every VolumeSnapshot.
+pub async fn snapshots(story: &DemoWorld) -> Vec<VolumeSnapshot> {
+    list(story, &ListParams::default()).await
+}
+
+/// The names of every VolumeSnapshot.
+pub async fn snapshot_names(story: &DemoWorld) -> BTreeSet<String> {
+    snapshots(story)
+        .await
+        .iter()
+        .map(|s| s.name_any())
+        .collect()
+}
+
+/// VolumeSnapshot `name`; panics when it does not exist.
+pub async fn snapshot(story: &DemoWorld, name: &str) -> VolumeSnapshot {
+    must_get(story, name).await
+}
+
+/// PersistentVolumeClaim `name`; panics when it does not exist.
+pub async fn claim(story: &DemoWorld, name: &str) -> PersistentVolumeClaim {
+    must_get(story, name).await
+}
+
+/// StatefulSet `name`; panics when it does not exist.
+pub async fn statefulset(story: &DemoWorld, name: &str) -> StatefulSet {
+    must_get(story, name).await
+}
+
+/// The image of the first container StatefulSet `name`'s pods run.
+pub async fn running_image(story: &DemoWorld, name: &str) -> Option<String> {
+    let sts = statefulset(story, name).await;
+    sts.spec.template.spec?.containers.first()?.image.clone()
+}
+
+/// Deployment `name`; panics when it does not exist.
+pub async fn deployment(story: &DemoWorld, name: &str) -> Deployment {
+    must_get(story, name).await
+}
+
+/// The pods matching label selector `labels` (`""` for every pod).
+pub async fn pods(story: &DemoWorld, labels: &str) -> Vec<Pod> {
+    list(story, &ListParams::default().labels(labels)).await
+}
+
+/// The Events with reason `reason`.
+pub async fn events(story: &DemoWorld, reason: &str) -> Vec<Event> {
+    let events: Vec<Event> = list(story, &ListParams::default()).await;
+    events
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+/// Flux object `kind` `namespace/name` as it is now; panics when it does not exist.
+pub async fn flux_object(
+    story: &DemoWorld,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> DynamicObject {
+    get(&story.cluster(), kind, namespace, name)
+        .await
+        .unwrap_or_else(|e| panic!("reading {kind:?} {namespace}/{name}: {e}"))
+        .unwrap_or_else(|| panic!("{kind:?} {namespace}/{name} does not exist"))
+}
+
+/// Whether Flux object `kind` `namespace/name` is reconciled (not suspended).
+pub async fn resumed(story: &DemoWorld, kind: FluxObjectKind, namespace: &str, name: &str) -> bool {
+    !is_suspended(&flux_object(story, kind, namespace, name).await)
+}
+
+/// The revision of the artifact Flux source `kind` `namespace/name` serves, once it serves
+/// one.
+pub async fn served_revision(
+    story: &DemoWorld,
+    kind: FluxObjectKind,
+    namespace: &str,
+    name: &str,
+) -> Option<String> {
+    let source = flux_object(story, kind, namespace, name).await;
+    source.data["status"]["artifact"]["revision"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// ManagedApp `db`'s status once its controller has looked at it (it has a `Ready`
+/// condition, whatever it says); panics after 20 s.
+pub async fn settled_app_status(story: &DemoWorld) -> ManagedAppStatus {
+    wait_until(
+        "the ManagedApp's status",
+        Duration::from_secs(20),
+        async || {
+            let status = story.app().await.ok()?.status?;
+            find_condition(&status.conditions, READY)
+                .is_some()
+                .then_some(status)
+        },
+    )
+    .await
+    .unwrap()
+}
