@@ -174,6 +174,28 @@ pub async fn served_revision(
 
 /// ManagedApp `db`'s status once its controller has looked at it (it has a `Ready`
 /// condition, whatever it says); panics after 20 s.
+/// The status of ManagedApp `app` once it records `version` for `field` in
+/// `currentVersions`: the ManagedApp controller reads it from Git when a request's end
+/// wakes it, a moment after the request's own last status write.
+pub async fn app_records(
+    story: &DemoWorld,
+    app: &str,
+    field: &str,
+    version: &str,
+) -> ManagedAppStatus {
+    wait_until(
+        &format!("ManagedApp {app} to record {field} {version} in currentVersions"),
+        Duration::from_secs(20),
+        async || {
+            let status = story.app_named(app).await.ok()?.status?;
+            (status.current_versions.get(field).map(String::as_str) == Some(version))
+                .then_some(status)
+        },
+    )
+    .await
+    .unwrap()
+}
+
 pub async fn settled_app_status(story: &DemoWorld) -> ManagedAppStatus {
     wait_until(
         "the ManagedApp's status",

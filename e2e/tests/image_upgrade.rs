@@ -100,8 +100,7 @@ async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
             "Kustomization {name} resumed"
         );
     }
-    let app = story.app_named("web").await.unwrap().status.unwrap();
-    assert_eq!(app.current_versions.get("image"), Some(&new_version));
+    let app = then::app_records(&story, "web", "image", &new_version).await;
     assert_eq!(app.active_operation, None);
     story.stop().await;
 }

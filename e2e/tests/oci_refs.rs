@@ -111,8 +111,7 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
             .map(String::as_str),
         Some("db-1.5.0")
     );
-    let app = story.app().await.unwrap().status.unwrap_or_default();
-    assert_eq!(app.current_versions.get("chart"), Some(&target));
+    then::app_records(&story, "db", "chart", &target).await;
     story.stop().await;
 }
 

@@ -138,11 +138,7 @@ async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_firs
         story.git.read_file(APP_FILE).unwrap(),
         Some(app_manifest("v1.6.0"))
     );
-    let app = story.app().await.unwrap().status.unwrap();
-    assert_eq!(
-        app.current_versions.get("chart").map(String::as_str),
-        Some("v1.6.0")
-    );
+    let app = then::app_records(&story, "db", "chart", "v1.6.0").await;
     assert_eq!(app.active_operation, None);
     assert_eq!(put_back_problems(&story).await, Vec::<String>::new());
     story.stop().await;
@@ -201,11 +197,7 @@ async fn f_ten_apps_of_one_repository_upgrade_at_once() {
             then::resumed(&story, FluxObjectKind::HelmRelease, "apps", name).await,
             "{name} resumed"
         );
-        let app = story.app_named(name).await.unwrap().status.unwrap();
-        assert_eq!(
-            app.current_versions.get("chart").map(String::as_str),
-            Some("v1.1.0")
-        );
+        then::app_records(&story, name, "chart", "v1.1.0").await;
     }
     assert!(
         then::resumed(

@@ -74,11 +74,7 @@ async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
     );
 
     // The app remembers the failure and refuses it next time.
-    let app_status = story.app().await.unwrap().status.unwrap();
-    assert_eq!(
-        app_status.current_versions.get("chart").map(String::as_str),
-        Some("v1.4.0")
-    );
+    let app_status = then::app_records(&story, "db", "chart", "v1.4.0").await;
     assert!(
         app_status
             .failed_versions

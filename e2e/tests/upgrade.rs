@@ -67,11 +67,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
     // Flux resumed, replicas back, the app records the new version and is free.
     assert!(then::resumed(&story, FluxObjectKind::HelmRelease, "apps", "db").await);
     assert_eq!(replicas(&story).await, Some(2));
-    let app_status = story.app().await.unwrap().status.unwrap();
-    assert_eq!(
-        app_status.current_versions.get("chart").map(String::as_str),
-        Some("v1.5.0")
-    );
+    let app_status = then::app_records(&story, "db", "chart", "v1.5.0").await;
     assert_eq!(app_status.active_operation, None);
     assert_eq!(
         app_status.last_operation.map(|o| o.result),

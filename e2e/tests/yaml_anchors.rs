@@ -141,10 +141,6 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
         Some("ghcr.io/example/db:16.5.0"),
         "every place that repeats the anchor runs the new tag"
     );
-    let app = story.app().await.unwrap().status.unwrap_or_default();
-    assert_eq!(
-        app.current_versions.get("image").map(String::as_str),
-        Some("16.5.0")
-    );
+    then::app_records(&story, "db", "image", "16.5.0").await;
     story.stop().await;
 }

@@ -1,10 +1,18 @@
 //! The ManagedApp's bookkeeping written by requests: the lock (`activeOperation`, taken and
-//! released with optimistic concurrency) and, when an operation ends, `lastOperation`,
-//! `currentVersions`, `failedVersions` and the `availableUpdate` it met.
+//! released with optimistic concurrency, a stale one released by the rule of
+//! [`holder_exists`]) and, when an operation ends, `lastOperation` and `failedVersions`.
+//!
+//! Each status field has one owner, and only its owner writes it:
+//!
+//! | fields | owner |
+//! |---|---|
+//! | `activeOperation`, `lastOperation`, `failedVersions` | this module (for the requests; the ManagedApp controller releases a stale lock through it) |
+//! | `currentVersions`, `current`, `availableUpdate`, `available`, `conditions`, `observedGeneration` | the ManagedApp controller ([`super::apps`]), from Git, health and Renovate |
+//!
+//! Both write with the resourceVersion they read, so neither loses the other's writes.
 
 use crate::api::{
     FailedVersion, LastOperation, ManagedApp, ManagedAppStatus, OperationKind, OperationReference,
-    versions_summary,
 };
 use crate::cluster::FIELD_MANAGER;
 use crate::cluster::cache::{Cluster, WatchedKind};
@@ -153,6 +161,28 @@ pub async fn take_lock(
     .await
 }
 
+/// Releases the lock of a request that no longer exists (`stale`: its UID, found gone by
+/// [`holder_exists`]); a lock taken since by anyone else stays.
+pub async fn release_stale_lock(
+    cluster: &Cluster,
+    namespace: &str,
+    app: &str,
+    stale: &str,
+) -> Result<(), Problem> {
+    update_status(cluster, namespace, app, |status| {
+        if status
+            .active_operation
+            .as_ref()
+            .is_none_or(|a| a.uid != stale)
+        {
+            return Ok(false);
+        }
+        status.active_operation = None;
+        Ok(true)
+    })
+    .await
+}
+
 /// Records the end of an operation on the app (see [`Finish`]); `why_failed` is the
 /// failure of the upgrade whose versions are recorded as failed.
 pub async fn finish(
@@ -176,25 +206,16 @@ pub async fn finish(
                 completed_at: Time(now),
             });
         }
+        // A later success past a failed version unblocks it. (`currentVersions` itself is
+        // the ManagedApp controller's: it reads the new versions from Git once the
+        // request's end wakes it.)
         if let Some(versions) = &finish.current_versions {
             for (field, version) in versions {
-                status
-                    .current_versions
-                    .insert(field.clone(), version.clone());
-                // A later success past a failed version unblocks it; an offer now met is gone.
                 let now_at = Version::parse(version);
                 status
                     .failed_versions
                     .retain(|f| f.name != *field || Version::parse(&f.version) > now_at);
-                if status
-                    .available_update
-                    .get(field)
-                    .is_some_and(|u| versions_equal(&u.version, version))
-                {
-                    status.available_update.remove(field);
-                }
             }
-            status.current = Some(versions_summary(&status.current_versions));
         }
         for (field, version) in &finish.failed_versions {
             if !status

@@ -56,7 +56,9 @@ pub struct Finish {
     pub from: BTreeMap<String, String>,
     /// Versions it moved to (or tried to).
     pub to: BTreeMap<String, String>,
-    /// Versions now in Git, when the operation changed them for good.
+    /// Versions now in Git, when the operation changed them for good: failed versions at
+    /// or below them are unblocked. (`currentVersions` follows from Git: the ManagedApp
+    /// controller reads it once the request's end wakes it.)
     pub current_versions: Option<BTreeMap<String, String>>,
     /// Versions to add to `failedVersions` (a rollback's undone target).
     pub failed_versions: BTreeMap<String, String>,

@@ -1,12 +1,13 @@
 //! What the ManagedApp controller owns in an app's status, computed from what it observed:
 //! `currentVersions` from Git, `Ready` from the app's health, `availableUpdate` from
-//! Renovate, a stale lock released; one reconcile builds the view and writes it once.
+//! Renovate; one reconcile builds the view and writes it once. A lock whose request is gone
+//! is released through the lock's owner ([`crate::controller::app_status`]).
 
 use super::automatic::automatic_upgrade;
 use super::events::{publish, publish_input_news};
 use super::git_memo::git_fields;
 use super::{AppError, Shared, resync_after};
-use crate::controller::app_status::holder_exists;
+use crate::controller::app_status::{holder_exists, release_stale_lock};
 
 use crate::api::conditions::{READY, condition, set_condition};
 use crate::api::{ManagedApp, ManagedAppStatus, OperationKind, versions_summary};
@@ -28,8 +29,6 @@ use std::time::Instant;
 /// What this controller owns in the app's status, computed from what it observed.
 #[derive(Debug)]
 pub(super) struct View {
-    /// When Git was read: an operation that finished since knows better.
-    pub(super) read_at: jiff::Timestamp,
     /// From Git; None when Git could not be read (what is known stays).
     pub(super) current_versions: Option<BTreeMap<String, String>>,
     pub(super) ready: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
@@ -56,7 +55,6 @@ pub(super) async fn reconcile(
     let now = jiff::Timestamp::now();
     let status = app.status.clone().unwrap_or_default();
     let mut view = View {
-        read_at: now,
         current_versions: None,
         ready: None,
         updates: None,
@@ -173,7 +171,14 @@ pub(super) async fn reconcile(
 
     let mut next = status.clone();
     apply(&mut next, &view, app.metadata.generation);
-    if next != status {
+    let view_changed = next != status;
+    if let Some(stale) = &view.stale_lock {
+        release_stale_lock(&ctx.cluster, &namespace, &name, stale)
+            .await
+            .map_err(|p| AppError(p.message))?;
+        next.active_operation = None;
+    }
+    if view_changed {
         let generation = app.metadata.generation;
         update_status(&ctx.cluster, &namespace, &name, |fresh| {
             let before = fresh.clone();
@@ -192,15 +197,11 @@ pub(super) async fn reconcile(
     Ok(Requeue::requeue(requeue))
 }
 
-/// Puts the view's fields onto `status`, leaving what requests own alone.
+/// Puts the view's fields onto `status`, leaving what requests own alone (see the table
+/// in [`crate::controller::app_status`]). A request that finished after Git was read has
+/// woken this controller again, and that reconcile reads Git after the request's commit.
 pub(super) fn apply(status: &mut ManagedAppStatus, view: &View, generation: Option<i64>) {
-    // A request that finished after Git was read wrote newer versions; the wake-up its
-    // finish causes reads Git again.
-    let superseded = status
-        .last_operation
-        .as_ref()
-        .is_some_and(|last| last.completed_at.0 >= view.read_at);
-    if let Some(versions) = view.current_versions.as_ref().filter(|_| !superseded) {
+    if let Some(versions) = &view.current_versions {
         status.current_versions = versions.clone();
         status.current = Some(versions_summary(versions));
     }
@@ -217,14 +218,6 @@ pub(super) fn apply(status: &mut ManagedAppStatus, view: &View, generation: Opti
                 .condition
                 .to_condition(generation, Time(jiff::Timestamp::now())),
         );
-    }
-    if let Some(stale) = &view.stale_lock
-        && status
-            .active_operation
-            .as_ref()
-            .is_some_and(|a| a.uid == *stale)
-    {
-        status.active_operation = None;
     }
     status.observed_generation = generation;
 }
