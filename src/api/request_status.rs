@@ -73,6 +73,27 @@ impl Phase {
             Phase::Succeeded | Phase::Failed | Phase::RolledBack | Phase::Frozen
         )
     }
+
+    /// Not admitted yet: waiting for the app's lock, or being admitted.
+    pub fn is_admitting(self) -> bool {
+        matches!(self, Phase::Queued | Phase::Admit)
+    }
+
+    /// Over for good. `Frozen` is terminal yet not done: it holds the app (and Flux
+    /// suspended) until a person acts.
+    pub fn is_done(self) -> bool {
+        self.is_terminal() && self != Phase::Frozen
+    }
+
+    /// Holds its app: admitted and not done.
+    pub fn holds_app(self) -> bool {
+        !self.is_admitting() && !self.is_done()
+    }
+
+    /// An upgrade in this phase hands its app's lock to its RollbackRequest.
+    pub fn hands_over(self) -> bool {
+        matches!(self, Phase::RollingBack | Phase::Frozen)
+    }
 }
 
 /// How a phase ended.
@@ -336,4 +357,34 @@ pub struct RequestStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Phase;
+
+    #[test]
+    fn a_frozen_request_is_terminal_yet_holds_its_app() {
+        assert!(Phase::Frozen.is_terminal());
+        assert!(!Phase::Frozen.is_done());
+        assert!(Phase::Frozen.holds_app());
+        assert!(Phase::Frozen.hands_over());
+        for done in [Phase::Succeeded, Phase::Failed, Phase::RolledBack] {
+            assert!(done.is_done() && !done.holds_app(), "{done:?}");
+        }
+        for waiting in [Phase::Queued, Phase::Admit] {
+            assert!(
+                waiting.is_admitting() && !waiting.holds_app(),
+                "{waiting:?}"
+            );
+        }
+        for running in [
+            Phase::Suspend,
+            Phase::Verify,
+            Phase::Resume,
+            Phase::RollingBack,
+        ] {
+            assert!(running.holds_app() && !running.is_terminal(), "{running:?}");
+        }
+    }
 }

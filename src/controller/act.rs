@@ -4,7 +4,7 @@
 
 use super::Context;
 use super::app_status::{self, Holder};
-use super::git_access::{locate, open, read_version_files};
+use super::git_access::{locate, open, version_fields};
 use super::git_write::{push_problem, signing_key};
 use crate::api::Phase;
 use crate::api::{
@@ -21,7 +21,7 @@ use crate::cluster::workloads::ops::scale;
 use crate::git::{
     CommitRequest, EditError, EditResult, FileEdit, REQUEST_UID_TRAILER, request_trailers,
 };
-use crate::manifest::fields::{FieldError, edit_file_expecting, locate_fields};
+use crate::manifest::fields::{FieldError, edit_file_expecting};
 use crate::workflow::RequestKind;
 use crate::workflow::{Action, Problem, Request};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -241,9 +241,7 @@ async fn commit(
     let signing = signing_key(ctx, app).await?;
     // Locate the fields on the current head; each edit re-applies on whatever head the push
     // lands on (a lost race re-runs it), so only the fields' bytes change.
-    let (_, files) = read_version_files(repo.as_ref(), app).await?;
-    let fields = locate_fields(&app.spec, &files)
-        .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
+    let fields = version_fields(repo.as_ref(), app).await?.fields;
     let mut paths: Vec<String> = fields
         .iter()
         .filter(|f| versions.contains_key(&f.name))

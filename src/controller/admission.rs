@@ -4,14 +4,14 @@
 //! and the volumes with their full spec. A rollback's plan is derived from its upgrade's.
 
 use super::Context;
-use super::git_access::{GIT_REF_NOT_BRANCH, location, open, read_version_files};
+use super::git_access::{GIT_REF_NOT_BRANCH, VersionFiles, location, open, version_fields};
 use super::git_write::{check_push_access, check_signing};
 use super::suspend_in_git::refuse_suspend_in_git;
 use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
 use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
 use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
 use crate::cluster::snapshots::ops::classes;
-use crate::manifest::fields::{check_target, current_versions, edit_file, locate_fields};
+use crate::manifest::fields::{check_target, current_versions, edit_file};
 use crate::manifest::versions_equal;
 use crate::workflow::Problem;
 use kube::ResourceExt;
@@ -101,11 +101,14 @@ pub async fn upgrade_plan(
     let deploying = flux_git.as_ref().ok().cloned();
     let location = location(app, flux_git)?;
     let repo = open(ctx, &location).await?;
-    let (revision, files) = read_version_files(repo.as_ref(), app).await?;
+    let VersionFiles {
+        head: revision,
+        files,
+        fields,
+    } = version_fields(repo.as_ref(), app).await?;
     refuse_suspend_in_git(ctx, &chain, deploying.as_ref(), repo.as_ref()).await?;
     // Refuse what Git or Flux would refuse at Commit, before anything is touched.
     check_signing(ctx, app, deploying.as_ref()).await?;
-    let fields = locate_fields(&app.spec, &files).map_err(Problem::from)?;
     let current = current_versions(&fields).map_err(Problem::from)?;
     let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let target = requested_target(upgrade, app, &names)?;

@@ -8,6 +8,7 @@ use crate::cluster::error::{ClusterError, describe};
 use crate::cluster::flux::ops::{GitSource, git_source};
 use crate::git::{DirectoryAtHead, Git2Repo, GitAuth, GitRepo, RemoteSpec, redact_url};
 use crate::manifest::fields::directory_of;
+use crate::manifest::fields::{ResolvedField, locate_fields};
 use crate::manifest::text_from_bytes;
 use crate::workflow::Problem;
 use k8s_openapi::api::core::v1::Secret;
@@ -171,6 +172,27 @@ pub async fn open(ctx: &Context, location: &GitLocation) -> Result<Arc<dyn GitRe
     };
     let repo = Git2Repo::open(ctx.settings.git.clone(), spec).map_err(Problem::from)?;
     Ok(Arc::new(repo))
+}
+
+/// The app's version files at the branch head, with its version fields located in them.
+pub struct VersionFiles {
+    /// The head commit they were read at.
+    pub head: String,
+    /// Every file of the directories holding version files, as text.
+    pub files: BTreeMap<String, String>,
+    /// Where each version field is, and its value.
+    pub fields: Vec<ResolvedField>,
+}
+
+/// Reads the app's version files at the branch head and locates its version fields.
+pub async fn version_fields(repo: &dyn GitRepo, app: &ManagedApp) -> Result<VersionFiles, Problem> {
+    let (head, files) = read_version_files(repo, app).await?;
+    let fields = locate_fields(&app.spec, &files).map_err(Problem::from)?;
+    Ok(VersionFiles {
+        head,
+        files,
+        fields,
+    })
 }
 
 /// The files of every directory holding the app's version files (`git.file`'s directory and

@@ -3,11 +3,13 @@
 //! request's commit in Git, Flux's progress and the app's health.
 
 use super::Context;
-use super::git_access::{locate, open, read_version_files};
+use super::git_access::{VersionFiles, locate, open, version_fields};
+use super::preflight::preflight;
 use crate::api::CommitRecord;
 use crate::api::{
     FluxObjectKind, ManagedApp, Phase, Plan, RequestStatus, RollbackRequest, SourceKind,
 };
+use crate::cluster::cache::Cluster;
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::HelmRelease;
 use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hold, served_commit};
@@ -15,12 +17,13 @@ use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
 use crate::cluster::snapshots::{RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name};
+use crate::cluster::workloads::PodMount;
 use crate::cluster::workloads::ops::{mounts, replicas};
 use crate::git::{CommitInfo, REQUEST_UID_TRAILER};
-use crate::manifest::fields::{current_versions, locate_fields};
+use crate::manifest::fields::current_versions;
 use crate::workflow::observations::ChildRollback;
 use crate::workflow::{
-    ClaimState, CommitState, ObjectKey, Observed, Problem, Request, RequestKind, SnapshotState,
+    ClaimState, CommitState, ObjectKey, Observed, Problem, Request, SnapshotState, needs,
 };
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,8 +41,9 @@ fn record(info: CommitInfo) -> CommitRecord {
     }
 }
 
-/// Fills `observed` with what `phase` needs. Errors are problems the caller feeds back
-/// to the workflow (retryable ones keep the phase).
+/// Fills `observed` with what `phase` needs ([`needs`]: the phase's module says what it
+/// decides on; this is the one place that knows how each need is read). Errors are problems
+/// the caller feeds back to the workflow (retryable ones keep the phase).
 pub async fn observe_phase(
     ctx: &Context,
     request: &Request,
@@ -51,163 +55,211 @@ pub async fn observe_phase(
     let Some(plan) = status.plan.as_ref() else {
         return Ok(());
     };
-    let cluster = &ctx.cluster;
-    let needs_flux_state = matches!(
-        phase,
-        Phase::Suspend | Phase::Resume | Phase::Reconcile | Phase::Quiesce
-    );
-    if needs_flux_state || phase == Phase::Frozen {
+    let needs = needs(request.kind, phase);
+    if needs.flux_state {
         observe_plan_state(ctx, plan, observed).await?;
     }
-    match phase {
-        Phase::Quiesce => {
-            let mut by_namespace: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-            for volume in &plan.volumes {
-                by_namespace
-                    .entry(&volume.namespace)
-                    .or_default()
-                    .insert(volume.name.clone());
-            }
-            for (namespace, claims) in by_namespace {
-                observed.mounts.extend(
-                    mounts(cluster, namespace, &claims)
-                        .await
-                        .map_err(Problem::from)?,
-                );
-            }
-        }
-        Phase::Snapshot | Phase::SafetySnapshot => {
-            for volume in &plan.volumes {
-                let name = snapshot_name(&request.uid, &volume.name);
-                if let Some(found) = snapshot(cluster, &volume.namespace, &name)
-                    .await
-                    .map_err(Problem::from)?
-                {
-                    let status = found.status.unwrap_or_default();
-                    observed.snapshots.insert(
-                        ObjectKey::claim(volume),
-                        SnapshotState {
-                            ready: status.ready_to_use.unwrap_or(false),
-                            error: status.error.and_then(|e| e.message),
-                            restore_size: status.restore_size,
-                        },
-                    );
-                }
-            }
-        }
-        Phase::Restore => {
-            // Read fresh: Restore deletes and recreates claims on what it sees here.
-            let cluster = &cluster.fresh();
-            for volume in plan.volumes.iter().filter(|v| v.restore_from.is_some()) {
-                let Some(pvc) = claim(cluster, &volume.namespace, &volume.name)
-                    .await
-                    .map_err(Problem::from)?
-                else {
-                    continue;
-                };
-                let waits = match &volume.storage_class_name {
-                    Some(class) => storage_class(cluster, class)
-                        .await
-                        .map_err(Problem::from)?
-                        .is_some_and(|c| binds_on_first_consumer(&c)),
-                    None => false,
-                };
-                observed.claims.insert(
-                    ObjectKey::claim(volume),
-                    ClaimState {
-                        terminating: pvc.metadata.deletion_timestamp.is_some(),
-                        restored_from: pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned(),
-                        bound: pvc.status.as_ref().and_then(|s| s.phase.as_deref())
-                            == Some("Bound"),
-                        waits_for_first_consumer: waits,
-                    },
-                );
-            }
-        }
-        Phase::Commit | Phase::Revert => {
-            observed.commit = commit_state(ctx, request, app, plan).await?
-        }
-        Phase::Reconcile => {
-            let ours = status
-                .commit
-                .as_ref()
-                .map(|c| c.sha.clone())
-                .unwrap_or_default();
-            let sha = applied_target(ctx, app, plan, &ours).await?;
-            let chart = (app.spec.source.kind == SourceKind::HelmRelease)
-                .then(|| plan.to.get("chart"))
-                .flatten();
-            let releases = plan
-                .flux_objects
-                .iter()
-                .filter(|o| o.kind == FluxObjectKind::HelmRelease && !o.was_suspended);
-            for release in releases {
-                let key = ObjectKey::flux(release);
-                if observed.flux_suspended.get(&key) != Some(&true) {
-                    continue;
-                }
-                let hold = helm_release_hold(
-                    cluster,
-                    &plan.flux_objects,
-                    release,
-                    &sha,
-                    chart.map(String::as_str),
-                )
-                .await
-                .map_err(Problem::from)?;
-                if let Some(why) = hold {
-                    observed.held_back.insert(key, why);
-                }
-            }
-            observed.flux_progress = Some(
-                apply_progress(cluster, &plan.flux_objects, &sha, chart.map(String::as_str))
-                    .await
-                    .map_err(Problem::from)?,
-            );
-        }
-        Phase::Verify => {
-            let namespace = app.namespace().unwrap_or_default();
-            let source_namespace = app.source_namespace();
-            let source = (
-                app.spec.source.kind,
-                source_namespace.as_str(),
-                app.spec.source.name.as_str(),
-            );
-            observed.health = Some(
-                app_health(
-                    cluster,
-                    source,
-                    &plan.workloads,
-                    &app.spec.health.checks,
-                    &namespace,
-                )
+    if needs.mounts {
+        observed.mounts = mounts_of(&ctx.cluster, plan).await?;
+    }
+    if needs.snapshots {
+        observed.snapshots = snapshots_of(&ctx.cluster, request, plan).await?;
+    }
+    if needs.claims {
+        // Read fresh: Restore deletes and recreates claims on what it sees here.
+        observed.claims = claims_of(&ctx.cluster.fresh(), plan).await?;
+    }
+    if needs.commit {
+        observed.commit = commit_state(ctx, request, app, plan).await?;
+    }
+    if needs.flux_progress {
+        observe_progress(ctx, app, status, plan, observed).await?;
+    }
+    if needs.health {
+        observe_health(ctx, app, plan, observed).await?;
+    }
+    if needs.child_rollback {
+        observed.rollback = child_rollback(ctx, request, app).await?;
+    }
+    if needs.preflight {
+        observed.preflight = Some(preflight(ctx, app, plan).await);
+    }
+    Ok(())
+}
+
+/// The pods that still hold any of the plan's volumes.
+async fn mounts_of(cluster: &Cluster, plan: &Plan) -> Result<Vec<PodMount>, Problem> {
+    let mut by_namespace: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for volume in &plan.volumes {
+        by_namespace
+            .entry(&volume.namespace)
+            .or_default()
+            .insert(volume.name.clone());
+    }
+    let mut found = Vec::new();
+    for (namespace, claims) in by_namespace {
+        found.extend(
+            mounts(cluster, namespace, &claims)
                 .await
                 .map_err(Problem::from)?,
+        );
+    }
+    Ok(found)
+}
+
+/// This request's snapshot of each planned volume, where one exists.
+async fn snapshots_of(
+    cluster: &Cluster,
+    request: &Request,
+    plan: &Plan,
+) -> Result<BTreeMap<ObjectKey, SnapshotState>, Problem> {
+    let mut found = BTreeMap::new();
+    for volume in &plan.volumes {
+        let name = snapshot_name(&request.uid, &volume.name);
+        if let Some(snapshot) = snapshot(cluster, &volume.namespace, &name)
+            .await
+            .map_err(Problem::from)?
+        {
+            let status = snapshot.status.unwrap_or_default();
+            found.insert(
+                ObjectKey::claim(volume),
+                SnapshotState {
+                    ready: status.ready_to_use.unwrap_or(false),
+                    error: status.error.and_then(|e| e.message),
+                    restore_size: status.restore_size,
+                },
             );
-            if app.spec.source.kind == SourceKind::HelmRelease {
-                let release: Option<HelmRelease> = get_typed(
-                    cluster,
-                    FluxObjectKind::HelmRelease,
-                    &source_namespace,
-                    &app.spec.source.name,
-                )
+        }
+    }
+    Ok(found)
+}
+
+/// The PVCs of the volumes being restored, where they exist.
+async fn claims_of(
+    cluster: &Cluster,
+    plan: &Plan,
+) -> Result<BTreeMap<ObjectKey, ClaimState>, Problem> {
+    let mut found = BTreeMap::new();
+    for volume in plan.volumes.iter().filter(|v| v.restore_from.is_some()) {
+        let Some(pvc) = claim(cluster, &volume.namespace, &volume.name)
+            .await
+            .map_err(Problem::from)?
+        else {
+            continue;
+        };
+        let waits = match &volume.storage_class_name {
+            Some(class) => storage_class(cluster, class)
                 .await
-                .map_err(Problem::from)?;
-                let chart = plan.to.get("chart").map(String::as_str);
-                observed.remediation = release
-                    .as_ref()
-                    .and_then(|r| remediation_for(r, chart))
-                    .map(|(reason, message)| Problem::terminal(&reason, message));
-                observed.retried_failure = release
-                    .as_ref()
-                    .and_then(|r| retried_failure(r, chart))
-                    .map(|(reason, message)| Problem::terminal(&reason, message));
-            }
+                .map_err(Problem::from)?
+                .is_some_and(|c| binds_on_first_consumer(&c)),
+            None => false,
+        };
+        found.insert(
+            ObjectKey::claim(volume),
+            ClaimState {
+                terminating: pvc.metadata.deletion_timestamp.is_some(),
+                restored_from: pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned(),
+                bound: pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+                waits_for_first_consumer: waits,
+            },
+        );
+    }
+    Ok(found)
+}
+
+/// Whether Flux applied the request's commit, and which of our suspended HelmReleases
+/// must stay so until their parents applied it.
+async fn observe_progress(
+    ctx: &Context,
+    app: &ManagedApp,
+    status: &RequestStatus,
+    plan: &Plan,
+    observed: &mut Observed,
+) -> Result<(), Problem> {
+    let cluster = &ctx.cluster;
+    let ours = status
+        .commit
+        .as_ref()
+        .map(|c| c.sha.clone())
+        .unwrap_or_default();
+    let sha = applied_target(ctx, app, plan, &ours).await?;
+    let chart = (app.spec.source.kind == SourceKind::HelmRelease)
+        .then(|| plan.to.get("chart"))
+        .flatten();
+    let releases = plan
+        .flux_objects
+        .iter()
+        .filter(|o| o.kind == FluxObjectKind::HelmRelease && !o.was_suspended);
+    for release in releases {
+        let key = ObjectKey::flux(release);
+        if observed.flux_suspended.get(&key) != Some(&true) {
+            continue;
         }
-        Phase::RollingBack | Phase::Frozen if request.kind == RequestKind::Upgrade => {
-            observed.rollback = child_rollback(ctx, request, app).await?;
+        let hold = helm_release_hold(
+            cluster,
+            &plan.flux_objects,
+            release,
+            &sha,
+            chart.map(String::as_str),
+        )
+        .await
+        .map_err(Problem::from)?;
+        if let Some(why) = hold {
+            observed.held_back.insert(key, why);
         }
-        _ => {}
+    }
+    observed.flux_progress = Some(
+        apply_progress(cluster, &plan.flux_objects, &sha, chart.map(String::as_str))
+            .await
+            .map_err(Problem::from)?,
+    );
+    Ok(())
+}
+
+/// The app's health, and helm-controller's remediation or retried failure of the chart.
+async fn observe_health(
+    ctx: &Context,
+    app: &ManagedApp,
+    plan: &Plan,
+    observed: &mut Observed,
+) -> Result<(), Problem> {
+    let cluster = &ctx.cluster;
+    let namespace = app.namespace().unwrap_or_default();
+    let source_namespace = app.source_namespace();
+    let source = (
+        app.spec.source.kind,
+        source_namespace.as_str(),
+        app.spec.source.name.as_str(),
+    );
+    observed.health = Some(
+        app_health(
+            cluster,
+            source,
+            &plan.workloads,
+            &app.spec.health.checks,
+            &namespace,
+        )
+        .await
+        .map_err(Problem::from)?,
+    );
+    if app.spec.source.kind == SourceKind::HelmRelease {
+        let release: Option<HelmRelease> = get_typed(
+            cluster,
+            FluxObjectKind::HelmRelease,
+            &source_namespace,
+            &app.spec.source.name,
+        )
+        .await
+        .map_err(Problem::from)?;
+        let chart = plan.to.get("chart").map(String::as_str);
+        observed.remediation = release
+            .as_ref()
+            .and_then(|r| remediation_for(r, chart))
+            .map(|(reason, message)| Problem::terminal(&reason, message));
+        observed.retried_failure = release
+            .as_ref()
+            .and_then(|r| retried_failure(r, chart))
+            .map(|(reason, message)| Problem::terminal(&reason, message));
     }
     Ok(())
 }
@@ -298,7 +350,6 @@ async fn commit_state(
     app: &ManagedApp,
     plan: &Plan,
 ) -> Result<CommitState, Problem> {
-    let namespace = app.namespace().unwrap_or_default();
     let chain = &plan.flux_objects;
     let location = locate(ctx, app, chain).await?;
     let repo = open(ctx, &location).await?;
@@ -309,9 +360,7 @@ async fn commit_state(
     {
         return Ok(CommitState::Pushed(record(found)));
     }
-    let (head, files) = read_version_files(repo.as_ref(), app).await?;
-    let fields = locate_fields(&app.spec, &files)
-        .map_err(|e| Problem::terminal("VersionFieldInvalid", format!("{namespace}: {e}")))?;
+    let VersionFiles { head, fields, .. } = version_fields(repo.as_ref(), app).await?;
     let current = current_versions(&fields)
         .map_err(|e| Problem::terminal("VersionFieldInvalid", e.to_string()))?;
     if plan.to.iter().all(|(k, v)| current.get(k) == Some(v)) {

@@ -4,14 +4,14 @@
 //! by Fluxgate (SelfSubjectAccessReview), and a snapshot class for every volume's driver.
 
 use super::Context;
-use super::git_access::{locate, open, read_version_files};
+use super::git_access::{VersionFiles, locate, open, version_fields};
 use super::git_write::{check_push_access, check_signing, deploying_source};
 use crate::api::{FluxObjectKind, ManagedApp, Plan, WorkloadKind};
 use crate::cluster::error::describe;
 use crate::cluster::flux::ops::api_resource;
 use crate::cluster::snapshots::class_for_driver;
 use crate::cluster::snapshots::ops::classes;
-use crate::manifest::fields::{edit_file, locate_fields, shared_readers};
+use crate::manifest::fields::{edit_file, shared_readers};
 use crate::workflow::Problem;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -25,8 +25,7 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<S
     // Git: readable, and each file takes the edit (the result is discarded).
     let location = locate(ctx, app, &plan.flux_objects).await?;
     let repo = open(ctx, &location).await?;
-    let (_, files) = read_version_files(repo.as_ref(), app).await?;
-    let fields = locate_fields(&app.spec, &files).map_err(Problem::from)?;
+    let VersionFiles { files, fields, .. } = version_fields(repo.as_ref(), app).await?;
     let mut notes = Vec::new();
     for field in fields.iter().filter(|f| plan.to.contains_key(&f.name)) {
         let text = files

@@ -6,7 +6,6 @@ use super::act::{Acting, perform};
 use super::admission::{rollback_plan, upgrade_plan};
 use super::app_status::Holder;
 use super::observe::observe_phase;
-use super::preflight::preflight;
 use super::{Context, FINALIZER};
 use crate::api::{
     ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, UpgradeRequest,
@@ -271,9 +270,9 @@ fn running_in<K: RequestObject>(requests: &[Arc<K>], change: &Change) -> Vec<Obj
             };
             // An upgrade in RollingBack waits only on its RollbackRequest, whose own watch
             // wakes it; the cluster's churn during the rollback is not its business.
-            let running = status.phase.is_some_and(|p| {
-                !p.is_terminal() && !matches!(p, Phase::Queued | Phase::Admit | Phase::RollingBack)
-            });
+            let running = status
+                .phase
+                .is_some_and(|p| p.holds_app() && p != Phase::RollingBack);
             let touches = |plan: &crate::api::Plan| match namespace {
                 None => true,
                 Some(ns) => {
@@ -282,8 +281,7 @@ fn running_in<K: RequestObject>(requests: &[Arc<K>], change: &Change) -> Vec<Obj
                         || plan.flux_objects.iter().any(|o| o.namespace == ns)
                 }
             };
-            (running || status.phase == Some(Phase::Frozen))
-                && status.plan.as_ref().is_some_and(touches)
+            running && status.plan.as_ref().is_some_and(touches)
         })
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
@@ -405,163 +403,273 @@ fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) 
     }
 }
 
+/// One reconcile of a request, whatever its phase and whether its app still exists:
+/// load → lock and queue → observe → decide → act → one status write.
 async fn reconcile<K: RequestObject>(
     ctx: Arc<Context>,
     conflicts: Conflicts,
     object: Arc<K>,
-    mut request: Request,
+    request: Request,
     app: Option<ManagedApp>,
     upgrade: Option<UpgradeRequest>,
 ) -> Result<Requeue, ReconcileError> {
-    let namespace = object.namespace().unwrap_or_default();
-    let api = Api::<K>::namespaced(ctx.cluster.client().clone(), &namespace);
-    let has_finalizer = object.finalizers().iter().any(|f| f == FINALIZER);
-    if !has_finalizer && !request.deleting {
-        let mut finalizers = object.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_owned());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
-        let written = api
-            .patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(|e| api_error("adding the finalizer", e))?;
-        ctx.cluster.wrote(K::KIND, &written);
-        return Ok(Requeue::await_change());
+    if let Some(requeue) = ensure_finalizer(&ctx, object.as_ref(), &request).await? {
+        return Ok(requeue);
     }
-    let status = object.status().cloned().unwrap_or_default();
-    let now = jiff::Timestamp::now();
+    let loaded = Loaded::new(object, request, app, upgrade);
     let mut observed = Observed {
-        now,
+        now: jiff::Timestamp::now(),
         ..Default::default()
     };
-    // Without its app a request can still put back what it changed, from its plan alone.
-    let gone = app.is_none().then(|| {
-        let missing = if K::REQUEST_KIND == RequestKind::Rollback && upgrade.is_none() {
-            "UpgradeRequest"
-        } else {
-            "ManagedApp"
-        };
-        Problem::terminal(
-            &format!("{missing}NotFound"),
-            format!("the {missing} this request names does not exist in namespace {namespace}"),
-        )
-    });
-    let policy = app.as_ref().map_or_else(AppPolicy::without_app, |app| {
-        AppPolicy::from_spec(&app.spec)
-    });
-    if let (RequestKind::Upgrade, Some(app)) = (K::REQUEST_KIND, &app) {
-        request.skip_snapshot = request.skip_snapshot
-            || !app.spec.snapshots.enabled
-            || upgrade.as_ref().is_some_and(|u| u.spec.skip_snapshot);
-    }
-    let holder = Holder {
-        kind: if K::REQUEST_KIND == RequestKind::Upgrade {
-            OperationKind::UpgradeRequest
-        } else {
-            OperationKind::RollbackRequest
-        },
-        name: request.name.clone(),
-        uid: request.uid.clone(),
-        upgrade: upgrade
-            .as_ref()
-            .map(|u| u.name_any())
-            .unwrap_or_else(|| request.name.clone()),
-    };
+    let stale_lock = observe_lock_and_queue(&ctx, &loaded, &mut observed).await?;
+    let seen = observe_world(&ctx, &loaded, &mut observed).await;
+    let decision = decide(&ctx, &loaded, &observed, seen);
+    let decision = act(&ctx, &loaded, &observed, stale_lock.as_deref(), decision).await;
+    let api = Api::<K>::namespaced(ctx.cluster.client().clone(), &loaded.namespace);
+    finish_reconcile(
+        &ctx,
+        &conflicts,
+        &api,
+        loaded.object.as_ref(),
+        &loaded.status,
+        decision,
+        &loaded.request,
+    )
+    .await
+}
 
-    // Observe.
-    let (lock, stale) = match &app {
-        Some(app) => lock_state(&ctx, app, &request, upgrade.as_ref()).await?,
+/// What one reconcile knows about its request before it observes the world.
+struct Loaded<K> {
+    object: Arc<K>,
+    namespace: String,
+    request: Request,
+    status: RequestStatus,
+    app: Option<ManagedApp>,
+    upgrade: Option<UpgradeRequest>,
+    policy: AppPolicy,
+    holder: Holder,
+    /// Why the request cannot go on, when its app (or the upgrade it undoes) is gone:
+    /// from its plan alone it can still put back what it changed.
+    gone: Option<Problem>,
+}
+
+impl<K: RequestObject> Loaded<K> {
+    fn new(
+        object: Arc<K>,
+        mut request: Request,
+        app: Option<ManagedApp>,
+        upgrade: Option<UpgradeRequest>,
+    ) -> Loaded<K> {
+        let namespace = object.namespace().unwrap_or_default();
+        let gone = app.is_none().then(|| {
+            let missing = if K::REQUEST_KIND == RequestKind::Rollback && upgrade.is_none() {
+                "UpgradeRequest"
+            } else {
+                "ManagedApp"
+            };
+            Problem::terminal(
+                &format!("{missing}NotFound"),
+                format!("the {missing} this request names does not exist in namespace {namespace}"),
+            )
+        });
+        let policy = app.as_ref().map_or_else(AppPolicy::without_app, |app| {
+            AppPolicy::from_spec(&app.spec)
+        });
+        if let (RequestKind::Upgrade, Some(app)) = (K::REQUEST_KIND, &app) {
+            request.skip_snapshot = request.skip_snapshot
+                || !app.spec.snapshots.enabled
+                || upgrade.as_ref().is_some_and(|u| u.spec.skip_snapshot);
+        }
+        let holder = Holder {
+            kind: if K::REQUEST_KIND == RequestKind::Upgrade {
+                OperationKind::UpgradeRequest
+            } else {
+                OperationKind::RollbackRequest
+            },
+            name: request.name.clone(),
+            uid: request.uid.clone(),
+            upgrade: upgrade
+                .as_ref()
+                .map(|u| u.name_any())
+                .unwrap_or_else(|| request.name.clone()),
+        };
+        Loaded {
+            status: object.status().cloned().unwrap_or_default(),
+            object,
+            namespace,
+            request,
+            app,
+            upgrade,
+            policy,
+            holder,
+            gone,
+        }
+    }
+}
+
+/// Adds the finalizer that lets a running request undo itself before it goes; the write's
+/// own event brings the next reconcile.
+async fn ensure_finalizer<K: RequestObject>(
+    ctx: &Context,
+    object: &K,
+    request: &Request,
+) -> Result<Option<Requeue>, ReconcileError> {
+    if request.deleting || object.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(None);
+    }
+    let mut finalizers = object.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": object.resource_version()}});
+    let namespace = object.namespace().unwrap_or_default();
+    let written = Api::<K>::namespaced(ctx.cluster.client().clone(), &namespace)
+        .patch(&request.name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(|e| api_error("adding the finalizer", e))?;
+    ctx.cluster.wrote(K::KIND, &written);
+    Ok(Some(Requeue::await_change()))
+}
+
+/// Who holds the app's lock and, for a request not admitted yet, whether it is first in
+/// its app's queue and (if it may go) its plan. Returns the UID of a lock whose holder is
+/// gone, which taking the lock may replace.
+async fn observe_lock_and_queue<K: RequestObject>(
+    ctx: &Context,
+    loaded: &Loaded<K>,
+    observed: &mut Observed,
+) -> Result<Option<String>, ReconcileError> {
+    let Loaded {
+        request,
+        app,
+        upgrade,
+        gone,
+        ..
+    } = loaded;
+    let (lock, stale) = match app {
+        Some(app) => lock_state(ctx, app, request, upgrade.as_ref()).await?,
         None => (LockState::Free, None),
     };
     observed.lock = Some(lock.clone());
-    let phase = status.phase;
     // A request without its app is refused at Admit even while it is being deleted.
-    let admitting = matches!(phase, None | Some(Phase::Queued) | Some(Phase::Admit));
-    if admitting && (gone.is_some() || !request.deleting) {
-        observed.first_in_queue = match &app {
-            Some(app) => first_in_queue(&ctx, app, &request).await?,
-            None => true,
-        };
-        let may_admit = matches!(
-            lock,
-            LockState::Free | LockState::Ours | LockState::HandedOver
-        ) && observed.first_in_queue;
-        if may_admit {
-            observed.admission = Some(match (K::REQUEST_KIND, &upgrade, &app, &gone) {
-                (_, _, _, Some(gone)) => Err(gone.clone()),
-                (RequestKind::Upgrade, Some(u), Some(app), _) => upgrade_plan(&ctx, u, app).await,
-                (RequestKind::Rollback, Some(u), _, _) => rollback_plan(u),
-                _ => Err(Problem::terminal(
-                    "UpgradeRequestNotFound",
-                    "the UpgradeRequest to roll back does not exist",
-                )),
-            });
-        }
+    let admitting = loaded.status.phase.is_none_or(Phase::is_admitting);
+    if !admitting || (gone.is_none() && request.deleting) {
+        return Ok(stale);
     }
-    let seen = match (phase, &app) {
-        (None | Some(Phase::Queued) | Some(Phase::Admit), _) => Ok(()),
+    observed.first_in_queue = match app {
+        Some(app) => first_in_queue(ctx, app, request).await?,
+        None => true,
+    };
+    let may_admit = matches!(
+        lock,
+        LockState::Free | LockState::Ours | LockState::HandedOver
+    ) && observed.first_in_queue;
+    if may_admit {
+        observed.admission = Some(match (K::REQUEST_KIND, upgrade, app, gone) {
+            (_, _, _, Some(gone)) => Err(gone.clone()),
+            (RequestKind::Upgrade, Some(u), Some(app), _) => upgrade_plan(ctx, u, app).await,
+            (RequestKind::Rollback, Some(u), _, _) => rollback_plan(u),
+            _ => Err(Problem::terminal(
+                "UpgradeRequestNotFound",
+                "the UpgradeRequest to roll back does not exist",
+            )),
+        });
+    }
+    Ok(stale)
+}
+
+/// What the running phase needs from the cluster and Git (a request being deleted observes
+/// as Resume does: it is going back). Without its app, only what putting back needs.
+async fn observe_world<K: RequestObject>(
+    ctx: &Context,
+    loaded: &Loaded<K>,
+    observed: &mut Observed,
+) -> Result<(), Problem> {
+    let Loaded {
+        request,
+        status,
+        app,
+        gone,
+        ..
+    } = loaded;
+    match (status.phase, app) {
+        (None, _) => Ok(()),
+        (Some(p), _) if p.is_admitting() => Ok(()),
         (Some(p), Some(app)) => {
             let effective = if request.deleting && !p.is_terminal() {
                 Phase::Resume
             } else {
                 p
             };
-            let seen = observe_phase(&ctx, &request, app, &status, effective, &mut observed).await;
-            if let (Ok(()), Phase::Preflight, Some(plan)) = (&seen, p, status.plan.as_ref()) {
-                observed.preflight = Some(preflight(&ctx, app, plan).await);
-            }
-            seen
+            observe_phase(ctx, request, app, status, effective, observed).await
         }
         // A finished request has nothing left to put back.
-        (Some(p), None) if p.is_terminal() && p != Phase::Frozen => Ok(()),
+        (Some(p), None) if p.is_done() => Ok(()),
         (Some(p), None) => match status.plan.as_ref() {
             None => Ok(()),
-            Some(plan) => super::observe::observe_plan_state(&ctx, plan, &mut observed)
+            Some(plan) => super::observe::observe_plan_state(ctx, plan, observed)
                 .await
                 // Still running without its app: it can only go back (through Resume).
-                .and_then(|()| match &gone {
+                .and_then(|()| match gone {
                     Some(gone) if p != Phase::Resume && !request.deleting => Err(gone.clone()),
                     _ => Ok(()),
                 }),
         },
-    };
+    }
+}
 
-    // Decide.
-    let mut decision = match seen {
-        Ok(()) => workflow::decide(&request, &policy, &status, &observed),
+/// The workflow's decision on what was observed, or on why observing failed.
+fn decide<K>(
+    ctx: &Context,
+    loaded: &Loaded<K>,
+    observed: &Observed,
+    seen: Result<(), Problem>,
+) -> Decision {
+    let Loaded {
+        request,
+        policy,
+        status,
+        ..
+    } = loaded;
+    match seen {
+        Ok(()) => workflow::decide(request, policy, status, observed),
         Err(problem) => {
             ctx.metrics.error(problem.category);
-            workflow::on_action_error(&request, &policy, &status, &problem, &observed)
-        }
-    };
-
-    // Act.
-    let plan = decision.status.plan.clone().or(status.plan.clone());
-    let acting = Acting {
-        request: &request,
-        holder: &holder,
-        app: app.as_ref(),
-        plan: plan.as_ref(),
-        upgrade: upgrade.as_ref(),
-        stale_lock: stale.as_deref(),
-    };
-    for action in decision.actions.clone() {
-        if let Err(problem) = perform(&ctx, &acting, &action, now).await {
-            tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
-            ctx.metrics.error(problem.category);
-            decision = workflow::on_action_error(&request, &policy, &status, &problem, &observed);
-            break;
+            workflow::on_action_error(request, policy, status, &problem, observed)
         }
     }
-    finish_reconcile(
-        &ctx,
-        &conflicts,
-        &api,
-        object.as_ref(),
-        &status,
-        decision,
-        &request,
-    )
-    .await
+}
+
+/// Performs the decision's actions in order; the first that fails ends the list, and the
+/// workflow decides again on that failure.
+async fn act<K>(
+    ctx: &Context,
+    loaded: &Loaded<K>,
+    observed: &Observed,
+    stale_lock: Option<&str>,
+    decision: Decision,
+) -> Decision {
+    let Loaded {
+        request,
+        policy,
+        status,
+        ..
+    } = loaded;
+    let plan = decision.status.plan.clone().or(status.plan.clone());
+    let acting = Acting {
+        request,
+        holder: &loaded.holder,
+        app: loaded.app.as_ref(),
+        plan: plan.as_ref(),
+        upgrade: loaded.upgrade.as_ref(),
+        stale_lock,
+    };
+    for action in &decision.actions {
+        if let Err(problem) = perform(ctx, &acting, action, observed.now).await {
+            tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
+            ctx.metrics.error(problem.category);
+            return workflow::on_action_error(request, policy, status, &problem, observed);
+        }
+    }
+    decision
 }
 
 /// Writes the decided status (once, only when it changed, with the resourceVersion read),
@@ -703,7 +811,7 @@ async fn lock_state(
                 .status
                 .as_ref()
                 .and_then(|s| s.phase)
-                .is_some_and(|p| matches!(p, Phase::RollingBack | Phase::Frozen));
+                .is_some_and(Phase::hands_over);
         if handing_over {
             return Ok((LockState::HandedOver, None));
         }

@@ -1,18 +1,16 @@
-//! The phase machine itself: one step of the running phase per reconcile, with persisted
-//! timeouts, the undo path (Resume) and the failure policy after a commit.
+//! The phase machine itself: admission, the order of phases, persisted timeouts, deletion,
+//! the undo path (Resume) and the failure policy after a commit; one step of the running
+//! phase per reconcile, taken by its module in [`super::phases`].
 
 use super::actions::{Action, Decision, Finish};
-use super::observations::{CommitState, LockState, ObjectKey, Observed, Problem};
+use super::observations::{LockState, Observed, Problem};
+use super::phases::{self, Seen, Step, elapsed, phase_name};
 use super::policy::{AppPolicy, Request, RequestKind};
 use super::transitions::{enter, progress, record_failure};
 use crate::api::conditions::{READY, find_condition};
 use crate::api::{
-    OnFailure, Phase, PhaseOutcome, PhaseRecord, Plan, RequestStatus, SnapshotRecord,
-    versions_summary,
+    OnFailure, Phase, PhaseOutcome, PhaseRecord, Plan, RequestStatus, versions_summary,
 };
-use crate::cluster::flux::progress::Progress;
-use crate::cluster::snapshots::snapshot_name;
-use crate::cluster::workloads::PodOwner;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,18 +19,6 @@ use std::time::Duration;
 const FALLBACK: Duration = Duration::from_secs(60);
 /// How soon to retry after a retryable error.
 const RETRY: Duration = Duration::from_secs(5);
-
-/// What one phase step concluded.
-enum Step {
-    /// Keep waiting; the text says for what.
-    Wait(String),
-    /// The phase is done.
-    Advance(String, PhaseOutcome),
-    /// The phase failed.
-    Fail(Problem),
-    /// The step already moved the request on (to a terminal phase).
-    Concluded,
-}
 
 /// Decides the next status and side effects of a request from what was observed.
 pub fn decide(
@@ -120,7 +106,7 @@ pub fn on_action_error(
     d
 }
 
-fn finish(
+pub(super) fn finish(
     plan: Option<&Plan>,
     result: Option<Phase>,
     versions_changed: bool,
@@ -322,34 +308,13 @@ fn run_phase(
         }
         d.requeue_after = Some(FALLBACK.min(limit - elapsed));
     }
-    let step = match phase {
-        Phase::Preflight => match &observed.preflight {
-            None => Step::Wait("running preflight checks".into()),
-            Some(Ok(notes)) if notes.is_empty() => {
-                Step::Advance("preflight checks passed".into(), PhaseOutcome::Succeeded)
-            }
-            Some(Ok(notes)) => Step::Advance(
-                format!("preflight checks passed; {notes}"),
-                PhaseOutcome::Succeeded,
-            ),
-            Some(Err(problem)) => Step::Fail(problem.clone()),
-        },
-        Phase::Suspend => suspend(d, &plan, observed),
-        Phase::Quiesce => quiesce(d, &plan, observed),
-        Phase::Snapshot | Phase::SafetySnapshot => snapshot(request, d, &plan, observed),
-        Phase::Commit | Phase::Revert => commit(request, d, &plan, observed),
-        Phase::Restore => restore(d, &plan, observed),
-        Phase::Reconcile => reconcile(d, &plan, observed),
-        Phase::Verify => verify(app, d, observed),
-        Phase::Resume => resume(d, &plan, observed),
-        Phase::RollingBack => rolling_back(request, d, &plan, observed),
-        Phase::Admit
-        | Phase::Queued
-        | Phase::Succeeded
-        | Phase::Failed
-        | Phase::RolledBack
-        | Phase::Frozen => Step::Wait(format!("{phase:?}")),
+    let seen = Seen {
+        request,
+        app,
+        plan: &plan,
+        observed,
     };
+    let step = phases::step(phase, &seen, d);
     match step {
         Step::Concluded => {}
         Step::Wait(message) => progress(&mut d.status, &message, now, request.generation),
@@ -525,394 +490,9 @@ fn fail(
     }
 }
 
-fn phase_name(phase: Phase) -> String {
-    format!("{phase:?}")
-}
-
 /// The deterministic name of an upgrade's automatic RollbackRequest.
 pub fn rollback_name(upgrade: &str) -> String {
     const SUFFIX: &str = "-rollback";
     let keep = upgrade.len().min(253 - SUFFIX.len());
     format!("{}{SUFFIX}", upgrade[..keep].trim_end_matches(['-', '.']))
-}
-
-fn suspend(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    let mut pending = 0;
-    // An object that was suspended at Admit is someone else's (a person's, or another
-    // request's on a parent two apps share): it is left as it is found — never suspended by
-    // us, since we would never resume it (resume_flux puts back only what we suspended).
-    // Suspending it after its owner resumed it left Flux suspended for good.
-    for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
-        let key = ObjectKey::flux(object);
-        match observed.flux_suspended.get(&key) {
-            None => {
-                return Step::Fail(Problem::terminal(
-                    "FluxObjectNotFound",
-                    format!(
-                        "{:?} {}/{} no longer exists",
-                        object.kind, object.namespace, object.name
-                    ),
-                ));
-            }
-            Some(false) => {
-                d.actions.push(Action::SetSuspend {
-                    object: object.clone(),
-                    suspend: true,
-                });
-                pending += 1;
-            }
-            Some(true) => {}
-        }
-    }
-    if pending > 0 {
-        return Step::Wait(format!("suspending {pending} Flux objects, parents first"));
-    }
-    // Quiesce only once helm-controller has seen the suspend: an action it was running
-    // goes on after `spec.suspend` is set and could scale the workloads back up.
-    if let Some((object, why)) = observed.flux_unsettled.iter().next() {
-        return Step::Wait(format!(
-            "waiting for helm-controller to see the suspend of {object}: {why}"
-        ));
-    }
-    let ours = plan
-        .flux_objects
-        .iter()
-        .filter(|o| !o.was_suspended)
-        .count();
-    Step::Advance(
-        format!("{ours} Flux objects suspended"),
-        PhaseOutcome::Succeeded,
-    )
-}
-
-fn quiesce(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    for workload in &plan.workloads {
-        let key = ObjectKey::workload(workload);
-        if observed.replicas.get(&key).is_some_and(|r| *r != 0) {
-            d.actions.push(Action::Scale {
-                workload: workload.clone(),
-                replicas: 0,
-            });
-        }
-    }
-    if let Some(daemon) = observed
-        .mounts
-        .iter()
-        .find(|m| matches!(m.owner, PodOwner::DaemonSet(_)))
-    {
-        return Step::Fail(Problem::terminal(
-            "VolumeInUse",
-            format!(
-                "pod {} of {} mounts {:?} and a DaemonSet cannot be scaled to zero; exclude those PVCs \
-                 (spec.snapshots.exclude) or stop the DaemonSet",
-                daemon.pod, daemon.owner, daemon.claims
-            ),
-        ));
-    }
-    if observed.mounts.is_empty() && d.actions.is_empty() {
-        return Step::Advance(
-            "no pod mounts the app's volumes".into(),
-            PhaseOutcome::Succeeded,
-        );
-    }
-    let holders: Vec<String> = observed
-        .mounts
-        .iter()
-        .map(|m| format!("{} ({})", m.pod, m.owner))
-        .collect();
-    Step::Wait(format!(
-        "waiting for pods to release the volumes: {}",
-        holders.join(", ")
-    ))
-}
-
-fn snapshot(request: &Request, d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    if request.skip_snapshot || plan.volumes.is_empty() {
-        let why = if plan.volumes.is_empty() {
-            "no volumes to snapshot"
-        } else {
-            "snapshots skipped as requested"
-        };
-        return Step::Advance(why.into(), PhaseOutcome::Skipped);
-    }
-    let mut records = Vec::new();
-    let (mut ready, mut errors) = (0, Vec::new());
-    for volume in &plan.volumes {
-        let name = snapshot_name(&request.uid, &volume.name);
-        let state = observed.snapshots.get(&ObjectKey::claim(volume));
-        match state {
-            None => d.actions.push(Action::CreateSnapshot {
-                volume: volume.clone(),
-                name: name.clone(),
-            }),
-            Some(s) if s.ready => ready += 1,
-            Some(s) => errors.extend(s.error.iter().map(|e| format!("{}: {e}", volume.name))),
-        }
-        records.push(SnapshotRecord {
-            pvc: volume.name.clone(),
-            name,
-            ready_to_use: state.is_some_and(|s| s.ready),
-            restore_size: state.and_then(|s| s.restore_size.clone()),
-            error: state.and_then(|s| s.error.clone()),
-        });
-    }
-    d.status.snapshots = records;
-    let total = plan.volumes.len();
-    if ready == total {
-        return Step::Advance(format!("{total} snapshots ready"), PhaseOutcome::Succeeded);
-    }
-    let mut message = format!("{ready}/{total} snapshots ready");
-    if !errors.is_empty() {
-        message.push_str(&format!("; snapshotter errors: {}", errors.join("; ")));
-    }
-    Step::Wait(message)
-}
-
-fn commit(request: &Request, d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    match &observed.commit {
-        CommitState::Pushed(record) | CommitState::AlreadyAtTarget(record) => {
-            d.status.commit = Some(record.clone());
-            Step::Advance(
-                format!("committed {}", short(&record.sha)),
-                PhaseOutcome::Succeeded,
-            )
-        }
-        CommitState::NotFound => {
-            let verb = if request.kind == RequestKind::Upgrade {
-                "upgrade"
-            } else {
-                "roll back"
-            };
-            d.actions.push(Action::Commit {
-                versions: plan.to.clone(),
-                subject: format!("fluxgate: {verb} to {}", versions_summary(&plan.to)),
-            });
-            // A push raises no watch event: look again right away.
-            d.requeue_after = Some(Duration::ZERO);
-            Step::Wait("committing and pushing".into())
-        }
-        CommitState::Unknown => {
-            d.requeue_after = Some(Duration::ZERO);
-            Step::Wait("looking for the commit in Git".into())
-        }
-    }
-}
-
-fn restore(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    let mut waiting = Vec::new();
-    for volume in &plan.volumes {
-        let Some(snapshot) = &volume.restore_from else {
-            continue;
-        };
-        match observed.claims.get(&ObjectKey::claim(volume)) {
-            None => {
-                d.actions.push(Action::RestoreClaim {
-                    volume: volume.clone(),
-                    snapshot: snapshot.clone(),
-                });
-                waiting.push(format!("{}: recreating from {snapshot}", volume.name));
-            }
-            Some(claim) if claim.restored_from.as_deref() == Some(snapshot.as_str()) => {
-                if !claim.bound && !claim.waits_for_first_consumer {
-                    waiting.push(format!("{}: waiting to bind", volume.name));
-                }
-            }
-            Some(claim) if claim.terminating => {
-                waiting.push(format!("{}: waiting for the old PVC to go", volume.name))
-            }
-            Some(_) => {
-                d.actions.push(Action::DeleteClaim {
-                    volume: volume.clone(),
-                });
-                waiting.push(format!("{}: deleting the old PVC", volume.name));
-            }
-        }
-    }
-    if waiting.is_empty() {
-        let restored = plan
-            .volumes
-            .iter()
-            .filter(|v| v.restore_from.is_some())
-            .count();
-        Step::Advance(
-            format!("{restored} volumes restored"),
-            PhaseOutcome::Succeeded,
-        )
-    } else {
-        Step::Wait(waiting.join("; "))
-    }
-}
-
-/// Flux objects back to their prior `suspend`, in plan order: parents first, children
-/// last, so a child reconciles once, with the spec its parent has just applied. Objects in
-/// `held_back` stay suspended for now; returns how many change.
-fn resume_flux(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
-    let mut changed = 0;
-    for object in &plan.flux_objects {
-        let key = ObjectKey::flux(object);
-        if observed.held_back.contains_key(&key) {
-            continue;
-        }
-        if !object.was_suspended && observed.flux_suspended.get(&key) == Some(&true) {
-            d.actions.push(Action::SetSuspend {
-                object: object.clone(),
-                suspend: false,
-            });
-            changed += 1;
-        }
-    }
-    changed
-}
-
-/// Workloads left at zero get their recorded replicas back; returns how many change.
-fn restore_replicas(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
-    let mut changed = 0;
-    for workload in &plan.workloads {
-        let key = ObjectKey::workload(workload);
-        if workload.replicas > 0 && observed.replicas.get(&key) == Some(&0) {
-            d.actions.push(Action::Scale {
-                workload: workload.clone(),
-                replicas: workload.replicas,
-            });
-            changed += 1;
-        }
-    }
-    changed
-}
-
-fn reconcile(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    if let Some(problem) = &observed.remediation {
-        return Step::Fail(problem.clone());
-    }
-    let resumed = resume_flux(d, plan, observed);
-    let token = d
-        .status
-        .phase_started_at
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    d.actions.push(Action::RequestReconcile { token });
-    if resumed > 0 {
-        return Step::Wait(format!("resuming {resumed} Flux objects"));
-    }
-    if let Some((object, why)) = observed.held_back.iter().next() {
-        return Step::Wait(format!("{object} stays suspended until {why}"));
-    }
-    match &observed.flux_progress {
-        None => Step::Wait("waiting for Flux".into()),
-        Some(Progress::Waiting(message)) => Step::Wait(message.clone()),
-        Some(Progress::Failed { reason, message }) => {
-            Step::Fail(Problem::terminal(reason, message.clone()))
-        }
-        Some(Progress::Done) => {
-            if restore_replicas(d, plan, observed) > 0 {
-                Step::Wait("Flux applied the commit; restoring replicas it left at zero".into())
-            } else {
-                Step::Advance("Flux applied the commit".into(), PhaseOutcome::Succeeded)
-            }
-        }
-    }
-}
-
-fn verify(app: &AppPolicy, d: &mut Decision, observed: &Observed) -> Step {
-    if let Some(problem) = &observed.remediation {
-        return Step::Fail(problem.clone());
-    }
-    let Some(report) = &observed.health else {
-        return Step::Wait("checking health".into());
-    };
-    if !report.healthy() {
-        d.status.healthy_since = None;
-        return Step::Wait(match &observed.retried_failure {
-            Some(failure) => format!("not healthy yet: {report}; {}", failure.message),
-            None => format!("not healthy yet: {report}"),
-        });
-    }
-    let since = d.status.healthy_since.clone().unwrap_or(Time(observed.now));
-    d.status.healthy_since = Some(since.clone());
-    let held = elapsed(observed.now, since.0);
-    if held >= app.stabilization {
-        return Step::Advance(
-            format!("healthy for {}s", held.as_secs()),
-            PhaseOutcome::Succeeded,
-        );
-    }
-    let remaining = app.stabilization - held;
-    d.requeue_after = Some(d.requeue_after.map_or(remaining, |r| r.min(remaining)));
-    Step::Wait(format!(
-        "healthy for {}s of {}s",
-        held.as_secs(),
-        app.stabilization.as_secs()
-    ))
-}
-
-fn resume(d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    let changes = resume_flux(d, plan, observed) + restore_replicas(d, plan, observed);
-    if changes == 0 {
-        Step::Advance(
-            "Flux and replicas are back as they were".into(),
-            PhaseOutcome::Succeeded,
-        )
-    } else {
-        Step::Wait(format!("putting back {changes} Flux objects and workloads"))
-    }
-}
-
-fn rolling_back(request: &Request, d: &mut Decision, plan: &Plan, observed: &Observed) -> Step {
-    let name = rollback_name(&request.name);
-    let Some(child) = &observed.rollback else {
-        d.actions
-            .push(Action::CreateRollback { name: name.clone() });
-        return Step::Wait(format!("creating RollbackRequest {name}"));
-    };
-    d.status.rollback_ref = Some(crate::api::LocalObjectReference { name: name.clone() });
-    match child.phase {
-        Some(Phase::Succeeded) => {
-            d.actions.push(Action::Finish(finish(
-                Some(plan),
-                Some(Phase::RolledBack),
-                false,
-                true,
-            )));
-            enter(
-                d,
-                Phase::RolledBack,
-                PhaseOutcome::Succeeded,
-                &format!("rolled back by {name}: data restored and Git reverted"),
-                observed.now,
-                request.generation,
-            );
-            Step::Concluded
-        }
-        Some(Phase::Failed) => {
-            // The rollback may have failed before touching anything (e.g. refused at
-            // admission): put Flux and replicas back ourselves before ending Failed.
-            let why = child.failure.clone().unwrap_or_default();
-            let message = format!("rollback {name} failed: {why}; putting Flux and replicas back");
-            enter(
-                d,
-                Phase::Resume,
-                PhaseOutcome::Failed,
-                &message,
-                observed.now,
-                request.generation,
-            );
-            d.requeue_after = Some(Duration::ZERO);
-            Step::Concluded
-        }
-        phase => Step::Wait(format!(
-            "RollbackRequest {name} is {}",
-            phase.map_or("starting".into(), phase_name)
-        )),
-    }
-}
-
-/// Time since `since`; zero when the clock reads earlier (skew between replicas must not
-/// fire a timeout early).
-fn elapsed(now: jiff::Timestamp, since: jiff::Timestamp) -> Duration {
-    Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }

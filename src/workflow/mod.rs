@@ -6,6 +6,7 @@
 pub mod actions;
 mod machine;
 pub mod observations;
+pub mod phases;
 pub mod policy;
 mod transitions;
 
@@ -17,4 +18,5 @@ pub use machine::{decide, on_action_error, rollback_name};
 pub use observations::{
     ClaimState, CommitState, LockState, ObjectKey, Observed, ObservedKind, Problem, SnapshotState,
 };
+pub use phases::{Needs, needs};
 pub use policy::{AppPolicy, Request, RequestKind};

@@ -233,7 +233,7 @@ fn resync_after(app: &ManagedApp) -> Duration {
 /// Whether a request in `phase` is starting (the app becomes busy) or has ended (idle
 /// again): the only request changes an app's status depends on.
 fn starts_or_ends(phase: Option<Phase>) -> bool {
-    phase.is_none_or(|p| matches!(p, Phase::Admit | Phase::Queued) || p.is_terminal())
+    phase.is_none_or(|p| p.is_admitting() || p.is_terminal())
 }
 
 /// The apps whose Flux object deployed a workload with these labels (Flux labels what it
@@ -289,8 +289,7 @@ async fn keep_active_gauge(
     upgrades: Store<UpgradeRequest>,
     rollbacks: Store<RollbackRequest>,
 ) {
-    let active =
-        |phase: Option<Phase>| phase.is_some_and(|p| !p.is_terminal() || p == Phase::Frozen);
+    let active = |phase: Option<Phase>| phase.is_some_and(|p| !p.is_done());
     loop {
         let running_upgrades = upgrades
             .state()
