@@ -28,7 +28,7 @@ use kube::api::{Api, PostParams};
 /// believed (at worst the lock is taken over a moment later); a cache that does not is
 /// never the judge — it may not have seen a request created a moment ago — so "gone" is
 /// read fresh from the API server.
-pub(super) async fn holder_exists(
+pub async fn holder_exists(
     cluster: &Cluster,
     namespace: &str,
     active: &OperationReference,

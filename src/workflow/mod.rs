@@ -1,7 +1,8 @@
 //! Pure phase machines for UpgradeRequest and RollbackRequest: (request, app policy,
 //! status, observations) → decision — the new status plus the idempotent side effects to
-//! perform. No I/O at all, so every decision is unit-testable. The controller observes,
-//! calls [`decide`], performs the actions, and writes the returned status once.
+//! perform. No I/O at all, so every decision is unit-testable. The controller observes
+//! what the phase [`needs`], calls [`decide`], performs the actions, and writes the returned
+//! status once. [`machine`] orders the phases; [`phases`] holds one module per phase.
 
 pub mod actions;
 mod machine;

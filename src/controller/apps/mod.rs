@@ -9,7 +9,8 @@
 //! or a release coming of age, plus a slow safety resync.
 //!
 //! The pieces: [`view`] (the status it owns), [`git_memo`] (versions from Git),
-//! [`automatic`] (automatic upgrades), [`events`]; this module wires the watches.
+//! [`automatic`] (automatic upgrades), [`events`]; this module maps the shared caches' changes
+//! to the apps they concern.
 
 mod automatic;
 mod events;
