@@ -623,19 +623,28 @@ fn decide<K>(
     observed: &Observed,
     seen: Result<(), Problem>,
 ) -> Decision {
-    let Loaded {
-        request,
-        policy,
-        status,
-        ..
-    } = loaded;
     match seen {
-        Ok(()) => workflow::decide(request, policy, status, observed),
-        Err(problem) => {
-            ctx.metrics.error(problem.category);
-            workflow::on_action_error(request, policy, status, &problem, observed)
-        }
+        Ok(()) => workflow::decide(&loaded.request, &loaded.policy, &loaded.status, observed),
+        Err(problem) => on_problem(ctx, loaded, observed, &problem),
     }
+}
+
+/// The workflow's decision on a problem met while observing or acting, counted by its
+/// category.
+fn on_problem<K>(
+    ctx: &Context,
+    loaded: &Loaded<K>,
+    observed: &Observed,
+    problem: &Problem,
+) -> Decision {
+    ctx.metrics.error(problem.category);
+    workflow::on_action_error(
+        &loaded.request,
+        &loaded.policy,
+        &loaded.status,
+        problem,
+        observed,
+    )
 }
 
 /// Performs the decision's actions in order; the first that fails ends the list, and the
@@ -648,10 +657,7 @@ async fn act<K>(
     decision: Decision,
 ) -> Decision {
     let Loaded {
-        request,
-        policy,
-        status,
-        ..
+        request, status, ..
     } = loaded;
     let plan = decision.status.plan.clone().or(status.plan.clone());
     let acting = Acting {
@@ -665,8 +671,7 @@ async fn act<K>(
     for action in &decision.actions {
         if let Err(problem) = perform(ctx, &acting, action, observed.now).await {
             tracing::warn!(request = %request.name, reason = %problem.reason, message = %problem.message, "action failed");
-            ctx.metrics.error(problem.category);
-            return workflow::on_action_error(request, policy, status, &problem, observed);
+            return on_problem(ctx, loaded, observed, &problem);
         }
     }
     decision
