@@ -46,6 +46,12 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
         "quiescing a Deployment patches spec.replicas",
     ),
     (
+        "list",
+        "apps",
+        "replicasets",
+        "Quiesce resolves a pod owned by a ReplicaSet to its Deployment; the story's pods belong to a StatefulSet",
+    ),
+    (
         "patch",
         "source.toolkit.fluxcd.io",
         "ocirepositories",

@@ -183,13 +183,12 @@ impl Caches {
         let (snapshots, snapshots_writer) = reflector::store();
         let mut flux = BTreeMap::new();
         let mut flux_writers = Vec::new();
-        for kind in [
-            FluxObjectKind::Kustomization,
-            FluxObjectKind::HelmRelease,
-            FluxObjectKind::GitRepository,
+        for (watched, kind) in [
+            (WatchedKind::Kustomization, FluxObjectKind::Kustomization),
+            (WatchedKind::HelmRelease, FluxObjectKind::HelmRelease),
+            (WatchedKind::GitRepository, FluxObjectKind::GitRepository),
         ] {
             let writer = reflector::store::Writer::new(api_resource(kind));
-            let watched = WatchedKind::of_flux(kind).unwrap_or(WatchedKind::Kustomization);
             flux.insert(watched, writer.as_reader());
             flux_writers.push((watched, kind, writer));
         }
