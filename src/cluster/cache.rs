@@ -3,6 +3,8 @@
 //! Fluxgate reads and writes the cluster — watched kinds from the caches, everything else
 //! (and whatever a caller must see exactly as it is now) from the API server.
 //!
+//! A miss is never answered from a cache: the object may have been created a moment ago.
+//!
 //! Read-your-writes: a watch shows the operator's own write a moment after the API server
 //! answered it. Each write through [`Cluster`] is remembered by its resourceVersion; until
 //! the cache shows that version (or a few seconds passed), reads of that object go to the
@@ -529,20 +531,21 @@ impl Cluster {
         self.caches.as_deref().filter(|_| !self.fresh)
     }
 
-    /// An object of a watched kind, or None when it does not exist.
+    /// An object of a watched kind, or None when it does not exist. Only a hit is
+    /// answered from the cache: a miss is read from the API server, since the cache may not
+    /// have seen an object someone created a moment ago (an app applied together with its
+    /// first UpgradeRequest), and "it does not exist" often ends a request.
     pub async fn get<K: Watched>(
         &self,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Arc<K>>, kube::Error> {
         if let Some(caches) = self.caches() {
-            let found = K::store(caches).get(&ObjectRef::new(name).within(namespace));
             let id = (K::KIND, namespace.to_owned(), name.to_owned());
-            if caches.answers(
-                id,
-                found.as_ref().and_then(|o| o.resource_version()).as_deref(),
-            ) {
-                return Ok(found);
+            if let Some(found) = K::store(caches).get(&ObjectRef::new(name).within(namespace))
+                && caches.answers(id, found.resource_version().as_deref())
+            {
+                return Ok(Some(found));
             }
         }
         Ok(Api::<K>::namespaced(self.client.clone(), namespace)
@@ -577,7 +580,8 @@ impl Cluster {
             .collect())
     }
 
-    /// A Flux object, or None when it does not exist.
+    /// A Flux object, or None when it does not exist (a miss read fresh, as in
+    /// [`Cluster::get`]).
     pub async fn get_flux(
         &self,
         kind: FluxObjectKind,
@@ -588,13 +592,12 @@ impl Cluster {
         if let (Some(caches), Some(watched)) = (self.caches(), WatchedKind::of_flux(kind))
             && let Some(store) = caches.flux.get(&watched)
         {
-            let found = store.get(&ObjectRef::new_with(name, resource.clone()).within(namespace));
             let id = (watched, namespace.to_owned(), name.to_owned());
-            if caches.answers(
-                id,
-                found.as_ref().and_then(|o| o.resource_version()).as_deref(),
-            ) {
-                return Ok(found);
+            if let Some(found) =
+                store.get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+                && caches.answers(id, found.resource_version().as_deref())
+            {
+                return Ok(Some(found));
             }
         }
         Ok(

@@ -25,9 +25,9 @@ use kube::api::{Api, PostParams};
 
 /// Whether the request holding a lock still exists, by name and UID. The one rule for a
 /// stale lock: it is stale when its holder is gone. A cache that shows the holder is
-/// believed (at worst the lock is taken over a moment later); a cache that does not is
-/// never the judge — it may not have seen a request created a moment ago — so "gone" is
-/// read fresh from the API server.
+/// believed (at worst the lock is taken over a moment later); "gone" is never a cache's
+/// word — a request created a moment ago, or recreated under the same name, may not be
+/// cached yet — so it is read fresh.
 pub async fn holder_exists(
     cluster: &Cluster,
     namespace: &str,

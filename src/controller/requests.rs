@@ -849,8 +849,11 @@ async fn first_in_queue(
     let waiting = |status: Option<&RequestStatus>| {
         matches!(status.and_then(|s| s.phase), None | Some(Phase::Queued))
     };
+    // Read fresh: this decides the order of admission, and an older request the cache has
+    // not shown yet must not be overtaken.
     let upgrades = ctx
         .cluster
+        .fresh()
         .list::<UpgradeRequest>(&namespace)
         .await
         .map_err(|e| api_error("listing UpgradeRequests", e))?;
