@@ -75,6 +75,13 @@ async fn crud_generate_name_and_error_statuses() {
     cases::crud_generate_name_and_error_statuses(sim.client(), "default").await;
 }
 
+#[tokio::test]
+async fn watches_deliver_every_change_in_order_with_growing_versions() {
+    let sim = KubeSim::start().await;
+    cases::watches_deliver_every_change_in_order_with_growing_versions(sim.client(), "default")
+        .await;
+}
+
 /// Label values are at most 63 bytes, as apimachinery's `IsLabelValue` says, in a
 /// written object (422, one cause per problem) and in a label selector (400: the API server
 /// cannot parse the requirement).

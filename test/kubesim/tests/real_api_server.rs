@@ -41,6 +41,13 @@ async fn crud_generate_name_and_error_statuses() {
 }
 
 #[tokio::test]
+async fn watches_deliver_every_change_in_order_with_growing_versions() {
+    if let Some((client, ns)) = real("watch").await {
+        cases::watches_deliver_every_change_in_order_with_growing_versions(client, &ns).await;
+    }
+}
+
+#[tokio::test]
 async fn label_values_over_63_characters_are_refused_in_objects_and_selectors() {
     if let Some((client, ns)) = real("labels").await {
         cases::label_values_over_63_characters_are_refused_in_objects_and_selectors(client, &ns)

@@ -857,3 +857,76 @@ pub async fn namespace_deletion_removes_its_objects(client: Client, ns: &str) {
     let st = status(nss.delete("default", &DeleteParams::default()).await);
     assert_eq!(st.code, 403);
 }
+
+/// A watch from a resourceVersion delivers every later change of an object, in order,
+/// each with the resourceVersion its write answered, and resourceVersions grow as integers.
+/// Fluxgate's caches rely on both: a watch passes through each version the operator wrote,
+/// and a cached object at a higher version than a write is at least as new as it
+/// (`cluster::cache`'s read-your-writes).
+pub async fn watches_deliver_every_change_in_order_with_growing_versions(client: Client, ns: &str) {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let api = Api::<ConfigMap>::namespaced(client, ns);
+    let created = api
+        .create(&PostParams::default(), &cm("watched", json!({})))
+        .await
+        .unwrap();
+    let from = created.metadata.resource_version.clone().unwrap();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(20), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let mut written = Vec::new();
+    for value in ["1", "2", "3"] {
+        let patch = Patch::Merge(json!({"data": {"k": value}}));
+        let patched = api
+            .patch("watched", &PatchParams::default(), &patch)
+            .await
+            .unwrap();
+        written.push(patched.metadata.resource_version.unwrap());
+    }
+    api.delete("watched", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|(kind, _)| *kind == "Deleted") {
+        assert!(
+            Instant::now() < deadline,
+            "the watch did not deliver the deletion: {seen:?}"
+        );
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("a watch event within 20 s")
+            .expect("the watch stays open")
+            .unwrap();
+        match event {
+            WatchEvent::Modified(o) => {
+                seen.push(("Modified", o.metadata.resource_version.unwrap()))
+            }
+            WatchEvent::Deleted(o) => seen.push(("Deleted", o.metadata.resource_version.unwrap())),
+            WatchEvent::Added(o) => seen.push(("Added", o.metadata.resource_version.unwrap())),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("watch error: {e:?}"),
+        }
+    }
+    let modified: Vec<&str> = seen
+        .iter()
+        .filter(|(kind, _)| *kind == "Modified")
+        .map(|(_, rv)| rv.as_str())
+        .collect();
+    assert_eq!(modified, written, "every write, in order: {seen:?}");
+    let versions: Vec<u64> = std::iter::once(&from)
+        .chain(seen.iter().map(|(_, rv)| rv))
+        .map(|rv| {
+            rv.parse()
+                .unwrap_or_else(|_| panic!("resourceVersion {rv} is an integer"))
+        })
+        .collect();
+    assert!(
+        versions.windows(2).all(|w| w[0] < w[1]),
+        "resourceVersions grow: {versions:?}"
+    );
+}
