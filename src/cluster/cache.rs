@@ -429,8 +429,10 @@ impl Caches {
 
 /// Whether an object cached at resourceVersion `cached` is at least as new as the write
 /// that left `written` (None: deleted). resourceVersions are opaque to clients in general,
-/// but every API server Fluxgate meets (etcd's, kubesim's) issues increasing integers, as
-/// the watch cache itself relies on; versions that do not parse only match exactly.
+/// but every API server Fluxgate meets (etcd's, kubesim's) issues increasing integers
+/// (checked on both by the conformance case
+/// `watches_deliver_every_change_in_order_with_growing_versions`); versions that do not
+/// parse only match exactly.
 fn at_least(cached: Option<&str>, written: Option<&str>) -> bool {
     match (cached, written) {
         (cached, written) if cached == written => true,
