@@ -76,6 +76,12 @@ async fn crud_generate_name_and_error_statuses() {
 }
 
 #[tokio::test]
+async fn metadata_only_lists_and_watches() {
+    let sim = KubeSim::start().await;
+    cases::metadata_only_lists_and_watches(sim.client(), "default").await;
+}
+
+#[tokio::test]
 async fn watches_deliver_every_change_in_order_with_growing_versions() {
     let sim = KubeSim::start().await;
     cases::watches_deliver_every_change_in_order_with_growing_versions(sim.client(), "default")

@@ -41,6 +41,13 @@ async fn crud_generate_name_and_error_statuses() {
 }
 
 #[tokio::test]
+async fn metadata_only_lists_and_watches() {
+    if let Some((client, ns)) = real("metadata").await {
+        cases::metadata_only_lists_and_watches(client, &ns).await;
+    }
+}
+
+#[tokio::test]
 async fn watches_deliver_every_change_in_order_with_growing_versions() {
     if let Some((client, ns)) = real("watch").await {
         cases::watches_deliver_every_change_in_order_with_growing_versions(client, &ns).await;

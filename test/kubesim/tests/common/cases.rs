@@ -930,3 +930,51 @@ pub async fn watches_deliver_every_change_in_order_with_growing_versions(client:
         "resourceVersions grow: {versions:?}"
     );
 }
+
+/// A metadata-only list and watch (`Accept: ...;as=PartialObjectMetadata`) answer with
+/// `PartialObjectMetadata` objects, deletions included: Fluxgate watches pods and PVCs this
+/// way, only to wake reconciles.
+pub async fn metadata_only_lists_and_watches(client: Client, ns: &str) {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let api = Api::<ConfigMap>::namespaced(client, ns);
+    api.create(&PostParams::default(), &cm("slim", json!({"app": "slim"})))
+        .await
+        .unwrap();
+    let list = api
+        .list_metadata(&ListParams::default().labels("app=slim"))
+        .await
+        .unwrap();
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+    assert_eq!(list.items.len(), 1);
+    let item = &list.items[0];
+    assert_eq!(
+        item.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(item.metadata.labels.as_ref().unwrap()["app"], "slim");
+    let from = list.metadata.resource_version.clone().unwrap();
+    let mut events = api
+        .watch_metadata(&WatchParams::default().timeout(20), &from)
+        .await
+        .unwrap()
+        .boxed();
+    api.delete("slim", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no metadata-only Deleted event");
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("a watch event within 20 s")
+            .expect("the watch stays open")
+            .unwrap();
+        if let WatchEvent::Deleted(gone) = event {
+            assert_eq!(gone.metadata.name.as_deref(), Some("slim"));
+            assert_eq!(
+                gone.types.as_ref().map(|t| t.kind.as_str()),
+                Some("PartialObjectMetadata")
+            );
+            break;
+        }
+    }
+}
