@@ -16,13 +16,10 @@ use fluxgate::cluster::flux::{
     CrossNamespaceSourceReference, GitRepositoryRef, HelmRelease, HelmReleaseSpec,
 };
 use fluxgate::demo::world::DemoWorld;
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
-use std::fmt::Debug;
 
 /// The namespace every story's apps and requests live in.
 pub const NAMESPACE: &str = "apps";
@@ -33,11 +30,7 @@ pub const APP: &str = "db";
 /// Creates `object` in its own namespace through `client`, naming it in the error.
 pub async fn create<K>(client: &Client, object: &K) -> anyhow::Result<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: crate::StoryKind + Serialize,
 {
     let namespace = object.namespace().unwrap_or_else(|| NAMESPACE.to_owned());
     Api::<K>::namespaced(client.clone(), &namespace)

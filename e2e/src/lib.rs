@@ -18,6 +18,23 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::Resource;
 use kube::api::Api;
 
+/// A namespaced kind a story reads whole.
+pub trait StoryKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> StoryKind for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// The story's objects of kind `K` in namespace `apps`, for a one-off read or write that no
 /// `given`, `when` or `then` helper names.
 pub fn api<K>(story: &DemoWorld) -> Api<K>

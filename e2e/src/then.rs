@@ -5,29 +5,23 @@
 //! A read that fails (other than "not found") panics naming what was read: the story's own
 //! client is never faulted, so such a failure is a broken world, not a state to wait out.
 
-use crate::api;
+use crate::{StoryKind, api};
 use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{FluxObjectKind, ManagedAppStatus, Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::cluster::snapshots::VolumeSnapshot;
 use fluxgate::demo::world::{DemoWorld, wait_until};
 use fluxgate::renovate::policy::AUTOMATIC_LABEL;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 use std::time::Duration;
 
 async fn get_opt<K>(story: &DemoWorld, name: &str) -> Option<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: StoryKind,
 {
     api::<K>(story)
         .get_opt(name)
@@ -37,10 +31,7 @@ where
 
 async fn must_get<K>(story: &DemoWorld, name: &str) -> K
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: StoryKind,
 {
     get_opt(story, name)
         .await
@@ -49,10 +40,7 @@ where
 
 async fn list<K>(story: &DemoWorld, params: &ListParams) -> Vec<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: StoryKind,
 {
     api::<K>(story)
         .list(params)

@@ -56,14 +56,6 @@ impl WatchedKind {
             _ => None,
         }
     }
-
-    /// Whether a change of this kind is one of the things a running request waits on.
-    pub fn is_world(self) -> bool {
-        !matches!(
-            self,
-            WatchedKind::UpgradeRequest | WatchedKind::RollbackRequest | WatchedKind::ManagedApp
-        )
-    }
 }
 
 /// A change a watch saw, after the cache took it in.
@@ -80,16 +72,6 @@ pub enum Change {
     /// first time). `None`: any object of any kind — a subscriber fell behind and missed
     /// changes.
     Relisted(Option<WatchedKind>),
-}
-
-impl Change {
-    /// Whether this change may concern objects of `kind`.
-    pub fn concerns(&self, kind: WatchedKind) -> bool {
-        match self {
-            Change::Object { kind: k, .. } => *k == kind,
-            Change::Relisted(k) => k.is_none_or(|k| k == kind),
-        }
-    }
 }
 
 /// How long after a write the operator waits for its cache to show it before trusting
@@ -590,24 +572,23 @@ impl Cluster {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Arc<DynamicObject>>, kube::Error> {
-        let resource = api_resource(kind);
         if let (Some(caches), Some(watched)) = (self.caches(), WatchedKind::of_flux(kind))
-            && let Some(store) = caches.flux.get(&watched)
+            && let Some(found) = caches.flux_object(kind, namespace, name)
+            && caches.answers(
+                (watched, namespace.to_owned(), name.to_owned()),
+                found.resource_version().as_deref(),
+            )
         {
-            let id = (watched, namespace.to_owned(), name.to_owned());
-            if let Some(found) =
-                store.get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
-                && caches.answers(id, found.resource_version().as_deref())
-            {
-                return Ok(Some(found));
-            }
+            return Ok(Some(found));
         }
-        Ok(
-            Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource)
-                .get_opt(name)
-                .await?
-                .map(Arc::new),
+        Ok(Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &api_resource(kind),
         )
+        .get_opt(name)
+        .await?
+        .map(Arc::new))
     }
 
     /// Remembers a write the operator made (the object as the API server answered it), so
@@ -698,19 +679,5 @@ mod tests {
         assert!(caches.answers_list(WatchedKind::UpgradeRequest, "other", old));
         assert!(!caches.answers_list(WatchedKind::UpgradeRequest, "apps", old));
         assert!(caches.answers_list(WatchedKind::UpgradeRequest, "apps", new));
-    }
-
-    #[test]
-    fn a_change_concerns_its_kind_and_a_lost_change_every_kind() {
-        let change = Change::Object {
-            kind: WatchedKind::Pod,
-            namespace: "apps".into(),
-            name: "db-0".into(),
-            labels: BTreeMap::new(),
-        };
-        assert!(change.concerns(WatchedKind::Pod));
-        assert!(!change.concerns(WatchedKind::StatefulSet));
-        assert!(Change::Relisted(None).concerns(WatchedKind::ManagedApp));
-        assert!(!Change::Relisted(Some(WatchedKind::Pod)).concerns(WatchedKind::ManagedApp));
     }
 }

@@ -30,7 +30,7 @@ pub(super) async fn automatic_upgrade(
     // not, so one slow API call does not hold up every other app's decision.
     let decision = {
         let mut created = shared.automatic.lock().unwrap_or_else(|e| e.into_inner());
-        let upgrades = shared.upgrades.state();
+        let upgrades = shared.ctx.caches.upgrades.state();
         let unfinished = |u: &UpgradeRequest| {
             !u.status
                 .as_ref()

@@ -23,14 +23,14 @@ use view::reconcile;
 use super::Context;
 use super::renovate_input::{FILE_POLL, RenovateInput, file_changes};
 use crate::api::FluxObjectKind;
-use crate::api::{ManagedApp, Phase, RollbackRequest, SourceKind, UpgradeRequest};
+use crate::api::{ManagedApp, Phase, SourceKind};
 use crate::cluster::cache::{Caches, Change, WatchedKind};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -44,8 +44,6 @@ const RESYNC_SPREAD: Duration = Duration::from_secs(30 * 60);
 /// What every app reconcile shares beyond the [`Context`].
 struct Shared {
     ctx: Arc<Context>,
-    upgrades: Store<UpgradeRequest>,
-    rollbacks: Store<RollbackRequest>,
     renovate: RenovateInput,
     git: Mutex<GitMemo>,
     /// Automatic upgrades created (or being created) that the cache has not shown yet; held
@@ -78,8 +76,6 @@ pub async fn run(
     let shared = Arc::new(Shared {
         renovate: RenovateInput::new(renovate.clone(), configmaps, Some(ctx.metrics.clone())),
         ctx: ctx.clone(),
-        upgrades: caches.upgrades.clone(),
-        rollbacks: caches.rollbacks.clone(),
         git: Mutex::new(GitMemo::default()),
         automatic: Mutex::new(BTreeSet::new()),
         warned: Mutex::new(HashMap::new()),
@@ -111,11 +107,7 @@ pub async fn run(
     if let Some(path) = &renovate.file {
         controller = controller.reconcile_all_on(file_changes(path.clone(), FILE_POLL));
     }
-    let gauge = keep_active_gauge(
-        ctx.clone(),
-        caches.upgrades.clone(),
-        caches.rollbacks.clone(),
-    );
+    let gauge = keep_active_gauge(ctx.clone());
     let controller = controller
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, shared)
@@ -285,11 +277,8 @@ fn all_apps(apps: &[Arc<ManagedApp>]) -> Vec<ObjectRef<ManagedApp>> {
 }
 
 /// Sets `fluxgate_active_operations` from the request caches every second (no API calls).
-async fn keep_active_gauge(
-    ctx: Arc<Context>,
-    upgrades: Store<UpgradeRequest>,
-    rollbacks: Store<RollbackRequest>,
-) {
+async fn keep_active_gauge(ctx: Arc<Context>) {
+    let (upgrades, rollbacks) = (&ctx.caches.upgrades, &ctx.caches.rollbacks);
     let active = |phase: Option<Phase>| phase.is_some_and(|p| !p.is_done());
     loop {
         let running_upgrades = upgrades

@@ -10,7 +10,7 @@ use super::{AppError, Shared, resync_after};
 use crate::controller::app_status::{holder_exists, release_stale_lock};
 
 use crate::api::conditions::{READY, condition, set_condition};
-use crate::api::{ManagedApp, ManagedAppStatus, OperationKind, versions_summary};
+use crate::api::{ManagedApp, ManagedAppStatus, versions_summary};
 use crate::cluster::discovery::ops::discover_workloads;
 use crate::cluster::health::ops::app_health;
 use crate::controller::Context;
@@ -140,23 +140,10 @@ pub(super) async fn reconcile(
     }
 
     if let Some(active) = &status.active_operation {
-        // The cache says whether to look; a fresh read decides (app_status::holder_exists).
-        let cached = match active.kind {
-            OperationKind::UpgradeRequest => shared
-                .upgrades
-                .state()
-                .iter()
-                .any(|u| u.metadata.uid.as_deref() == Some(active.uid.as_str())),
-            OperationKind::RollbackRequest => shared
-                .rollbacks
-                .state()
-                .iter()
-                .any(|r| r.metadata.uid.as_deref() == Some(active.uid.as_str())),
-        };
-        if !cached
-            && !holder_exists(&ctx.cluster, &namespace, active)
-                .await
-                .map_err(|p| AppError(p.message))?
+        // A cached holder is believed; "gone" is read fresh (app_status::holder_exists).
+        if !holder_exists(&ctx.cluster, &namespace, active)
+            .await
+            .map_err(|p| AppError(p.message))?
         {
             view.stale_lock = Some(active.uid.clone());
             view.warnings.push((
