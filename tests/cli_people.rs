@@ -89,7 +89,7 @@ async fn upgrade_rollback_status_and_history_through_the_binary() {
     )
     .await
     .unwrap();
-    let kubeconfig = world.kube.kubeconfig_path();
+    let kubeconfig = world.kubeconfig_path();
     let k = kubeconfig.as_path();
 
     // A successful upgrade, followed live: one line per phase, the snapshots, the commit.
@@ -371,7 +371,7 @@ async fn status_reads_the_flux_objects_of_a_bootstrapped_fleet() {
     )
     .await
     .unwrap();
-    let k = world.kube.kubeconfig_path();
+    let k = world.kubeconfig_path();
     let status = fluxgate(&k, &["status", "db", "-n", "apps"]).await;
     expect(
         &status,
@@ -392,7 +392,7 @@ async fn status_reads_the_flux_objects_of_a_bootstrapped_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_succeeds_with_exit_zero_and_changes_nothing() {
     let world = DemoWorld::start("v1.4.0", json!({})).await.unwrap();
-    let k = world.kube.kubeconfig_path();
+    let k = world.kubeconfig_path();
     let dry = fluxgate(
         &k,
         &[
@@ -430,7 +430,7 @@ async fn a_frozen_upgrade_exits_5_shows_in_status_and_can_be_rolled_back() {
     )
     .await
     .unwrap();
-    let k = world.kube.kubeconfig_path();
+    let k = world.kubeconfig_path();
     world.world.failures.fail_chart_version("v2.0.0");
     let frozen = fluxgate(
         &k,

@@ -84,7 +84,7 @@ async fn fluxgate_run_upgrades_and_rolls_back_while_kubectl_watches() {
     .unwrap();
     // The in-process operator steps aside for the real binary.
     story.kill_operator().await;
-    let kubeconfig = story.kube.kubeconfig_path().to_string_lossy().into_owned();
+    let kubeconfig = story.kubeconfig_path().to_string_lossy().into_owned();
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_string_lossy().into_owned();
     let mut operator = Command::new(env!("CARGO_BIN_EXE_fluxgate"))

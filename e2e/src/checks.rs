@@ -149,7 +149,7 @@ pub async fn replicas(story: &DemoWorld) -> Option<i32> {
 pub fn restores(story: &DemoWorld) -> BTreeMap<String, usize> {
     let mut by_name = BTreeMap::new();
     let creates = story
-        .kube
+        .kubesim()
         .requests(&operator().verb("create").resource("persistentvolumeclaims"));
     for create in creates.iter().filter(|r| r.code < 300) {
         let name = create

@@ -15,7 +15,7 @@ use fluxgate::api::{
 use fluxgate::cluster::flux::{
     CrossNamespaceSourceReference, GitRepositoryRef, HelmRelease, HelmReleaseSpec,
 };
-use fluxgate::demo::world::DemoWorld;
+use fluxgate::demo::world::{DemoWorld, Fleet};
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
@@ -261,12 +261,18 @@ impl AppSettings {
     }
 
     /// Starts the world with app [`APP`] at chart tag `tag` and these settings, Fluxgate
-    /// running ([`DemoWorld::start`]).
+    /// running ([`DemoWorld::start`]), on the stack of the calling test.
     pub async fn running_at(self, tag: &str) -> DemoWorld {
-        DemoWorld::start(tag, self.spec())
+        world(Fleet::new().helm_app(APP, tag, 2, self.spec()))
             .await
             .unwrap_or_else(|e| panic!("starting the world with {APP} at {tag}: {e:#}"))
     }
+}
+
+/// Starts the world with `fleet` deployed and Fluxgate running
+/// ([`DemoWorld::start_fleet`]), on the stack of the calling test ([`crate::stack`]).
+pub async fn world(fleet: Fleet) -> anyhow::Result<DemoWorld> {
+    DemoWorld::start_fleet_on(fleet, crate::stack::current().await).await
 }
 
 impl From<AppSettings> for Value {

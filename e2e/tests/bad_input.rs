@@ -6,34 +6,29 @@
 
 use base64::Engine as _;
 use e2e::checks::replicas;
-use e2e::given::{NewApp, app, helm_release, managed_app, upgrade};
+use e2e::given::{NewApp, app, helm_release, managed_app, upgrade, world};
+use e2e::stack::{BareCluster, bare_cluster};
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, GIT_SECRET};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
-use kubesim::KubeSim;
 use serde_json::{Value, json};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+e2e::on_both_stacks!(j_invalid_objects_are_refused_at_apply_naming_the_field);
+
 // ---------------------------------------------------------------------------------------
 // Refused at apply.
 
-fn kubectl_available() -> bool {
-    Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Applies `object` the way a person does — `kubectl apply` when kubectl is installed, else
-/// a create through kube-rs — and returns the server's refusal, if any.
-async fn apply(kube: &KubeSim, object: &Value, kubectl: bool) -> Result<(), String> {
-    if kubectl {
-        let mut child = Command::new("kubectl")
+/// Applies `object` the way a person does — `kubectl apply` when the cluster has a kubectl,
+/// else a create through kube-rs — and returns the server's refusal, if any.
+async fn apply(cluster: &BareCluster, object: &Value) -> Result<(), String> {
+    if let Some(kubectl) = &cluster.kubectl {
+        let mut child = Command::new(kubectl)
             .arg("--kubeconfig")
-            .arg(kube.kubeconfig_path())
+            .arg(&cluster.kubeconfig)
             .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -63,7 +58,7 @@ async fn apply(kube: &KubeSim, object: &Value, kubectl: bool) -> Result<(), Stri
         &GroupVersionKind::gvk("fluxgate.dev", "v1alpha1", kind),
         plural,
     );
-    let api = Api::<DynamicObject>::namespaced_with(kube.client(), "apps", &resource);
+    let api = Api::<DynamicObject>::namespaced_with(cluster.client.clone(), "apps", &resource);
     let object: DynamicObject = serde_json::from_value(object.clone()).unwrap();
     let name = object.metadata.name.clone().unwrap();
     let result = match api.get_opt(&name).await.map_err(|e| e.to_string())? {
@@ -98,17 +93,15 @@ fn json_merge(base: &mut Value, over: &Value) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn j_invalid_objects_are_refused_at_apply_naming_the_field() {
-    let kube = KubeSim::start().await;
-    for (file, crd) in fluxgate::api::crds() {
-        kube.put(serde_json::to_value(crd).unwrap())
-            .unwrap_or_else(|e| panic!("{file}: {e:?}"));
-    }
-    kube.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}))
-        .unwrap();
-    let kubectl = kubectl_available();
-    if !kubectl {
+    let cluster = bare_cluster().await;
+    sim::seed::put(
+        &cluster.client,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
+    )
+    .await
+    .unwrap();
+    if cluster.kubectl.is_none() {
         println!("kubectl is not installed: applying through kube-rs instead");
     }
     let cases: Vec<(&str, Value, &[&str])> = vec![
@@ -155,7 +148,7 @@ async fn j_invalid_objects_are_refused_at_apply_naming_the_field() {
     ];
     let mut report = Vec::new();
     for (what, object, wanted) in &cases {
-        match apply(&kube, object, kubectl).await {
+        match apply(&cluster, object).await {
             Ok(()) => panic!("{what}: accepted"),
             Err(message) => {
                 for needle in *wanted {
@@ -170,10 +163,10 @@ async fn j_invalid_objects_are_refused_at_apply_naming_the_field() {
     }
     // A request's spec cannot change once it exists.
     let upgrade = serde_json::to_value(upgrade("db-1-5-0").to_version("v1.5.0").build()).unwrap();
-    apply(&kube, &upgrade, kubectl).await.unwrap();
+    apply(&cluster, &upgrade).await.unwrap();
     let mut changed = upgrade.clone();
     changed["spec"]["version"] = json!("v9.9.9");
-    let message = apply(&kube, &changed, kubectl)
+    let message = apply(&cluster, &changed)
         .await
         .expect_err("a changed spec is refused");
     assert!(
@@ -295,7 +288,7 @@ fn gzip_bomb_secret(release: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn j_bad_input_at_run_time_fails_clearly_and_loses_nothing() {
-    let story = DemoWorld::start_fleet(
+    let story = world(
         Fleet::new()
             .helm_app("db", "v1.4.0", 2, app().into())
             .http_credentials("fluxgate", "t0ken"),

@@ -126,8 +126,8 @@ async fn operator_accesses() -> BTreeSet<Access> {
     when::operator_reads_renovate(&mut story, when::renovate_configmap()).await;
 
     // What `fluxgate run` does before the controllers start.
-    let operator = operator_client(&story.kube).unwrap();
-    fluxgate::cluster::required_apis::check_required_apis(&operator, &story.kube.base_url())
+    let operator = operator_client(story.kubesim()).unwrap();
+    fluxgate::cluster::required_apis::check_required_apis(&operator, &story.kubesim().base_url())
         .await
         .unwrap();
     sim::seed::namespace(&story.client, chart::RELEASE_NAMESPACE)
@@ -196,7 +196,7 @@ async fn operator_accesses() -> BTreeSet<Access> {
     assert_eq!(automatic, Phase::Succeeded);
 
     let accesses = story
-        .kube
+        .kubesim()
         .requests(&kubesim::Match::any())
         .iter()
         .filter(|r| r.user_agent.starts_with("fluxgate/"))

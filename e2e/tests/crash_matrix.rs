@@ -76,7 +76,7 @@ impl Story {
 async fn clean_run(story_kind: Story) -> (Vec<RequestRecord>, Duration) {
     let story = story_kind.world().await;
     let before = content_tokens(&story).await;
-    story.kube.clear_requests();
+    story.kubesim().clear_requests();
     let started = Instant::now();
     story.upgrade(NAME, story_kind.version()).await.unwrap();
     let problems = story_kind.problems(&story, &before).await;
@@ -88,7 +88,7 @@ async fn clean_run(story_kind: Story) -> (Vec<RequestRecord>, Duration) {
     // Deliberate settling: the last writes (finalizer, Events) land after the request is
     // finished, and no state says when the last one has; the matrix is this list.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let writes = story.kube.requests(&operator_writes());
+    let writes = story.kubesim().requests(&operator_writes());
     story.stop().await;
     (writes, took)
 }
@@ -108,8 +108,8 @@ struct Point {
 async fn crash_after(story_kind: Story, k: usize) -> Point {
     let mut story = story_kind.world().await;
     let before = content_tokens(&story).await;
-    story.kube.clear_requests();
-    let gate = story.kube.gate(operator_writes());
+    story.kubesim().clear_requests();
+    let gate = story.kubesim().gate(operator_writes());
     gate.release(k);
     story.upgrade(NAME, story_kind.version()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -169,7 +169,7 @@ async fn crash_after(story_kind: Story, k: usize) -> Point {
     gate.open();
     // Deliberate settling: the failed held write reaches the request log just after.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let writes = story.kube.requests(&operator_writes());
+    let writes = story.kubesim().requests(&operator_writes());
     let last = if reached {
         k.checked_sub(1)
     } else {

@@ -56,17 +56,17 @@ async fn soak(seed: u64) -> Run {
         story.world.failures.fail_chart_version("v2.0.0");
     }
     let before = content_tokens(&story).await;
-    story.kube.clear_requests();
+    story.kubesim().clear_requests();
     // The three error codes share p; each fault draws from its own seeded stream.
     for (i, code) in [409u16, 429, 500].into_iter().enumerate() {
         let stream = seed.wrapping_mul(31).wrapping_add(i as u64);
-        story.kube.inject(
+        story.kubesim().inject(
             Fault::respond(operator(), code)
                 .always()
                 .with_probability(P / 3.0, stream),
         );
     }
-    story.kube.inject(
+    story.kubesim().inject(
         Fault::new(operator().verb("watch"), FaultAction::WatchGone)
             .always()
             .with_probability(P, seed.wrapping_mul(31).wrapping_add(7)),
@@ -80,7 +80,7 @@ async fn soak(seed: u64) -> Run {
             while running.load(Ordering::SeqCst) {
                 // Deliberate pacing: the seeded random gaps between watch drops are the soak.
                 tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
-                story.kube.drop_watches();
+                story.kubesim().drop_watches();
                 drops.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -102,10 +102,10 @@ async fn soak(seed: u64) -> Run {
     let took = started.elapsed();
     running.store(false, Ordering::SeqCst);
     let _ = dropper.await;
-    story.kube.clear_faults();
+    story.kubesim().clear_faults();
     let count = |code: u16| {
         story
-            .kube
+            .kubesim()
             .requests(&operator())
             .iter()
             .filter(|r| r.code == code)

@@ -125,7 +125,7 @@ async fn an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is
     assert_eq!(story.git.log().unwrap().len(), 1);
     assert_eq!(suspended(&story).await, Some((false, false)));
     let touched: Vec<String> = story
-        .kube
+        .kubesim()
         .requests(&operator_writes())
         .into_iter()
         .filter(|r| {

@@ -195,7 +195,7 @@ async fn an_action_helm_controller_is_running_ends_before_the_app_is_quiesced() 
 
     // Nobody but Fluxgate touched the StatefulSet's spec between Fluxgate scaling it down
     // and Fluxgate resuming the HelmRelease.
-    let log = story.kube.requests(&Match::any());
+    let log = story.kubesim().requests(&Match::any());
     let operator = |r: &kubesim::RequestRecord| r.user_agent.starts_with("fluxgate/");
     let scaled = log
         .iter()

@@ -56,7 +56,7 @@ async fn the_real_cluster_story_runs_against_any_kubeconfig() {
     let mut story = app().running_at("v1.4.0").await;
     story.kill_operator().await;
     upgrade_on(
-        &story.kube.kubeconfig_path(),
+        &story.kubeconfig_path(),
         "apps",
         "db",
         "v1.5.0",

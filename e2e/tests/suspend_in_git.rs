@@ -105,7 +105,7 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     assert_eq!(story.git.log().unwrap().len(), commits);
     assert_eq!(suspended(&story).await, Some((false, false)));
     let touched: Vec<String> = story
-        .kube
+        .kubesim()
         .requests(&operator_writes())
         .into_iter()
         .filter(|r| {

@@ -86,7 +86,7 @@ pub async fn run(args: crate::cli::DemoArgs) -> anyhow::Result<()> {
     if args.keep {
         println!(
             "\nThe simulated cluster keeps running, Fluxgate with it. Explore it with:\n  export KUBECONFIG={}\n  kubectl get ma,ur,rr -A\n  kubectl get ur -n apps -w     # in another terminal, then:\n  kubectl -n apps apply -f - <<<'{{\"apiVersion\":\"fluxgate.dev/v1alpha1\",\"kind\":\"UpgradeRequest\",\"metadata\":{{\"name\":\"db-1-6-0\"}},\"spec\":{{\"managedApp\":\"db\",\"version\":\"v1.6.0\"}}}}'\nStop with Ctrl-C.",
-            world.kube.kubeconfig_path().display()
+            world.kubeconfig_path().display()
         );
         tokio::signal::ctrl_c().await?;
     }

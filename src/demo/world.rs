@@ -1,6 +1,7 @@
-//! The simulated world the demo and the end-to-end stories run in: kubesim with every CRD,
-//! a Git server holding a small fleet repository, the simulated Flux/CSI/workload
-//! controllers, and Fluxgate's controllers running in-process.
+//! The world the demo and the end-to-end stories run in: a cluster with every CRD (kubesim
+//! in process, or a real control plane: [`Stack`]), a Git server holding a small fleet
+//! repository, the simulated Flux, CSI driver and — on kubesim — workload controllers, and
+//! Fluxgate's controllers running in-process.
 
 use crate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
 use crate::controller::{Context, Settings};
@@ -152,11 +153,47 @@ spec:
 /// The repository file holding the Kustomization app's Deployment.
 pub const WEB_FILE: &str = "apps/web/deployment.yaml";
 
-/// A running simulated world; dropping it stops everything.
+/// Which cluster a world runs on.
+pub enum Stack {
+    /// kubesim in process; the sims also play kube-controller-manager, the scheduler, the
+    /// kubelet and the snapshot-controller.
+    Simulated,
+    /// A real control plane someone else started (test/realstack): its own controllers run
+    /// workloads, pods and volume binding; the sims play Flux and the CSI driver.
+    Real(Box<RealStack>),
+}
+
+/// A real control plane a world runs on (see [`Stack::Real`]).
+pub struct RealStack {
+    /// A client with every right, for the sims and the story.
+    pub client: Client,
+    /// The client Fluxgate's controllers use (in the tests: the chart's ServiceAccount).
+    pub operator_client: Client,
+    /// A kubeconfig with every right, for kubectl.
+    pub kubeconfig: std::path::PathBuf,
+    /// The kubectl of the cluster's release.
+    pub kubectl: std::path::PathBuf,
+    /// Whether the real snapshot-controller runs there (else the sim plays it).
+    pub snapshot_controller: bool,
+    /// What must live as long as the world (the cluster's processes).
+    pub keep_alive: Box<dyn std::any::Any + Send + Sync>,
+}
+
+/// The world's cluster: kubesim, or a real one and what keeps it running.
+enum Backend {
+    Simulated(KubeSim),
+    Real {
+        operator_client: Client,
+        kubeconfig: std::path::PathBuf,
+        kubectl: std::path::PathBuf,
+        _keep_alive: Box<dyn std::any::Any + Send + Sync>,
+    },
+}
+
+/// A running world; dropping it stops everything.
 pub struct DemoWorld {
-    /// The API server simulator.
-    pub kube: KubeSim,
-    /// A client of it.
+    backend: Backend,
+    /// A client of its cluster with every right.
     pub client: Client,
     /// The fleet repository.
     pub git: GitServer,
@@ -396,18 +433,42 @@ impl DemoWorld {
         DemoWorld::start_fleet(Fleet::new().helm_app("db", tag, 2, app_spec)).await
     }
 
-    /// Starts the world with every app of `fleet` deployed and running, their ManagedApps
-    /// created, and Fluxgate running.
+    /// Starts the world on kubesim with every app of `fleet` deployed and running, their
+    /// ManagedApps created, and Fluxgate running.
     pub async fn start_fleet(fleet: Fleet) -> anyhow::Result<DemoWorld> {
-        let kube = KubeSim::start().await;
-        for (file, crd) in crate::api::crds() {
-            kube.put(serde_json::to_value(crd)?).with_context(|| {
-                format!("loading Fluxgate's CRD {file} into the simulated cluster")
-            })?;
-        }
-        kube.load_third_party_crds()
-            .context("loading the Flux and VolumeSnapshot CRDs built into kubesim")?;
-        let client = kube.client();
+        DemoWorld::start_fleet_on(fleet, Stack::Simulated).await
+    }
+
+    /// [`DemoWorld::start_fleet`] on `stack`.
+    pub async fn start_fleet_on(fleet: Fleet, stack: Stack) -> anyhow::Result<DemoWorld> {
+        let mut options = WorldOptions::fast();
+        let (backend, client) = match stack {
+            Stack::Simulated => {
+                let kube = KubeSim::start().await;
+                for (file, crd) in crate::api::crds() {
+                    kube.put(serde_json::to_value(crd)?).with_context(|| {
+                        format!("loading Fluxgate's CRD {file} into the simulated cluster")
+                    })?;
+                }
+                kube.load_third_party_crds()
+                    .context("loading the Flux and VolumeSnapshot CRDs built into kubesim")?;
+                let client = kube.client();
+                (Backend::Simulated(kube), client)
+            }
+            Stack::Real(real) => {
+                let real = *real;
+                install_crds(&real.client).await?;
+                options.kube_controllers = false;
+                options.snapshot_controller = !real.snapshot_controller;
+                let backend = Backend::Real {
+                    operator_client: real.operator_client,
+                    kubeconfig: real.kubeconfig,
+                    kubectl: real.kubectl,
+                    _keep_alive: real.keep_alive,
+                };
+                (backend, real.client)
+            }
+        };
         let mut resources = "resources:\n- flux-system\n- ns.yaml\n".to_owned();
         for resource in &fleet.resources {
             resources.push_str(&format!("- {resource}\n"));
@@ -478,7 +539,6 @@ impl DemoWorld {
         } else {
             FLEET_URL.to_owned()
         };
-        let mut options = WorldOptions::fast();
         options
             .git_url_rewrites
             .push((FLEET_URL.into(), git.file_url()));
@@ -554,7 +614,7 @@ impl DemoWorld {
         let cache = tempfile::tempdir().context("creating the Git cache directory")?;
         let mut story = DemoWorld {
             settings: Settings::new(cache.path()),
-            kube,
+            backend,
             client,
             git,
             world,
@@ -573,11 +633,13 @@ impl DemoWorld {
         if self.operator.is_some() {
             return Ok(());
         }
-        let (stop, operator) = spawn_operator(
-            operator_client(&self.kube)?,
-            self.settings.clone(),
-            self.metrics.clone(),
-        );
+        let client = match &self.backend {
+            Backend::Simulated(kube) => operator_client(kube)?,
+            Backend::Real {
+                operator_client, ..
+            } => operator_client.clone(),
+        };
+        let (stop, operator) = spawn_operator(client, self.settings.clone(), self.metrics.clone());
         self.operator = Some(operator);
         self.stop = Some(stop);
         Ok(())
@@ -590,6 +652,39 @@ impl DemoWorld {
         if let Some(operator) = self.operator.take() {
             operator.abort();
             let _ = operator.await;
+        }
+    }
+
+    /// The in-process kubesim: its request log, faults and write gates. Only stories that
+    /// run on the simulated stack alone may ask for it.
+    pub fn kubesim(&self) -> &KubeSim {
+        match &self.backend {
+            Backend::Simulated(kube) => kube,
+            Backend::Real { .. } => panic!(
+                "this story reads kubesim's request log or uses its gates; it runs on the simulated stack only"
+            ),
+        }
+    }
+
+    /// Whether the world runs on kubesim.
+    pub fn is_simulated(&self) -> bool {
+        matches!(self.backend, Backend::Simulated(_))
+    }
+
+    /// A kubeconfig with every right on the world's cluster.
+    pub fn kubeconfig_path(&self) -> std::path::PathBuf {
+        match &self.backend {
+            Backend::Simulated(kube) => kube.kubeconfig_path(),
+            Backend::Real { kubeconfig, .. } => kubeconfig.clone(),
+        }
+    }
+
+    /// The kubectl to drive the world's cluster with: the cluster's own release on a real
+    /// stack, the one on `PATH` on kubesim.
+    pub fn kubectl(&self) -> std::path::PathBuf {
+        match &self.backend {
+            Backend::Simulated(_) => "kubectl".into(),
+            Backend::Real { kubectl, .. } => kubectl.clone(),
         }
     }
 
@@ -704,6 +799,46 @@ pub fn spawn_operator(
         let _ = stopped.await;
     }));
     (stop, operator)
+}
+
+/// Creates Fluxgate's CRDs and the Flux and VolumeSnapshot CRDs kubesim carries where a
+/// real cluster lacks them (a chart install or the real snapshot-controller may have
+/// brought some), and waits until each is served.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut wanted: Vec<(String, CustomResourceDefinition)> = crate::api::crds()
+        .into_iter()
+        .map(|(file, crd)| (file.to_string(), crd))
+        .collect();
+    for (file, text) in kubesim::third_party::CRDS {
+        let crd = serde_saphyr::from_str(text)
+            .with_context(|| format!("parsing kubesim's CRD {file}"))?;
+        wanted.push((file.to_string(), crd));
+    }
+    for (file, crd) in &wanted {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        if crds.get_opt(&name).await?.is_none() {
+            crds.create(&PostParams::default(), crd)
+                .await
+                .with_context(|| format!("creating CRD {name} ({file})"))?;
+        }
+        wait_until(
+            &format!("CRD {name} to be established"),
+            Duration::from_secs(30),
+            async || {
+                let crd = crds.get_opt(&name).await.ok()??;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A client of `kube` that sends Fluxgate's User-Agent, so the request log tells the

@@ -364,7 +364,7 @@ impl SplitOperator {
     fn start(story: &DemoWorld) -> anyhow::Result<SplitOperator> {
         let context = |agent: String| -> anyhow::Result<Arc<Context>> {
             Ok(Arc::new(Context::new(
-                client_as(&story.kube, &agent)?,
+                client_as(story.kubesim(), &agent)?,
                 story.settings.clone(),
                 story.metrics.clone(),
             )))
@@ -471,7 +471,7 @@ async fn upgrade_run(
         "metadata": {"name": name, "namespace": "apps"},
         "spec": {"managedApp": "db", "version": version}
     }))?;
-    log.pull(&story.kube);
+    log.pull(story.kubesim());
     let from = log.records.len();
     Api::<UpgradeRequest>::namespaced(bench.clone(), "apps")
         .create(&PostParams::default(), &upgrade)
@@ -479,7 +479,7 @@ async fn upgrade_run(
     let rollback_name = format!("{name}-rollback");
     let deadline = Instant::now() + Duration::from_secs(120);
     let (upgrade_done, upgrade_phase, rollback) = loop {
-        log.pull(&story.kube);
+        log.pull(story.kubesim());
         let new = &log.records[from..];
         let terminal = |resource: &str, object: &str| {
             new.iter()
@@ -527,7 +527,7 @@ async fn upgrade_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let end = operator_quiet(
-        &story.kube,
+        story.kubesim(),
         log,
         Duration::from_millis(400),
         Duration::from_secs(10),
@@ -802,10 +802,10 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
     // Fluxgate runs again below with one User-Agent per controller family.
     story.kill_operator().await;
     let operator = SplitOperator::start(&story)?;
-    let bench = client_as(&story.kube, BENCH_AGENT)?;
+    let bench = client_as(story.kubesim(), BENCH_AGENT)?;
     let mut log = Log::default();
     operator_quiet(
-        &story.kube,
+        story.kubesim(),
         &mut log,
         Duration::from_millis(500),
         Duration::from_secs(20),
@@ -876,7 +876,7 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
     operator.stop().await;
 
     // 1. Step latency.
-    log.pull(&story.kube);
+    log.pull(story.kubesim());
     let all_runs: Vec<&Run> = slow.iter().chain(&fast).chain(&rollbacks).collect();
     let latencies = step_latencies(&log.records, &all_runs);
     let requests_ms = sorted(latencies.iter().map(|l| l.1).collect());
@@ -1113,14 +1113,14 @@ async fn apps_reconciled(bench: &Client) -> anyhow::Result<usize> {
 async fn part_b(args: &Args, binary: &std::path::Path, report: &mut String) -> anyhow::Result<()> {
     let mut story = DemoWorld::start("v1.0.0", json!({})).await?;
     story.kill_operator().await;
-    let bench = client_as(&story.kube, BENCH_AGENT)?;
+    let bench = client_as(story.kubesim(), BENCH_AGENT)?;
     let db = Api::<ManagedApp>::namespaced(bench.clone(), "apps")
         .get("db")
         .await?;
     let spec = serde_json::to_value(&db.spec)?;
     for i in 1..args.apps {
         story
-            .kube
+            .kubesim()
             .put(json!({
                 "apiVersion": "fluxgate.dev/v1alpha1", "kind": "ManagedApp",
                 "metadata": {"name": format!("app-{i:04}"), "namespace": "apps"},
@@ -1134,7 +1134,7 @@ async fn part_b(args: &Args, binary: &std::path::Path, report: &mut String) -> a
     let spawned = SystemTime::now();
     let mut child = std::process::Command::new(binary)
         .args(["run", "--kubeconfig"])
-        .arg(story.kube.kubeconfig_path())
+        .arg(story.kubeconfig_path())
         .args([
             "--metrics-addr",
             "127.0.0.1:0",
@@ -1163,7 +1163,7 @@ async fn part_b(args: &Args, binary: &std::path::Path, report: &mut String) -> a
             if reconciled_at.is_none() && apps_reconciled(&bench).await? == args.apps {
                 reconciled_at = Some(SystemTime::now());
             }
-            log.pull(&story.kube);
+            log.pull(story.kubesim());
             let quiet = log.last_operator_request().is_some_and(|t| {
                 SystemTime::now().duration_since(t).unwrap_or_default() >= Duration::from_secs(3)
             });
@@ -1197,7 +1197,7 @@ async fn part_b(args: &Args, binary: &std::path::Path, report: &mut String) -> a
         let calm = Instant::now() + Duration::from_secs(120);
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            log.pull(&story.kube);
+            log.pull(story.kubesim());
             let quiet = log.last_operator_request().is_none_or(|t| {
                 SystemTime::now().duration_since(t).unwrap_or_default() >= Duration::from_secs(3)
             });
@@ -1222,7 +1222,7 @@ async fn part_b(args: &Args, binary: &std::path::Path, report: &mut String) -> a
     let (reconciled_at, settled_memory, idle_start, idle_end, end_memory, touched, final_memory) =
         outcome?;
 
-    log.pull(&story.kube);
+    log.pull(story.kubesim());
     let log = log.records;
     let startup: Vec<&RequestRecord> = log
         .iter()

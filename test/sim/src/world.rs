@@ -102,6 +102,11 @@ pub struct WorldOptions {
     pub failures: Option<Failures>,
     /// The OCI registry to share; a fresh, empty one when `None`.
     pub registry: Option<OciRegistry>,
+    /// Run the sims of kube-controller-manager, the scheduler and the kubelet (workloads,
+    /// pods, volume binding); off on a real control plane, whose own controllers do it.
+    pub kube_controllers: bool,
+    /// Run the sim of external-snapshotter's snapshot-controller; off where the real one runs.
+    pub snapshot_controller: bool,
 }
 
 impl WorldOptions {
@@ -120,6 +125,8 @@ impl WorldOptions {
             pods: PodOptions {
                 termination_delay: Duration::from_millis(100),
             },
+            kube_controllers: true,
+            snapshot_controller: true,
             ..WorldOptions::default()
         }
     }
@@ -141,10 +148,10 @@ pub struct World {
     pub oci: OciSourceController,
     pub kustomize: KustomizeController,
     pub helm: HelmController,
-    pub snapshots: Snapshotter,
-    pub volumes: VolumeBinder,
-    pub pods: PodSim,
-    pub workloads: WorkloadSim,
+    pub snapshots: Option<Snapshotter>,
+    pub volumes: Option<VolumeBinder>,
+    pub pods: Option<PodSim>,
+    pub workloads: Option<WorkloadSim>,
 }
 
 impl World {
@@ -170,10 +177,18 @@ impl World {
             oci: OciSourceController::start(client.clone(), registry.clone()),
             kustomize: KustomizeController::start(client.clone(), kustomize)?,
             helm: HelmController::start(client.clone(), failures.clone(), options.helm),
-            snapshots: Snapshotter::start(client.clone(), failures.clone(), options.snapshots),
-            volumes: VolumeBinder::start(client.clone()),
-            pods: PodSim::start(client.clone(), failures.clone(), options.pods),
-            workloads: WorkloadSim::start(client),
+            snapshots: options
+                .snapshot_controller
+                .then(|| Snapshotter::start(client.clone(), failures.clone(), options.snapshots)),
+            volumes: options
+                .kube_controllers
+                .then(|| VolumeBinder::start(client.clone())),
+            pods: options
+                .kube_controllers
+                .then(|| PodSim::start(client.clone(), failures.clone(), options.pods)),
+            workloads: options
+                .kube_controllers
+                .then(|| WorkloadSim::start(client.clone())),
             failures,
             registry,
         })
