@@ -1,7 +1,8 @@
 //! A real Kubernetes control plane for tests: etcd, kube-apiserver, kube-controller-manager,
-//! kube-scheduler and KWOK (fake nodes whose pods the real scheduler binds and KWOK makes
-//! Running), built from their Go modules by `test/realstack/build.sh` and started on
-//! 127.0.0.1 with free ports, once per test process.
+//! kube-scheduler, KWOK (fake nodes whose pods the real scheduler binds and KWOK makes
+//! Running, or Running but never Ready when their template says so) and the CSI
+//! snapshot-controller (VolumeSnapshots; no CSI driver yet), built from their Go modules by
+//! `test/realstack/build.sh` and started on 127.0.0.1 with free ports, once per test process.
 //!
 //! ```no_run
 //! # async fn t() -> anyhow::Result<()> {
@@ -22,6 +23,7 @@
 
 mod pki;
 mod process;
+pub mod snapshotter;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -49,22 +51,42 @@ pub const BIN_ENV: &str = "FLUXGATE_REALSTACK_BIN";
 pub const KEEP_ENV: &str = "FLUXGATE_REALSTACK_KEEP";
 
 /// The programs `build.sh` makes, all of which a cluster needs.
-pub const BINARIES: [&str; 6] = [
+pub const BINARIES: [&str; 7] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
     "kwok",
+    "snapshot-controller",
 ];
-/// KWOK's stages `build.sh` copies from the kwok module: kwokctl's default set.
-const KWOK_STAGES: [&str; 5] = [
-    "node-initialize.yaml",
-    "node-heartbeat-with-lease.yaml",
-    "pod-ready.yaml",
-    "pod-complete.yaml",
-    "pod-delete.yaml",
+/// KWOK's node stages `build.sh` copies from the kwok module (kwokctl's defaults).
+const KWOK_NODE_STAGES: [&str; 2] = ["node-initialize.yaml", "node-heartbeat-with-lease.yaml"];
+/// Our pod stages (`kwok-stages/`, see its files): Ready, never Ready when declared, Jobs
+/// complete, deleted pods linger for their termination time.
+const KWOK_POD_STAGES: [(&str, &str); 4] = [
+    (
+        "pod-ready.yaml",
+        include_str!("../kwok-stages/pod-ready.yaml"),
+    ),
+    (
+        "pod-never-ready.yaml",
+        include_str!("../kwok-stages/pod-never-ready.yaml"),
+    ),
+    (
+        "pod-complete.yaml",
+        include_str!("../kwok-stages/pod-complete.yaml"),
+    ),
+    (
+        "pod-delete.yaml",
+        include_str!("../kwok-stages/pod-delete.yaml"),
+    ),
 ];
+/// Pod template annotation: the pod runs but never becomes Ready (the sims' convention).
+pub const NEVER_READY_ANNOTATION: &str = "sim.fluxgate.dev/never-ready";
+/// Pod annotation: seconds (fractions allowed) a deleted pod takes to terminate, capped by
+/// its grace period; 1 when absent.
+pub const TERMINATION_SECONDS_ANNOTATION: &str = "sim.fluxgate.dev/termination-seconds";
 /// The annotation KWOK manages nodes by (the one KWOK's own deployment uses).
 pub const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
 /// The fake node every cluster registers.
@@ -157,13 +179,19 @@ impl RealCluster {
     }
 
     /// Starts a control plane of its own (the caller's until dropped). Blocks until
-    /// /readyz is OK, the `default` ServiceAccount exists and the KWOK node is Ready.
+    /// /readyz is OK, the `default` ServiceAccount exists, the KWOK node is Ready and the
+    /// snapshot-controller has synced its informers (its CRDs Established before it starts).
     pub fn start() -> Result<RealCluster, Unavailable> {
         let bin = bin_dir();
         let missing: Vec<String> = BINARIES
             .iter()
             .map(|b| bin.join(b))
-            .chain(KWOK_STAGES.iter().map(|s| bin.join("kwok-stages").join(s)))
+            .chain(
+                KWOK_NODE_STAGES
+                    .iter()
+                    .map(|s| bin.join("kwok-stages").join(s)),
+            )
+            .chain(snapshotter::files(&bin))
             .filter(|p| !p.is_file())
             .map(|p| p.display().to_string())
             .collect();
@@ -175,9 +203,10 @@ impl RealCluster {
             };
             let why = format!(
                 "the real control plane is not built ({what}); build it with `test/realstack/build.sh` \
-                 (needs Go >= 1.26 and the Go module proxy; about 15 min the first time, seconds after), \
-                 or point {BIN_ENV} at a directory holding {} and kwok-stages/",
-                BINARIES.join(", ")
+                 (needs Go >= 1.26 and the Go module proxy; about 20 min the first time, seconds after), \
+                 or point {BIN_ENV} at a directory holding {}, kwok-stages/ and {}/",
+                BINARIES.join(", "),
+                snapshotter::DIR
             );
             return Err(if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
                 Unavailable::Failed(format!("{REQUIRE_ENV}=1 and {why}"))
@@ -241,7 +270,7 @@ impl RealCluster {
         self.startup
     }
 
-    /// What `build.sh` recorded: kubernetes, etcd, kwok, go.
+    /// What `build.sh` recorded: kubernetes, etcd, kwok, snapshot-controller, go.
     pub fn versions(&self) -> &BTreeMap<String, String> {
         &self.versions
     }
@@ -492,8 +521,16 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
         // Nothing connects to it (no server is asked for); loopback keeps it that way.
         arg("node-ip", &"127.0.0.1"),
     ];
-    for stage in KWOK_STAGES {
+    for stage in KWOK_NODE_STAGES {
         kwok_args.push(arg("config", &path(&bin.join("kwok-stages").join(stage))));
+    }
+    let pod_stages = dir.join("kwok-stages");
+    std::fs::create_dir_all(&pod_stages)
+        .with_context(|| format!("creating {}", pod_stages.display()))?;
+    for (name, text) in KWOK_POD_STAGES {
+        let file = pod_stages.join(name);
+        write_file(&file, text)?;
+        kwok_args.push(arg("config", &path(&file)));
     }
     sup.spawn(
         "kwok",
@@ -539,6 +576,60 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
         .await
         .with_context(|| format!("registering Node {NODE_NAME}"))?;
 
+    // The snapshot-controller: its CRDs must be served before it starts (it exits when they
+    // are not listable within --retry-crd-interval-max), then it runs as its ServiceAccount.
+    // kube-system is made by the apiserver's system-namespaces controller, which /readyz
+    // does not wait for.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    wait_for(
+        &mut sup,
+        &format!(
+            "namespace {} (made by kube-apiserver)",
+            snapshotter::NAMESPACE
+        ),
+        || async {
+            Ok(namespaces
+                .get_opt(snapshotter::NAMESPACE)
+                .await?
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let crds = snapshotter::install(&client, &bin).await?;
+    wait_for(
+        &mut sup,
+        &format!(
+            "CustomResourceDefinitions {} to be Established",
+            crds.join(", ")
+        ),
+        || async {
+            Ok(snapshotter::established(&client, &crds)
+                .await?
+                .then_some(()))
+        },
+    )
+    .await?;
+    // Longer than any test process lives; the apiserver sets no maximum here.
+    let token = snapshotter::token(&client, Duration::from_secs(24 * 3600)).await?;
+    let snapshot_kubeconfig = dir.join("snapshot-controller.kubeconfig");
+    write_file(
+        &snapshot_kubeconfig,
+        &kubeconfig_yaml(&server, &pki.ca.cert_pem, &Credentials::Token(&token)),
+    )?;
+    let snapshot_log = logs.join("snapshot-controller.log");
+    sup.spawn(
+        "snapshot-controller",
+        &bin.join("snapshot-controller"),
+        &[
+            arg("kubeconfig", &path(&snapshot_kubeconfig)),
+            arg("leader-election", &false),
+            // As upstream deploys it (deploy/kubernetes/snapshot-controller); V(4) is also
+            // where it says its caches are synced.
+            arg("v", &5),
+        ],
+        &snapshot_log,
+    )?;
+
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
     wait_for(
         &mut sup,
@@ -558,6 +649,20 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True");
             Ok(ready.then_some(()))
+        },
+    )
+    .await?;
+    wait_for(
+        &mut sup,
+        &format!(
+            "the snapshot-controller to sync its informers (\"{}\" in {})",
+            snapshotter::INITIALIZED_LOG,
+            snapshot_log.display()
+        ),
+        || async {
+            let text = std::fs::read_to_string(&snapshot_log)
+                .with_context(|| format!("reading {}", snapshot_log.display()))?;
+            Ok(text.contains(snapshotter::INITIALIZED_LOG).then_some(()))
         },
     )
     .await?;

@@ -19,48 +19,13 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Client, Resource};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use realstack::{NODE_NAME, RealCluster};
 use serde_json::json;
 
-/// A namespace of this test's own.
-async fn namespace(client: &Client, name: &str) -> String {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &ns)
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-    name.to_string()
-}
-
-/// Polls `probe` every 100 ms until it returns `Some`, panicking with `what` and the last
-/// observation after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!(
-                    "timed out after {} s waiting for {what}; last seen: {last}",
-                    timeout.as_secs()
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
+mod common;
+use common::{eventually, namespace};
 
 #[tokio::test]
 async fn control_plane_comes_up_and_serves_kube_rs_and_kubectl() {
@@ -670,8 +635,8 @@ fn nothing_is_left_running_after_the_test_process_is_killed() {
     let dir = dir.expect("the child names its cluster directory");
     assert_eq!(
         pids.len(),
-        6,
-        "5 components and the watchdog, the child wrote:\n{text}"
+        realstack::BINARIES.len(),
+        "6 components (all binaries but kubectl) and the watchdog, the child wrote:\n{text}"
     );
     for (name, pid) in &pids {
         assert!(
@@ -725,7 +690,11 @@ fn a_cluster_of_its_own_stops_when_dropped() {
     };
     let pids = cluster.pids();
     let dir = cluster.dir().to_path_buf();
-    assert_eq!(pids.len(), 6, "5 components and the watchdog");
+    assert_eq!(
+        pids.len(),
+        realstack::BINARIES.len(),
+        "6 components (all binaries but kubectl) and the watchdog"
+    );
     let started = Instant::now();
     drop(cluster);
     // Drop returns once the watchdog has finished: nothing may be left by then.
