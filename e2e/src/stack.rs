@@ -66,7 +66,7 @@ pub async fn current() -> Stack {
         operator_client,
         kubeconfig: cluster.kubeconfig().to_owned(),
         kubectl: cluster.kubectl(),
-        snapshot_controller: false,
+        snapshot_controller: true,
         keep_alive: Box::new(cluster),
     }))
 }

@@ -10,7 +10,12 @@ use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, app_manifest, wait_until};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e::on_both_stacks!(
+    a_dry_run_checks_and_cycles_but_changes_nothing,
+    deleting_a_running_upgrade_puts_everything_back_before_it_goes,
+    deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_back
+);
+
 async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
     let story = app().running_at("v1.4.0").await;
     let before = flux_and_replicas(&story).await;
@@ -62,7 +67,6 @@ async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
     let story = app().running_at("v1.4.0").await;
     let before = flux_and_replicas(&story).await;
@@ -104,7 +108,6 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_back() {
     let story = app().running_at("v1.4.0").await;
     let before = flux_and_replicas(&story).await;

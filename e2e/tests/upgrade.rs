@@ -10,7 +10,8 @@ use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, app_manifest};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e::on_both_stacks!(a_helm_release_app_is_upgraded_end_to_end);
+
 async fn a_helm_release_app_is_upgraded_end_to_end() {
     let story = app().running_at("v1.4.0").await;
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
@@ -88,7 +89,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
     );
     // Every request the operator sent says who it is (audit logs, least-privilege RBAC).
     let operator = story
-        .kube
+        .kubesim()
         .requests(&kubesim::Match::any())
         .into_iter()
         .filter(|r| r.user_agent.starts_with("fluxgate/"))
