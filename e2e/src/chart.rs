@@ -1,8 +1,41 @@
-//! Renders and lints `charts/fluxgate` with real Helm (the `helm-python-sdk` wheel, driven
-//! through Python) and reads the RBAC rules the rendered chart grants its ServiceAccount.
+//! Renders, lints and installs `charts/fluxgate` with real Helm (the `helm-python-sdk`
+//! wheel, driven through Python) and reads the RBAC rules the rendered chart grants its
+//! ServiceAccount.
 //!
 //! Needs a Python that can `import helm_python` (`HELM_PYTHON`, default `python3`;
 //! `.ci/run` creates one). [`helm_python`] prints a SKIPPED line when there is none.
+//!
+//! # A story on the real stack, as the chart's ServiceAccount
+//!
+//! [`crate::real_operator`] builds on [`install`]: once per test process the chart is
+//! installed into the shared real control plane (release `fluxgate` in `fluxgate-system`,
+//! its CRDs, the Flux and VolumeSnapshot CRDs, namespace `apps`), and a TokenRequest token of
+//! the chart's ServiceAccount is written into a kubeconfig. A story then runs Fluxgate with
+//! that identity, and fails if the API server refused it anything:
+//!
+//! ```no_run
+//! # async fn story() -> anyhow::Result<()> {
+//! use e2e::real_operator::{ChartInstall, RealOperator};
+//! // None (after printing SKIPPED) without the real stack or helm-python, unless
+//! // FLUXGATE_REQUIRE_REAL_STACK=1, which panics instead.
+//! let Some(install) = ChartInstall::shared_or_skip("my story") else { return Ok(()) };
+//! let admin = install.cluster().client().await?;      // the story's own hands (system:masters)
+//! let mark = install.audit_log().mark()?;             // this story's part of the audit log
+//! // The controllers as `fluxgate run` starts them from the chart's Deployment: required
+//! // APIs, leader election in fluxgate-system, Renovate's ConfigMap apps/renovate-output.
+//! let operator = RealOperator::start_as_charted(install).await?;
+//! // … create objects with `admin`, wait for outcomes …
+//! operator.stop().await;
+//! install.check_nothing_refused_since(&mark).await?;  // Err lists each 403 for a person
+//! # Ok(()) }
+//! ```
+//!
+//! Other pieces: [`crate::real_operator::ChartInstall::operator_client`] (a `kube::Client`
+//! as the ServiceAccount with Fluxgate's User-Agent, made by `fluxgate run --kubeconfig`'s
+//! own code), `ChartInstall::kubeconfig` (the token kubeconfig for `fluxgate run
+//! --kubeconfig` or kubectl), `ChartInstall::operator_config` + `RealOperator::start` (to
+//! change settings first), `ChartInstall::requests_since` (the ServiceAccount's requests,
+//! with `counts()` by verb and resource) and `ChartInstall::allows` (a SubjectAccessReview).
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -21,6 +54,8 @@ pub fn all_on_values() -> PathBuf {
 
 /// The namespace the tests install the chart into.
 pub const RELEASE_NAMESPACE: &str = "fluxgate-system";
+/// The release name the tests render and install the chart as.
+pub const RELEASE_NAME: &str = "fluxgate";
 
 /// A Python that can import `helm_python`, or None after printing why the caller skips.
 pub fn helm_python(test: &str) -> Option<String> {
@@ -44,7 +79,7 @@ const SCRIPT: &str = r#"
 import json, sys
 import helm_python as helm
 
-action, chart_dir, values_file, overrides, name, namespace = sys.argv[1:7]
+action, chart_dir, values_file, overrides, name, namespace, kubeconfig = sys.argv[1:8]
 values = {}
 if values_file:
     with open(values_file) as f:
@@ -63,6 +98,12 @@ if action == "render":
     chart = helm.Chart.load(chart_dir)
     out = chart.render(values, name=name, namespace=namespace, is_install=True)
     print(json.dumps({"templates": out}))
+elif action == "install":
+    # The chart's crds/ are installed first (Helm's default); the namespace is made if missing.
+    with helm.Config(kubeconfig_path=kubeconfig, namespace=namespace) as cfg:
+        release = cfg.install(chart_dir, name, values, namespace=namespace,
+                              create_namespace=True, timeout=120)
+    print(json.dumps(release))
 else:
     print(json.dumps(helm.lint(chart_dir, values, strict=True, namespace=namespace)))
 "#;
@@ -72,6 +113,7 @@ fn run_helm(
     action: &str,
     values_file: Option<&Path>,
     overrides: &Value,
+    kubeconfig: Option<&Path>,
 ) -> anyhow::Result<Value> {
     let out = Command::new(python)
         .arg("-c")
@@ -80,8 +122,9 @@ fn run_helm(
         .arg(chart_dir())
         .arg(values_file.map(Path::as_os_str).unwrap_or_default())
         .arg(overrides.to_string())
-        .arg("fluxgate")
+        .arg(RELEASE_NAME)
         .arg(RELEASE_NAMESPACE)
+        .arg(kubeconfig.map(Path::as_os_str).unwrap_or_default())
         .output()
         .with_context(|| format!("running {python}"))?;
     if !out.status.success() {
@@ -107,7 +150,7 @@ pub fn render(
     values_file: Option<&Path>,
     overrides: &Value,
 ) -> anyhow::Result<Vec<Value>> {
-    let rendered = run_helm(python, "render", values_file, overrides)?;
+    let rendered = run_helm(python, "render", values_file, overrides, None)?;
     let templates = rendered["templates"]
         .as_object()
         .context("helm render returned no templates")?;
@@ -116,12 +159,76 @@ pub fn render(
         if path.ends_with("NOTES.txt") {
             continue;
         }
-        let text = text.as_str().unwrap_or_default();
-        let documents: Vec<Value> = serde_saphyr::from_multiple(text)
-            .with_context(|| format!("{path} does not render to valid YAML:\n{text}"))?;
-        objects.extend(documents.into_iter().filter(|d| !d.is_null()));
+        objects.extend(documents(path, text.as_str().unwrap_or_default())?);
     }
     Ok(objects)
+}
+
+/// The objects of a multi-document YAML text (`what` names it in errors).
+fn documents(what: &str, text: &str) -> anyhow::Result<Vec<Value>> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
+        .with_context(|| format!("{what} is not valid YAML:\n{text}"))?;
+    Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// A release of the chart in a cluster.
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub name: String,
+    pub namespace: String,
+    /// The ServiceAccount the operator's Deployment runs as, in `namespace`.
+    pub service_account: String,
+    /// What Helm applied: the release's manifest, one object each (the CRDs of `crds/` are
+    /// not part of it).
+    pub objects: Vec<Value>,
+}
+
+impl Release {
+    /// The user the API server knows the ServiceAccount as (audit logs, RBAC subjects).
+    pub fn username(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.service_account
+        )
+    }
+
+    /// The value of environment variable `name` of the operator's container, when the
+    /// chart sets it to a literal value (not `valueFrom`).
+    pub fn operator_env(&self, name: &str) -> Option<String> {
+        of_kind(&self.objects, "Deployment")
+            .into_iter()
+            .flat_map(|d| d["spec"]["template"]["spec"]["containers"].as_array())
+            .flatten()
+            .flat_map(|c| c["env"].as_array())
+            .flatten()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str().map(str::to_owned))
+    }
+}
+
+/// Installs the chart with real Helm into the cluster of `kubeconfig` (an admin's), as
+/// `helm install fluxgate charts/fluxgate -n fluxgate-system --create-namespace` with
+/// `overrides` over the chart's defaults: the CRDs of `crds/` first, then every object of
+/// the release. Does not wait for the Deployment. Blocks while Helm works (a few seconds).
+pub fn install(python: &str, kubeconfig: &Path, overrides: &Value) -> anyhow::Result<Release> {
+    let release =
+        run_helm(python, "install", None, overrides, Some(kubeconfig)).with_context(|| {
+            format!(
+                "installing the chart into the cluster of {}",
+                kubeconfig.display()
+            )
+        })?;
+    let manifest = release["manifest"]
+        .as_str()
+        .with_context(|| format!("helm install returned no manifest: {release}"))?;
+    let objects = documents("the release's manifest", manifest)?;
+    let service_account = service_account(&objects)?;
+    Ok(Release {
+        name: RELEASE_NAME.to_owned(),
+        namespace: RELEASE_NAMESPACE.to_owned(),
+        service_account,
+        objects,
+    })
 }
 
 /// One finding of `helm lint`.
@@ -140,6 +247,7 @@ pub fn lint(python: &str, values_file: Option<&Path>) -> anyhow::Result<Vec<Lint
         "lint",
         values_file,
         &Value::Object(Default::default()),
+        None,
     )?;
     let mut messages: Vec<LintMessage> = report["messages"]
         .as_array()
@@ -185,7 +293,7 @@ pub struct Rule {
     pub resource_names: Vec<String>,
 }
 
-/// A request as RBAC sees it.
+/// A request as RBAC sees it (what a SubjectAccessReview asks about).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Access {
     pub verb: String,
@@ -197,26 +305,27 @@ pub struct Access {
     pub name: Option<String>,
 }
 
-impl Rule {
-    /// Whether this rule allows `access`, with RBAC's semantics: a Role only inside its
-    /// namespace; `resourceNames` only for requests that name an object (never `create`,
-    /// never an unnamed `list`/`watch`).
-    pub fn allows(&self, access: &Access) -> bool {
-        let in_scope = match (&self.namespace, &access.namespace) {
-            (None, _) => true,
-            (Some(role), Some(request)) => role == request,
-            (Some(_), None) => false,
+/// `verb resource[.group][/subresource]` then `namespace/name`, `in <namespace>` or
+/// `(cluster-wide)` — the audit log's rendering (`realstack::audit`), for a person.
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (resource, subresource) = match self.resource.split_once('/') {
+            Some((resource, sub)) => (resource, Some(sub)),
+            None => (self.resource.as_str(), None),
         };
-        let named = self.resource_names.is_empty()
-            || access
-                .name
-                .as_ref()
-                .is_some_and(|n| self.resource_names.contains(n));
-        in_scope
-            && named
-            && self.api_groups.contains(&access.group)
-            && self.resources.contains(&access.resource)
-            && self.verbs.contains(&access.verb)
+        write!(f, "{} {resource}", self.verb)?;
+        if !self.group.is_empty() {
+            write!(f, ".{}", self.group)?;
+        }
+        if let Some(sub) = subresource {
+            write!(f, "/{sub}")?;
+        }
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(name)) => write!(f, " {ns}/{name}"),
+            (Some(ns), None) => write!(f, " in {ns}"),
+            (None, Some(name)) => write!(f, " {name}"),
+            (None, None) => write!(f, " (cluster-wide)"),
+        }
     }
 }
 

@@ -1,35 +1,67 @@
 //! Which cluster a story runs on: kubesim, or a real control plane of its own
 //! (test/realstack). [`on_both_stacks!`](crate::on_both_stacks) runs one story on both; the `given` builders start the world on the stack of the test that calls them.
 
+use crate::real_operator::{ChartInstall, InstalledIn, shared_values};
 use fluxgate::demo::world::{RealStack, Stack};
 use realstack::{RealCluster, Unavailable};
-use std::cell::RefCell;
 use std::io::Write as _;
+use std::sync::Arc;
 
 tokio::task_local! {
-    /// Set while a story runs on the real stack: the control plane started for it, until
-    /// the story's world takes it.
-    static ON_REAL_STACK: RefCell<Option<RealCluster>>;
+    /// Set while a story runs on the real stack: the control plane started for it, with
+    /// the chart installed.
+    static ON_REAL_STACK: Arc<ChartInstall>;
 }
 
-/// Runs `story` on a real control plane of its own, started first; when the real stack is
-/// not built here it prints `SKIPPED: …` (past the harness's capture) and returns without
-/// running it, unless it is required (`FLUXGATE_REQUIRE_REAL_STACK=1`): then it panics.
+/// Runs `story` on a real control plane of its own with `charts/fluxgate` installed by
+/// real Helm, Fluxgate running as the chart's ServiceAccount; afterwards the story fails
+/// if the API server refused that ServiceAccount anything (the chart lacks a right).
+/// Where the real stack or Helm is not available here it prints `SKIPPED: …` (past the
+/// harness's capture) and returns without running the story, unless they are required
+/// (`FLUXGATE_REQUIRE_REAL_STACK=1`): then it panics.
 pub async fn on_real_stack<F: std::future::Future<Output = ()>>(name: &str, story: F) {
-    match start_cluster().await {
-        Ok(cluster) => {
-            ON_REAL_STACK
-                .scope(RefCell::new(Some(cluster)), story)
-                .await
-        }
+    let required = std::env::var(realstack::REQUIRE_ENV).is_ok_and(|v| v == "1");
+    let Some(python) = crate::chart::helm_python(name) else {
+        assert!(
+            !required,
+            "{}=1, but there is no Python with helm-python to install the chart (set HELM_PYTHON)",
+            realstack::REQUIRE_ENV
+        );
+        return;
+    };
+    let cluster = match tokio::task::spawn_blocking(RealCluster::start)
+        .await
+        .expect("starting the control plane does not panic")
+    {
+        Ok(cluster) => cluster,
         Err(Unavailable::Skip(why)) => {
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED: {name} on the real stack: {why}"
             );
+            return;
         }
         Err(Unavailable::Failed(why)) => panic!("{name} must run on the real stack: {why}"),
-    }
+    };
+    let install = ChartInstall::install(InstalledIn::Own(cluster), &python, &shared_values())
+        .await
+        .unwrap_or_else(|e| panic!("installing charts/fluxgate for {name}: {e:#}"));
+    let install = Arc::new(install);
+    let mark = install
+        .audit_log()
+        .mark()
+        .unwrap_or_else(|e| panic!("reading the audit log: {e:#}"));
+    ON_REAL_STACK.scope(install.clone(), story).await;
+    let refused = install
+        .refused_since(&mark)
+        .await
+        .unwrap_or_else(|e| panic!("reading the audit log after {name}: {e:#}"));
+    assert!(
+        refused.is_empty(),
+        "{name}: the API server refused Fluxgate, running as {}, what the chart does not grant:\n{}",
+        install.username(),
+        refused.render()
+    );
 }
 
 /// Whether the calling story runs on the real stack.
@@ -37,56 +69,35 @@ pub fn is_real() -> bool {
     ON_REAL_STACK.try_with(|_| ()).is_ok()
 }
 
-async fn start_cluster() -> Result<RealCluster, Unavailable> {
-    tokio::task::spawn_blocking(RealCluster::start)
-        .await
-        .expect("starting the control plane does not panic")
-}
-
 /// The stack for a world starting now: kubesim, or — inside [`on_real_stack`] — the story's
-/// real control plane (its processes stop with the world).
+/// real control plane, where Fluxgate's client is the chart's ServiceAccount.
 pub async fn current() -> Stack {
-    let Ok(prepared) = ON_REAL_STACK.try_with(|cluster| cluster.borrow_mut().take()) else {
+    let Ok(install) = ON_REAL_STACK.try_with(Arc::clone) else {
         return Stack::Simulated;
     };
-    let cluster = match prepared {
-        Some(cluster) => cluster,
-        // A second world in one story gets a control plane of its own.
-        None => start_cluster()
-            .await
-            .unwrap_or_else(|e| panic!("starting a second real control plane: {e}")),
-    };
+    let cluster = install.cluster();
     let client = cluster
         .client()
         .await
         .unwrap_or_else(|e| panic!("a client of the real control plane: {e:#}"));
-    let operator_client = operator_client(&cluster).await;
+    let operator_client = install
+        .operator_client()
+        .await
+        .unwrap_or_else(|e| panic!("a client as the chart's ServiceAccount: {e:#}"));
     Stack::Real(Box::new(RealStack {
         client,
         operator_client,
         kubeconfig: cluster.kubeconfig().to_owned(),
         kubectl: cluster.kubectl(),
         snapshot_controller: true,
-        keep_alive: Box::new(cluster),
+        keep_alive: Box::new(install),
     }))
-}
-
-/// The client Fluxgate's controllers use on the real stack: admin rights, Fluxgate's
-/// User-Agent.
-async fn operator_client(cluster: &realstack::RealCluster) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig())
-        .unwrap_or_else(|e| panic!("reading the real cluster's kubeconfig: {e}"));
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap_or_else(|e| panic!("loading the real cluster's kubeconfig: {e}"));
-    kube::Client::try_from(fluxgate::cluster::connect::identified(config))
-        .unwrap_or_else(|e| panic!("the operator's client of the real cluster: {e}"))
 }
 
 /// Runs each named story (an `async fn()` of the test file) on both stacks: as test
 /// `<story>::on_kubesim`, and as `<story>::on_the_real_stack` on a real control plane of its
-/// own (skipped, saying so, where the real stack is not built). The body is the same code;
-/// the `given` builders it calls start the world on the stack of the test.
+/// own ([`on_real_stack`]). The body is the same code; the `given` builders it calls start
+/// the world on the stack of the test.
 ///
 /// ```ignore
 /// async fn a_dry_run_changes_nothing() { let story = app().running_at("v1.4.0").await; … }

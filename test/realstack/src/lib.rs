@@ -21,6 +21,7 @@
 //! `test/realstack/bin`), `FLUXGATE_REALSTACK_KEEP=1` (keep the cluster's directory with its
 //! logs, audit log and certificates after exit; its path is printed).
 
+pub mod audit;
 mod pki;
 mod process;
 pub mod snapshotter;
