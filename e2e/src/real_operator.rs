@@ -54,7 +54,7 @@ pub fn shared_values() -> serde_json::Value {
 /// install's own (a story's), which stops when the install is dropped.
 pub enum InstalledIn {
     Shared(&'static RealCluster),
-    Own(RealCluster),
+    Own(Box<RealCluster>),
 }
 
 impl std::ops::Deref for InstalledIn {

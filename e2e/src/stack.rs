@@ -43,9 +43,13 @@ pub async fn on_real_stack<F: std::future::Future<Output = ()>>(name: &str, stor
         }
         Err(Unavailable::Failed(why)) => panic!("{name} must run on the real stack: {why}"),
     };
-    let install = ChartInstall::install(InstalledIn::Own(cluster), &python, &shared_values())
-        .await
-        .unwrap_or_else(|e| panic!("installing charts/fluxgate for {name}: {e:#}"));
+    let install = ChartInstall::install(
+        InstalledIn::Own(Box::new(cluster)),
+        &python,
+        &shared_values(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("installing charts/fluxgate for {name}: {e:#}"));
     let install = Arc::new(install);
     let mark = install
         .audit_log()
