@@ -398,6 +398,60 @@ fn apply_merge(target: &mut Value, applied: &Value, field: &str) {
     }
 }
 
+/// A manager as the real server names it in conflicts: `"kubectl-patch" using v1` for an
+/// Update (with ` with subresource "status"` before `using` for a subresource), the bare
+/// quoted name for an Apply.
+fn printed_manager(e: &Entry) -> String {
+    let mut out = format!("{:?}", e.manager);
+    if !e.subresource.is_empty() {
+        out.push_str(&format!(" with subresource {:?}", e.subresource));
+    }
+    if e.operation == "Update" {
+        out.push_str(&format!(" using {}", e.api_version));
+    }
+    out
+}
+
+/// The 409 of a refused apply, worded as the real server's: one conflict on one line; several
+/// grouped by manager (sorted), each field on a line of its own.
+fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
+    let message = if let [(m, p)] = conflicts {
+        format!(
+            "Apply failed with 1 conflict: conflict with {m}: {}",
+            display(p)
+        )
+    } else {
+        let mut by_manager: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (m, p) in conflicts {
+            by_manager.entry(m).or_default().push(display(p));
+        }
+        let mut lines = Vec::new();
+        for (m, paths) in by_manager {
+            lines.push(format!("conflicts with {m}:"));
+            lines.extend(paths.into_iter().map(|p| format!("- {p}")));
+        }
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
+    };
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(m, p)| {
+            let c = Cause::new(
+                "FieldManagerConflict",
+                display(p),
+                format!("conflict with {m}"),
+            );
+            json!({"reason": c.reason, "message": c.message, "field": c.field})
+        })
+        .collect();
+    let mut err = ApiError::new(409, "Conflict", message);
+    err.details = Some(json!({"causes": causes}));
+    err
+}
+
 /// Server-side apply of `applied` by `manager` onto `old` (or onto nothing, for a create).
 ///
 /// Returns the merged object carrying updated `managedFields`, or a 409 naming the conflicts.
@@ -428,6 +482,7 @@ pub fn apply(
     };
     let mut entries = read_entries(old);
     let sub = if status { "status" } else { "" };
+    // (manager as the real server prints it, field path)
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for e in &entries {
         if (e.manager == manager && (e.operation == "Apply" || e.subresource == sub))
@@ -437,39 +492,12 @@ pub fn apply(
         }
         for p in e.fields.intersection(&applied_set) {
             if value_at(old, p) != applied_leaves.get(p).copied() {
-                conflicts.push((e.manager.clone(), p.clone()));
+                conflicts.push((printed_manager(e), p.clone()));
             }
         }
     }
     if !conflicts.is_empty() && !force {
-        let causes: Vec<Cause> = conflicts
-            .iter()
-            .map(|(m, p)| {
-                Cause::new(
-                    "FieldManagerConflict",
-                    display(p),
-                    format!("conflict with \"{m}\""),
-                )
-            })
-            .collect();
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|(m, p)| format!("conflict with \"{m}\": {}", display(p)))
-            .collect();
-        let mut err = ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {} conflict{}: {}",
-                conflicts.len(),
-                if conflicts.len() == 1 { "" } else { "s" },
-                list.join("\n")
-            ),
-        );
-        err.details = Some(
-            json!({"causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>()}),
-        );
-        return Err(err);
+        return Err(conflict_error(&conflicts));
     }
     let mut conflicted: FieldSet = conflicts.into_iter().map(|(_, p)| p).collect();
     for e in &entries {

@@ -119,15 +119,16 @@ fn install_crds(kubectl: &Path, kubeconfig: &Path, cache: &Path) {
         out.stdout,
         out.stderr
     );
-    let wait: Vec<String> = [
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=30s",
-    ]
-    .map(String::from)
-    .to_vec();
+    // These CRDs by name: other tests make and delete CRDs of their own meanwhile.
+    let mut wait: Vec<String> = ["wait", "--for=condition=Established", "--timeout=30s"]
+        .map(String::from)
+        .to_vec();
+    wait.extend(
+        out.stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from),
+    );
     let out = kubectl_blocking(kubectl, kubeconfig, cache, &wait);
     assert!(
         out.ok(),
