@@ -790,6 +790,7 @@ fn resource(
                     req.flag("force"),
                     &rt.api_version(),
                     sub == Some("status"),
+                    rt.schema.as_ref().map(|s| &s.raw),
                 )?;
                 opts.manager = String::new();
                 let obj = match old {

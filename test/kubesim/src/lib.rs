@@ -57,7 +57,9 @@
 //! (strict) are refused as `<Kind> in version "<v>" cannot be handled as a <Kind>: strict
 //! decoding error: …`; apply conflicts are worded as the real server's (`conflict with
 //! "kubectl-patch" using v1: .data.a`, several grouped by manager); foreground deletion waits
-//! only for dependents with `blockOwnerDeletion`; `kubectl auth can-i` (protobuf reviews),
+//! only for dependents with `blockOwnerDeletion`; apply owns the items of a custom resource's
+//! list-maps (a ManagedApp's `spec.versions`) by their schema keys, where it took the list
+//! as atomic; `kubectl auth can-i` (protobuf reviews),
 //! `can-i --list` and `auth whoami` work; CRD OpenAPI carries `apiVersion`, `kind` and
 //! `metadata` (ObjectMeta) so `kubectl explain` prints what the real server's does; Pods have
 //! their `-o wide` columns; protobuf bodies no longer add empty strings (`generateName: ""`).
@@ -119,9 +121,12 @@
 //!   deletes the namespace's objects at once and removes the namespace when the last of them
 //!   (finalizers permitting) is gone.
 //! - Field ownership (server-side apply) is simplified: conflicts are per leaf field; items
-//!   of keyed lists (containers/env/volumes by `name`, ports, conditions by `type`, ... — the
-//!   strategic-merge keys below, not the schema's `x-kubernetes-list-map-keys`) are owned one
-//!   by one under `k:{...}` entries as in real `fieldsV1`, every other list is atomic, and
+//!   of keyed lists are owned one by one under `k:{...}` entries as in real `fieldsV1` — for
+//!   custom resources the lists their schema declares `x-kubernetes-list-type: map` (by its
+//!   `x-kubernetes-list-map-keys`), for built-ins (no schema here) those with a
+//!   strategic-merge key below (containers/env/volumes by `name`, ports, conditions by
+//!   `type`, ...). Every other list is atomic, `set` lists included (the real server owns
+//!   their values one by one under `v:` entries), and
 //!   `managedFields` have no `.`/`v:` entries. A manager that stops applying a field or item
 //!   removes it unless someone else owns it. Fields owned by `kubectl-client-side-apply` or
 //!   `before-first-apply` never conflict: an apply takes them over (the real server migrates

@@ -892,7 +892,14 @@ impl Inner {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         if !opts.applied {
-            managed::record_update(None, &mut body, &opts.manager, &rt.api_version(), None);
+            managed::record_update(
+                None,
+                &mut body,
+                &opts.manager,
+                &rt.api_version(),
+                None,
+                rt.schema.as_ref().map(|s| &s.raw),
+            );
         }
         if opts.dry_run {
             return Ok(Arc::new(Obj::new(body, self.rv)));
@@ -1072,6 +1079,7 @@ impl Inner {
                 &opts.manager,
                 &rt.api_version(),
                 subresource,
+                rt.schema.as_ref().map(|s| &s.raw),
             );
         }
         if opts.dry_run {

@@ -279,6 +279,87 @@ pub async fn server_side_apply_conflicts_and_force(t: &Target) {
         .map(|m| m["manager"].as_str().unwrap())
         .collect();
     assert!(managers.contains(&"kubectl"), "{managers:?}");
+
+    // A ManagedApp's `spec.versions` is a list-map keyed by name (its CRD says so): items
+    // have owners of their own, so another manager's item is no conflict and stays.
+    t.with_crds().await;
+    let app = managed_app("ssa", "a.yaml");
+    t.ok_with(&["apply", "--server-side", "-f", "-"], &app)
+        .await;
+    t.ok(&[
+        "patch",
+        "managedapp",
+        "ssa",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"git":{"file":"b.yaml"},"versions":[{"name":"app","path":".x"}]}}"#,
+    ])
+    .await;
+    let conflict = t
+        .run_with(&["apply", "--server-side", "-f", "-"], &app)
+        .await;
+    assert_eq!(conflict.code, 1);
+    assert!(
+        conflict.stderr.starts_with(
+            "error: Apply failed with 1 conflict: conflict with \"kubectl-patch\" using fluxgate.dev/v1alpha1: .spec.git.file\n"
+        ),
+        "{}",
+        conflict.stderr
+    );
+    t.ok_with(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &app,
+    )
+    .await;
+    let got = t.json(&["get", "ma", "ssa", "--show-managed-fields"]).await;
+    assert_eq!(
+        got["spec"]["versions"],
+        json!([
+            {"format": "plain", "name": "app", "path": ".x"},
+            {"format": "plain", "name": "chart", "path": ".spec.chart.spec.version"},
+        ])
+    );
+    let owned = |manager: &str| -> Vec<String> {
+        got["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["manager"] == manager)
+            .flat_map(|e| {
+                e["fieldsV1"]["f:spec"]["f:versions"]
+                    .as_object()
+                    .map(|m| {
+                        m.keys()
+                            .filter(|k| k.starts_with("k:"))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    assert_eq!(owned("kubectl"), [r#"k:{"name":"chart"}"#]);
+    assert_eq!(owned("kubectl-patch"), [r#"k:{"name":"app"}"#]);
+    // Applying no items drops the applier's own and leaves the other's.
+    t.ok_with(
+        &["apply", "--server-side", "-f", "-"],
+        &app.replace(
+            "  versions:\n  - {name: chart, path: .spec.chart.spec.version}\n",
+            "  versions: []\n",
+        ),
+    )
+    .await;
+    assert_eq!(
+        t.ok(&[
+            "get",
+            "ma",
+            "ssa",
+            "-o",
+            "jsonpath={.spec.versions[*].name}"
+        ])
+        .await,
+        "app"
+    );
 }
 
 pub async fn delete_waits_for_finalizer_removal(t: &Target) {
