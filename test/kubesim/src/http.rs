@@ -713,11 +713,8 @@ fn resource(
         }
         (&Method::POST, None) => {
             let body = req.body_value()?;
-            if rt.special == Special::SelfSubjectAccessReview {
-                return Ok(json_response(
-                    201,
-                    &self_subject_access_review(&shared.controls, body)?,
-                ));
+            if rt.special == Special::Review {
+                return Ok(json_response(201, &review(rt, &shared.controls, body)?));
             }
             let opts = req.write_opts();
             let obj = shared
@@ -793,6 +790,7 @@ fn resource(
                     req.flag("force"),
                     &rt.api_version(),
                     sub == Some("status"),
+                    rt.schema.as_ref().map(|s| &s.raw),
                 )?;
                 opts.manager = String::new();
                 let obj = match old {
@@ -938,22 +936,67 @@ fn delete_opts(req: &Req) -> ApiResult<DeleteOpts> {
     })
 }
 
-fn self_subject_access_review(controls: &Controls, mut body: Value) -> ApiResult<Value> {
+/// The identity kubesim gives every client: it has no authentication, and answers as the
+/// real stack does for its admin kubeconfig (a member of `system:masters`).
+const USER: &str = "admin";
+const GROUPS: [&str; 2] = ["system:masters", "system:authenticated"];
+
+/// Answers a review (never stored): access reviews say allowed unless a test denied the verb
+/// and resource; rules reviews and self reviews answer what the real server answers for a
+/// `system:masters` user.
+fn review(rt: &ResourceType, controls: &Controls, mut body: Value) -> ApiResult<Value> {
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
         ));
     }
-    let attrs = &body["spec"]["resourceAttributes"];
-    let verb = attrs["verb"].as_str().unwrap_or("").to_string();
-    let resource = attrs["resource"].as_str().unwrap_or("").to_string();
-    let allowed = controls.allowed(&verb, &resource);
-    body["apiVersion"] = json!("authorization.k8s.io/v1");
-    body["kind"] = json!("SelfSubjectAccessReview");
-    body["status"] = if allowed {
-        json!({"allowed": true, "reason": "kubesim allows everything not denied by a test"})
-    } else {
-        json!({"allowed": false, "denied": true, "reason": format!("denied by a kubesim test control ({verb} {resource})")})
-    };
+    body["apiVersion"] = json!(rt.api_version());
+    body["kind"] = json!(rt.kind);
+    if body["metadata"].is_null() {
+        body["metadata"] = json!({});
+    }
+    match rt.kind.as_str() {
+        "SelfSubjectAccessReview" => {
+            let attrs = &body["spec"]["resourceAttributes"];
+            let verb = attrs["verb"]
+                .as_str()
+                .or(body["spec"]["nonResourceAttributes"]["verb"].as_str())
+                .unwrap_or("")
+                .to_string();
+            let resource = attrs["resource"].as_str().unwrap_or("").to_string();
+            // Allowed answers carry no reason, as the real server's for system:masters.
+            body["status"] = if controls.allowed(&verb, &resource) {
+                json!({"allowed": true})
+            } else {
+                json!({"allowed": false, "denied": true, "reason": format!("denied by a kubesim test control ({verb} {resource})")})
+            };
+        }
+        "SelfSubjectRulesReview" => {
+            // The rules of cluster-admin, system:basic-user, system:discovery and
+            // system:public-info-viewer, in the order the real server lists them; a test's
+            // `deny` affects access reviews only.
+            let get = |urls: &[&str]| json!({"verbs": ["get"], "nonResourceURLs": urls});
+            body["status"] = json!({
+                "resourceRules": [
+                    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+                     "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+                    {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"],
+                     "resources": ["selfsubjectreviews"]},
+                    {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                ],
+                "nonResourceRules": [
+                    get(&["/healthz", "/livez", "/readyz", "/version", "/version/"]),
+                    get(&["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
+                        "/openapi/*", "/readyz", "/version", "/version/"]),
+                    {"verbs": ["*"], "nonResourceURLs": ["*"]},
+                ],
+                "incomplete": false,
+            });
+        }
+        _ => {
+            body["metadata"]["creationTimestamp"] = json!(crate::store::now());
+            body["status"] = json!({"userInfo": {"username": USER, "groups": GROUPS}});
+        }
+    }
     Ok(body)
 }

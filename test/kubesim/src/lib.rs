@@ -31,7 +31,7 @@
 //! As a process: `kubesim serve --addr 127.0.0.1:0 --kubeconfig /tmp/kc [--crds <dir>]` serves
 //! the Flux and VolumeSnapshot kinds (unless `--bare`) and what `--crds` names, and prints `kubesim listening on http://127.0.0.1:<port>` and serves until SIGINT/SIGTERM.
 //!
-//! # What kubectl 1.32 asks for (seen in the request log)
+//! # What kubectl asks for (seen in the request log; v1.32, and v1.36 alike)
 //!
 //! `kubectl apply -f` with a cold cache: `GET /openapi/v3`, the per group-version documents
 //! it needs (`/openapi/v3/api/v1?hash=…`, `/openapi/v3/apis/apps/v1?hash=…`), `GET /api` and
@@ -39,25 +39,49 @@
 //! `POST …?fieldManager=kubectl-client-side-apply&fieldValidation=Strict` — the OpenAPI path
 //! items declare `fieldValidation`, so kubectl validates server-side and never needs
 //! `/openapi/v2`. `kubectl get` asks for `as=Table`; `get --watch` and `wait` list then watch
-//! with `fieldSelector=metadata.name=…`.
+//! with `fieldSelector=metadata.name=…` (v1.36's `wait` opens its watch with
+//! `sendInitialEvents=true` instead of listing first).
 //!
 //! # Deliberate differences from a real API server
 //!
-//! The conformance cases of `tests/common/cases.rs` run on kubesim (`tests/kube_rs.rs`) and on
-//! the real Kubernetes v1.36.3 control plane of test/realstack (`tests/real_api_server.rs`);
-//! what they found is fixed here (so far: `must be no more than 63 bytes` for long label
-//! values; CRDs in protected groups refused without `api-approved.kubernetes.io`; an apply
-//! without `fieldManager` is a 422 Invalid PatchOptions, not a 400). Beside the
+//! The conformance cases of `tests/common/cases.rs` (through kube-rs) and
+//! `tests/common/kubectl_cases.rs` (through kubectl v1.36.3) run on kubesim (`tests/kube_rs.rs`,
+//! `tests/kubectl.rs`) and on the real Kubernetes v1.36.3 control plane of test/realstack
+//! (`tests/real_api_server.rs`); what they found is fixed here: `must be no more than 63
+//! bytes` for long label values; CRDs in protected groups refused without
+//! `api-approved.kubernetes.io`; an apply without `fieldManager` is a 422 Invalid
+//! PatchOptions, not a 400; CEL rules run beside schema errors that do not block them
+//! (pattern, minimum, ...) and are replaced by the `<nil>: … some validation rules were not
+//! checked …` cause after those that do (enum, required, too long, too many, wrong type); a
+//! string reports only the first of maxLength, minLength, pattern it fails; unknown fields
+//! (strict) are refused as `<Kind> in version "<v>" cannot be handled as a <Kind>: strict
+//! decoding error: …`; apply conflicts are worded as the real server's (`conflict with
+//! "kubectl-patch" using v1: .data.a`, several grouped by manager); foreground deletion waits
+//! only for dependents with `blockOwnerDeletion`; apply owns the items of a custom resource's
+//! list-maps (a ManagedApp's `spec.versions`) by their schema keys, where it took the list
+//! as atomic; `kubectl auth can-i` (protobuf reviews),
+//! `can-i --list` and `auth whoami` work; CRD OpenAPI carries `apiVersion`, `kind` and
+//! `metadata` (ObjectMeta) so `kubectl explain` prints what the real server's does; Pods have
+//! their `-o wide` columns; protobuf bodies no longer add empty strings (`generateName: ""`).
+//! Beside the
 //! API server, a real cluster's controllers do
 //! things kubesim does not: kube-controller-manager publishes a `kube-root-ca.crt` ConfigMap
 //! into every namespace (so negative label selectors there match one more object).
 //!
-//! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted;
-//!   SelfSubjectAccessReview answers "allowed" unless a test called [`KubeSim::deny`].
+//! - HTTP only (no TLS), no authentication or authorisation: any bearer token is accepted,
+//!   and every client is `admin` in `system:masters` (what the real stack's admin kubeconfig
+//!   is): SelfSubjectAccessReview answers "allowed" (without a reason, as the real server
+//!   does for `system:masters`) unless a test called [`KubeSim::deny`];
+//!   SelfSubjectRulesReview (`kubectl auth can-i --list`) answers the rules a real
+//!   `system:masters` user has (cluster-admin's `*` plus the discovery and self-review rules
+//!   every authenticated user gets), whatever a test denied; SelfSubjectReview (`kubectl
+//!   auth whoami`) names `admin` and its groups, without the real server's `extra`
+//!   credential id.
 //! - Responses are always JSON, which every client accepts (protobuf and CBOR are never
 //!   served). Request bodies may be JSON or YAML, and protobuf only for v1 Secret, ConfigMap,
 //!   Namespace and DeleteOptions — what Go typed clients such as Helm's release storage and
-//!   `kubectl create secret|configmap|namespace` send. Other protobuf bodies get 415, so e.g.
+//!   `kubectl create secret|configmap|namespace` send — and the reviews `kubectl auth can-i`
+//!   and `auth whoami` send. Other protobuf bodies get 415, so e.g.
 //!   `kubectl create deployment` fails; `kubectl create -f`, `apply`, `patch`, `replace`,
 //!   `delete`, `scale`, `get` and `wait` all speak JSON and work.
 //! - Built-in kinds get no schema validation, defaulting or pruning. What they do get: name
@@ -67,9 +91,12 @@
 //!   except images, tolerations and deadlines), StatefulSets (only replicas, template,
 //!   updateStrategy, ... may change), and selectors of Deployments/DaemonSets/ReplicaSets/Jobs
 //!   (plus a Job's template). Custom resources get full structural-schema handling. OpenAPI
-//!   documents carry schemas for custom resources only, so `kubectl explain` works for CRDs but
-//!   not for built-ins, and client-side apply computes strategic merge patches for built-ins
-//!   from kubectl's compiled-in types.
+//!   documents carry schemas for custom resources only (with the API's `apiVersion`, `kind`
+//!   and ObjectMeta `metadata`, as the real server publishes them), so `kubectl explain` works
+//!   for CRDs but not for built-ins, and client-side apply computes strategic merge patches
+//!   for built-ins from kubectl's compiled-in types. The real server publishes a new CRD's
+//!   OpenAPI a moment after the CRD is Established (`kubectl explain` fails until then);
+//!   kubesim at once.
 //! - OpenAPI `format`s (`date-time`, `int64`, ...) are not checked; value validation covers
 //!   type, required, enum, pattern, bounds, lengths, item/property counts, nullable,
 //!   int-or-string, list-type set/map uniqueness, additionalProperties and allOf/anyOf/oneOf/not.
@@ -86,15 +113,20 @@
 //! - Garbage collection is synchronous and inside the deleting request. Background deletes
 //!   dependents at once; foreground marks the owner (`deletionTimestamp` plus the
 //!   `foregroundDeletion` finalizer), deletes dependents (foreground, recursively) and removes
-//!   the owner when its last dependent is gone — every dependent blocks, whatever its
-//!   `blockOwnerDeletion`; orphan removes the owner reference. Dependents with another live
+//!   the owner when no dependent whose reference has `blockOwnerDeletion: true` is left (the
+//!   others are deleted too but do not hold it, as with the real collector); a real server
+//!   adds the finalizer even to an owner without dependents, for the moment its collector
+//!   takes to drop it. Orphan removes the owner reference. Dependents with another live
 //!   owner stay. Dependents whose owner never existed are not collected. Namespace deletion
 //!   deletes the namespace's objects at once and removes the namespace when the last of them
 //!   (finalizers permitting) is gone.
 //! - Field ownership (server-side apply) is simplified: conflicts are per leaf field; items
-//!   of keyed lists (containers/env/volumes by `name`, ports, conditions by `type`, ... — the
-//!   strategic-merge keys below, not the schema's `x-kubernetes-list-map-keys`) are owned one
-//!   by one under `k:{...}` entries as in real `fieldsV1`, every other list is atomic, and
+//!   of keyed lists are owned one by one under `k:{...}` entries as in real `fieldsV1` — for
+//!   custom resources the lists their schema declares `x-kubernetes-list-type: map` (by its
+//!   `x-kubernetes-list-map-keys`), for built-ins (no schema here) those with a
+//!   strategic-merge key below (containers/env/volumes by `name`, ports, conditions by
+//!   `type`, ...). Every other list is atomic, `set` lists included (the real server owns
+//!   their values one by one under `v:` entries), and
 //!   `managedFields` have no `.`/`v:` entries. A manager that stops applying a field or item
 //!   removes it unless someone else owns it. Fields owned by `kubectl-client-side-apply` or
 //!   `before-first-apply` never conflict: an apply takes them over (the real server migrates
@@ -120,7 +152,16 @@
 //!   after startup, or re-created) starts its watch history then, so a watch from an earlier
 //!   version of it answers 410.
 //! - `fieldValidation=Strict` is honoured for custom resources (unknown fields → 400) and
-//!   ignored for built-ins; `Warn` is ignored.
+//!   ignored for built-ins; `Warn` is ignored. The refusal is worded as the real server's for
+//!   a create or update; for a patch the real server answers 422 on field `patch` quoting the
+//!   whole patched object, for an apply 500 `failed to create typed patch object (…): .spec.x:
+//!   field not declared in schema` — kubesim answers the create's 400 to both.
+//! - No `Warning` headers: the real server warns (kubectl prints `Warning: …`) about unknown
+//!   fields under `fieldValidation=Warn` (the default of `kubectl patch`) and about
+//!   unrecognised `format`s when a CRD is written (Fluxgate's ManagedApp CRD has `format:
+//!   uint32`, which the real v1.36.3 server reports as `unrecognized format "uint32"`).
+//! - Validation errors come in a fixed order; the real server's order follows Go map
+//!   iteration and changes from one request to the next (compare them as a set).
 //! - No controllers and no kubelet: Deployments create no ReplicaSets or Pods, PVCs stay
 //!   unbound, Pods are removed at once on delete (no graceful termination), and namespaces
 //!   have no `kubernetes` spec finalizer. The `sim` crate plays those parts.
@@ -128,8 +169,10 @@
 //!   come from injected faults. The request log grows for the life of the simulator.
 //! - Table output: the real server's main columns for the built-in kinds (e.g. pods READY,
 //!   STATUS, RESTARTS; deployments READY, UP-TO-DATE, AVAILABLE; PVCs STATUS, VOLUME, ...)
-//!   but not their `-o wide` extras; CRD `additionalPrinterColumns` with a JSONPath subset
-//!   (fields, indexes, `[*]`, `[?(@.a=="b")]`).
+//!   and Pods' `-o wide` extras (IP, NODE, NOMINATED NODE, READINESS GATES) but not those of
+//!   other kinds; CRD `additionalPrinterColumns` with a JSONPath subset (fields, indexes,
+//!   `[*]`, `[?(@.a=="b")]`); a column whose value is a list or map prints as JSON where the
+//!   real server prints Go's `[a b]` / `map[k:v]`.
 
 pub mod builtin;
 pub mod cel;

@@ -1,4 +1,8 @@
 //! Field ownership (`managedFields`) and server-side apply: per-field owners, keyed list items owned one by one, other lists atomic.
+//!
+//! Which lists are keyed: for custom resources the schema says (`x-kubernetes-list-type: map`
+//! with its `x-kubernetes-list-map-keys`; every other list is atomic, as the real server
+//! treats them); built-ins have no schema here, so their strategic-merge keys stand in.
 
 use crate::patch::merge_key;
 use crate::status::{ApiError, Cause};
@@ -45,42 +49,109 @@ const META_SKIP: &[&str] = &[
     "generateName",
 ];
 
-/// The merge key of a list whose items are owned one by one (every item has a scalar key).
-fn item_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    merge_key(field, items).filter(|k| {
-        !items.is_empty()
-            && items
-                .iter()
-                .all(|e| e.get(*k).is_some_and(|v| v.is_string() || v.is_number()))
-    })
+/// What is known of the part of an object being walked.
+#[derive(Clone, Copy)]
+enum Sch<'a> {
+    /// A built-in kind (or its metadata): lists keyed by their strategic-merge keys.
+    Builtin,
+    /// A custom resource: the structural schema of this node, `None` where it declares
+    /// nothing (preserved unknown fields), whose lists are atomic.
+    Custom(Option<&'a Value>),
+}
+
+impl<'a> Sch<'a> {
+    fn root(schema: Option<&'a Value>) -> Self {
+        match schema {
+            Some(s) => Sch::Custom(Some(s)),
+            None => Sch::Builtin,
+        }
+    }
+
+    fn field(self, k: &str) -> Self {
+        match self {
+            Sch::Custom(Some(s)) => Sch::Custom(
+                s.get("properties")
+                    .and_then(|p| p.get(k))
+                    .or(s.get("additionalProperties").filter(|a| a.is_object())),
+            ),
+            other => other,
+        }
+    }
+
+    fn items(self) -> Self {
+        match self {
+            Sch::Custom(Some(s)) => Sch::Custom(s.get("items")),
+            other => other,
+        }
+    }
+
+    /// The keys of a list whose items are owned one by one (when every item has them as
+    /// scalars); `None` for an atomic list.
+    fn list_keys(self, field: &str, items: &[Value]) -> Option<Vec<String>> {
+        let keys: Vec<String> = match self {
+            Sch::Builtin => vec![merge_key(field, items)?.to_string()],
+            Sch::Custom(Some(s)) if s["x-kubernetes-list-type"] == "map" => {
+                s["x-kubernetes-list-map-keys"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect()
+            }
+            Sch::Custom(_) => return None,
+        };
+        let scalar =
+            |e: &Value, k: &String| e.get(k).is_some_and(|v| v.is_string() || v.is_number());
+        (!keys.is_empty()
+            && !items.is_empty()
+            && items.iter().all(|e| keys.iter().all(|k| scalar(e, k))))
+        .then_some(keys)
+    }
+
+    /// Whether this is a keyed list (so an empty one claims no items).
+    fn keyed(self, field: &str, items: &[Value]) -> bool {
+        match self {
+            Sch::Builtin => merge_key(field, items).is_some(),
+            Sch::Custom(Some(s)) => s["x-kubernetes-list-type"] == "map",
+            Sch::Custom(None) => false,
+        }
+    }
 }
 
 /// `k:{"name":"web"}`: the path segment of a keyed list item, as in real `fieldsV1`.
-fn item_segment(key: &str, item: &Value) -> String {
+fn item_segment(keys: &[String], item: &Value) -> String {
     let mut m = Map::new();
-    m.insert(key.to_string(), item[key].clone());
+    for key in keys {
+        m.insert(key.clone(), item[key.as_str()].clone());
+    }
     format!("k:{}", Value::Object(m))
 }
 
 /// Leaf paths (NUL-separated segments) of an object with their values. Scalars, atomic
 /// lists and empty maps are leaves; keyed list items are walked under `k:` segments.
-fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
-    fn walk<'a>(v: &'a Value, field: &str, path: String, out: &mut BTreeMap<String, &'a Value>) {
+fn leaves<'a>(v: &'a Value, status: bool, schema: Option<&Value>) -> BTreeMap<String, &'a Value> {
+    fn walk<'a>(
+        v: &'a Value,
+        field: &str,
+        sch: Sch<'_>,
+        path: String,
+        out: &mut BTreeMap<String, &'a Value>,
+    ) {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 for (k, c) in m {
-                    walk(c, k, format!("{path}\u{0}{k}"), out);
+                    walk(c, k, sch.field(k), format!("{path}\u{0}{k}"), out);
                 }
             }
             // An empty keyed list claims no items.
-            Value::Array(items) if items.is_empty() && merge_key(field, items).is_some() => {}
-            Value::Array(items) => match item_key(field, items) {
-                Some(key) => {
+            Value::Array(items) if items.is_empty() && sch.keyed(field, items) => {}
+            Value::Array(items) => match sch.list_keys(field, items) {
+                Some(keys) => {
                     for item in items {
                         walk(
                             item,
                             "",
-                            format!("{path}\u{0}{}", item_segment(key, item)),
+                            sch.items(),
+                            format!("{path}\u{0}{}", item_segment(&keys, item)),
                             out,
                         );
                     }
@@ -94,6 +165,7 @@ fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
             }
         }
     }
+    let root = Sch::root(schema);
     let mut out = BTreeMap::new();
     if let Some(m) = v.as_object() {
         for (k, c) in m {
@@ -104,13 +176,19 @@ fn leaves(v: &Value, status: bool) -> BTreeMap<String, &Value> {
                     if let Some(mm) = c.as_object() {
                         for (mk, mc) in mm {
                             if !META_SKIP.contains(&mk.as_str()) {
-                                walk(mc, mk, format!("\u{0}metadata\u{0}{mk}"), &mut out);
+                                walk(
+                                    mc,
+                                    mk,
+                                    Sch::Builtin,
+                                    format!("\u{0}metadata\u{0}{mk}"),
+                                    &mut out,
+                                );
                             }
                         }
                     }
                 }
                 _ if status && k != "status" => {}
-                _ => walk(c, k, format!("\u{0}{k}"), &mut out),
+                _ => walk(c, k, root.field(k), format!("\u{0}{k}"), &mut out),
             }
         }
     }
@@ -261,6 +339,7 @@ pub fn record_update(
     manager: &str,
     api_version: &str,
     subresource: Option<&str>,
+    schema: Option<&Value>,
 ) {
     let manager = if manager.is_empty() {
         "unknown"
@@ -268,11 +347,11 @@ pub fn record_update(
         manager
     };
     let status = subresource == Some("status");
-    let new_leaves = leaves(new, status);
+    let new_leaves = leaves(new, status, schema);
     let (changed, removed): (FieldSet, FieldSet) = match old {
         None => (new_leaves.keys().cloned().collect(), FieldSet::new()),
         Some(o) => {
-            let old_leaves = leaves(o, status);
+            let old_leaves = leaves(o, status, schema);
             (
                 new_leaves
                     .iter()
@@ -365,7 +444,7 @@ fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// Deep merge for apply: maps merge, keyed lists merge by key, other lists and scalars replace.
-fn apply_merge(target: &mut Value, applied: &Value, field: &str) {
+fn apply_merge(target: &mut Value, applied: &Value, field: &str, sch: Sch<'_>) {
     match (target, applied) {
         (Value::Object(t), Value::Object(a)) => {
             for (k, av) in a {
@@ -373,21 +452,28 @@ fn apply_merge(target: &mut Value, applied: &Value, field: &str) {
                     t.remove(k);
                     continue;
                 }
+                // Metadata is a built-in part of every object.
+                let child = if k == "metadata" && field.is_empty() {
+                    Sch::Builtin
+                } else {
+                    sch.field(k)
+                };
                 match t.get_mut(k) {
-                    Some(tv) => apply_merge(tv, av, k),
+                    Some(tv) => apply_merge(tv, av, k, child),
                     None => {
                         t.insert(k.clone(), av.clone());
                     }
                 }
             }
         }
-        (Value::Array(_), Value::Array(a)) if a.is_empty() && merge_key(field, a).is_some() => {}
-        (Value::Array(t), Value::Array(a)) => match item_key(field, a) {
+        (Value::Array(_), Value::Array(a)) if a.is_empty() && sch.keyed(field, a) => {}
+        (Value::Array(t), Value::Array(a)) => match sch.list_keys(field, a) {
             // Items merge into the live list by key; items others own stay.
-            Some(key) => {
+            Some(keys) => {
+                let same = |te: &Value, ae: &Value| keys.iter().all(|k| te.get(k) == ae.get(k));
                 for ae in a {
-                    match t.iter_mut().find(|te| te.get(key) == ae.get(key)) {
-                        Some(te) => apply_merge(te, ae, ""),
+                    match t.iter_mut().find(|te| same(te, ae)) {
+                        Some(te) => apply_merge(te, ae, "\u{0}item", sch.items()),
                         None => t.push(ae.clone()),
                     }
                 }
@@ -396,6 +482,60 @@ fn apply_merge(target: &mut Value, applied: &Value, field: &str) {
         },
         (t, a) => *t = a.clone(),
     }
+}
+
+/// A manager as the real server names it in conflicts: `"kubectl-patch" using v1` for an
+/// Update (with ` with subresource "status"` before `using` for a subresource), the bare
+/// quoted name for an Apply.
+fn printed_manager(e: &Entry) -> String {
+    let mut out = format!("{:?}", e.manager);
+    if !e.subresource.is_empty() {
+        out.push_str(&format!(" with subresource {:?}", e.subresource));
+    }
+    if e.operation == "Update" {
+        out.push_str(&format!(" using {}", e.api_version));
+    }
+    out
+}
+
+/// The 409 of a refused apply, worded as the real server's: one conflict on one line; several
+/// grouped by manager (sorted), each field on a line of its own.
+fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
+    let message = if let [(m, p)] = conflicts {
+        format!(
+            "Apply failed with 1 conflict: conflict with {m}: {}",
+            display(p)
+        )
+    } else {
+        let mut by_manager: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (m, p) in conflicts {
+            by_manager.entry(m).or_default().push(display(p));
+        }
+        let mut lines = Vec::new();
+        for (m, paths) in by_manager {
+            lines.push(format!("conflicts with {m}:"));
+            lines.extend(paths.into_iter().map(|p| format!("- {p}")));
+        }
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
+    };
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|(m, p)| {
+            let c = Cause::new(
+                "FieldManagerConflict",
+                display(p),
+                format!("conflict with {m}"),
+            );
+            json!({"reason": c.reason, "message": c.message, "field": c.field})
+        })
+        .collect();
+    let mut err = ApiError::new(409, "Conflict", message);
+    err.details = Some(json!({"causes": causes}));
+    err
 }
 
 /// Server-side apply of `applied` by `manager` onto `old` (or onto nothing, for a create).
@@ -408,8 +548,9 @@ pub fn apply(
     force: bool,
     api_version: &str,
     status: bool,
+    schema: Option<&Value>,
 ) -> Result<Value, ApiError> {
-    let applied_leaves = leaves(applied, status);
+    let applied_leaves = leaves(applied, status, schema);
     let applied_set: FieldSet = applied_leaves.keys().cloned().collect();
     let Some(old) = old else {
         let mut new = applied.clone();
@@ -428,6 +569,7 @@ pub fn apply(
     };
     let mut entries = read_entries(old);
     let sub = if status { "status" } else { "" };
+    // (manager as the real server prints it, field path)
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for e in &entries {
         if (e.manager == manager && (e.operation == "Apply" || e.subresource == sub))
@@ -437,39 +579,12 @@ pub fn apply(
         }
         for p in e.fields.intersection(&applied_set) {
             if value_at(old, p) != applied_leaves.get(p).copied() {
-                conflicts.push((e.manager.clone(), p.clone()));
+                conflicts.push((printed_manager(e), p.clone()));
             }
         }
     }
     if !conflicts.is_empty() && !force {
-        let causes: Vec<Cause> = conflicts
-            .iter()
-            .map(|(m, p)| {
-                Cause::new(
-                    "FieldManagerConflict",
-                    display(p),
-                    format!("conflict with \"{m}\""),
-                )
-            })
-            .collect();
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|(m, p)| format!("conflict with \"{m}\": {}", display(p)))
-            .collect();
-        let mut err = ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {} conflict{}: {}",
-                conflicts.len(),
-                if conflicts.len() == 1 { "" } else { "s" },
-                list.join("\n")
-            ),
-        );
-        err.details = Some(
-            json!({"causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>()}),
-        );
-        return Err(err);
+        return Err(conflict_error(&conflicts));
     }
     let mut conflicted: FieldSet = conflicts.into_iter().map(|(_, p)| p).collect();
     for e in &entries {
@@ -519,7 +634,7 @@ pub fn apply(
             meta.remove("resourceVersion");
         }
     }
-    apply_merge(&mut new, &body, "");
+    apply_merge(&mut new, &body, "", Sch::root(schema));
     for e in entries.iter_mut() {
         e.fields.retain(|p| !conflicted.contains(p));
     }
@@ -542,7 +657,7 @@ mod tests {
 
     #[test]
     fn apply_conflicts_with_other_owner_unless_forced() {
-        let created = apply(None, &json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "l"}, "spec": {"holder": "a"}}), "a", false, "v1", false).unwrap();
+        let created = apply(None, &json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "l"}, "spec": {"holder": "a"}}), "a", false, "v1", false, None).unwrap();
         let err = apply(
             Some(&created),
             &json!({"spec": {"holder": "b"}}),
@@ -550,6 +665,7 @@ mod tests {
             false,
             "v1",
             false,
+            None,
         )
         .unwrap_err();
         assert_eq!(err.code, 409);
@@ -562,6 +678,7 @@ mod tests {
             false,
             "v1",
             false,
+            None,
         )
         .unwrap();
         let forced = apply(
@@ -571,6 +688,7 @@ mod tests {
             true,
             "v1",
             false,
+            None,
         )
         .unwrap();
         assert_eq!(forced["spec"]["holder"], "b");
@@ -589,6 +707,7 @@ mod tests {
             false,
             "apps/v1",
             false,
+            None,
         )
         .unwrap();
         // b adds a sidecar: no conflict, both items live.
@@ -599,6 +718,7 @@ mod tests {
             false,
             "apps/v1",
             false,
+            None,
         )
         .unwrap();
         let names = |v: &Value| -> Vec<String> {
@@ -623,6 +743,7 @@ mod tests {
             false,
             "apps/v1",
             false,
+            None,
         )
         .unwrap_err();
         assert!(
@@ -632,12 +753,21 @@ mod tests {
             err.message
         );
         // a re-applies without its container: only a's item goes.
-        let c = apply(Some(&b), &dep(json!([])), "a", false, "apps/v1", false).unwrap();
+        let c = apply(
+            Some(&b),
+            &dep(json!([])),
+            "a",
+            false,
+            "apps/v1",
+            false,
+            None,
+        )
+        .unwrap();
         assert_eq!(names(&c), ["sidecar"]);
         // An Update manager changing one item owns just that item's field.
         let mut upd = c.clone();
         upd["spec"]["template"]["spec"]["containers"][0]["image"] = json!("proxy:2");
-        record_update(Some(&c), &mut upd, "kubectl-edit", "apps/v1", None);
+        record_update(Some(&c), &mut upd, "kubectl-edit", "apps/v1", None, None);
         let err = apply(
             Some(&upd),
             &dep(json!([{"name": "sidecar", "image": "proxy:3"}])),
@@ -645,6 +775,7 @@ mod tests {
             false,
             "apps/v1",
             false,
+            None,
         )
         .unwrap_err();
         assert!(err.message.contains("kubectl-edit"), "{}", err.message);
@@ -659,6 +790,7 @@ mod tests {
             false,
             "v1",
             false,
+            None,
         )
         .unwrap();
         let v2 = apply(
@@ -668,12 +800,13 @@ mod tests {
             false,
             "v1",
             false,
+            None,
         )
         .unwrap();
         assert_eq!(v2["data"], json!({"a": "1"}));
         let mut upd = v2.clone();
         upd["data"]["c"] = json!("3");
-        record_update(Some(&v2), &mut upd, "other", "v1", None);
+        record_update(Some(&v2), &mut upd, "other", "v1", None, None);
         let owners: Vec<&str> = upd["metadata"]["managedFields"]
             .as_array()
             .unwrap()

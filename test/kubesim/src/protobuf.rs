@@ -1,4 +1,4 @@
-//! Decoding of Kubernetes protobuf request bodies for the kinds Go typed clients write (Helm release Secrets, ConfigMaps, Namespaces, DeleteOptions).
+//! Decoding of Kubernetes protobuf request bodies for the kinds Go typed clients write (Helm release Secrets, ConfigMaps, Namespaces, DeleteOptions, kubectl's auth reviews).
 //!
 //! Go clients such as Helm and kubectl's generators send built-in objects as protobuf. The
 //! server answers in JSON either way (clients accept it); only these request bodies need
@@ -141,7 +141,11 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
             // Timestamps, selfLink and managedFields are the server's to set.
             _ => continue,
         };
-        m.insert(key.into(), json!(text(bytes_of(&f)?)?));
+        // Go writes empty strings too; its JSON omits them (`omitempty`), and so do we.
+        let value = text(bytes_of(&f)?)?;
+        if !value.is_empty() {
+            m.insert(key.into(), json!(value));
+        }
     }
     if !labels.is_empty() {
         m.insert("labels".into(), Value::Object(labels));
@@ -253,6 +257,65 @@ fn delete_options(raw: &[u8]) -> Result<Value, String> {
     Ok(o)
 }
 
+/// The string fields of a message, by field number, as a JSON object (empty ones omitted).
+fn strings(raw: &[u8], names: &[(u64, &str)]) -> Result<Value, String> {
+    let mut o = Map::new();
+    for (n, f) in fields(raw)? {
+        if let Some((_, name)) = names.iter().find(|(num, _)| *num == n) {
+            let value = text(bytes_of(&f)?)?;
+            if !value.is_empty() {
+                o.insert((*name).into(), json!(value));
+            }
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// `kubectl auth can-i <verb> <resource>` (selectors, fields 8 and 9, are not decoded).
+fn self_subject_access_review(raw: &[u8]) -> Result<Value, String> {
+    let mut o = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {}});
+    for (n, f) in fields(raw)? {
+        if n != 2 {
+            continue;
+        }
+        for (sn, sf) in fields(bytes_of(&f)?)? {
+            match sn {
+                1 => {
+                    o["spec"]["resourceAttributes"] = strings(
+                        bytes_of(&sf)?,
+                        &[
+                            (1, "namespace"),
+                            (2, "verb"),
+                            (3, "group"),
+                            (4, "version"),
+                            (5, "resource"),
+                            (6, "subresource"),
+                            (7, "name"),
+                        ],
+                    )?
+                }
+                2 => {
+                    o["spec"]["nonResourceAttributes"] =
+                        strings(bytes_of(&sf)?, &[(1, "path"), (2, "verb")])?
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// `kubectl auth can-i --list`.
+fn self_subject_rules_review(raw: &[u8]) -> Result<Value, String> {
+    let mut o = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {}});
+    for (n, f) in fields(raw)? {
+        if n == 2 {
+            o["spec"] = strings(bytes_of(&f)?, &[(1, "namespace")])?;
+        }
+    }
+    Ok(o)
+}
+
 /// Decodes a protobuf body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, String> {
     let rest = body
@@ -281,8 +344,14 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         ("v1", "ConfigMap") => config_map(raw),
         ("v1", "Namespace") => namespace(raw),
         (_, "DeleteOptions") => delete_options(raw),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => self_subject_access_review(raw),
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => self_subject_rules_review(raw),
+        // `kubectl auth whoami`: nothing to read but the kind.
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            Ok(json!({"apiVersion": api_version, "kind": kind}))
+        }
         _ => Err(format!(
-            "kubesim decodes protobuf only for v1 Secret, ConfigMap, Namespace and DeleteOptions, not {api_version} {kind}; send JSON"
+            "kubesim decodes protobuf only for v1 Secret, ConfigMap, Namespace and DeleteOptions and the authorization.k8s.io/v1 SelfSubjectAccessReview and SelfSubjectRulesReview and authentication.k8s.io/v1 SelfSubjectReview, not {api_version} {kind}; send JSON"
         )),
     }
 }

@@ -29,8 +29,9 @@ pub enum Special {
     None,
     Namespace,
     Crd,
-    /// Answered, never stored.
-    SelfSubjectAccessReview,
+    /// Answered, never stored: SelfSubjectAccessReview, SelfSubjectRulesReview and
+    /// SelfSubjectReview (`http::review`).
+    Review,
 }
 
 /// One served resource at one version.
@@ -70,7 +71,7 @@ impl ResourceType {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        if self.special == Special::SelfSubjectAccessReview {
+        if self.special == Special::Review {
             vec!["create"]
         } else {
             vec![
@@ -325,12 +326,32 @@ pub fn builtins() -> Vec<ResourceType> {
             )
         },
         B {
-            special: Special::SelfSubjectAccessReview,
+            special: Special::Review,
             ..b(
                 "authorization.k8s.io",
                 "v1",
                 "selfsubjectaccessreviews",
                 "SelfSubjectAccessReview",
+                false,
+            )
+        },
+        B {
+            special: Special::Review,
+            ..b(
+                "authorization.k8s.io",
+                "v1",
+                "selfsubjectrulesreviews",
+                "SelfSubjectRulesReview",
+                false,
+            )
+        },
+        B {
+            special: Special::Review,
+            ..b(
+                "authentication.k8s.io",
+                "v1",
+                "selfsubjectreviews",
+                "SelfSubjectReview",
                 false,
             )
         },

@@ -95,6 +95,28 @@ impl VersionSchema {
     }
 }
 
+/// Schema errors after which the real server does not run the CEL rules (its
+/// `hasBlockingErr`): the object may not even have the shape the rules expect.
+pub fn blocks_cel(c: &Cause) -> bool {
+    matches!(
+        c.reason.as_str(),
+        "FieldValueNotSupported"
+            | "FieldValueRequired"
+            | "FieldValueTooLong"
+            | "FieldValueTooMany"
+            | "FieldValueTypeInvalid"
+    )
+}
+
+/// The cause the real server adds when [`blocks_cel`] errors kept the CEL rules from running.
+pub fn cel_not_checked() -> Cause {
+    Cause::new(
+        "FieldValueInvalid",
+        "<nil>",
+        "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+    )
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -319,6 +341,8 @@ fn validate_value(s: &Value, v: &Value, path: &str, out: &mut Vec<Cause>) {
     }
 }
 
+/// maxLength, minLength, pattern: like the real validator, only the first that fails is
+/// reported (a too-short value that also misses the pattern yields one error).
 fn validate_string(s: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
     let len = text.chars().count() as u64;
     if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
@@ -329,6 +353,7 @@ fn validate_string(s: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
             path,
             format!("Too long: may not be more than {max} bytes"),
         ));
+        return;
     }
     if let Some(min) = s.get("minLength").and_then(Value::as_u64)
         && len < min
@@ -338,6 +363,7 @@ fn validate_string(s: &Value, text: &str, path: &str, out: &mut Vec<Cause>) {
             path,
             format!("Invalid value: {text:?}: {path} in body should be at least {min} chars long"),
         ));
+        return;
     }
     if let Some(p) = s.get("pattern").and_then(Value::as_str) {
         match cached_regex(p) {

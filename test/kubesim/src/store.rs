@@ -715,22 +715,40 @@ impl Inner {
                     .iter()
                     .map(|p| format!("unknown field \"{p}\""))
                     .collect();
+                // The real decoder's words for a create or update; a patch or an apply
+                // with unknown fields is refused in other words there (lib.rs, differences).
                 return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    list.join(", ")
+                    "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", "),
+                    kind = rt.kind,
+                    version = rt.version,
                 )));
             }
             schema.default(obj);
-            causes.extend(schema.validate(obj));
-            if causes.is_empty()
-                && let Some(cel) = &schema.cel
-            {
-                let old = old.map(|o| {
-                    let mut o = o.clone();
-                    schema.prune(&mut o);
-                    o
-                });
-                causes.extend(cel.validate(obj, old.as_ref(), &rt.group, &rt.version, &rt.kind));
+            let schema_causes = schema.validate(obj);
+            if let Some(cel) = &schema.cel {
+                // As the real server: CEL runs beside errors such as a pattern mismatch, but
+                // not after errors that leave the object's shape in doubt.
+                if schema_causes.iter().any(crate::schema::blocks_cel) {
+                    causes.extend(schema_causes);
+                    causes.push(crate::schema::cel_not_checked());
+                } else {
+                    causes.extend(schema_causes);
+                    let old = old.map(|o| {
+                        let mut o = o.clone();
+                        schema.prune(&mut o);
+                        o
+                    });
+                    causes.extend(cel.validate(
+                        obj,
+                        old.as_ref(),
+                        &rt.group,
+                        &rt.version,
+                        &rt.kind,
+                    ));
+                }
+            } else {
+                causes.extend(schema_causes);
             }
         }
         if rt.special == Special::Crd {
@@ -874,7 +892,14 @@ impl Inner {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         if !opts.applied {
-            managed::record_update(None, &mut body, &opts.manager, &rt.api_version(), None);
+            managed::record_update(
+                None,
+                &mut body,
+                &opts.manager,
+                &rt.api_version(),
+                None,
+                rt.schema.as_ref().map(|s| &s.raw),
+            );
         }
         if opts.dry_run {
             return Ok(Arc::new(Obj::new(body, self.rv)));
@@ -1054,6 +1079,7 @@ impl Inner {
                 &opts.manager,
                 &rt.api_version(),
                 subresource,
+                rt.schema.as_ref().map(|s| &s.raw),
             );
         }
         if opts.dry_run {
@@ -1217,9 +1243,27 @@ impl Inner {
         self.owners.get(uid).is_some_and(|d| !d.is_empty())
     }
 
-    /// Drops an owner's `foregroundDeletion` finalizer once its last dependent is gone.
+    /// Whether a dependent of `uid` holds it in foreground deletion: like the real garbage
+    /// collector, only those whose owner reference says `blockOwnerDeletion: true`.
+    fn has_blocking_dependents(&self, uid: &str) -> bool {
+        self.owners.get(uid).is_some_and(|deps| {
+            deps.iter().any(|(gr, key)| {
+                self.collections
+                    .get(gr)
+                    .and_then(|c| c.objects.get(key))
+                    .and_then(|d| d.value["metadata"]["ownerReferences"].as_array().cloned())
+                    .is_some_and(|refs| {
+                        refs.iter().any(|r| {
+                            r["uid"].as_str() == Some(uid) && r["blockOwnerDeletion"] == json!(true)
+                        })
+                    })
+            })
+        })
+    }
+
+    /// Drops an owner's `foregroundDeletion` finalizer once no dependent blocks it.
     fn release_foreground(&mut self, owner_uid: &str) {
-        if self.has_dependents(owner_uid) {
+        if self.has_blocking_dependents(owner_uid) {
             return;
         }
         let Some((gr, key)) = self.uids.get(owner_uid).cloned() else {

@@ -387,6 +387,39 @@ fn builtin_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str, Cell)>
     }
 }
 
+/// Columns the real server adds after AGE at priority 1 (kubectl shows them with `-o wide`).
+fn builtin_wide_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str, Cell)> {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "pods") => vec![
+            ("IP", "string", |o| or_none(&o["status"]["podIP"])),
+            ("Node", "string", |o| or_none(&o["spec"]["nodeName"])),
+            ("Nominated Node", "string", |o| {
+                or_none(&o["status"]["nominatedNodeName"])
+            }),
+            ("Readiness Gates", "string", |o| {
+                let gates = o["spec"]["readinessGates"].as_array();
+                match gates.filter(|g| !g.is_empty()) {
+                    None => json!("<none>"),
+                    Some(gates) => {
+                        let met = gates
+                            .iter()
+                            .filter(|g| {
+                                o["status"]["conditions"].as_array().is_some_and(|cs| {
+                                    cs.iter().any(|c| {
+                                        c["type"] == g["conditionType"] && c["status"] == "True"
+                                    })
+                                })
+                            })
+                            .count();
+                        json!(format!("{met}/{}", gates.len()))
+                    }
+                }
+            }),
+        ],
+        _ => vec![],
+    }
+}
+
 /// A Table of `objects`; `include` is `None`, `Metadata` (default) or `Object`.
 pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -> Value {
     let mut defs = vec![column(
@@ -397,10 +430,10 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
         0,
     )];
     let custom = !rt.columns.is_empty();
-    let builtin = if custom {
-        Vec::new()
+    let (builtin, wide) = if custom {
+        (Vec::new(), Vec::new())
     } else {
-        builtin_columns(rt)
+        (builtin_columns(rt), builtin_wide_columns(rt))
     };
     // Core events print like the real server: no NAME (priority 1, `-o wide`) and no AGE.
     let is_event = rt.group.is_empty() && rt.plural == "events";
@@ -430,6 +463,9 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
                 0,
             ));
         }
+        for (name, ty, _) in &wide {
+            defs.push(column(name, ty, "", "", 1));
+        }
     }
     let rows: Vec<Value> = objects
         .iter()
@@ -448,6 +484,9 @@ pub fn table_for(rt: &ResourceType, objects: &[Value], rv: u64, include: &str) -
                 }
                 if !is_event {
                     cells.push(cell(o["metadata"].get("creationTimestamp"), "date"));
+                }
+                for (_, _, f) in &wide {
+                    cells.push(f(o));
                 }
             }
             let mut row = json!({"cells": cells});
@@ -514,7 +553,20 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age"]);
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Ready",
+                "Status",
+                "Restarts",
+                "Age",
+                "IP",
+                "Node",
+                "Nominated Node",
+                "Readiness Gates"
+            ]
+        );
         assert_eq!(
             t["rows"][0]["cells"],
             json!([
@@ -522,7 +574,11 @@ mod tests {
                 "1/2",
                 "CrashLoopBackOff",
                 3,
-                human_age("2020-01-01T00:00:00Z")
+                human_age("2020-01-01T00:00:00Z"),
+                "<none>",
+                "<none>",
+                "<none>",
+                "<none>"
             ])
         );
     }

@@ -1,6 +1,7 @@
 //! kubesim agrees with the real API server: the conformance cases of `common::cases`, which
-//! `kube_rs.rs` runs on kubesim, run here unchanged on the real control plane of
-//! test/realstack (Kubernetes v1.36.3), each in a namespace of its own. A case that fails
+//! `kube_rs.rs` runs on kubesim, and those of `common::kubectl_cases`, which `kubectl.rs`
+//! runs on kubesim, run here unchanged on the real control plane of test/realstack
+//! (Kubernetes v1.36.3, with its own kubectl), each in a namespace of its own. A case that fails
 //! here and passes on kubesim is a difference to fix in kubesim (or to write down in its
 //! documented differences with the reason it cannot be fixed).
 //!
@@ -90,53 +91,19 @@ async fn patches_merge_json_strategic_and_scale() {
     }
 }
 
-/// kubesim's own Flux and VolumeSnapshot CRDs, installed once into the shared real control
-/// plane and waited for until Established (the real CRD controllers are not instant).
-async fn with_flux_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    INSTALLED
-        .get_or_init(|| async {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for (file, text) in kubesim::third_party::CRDS {
-                let crd: CustomResourceDefinition = serde_saphyr::from_str(text)
-                    .unwrap_or_else(|e| panic!("kubesim's CRD {file} parses: {e}"));
-                let name = crd.metadata.name.clone().unwrap_or_default();
-                match crds.create(&PostParams::default(), &crd).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => panic!("installing CRD {file} into the real API server: {e}"),
-                }
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-                loop {
-                    let established = crds
-                        .get(&name)
-                        .await
-                        .ok()
-                        .and_then(|c| c.status)
-                        .and_then(|s| s.conditions)
-                        .is_some_and(|c| {
-                            c.iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                        });
-                    if established {
-                        break;
-                    }
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "CRD {name} not Established within 30 s"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        })
-        .await;
+/// The Flux, VolumeSnapshot and Fluxgate CRDs, installed once into the shared real control
+/// plane (by kubectl, the same files and way as the kubectl cases) and Established.
+async fn with_flux_crds() {
+    let cluster = RealCluster::shared_or_skip().expect("the real control plane is up");
+    tokio::task::spawn_blocking(move || common::kubectl::real_crds(cluster))
+        .await
+        .expect("installing the CRDs into the real control plane");
 }
 
 #[tokio::test]
 async fn generation_and_status_subresource() {
     if let Some((client, ns)) = real("generation").await {
-        with_flux_crds(&client).await;
+        with_flux_crds().await;
         cases::generation_and_status_subresource(client, &ns).await;
     }
 }
@@ -167,4 +134,38 @@ async fn namespace_deletion_removes_its_objects() {
     if let Some((client, ns)) = real("nsdelete").await {
         cases::namespace_deletion_removes_its_objects(client, &ns).await;
     }
+}
+
+/// Runs a kubectl case on the real control plane, in namespace `case-kubectl-<case>`.
+macro_rules! kubectl_case {
+    ($case:ident) => {
+        #[tokio::test]
+        async fn $case() {
+            if let Some(t) = Target::real(stringify!($case)).await {
+                kubectl_cases::$case(&t).await;
+            }
+        }
+    };
+}
+
+/// The kubectl cases, as `kubectl_<case>`.
+mod kubectl {
+    use super::common::kubectl::Target;
+    use super::common::kubectl_cases;
+
+    kubectl_case!(apply_crds_and_samples_then_get);
+    kubectl_case!(patch_merge_json_strategic);
+    kubectl_case!(server_side_apply_conflicts_and_force);
+    kubectl_case!(delete_waits_for_finalizer_removal);
+    kubectl_case!(wait_for_condition_and_jsonpath);
+    kubectl_case!(get_watch_with_request_timeout);
+    kubectl_case!(get_watch_json_sees_an_update);
+    kubectl_case!(create_generators_send_protobuf);
+    kubectl_case!(stale_replace_is_a_conflict);
+    kubectl_case!(tables_of_crds_and_builtins);
+    kubectl_case!(auth_can_i_and_whoami);
+    kubectl_case!(explain_flux_kind_and_managed_app);
+    kubectl_case!(apply_then_diff);
+    kubectl_case!(delete_cascade_foreground);
+    kubectl_case!(crd_schema_violations_are_refused_with_the_real_messages);
 }

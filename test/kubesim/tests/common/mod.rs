@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod kubectl;
+pub mod kubectl_cases;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::Status;
