@@ -303,7 +303,9 @@ fn default_max_count() -> u32 {
 pub struct SnapshotRetention {
     /// Newest snapshots kept per PVC; older ones are deleted.
     #[serde(default = "default_max_count")]
-    #[schemars(range(min = 1, max = 100))]
+    // schemars says `uint32`, a format the API server does not know and warns about on
+    // every install ("unrecognized format"); the range already rules out negatives.
+    #[schemars(range(min = 1, max = 100), extend("format" = "int32"))]
     pub max_count: u32,
     /// Snapshots older than this are deleted (the newest one is always kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -158,8 +158,9 @@
 //!   field not declared in schema` — kubesim answers the create's 400 to both.
 //! - No `Warning` headers: the real server warns (kubectl prints `Warning: …`) about unknown
 //!   fields under `fieldValidation=Warn` (the default of `kubectl patch`) and about
-//!   unrecognised `format`s when a CRD is written (Fluxgate's ManagedApp CRD has `format:
-//!   uint32`, which the real v1.36.3 server reports as `unrecognized format "uint32"`).
+//!   unrecognised `format`s when a CRD is written (it warned `unrecognized format "uint32"`
+//!   about Fluxgate's ManagedApp CRD until that said `int32`; the kubectl suite's CRD install
+//!   on the real server now fails on any warning).
 //! - Validation errors come in a fixed order; the real server's order follows Go map
 //!   iteration and changes from one request to the next (compare them as a set).
 //! - No controllers and no kubelet: Deployments create no ReplicaSets or Pods, PVCs stay

@@ -119,6 +119,18 @@ fn install_crds(kubectl: &Path, kubeconfig: &Path, cache: &Path) {
         out.stdout,
         out.stderr
     );
+    // A user installing the chart sees what the server warns about its CRDs (an
+    // unrecognised `format`, say): there must be nothing to see.
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Warning:"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "the API server warns about the CRDs:\n{}",
+        warnings.join("\n")
+    );
     // These CRDs by name: other tests make and delete CRDs of their own meanwhile.
     let mut wait: Vec<String> = ["wait", "--for=condition=Established", "--timeout=30s"]
         .map(String::from)
