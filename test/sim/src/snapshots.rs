@@ -562,10 +562,11 @@ async fn update_status(
     let old = to_value(&fresh)["status"].clone();
     let cs = &content.data["status"];
     let ready = cs["readyToUse"] == json!(true);
+    // metav1.Time: RFC 3339, whole seconds (the fraction is cut, not rounded).
     let created = cs["creationTime"]
         .as_i64()
-        .and_then(|ns| jiff::Timestamp::from_nanosecond(ns as i128).ok())
-        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string());
+        .and_then(|ns| jiff::Timestamp::from_second(ns.div_euclid(1_000_000_000)).ok())
+        .map(|t| t.to_string());
     let size = cs["restoreSize"].as_u64();
     let error = cs["error"].clone();
     let mut status = if old.is_object() {

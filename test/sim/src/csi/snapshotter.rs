@@ -134,12 +134,12 @@ async fn sync_content(content: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Acti
     if !driver_match(&ctx, &c).await? {
         return Ok(Action::await_change());
     }
-    if content.metadata.deletion_timestamp.is_some() {
-        if should_delete(&content, &c) {
-            delete_snapshot(&ctx, &content, &c).await?;
-        }
+    if content.metadata.deletion_timestamp.is_some() && should_delete(&content, &c) {
+        delete_snapshot(&ctx, &content, &c).await?;
         return Ok(Action::await_change());
     }
+    // A content being deleted while a cut is in flight finishes the cut first, which
+    // clears `volumesnapshot-being-created` and so lets the deletion go on.
     if c["spec"]["source"]["snapshotHandle"].is_string() {
         tracing::debug!(content = %content.name_any(), "pre-provisioned snapshot contents are not simulated");
         return Ok(Action::await_change());
