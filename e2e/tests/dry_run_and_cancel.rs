@@ -81,10 +81,11 @@ async fn deleting_a_running_upgrade_puts_everything_back_before_it_goes() {
         Duration::from_secs(30),
         async || {
             let status = then::upgrade_request(&story, "db-1-5-0").await?.status?;
-            let shown = status
-                .snapshots
-                .iter()
-                .any(|s| s.error.as_deref() == Some("quota exceeded"));
+            let shown = status.snapshots.iter().any(|s| {
+                s.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("quota exceeded"))
+            });
             (status.phase == Some(Phase::Snapshot) && shown).then_some(())
         },
     )

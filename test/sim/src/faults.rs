@@ -65,8 +65,10 @@ impl Failures {
         });
     }
 
-    /// VolumeSnapshots whose name contains `pattern` fail with `message`
-    /// (`status.error.message`) until [`Failures::clear_snapshot_failures`].
+    /// VolumeSnapshots whose name contains `pattern` fail: the CSI driver refuses to cut
+    /// them with `message` until [`Failures::clear_snapshot_failures`]. Their
+    /// `status.error.message` carries it as the sidecar reports a driver error (see
+    /// [`crate::csi::snapshotter`]).
     pub fn fail_snapshots(&self, pattern: &str, message: &str) {
         self.update(|s| s.snapshots.push((pattern.to_owned(), message.to_owned())));
     }

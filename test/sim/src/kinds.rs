@@ -1,10 +1,14 @@
-//! The custom resource kinds the sims read and write (Flux, CSI snapshots) and the
-//! dynamic-API helpers to reach them.
+//! The custom resource kinds the sims read and write (Flux, CSI snapshots), the
+//! dynamic-API helpers to reach them, and the object helpers every sim shares (finalizers
+//! written on condition of the version read, annotations, API error codes).
 
 use crate::controller::SimError;
+use anyhow::Context;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::fmt::Debug;
 
 /// An API resource by group, version, kind and plural.
 pub fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
@@ -135,6 +139,101 @@ pub fn manager(name: &str) -> PatchParams {
         field_manager: Some(name.to_owned()),
         ..PatchParams::default()
     }
+}
+
+/// Whether an object carries `finalizer`.
+pub fn has_finalizer<K: Resource>(obj: &K, finalizer: &str) -> bool {
+    obj.meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizer)
+}
+
+/// Replaces an object's finalizers with `finalizers`, on condition that it is still the
+/// version the caller read: several controllers keep finalizers on one object (the PV
+/// controller and the snapshot-controller on a PVC), and a whole-list write must not drop
+/// another's. A conflict fails the reconcile, which then retries from a fresh read.
+pub async fn set_finalizers<K>(
+    api: &Api<K>,
+    obj: &K,
+    finalizers: Vec<String>,
+    manager: &str,
+) -> Result<(), SimError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let name = obj.name_any();
+    api.patch(
+        &name,
+        &self::manager(manager),
+        &Patch::Merge(json!({"metadata": {
+            "resourceVersion": obj.resource_version(),
+            "finalizers": finalizers,
+        }})),
+    )
+    .await
+    .with_context(|| format!("writing the finalizers of {name}"))?;
+    Ok(())
+}
+
+/// Adds `finalizer` to an object unless it has it (see [`set_finalizers`]).
+pub async fn add_finalizer<K>(
+    api: &Api<K>,
+    obj: &K,
+    finalizer: &str,
+    manager: &str,
+) -> Result<(), SimError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if has_finalizer(obj, finalizer) {
+        return Ok(());
+    }
+    let mut all = obj.finalizers().to_vec();
+    all.push(finalizer.to_owned());
+    set_finalizers(api, obj, all, manager).await
+}
+
+/// Removes `finalizer` from an object if it has it (see [`set_finalizers`]).
+pub async fn remove_finalizer<K>(
+    api: &Api<K>,
+    obj: &K,
+    finalizer: &str,
+    manager: &str,
+) -> Result<(), SimError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if !has_finalizer(obj, finalizer) {
+        return Ok(());
+    }
+    let rest = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    set_finalizers(api, obj, rest, manager).await
+}
+
+/// An annotation of an object.
+pub fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// Whether a kube error is the API's 404.
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether a kube error is the API's 409 (a conflict or an existing name).
+pub fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 /// An object as plain JSON (sims read arbitrary fields by path).

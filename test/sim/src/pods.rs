@@ -1,12 +1,12 @@
 //! The kubelet, in short: pods start once their PVCs are bound, are ready unless their
-//! image or version is declared failing, "write" to their volumes (content tokens), and
-//! take a configurable moment to terminate after deletion.
+//! image or version is declared failing, and take a configurable moment to terminate after
+//! deletion. What the app writes to its volumes is the CSI node plugin's
+//! ([`crate::csi::node`]), so that it happens on a real cluster's pods too.
 
 use crate::conditions::now;
 use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{Failures, NEVER_READY_ANNOTATION};
-use crate::kustomize_build::split_image;
-use crate::volumes::{CONTENT_ANNOTATION, claims_of, next_token, writer_of};
+use crate::volumes::claims_of;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -139,15 +139,12 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         return Ok(Action::await_change());
     }
 
-    // Scheduling: every claim must exist and be bound (WaitForFirstConsumer claims get
-    // bound by the binder because this pod uses them).
+    // Scheduling: every claim must exist and be bound (a WaitForFirstConsumer claim gets
+    // bound once the scheduler has chosen this pod's node: see crate::scheduler).
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns);
-    let mut claims = Vec::new();
     for c in claims_of(&pod) {
         match pvcs.get_opt(&c).await? {
-            Some(p) if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") => {
-                claims.push(p)
-            }
+            Some(p) if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") => {}
             _ => {
                 if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Pending") {
                     write_status(&api, &name, &pod, "Pending", false).await?;
@@ -170,28 +167,6 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if phase != Some("Running") || pod_ready(&pod) != ready {
         write_status(&api, &name, &pod, "Running", ready).await?;
-    }
-    // The running app writes to its volumes: a new version leaves a new content token.
-    let writer = images
-        .first()
-        .map(|i| split_image(i).1.unwrap_or("latest").to_owned())
-        .unwrap_or_else(|| "latest".to_owned());
-    for pvc in claims {
-        let current = pvc
-            .annotations()
-            .get(CONTENT_ANNOTATION)
-            .cloned()
-            .unwrap_or_default();
-        if writer_of(&current) != writer {
-            pvcs.patch(
-                &pvc.name_any(),
-                &crate::kinds::manager(MANAGER),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {CONTENT_ANNOTATION: next_token(&writer)}}}),
-                ),
-            )
-            .await?;
-        }
     }
     Ok(Action::await_change())
 }

@@ -1,5 +1,8 @@
 //! The whole simulated world in one call: every sim started against one `kube::Client`
 //! (kubesim or a real cluster), sharing one [`Failures`] handle; dropping it stops them.
+//! On a real control plane, switch off the sims of what runs there for real
+//! ([`WorldOptions::kube_controllers`], [`WorldOptions::snapshot_controller`]); the CSI
+//! driver stand-in and the Flux sims always run.
 //!
 //! ```no_run
 //! # async fn t(client: kube::Client) -> anyhow::Result<()> {
@@ -16,16 +19,18 @@
 //! world.failures.fail_image("ghcr.io/example/web:2.0.0");   // same, for any workload
 //! world.failures.fail_snapshots("data-", "quota exceeded"); // status.error.message
 //! world.charts.publish("https://charts.example.com", "db", "1.1.0"); // seen at the HelmRepository's next refresh
-//! let token = sim::volumes::content_token(&client, "apps", "data-db-0").await?;
-//! let cut = sim::volumes::snapshot_token(&client, "apps", "snap-1").await?;
+//! let token = sim::volumes::content_token(&client, "apps", "data-db-0").await?; // PVC → PV
+//! let cut = sim::volumes::snapshot_token(&client, "apps", "snap-1").await?;   // VS → content
+//! let kept = sim::volumes::volume_token(&client, "pvc-0c1d…").await?;         // a PV by name
 //! # Ok(()) }
 //! ```
 //!
 //! The same failures can be declared on the objects themselves, which also works when the
 //! sims run elsewhere: HelmRelease annotation `sim.fluxgate.dev/fail-versions: "2.0.0,2.1.0"`,
 //! pod template annotation `sim.fluxgate.dev/never-ready: "true"`, VolumeSnapshot annotation
-//! `sim.fluxgate.dev/snapshot-error: <message>`. Content tokens are the annotation
-//! `sim.fluxgate.dev/content` on PVCs and VolumeSnapshots (see [`crate::volumes`]).
+//! `sim.fluxgate.dev/snapshot-error: <message>`. What volumes and snapshots hold (content
+//! tokens) is kept by the CSI driver stand-in on PersistentVolumes and
+//! VolumeSnapshotContents (see [`crate::csi`]); read it through the readers above.
 //!
 //! # What the sims do not model
 //! Flux:
@@ -61,9 +66,24 @@
 //!
 //! CSI and kube:
 //!
-//! - Pre-provisioned snapshots, group snapshots and volume expansion are not simulated;
-//!   a restored PVC's size is not checked against `restoreSize`; the source PVC gets no
-//!   `pvc-as-source-protection` finalizer while a snapshot is cut (cutting is instant).
+//! - The CSI driver stand-in ([`crate::csi`]) has no topology (no node affinity on its
+//!   volumes; the real hostpath driver pins each volume to its node), no cloning from a
+//!   PVC, no volume expansion, group snapshots, pre-provisioned snapshots, secrets or
+//!   capacity tracking; its volumes are tokens, not data, and a snapshot becomes ready a
+//!   fixed delay after it was cut. It writes no Events (neither do the sims of the
+//!   cluster's controllers).
+//! - PV controller (kubesim only): binds a claim to the volume made for it, or to the
+//!   smallest matching free volume unless the class binds late (the scheduler's choice of a
+//!   free volume for such a class is not simulated); in-tree provisioners and the
+//!   `Recycle` policy are not simulated. A claim that names no class is read as of the
+//!   default class, as the API server's admission would have written it (kubesim has no
+//!   admission and refuses the later class assignment kube-controller-manager makes).
+//!   pvc-protection holds a claim while any pod that mounts it exists (kubesim's pods have
+//!   no node; the real controller counts pods bound to one).
+//! - Scheduler (kubesim only): only volume binding — a pod's `WaitForFirstConsumer` claims
+//!   get `volume.kubernetes.io/selected-node: sim-node-0`; pods are never bound to a node.
+//! - snapshot-controller (where the real one does not run): pre-provisioned and group
+//!   snapshots are not simulated.
 //! - Deployments replace all old pods at once (as `Recreate`, no surge). StatefulSets
 //!   (OrderedReady) start pods in order and scale down one at a time from the top, but a
 //!   rolling update replaces pods one at a time without waiting for readiness, and an
@@ -73,6 +93,7 @@
 //!   Pods have no nodes, probes, restarts or logs; a pod is ready unless its image or chart
 //!   version is declared failing.
 
+use crate::csi::{CsiDriver, CsiOptions};
 use crate::faults::Failures;
 use crate::flux_source::{SourceController, SourceOptions};
 use crate::helm::{HelmController, HelmOptions};
@@ -81,20 +102,29 @@ use crate::helm_repository::{ChartRepositories, HelmRepositoryController, HelmRe
 use crate::kustomize::{KustomizeController, KustomizeOptions};
 use crate::oci_source::{OciRegistry, OciSourceController};
 use crate::pods::{PodOptions, PodSim};
-use crate::snapshots::{SnapshotOptions, Snapshotter};
-use crate::volumes::VolumeBinder;
+use crate::scheduler::Scheduler;
+use crate::snapshots::SnapshotController;
+use crate::volumes::PvController;
 use crate::workloads::WorkloadSim;
 use std::time::Duration;
 
-/// Options for every sim of the world.
-#[derive(Clone, Debug, Default)]
+/// Options for every sim of the world. The default is today's all-simulated world.
+#[derive(Clone, Debug)]
 pub struct WorldOptions {
     pub source: SourceOptions,
     pub kustomize: KustomizeOptions,
     pub helm: HelmOptions,
     pub helm_repository: HelmRepositoryOptions,
-    pub snapshots: SnapshotOptions,
+    /// The CSI driver stand-in (its name, the snapshot ready delay).
+    pub csi: CsiOptions,
     pub pods: PodOptions,
+    /// Run the sims of kube-controller-manager, kube-scheduler and the kubelet: workloads,
+    /// the scheduler's volume binding, pods, and the PV, pvc-protection and pv-protection
+    /// controllers (default `true`). `false` on a real control plane.
+    pub kube_controllers: bool,
+    /// Run the sim of external-snapshotter's snapshot-controller (default `true`). `false`
+    /// where the real one runs.
+    pub snapshot_controller: bool,
     /// Git URL rewrites for both Flux controllers that read Git (see
     /// [`crate::git_mirror::Mirror::new`]); added to those in `source` and `kustomize`.
     pub git_url_rewrites: Vec<(String, String)>,
@@ -102,16 +132,29 @@ pub struct WorldOptions {
     pub failures: Option<Failures>,
     /// The OCI registry to share; a fresh, empty one when `None`.
     pub registry: Option<OciRegistry>,
-    /// Run the sims of kube-controller-manager, the scheduler and the kubelet (workloads,
-    /// pods, volume binding); off on a real control plane, whose own controllers do it.
-    pub kube_controllers: bool,
-    /// Run the sim of external-snapshotter's snapshot-controller; off where the real one runs.
-    pub snapshot_controller: bool,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            source: SourceOptions::default(),
+            kustomize: KustomizeOptions::default(),
+            helm: HelmOptions::default(),
+            helm_repository: HelmRepositoryOptions::default(),
+            csi: CsiOptions::default(),
+            pods: PodOptions::default(),
+            kube_controllers: true,
+            snapshot_controller: true,
+            git_url_rewrites: Vec::new(),
+            failures: None,
+            registry: None,
+        }
+    }
 }
 
 impl WorldOptions {
     /// Short timings for tests: Git polled every second, retries after 200 ms,
-    /// snapshots instant, pods terminate after 100 ms.
+    /// snapshots ready when cut, pods terminate after 100 ms.
     pub fn fast() -> WorldOptions {
         WorldOptions {
             source: SourceOptions {
@@ -125,14 +168,13 @@ impl WorldOptions {
             pods: PodOptions {
                 termination_delay: Duration::from_millis(100),
             },
-            kube_controllers: true,
-            snapshot_controller: true,
             ..WorldOptions::default()
         }
     }
 }
 
-/// Every sim, running. Dropping the world stops them all.
+/// Every sim, running. Dropping the world stops them all. The sims of the cluster's own
+/// controllers are `None` when switched off in [`WorldOptions`].
 #[derive(Debug)]
 pub struct World {
     /// Declared failures (chart versions, images, snapshots), shared by the sims.
@@ -148,9 +190,17 @@ pub struct World {
     pub oci: OciSourceController,
     pub kustomize: KustomizeController,
     pub helm: HelmController,
-    pub snapshots: Option<Snapshotter>,
-    pub volumes: Option<VolumeBinder>,
+    /// The CSI driver stand-in: provisioner, snapshotter sidecar, node plugin.
+    pub csi: CsiDriver,
+    /// external-snapshotter's snapshot-controller.
+    pub snapshots: Option<SnapshotController>,
+    /// kube-controller-manager's PV, pvc-protection and pv-protection controllers.
+    pub volumes: Option<PvController>,
+    /// kube-scheduler's volume binding.
+    pub scheduler: Option<Scheduler>,
+    /// The kubelet.
     pub pods: Option<PodSim>,
+    /// kube-controller-manager's Deployment and StatefulSet controllers.
     pub workloads: Option<WorkloadSim>,
 }
 
@@ -165,6 +215,7 @@ impl World {
             .extend(options.git_url_rewrites.iter().cloned());
         kustomize.url_rewrites.extend(options.git_url_rewrites);
         let charts = ChartRepositories::default();
+        let kube = options.kube_controllers;
         Ok(World {
             source: SourceController::start(client.clone(), source)?,
             helm_repository: HelmRepositoryController::start(
@@ -177,18 +228,14 @@ impl World {
             oci: OciSourceController::start(client.clone(), registry.clone()),
             kustomize: KustomizeController::start(client.clone(), kustomize)?,
             helm: HelmController::start(client.clone(), failures.clone(), options.helm),
+            csi: CsiDriver::start(client.clone(), failures.clone(), options.csi),
             snapshots: options
                 .snapshot_controller
-                .then(|| Snapshotter::start(client.clone(), failures.clone(), options.snapshots)),
-            volumes: options
-                .kube_controllers
-                .then(|| VolumeBinder::start(client.clone())),
-            pods: options
-                .kube_controllers
-                .then(|| PodSim::start(client.clone(), failures.clone(), options.pods)),
-            workloads: options
-                .kube_controllers
-                .then(|| WorkloadSim::start(client.clone())),
+                .then(|| SnapshotController::start(client.clone())),
+            volumes: kube.then(|| PvController::start(client.clone())),
+            scheduler: kube.then(|| Scheduler::start(client.clone())),
+            pods: kube.then(|| PodSim::start(client.clone(), failures.clone(), options.pods)),
+            workloads: kube.then(|| WorkloadSim::start(client)),
             failures,
             registry,
         })

@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use sim::kinds::{git_repository, helm_release};
 use sim::seed;
@@ -44,14 +43,13 @@ async fn a_commit_flows_through_flux_to_the_helm_release_and_its_volumes() {
     // Parent chain: the HelmRelease was applied by the root Kustomization.
     let labels = json_of(&hr)["metadata"]["labels"].clone();
     assert_eq!(labels["kustomize.toolkit.fluxcd.io/name"], "flux-system");
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
-    wait_for(&pvcs, "data-db-0", "v1 wrote its volume", |p| {
-        p.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("sim.fluxgate.dev/content"))
-            .is_some_and(|t| writer_of(t) == "1.0.0")
-    })
+    wait_for_token(
+        &env.client,
+        "apps",
+        "data-db-0",
+        "v1 wrote its volume",
+        |t| writer_of(t) == "1.0.0",
+    )
     .await;
 
     // What Fluxgate's commit does: change the tag in Git, then ask Flux to reconcile.
@@ -83,12 +81,12 @@ async fn a_commit_flows_through_flux_to_the_helm_release_and_its_volumes() {
                 == Some("ghcr.io/example/db:1.1.0")
     })
     .await;
-    wait_for(&pvcs, "data-db-0", "v1.1 wrote its volume", |p| {
-        p.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("sim.fluxgate.dev/content"))
-            .is_some_and(|t| writer_of(t) == "1.1.0")
-    })
+    wait_for_token(
+        &env.client,
+        "apps",
+        "data-db-0",
+        "v1.1 wrote its volume",
+        |t| writer_of(t) == "1.1.0",
+    )
     .await;
 }

@@ -2,6 +2,7 @@
 //! bare Git repositories driven by the git CLI, and watch-based waiting.
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -96,6 +97,47 @@ where
     })
     .await;
     assert!(gone.is_ok(), "timed out waiting for {what} to be deleted");
+}
+
+/// Waits until the volume of claim `ns/claim` holds a content token satisfying `pred`,
+/// read through `sim::volumes::content_token` again after every change of a
+/// PersistentVolume or of the namespace's claims (the token lives on the volume, which a
+/// claim may change); returns that token.
+pub async fn wait_for_token(
+    client: &Client,
+    ns: &str,
+    claim: &str,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let volumes = watcher(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .map(|_| ());
+    let claims = watcher(
+        Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns),
+        watcher::Config::default(),
+    )
+    .map(|_| ());
+    let mut changes = std::pin::pin!(futures::stream::select(volumes, claims));
+    let mut last = None;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            last = sim::volumes::content_token(client, ns, claim)
+                .await
+                .ok()
+                .flatten();
+            if let Some(token) = last.as_deref().filter(|t| pred(t)) {
+                return token.to_owned();
+            }
+            changes.next().await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!("timed out waiting for {what}; claim {ns}/{claim} holds {last:?}")
+    })
 }
 
 /// A dynamic API for `ar` in `ns`.

@@ -3,6 +3,7 @@
 mod bootstrap;
 mod chain;
 mod common;
+mod csi;
 mod flux_git;
 mod git_http;
 mod helm;

@@ -1,13 +1,16 @@
-//! CSI snapshots, content tokens, the PVC binder and PVC protection.
+//! Storage on kubesim: the CSI driver stand-in (provisioner, snapshotter sidecar, node
+//! plugin) with the sims of the PV controller, the scheduler's volume binding and the
+//! snapshot-controller — snapshots, restores, content tokens, reclaim policies and the
+//! protection finalizers.
 
 use crate::common::*;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::Api;
 use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use sim::kinds::{volume_snapshot, volume_snapshot_content};
 use sim::seed;
-use sim::volumes::{PVC_PROTECTION, content_token, snapshot_token, writer_of};
+use sim::volumes::{PVC_PROTECTION, STORAGE_PROVISIONER, content_token, snapshot_token, writer_of};
 use sim::world::WorldOptions;
 use std::time::{Duration, Instant};
 
@@ -62,31 +65,22 @@ fn bound(p: &PersistentVolumeClaim) -> bool {
     p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
 }
 
-fn token_of(p: &PersistentVolumeClaim) -> String {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("sim.fluxgate.dev/content"))
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn snapshot_becomes_ready_with_restore_size_and_a_restore_gets_its_content() {
     let env = env().await;
     seed::namespace(&env.client, "apps").await.unwrap();
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
     pvc(&env, "data", None, None).await;
-    let fresh = wait_for(&pvcs, "data", "bound", bound).await;
-    assert_eq!(writer_of(&token_of(&fresh)), "new");
+    wait_for(&pvcs, "data", "bound", bound).await;
+    let fresh = content_token(&env.client, "apps", "data").await.unwrap();
+    assert_eq!(fresh.as_deref().map(writer_of), Some("new"), "{fresh:?}");
 
     // Version 1.0.0 runs and writes.
     pod(&env, "app-v1", "data", "ghcr.io/example/app:1.0.0").await;
-    let written = wait_for(&pvcs, "data", "v1 write", |p| {
-        writer_of(&token_of(p)) == "1.0.0"
+    let v1_token = wait_for_token(&env.client, "apps", "data", "v1 write", |t| {
+        writer_of(t) == "1.0.0"
     })
     .await;
-    let v1_token = token_of(&written);
 
     snapshot(&env, "snap-1", "data").await;
     let snaps = dynamic(&env.client, &volume_snapshot(), "apps");
@@ -129,14 +123,19 @@ async fn snapshot_becomes_ready_with_restore_size_and_a_restore_gets_its_content
         .unwrap();
     wait_gone(&pods, "app-v1", "v1 pod").await;
     pod(&env, "app-v2", "data", "ghcr.io/example/app:2.0.0").await;
-    let v2 = wait_for(&pvcs, "data", "v2 write", |p| {
-        writer_of(&token_of(p)) == "2.0.0"
+    let v2 = wait_for_token(&env.client, "apps", "data", "v2 write", |t| {
+        writer_of(t) == "2.0.0"
     })
     .await;
-    assert_ne!(token_of(&v2), v1_token);
+    assert_ne!(v2, v1_token);
     pvc(&env, "restored", None, Some("snap-1")).await;
     let restored = wait_for(&pvcs, "restored", "restore bound", bound).await;
-    assert_eq!(token_of(&restored), v1_token);
+    let data = pvcs.get("data").await.unwrap();
+    assert_ne!(
+        restored.spec.unwrap().volume_name,
+        data.spec.unwrap().volume_name,
+        "a restore is a volume of its own"
+    );
     assert_eq!(
         content_token(&env.client, "apps", "restored")
             .await
@@ -183,6 +182,29 @@ async fn snapshot_errors_are_injected_and_cleared() {
         );
         assert_ne!(s["status"]["readyToUse"], true);
     }
+    // The driver's refusal is the content's error, which the snapshot-controller copied.
+    let bad = json_of(&snaps.get("bad-1").await.unwrap());
+    let contents = kube::Api::<kube::api::DynamicObject>::all_with(
+        env.client.clone(),
+        &volume_snapshot_content(),
+    );
+    let content = json_of(
+        &contents
+            .get(
+                bad["status"]["boundVolumeSnapshotContentName"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    );
+    let message = content["status"]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Failed to create snapshot: failed to take snapshot of the volume ")
+            && message.ends_with("\"rpc error: code = Internal desc = quota exceeded\""),
+        "{message}"
+    );
+    assert_eq!(bad["status"]["error"]["message"], message);
     env.world.failures.clear_snapshot_failures();
     let s = wait_for(&snaps, "bad-1", "ready after clearing", |s| {
         json_of(s)["status"]["readyToUse"] == true
@@ -194,7 +216,7 @@ async fn snapshot_errors_are_injected_and_cleared() {
 #[tokio::test]
 async fn snapshot_ready_delay_is_honoured() {
     let mut options = WorldOptions::fast();
-    options.snapshots.ready_delay = Duration::from_millis(600);
+    options.csi.snapshot_ready_delay = Duration::from_millis(600);
     let env = env_with(options).await;
     seed::namespace(&env.client, "apps").await.unwrap();
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
@@ -419,9 +441,41 @@ async fn deleting_a_snapshot_waits_for_pending_restores_then_takes_its_content()
         "snapshot deleted under a pending restore"
     );
 
+    // A restore may not begin from a snapshot being deleted (external-provisioner refuses
+    // unless its own finalizer shows it had begun): the claim stays Pending with a
+    // consumer, and holds the snapshot until it is deleted itself.
     pod(&env, "consumer", "restore", "ghcr.io/example/app:1.0.0").await;
-    wait_for(&pvcs, "restore", "restore bound", bound).await;
-    wait_gone(&snaps, "snap", "snapshot after its restore").await;
+    let handed = wait_for(
+        &pvcs,
+        "restore",
+        "scheduled and handed to the driver",
+        |p| p.annotations().get(STORAGE_PROVISIONER).map(String::as_str) == Some(seed::DRIVER),
+    )
+    .await;
+    assert!(
+        handed
+            .annotations()
+            .contains_key(sim::volumes::SELECTED_NODE)
+    );
+    // Nothing may happen, so there is no event to wait for: give the sims time to err.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !bound(&pvcs.get("restore").await.unwrap()),
+        "restored from a snapshot being deleted"
+    );
+    assert!(
+        snaps.get_opt("snap").await.unwrap().is_some(),
+        "snapshot deleted under a pending restore"
+    );
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "apps");
+    pods.delete("consumer", &DeleteParams::default())
+        .await
+        .unwrap();
+    pvcs.delete("restore", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&pvcs, "restore", "the pending restore").await;
+    wait_gone(&snaps, "snap", "snapshot after its pending restore went").await;
     let contents = kube::Api::<kube::api::DynamicObject>::all_with(
         env.client.clone(),
         &volume_snapshot_content(),
@@ -435,7 +489,8 @@ async fn a_claim_binds_once_its_storage_class_appears() {
     seed::namespace(&env.client, "apps").await.unwrap();
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
     pvc(&env, "early", Some("made-later"), None).await;
-    wait_for(&pvcs, "early", "seen by the binder", |p| {
+    pvc(&env, "orphan", Some("no-driver"), None).await;
+    wait_for(&pvcs, "early", "seen by the PV controller", |p| {
         p.metadata
             .finalizers
             .iter()
@@ -444,19 +499,43 @@ async fn a_claim_binds_once_its_storage_class_appears() {
     })
     .await;
     assert!(!bound(&pvcs.get("early").await.unwrap()));
-    seed::put(&env.client, json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "made-later"},
-        "provisioner": "other.csi.example.com", "volumeBindingMode": "Immediate",
-    }))
-    .await
-    .unwrap();
+    for (name, provisioner) in [
+        ("made-later", seed::DRIVER),
+        ("no-driver", "other.csi.example.com"),
+    ] {
+        seed::put(&env.client, json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+            "provisioner": provisioner, "volumeBindingMode": "Immediate",
+        }))
+        .await
+        .unwrap();
+    }
     let early = wait_for(&pvcs, "early", "bound after the class exists", bound).await;
     let pv = Api::<PersistentVolume>::all(env.client.clone())
         .get(early.spec.unwrap().volume_name.as_deref().unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        pv.spec.unwrap().csi.unwrap().driver,
-        "other.csi.example.com"
+    let spec = pv.spec.unwrap();
+    assert_eq!(spec.csi.unwrap().driver, seed::DRIVER);
+    assert_eq!(spec.storage_class_name.as_deref(), Some("made-later"));
+    // A class whose driver nobody runs: the PV controller hands the claim to it, and there
+    // it stays, Pending, as on a real cluster.
+    wait_for(&pvcs, "orphan", "handed to its provisioner, Pending", |p| {
+        p.annotations().get(STORAGE_PROVISIONER).map(String::as_str)
+            == Some("other.csi.example.com")
+            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+    })
+    .await;
+    // Nothing may happen, so there is no event to wait for: give the sims time to err.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let orphan = pvcs.get("orphan").await.unwrap();
+    assert!(!bound(&orphan) && orphan.spec.unwrap().volume_name.is_none());
+    let pvs = Api::<PersistentVolume>::all(env.client.clone());
+    assert!(
+        pvs.get_opt(&format!("pvc-{}", orphan.metadata.uid.unwrap()))
+            .await
+            .unwrap()
+            .is_none(),
+        "a volume was made for a driver nobody runs"
     );
 }

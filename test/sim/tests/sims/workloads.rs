@@ -155,10 +155,8 @@ async fn statefulset_creates_claims_and_reports_revisions() {
     .await;
     assert_ne!(second.status.unwrap().update_revision.unwrap(), first_rev);
     // The new version has written to its volumes.
-    wait_for(&pvcs, "data-db-0", "new version wrote", |p| {
-        p.annotations()
-            .get("sim.fluxgate.dev/content")
-            .is_some_and(|t| writer_of(t) == "1.1.0")
+    wait_for_token(&env.client, "apps", "data-db-0", "new version wrote", |t| {
+        writer_of(t) == "1.1.0"
     })
     .await;
 }
