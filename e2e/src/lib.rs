@@ -1,11 +1,13 @@
-//! e2e: end-to-end stories for Fluxgate, run through the real controller loop against
-//! kubesim and the simulated world (`tests/`), told in one vocabulary: what a story starts
-//! from and asks for (`given`), what happens to the world meanwhile (`when`), what it reads
-//! back to check (`then`), and the end-state checks the invariant, crash and fault tests
-//! share (`checks`). Also the benchmarks that measure it (`src/bin/`) and the Helm chart
-//! rendered with real Helm (`chart`). Story (a) also runs against a real cluster when
-//! `FLUXGATE_E2E_KUBECONFIG` is set (`tests/real_cluster.rs`, set up as the README says);
-//! without it that test reports itself skipped.
+//! e2e: end-to-end stories for Fluxgate, run through the real controller loop (`tests/`),
+//! told in one vocabulary: what a story starts from and asks for (`given`), what happens to
+//! the world meanwhile (`when`), what it reads back to check (`then`), and the end-state
+//! checks the invariant, crash and fault tests share (`checks`). A story runs on kubesim and
+//! the simulated world, and — declared with [`on_both_stacks!`] — also on a real control
+//! plane of its own (`stack`), with the chart installed by real Helm and Fluxgate running
+//! as its ServiceAccount (`real_operator`). Also the benchmarks (`src/bin/`) and the Helm
+//! chart rendered with real Helm (`chart`). Story (a) also runs against a cluster of yours
+//! when `FLUXGATE_E2E_KUBECONFIG` is set (`tests/real_cluster.rs`, set up as the README
+//! says); without it that test reports itself skipped.
 
 pub mod chart;
 pub mod checks;

@@ -56,10 +56,22 @@ pub async fn on_real_stack<F: std::future::Future<Output = ()>>(name: &str, stor
         .mark()
         .unwrap_or_else(|e| panic!("reading the audit log: {e:#}"));
     ON_REAL_STACK.scope(install.clone(), story).await;
-    let refused = install
-        .refused_since(&mark)
+    let requests = install
+        .requests_since(&mark)
         .await
         .unwrap_or_else(|e| panic!("reading the audit log after {name}: {e:#}"));
+    let anonymous = requests.filter(|e| e.user_agent != fluxgate::cluster::connect::USER_AGENT);
+    assert!(
+        anonymous.is_empty(),
+        "{name}: requests of Fluxgate's ServiceAccount without Fluxgate's User-Agent:\n{}",
+        anonymous.render()
+    );
+    eprintln!(
+        "realstack: {name}: Fluxgate made {} requests as {}",
+        requests.len(),
+        install.username()
+    );
+    let refused = requests.forbidden();
     assert!(
         refused.is_empty(),
         "{name}: the API server refused Fluxgate, running as {}, what the chart does not grant:\n{}",

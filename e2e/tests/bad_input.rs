@@ -17,7 +17,10 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-e2e::on_both_stacks!(j_invalid_objects_are_refused_at_apply_naming_the_field);
+e2e::on_both_stacks!(
+    j_invalid_objects_are_refused_at_apply_naming_the_field,
+    j_bad_input_at_run_time_fails_clearly_and_loses_nothing
+);
 
 // ---------------------------------------------------------------------------------------
 // Refused at apply.
@@ -286,7 +289,6 @@ fn gzip_bomb_secret(release: &str) -> Value {
            "data": {"release": b64.encode(helm_text.as_bytes())}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn j_bad_input_at_run_time_fails_clearly_and_loses_nothing() {
     let story = world(
         Fleet::new()

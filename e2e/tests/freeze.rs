@@ -13,13 +13,14 @@ use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
 use k8s_openapi::api::core::v1::Event;
 use std::time::Duration;
 
+e2e::on_both_stacks!(e_a_frozen_upgrade_undoes_nothing_and_says_so);
+
 async fn suspended(story: &DemoWorld) -> (bool, bool) {
     e2e::checks::suspended(story)
         .await
         .expect("the root Kustomization and the HelmRelease exist")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
     let story = app()
         .on_failure(OnFailure::Freeze)

@@ -11,12 +11,16 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    versions_and_readiness_follow_git_and_the_live_app_without_a_request,
+    a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs
+);
+
 fn ready(status: &ManagedAppStatus) -> Option<(String, String, String)> {
     find_condition(&status.conditions, READY)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() {
     let story = app().running_at("v1.4.0").await;
 
@@ -100,7 +104,6 @@ async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() 
 /// released by the app controller at once (a fresh read of the holder decides, not the
 /// cache nor a grace period), and the next upgrade then runs; a lock whose request exists is
 /// never taken from it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs() {
     let story = app().running_at("v1.4.0").await;
     let since = k8s_openapi::jiff::Timestamp::now().to_string();

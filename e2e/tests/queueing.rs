@@ -9,14 +9,18 @@ use e2e::then;
 use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::demo::world::{
-    APP_FILE, DemoWorld, Fleet, app_manifest, helm_app_manifest, holds_for, wait_until,
+    APP_FILE, Fleet, app_manifest, helm_app_manifest, holds_for, wait_until,
 };
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_first,
+    f_ten_apps_of_one_repository_upgrade_at_once
+);
+
 // Invariant 5 of docs/design.md §5 too: one active operation per app, the rest queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_first() {
     let story = app().running_at("v1.4.0").await;
     // The first upgrade waits in Snapshot until the snapshotter is let go, so the second
@@ -144,14 +148,13 @@ async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_firs
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f_ten_apps_of_one_repository_upgrade_at_once() {
     let names: Vec<String> = (0..10).map(|i| format!("app-{i}")).collect();
     let fleet = names.iter().fold(Fleet::new(), |fleet, name| {
         fleet.helm_app(name, "v1.0.0", 1, app().into())
     });
     let started = std::time::Instant::now();
-    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    let story = e2e::given::world(fleet).await.unwrap();
     println!(
         "ten apps running after {:.1}s",
         started.elapsed().as_secs_f64()

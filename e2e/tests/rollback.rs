@@ -9,7 +9,8 @@ use fluxgate::demo::world::{APP_FILE, app_manifest};
 use sim::volumes::{content_token, snapshot_token};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e::on_both_stacks!(a_failing_version_is_rolled_back_with_its_data_and_never_retried);
+
 async fn a_failing_version_is_rolled_back_with_its_data_and_never_retried() {
     let story = app().health_timeout("5s").running_at("v1.4.0").await;
     story.world.failures.fail_chart_version("v2.0.0");
