@@ -106,6 +106,7 @@ pub async fn current() -> Stack {
         kubeconfig: cluster.kubeconfig().to_owned(),
         kubectl: cluster.kubectl(),
         snapshot_controller: true,
+        audit_log: cluster.audit_log().to_owned(),
         keep_alive: Box::new(install),
     }))
 }

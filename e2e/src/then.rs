@@ -198,3 +198,46 @@ pub async fn settled_app_status(story: &DemoWorld) -> ManagedAppStatus {
     .await
     .unwrap()
 }
+
+/// Fluxgate's writes (create, update, patch, delete) to objects of `resources` (plurals such
+/// as `helmreleases`) so far, one line each (`patch helmreleases apps/db → 200`): from
+/// kubesim's request log, or on the real stack from the API server's audit log.
+pub async fn operator_writes(story: &DemoWorld, resources: &[&str]) -> Vec<String> {
+    let Some(audit_log) = story.audit_log() else {
+        return story
+            .kubesim()
+            .requests(&crate::checks::operator_writes())
+            .into_iter()
+            .filter(|r| resources.contains(&r.resource.as_str()))
+            .map(|r| crate::checks::describe(&r))
+            .collect();
+    };
+    let log = realstack::audit::AuditLog::open(audit_log);
+    log.sync(&story.client)
+        .await
+        .unwrap_or_else(|e| panic!("reading the audit log: {e:#}"));
+    let writes = ["create", "update", "patch", "delete", "deletecollection"];
+    log.all()
+        .unwrap_or_else(|e| panic!("reading the audit log: {e:#}"))
+        .requests()
+        .iter()
+        .filter(|e| e.user_agent == fluxgate::cluster::connect::USER_AGENT)
+        .filter(|e| writes.contains(&e.verb.as_str()))
+        .filter_map(|e| {
+            let o = e.object.as_ref()?;
+            resources.contains(&o.resource.as_str()).then(|| {
+                // As kubesim's lines read (crate::checks::describe).
+                let mut target = [o.namespace.as_deref(), o.name.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if let Some(sub) = &o.subresource {
+                    target = format!("{target}/{sub}");
+                }
+                let code = e.code.map_or("?".to_owned(), |c| c.to_string());
+                format!("{} {} {target} → {code}", e.verb, o.resource)
+            })
+        })
+        .collect()
+}

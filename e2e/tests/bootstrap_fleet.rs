@@ -9,13 +9,14 @@ use e2e::checks::{flux_resumed, snapshots_of};
 use e2e::given::app;
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, Fleet, app_manifest, wait_until};
 use kube::ResourceExt;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e::on_both_stacks!(an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works);
+
 async fn an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works() {
-    let story = DemoWorld::start_fleet(
+    let story = e2e::given::world(
         Fleet::new()
             .helm_app("db", "v1.4.0", 2, app().into())
             .apps_follow_flux(),

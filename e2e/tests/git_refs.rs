@@ -4,13 +4,18 @@
 //! tag (or a semver range, a commit, another ref) is refused at Admit — a commit to a
 //! branch would never be deployed — before anything is touched.
 
-use e2e::checks::{describe, operator_writes, snapshots_of, suspended};
+use e2e::checks::{snapshots_of, suspended};
 use e2e::given::{app, ref_name, tag_ref, upgrade};
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, RequestStatus, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
 use kube::ResourceExt;
 use std::time::Duration;
+
+e2e::on_both_stacks!(
+    an_app_whose_git_repository_follows_a_ref_name_is_upgraded_on_that_branch,
+    an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is_touched
+);
 
 /// The artifact revision of Flux's GitRepository `flux-system`, once it has one.
 async fn served_revision(story: &DemoWorld) -> String {
@@ -31,9 +36,8 @@ async fn served_revision(story: &DemoWorld) -> String {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_whose_git_repository_follows_a_ref_name_is_upgraded_on_that_branch() {
-    let story = DemoWorld::start_fleet(
+    let story = e2e::given::world(
         Fleet::new()
             .helm_app("db", "v1.4.0", 2, app().into())
             .flux_follows(ref_name("refs/heads/main"))
@@ -87,11 +91,10 @@ fn refused_at_admit(status: &RequestStatus, reason: &str, needles: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is_touched() {
     // The fleet is pinned to a release tag; the app names its repository and branch
     // itself, so only the GitRepository says that a commit to `main` is never deployed.
-    let story = DemoWorld::start_fleet(
+    let story = e2e::given::world(
         Fleet::new()
             .helm_app("db", "v1.4.0", 2, app().reconcile_timeout("20s").into())
             .git_tag("fleet-v1")
@@ -124,21 +127,16 @@ async fn an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is
     // Nothing was touched: no commit, Flux never suspended, no workload or Flux write.
     assert_eq!(story.git.log().unwrap().len(), 1);
     assert_eq!(suspended(&story).await, Some((false, false)));
-    let touched: Vec<String> = story
-        .kubesim()
-        .requests(&operator_writes())
-        .into_iter()
-        .filter(|r| {
-            [
-                "kustomizations",
-                "helmreleases",
-                "statefulsets",
-                "volumesnapshots",
-            ]
-            .contains(&r.resource.as_str())
-        })
-        .map(|r| describe(&r))
-        .collect();
+    let touched = then::operator_writes(
+        &story,
+        &[
+            "kustomizations",
+            "helmreleases",
+            "statefulsets",
+            "volumesnapshots",
+        ],
+    )
+    .await;
     assert!(touched.is_empty(), "the operator wrote {touched:?}");
     story.stop().await;
 }

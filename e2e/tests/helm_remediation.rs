@@ -6,11 +6,16 @@
 use e2e::given::app;
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::flux::HelmRelease;
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest_with, wait_until};
+use fluxgate::demo::world::{Fleet, helm_app_manifest_with, wait_until};
 use kube::api::{Patch, PatchParams};
 use kubesim::Match;
 use serde_json::json;
 use std::time::Duration;
+
+e2e::on_both_stacks!(
+    a_remediation_with_retries_left_fails_the_upgrade_at_once,
+    a_release_helm_controller_keeps_retrying_fails_verify_with_its_message
+);
 
 const APP_FILE: &str = "clusters/prod/db.yaml";
 
@@ -22,12 +27,11 @@ const RELEASE_SPEC_RETRIES: &str = "  timeout: 2s
       retries: 3
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remediation_with_retries_left_fails_the_upgrade_at_once() {
     // Four attempts of 2 s each, every one rolled back: helm-controller writes no
     // observedGeneration until the last. Fluxgate must see the first remediation of its
     // chart, not wait for the Reconcile timeout (6 s).
-    let story = DemoWorld::start_fleet(Fleet::new().helm_app_with(
+    let story = e2e::given::world(Fleet::new().helm_app_with(
         "db",
         "v1.4.0",
         2,
@@ -88,12 +92,11 @@ const RELEASE_SPEC_RETRY_ON_FAILURE: &str = "  timeout: 1s
       retryInterval: 1s
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_helm_controller_keeps_retrying_fails_verify_with_its_message() {
     // RetryOnFailure: no Remediated, no Stalled, only Released/Ready=False UpgradeFailed
     // between retries (Ready=Unknown during each). Verify is bounded by its timeout and
     // says why: helm-controller's upgrade failure.
-    let story = DemoWorld::start_fleet(Fleet::new().helm_app_with(
+    let story = e2e::given::world(Fleet::new().helm_app_with(
         "db",
         "v1.4.0",
         2,
@@ -144,6 +147,8 @@ const RELEASE_SPEC_SLOW: &str = "  timeout: 3s
       retries: 1
 ";
 
+// kubesim only: it reads the bodies of the writes (which patch resumed the HelmRelease), and
+// the real API server's audit log is kept at the Metadata level.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_helm_controller_is_running_ends_before_the_app_is_quiesced() {
     // helm-controller is in the middle of an upgrade (someone changed the values in the
@@ -151,7 +156,7 @@ async fn an_action_helm_controller_is_running_ends_before_the_app_is_quiesced() 
     // UpgradeRequest suspends the HelmRelease. That action goes on after the suspend and
     // applies the StatefulSet again: Fluxgate must not scale it down before
     // helm-controller has seen the suspend, or the app comes back under the snapshot.
-    let story = DemoWorld::start_fleet(Fleet::new().helm_app_with(
+    let story = e2e::given::world(Fleet::new().helm_app_with(
         "db",
         "v1.4.0",
         2,

@@ -7,15 +7,15 @@
 use e2e::given::app;
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{CHARTS_URL, DemoWorld, Fleet};
+use fluxgate::demo::world::{CHARTS_URL, Fleet};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e::on_both_stacks!(a_chart_published_after_the_repository_refreshed_is_upgraded_to);
+
 async fn a_chart_published_after_the_repository_refreshed_is_upgraded_to() {
-    let story =
-        DemoWorld::start_fleet(Fleet::new().helm_repository_app("db", "1.4.0", 2, app().into()))
-            .await
-            .unwrap();
+    let story = e2e::given::world(Fleet::new().helm_repository_app("db", "1.4.0", 2, app().into()))
+        .await
+        .unwrap();
     let stale_index =
         then::served_revision(&story, FluxObjectKind::HelmRepository, "apps", "charts").await;
     assert!(stale_index.is_some(), "{stale_index:?}");

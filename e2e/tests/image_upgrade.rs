@@ -6,8 +6,10 @@
 use e2e::given::{app, upgrade};
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, Fleet, WEB_FILE, web_deployment};
+use fluxgate::demo::world::{Fleet, WEB_FILE, web_deployment};
 use std::time::Duration;
+
+e2e::on_both_stacks!(b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit);
 
 fn image(tag: &str, digit: char) -> String {
     format!(
@@ -16,12 +18,11 @@ fn image(tag: &str, digit: char) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit() {
     let old = image("1.2.0", 'a');
     let new = image("1.3.0", 'b');
     let new_version = format!("1.3.0@sha256:{}", "b".repeat(64));
-    let story = DemoWorld::start_fleet(Fleet::new().web_app(&old, app().into()))
+    let story = e2e::given::world(Fleet::new().web_app(&old, app().into()))
         .await
         .unwrap();
     let before = story.git.read_file(WEB_FILE).unwrap().unwrap();

@@ -15,6 +15,8 @@ use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+e2e::on_both_stacks!(long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention);
+
 /// 70 characters.
 const APP: &str = "accounting-postgres-primary-database-for-the-finance-team-eu-west-01-x";
 /// 38 characters: Helm release names stay within helm-controller's 53.
@@ -55,7 +57,6 @@ fn snapshot_names(upgrade: &UpgradeRequest) -> BTreeSet<String> {
     status.snapshots.iter().map(|s| s.name.clone()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention() {
     assert_eq!(APP.len(), 70);
     let manifest = helm_app_manifest(RELEASE, "1.4.0", 2)
@@ -63,7 +64,7 @@ async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention(
     assert!(manifest.contains(VOLUME));
     let spec = app().keep_snapshots(1).health_timeout("5s");
     let fleet = Fleet::new().helm_app_written(APP, RELEASE, &manifest, 2, spec.into());
-    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    let story = e2e::given::world(fleet).await.unwrap();
     story.world.failures.fail_chart_version("2.0.0");
 
     // A good upgrade: snapshots labelled within limits, full names in annotations.

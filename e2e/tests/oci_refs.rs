@@ -13,6 +13,11 @@ use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use sim::oci_source::manifest_digest;
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit,
+    an_oci_repository_following_a_semver_range_is_refused_at_admit
+);
+
 const DB_URL: &str = "oci://ghcr.io/example/charts/db";
 const DB_FILE: &str = "clusters/prod/db.yaml";
 
@@ -33,7 +38,6 @@ async fn served_revision(story: &DemoWorld, name: &str) -> Option<String> {
     then::served_revision(story, FluxObjectKind::OciRepository, "apps", name).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
     let old = manifest_digest(DB_URL, "1.4.0");
     let new = manifest_digest(DB_URL, "1.5.0");
@@ -42,7 +46,7 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
         .published_chart(DB_URL, "1.4.0")
         .published_chart(DB_URL, "1.5.0")
         .helm_app_written("db", "db", &before, 2, app().into());
-    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    let story = e2e::given::world(fleet).await.unwrap();
     assert_eq!(
         served_revision(&story, "db").await,
         Some(old.clone()),
@@ -115,7 +119,6 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oci_repository_following_a_semver_range_is_refused_at_admit() {
     let cache_url = "oci://ghcr.io/example/charts/cache";
     let range = "    semver: \">=1.4.0 <2.0.0\"\n";
@@ -132,7 +135,7 @@ async fn an_oci_repository_following_a_semver_range_is_refused_at_admit() {
             1,
             app().into(),
         );
-    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    let story = e2e::given::world(fleet).await.unwrap();
     let commits = story.git.log().unwrap().len();
     for app in ["db", "cache"] {
         let name = format!("{app}-1-5-0");

@@ -34,7 +34,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+e2e::on_both_stacks!(volumes_are_snapshotted_even_when_no_pod_runs);
+
 async fn volumes_are_snapshotted_even_when_no_pod_runs() {
     let story = app().running_at("v1.4.0").await;
     // Someone scaled the app to zero: no pod mounts the volumes, so pod-based discovery

@@ -13,6 +13,11 @@ use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest};
 use sim::git_server::OTHER_EMAIL;
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    g_an_unrelated_push_during_the_commit_is_kept_and_ours_lands_on_top,
+    g_a_push_that_changes_the_same_field_is_never_overwritten
+);
+
 /// A `pre-receive` hook that, the first time it runs, has "someone else" push a commit that
 /// replaces `from` by `to` in the app's file (through a clone of the repository, so the
 /// commit is real), then lets the push it was called for go on — which then fails to update
@@ -35,7 +40,7 @@ exit 0"#
 }
 
 async fn start() -> DemoWorld {
-    DemoWorld::start_fleet(
+    e2e::given::world(
         Fleet::new()
             .helm_app("db", "v1.4.0", 2, app().into())
             .http_credentials("fluxgate", "t0ken"),
@@ -44,7 +49,6 @@ async fn start() -> DemoWorld {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g_an_unrelated_push_during_the_commit_is_kept_and_ours_lands_on_top() {
     let story = start().await;
     let header = "# The database of the apps namespace.";
@@ -98,7 +102,6 @@ async fn g_an_unrelated_push_during_the_commit_is_kept_and_ours_lands_on_top() {
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g_a_push_that_changes_the_same_field_is_never_overwritten() {
     let story = start().await;
     story

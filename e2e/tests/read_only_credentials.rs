@@ -19,8 +19,14 @@ use kube::ResourceExt;
 use sim::git_server::WriteRefusal;
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    a_read_only_deploy_key_is_refused_at_admit_before_anything_is_touched,
+    a_dry_run_finds_the_read_only_deploy_key,
+    a_push_refused_only_at_push_names_the_credentials_and_the_fix
+);
+
 async fn bootstrapped_fleet(refusal: WriteRefusal) -> DemoWorld {
-    DemoWorld::start_fleet(
+    e2e::given::world(
         Fleet::new()
             .helm_app("db", "v1.4.0", 2, app().into())
             .bootstrap_deploy_key("git", "read-only-deploy-key", refusal),
@@ -55,7 +61,6 @@ async fn untouched(story: &DemoWorld, done: &UpgradeRequest, phases: &[Phase]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_deploy_key_is_refused_at_admit_before_anything_is_touched() {
     let story = bootstrapped_fleet(WriteRefusal::AtAdvertisement).await;
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
@@ -81,7 +86,6 @@ async fn a_read_only_deploy_key_is_refused_at_admit_before_anything_is_touched()
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_finds_the_read_only_deploy_key() {
     let story = bootstrapped_fleet(WriteRefusal::AtAdvertisement).await;
     upgrade("db-dry-run")
@@ -105,7 +109,6 @@ async fn a_dry_run_finds_the_read_only_deploy_key() {
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_refused_only_at_push_names_the_credentials_and_the_fix() {
     let story = bootstrapped_fleet(WriteRefusal::AtPush).await;
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();

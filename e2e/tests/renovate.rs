@@ -11,12 +11,15 @@ use fluxgate::api::{AutoUpdate, Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, app_manifest, holds_for, wait_until};
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    renovate_updates_are_shown_applied_in_the_window_and_failed_versions_never_again
+);
+
 /// A window that opened at 00:00 UTC a year from now: closed for the whole test.
 const CLOSED: &str = "0 0 1 1 *";
 /// A window opening every minute for an hour: always open.
 const OPEN: &str = "* * * * *";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renovate_updates_are_shown_applied_in_the_window_and_failed_versions_never_again() {
     let mut story = app()
         .health_timeout("5s")

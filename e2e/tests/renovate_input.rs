@@ -16,6 +16,11 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer,
+    a_renovate_file_swapped_by_the_kubelet_is_seen_within_seconds
+);
+
 /// Renovate's report as its `local` platform writes it: the repository is `local`.
 fn local_report(current: &str, updates: &[(&str, &str)]) -> String {
     let updates: Vec<_> = updates
@@ -62,7 +67,6 @@ async fn started_with(settings: RenovateSettings) -> DemoWorld {
     story
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
     let story = started_with(when::renovate_configmap()).await;
 
@@ -166,7 +170,6 @@ async fn a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renovate_file_swapped_by_the_kubelet_is_seen_within_seconds() {
     // The layout the kubelet gives a mounted ConfigMap: the file is a symlink through
     // `..data` to a timestamped directory, and an update swaps `..data`.

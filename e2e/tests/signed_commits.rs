@@ -26,6 +26,11 @@ use ssh_key::private::Ed25519Keypair;
 use ssh_key::{LineEnding, PrivateKey};
 use std::time::Duration;
 
+e2e::on_both_stacks!(
+    a_signed_upgrade_on_a_verifying_repository_is_served,
+    an_app_without_a_signing_key_is_refused_at_admit
+);
+
 /// The team member who signed the repository's HEAD before verification was turned on.
 fn alice() -> PrivateKey {
     PrivateKey::from(Ed25519Keypair::from_seed(&[0xa1; 32]))
@@ -83,7 +88,7 @@ async fn verifying_fleet(signing: bool) -> DemoWorld {
     if signing {
         settings = settings.signed_with("fluxgate-signing");
     }
-    let story = DemoWorld::start_fleet(Fleet::new().helm_app("db", "v1.4.0", 2, settings.into()))
+    let story = e2e::given::world(Fleet::new().helm_app("db", "v1.4.0", 2, settings.into()))
         .await
         .unwrap();
 
@@ -158,7 +163,6 @@ async fn verifying_fleet(signing: bool) -> DemoWorld {
     story
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_upgrade_on_a_verifying_repository_is_served() {
     let story = verifying_fleet(true).await;
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();
@@ -193,7 +197,6 @@ async fn a_signed_upgrade_on_a_verifying_repository_is_served() {
     story.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_without_a_signing_key_is_refused_at_admit() {
     let story = verifying_fleet(false).await;
     story.upgrade("db-1-5-0", "v1.5.0").await.unwrap();

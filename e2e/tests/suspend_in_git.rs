@@ -5,12 +5,14 @@
 //! Git, the same upgrade goes through. The root Kustomization's own `spec.suspend` (in the
 //! `gotk-sync.yaml` it applies itself) does not count.
 
-use e2e::checks::{describe, operator_writes, suspended};
+use e2e::checks::suspended;
 use e2e::given::{app, upgrade};
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
 use std::time::Duration;
+
+e2e::on_both_stacks!(an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit);
 
 /// The app's manifests with `spec.suspend: false` written on its HelmRelease, as some
 /// repositories do to "document" the default.
@@ -35,7 +37,6 @@ fn root_with_suspend_written(story: &DemoWorld) -> String {
 
 const GOTK_SYNC: &str = "clusters/prod/flux-system/gotk-sync.yaml";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     let story = app().running_at("v1.4.0").await;
     // The root's own spec.suspend does not count: it applies itself only while it runs,
@@ -104,15 +105,8 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     // Nothing was touched.
     assert_eq!(story.git.log().unwrap().len(), commits);
     assert_eq!(suspended(&story).await, Some((false, false)));
-    let touched: Vec<String> = story
-        .kubesim()
-        .requests(&operator_writes())
-        .into_iter()
-        .filter(|r| {
-            ["kustomizations", "helmreleases", "statefulsets"].contains(&r.resource.as_str())
-        })
-        .map(|r| describe(&r))
-        .collect();
+    let touched =
+        then::operator_writes(&story, &["kustomizations", "helmreleases", "statefulsets"]).await;
     assert!(touched.is_empty(), "the operator wrote {touched:?}");
 
     // The user removes the field from Git; the upgrade then goes through.

@@ -65,6 +65,13 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         ]
     );
 
+    // Fluxgate suspended and resumed the HelmRelease (a write each) and scaled the
+    // StatefulSet down; resumed, Flux scales it back.
+    let writes = then::operator_writes(&story, &["helmreleases", "statefulsets"]).await;
+    for (object, at_least) in [("helmreleases apps/db", 2), ("statefulsets apps/db", 1)] {
+        let count = writes.iter().filter(|w| w.contains(object)).count();
+        assert!(count >= at_least, "{object}: {count} writes in {writes:#?}");
+    }
     // Flux resumed, replicas back, the app records the new version and is free.
     assert!(then::resumed(&story, FluxObjectKind::HelmRelease, "apps", "db").await);
     assert_eq!(replicas(&story).await, Some(2));

@@ -11,6 +11,8 @@ use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use std::time::Duration;
 
+e2e::on_both_stacks!(an_anchored_image_tag_is_edited_once_at_its_definition);
+
 const FILE: &str = "clusters/prod/db.yaml";
 const BACKUP_TAG: &str = ".spec.values.controllers.backup.containers.app.image.tag";
 
@@ -45,7 +47,6 @@ async fn running_image(story: &DemoWorld) -> Option<String> {
     then::running_image(story, "db").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
     let before = anchored("16.4.0");
     let fleet = Fleet::new().helm_app_written(
@@ -57,7 +58,7 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
             .versions(vec![version_field("image", BACKUP_TAG, "HelmRelease/db")])
             .into(),
     );
-    let story = DemoWorld::start_fleet(fleet).await.unwrap();
+    let story = e2e::given::world(fleet).await.unwrap();
     assert_eq!(
         running_image(&story).await.as_deref(),
         Some("ghcr.io/example/db:16.4.0"),

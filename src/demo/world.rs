@@ -175,6 +175,8 @@ pub struct RealStack {
     pub kubectl: std::path::PathBuf,
     /// Whether the real snapshot-controller runs there (else the sim plays it).
     pub snapshot_controller: bool,
+    /// The API server's audit log (JSON lines), which shows what Fluxgate sent.
+    pub audit_log: std::path::PathBuf,
     /// What must live as long as the world (the cluster's processes).
     pub keep_alive: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -184,6 +186,7 @@ enum Backend {
     Simulated(KubeSim),
     Real {
         operator_client: Client,
+        audit_log: std::path::PathBuf,
         kubeconfig: std::path::PathBuf,
         kubectl: std::path::PathBuf,
         _keep_alive: Box<dyn std::any::Any + Send + Sync>,
@@ -462,6 +465,7 @@ impl DemoWorld {
                 options.snapshot_controller = !real.snapshot_controller;
                 let backend = Backend::Real {
                     operator_client: real.operator_client,
+                    audit_log: real.audit_log,
                     kubeconfig: real.kubeconfig,
                     kubectl: real.kubectl,
                     _keep_alive: real.keep_alive,
@@ -663,6 +667,15 @@ impl DemoWorld {
             Backend::Real { .. } => panic!(
                 "this story reads kubesim's request log or uses its gates; it runs on the simulated stack only"
             ),
+        }
+    }
+
+    /// The real API server's audit log; `None` on kubesim (its request log is
+    /// [`DemoWorld::kubesim`]'s).
+    pub fn audit_log(&self) -> Option<&std::path::Path> {
+        match &self.backend {
+            Backend::Simulated(_) => None,
+            Backend::Real { audit_log, .. } => Some(audit_log),
         }
     }
 
