@@ -1,12 +1,36 @@
-//! Rules of built-in kinds that operators trip over: Secret `stringData`, immutable ConfigMaps and Secrets, and fields the real server forbids changing.
+//! Rules of built-in kinds that operators trip over: Secret `stringData`, the storage kinds' defaults, immutable ConfigMaps and Secrets, and fields the real server forbids changing.
 
 use crate::resources::ResourceType;
 use crate::status::Cause;
 use base64::Engine;
 use serde_json::{Value, json};
 
-/// Normalises a built-in object before storage (e.g. `stringData` into `data`).
+/// Normalises a built-in object before storage (e.g. `stringData` into `data`), and gives the
+/// storage kinds the defaults the real server's decoder gives them on every write
+/// (k8s.io/kubernetes v1.36.3 `pkg/apis/core/v1/defaults.go`, `pkg/apis/storage/v1/defaults.go`):
+/// a claim and a volume are `Pending` until a controller says otherwise, a volume's reclaim
+/// policy is `Retain` unless it says `Delete`, a class deletes its volumes and binds at once.
 pub fn normalise(rt: &ResourceType, obj: &mut Value) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "persistentvolumeclaims") => {
+            default_field(obj, &["status", "phase"], json!("Pending"));
+            default_field(obj, &["spec", "volumeMode"], json!("Filesystem"));
+        }
+        ("", "persistentvolumes") => {
+            default_field(obj, &["status", "phase"], json!("Pending"));
+            default_field(
+                obj,
+                &["spec", "persistentVolumeReclaimPolicy"],
+                json!("Retain"),
+            );
+            default_field(obj, &["spec", "volumeMode"], json!("Filesystem"));
+        }
+        ("storage.k8s.io", "storageclasses") => {
+            default_field(obj, &["reclaimPolicy"], json!("Delete"));
+            default_field(obj, &["volumeBindingMode"], json!("Immediate"));
+        }
+        _ => {}
+    }
     if rt.group.is_empty() && rt.plural == "secrets" {
         if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
             if !obj["data"].is_object() {
@@ -26,6 +50,75 @@ pub fn normalise(rt: &ResourceType, obj: &mut Value) {
         {
             obj["type"] = json!("Opaque");
         }
+    }
+}
+
+/// The annotation that named a claim's class before `spec.storageClassName`.
+pub const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// Sets `obj.<path>` to `value` unless it holds one already, as the API's defaulters do.
+fn default_field(obj: &mut Value, path: &[&str], value: Value) {
+    let Some((field, parents)) = path.split_last() else {
+        return;
+    };
+    let mut holder = obj;
+    for key in parents {
+        if !holder[*key].is_object() {
+            holder[*key] = json!({});
+        }
+        holder = &mut holder[*key];
+    }
+    if holder[*field].is_null() {
+        holder[*field] = value;
+    }
+}
+
+/// What the real server's create strategies do to a storage object beyond defaults
+/// (k8s.io/kubernetes v1.36.3 `pkg/registry/core/persistentvolume{,claim}/strategy.go`): a
+/// volume records when its phase last changed; a claim's `dataSource` and `dataSourceRef`
+/// mirror each other when only one is given (`NormalizeDataSources`; a `dataSourceRef` into
+/// another namespace has no `dataSource` form).
+pub fn prepare_for_create(rt: &ResourceType, obj: &mut Value, now: &str) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "persistentvolumes") => obj["status"]["lastPhaseTransitionTime"] = json!(now),
+        ("", "persistentvolumeclaims") => {
+            let spec = &mut obj["spec"];
+            let source = spec["dataSource"].clone();
+            let source_ref = spec["dataSourceRef"].clone();
+            let copy = |from: &Value| {
+                let mut to = json!({"kind": from["kind"], "name": from["name"]});
+                if from["apiGroup"].is_string() {
+                    to["apiGroup"] = from["apiGroup"].clone();
+                }
+                to
+            };
+            if source.is_object() && source_ref.is_null() {
+                spec["dataSourceRef"] = copy(&source);
+            } else if source_ref.is_object()
+                && source.is_null()
+                && source_ref["namespace"].as_str().is_none_or(str::is_empty)
+            {
+                spec["dataSource"] = copy(&source_ref);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A volume's status written with a new phase and no new transition time gets the time now
+/// (`persistentVolumeStatusStrategy.PrepareForUpdate`); the same phase keeps the old time.
+pub fn prepare_for_status_update(rt: &ResourceType, new: &mut Value, old: &Value, now: &str) {
+    if !(rt.group.is_empty() && rt.plural == "persistentvolumes") {
+        return;
+    }
+    let time = "lastPhaseTransitionTime";
+    let old_time = &old["status"][time];
+    if new["status"]["phase"] == old["status"]["phase"] {
+        if new["status"][time].is_null() && !old_time.is_null() {
+            new["status"][time] = old_time.clone();
+        }
+    } else if new["status"][time].is_null() || new["status"][time] == *old_time {
+        new["status"][time] = json!(now);
     }
 }
 
@@ -162,6 +255,16 @@ pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<Cause
             {
                 o.insert("volumeName".into(), n.clone());
             }
+            // A claim that named no class may be given one, once (how kube-controller-manager
+            // assigns a default class that appeared later; validateStorageClassUpgradeFromNil).
+            let beta = &old["metadata"]["annotations"][BETA_STORAGE_CLASS];
+            if old_spec.get("storageClassName").is_none_or(Value::is_null)
+                && let Some(class) = new_spec.get("storageClassName").filter(|c| !c.is_null())
+                && (beta.is_null() || beta == class)
+                && let Some(o) = old_spec.as_object_mut()
+            {
+                o.insert("storageClassName".into(), class.clone());
+            }
             if old_spec != new_spec {
                 causes.push(forbidden(
                     "spec",
@@ -240,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn a_volume_records_when_its_phase_changed() {
+        let pvs = rt("persistentvolumes");
+        let old = json!({"status": {"phase": "Available", "lastPhaseTransitionTime": "T1"}});
+        // Same phase, no time given: the old time stays.
+        let mut same = json!({"status": {"phase": "Available"}});
+        prepare_for_status_update(&pvs, &mut same, &old, "T2");
+        assert_eq!(same["status"]["lastPhaseTransitionTime"], "T1");
+        // A new phase with the old time, or none: now.
+        for given in [json!("T1"), Value::Null] {
+            let mut bound = json!({"status": {"phase": "Bound", "lastPhaseTransitionTime": given}});
+            prepare_for_status_update(&pvs, &mut bound, &old, "T2");
+            assert_eq!(bound["status"]["lastPhaseTransitionTime"], "T2");
+        }
+        // A time the client chose is kept.
+        let mut chosen = json!({"status": {"phase": "Bound", "lastPhaseTransitionTime": "T0"}});
+        prepare_for_status_update(&pvs, &mut chosen, &old, "T2");
+        assert_eq!(chosen["status"]["lastPhaseTransitionTime"], "T0");
+    }
+
+    #[test]
     fn string_data_becomes_data() {
         let mut s = json!({"stringData": {"password": "hunter2"}});
         normalise(&rt("secrets"), &mut s);
@@ -257,6 +380,18 @@ mod tests {
         grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
         grown["spec"]["volumeName"] = json!("pv-1");
         assert!(validate_update(&pvc, &grown, &old).is_empty());
+        let mut classed = old.clone();
+        classed["spec"]["storageClassName"] = json!("standard");
+        assert!(
+            validate_update(&pvc, &classed, &old).is_empty(),
+            "a first class"
+        );
+        let mut reclassed = classed.clone();
+        reclassed["spec"]["storageClassName"] = json!("fast");
+        assert!(
+            !validate_update(&pvc, &reclassed, &classed).is_empty(),
+            "no second"
+        );
         let mut restored = old.clone();
         restored["spec"]["dataSource"] = json!({"kind": "VolumeSnapshot", "name": "s"});
         assert_eq!(

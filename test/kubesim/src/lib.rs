@@ -62,7 +62,12 @@
 //! as atomic; `kubectl auth can-i` (protobuf reviews),
 //! `can-i --list` and `auth whoami` work; CRD OpenAPI carries `apiVersion`, `kind` and
 //! `metadata` (ObjectMeta) so `kubectl explain` prints what the real server's does; Pods have
-//! their `-o wide` columns; protobuf bodies no longer add empty strings (`generateName: ""`).
+//! their `-o wide` columns; protobuf bodies no longer add empty strings (`generateName: ""`);
+//! storage objects get the real server's defaults (claims and volumes `Pending` and
+//! `Filesystem`, volumes `Retain`, classes `Delete` and `Immediate`), a claim that names no
+//! class gets the default one (DefaultStorageClass admission) or later one class, a claim's
+//! `dataSource` and `dataSourceRef` mirror each other, and a volume records
+//! `lastPhaseTransitionTime` (found by the CSI stand-in on the real stack).
 //! Beside the
 //! API server, a real cluster's controllers do
 //! things kubesim does not: kube-controller-manager publishes a `kube-root-ca.crt` ConfigMap
@@ -86,8 +91,9 @@
 //!   `delete`, `scale`, `get` and `wait` all speak JSON and work.
 //! - Built-in kinds get no schema validation, defaulting or pruning. What they do get: name
 //!   format, label and annotation checks, Secret `stringData` folded into `data` (and `type`
-//!   defaulting to `Opaque`), immutable ConfigMaps/Secrets, and the update restrictions of
-//!   PVCs (spec frozen except `resources.requests` and a first `volumeName`), Pods (spec frozen
+//!   defaulting to `Opaque`), the storage kinds' defaults and create strategies (above),
+//!   immutable ConfigMaps/Secrets, and the update restrictions of PVCs (spec frozen except
+//!   `resources.requests`, even unbound, a first `volumeName` and a first class), Pods (spec frozen
 //!   except images, tolerations and deadlines), StatefulSets (only replicas, template,
 //!   updateStrategy, ... may change), and selectors of Deployments/DaemonSets/ReplicaSets/Jobs
 //!   (plus a Job's template). Custom resources get full structural-schema handling. OpenAPI

@@ -627,6 +627,53 @@ impl Inner {
     }
 
     /// Schema pruning, defaulting, validation and CEL for custom resources; name checks for all.
+    /// The DefaultStorageClass admission plugin: a claim that names no class (no
+    /// `storageClassName`, not even `""`, and no beta annotation) gets the default one, the
+    /// newest if several say so (k8s.io/kubernetes v1.36.3
+    /// `plugin/pkg/admission/storage/storageclass/setdefault`, `pkg/volume/util/storageclass.go`).
+    fn set_default_storage_class(&self, rt: &ResourceType, claim: &mut Value) {
+        let is_claim = rt.group.is_empty() && rt.plural == "persistentvolumeclaims";
+        if !is_claim
+            || !claim["spec"]["storageClassName"].is_null()
+            || !claim["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"]
+                .is_null()
+        {
+            return;
+        }
+        let classes = GroupResource {
+            group: "storage.k8s.io".into(),
+            resource: "storageclasses".into(),
+        };
+        let Some(classes) = self.collections.get(&classes) else {
+            return;
+        };
+        let is_default = |class: &Value| {
+            let annotations = &class["metadata"]["annotations"];
+            annotations["storageclass.kubernetes.io/is-default-class"] == "true"
+                || annotations["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+        };
+        let created = |class: &Value| {
+            class["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        let chosen = classes
+            .objects
+            .values()
+            .map(|o| &o.value)
+            .filter(|c| is_default(c))
+            // Newest first, then by name: the objects iterate in name order, so the first
+            // of the newest wins.
+            .fold(None::<&Value>, |best, c| match best {
+                Some(b) if created(b) >= created(c) => Some(b),
+                _ => Some(c),
+            });
+        if let Some(name) = chosen.and_then(|c| c["metadata"]["name"].as_str()) {
+            claim["spec"]["storageClassName"] = json!(name);
+        }
+    }
+
     fn admit(
         &self,
         rt: &ResourceType,
@@ -879,6 +926,8 @@ impl Inner {
         }
         if !rt.custom {
             builtin::normalise(rt, &mut body);
+            builtin::prepare_for_create(rt, &mut body, &now());
+            self.set_default_storage_class(rt, &mut body);
         }
         self.admit(rt, &mut body, None, opts)?;
         if rt.special == Special::Crd {
@@ -1033,6 +1082,9 @@ impl Inner {
         }
         if !rt.custom {
             builtin::normalise(rt, &mut new);
+            if subresource == Some("status") {
+                builtin::prepare_for_status_update(rt, &mut new, &old.value, &now());
+            }
             if subresource != Some("status") {
                 let causes = builtin::validate_update(rt, &new, &old.value);
                 if !causes.is_empty() {

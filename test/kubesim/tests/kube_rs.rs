@@ -340,6 +340,12 @@ async fn owner_references_are_garbage_collected() {
 }
 
 #[tokio::test]
+async fn storage_defaults_default_class_and_data_sources() {
+    let sim = KubeSim::start().await;
+    cases::storage_defaults_default_class_and_data_sources(sim.client(), "default").await;
+}
+
+#[tokio::test]
 async fn namespace_deletion_removes_its_objects() {
     let sim = KubeSim::start().await;
     cases::namespace_deletion_removes_its_objects(sim.client(), "default").await;

@@ -91,6 +91,13 @@ async fn patches_merge_json_strategic_and_scale() {
     }
 }
 
+#[tokio::test]
+async fn storage_defaults_default_class_and_data_sources() {
+    if let Some((client, ns)) = real("storage").await {
+        cases::storage_defaults_default_class_and_data_sources(client, &ns).await;
+    }
+}
+
 /// The Flux, VolumeSnapshot and Fluxgate CRDs, installed once into the shared real control
 /// plane (by kubectl, the same files and way as the kubectl cases) and Established.
 async fn with_flux_crds() {

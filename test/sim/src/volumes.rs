@@ -68,9 +68,8 @@ pub fn claims_of(pod: &Pod) -> Vec<String> {
 }
 
 /// (namespace, name) of the VolumeSnapshot a PVC is restored from: `dataSource`, else
-/// `dataSourceRef`. The real API server copies one into the other for same-namespace
-/// sources, so the real controllers read `dataSource`; kubesim does not copy, so the sims
-/// read both.
+/// `dataSourceRef` (which alone can name another namespace). The API server (the real one
+/// and kubesim) copies one into the other for same-namespace sources.
 pub fn snapshot_source(pvc: &PersistentVolumeClaim) -> Option<(String, String)> {
     let spec = pvc.spec.as_ref()?;
     let group_ok = |g: &Option<String>| g.as_deref().is_none_or(|g| g == "snapshot.storage.k8s.io");
@@ -89,8 +88,8 @@ pub fn snapshot_source(pvc: &PersistentVolumeClaim) -> Option<(String, String)> 
     })?
 }
 
-/// A claim's phase; none yet reads as `Pending`, the phase the real API server gives a
-/// claim at creation (kubesim does not default it).
+/// A claim's phase; none reads as `Pending`, the phase the API server gives a claim at
+/// creation.
 pub fn claim_phase(pvc: &PersistentVolumeClaim) -> &str {
     pvc.status
         .as_ref()
@@ -114,11 +113,10 @@ pub fn class_name(pvc: &PersistentVolumeClaim) -> Option<String> {
         .or_else(|| annotation(pvc, BETA_STORAGE_CLASS).map(str::to_owned))
 }
 
-/// The claim's StorageClass: the one it names, or — for a claim that names none — the
-/// cluster's default, which the real API server's DefaultStorageClass admission writes
-/// into the claim at creation. kubesim has no such admission and refuses the later
-/// `storageClassName` write with which kube-controller-manager assigns the default
-/// retroactively, so the sims read an unnamed class as the default one instead.
+/// The claim's StorageClass: the one it names, or — for a claim that names none, made
+/// before any class was the default (the API server's DefaultStorageClass admission names
+/// the default at creation) — the cluster's default now, which kube-controller-manager
+/// would write into the claim retroactively.
 pub async fn storage_class(
     client: &Client,
     pvc: &PersistentVolumeClaim,

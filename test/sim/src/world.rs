@@ -75,9 +75,8 @@
 //! - PV controller (kubesim only): binds a claim to the volume made for it, or to the
 //!   smallest matching free volume unless the class binds late (the scheduler's choice of a
 //!   free volume for such a class is not simulated); in-tree provisioners and the
-//!   `Recycle` policy are not simulated. A claim that names no class is read as of the
-//!   default class, as the API server's admission would have written it (kubesim has no
-//!   admission and refuses the later class assignment kube-controller-manager makes).
+//!   `Recycle` policy are not simulated. A claim made before any class was the default
+//!   is read as of the default class, not given it (kube-controller-manager writes it in).
 //!   pvc-protection holds a claim while any pod that mounts it exists (kubesim's pods have
 //!   no node; the real controller counts pods bound to one).
 //! - Scheduler (kubesim only): only volume binding — a pod's `WaitForFirstConsumer` claims

@@ -978,3 +978,124 @@ pub async fn metadata_only_lists_and_watches(client: Client, ns: &str) {
         }
     }
 }
+
+/// Storage objects as the real server stores them: a StorageClass deletes its volumes and
+/// binds at once unless it says otherwise; a claim that names no class gets the default one
+/// (the DefaultStorageClass admission plugin), `""` stays no class; a claim is `Pending` and
+/// `Filesystem` from its creation; `dataSource` and `dataSourceRef` mirror each other when
+/// only one is given; a PersistentVolume keeps its data (`Retain`) unless told otherwise and
+/// records when its phase last changed. Fluxgate's restore sets both data-source fields and
+/// its data-safety checks read reclaim policies, so the sims must see what a cluster has.
+pub async fn storage_defaults_default_class_and_data_sources(client: Client, ns: &str) {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let (plain, default) = (format!("{ns}-plain"), format!("{ns}-default"));
+    for (name, is_default) in [(&plain, false), (&default, true)] {
+        let class = json!({
+            "metadata": {"name": name, "annotations": {
+                "storageclass.kubernetes.io/is-default-class": is_default.to_string()}},
+            "provisioner": "conformance.fluxgate.dev",
+        });
+        let made = classes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(class).unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating StorageClass {name}: {e}"));
+        assert_eq!(made.reclaim_policy.as_deref(), Some("Delete"));
+        assert_eq!(made.volume_binding_mode.as_deref(), Some("Immediate"));
+    }
+
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let claim = |name: &str, extra: serde_json::Value| {
+        let mut c = json!({"metadata": {"name": name}, "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}});
+        for (k, v) in extra.as_object().unwrap() {
+            c["spec"][k] = v.clone();
+        }
+        serde_json::from_value::<PersistentVolumeClaim>(c).unwrap()
+    };
+    let snapshot =
+        json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s1"});
+    let from_source = claims
+        .create(
+            &PostParams::default(),
+            &claim("from-source", json!({"dataSource": snapshot})),
+        )
+        .await
+        .unwrap();
+    let spec = from_source.spec.clone().unwrap();
+    assert_eq!(spec.storage_class_name.as_deref(), Some(default.as_str()));
+    assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
+    assert_eq!(
+        serde_json::to_value(&spec.data_source_ref).unwrap(),
+        snapshot,
+        "dataSourceRef mirrors dataSource"
+    );
+    let phase = from_source.status.and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Pending"));
+
+    let from_ref = claims
+        .create(
+            &PostParams::default(),
+            &claim(
+                "from-ref",
+                json!({"dataSourceRef": snapshot, "storageClassName": ""}),
+            ),
+        )
+        .await
+        .unwrap();
+    let spec = from_ref.spec.unwrap();
+    assert_eq!(
+        spec.storage_class_name.as_deref(),
+        Some(""),
+        "\"\" is no class"
+    );
+    assert_eq!(serde_json::to_value(&spec.data_source).unwrap(), snapshot);
+    let named = claims
+        .create(
+            &PostParams::default(),
+            &claim("named", json!({"storageClassName": plain})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(named.spec.unwrap().storage_class_name, Some(plain.clone()));
+
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv_name = format!("{ns}-pv");
+    let pv = json!({"metadata": {"name": pv_name}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+        "csi": {"driver": "conformance.fluxgate.dev", "volumeHandle": "h1"}}});
+    let made = volumes
+        .create(&PostParams::default(), &serde_json::from_value(pv).unwrap())
+        .await
+        .unwrap();
+    let spec = made.spec.unwrap();
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
+    assert_eq!(spec.volume_mode.as_deref(), Some("Filesystem"));
+    let status = made.status.unwrap();
+    // Pending as created; the real PV controller may already have made it Available.
+    assert!(
+        matches!(status.phase.as_deref(), Some("Pending" | "Available")),
+        "phase {:?}",
+        status.phase
+    );
+    assert!(status.last_phase_transition_time.is_some());
+
+    volumes
+        .delete(&pv_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    for name in [plain, default] {
+        classes
+            .delete(&name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
