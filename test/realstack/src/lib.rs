@@ -25,6 +25,7 @@ pub mod audit;
 mod pki;
 mod process;
 pub mod snapshotter;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;

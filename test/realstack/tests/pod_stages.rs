@@ -6,6 +6,7 @@
 //!
 //! Timings are asserted as lower bounds and generous upper bounds only: the machine is noisy.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -190,6 +191,85 @@ async fn a_never_ready_deployment_runs_without_ready_replicas_and_a_normal_one_g
             .map(|c| (c.status.as_deref(), c.reason.as_deref())),
         Some((Some("False"), Some("MinimumReplicasUnavailable")))
     );
+}
+
+/// A pod webhook of the test marks the pods it declares broken as they are created, whoever
+/// creates them (here the real ReplicaSet controller): they run but never get Ready, and the
+/// others of the same namespace are untouched.
+#[tokio::test]
+async fn pods_a_webhook_marks_as_they_are_created_never_get_ready() {
+    let Some(cluster) = RealCluster::shared_or_skip() else {
+        return;
+    };
+    let client = cluster.client().await.expect("admin client");
+    let ns = namespace(&client, "stages-webhook").await;
+    let hook =
+        realstack::webhook::PodWebhook::register(&client, "stages-webhook", Some(&ns), |pod| {
+            let broken = pod.labels().get("app").map(String::as_str) == Some("marked");
+            BTreeMap::from_iter(
+                broken.then(|| (NEVER_READY_ANNOTATION.to_owned(), "true".to_owned())),
+            )
+        })
+        .await
+        .expect("registering the webhook");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // The API server calls a new webhook once its configuration cache has it: create
+    // until a marked pod shows it (at most a second or two).
+    for d in [
+        deployment("marked", 1, "false"),
+        deployment("plain", 1, "false"),
+    ] {
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap_or_else(|e| panic!("creating Deployment {}: {e}", d.name_any()));
+    }
+    eventually(
+        "the marked pod annotated, running, never Ready",
+        TIMEOUT,
+        || async {
+            let list = pods_of(&pods, "marked").await?;
+            let marked = list.iter().find(|p| {
+                p.annotations()
+                    .get(NEVER_READY_ANNOTATION)
+                    .map(String::as_str)
+                    == Some("true")
+            });
+            match marked {
+                Some(p) if running_unready(p) => Ok(()),
+                Some(p) => Err(describe(p)),
+                None => {
+                    // Created before the API server saw the webhook: make a new one.
+                    for p in &list {
+                        pods.delete(&p.name_any(), &DeleteParams::default().grace_period(0))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Err("no marked pod yet".into())
+                }
+            }
+        },
+    )
+    .await;
+    eventually("the plain pod Ready", TIMEOUT, || async {
+        let list = pods_of(&pods, "plain").await?;
+        list.iter()
+            .find(|p| condition(p, "Ready").is_some_and(|c| c.status == "True"))
+            .map(|p| {
+                assert_eq!(
+                    p.annotations()
+                        .get(NEVER_READY_ANNOTATION)
+                        .map(String::as_str),
+                    Some("false")
+                )
+            })
+            .ok_or_else(|| list.iter().map(describe).collect::<Vec<_>>().join("; "))
+    })
+    .await;
+    hook.unregister(&client)
+        .await
+        .expect("removing the webhook");
 }
 
 /// A bare pod on the KWOK node, Running and Ready.
