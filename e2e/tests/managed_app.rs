@@ -126,11 +126,19 @@ async fn a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs() {
     )
     .await
     .unwrap();
-    let released = then::events(&story, "StaleLockReleased")
-        .await
-        .into_iter()
-        .next()
-        .expect("a StaleLockReleased Event");
+    // The Event follows the status write that released the lock.
+    let released = wait_until(
+        "a StaleLockReleased Event",
+        Duration::from_secs(10),
+        async || {
+            then::events(&story, "StaleLockReleased")
+                .await
+                .into_iter()
+                .next()
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         released
             .message
