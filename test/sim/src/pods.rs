@@ -6,12 +6,10 @@
 use crate::conditions::now;
 use crate::controller::{SimError, SimTask, run_controller};
 use crate::faults::{Failures, NEVER_READY_ANNOTATION};
-use crate::volumes::claims_of;
+use crate::volumes::{claims_of, pods_woken_by_their_claims};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -48,24 +46,7 @@ struct Ctx {
 impl PodSim {
     /// Starts running pods in all namespaces.
     pub fn start(client: Client, failures: Failures, options: PodOptions) -> PodSim {
-        let controller =
-            Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-        let store = controller.store();
-        let controller = controller
-            .watches(
-                Api::<PersistentVolumeClaim>::all(client.clone()),
-                watcher::Config::default(),
-                move |pvc: PersistentVolumeClaim| {
-                    let (ns, name) = (pvc.namespace(), pvc.name_any());
-                    store
-                        .state()
-                        .into_iter()
-                        .filter(|p| p.namespace() == ns && claims_of(p).contains(&name))
-                        .map(|p| ObjectRef::from_obj(&*p))
-                        .collect::<Vec<_>>()
-                },
-            )
-            .reconcile_all_on(failures.changes());
+        let controller = pods_woken_by_their_claims(&client).reconcile_all_on(failures.changes());
         let ctx = Arc::new(Ctx {
             client,
             failures,

@@ -10,13 +10,13 @@
 
 use crate::controller::{SimError, SimTask, run_controller};
 use crate::kinds::{annotation, manager};
-use crate::volumes::{SELECTED_NODE, binds_late, claims_of, storage_class};
+use crate::volumes::{
+    SELECTED_NODE, binds_late, claims_of, pods_woken_by_their_claims, storage_class,
+};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::Patch;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -38,23 +38,7 @@ struct Ctx {
 impl Scheduler {
     /// Starts placing pods in all namespaces.
     pub fn start(client: Client) -> Scheduler {
-        let controller =
-            Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-        let store = controller.store();
-        // A pod waits for its claims to exist.
-        let controller = controller.watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
-            move |pvc: PersistentVolumeClaim| {
-                let (ns, name) = (pvc.namespace(), pvc.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == ns && claims_of(p).contains(&name))
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        );
+        let controller = pods_woken_by_their_claims(&client);
         Scheduler {
             _task: run_controller(
                 "kube-scheduler",

@@ -54,6 +54,26 @@ const MANAGER: &str = "persistentvolume-controller";
 const PROTECTION_MANAGER: &str = "pvc-protection-controller";
 const PV_PROTECTION_MANAGER: &str = "pv-protection-controller";
 
+/// A controller of every Pod that also wakes for each pod mounting a claim that changed (a
+/// claim bound, restored or made after its pod).
+pub fn pods_woken_by_their_claims(client: &Client) -> Controller<Pod> {
+    let controller = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let store = controller.store();
+    controller.watches(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+        move |pvc: PersistentVolumeClaim| {
+            let (ns, name) = (pvc.namespace(), pvc.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns && claims_of(p).contains(&name))
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        },
+    )
+}
+
 /// Claim names a pod mounts.
 pub fn claims_of(pod: &Pod) -> Vec<String> {
     pod.spec

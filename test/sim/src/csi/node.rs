@@ -12,13 +12,11 @@ use crate::controller::{SimError, SimTask, run_controller};
 use crate::csi::{CONTENT_ANNOTATION, next_token, stored_token, writer_of};
 use crate::kinds::manager;
 use crate::kustomize_build::split_image;
-use crate::volumes::claims_of;
+use crate::volumes::{claims_of, pods_woken_by_their_claims};
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::Patch;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -39,23 +37,7 @@ struct Ctx {
 impl NodePlugin {
     /// Starts writing for the running pods that mount `driver`'s volumes.
     pub fn start(client: Client, driver: String) -> NodePlugin {
-        let controller =
-            Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
-        let store = controller.store();
-        // A claim bound (or restored) under a pod that already runs.
-        let controller = controller.watches(
-            Api::<PersistentVolumeClaim>::all(client.clone()),
-            watcher::Config::default(),
-            move |pvc: PersistentVolumeClaim| {
-                let (ns, name) = (pvc.namespace(), pvc.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == ns && claims_of(p).contains(&name))
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        );
+        let controller = pods_woken_by_their_claims(&client);
         NodePlugin {
             _task: run_controller(
                 "hostpath-csi-node",
