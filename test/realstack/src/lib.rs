@@ -22,6 +22,9 @@
 //! logs, audit log and certificates after exit; its path is printed).
 
 pub mod audit;
+pub mod flux;
+pub mod loopback_http;
+pub mod manifest;
 mod pki;
 mod process;
 pub mod snapshotter;
@@ -312,6 +315,33 @@ impl RealCluster {
         client_from(kubeconfig, "a token kubeconfig").await
     }
 
+    /// Starts a process that lives and dies with the cluster (the watchdog stops it with
+    /// the rest), stdout and stderr to `logs/<name>.log`.
+    pub(crate) fn spawn(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<PathBuf> {
+        let log = self.log(name);
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn_with_env(name, program, args, env, &log)?;
+        Ok(log)
+    }
+
+    /// Writes `<name>.kubeconfig` into the cluster's directory: this server, its CA, `token`.
+    pub(crate) fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let file = self.dir.join(format!("{name}.kubeconfig"));
+        write_file(
+            &file,
+            &kubeconfig_yaml(&self.server, &self.ca_pem, &Credentials::Token(token)),
+        )?;
+        Ok(file)
+    }
+
     fn versions_line(&self) -> String {
         self.versions
             .iter()
@@ -352,7 +382,7 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, creds: &Credentials<'_>) -> Strin
 }
 
 /// Free ports on 127.0.0.1, all held until every one is chosen so they differ.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| {
             TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")
@@ -364,7 +394,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn write_file(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -604,11 +634,7 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
             "CustomResourceDefinitions {} to be Established",
             crds.join(", ")
         ),
-        || async {
-            Ok(snapshotter::established(&client, &crds)
-                .await?
-                .then_some(()))
-        },
+        || async { Ok(manifest::established(&client, &crds).await?.then_some(())) },
     )
     .await?;
     // Longer than any test process lives; the apiserver sets no maximum here.
@@ -682,16 +708,51 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
     })
 }
 
+/// What [`wait_for`] watches between probes: that no component has exited, and every
+/// log's tail for a timeout message.
+pub(crate) trait Watched {
+    fn check(&mut self) -> Result<()>;
+    fn tails(&self, lines: usize) -> String;
+}
+
+impl Watched for Supervisor {
+    fn check(&mut self) -> Result<()> {
+        Supervisor::check(self)
+    }
+
+    fn tails(&self, lines: usize) -> String {
+        self.all_log_tails(lines)
+    }
+}
+
+impl Watched for &RealCluster {
+    fn check(&mut self) -> Result<()> {
+        self.check_running()
+    }
+
+    fn tails(&self, lines: usize) -> String {
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all_log_tails(lines)
+    }
+}
+
 /// Polls `probe` until it yields `Some`, failing early when a component exits and with
 /// the last probe error and every log's tail at [`STARTUP_TIMEOUT`].
-async fn wait_for<T, F, Fut>(sup: &mut Supervisor, what: &str, mut probe: F) -> Result<T>
+pub(crate) async fn wait_for<T, F, Fut>(
+    watched: &mut impl Watched,
+    what: &str,
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
-        sup.check()
+        watched
+            .check()
             .with_context(|| format!("while waiting for {what}"))?;
         let last = match probe().await {
             Ok(Some(v)) => return Ok(v),
@@ -702,7 +763,7 @@ where
             bail!(
                 "timed out after {} s waiting for {what} (last: {last}); the logs end with:\n{}",
                 STARTUP_TIMEOUT.as_secs(),
-                sup.all_log_tails(8)
+                watched.tails(8)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
