@@ -23,6 +23,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use realstack::audit::{AuditLog, Events, Mark};
 use realstack::flux::{Flux, OciRegistry};
 use realstack::loopback_http::StaticFiles;
 use serde_json::{Value, json};
@@ -175,6 +176,109 @@ fn show(step: &str, obj: &Value) {
     eprintln!("STATUS {step}:\n{pretty}");
 }
 
+/// Every distinct status an object went through while it was watched: the generations,
+/// each condition (type=status/reason: message) and the revisions, one line per change, so
+/// the short-lived in-progress states the controllers write are recorded too.
+struct Transitions {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Transitions {
+    fn watch(api: &Api<DynamicObject>, name: &str) -> Transitions {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let stream = watcher(api.clone(), config);
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let obj = match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => o,
+                    _ => continue,
+                };
+                let v = serde_json::to_value(obj).unwrap_or_default();
+                let mut line = format!(
+                    "generation {} observed {}; {}",
+                    v["metadata"]["generation"],
+                    v["status"]["observedGeneration"],
+                    conditions_line(&v)
+                );
+                for field in [
+                    "lastAttemptedRevision",
+                    "lastAppliedRevision",
+                    "lastAttemptedReleaseAction",
+                    "lastHandledReconcileAt",
+                ] {
+                    if let Some(value) = v["status"][field].as_str() {
+                        line.push_str(&format!("; {field} {value}"));
+                    }
+                }
+                if let Some(revision) = v["status"]["artifact"]["revision"].as_str() {
+                    line.push_str(&format!("; artifact {revision}"));
+                }
+                let mut seen = log.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.last() != Some(&line) {
+                    seen.push(line);
+                }
+            }
+        });
+        Transitions { seen, task }
+    }
+
+    /// Stops watching and prints what was seen.
+    fn print(self, what: &str) {
+        self.task.abort();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!("TRANSITIONS {what}:");
+        for line in seen.iter() {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// What Flux's controllers asked the API server since `mark`, failing if any request was
+/// refused: they run as their ServiceAccounts with the RBAC of Flux's own install.
+async fn flux_requests(flux: &Flux<'_>, client: &Client, mark: &Mark) -> Events {
+    let log = AuditLog::open(flux.cluster().audit_log());
+    log.sync(client).await.expect("syncing the audit log");
+    let flux = log
+        .since(mark)
+        .expect("reading the audit log")
+        .filter(|e| e.username.starts_with("system:serviceaccount:flux-system:"));
+    let refused = flux.forbidden();
+    assert!(
+        refused.is_empty(),
+        "Flux's controllers were refused:\n{}",
+        refused.render()
+    );
+    flux
+}
+
+/// The requests of controller `name` with `verb` on `resource` `namespace/object`.
+fn made_by(
+    events: &Events,
+    name: &str,
+    verb: &str,
+    resource: &str,
+    ns: &str,
+    object: &str,
+) -> Events {
+    events
+        .by_user(&format!("system:serviceaccount:flux-system:{name}"))
+        .requests()
+        .filter(|e| {
+            e.verb == verb
+                && e.object.as_ref().is_some_and(|o| {
+                    o.resource == resource
+                        && o.namespace.as_deref() == Some(ns)
+                        && o.name.as_deref() == Some(object)
+                })
+        })
+}
+
 /// Waits until `probe` of the object `name` holds, returning the object.
 async fn until(
     api: &Api<DynamicObject>,
@@ -239,6 +343,9 @@ async fn kustomization_applies_git_commits_fetched_over_http_with_basic_auth() {
         return;
     };
     let client = flux.cluster().client().await.expect("an admin client");
+    let mark = AuditLog::open(flux.cluster().audit_log())
+        .mark()
+        .expect("an audit mark");
     let ns = namespace(&client, "flux-git").await;
     let git = GitServer::builder()
         .branch("main")
@@ -262,6 +369,9 @@ async fn kustomization_applies_git_commits_fetched_over_http_with_basic_auth() {
         .await
         .expect("creating the basic-auth Secret");
     let repos = git_repositories(&client, &ns);
+    let kss = kustomizations(&client, &ns);
+    let repo_transitions = Transitions::watch(&repos, "app");
+    let ks_transitions = Transitions::watch(&kss, "app");
     create(
         &repos,
         json!({
@@ -273,7 +383,6 @@ async fn kustomization_applies_git_commits_fetched_over_http_with_basic_auth() {
         }),
     )
     .await;
-    let kss = kustomizations(&client, &ns);
     create(
         &kss,
         json!({
@@ -482,6 +591,36 @@ async fn kustomization_applies_git_commits_fetched_over_http_with_basic_auth() {
         Some("hola"),
         "the held-back change arrived"
     );
+    repo_transitions.print("GitRepository app");
+    ks_transitions.print("Kustomization app");
+
+    // Who did it: source-controller read the credentials, kustomize-controller applied
+    // (server-side apply: a patch), each as its own ServiceAccount, nothing refused.
+    let requests = flux_requests(flux, &client, &mark).await;
+    assert!(
+        !made_by(
+            &requests,
+            "source-controller",
+            "get",
+            "secrets",
+            &ns,
+            "git-auth"
+        )
+        .is_empty(),
+        "source-controller read the basic-auth Secret as its ServiceAccount"
+    );
+    assert!(
+        !made_by(
+            &requests,
+            "kustomize-controller",
+            "patch",
+            "configmaps",
+            &ns,
+            "app-config"
+        )
+        .is_empty(),
+        "kustomize-controller applied the ConfigMap as its ServiceAccount"
+    );
     flux.cluster()
         .check_running()
         .expect("every component still running");
@@ -611,6 +750,9 @@ async fn helm_release_installs_and_upgrades_a_chart_from_a_helm_repository() {
         return;
     };
     let client = flux.cluster().client().await.expect("an admin client");
+    let mark = AuditLog::open(flux.cluster().audit_log())
+        .mark()
+        .expect("an audit mark");
     let ns = namespace(&client, "flux-helm").await;
     let work = tempfile::tempdir().expect("a temporary directory");
     let chart = write_chart(work.path());
@@ -631,6 +773,10 @@ async fn helm_release_installs_and_upgrades_a_chart_from_a_helm_repository() {
     );
 
     let repos = helm_repositories(&client, &ns);
+    let hrs = helm_releases(&client, &ns);
+    let repo_transitions = Transitions::watch(&repos, "charts");
+    let hr_transitions = Transitions::watch(&hrs, "hello");
+    let chart_transitions = Transitions::watch(&helm_charts(&client, &ns), &format!("{ns}-hello"));
     create(
         &repos,
         json!({
@@ -640,7 +786,6 @@ async fn helm_release_installs_and_upgrades_a_chart_from_a_helm_repository() {
         }),
     )
     .await;
-    let hrs = helm_releases(&client, &ns);
     create(
         &hrs,
         json!({
@@ -727,6 +872,23 @@ async fn helm_release_installs_and_upgrades_a_chart_from_a_helm_repository() {
     let chart_obj = get(&helm_charts(&client, &ns), &format!("{ns}-hello")).await;
     show("HelmChart after the upgrade", &chart_obj);
     eprintln!("chart repository requests: {:?}", server.requests());
+    repo_transitions.print("HelmRepository charts");
+    chart_transitions.print("HelmChart made by helm-controller");
+    hr_transitions.print("HelmRelease hello");
+    let requests = flux_requests(flux, &client, &mark).await;
+    let release = "sh.helm.release.v1.hello.v2";
+    assert!(
+        !made_by(
+            &requests,
+            "helm-controller",
+            "create",
+            "secrets",
+            &ns,
+            release
+        )
+        .is_empty(),
+        "helm-controller wrote the release as its ServiceAccount"
+    );
     flux.cluster()
         .check_running()
         .expect("every component still running");
@@ -741,6 +903,9 @@ async fn helm_release_installs_a_chart_from_an_oci_repository() {
         return;
     };
     let client = flux.cluster().client().await.expect("an admin client");
+    let mark = AuditLog::open(flux.cluster().audit_log())
+        .mark()
+        .expect("an audit mark");
     let ns = namespace(&client, "flux-oci").await;
     let registry = OciRegistry::start(flux.cluster())
         .await
@@ -776,6 +941,9 @@ async fn helm_release_installs_a_chart_from_an_oci_repository() {
     assert_eq!(manifest["layers"][0]["mediaType"], HELM_CHART_MEDIA_TYPE);
 
     let repos = oci_repositories(&client, &ns);
+    let hrs = helm_releases(&client, &ns);
+    let repo_transitions = Transitions::watch(&repos, "hello");
+    let hr_transitions = Transitions::watch(&hrs, "hello");
     create(
         &repos,
         json!({
@@ -788,7 +956,6 @@ async fn helm_release_installs_a_chart_from_an_oci_repository() {
         }),
     )
     .await;
-    let hrs = helm_releases(&client, &ns);
     create(
         &hrs,
         json!({
@@ -853,6 +1020,9 @@ async fn helm_release_installs_a_chart_from_an_oci_repository() {
         Some("hello"),
         "the chart's own default value"
     );
+    flux_requests(flux, &client, &mark).await;
+    repo_transitions.print("OCIRepository hello");
+    hr_transitions.print("HelmRelease hello (chartRef)");
     flux.cluster()
         .check_running()
         .expect("every component still running");
