@@ -149,9 +149,13 @@ impl Flux<'static> {
     /// The shared control plane ([`RealCluster::shared`]) with Flux started on it, once per
     /// test process, by the first caller.
     pub fn shared() -> Result<&'static Flux<'static>, &'static Unavailable> {
-        let cluster = RealCluster::shared()?;
         SHARED
             .get_or_init(|| {
+                // Without Flux's binaries, say so before starting a control plane for nothing.
+                if let Some(why) = not_built(&crate::bin_dir()) {
+                    return Err(why);
+                }
+                let cluster = RealCluster::shared().map_err(Unavailable::clone)?;
                 let flux = Flux::start(cluster)?;
                 eprintln!(
                     "realstack: Flux up in {:.1} s ({})",
@@ -182,28 +186,17 @@ impl Flux<'static> {
 
 impl<'c> Flux<'c> {
     /// Installs Flux into `cluster` and starts its three controllers (see the module doc);
-    /// returns once every one is ready. Once per cluster: a second call fails when the
-    /// controllers' ports or ServiceAccount tokens clash, and would run two sets anyway.
+    /// returns once every one is ready. Once per cluster: a second call (or one after a
+    /// failed start) fails, as two sets of controllers would reconcile the same objects.
     pub fn start(cluster: &'c RealCluster) -> Result<Flux<'c>, Unavailable> {
-        let bin = cluster.bin_dir();
-        let missing: Vec<String> = files(bin)
-            .into_iter()
-            .filter(|p| !p.is_file())
-            .map(|p| p.display().to_string())
-            .collect();
-        if !missing.is_empty() {
-            let why = format!(
-                "Flux's controllers are not built (missing: {}); build them with \
-                 `test/realstack/build.sh` (needs Go >= 1.26 and the Go module proxy)",
-                missing.join(", ")
-            );
-            return Err(
-                if std::env::var(crate::REQUIRE_ENV).is_ok_and(|v| v == "1") {
-                    Unavailable::Failed(format!("{}=1 and {why}", crate::REQUIRE_ENV))
-                } else {
-                    Unavailable::Skip(why)
-                },
-            );
+        if let Some(why) = not_built(cluster.bin_dir()) {
+            return Err(why);
+        }
+        if cluster.flux_claimed.swap(true, Ordering::SeqCst) {
+            return Err(Unavailable::Failed(format!(
+                "Flux was already started on the cluster at {}: one set of controllers per cluster",
+                cluster.server()
+            )));
         }
         // A runtime of its own, as RealCluster::start: the callers are often inside a test's
         // runtime, and the clients made here must not outlive the runtime they were made on.
@@ -268,6 +261,31 @@ impl<'c> Flux<'c> {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Why Flux cannot be started from `bin` (files missing), as a skip or, under
+/// `FLUXGATE_REQUIRE_REAL_STACK=1`, a failure; `None` when everything is there.
+fn not_built(bin: &Path) -> Option<Unavailable> {
+    let missing: Vec<String> = files(bin)
+        .into_iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let why = format!(
+        "Flux's controllers are not built (missing: {}); build them with \
+         `test/realstack/build.sh` (needs Go >= 1.26 and the Go module proxy)",
+        missing.join(", ")
+    );
+    Some(
+        if std::env::var(crate::REQUIRE_ENV).is_ok_and(|v| v == "1") {
+            Unavailable::Failed(format!("{}=1 and {why}", crate::REQUIRE_ENV))
+        } else {
+            Unavailable::Skip(why)
+        },
+    )
 }
 
 async fn launch(cluster: &RealCluster) -> Result<Flux<'_>> {

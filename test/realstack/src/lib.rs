@@ -3,19 +3,26 @@
 //! Running, or Running but never Ready when their template says so) and the CSI
 //! snapshot-controller (VolumeSnapshots; no CSI driver yet), built from their Go modules by
 //! `test/realstack/build.sh` and started on 127.0.0.1 with free ports, once per test process.
+//! On request, the real Flux source-, kustomize- and helm-controller run on it as Flux installs
+//! them ([`flux::Flux`]), with a loopback OCI registry ([`flux::OciRegistry`]) and a static
+//! HTTP server for Helm repositories ([`loopback_http::StaticFiles`]).
 //!
 //! ```no_run
 //! # async fn t() -> anyhow::Result<()> {
 //! let Some(cluster) = realstack::RealCluster::shared_or_skip() else { return Ok(()) };
 //! let client = cluster.client().await?;
+//! // The same cluster with Flux started on it (once per process; only tests that ask pay
+//! // for it):
+//! let Some(flux) = realstack::flux::Flux::shared_or_skip() else { return Ok(()) };
 //! # Ok(()) }
 //! ```
 //!
-//! Without the binaries every caller of [`RealCluster::shared_or_skip`] prints
-//! `SKIPPED: …` with the command that builds them, unless `FLUXGATE_REQUIRE_REAL_STACK=1`,
-//! which turns that into a failure (CI sets it). Every process of the control plane ends
-//! when the test process does, however it ends (a watchdog process holds a pipe from this
-//! one and stops them when it closes: `src/process.rs` says how and why).
+//! Without the binaries every caller of [`RealCluster::shared_or_skip`] (or
+//! [`flux::Flux::shared_or_skip`]) prints `SKIPPED: …` with the command that builds them,
+//! unless `FLUXGATE_REQUIRE_REAL_STACK=1`, which turns that into a failure (CI sets it).
+//! Every process of the control plane (Flux's and the registries included) ends when the
+//! test process does, however it ends (a watchdog process holds a pipe from this one and
+//! stops them when it closes: `src/process.rs` says how and why).
 //!
 //! Environment: `FLUXGATE_REALSTACK_BIN` (where the binaries are; default
 //! `test/realstack/bin`), `FLUXGATE_REALSTACK_KEEP=1` (keep the cluster's directory with its
@@ -120,7 +127,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Why there is no cluster.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Unavailable {
     /// The binaries are not built (and `FLUXGATE_REQUIRE_REAL_STACK` is not set).
     Skip(String),
@@ -148,6 +155,8 @@ pub struct RealCluster {
     versions: BTreeMap<String, String>,
     startup: Duration,
     supervisor: Mutex<Supervisor>,
+    /// Set by the first [`flux::Flux::start`] on this cluster: one set of Flux per cluster.
+    pub(crate) flux_claimed: std::sync::atomic::AtomicBool,
 }
 
 static SHARED: OnceLock<Result<RealCluster, Unavailable>> = OnceLock::new();
@@ -208,7 +217,7 @@ impl RealCluster {
             };
             let why = format!(
                 "the real control plane is not built ({what}); build it with `test/realstack/build.sh` \
-                 (needs Go >= 1.26 and the Go module proxy; about 20 min the first time, seconds after), \
+                 (needs Go >= 1.26 and the Go module proxy; about 30 min the first time, seconds after), \
                  or point {BIN_ENV} at a directory holding {}, kwok-stages/ and {}/",
                 BINARIES.join(", "),
                 snapshotter::DIR
@@ -705,6 +714,7 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
         audit_log,
         dir,
         supervisor: Mutex::new(sup),
+        flux_claimed: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

@@ -1027,3 +1027,21 @@ async fn helm_release_installs_a_chart_from_an_oci_repository() {
         .check_running()
         .expect("every component still running");
 }
+
+#[test]
+fn flux_starts_once_per_cluster() {
+    let Some(flux) = Flux::shared_or_skip() else {
+        return;
+    };
+    match Flux::start(flux.cluster()) {
+        Err(realstack::Unavailable::Failed(why)) => assert!(
+            why.contains("already started"),
+            "the second start says why it refuses: {why}"
+        ),
+        Err(realstack::Unavailable::Skip(why)) => panic!("the second start skipped: {why}"),
+        Ok(_) => panic!("a second set of Flux controllers started on the same cluster"),
+    }
+    flux.cluster()
+        .check_running()
+        .expect("the first set still runs");
+}
