@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real control plane the realstack tests run, from the Go modules pinned in go/:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (one Kubernetes
-# release, go/go.mod), kwok (go/kwok/go.mod) and the CSI snapshot-controller with its CRDs and
-# RBAC (go/snapshotter/go.mod). Binaries go to $FLUXGATE_REALSTACK_BIN,
+# release, go/go.mod), kwok (go/kwok/go.mod), the CSI snapshot-controller with its CRDs and
+# RBAC (go/snapshotter/go.mod), Flux's source-, kustomize- and helm-controller with their CRDs
+# and Flux's RBAC (go/flux/*/go.mod), and our OCI registry (go/registry). Binaries go to $FLUXGATE_REALSTACK_BIN,
 # default test/realstack/bin (git-ignored); nothing downloaded lands in the repository.
 # Go's module and build caches make a second run take seconds.
 set -euo pipefail
@@ -74,12 +75,51 @@ done
 cp "$snap_dir/deploy/kubernetes/snapshot-controller/rbac-snapshot-controller.yaml" "$bin/snapshotter/"
 chmod -R u+w "$bin/snapshotter"
 
+# Flux: each controller from its own wrapper module (go/flux/update-gomod.sh says why), built
+# as upstream's Dockerfiles do (CGO_ENABLED=0, -trimpath; their Makefiles add no -X stamps).
+flux_start=$SECONDS
+declare -A flux
+rm -rf "$bin/flux" && mkdir -p "$bin/flux"
+for c in source kustomize helm; do
+  cd "$here/go/flux/$c"
+  pkg="github.com/fluxcd/$c-controller"
+  flux[$c]="$(go list -m -f '{{.Version}}' "$pkg")"
+  echo "build.sh: $c-controller ${flux[$c]}"
+  go build -ldflags "-s -w" -o "$bin/$c-controller" "$pkg"
+  # Its CRDs, as its release's <name>.crds.yaml is made (kustomize of config/crd/bases).
+  dir="$(go list -m -f '{{.Dir}}' "$pkg")"
+  for f in "$dir"/config/crd/bases/*.yaml; do cp "$f" "$bin/flux/"; done
+done
+# The RBAC Flux's own install gives the controllers (flux2's manifests/rbac: ClusterRole
+# crd-controller for all of them, cluster-admin for kustomize- and helm-controller through
+# ClusterRoleBinding cluster-reconciler), from the flux2 release that ships these
+# controllers (its manifests/bases name source-controller v1.9.3, kustomize-controller
+# v1.9.4; helm-controller v1.6.3, whose Helm fork the proxy refuses, see the README). Only
+# the module's files are used; nothing of flux2 is built.
+flux2=v2.9.3
+flux2_dir="$(cd / && go mod download -json "github.com/fluxcd/flux2/v2@$flux2" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')"
+[ -d "$flux2_dir/manifests/rbac" ] || { echo "build.sh: no manifests/rbac in github.com/fluxcd/flux2/v2@$flux2 ($flux2_dir)" >&2; exit 1; }
+cp "$flux2_dir/manifests/rbac/controller.yaml" "$flux2_dir/manifests/rbac/reconciler.yaml" "$bin/flux/"
+chmod -R u+w "$bin/flux"
+
+# Our OCI registry (go/registry/main.go) for OCIRepository charts.
+cd "$here/go/registry"
+ggcr="$(go list -m -f '{{.Version}}' github.com/google/go-containerregistry)"
+echo "build.sh: oci-registry (go-containerregistry $ggcr)"
+go build -ldflags "-s -w" -o "$bin/oci-registry" .
+echo "build.sh: Flux and the registry took $((SECONDS - flux_start)) s"
+
 # What the launcher prints and checks: which versions these binaries are.
 {
   echo "kubernetes=$k8s"
   echo "etcd=$etcd"
   echo "kwok=$kwok"
   echo "snapshot-controller=$snapshotter"
+  echo "source-controller=${flux[source]}"
+  echo "kustomize-controller=${flux[kustomize]}"
+  echo "helm-controller=${flux[helm]}"
+  echo "flux2-rbac=$flux2"
+  echo "oci-registry=go-containerregistry@$ggcr"
   echo "go=$(go env GOVERSION)"
 } > "$bin/VERSIONS"
 echo "build.sh: done in $((SECONDS - start)) s: $(tr '\n' ' ' < "$bin/VERSIONS")"

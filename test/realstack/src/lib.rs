@@ -3,25 +3,35 @@
 //! Running, or Running but never Ready when their template says so) and the CSI
 //! snapshot-controller (VolumeSnapshots; no CSI driver yet), built from their Go modules by
 //! `test/realstack/build.sh` and started on 127.0.0.1 with free ports, once per test process.
+//! On request, the real Flux source-, kustomize- and helm-controller run on it as Flux installs
+//! them ([`flux::Flux`]), with a loopback OCI registry ([`flux::OciRegistry`]) and a static
+//! HTTP server for Helm repositories ([`loopback_http::StaticFiles`]).
 //!
 //! ```no_run
 //! # async fn t() -> anyhow::Result<()> {
 //! let Some(cluster) = realstack::RealCluster::shared_or_skip() else { return Ok(()) };
 //! let client = cluster.client().await?;
+//! // The same cluster with Flux started on it (once per process; only tests that ask pay
+//! // for it):
+//! let Some(flux) = realstack::flux::Flux::shared_or_skip() else { return Ok(()) };
 //! # Ok(()) }
 //! ```
 //!
-//! Without the binaries every caller of [`RealCluster::shared_or_skip`] prints
-//! `SKIPPED: …` with the command that builds them, unless `FLUXGATE_REQUIRE_REAL_STACK=1`,
-//! which turns that into a failure (CI sets it). Every process of the control plane ends
-//! when the test process does, however it ends (a watchdog process holds a pipe from this
-//! one and stops them when it closes: `src/process.rs` says how and why).
+//! Without the binaries every caller of [`RealCluster::shared_or_skip`] (or
+//! [`flux::Flux::shared_or_skip`]) prints `SKIPPED: …` with the command that builds them,
+//! unless `FLUXGATE_REQUIRE_REAL_STACK=1`, which turns that into a failure (CI sets it).
+//! Every process of the control plane (Flux's and the registries included) ends when the
+//! test process does, however it ends (a watchdog process holds a pipe from this one and
+//! stops them when it closes: `src/process.rs` says how and why).
 //!
 //! Environment: `FLUXGATE_REALSTACK_BIN` (where the binaries are; default
 //! `test/realstack/bin`), `FLUXGATE_REALSTACK_KEEP=1` (keep the cluster's directory with its
 //! logs, audit log and certificates after exit; its path is printed).
 
 pub mod audit;
+pub mod flux;
+pub mod loopback_http;
+pub mod manifest;
 mod pki;
 mod process;
 pub mod snapshotter;
@@ -117,7 +127,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Why there is no cluster.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Unavailable {
     /// The binaries are not built (and `FLUXGATE_REQUIRE_REAL_STACK` is not set).
     Skip(String),
@@ -145,6 +155,8 @@ pub struct RealCluster {
     versions: BTreeMap<String, String>,
     startup: Duration,
     supervisor: Mutex<Supervisor>,
+    /// Set by the first [`flux::Flux::start`] on this cluster: one set of Flux per cluster.
+    pub(crate) flux_claimed: std::sync::atomic::AtomicBool,
 }
 
 static SHARED: OnceLock<Result<RealCluster, Unavailable>> = OnceLock::new();
@@ -205,7 +217,7 @@ impl RealCluster {
             };
             let why = format!(
                 "the real control plane is not built ({what}); build it with `test/realstack/build.sh` \
-                 (needs Go >= 1.26 and the Go module proxy; about 20 min the first time, seconds after), \
+                 (needs Go >= 1.26 and the Go module proxy; about 30 min the first time, seconds after), \
                  or point {BIN_ENV} at a directory holding {}, kwok-stages/ and {}/",
                 BINARIES.join(", "),
                 snapshotter::DIR
@@ -312,6 +324,33 @@ impl RealCluster {
         client_from(kubeconfig, "a token kubeconfig").await
     }
 
+    /// Starts a process that lives and dies with the cluster (the watchdog stops it with
+    /// the rest), stdout and stderr to `logs/<name>.log`.
+    pub(crate) fn spawn(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<PathBuf> {
+        let log = self.log(name);
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn_with_env(name, program, args, env, &log)?;
+        Ok(log)
+    }
+
+    /// Writes `<name>.kubeconfig` into the cluster's directory: this server, its CA, `token`.
+    pub(crate) fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let file = self.dir.join(format!("{name}.kubeconfig"));
+        write_file(
+            &file,
+            &kubeconfig_yaml(&self.server, &self.ca_pem, &Credentials::Token(token)),
+        )?;
+        Ok(file)
+    }
+
     fn versions_line(&self) -> String {
         self.versions
             .iter()
@@ -352,7 +391,7 @@ fn kubeconfig_yaml(server: &str, ca_pem: &str, creds: &Credentials<'_>) -> Strin
 }
 
 /// Free ports on 127.0.0.1, all held until every one is chosen so they differ.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| {
             TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")
@@ -364,7 +403,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-fn write_file(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -604,11 +643,7 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
             "CustomResourceDefinitions {} to be Established",
             crds.join(", ")
         ),
-        || async {
-            Ok(snapshotter::established(&client, &crds)
-                .await?
-                .then_some(()))
-        },
+        || async { Ok(manifest::established(&client, &crds).await?.then_some(())) },
     )
     .await?;
     // Longer than any test process lives; the apiserver sets no maximum here.
@@ -679,19 +714,55 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
         audit_log,
         dir,
         supervisor: Mutex::new(sup),
+        flux_claimed: std::sync::atomic::AtomicBool::new(false),
     })
+}
+
+/// What [`wait_for`] watches between probes: that no component has exited, and every
+/// log's tail for a timeout message.
+pub(crate) trait Watched {
+    fn check(&mut self) -> Result<()>;
+    fn tails(&self, lines: usize) -> String;
+}
+
+impl Watched for Supervisor {
+    fn check(&mut self) -> Result<()> {
+        Supervisor::check(self)
+    }
+
+    fn tails(&self, lines: usize) -> String {
+        self.all_log_tails(lines)
+    }
+}
+
+impl Watched for &RealCluster {
+    fn check(&mut self) -> Result<()> {
+        self.check_running()
+    }
+
+    fn tails(&self, lines: usize) -> String {
+        self.supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .all_log_tails(lines)
+    }
 }
 
 /// Polls `probe` until it yields `Some`, failing early when a component exits and with
 /// the last probe error and every log's tail at [`STARTUP_TIMEOUT`].
-async fn wait_for<T, F, Fut>(sup: &mut Supervisor, what: &str, mut probe: F) -> Result<T>
+pub(crate) async fn wait_for<T, F, Fut>(
+    watched: &mut impl Watched,
+    what: &str,
+    mut probe: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>>>,
 {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
-        sup.check()
+        watched
+            .check()
             .with_context(|| format!("while waiting for {what}"))?;
         let last = match probe().await {
             Ok(Some(v)) => return Ok(v),
@@ -702,7 +773,7 @@ where
             bail!(
                 "timed out after {} s waiting for {what} (last: {last}); the logs end with:\n{}",
                 STARTUP_TIMEOUT.as_secs(),
-                sup.all_log_tails(8)
+                watched.tails(8)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -104,12 +104,25 @@ impl Supervisor {
         args: &[String],
         log: &Path,
     ) -> Result<u32> {
+        self.spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// [`Supervisor::spawn`] with these environment variables set on top of ours.
+    pub fn spawn_with_env(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<u32> {
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out
             .try_clone()
             .with_context(|| format!("opening {} twice", log.display()))?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
