@@ -119,8 +119,19 @@ impl Upgrade {
         upgrade
     }
 
-    /// Creates it in the story's cluster.
+    /// Creates it in the story's cluster, after what the world needs for it
+    /// ([`DemoWorld::prepare_upgrade`]: on real Flux, the chart pushed at that version).
     pub async fn create(self, story: &DemoWorld) -> anyhow::Result<UpgradeRequest> {
+        let version = self
+            .spec
+            .version
+            .clone()
+            .or_else(|| self.spec.target.as_ref()?.get("chart").cloned());
+        if let Some(version) = version {
+            story
+                .prepare_upgrade(&self.spec.managed_app, &version)
+                .await?;
+        }
         self.create_with(&story.client).await
     }
 

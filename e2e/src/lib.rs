@@ -12,6 +12,7 @@
 pub mod chart;
 pub mod checks;
 pub mod given;
+pub mod real_flux;
 pub mod real_operator;
 pub mod stack;
 pub mod then;

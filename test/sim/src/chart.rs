@@ -9,6 +9,11 @@
 //! - `persistence`: a list of `{name, size, storageClass?}`; a StatefulSet gets one
 //!   `volumeClaimTemplate` each, a Deployment one PVC `<release>-<name>` each;
 //! - `podAnnotations`: extra pod template annotations.
+//!
+//! Its twin for real Helm is `test/sim/charts/app` (the e2e stories on real Flux package
+//! it per version): the same objects, labels on the workload, its claims and its pods
+//! (`app.kubernetes.io/version` is the version the chart was published as, which a pod
+//! webhook reads to mark the pods of a version declared failing).
 
 use crate::faults::NEVER_READY_ANNOTATION;
 use serde_json::{Value, json};
@@ -114,7 +119,7 @@ pub fn render(
             .collect::<Vec<_>>());
     }
     spec["template"] = json!({
-        "metadata": {"labels": selector, "annotations": annotations},
+        "metadata": {"labels": labels, "annotations": annotations},
         "spec": pod_spec,
     });
     let kind = if kind == "Deployment" {
