@@ -20,6 +20,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         .await
         .unwrap();
     let status = done.status.clone().unwrap();
+    eprintln!("phases: {}", then::phase_times(&status));
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
 
     // Git: exactly one new commit, ours, with the trailers and a one-value diff.
