@@ -210,6 +210,14 @@ impl RealFlux for StoryFlux {
         Ok(())
     }
 
+    fn oci_digest(&self, chart: &str, tag: &str) -> anyhow::Result<String> {
+        // Called off the async workers (the world's spawn_blocking), inside the runtime.
+        tokio::runtime::Handle::current().block_on(
+            self.registry
+                .manifest_digest(&format!("{OCI_PATH}/{chart}"), tag),
+        )
+    }
+
     fn failures(&self) -> Failures {
         self.failures.clone()
     }

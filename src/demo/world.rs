@@ -205,6 +205,9 @@ pub trait RealFlux: Send + Sync {
     fn helm_repository_url(&self) -> String;
     /// Publishes chart `chart` at `version` in `place` (blocking: real Helm packages it).
     fn publish(&self, place: ChartPlace, chart: &str, version: &str) -> anyhow::Result<()>;
+    /// The manifest digest (`sha256:…`) of chart `chart` at tag `tag` in the OCI registry
+    /// (blocking).
+    fn oci_digest(&self, chart: &str, tag: &str) -> anyhow::Result<String>;
     /// The failures the harness applies to the pods it admits.
     fn failures(&self) -> Failures;
 }
@@ -260,6 +263,8 @@ pub struct DemoWorld {
     real_flux: Option<Arc<dyn RealFlux>>,
     /// The fleet's OCI apps: ManagedApp → chart (for [`DemoWorld::prepare_upgrade`]).
     oci_charts: BTreeMap<String, String>,
+    /// The manifest digest of each chart the fleet published: (URL, tag) → `sha256:…`.
+    digests: BTreeMap<(String, String), String>,
     _cache: tempfile::TempDir,
 }
 
@@ -564,6 +569,48 @@ impl DemoWorld {
                 (username.to_owned(), password.to_owned())
             }
         };
+        // Charts first: the fleet's files may pin their digests (`digest_placeholder`).
+        let registry = sim::oci_source::OciRegistry::default();
+        options.registry = Some(registry.clone());
+        let mut digests = BTreeMap::new();
+        match &real_flux {
+            None => {
+                for (url, tag) in &fleet.published {
+                    let digest = registry.publish(url, tag);
+                    digests.insert((url.clone(), tag.clone()), digest);
+                }
+            }
+            Some(flux) => {
+                let mut oci: Vec<(String, String)> = fleet
+                    .oci_apps
+                    .iter()
+                    .map(|(_, chart, tag)| (chart.clone(), tag.clone()))
+                    .collect();
+                for (url, tag) in &fleet.published {
+                    oci.push((oci_chart_name(url)?.to_owned(), tag.clone()));
+                }
+                oci.sort();
+                oci.dedup();
+                for (chart, tag) in &oci {
+                    publish_on(flux, ChartPlace::Oci, chart, tag).await?;
+                }
+                for (url, tag) in &fleet.published {
+                    let chart = oci_chart_name(url)?.to_owned();
+                    let (flux, tag_) = (flux.clone(), tag.clone());
+                    let digest =
+                        tokio::task::spawn_blocking(move || flux.oci_digest(&chart, &tag_))
+                            .await
+                            .context("the digest task panicked")?
+                            .with_context(|| {
+                                format!("the digest of {url}:{tag} in the real registry")
+                            })?;
+                    digests.insert((url.clone(), tag.clone()), digest);
+                }
+                for (chart, version) in &fleet.charts {
+                    publish_on(flux, ChartPlace::HelmRepository, chart, version).await?;
+                }
+            }
+        }
         let mut builder = GitServer::builder()
             .file("clusters/prod/kustomization.yaml", resources)
             .file(
@@ -583,7 +630,8 @@ impl DemoWorld {
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n",
             );
         for (path, contents) in &fleet.files {
-            builder = builder.file(path, fleet_text(real_flux.as_deref(), contents));
+            let text = resolve_digests(&fleet_text(real_flux.as_deref(), contents), &digests);
+            builder = builder.file(path, text);
         }
         for tag in &fleet.tags {
             builder = builder.tag(tag);
@@ -615,32 +663,9 @@ impl DemoWorld {
         let world = World::start(client.clone(), options)
             .await
             .context("starting the simulated controllers")?;
-        match &real_flux {
-            None => {
-                for (url, tag) in &fleet.published {
-                    world.registry.publish(url, tag);
-                }
-                for (chart, version) in &fleet.charts {
-                    world.charts.publish(CHARTS_URL, chart, version);
-                }
-            }
-            Some(flux) => {
-                let mut oci: Vec<(String, String)> = fleet
-                    .oci_apps
-                    .iter()
-                    .map(|(_, chart, tag)| (chart.clone(), tag.clone()))
-                    .collect();
-                for (url, tag) in &fleet.published {
-                    oci.push((oci_chart_name(url)?.to_owned(), tag.clone()));
-                }
-                oci.sort();
-                oci.dedup();
-                for (chart, tag) in &oci {
-                    publish_on(flux, ChartPlace::Oci, chart, tag).await?;
-                }
-                for (chart, version) in &fleet.charts {
-                    publish_on(flux, ChartPlace::HelmRepository, chart, version).await?;
-                }
+        if real_flux.is_none() {
+            for (chart, version) in &fleet.charts {
+                world.charts.publish(CHARTS_URL, chart, version);
             }
         }
         sim::seed::storage(&client)
@@ -730,6 +755,7 @@ impl DemoWorld {
             stop: None,
             operator: None,
             real_flux,
+            digests,
             oci_charts: fleet
                 .oci_apps
                 .iter()
@@ -898,9 +924,19 @@ impl DemoWorld {
     }
 
     /// `text` (a fleet file) as the world writes it into Git: on real Flux with the chart
-    /// locations rewritten (see [`RealFlux`]), else unchanged.
+    /// locations rewritten (see [`RealFlux`]), and every [`digest_placeholder`] of a chart
+    /// the fleet published replaced by its digest.
     pub fn fleet_text(&self, text: &str) -> String {
-        fleet_text(self.real_flux.as_deref(), text)
+        resolve_digests(&fleet_text(self.real_flux.as_deref(), text), &self.digests)
+    }
+
+    /// The manifest digest (`sha256:…`) of chart tag `tag` published at `url` with
+    /// [`Fleet::published_chart`]: the simulated registry's, or the real one's.
+    pub fn chart_digest(&self, url: &str, tag: &str) -> anyhow::Result<String> {
+        self.digests
+            .get(&(url.to_owned(), tag.to_owned()))
+            .cloned()
+            .with_context(|| format!("{url}:{tag} was not published with Fleet::published_chart"))
     }
 
     /// [`app_manifest`] as this world writes it ([`DemoWorld::fleet_text`]).
@@ -996,6 +1032,22 @@ async fn flux_done(
     let observed = status["observedGeneration"].as_i64() == object.metadata.generation;
     (observed && condition("Ready") == Some(true) && condition("Reconciling") != Some(true))
         .then_some(())
+}
+
+/// Stands in a fleet file for the manifest digest of chart tag `tag` published at `url`
+/// ([`Fleet::published_chart`]), which is known only once the world pushed it; the world
+/// writes the digest into Git in its place (see [`DemoWorld::fleet_text`]).
+pub fn digest_placeholder(url: &str, tag: &str) -> String {
+    format!("${{CHART_DIGEST {url} {tag}}}")
+}
+
+/// `text` with each [`digest_placeholder`] of `digests` replaced.
+fn resolve_digests(text: &str, digests: &BTreeMap<(String, String), String>) -> String {
+    let mut text = text.to_owned();
+    for ((url, tag), digest) in digests {
+        text = text.replace(&digest_placeholder(url, tag), digest);
+    }
+    text
 }
 
 /// Publishes with real Helm off the async workers (it blocks for a second or so).

@@ -60,7 +60,9 @@
 //!   does not wait for workloads to become ready — a version fails only when declared
 //!   failing — and a failed release with its whole retry/remediation cycle is settled in
 //!   one reconcile (watchers see the outcome, not each retry). `status.history` timestamps
-//!   are the time of the status write. Release names longer than 53 characters are not
+//!   are the time of the status write. The release Secret is written after the objects are
+//!   applied, as `deployed` at once (Helm writes it `pending-install`/`pending-upgrade`
+//!   first and marks it `deployed` after its wait). Release names longer than 53 characters are not
 //!   shortened as Flux does; a `spec.chart` HelmChart is created and updated but not
 //!   deleted with its HelmRelease.
 //!
