@@ -139,6 +139,7 @@ pub fn rollback(name: &str, upgrade: &str) -> Rollback {
             upgrade_request: upgrade.to_owned(),
             safety_snapshot: true,
             dry_run: false,
+            force: false,
         },
     }
 }
@@ -154,6 +155,12 @@ impl Rollback {
     /// Overwrites the failed state without snapshotting it first (`spec.safetySnapshot: false`).
     pub fn without_safety_snapshot(mut self) -> Rollback {
         self.spec.safety_snapshot = false;
+        self
+    }
+
+    /// Rolls back even when the upgrade is no longer the app's last change (`spec.force`).
+    pub fn force(mut self) -> Rollback {
+        self.spec.force = true;
         self
     }
 

@@ -54,7 +54,10 @@ pub enum Phase {
     Failed,
     /// Finished: the upgrade failed and was rolled back (data and Git).
     RolledBack,
-    /// Stopped for a person (`onFailure: Freeze`): Flux stays suspended, nothing is undone.
+    /// Stopped for a person: an upgrade that failed after its commit with `onFailure:
+    /// Freeze`, or a rollback that failed once it had deleted a PVC (never resumed on
+    /// missing or partial data; `restores` says what was replaced and where the data is).
+    /// Flux stays suspended and nothing is undone until a person acts.
     Frozen,
 }
 
@@ -229,7 +232,27 @@ pub struct PlannedWorkload {
     /// A HorizontalPodAutoscaler that targets this workload, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<String>,
+    /// A StatefulSet's `persistentVolumeClaimRetentionPolicy` before the request, recorded
+    /// when its `whenScaled` is `Delete`: scaling it to zero would delete its PVCs, so the
+    /// request sets `whenScaled: Retain` before it scales it down and puts this back at
+    /// every end (done, undone, or the request deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_retention: Option<ClaimRetention>,
 }
+
+/// The part of a StatefulSet's `persistentVolumeClaimRetentionPolicy` a request changes, as
+/// Kubernetes spells it (`whenDeleted` is never touched).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRetention {
+    /// What happens to the PVCs of pods removed by a scale-down: `Retain` or `Delete`.
+    pub when_scaled: String,
+}
+
+/// The value of `whenScaled` (and `whenDeleted`) that keeps the PVCs.
+pub const RETAIN_CLAIMS: &str = "Retain";
+/// The value of `whenScaled` (and `whenDeleted`) that deletes the PVCs.
+pub const DELETE_CLAIMS: &str = "Delete";
 
 /// A volume with everything needed to snapshot it and to recreate it exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -284,6 +307,36 @@ pub struct SnapshotRecord {
     /// The snapshotter's error, if it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How far the restore of one volume got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestoreState {
+    /// Not touched: the PVC holds the data it held before the rollback.
+    Pending,
+    /// Its PVC is being deleted or is gone, not recreated yet: the volume is missing.
+    Deleted,
+    /// Recreated from its snapshot.
+    Restored,
+}
+
+/// One volume of a rollback: where its restore stands and where its data is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRecord {
+    /// The PersistentVolumeClaim.
+    pub pvc: String,
+    /// The upgrade's VolumeSnapshot it is restored from.
+    pub snapshot: String,
+    /// How far its restore got.
+    pub state: RestoreState,
+    /// The rollback's safety snapshot of it: the data the PVC held before the rollback
+    /// replaced it. Absent when none was taken (`safetySnapshot: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_snapshot: Option<String>,
+    /// Why it cannot be restored, when the snapshot is unusable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The Git commit the request pushed.
@@ -349,6 +402,11 @@ pub struct RequestStatus {
     /// The RollbackRequest created for this upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_ref: Option<LocalObjectReference>,
+    /// A rollback's volumes: the snapshot each is restored from, how far its restore got
+    /// and where the data it held before is kept. What a person reads when a rollback is
+    /// `Frozen` after replacing some of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<RestoreRecord>,
     /// kstatus conditions: `Ready` (finished successfully), `Reconciling` (in progress),
     /// `Stalled` (finished unsuccessfully or stuck).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,6 +1,7 @@
 //! Observing what a request's current phase decides on — and only that: Flux objects'
-//! suspend state, workload replicas, pods holding volumes, snapshots, restored PVCs, the
-//! request's commit in Git, Flux's progress and the app's health.
+//! suspend state, workload replicas and PVC retention, pods holding volumes, snapshots,
+//! restored PVCs and the snapshots they come from, the request's commit in Git, Flux's
+//! progress and the app's health.
 
 use super::Context;
 use super::git_access::{VersionFiles, locate, open, version_fields};
@@ -16,9 +17,11 @@ use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hol
 use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
-use crate::cluster::snapshots::{RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name};
+use crate::cluster::snapshots::{
+    RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name, unusable_for_restore,
+};
 use crate::cluster::workloads::PodMount;
-use crate::cluster::workloads::ops::{mounts, replicas};
+use crate::cluster::workloads::ops::{mounts, replicas, when_scaled};
 use crate::git::{CommitInfo, REQUEST_UID_TRAILER};
 use crate::manifest::fields::current_versions;
 use crate::workflow::observations::ChildRollback;
@@ -67,7 +70,10 @@ pub async fn observe_phase(
     }
     if needs.claims {
         // Read fresh: Restore deletes and recreates claims on what it sees here.
-        observed.claims = claims_of(&ctx.cluster.fresh(), plan).await?;
+        let fresh = ctx.cluster.fresh();
+        observed.claims = claims_of(&fresh, plan).await?;
+        observed.claims_read = true;
+        observed.sources = sources_of(&fresh, plan).await?;
     }
     if needs.commit {
         observed.commit = commit_state(ctx, request, app, plan).await?;
@@ -163,6 +169,30 @@ async fn claims_of(
                 waits_for_first_consumer: waits,
             },
         );
+    }
+    Ok(found)
+}
+
+/// Whether the snapshot each restored volume comes from can be restored from now (see
+/// [`unusable_for_restore`]), read from the API server.
+async fn sources_of(
+    cluster: &Cluster,
+    plan: &Plan,
+) -> Result<BTreeMap<ObjectKey, Result<(), String>>, Problem> {
+    let mut found = BTreeMap::new();
+    for volume in &plan.volumes {
+        let Some(name) = &volume.restore_from else {
+            continue;
+        };
+        let source = snapshot(cluster, &volume.namespace, name)
+            .await
+            .map_err(Problem::from)?;
+        let verdict =
+            match unusable_for_restore(source.as_ref(), &volume.namespace, name, &volume.name) {
+                None => Ok(()),
+                Some(why) => Err(why),
+            };
+        found.insert(ObjectKey::claim(volume), verdict);
     }
     Ok(found)
 }
@@ -337,6 +367,15 @@ pub async fn observe_plan_state(
             observed
                 .replicas
                 .insert(ObjectKey::workload(workload), count);
+        }
+        if workload.claim_retention.is_some()
+            && let Some(policy) = when_scaled(cluster, &workload.namespace, &workload.name)
+                .await
+                .map_err(Problem::from)?
+        {
+            observed
+                .when_scaled
+                .insert(ObjectKey::workload(workload), policy);
         }
     }
     Ok(())

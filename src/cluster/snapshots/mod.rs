@@ -346,6 +346,40 @@ pub fn restored_from(claim: &PersistentVolumeClaim, snapshot: &str) -> bool {
         .is_some_and(|s| s == snapshot)
 }
 
+/// Why a VolumeSnapshot cannot be restored into PVC `pvc` (`None` when it can): it must
+/// exist, not be being deleted (the CSI external-provisioner refuses such a source), be
+/// `readyToUse` with no `error`, and have been taken of that PVC. `found` is the snapshot
+/// as just read, `None` when it is gone. The answer names the snapshot and says why, for a
+/// person reading why a rollback stopped.
+pub fn unusable_for_restore(
+    found: Option<&VolumeSnapshot>,
+    namespace: &str,
+    name: &str,
+    pvc: &str,
+) -> Option<String> {
+    let what = format!("VolumeSnapshot {namespace}/{name} (of PVC {pvc})");
+    let Some(snapshot) = found else {
+        return Some(format!("{what} is gone"));
+    };
+    if snapshot.metadata.deletion_timestamp.is_some() {
+        return Some(format!("{what} is being deleted"));
+    }
+    let status = snapshot.status.clone().unwrap_or_default();
+    if let Some(error) = status.error.as_ref().and_then(|e| e.message.as_deref()) {
+        return Some(format!("{what} reports an error: {error}"));
+    }
+    if status.ready_to_use != Some(true) {
+        return Some(format!("{what} is not ready to use"));
+    }
+    match snapshot.spec.source.persistent_volume_claim_name.as_deref() {
+        Some(source) if source == pvc => None,
+        Some(source) => Some(format!("{what} was taken of PVC {source}, not of {pvc}")),
+        None => Some(format!(
+            "{what} was not taken of a PVC (it names pre-provisioned content)"
+        )),
+    }
+}
+
 /// Whether a StorageClass binds its volumes only when a pod uses them; a restore must then
 /// not wait for `Bound`.
 pub fn binds_on_first_consumer(class: &StorageClass) -> bool {
@@ -461,6 +495,56 @@ mod tests {
             snapshot_class_name: Some("csi-hostpath".into()),
             restore_from: None,
         }
+    }
+
+    fn taken(of: &str, status: serde_json::Value) -> VolumeSnapshot {
+        serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": "fluxgate-u1-data-db-0", "namespace": "apps"},
+            "spec": {"source": {"persistentVolumeClaimName": of}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_is_restored_from_only_when_it_is_ready_clean_and_of_that_pvc() {
+        let check = |found: Option<&VolumeSnapshot>| {
+            unusable_for_restore(found, "apps", "fluxgate-u1-data-db-0", "data-db-0")
+        };
+        let ready = taken(
+            "data-db-0",
+            json!({"readyToUse": true, "restoreSize": "1Gi"}),
+        );
+        assert_eq!(check(Some(&ready)), None);
+        let why = |s: Option<String>| s.expect("refused");
+        assert_eq!(
+            why(check(None)),
+            "VolumeSnapshot apps/fluxgate-u1-data-db-0 (of PVC data-db-0) is gone"
+        );
+        // The snapshot-controller's word when the content went away (external-snapshotter
+        // v8.6.0 syncReadySnapshot): readyToUse false and the error.
+        let lost = taken(
+            "data-db-0",
+            json!({"readyToUse": false, "error": {"message": "VolumeSnapshotContent is missing"}}),
+        );
+        assert!(
+            why(check(Some(&lost))).ends_with("reports an error: VolumeSnapshotContent is missing")
+        );
+        let erred_yet_ready = taken(
+            "data-db-0",
+            json!({"readyToUse": true, "error": {"message": "quota exceeded"}}),
+        );
+        assert!(why(check(Some(&erred_yet_ready))).contains("quota exceeded"));
+        let cutting = taken("data-db-0", json!({"readyToUse": false}));
+        assert!(why(check(Some(&cutting))).ends_with("is not ready to use"));
+        let other = taken("data-db-1", json!({"readyToUse": true}));
+        assert!(why(check(Some(&other))).ends_with("was taken of PVC data-db-1, not of data-db-0"));
+        let mut going = ready.clone();
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(why(check(Some(&going))).ends_with("is being deleted"));
     }
 
     #[test]
