@@ -492,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_can_skip_its_safety_snapshot_and_only_dry_run() {
+    fn a_rollback_can_skip_its_safety_snapshot_dry_run_or_be_forced() {
         let undo = rollback("undo", "db-2-0-0")
             .without_safety_snapshot()
             .dry_run()
@@ -502,10 +502,13 @@ mod tests {
             json!({"apiVersion": "fluxgate.dev/v1alpha1", "kind": "RollbackRequest",
                    "metadata": {"name": "undo", "namespace": "apps"},
                    "spec": {"upgradeRequest": "db-2-0-0", "safetySnapshot": false,
-                            "dryRun": true}})
+                            "dryRun": true, "force": false}})
         );
         let defaults = serde_json::to_value(rollback("undo", "db-2-0-0").build()).unwrap();
         assert_eq!(defaults["spec"]["safetySnapshot"], true);
+        assert_eq!(defaults["spec"]["force"], false);
+        let forced = serde_json::to_value(rollback("undo", "db-2-0-0").force().build()).unwrap();
+        assert_eq!(forced["spec"]["force"], true);
     }
 
     #[test]

@@ -288,6 +288,12 @@ pub struct PlannedVolume {
     /// For a rollback: the VolumeSnapshot to restore it from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// For a rollback: the CSI driver's handle of that snapshot when the upgrade took it
+    /// (its VolumeSnapshotContent's `status.snapshotHandle`). A snapshot whose content was
+    /// lost is cut again by the snapshot-controller under the same name, from the PVC as it
+    /// is then: another handle means other data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_handle: Option<String>,
 }
 
 /// A VolumeSnapshot the request took.
@@ -307,6 +313,11 @@ pub struct SnapshotRecord {
     /// The snapshotter's error, if it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The CSI driver's handle of the cut (its VolumeSnapshotContent's
+    /// `status.snapshotHandle`), once ready: what a rollback checks the snapshot against, since
+    /// one cut again later (its content lost) holds other data under the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_handle: Option<String>,
 }
 
 /// How far the restore of one volume got.

@@ -15,7 +15,9 @@ use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::{
     chart_helm_repository, git_source, request_reconcile, set_suspend,
 };
-use crate::cluster::snapshots::ops::{create_claim, create_snapshot, delete_claim, snapshot};
+use crate::cluster::snapshots::ops::{
+    create_claim, create_snapshot, delete_claim, snapshot_and_handle,
+};
 use crate::cluster::snapshots::{restored_claim, snapshot_for, unusable_for_restore};
 use crate::cluster::workloads::ops::{scale, set_when_scaled};
 use crate::git::{
@@ -241,11 +243,18 @@ async fn usable_source(
     volume: &crate::api::PlannedVolume,
     name: &str,
 ) -> Result<crate::cluster::snapshots::VolumeSnapshot, Problem> {
-    let found = snapshot(&cluster.fresh(), &volume.namespace, name)
+    let (found, handle) = snapshot_and_handle(&cluster.fresh(), &volume.namespace, name)
         .await
         .map_err(Problem::from)?;
     match (
-        unusable_for_restore(found.as_ref(), &volume.namespace, name, &volume.name),
+        unusable_for_restore(
+            found.as_ref(),
+            handle.as_deref(),
+            &volume.namespace,
+            name,
+            &volume.name,
+            volume.restore_from_handle.as_deref(),
+        ),
         found,
     ) {
         (None, Some(source)) => Ok(source),

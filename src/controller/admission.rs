@@ -15,7 +15,7 @@ use crate::api::{
 use crate::cluster::discovery::ops::{VolumeSelection, claims_deleted_on_scale_down, discover_app};
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
-use crate::cluster::snapshots::ops::{classes, snapshot};
+use crate::cluster::snapshots::ops::{classes, snapshot_and_handle};
 use crate::cluster::snapshots::unusable_for_restore;
 use crate::manifest::fields::{check_target, current_versions, edit_file};
 use crate::manifest::versions_equal;
@@ -260,11 +260,12 @@ pub async fn rollback_plan(
     }
     let mut volumes = plan.volumes.clone();
     for volume in &mut volumes {
-        volume.restore_from = status
+        let taken = status
             .snapshots
             .iter()
-            .find(|s| s.pvc == volume.name && s.ready_to_use)
-            .map(|s| s.name.clone());
+            .find(|s| s.pvc == volume.name && s.ready_to_use);
+        volume.restore_from = taken.map(|s| s.name.clone());
+        volume.restore_from_handle = taken.and_then(|s| s.snapshot_handle.clone());
     }
     // Read fresh: this decides whether old data may replace what the app holds now.
     let cluster = &ctx.cluster.fresh();
@@ -303,14 +304,16 @@ pub async fn rollback_plan(
         let Some(source) = &volume.restore_from else {
             continue;
         };
-        let found = snapshot(cluster, &volume.namespace, source)
+        let (found, handle) = snapshot_and_handle(cluster, &volume.namespace, source)
             .await
             .map_err(Problem::from)?;
         unusable.extend(unusable_for_restore(
             found.as_ref(),
+            handle.as_deref(),
             &volume.namespace,
             source,
             &volume.name,
+            volume.restore_from_handle.as_deref(),
         ));
     }
     if !unusable.is_empty() {

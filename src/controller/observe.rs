@@ -16,9 +16,12 @@ use crate::cluster::flux::HelmRelease;
 use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hold, served_commit};
 use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
-use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
+use crate::cluster::snapshots::ops::{
+    claim, content_handle, snapshot, snapshot_and_handle, storage_class,
+};
 use crate::cluster::snapshots::{
-    RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name, unusable_for_restore,
+    RESTORED_FROM_ANNOTATION, binds_on_first_consumer, bound_content, snapshot_name,
+    unusable_for_restore,
 };
 use crate::cluster::workloads::PodMount;
 use crate::cluster::workloads::ops::{mounts, replicas, when_scaled};
@@ -126,13 +129,26 @@ async fn snapshots_of(
             .await
             .map_err(Problem::from)?
         {
+            let ready = snapshot
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_to_use)
+                .unwrap_or(false);
+            // The driver's handle of a ready cut: what a rollback will check it against.
+            let handle = match bound_content(&snapshot).filter(|_| ready) {
+                Some(content) => content_handle(cluster, content)
+                    .await
+                    .map_err(Problem::from)?,
+                None => None,
+            };
             let status = snapshot.status.unwrap_or_default();
             found.insert(
                 ObjectKey::claim(volume),
                 SnapshotState {
-                    ready: status.ready_to_use.unwrap_or(false),
+                    ready,
                     error: status.error.and_then(|e| e.message),
                     restore_size: status.restore_size,
+                    handle,
                 },
             );
         }
@@ -184,14 +200,20 @@ async fn sources_of(
         let Some(name) = &volume.restore_from else {
             continue;
         };
-        let source = snapshot(cluster, &volume.namespace, name)
+        let (source, handle) = snapshot_and_handle(cluster, &volume.namespace, name)
             .await
             .map_err(Problem::from)?;
-        let verdict =
-            match unusable_for_restore(source.as_ref(), &volume.namespace, name, &volume.name) {
-                None => Ok(()),
-                Some(why) => Err(why),
-            };
+        let verdict = match unusable_for_restore(
+            source.as_ref(),
+            handle.as_deref(),
+            &volume.namespace,
+            name,
+            &volume.name,
+            volume.restore_from_handle.as_deref(),
+        ) {
+            None => Ok(()),
+            Some(why) => Err(why),
+        };
         found.insert(ObjectKey::claim(volume), verdict);
     }
     Ok(found)

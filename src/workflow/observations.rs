@@ -184,6 +184,8 @@ pub struct SnapshotState {
     pub error: Option<String>,
     /// Its restore size, once known.
     pub restore_size: Option<Quantity>,
+    /// The CSI driver's handle of the cut, once ready.
+    pub handle: Option<String>,
 }
 
 /// A PVC being restored, as observed.

@@ -90,6 +90,7 @@ fn volume(name: &str) -> PlannedVolume {
         csi_driver: Some("hostpath.csi.k8s.io".into()),
         snapshot_class_name: Some("snap".into()),
         restore_from: None,
+        restore_from_handle: None,
     }
 }
 
@@ -960,6 +961,7 @@ fn restoring() -> RequestStatus {
                 ready_to_use: true,
                 restore_size: None,
                 error: None,
+                snapshot_handle: None,
             })
             .collect(),
         ..in_phase(Phase::Restore, 0)
@@ -1227,6 +1229,29 @@ fn a_delete_whose_status_write_a_crash_lost_still_counts_as_replacing() {
     );
     assert_eq!(d.status.phase, Some(Phase::Frozen));
     assert_eq!(d.status.restores[0].state, RestoreState::Deleted);
+    // A PVC an earlier rollback restored (from another snapshot) is not one this one replaced.
+    claims(
+        &mut observed,
+        &[
+            (
+                "data-db-0",
+                Some(ClaimState {
+                    restored_from: Some("fluxgate-older-data-db-0".into()),
+                    bound: true,
+                    ..Default::default()
+                }),
+            ),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    let d = on_action_error(
+        &rollback,
+        &app(OnFailure::Rollback),
+        &restoring(),
+        &Problem::terminal("Forbidden", "RBAC denies deleting PVCs"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
     // Not read this reconcile: an absent claim says nothing, the record decides.
     observed.claims_read = false;
     observed.claims.clear();

@@ -145,10 +145,11 @@ pub fn volumes_replaced(
     let seen = phase == Phase::Restore
         && observed.claims_read
         && restored_volumes(plan).any(|v| {
+            // (A PVC restored by an earlier rollback carries another snapshot's name.)
             observed
                 .claims
                 .get(&ObjectKey::claim(v))
-                .is_none_or(|c| c.terminating || c.restored_from.is_some())
+                .is_none_or(|c| c.terminating || c.restored_from == v.restore_from)
         });
     recorded || seen
 }
