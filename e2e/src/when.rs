@@ -143,11 +143,12 @@ pub async fn snapshot_deleted(story: &DemoWorld, name: &str) {
 }
 
 /// The storage loses what VolumeSnapshot `name` (in `apps`) kept: its VolumeSnapshotContent
-/// goes (finalizers and all, as when the driver's backend lost it); returns once the
-/// snapshot-controller reports the snapshot in error, as it does for a bound content that
-/// is missing (external-snapshotter v8.6.0 `syncReadySnapshot`: `VolumeSnapshotContent is
-/// missing`, `readyToUse: false`).
-pub async fn snapshot_content_lost(story: &DemoWorld, name: &str) -> String {
+/// goes (finalizers and all, as when the driver's backend lost it). Returns once the
+/// snapshot-controller has noticed: it reports the snapshot in error, as it does for a bound
+/// content that is missing (external-snapshotter v8.6.0 `syncReadySnapshot`:
+/// `VolumeSnapshotContent is missing`, `readyToUse: false`), or — the PVC still there — has
+/// already made a new content for it (`syncUnreadySnapshot`), to cut it again.
+pub async fn snapshot_content_lost(story: &DemoWorld, name: &str) {
     let snapshot = api::<VolumeSnapshot>(story)
         .get(name)
         .await
@@ -163,6 +164,11 @@ pub async fn snapshot_content_lost(story: &DemoWorld, name: &str) -> String {
         story.client.clone(),
         &sim::kinds::volume_snapshot_content(),
     );
+    let lost = contents
+        .get(&content)
+        .await
+        .unwrap_or_else(|e| panic!("reading VolumeSnapshotContent {content}: {e}"))
+        .uid();
     // Deleted first: once it is being deleted no controller can add a finalizer back.
     match contents.delete(&content, &DeleteParams::default()).await {
         Ok(_) => {}
@@ -181,31 +187,35 @@ pub async fn snapshot_content_lost(story: &DemoWorld, name: &str) -> String {
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => panic!("clearing the finalizers of VolumeSnapshotContent {content}: {e}"),
     }
+    // A content of the same name made since is the snapshot-controller's new one.
+    let replaced = async || {
+        let now = contents.get_opt(&content).await.ok()?;
+        Some(now.is_none_or(|c| c.uid() != lost))
+    };
     wait_until(
         &format!("VolumeSnapshotContent {content} to go"),
         DELETION,
-        async || {
-            contents
-                .get_opt(&content)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
+        async || replaced().await.filter(|gone| *gone).map(|_| ()),
     )
     .await
     .unwrap();
     wait_until(
-        &format!("VolumeSnapshot {name} to report its content missing"),
+        &format!("the snapshot-controller to notice that VolumeSnapshot {name} lost its content"),
         DELETION,
         async || {
             let status = api::<VolumeSnapshot>(story).get(name).await.ok()?.status?;
-            let error = status.error?.message?;
-            (status.ready_to_use == Some(false)).then_some(error)
+            let erred = status.error.and_then(|e| e.message).is_some()
+                && status.ready_to_use == Some(false);
+            let recut = contents
+                .get_opt(&content)
+                .await
+                .ok()?
+                .is_some_and(|c| c.uid() != lost);
+            (erred || recut).then_some(())
         },
     )
     .await
-    .unwrap()
+    .unwrap();
 }
 
 /// PVC `name` (in `apps`) gets [`HOLD_FINALIZER`]: once deleted it stays Terminating until
