@@ -76,7 +76,7 @@ pub async fn observe_phase(
         let fresh = ctx.cluster.fresh();
         observed.claims = claims_of(&fresh, plan).await?;
         observed.claims_read = true;
-        observed.sources = sources_of(&fresh, plan).await?;
+        observed.sources = sources_of(&fresh, plan, &observed.claims).await?;
     }
     if needs.commit {
         observed.commit = commit_state(ctx, request, app, plan).await?;
@@ -169,19 +169,24 @@ async fn claims_of(
         else {
             continue;
         };
+        let restored_from = pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned();
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        // Whether binding is to be waited for matters only for a restored claim not bound yet.
         let waits = match &volume.storage_class_name {
-            Some(class) => storage_class(cluster, class)
-                .await
-                .map_err(Problem::from)?
-                .is_some_and(|c| binds_on_first_consumer(&c)),
-            None => false,
+            Some(class) if !bound && restored_from == volume.restore_from => {
+                storage_class(cluster, class)
+                    .await
+                    .map_err(Problem::from)?
+                    .is_some_and(|c| binds_on_first_consumer(&c))
+            }
+            _ => false,
         };
         found.insert(
             ObjectKey::claim(volume),
             ClaimState {
                 terminating: pvc.metadata.deletion_timestamp.is_some(),
-                restored_from: pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned(),
-                bound: pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+                restored_from,
+                bound,
                 waits_for_first_consumer: waits,
             },
         );
@@ -189,17 +194,50 @@ async fn claims_of(
     Ok(found)
 }
 
-/// Whether the snapshot each restored volume comes from can be restored from now (see
-/// [`unusable_for_restore`]), read from the API server.
+/// Whether the snapshots a Restore step is about to rely on can be restored from now (see
+/// [`unusable_for_restore`]), read from the API server: before the first PVC is deleted,
+/// every one; after that, the next volume's (plan order) when its old PVC is about to be
+/// deleted or it is about to be recreated. While a PVC is being deleted or binds, Restore
+/// only waits, and reads none.
 async fn sources_of(
     cluster: &Cluster,
     plan: &Plan,
+    claims: &BTreeMap<ObjectKey, ClaimState>,
 ) -> Result<BTreeMap<ObjectKey, Result<(), String>>, Problem> {
-    let mut found = BTreeMap::new();
-    for volume in &plan.volumes {
-        let Some(name) = &volume.restore_from else {
-            continue;
+    let restoring: Vec<(&crate::api::PlannedVolume, &str)> = plan
+        .volumes
+        .iter()
+        .filter_map(|v| Some((v, v.restore_from.as_deref()?)))
+        .collect();
+    let untouched = |v: &crate::api::PlannedVolume, snapshot: &str| {
+        claims
+            .get(&ObjectKey::claim(v))
+            .is_some_and(|c| !c.terminating && c.restored_from.as_deref() != Some(snapshot))
+    };
+    let restored = |v: &crate::api::PlannedVolume, snapshot: &str| {
+        claims
+            .get(&ObjectKey::claim(v))
+            .is_some_and(|c| c.restored_from.as_deref() == Some(snapshot))
+    };
+    let in_flight = restoring.iter().any(|(v, _)| {
+        claims
+            .get(&ObjectKey::claim(v))
+            .is_some_and(|c| c.terminating)
+    });
+    let wanted: Vec<&(&crate::api::PlannedVolume, &str)> =
+        if restoring.iter().all(|(v, s)| untouched(v, s)) {
+            restoring.iter().collect()
+        } else if in_flight {
+            Vec::new()
+        } else {
+            restoring
+                .iter()
+                .filter(|(v, s)| !restored(v, s))
+                .take(1)
+                .collect()
         };
+    let mut found = BTreeMap::new();
+    for (volume, name) in wanted {
         let (source, handle) = snapshot_and_handle(cluster, &volume.namespace, name)
             .await
             .map_err(Problem::from)?;
