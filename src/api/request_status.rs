@@ -350,6 +350,40 @@ pub struct RestoreRecord {
     pub problem: Option<String>,
 }
 
+/// What a person reads when a rollback stops after replacing volumes: each volume, what it
+/// holds now and where the data it held is.
+pub fn restores_report(restores: &[RestoreRecord]) -> String {
+    restores
+        .iter()
+        .map(|r| {
+            let kept = match &r.safety_snapshot {
+                Some(safety) => format!("the data it held is in safety snapshot {safety}"),
+                None => "the data it held was not snapshotted (safetySnapshot: false)".to_owned(),
+            };
+            let why = r
+                .problem
+                .as_deref()
+                .map_or(String::new(), |p| format!(": {p}"));
+            match r.state {
+                RestoreState::Restored => {
+                    format!("{} restored from {} ({kept})", r.pvc, r.snapshot)
+                }
+                RestoreState::Deleted => format!(
+                    "{} MISSING: deleted and not recreated from {}{why} ({kept})",
+                    r.pvc, r.snapshot
+                ),
+                RestoreState::Pending => {
+                    format!(
+                        "{} not restored: it still holds the data it had{why}",
+                        r.pvc
+                    )
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The Git commit the request pushed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -30,6 +30,7 @@ use crate::manifest::fields::current_versions;
 use crate::workflow::observations::ChildRollback;
 use crate::workflow::{
     ClaimState, CommitState, ObjectKey, Observed, Problem, Request, SnapshotState, needs,
+    sources_needed,
 };
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -194,50 +195,18 @@ async fn claims_of(
     Ok(found)
 }
 
-/// Whether the snapshots a Restore step is about to rely on can be restored from now (see
-/// [`unusable_for_restore`]), read from the API server: before the first PVC is deleted,
-/// every one; after that, the next volume's (plan order) when its old PVC is about to be
-/// deleted or it is about to be recreated. While a PVC is being deleted or binds, Restore
-/// only waits, and reads none.
+/// Whether the snapshots a Restore step is about to rely on ([`sources_needed`]) can be
+/// restored from now (see [`unusable_for_restore`]), read from the API server.
 async fn sources_of(
     cluster: &Cluster,
     plan: &Plan,
     claims: &BTreeMap<ObjectKey, ClaimState>,
 ) -> Result<BTreeMap<ObjectKey, Result<(), String>>, Problem> {
-    let restoring: Vec<(&crate::api::PlannedVolume, &str)> = plan
-        .volumes
-        .iter()
-        .filter_map(|v| Some((v, v.restore_from.as_deref()?)))
-        .collect();
-    let untouched = |v: &crate::api::PlannedVolume, snapshot: &str| {
-        claims
-            .get(&ObjectKey::claim(v))
-            .is_some_and(|c| !c.terminating && c.restored_from.as_deref() != Some(snapshot))
-    };
-    let restored = |v: &crate::api::PlannedVolume, snapshot: &str| {
-        claims
-            .get(&ObjectKey::claim(v))
-            .is_some_and(|c| c.restored_from.as_deref() == Some(snapshot))
-    };
-    let in_flight = restoring.iter().any(|(v, _)| {
-        claims
-            .get(&ObjectKey::claim(v))
-            .is_some_and(|c| c.terminating)
-    });
-    let wanted: Vec<&(&crate::api::PlannedVolume, &str)> =
-        if restoring.iter().all(|(v, s)| untouched(v, s)) {
-            restoring.iter().collect()
-        } else if in_flight {
-            Vec::new()
-        } else {
-            restoring
-                .iter()
-                .filter(|(v, s)| !restored(v, s))
-                .take(1)
-                .collect()
-        };
     let mut found = BTreeMap::new();
-    for (volume, name) in wanted {
+    for volume in sources_needed(plan, claims) {
+        let Some(name) = volume.restore_from.as_deref() else {
+            continue;
+        };
         let (source, handle) = snapshot_and_handle(cluster, &volume.namespace, name)
             .await
             .map_err(Problem::from)?;

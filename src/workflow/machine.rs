@@ -547,7 +547,7 @@ fn hold_replaced_volumes(
         phase_name(phase),
         problem.reason,
         problem.message,
-        phases::restore_report(&d.status.restores)
+        crate::api::restores_report(&d.status.restores)
     );
     enter(
         d,

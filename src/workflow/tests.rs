@@ -1087,6 +1087,61 @@ fn a_rollback_restores_one_volume_at_a_time_and_each_once() {
 }
 
 #[test]
+fn restore_reads_each_source_snapshot_right_before_it_relies_on_it() {
+    let plan = rollback_plan();
+    let names = |observed: &Observed| -> Vec<String> {
+        sources_needed(&plan, &observed.claims)
+            .iter()
+            .map(|v| v.name.clone())
+            .collect()
+    };
+    let mut observed = world(&plan, 1);
+    // Before the first PVC is deleted: every one.
+    claims(
+        &mut observed,
+        &[("data-db-0", old_claim()), ("data-db-1", old_claim())],
+    );
+    assert_eq!(names(&observed), vec!["data-db-0", "data-db-1"]);
+    // A PVC being deleted is only waited on.
+    claims(
+        &mut observed,
+        &[
+            (
+                "data-db-0",
+                Some(ClaimState {
+                    terminating: true,
+                    ..Default::default()
+                }),
+            ),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    assert!(names(&observed).is_empty());
+    // Gone: its source, right before the recreate; then the next one, before its delete.
+    claims(
+        &mut observed,
+        &[("data-db-0", None), ("data-db-1", old_claim())],
+    );
+    assert_eq!(names(&observed), vec!["data-db-0"]);
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    assert_eq!(names(&observed), vec!["data-db-1"]);
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", restored("data-db-1")),
+        ],
+    );
+    assert!(names(&observed).is_empty());
+}
+
+#[test]
 fn an_unusable_snapshot_fails_the_rollback_before_any_pvc_is_touched() {
     let rollback = request(RequestKind::Rollback);
     let mut observed = world(&rollback_plan(), 1);

@@ -14,8 +14,8 @@ mod snapshot;
 mod suspend;
 mod verify;
 
-pub use restore::SNAPSHOT_UNUSABLE;
-pub(super) use restore::{records as restore_records, report as restore_report, volumes_replaced};
+pub use restore::{SNAPSHOT_UNUSABLE, sources_needed};
+pub(super) use restore::{records as restore_records, volumes_replaced};
 
 use super::actions::Decision;
 use super::observations::{Observed, Problem};

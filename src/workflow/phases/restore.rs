@@ -5,7 +5,8 @@ use crate::api::{
     Phase, PhaseOutcome, Plan, PlannedVolume, RequestStatus, RestoreRecord, RestoreState,
 };
 use crate::workflow::actions::{Action, Decision};
-use crate::workflow::observations::{ObjectKey, Observed, Problem};
+use crate::workflow::observations::{ClaimState, ObjectKey, Observed, Problem};
+use std::collections::BTreeMap;
 
 /// What this phase decides on.
 pub(super) const NEEDS: Needs = Needs {
@@ -74,6 +75,31 @@ pub(super) fn step(seen: &Seen, d: &mut Decision) -> Step {
     } else {
         Step::Wait(waiting.join("; "))
     }
+}
+
+/// The volumes whose source snapshot the next Restore step relies on, to be read fresh:
+/// before the first PVC is deleted, every one (nothing is destroyed unless all are fit);
+/// after that, the next volume's in plan order when its old PVC is about to be deleted or it
+/// is about to be recreated; none while a PVC is being deleted (the step only waits).
+pub fn sources_needed<'p>(
+    plan: &'p Plan,
+    claims: &BTreeMap<ObjectKey, ClaimState>,
+) -> Vec<&'p PlannedVolume> {
+    let claim = |v: &PlannedVolume| claims.get(&ObjectKey::claim(v));
+    let restored = |v: &PlannedVolume| {
+        claim(v).is_some_and(|c| c.restored_from.is_some() && c.restored_from == v.restore_from)
+    };
+    let untouched = |v: &PlannedVolume| claim(v).is_some_and(|c| !c.terminating) && !restored(v);
+    if restored_volumes(plan).all(untouched) {
+        return restored_volumes(plan).collect();
+    }
+    if restored_volumes(plan).any(|v| claim(v).is_some_and(|c| c.terminating)) {
+        return Vec::new();
+    }
+    restored_volumes(plan)
+        .filter(|v| !restored(v))
+        .take(1)
+        .collect()
 }
 
 /// The plan's volumes that a rollback restores (those with a snapshot to restore from).
@@ -152,36 +178,4 @@ pub fn volumes_replaced(
                 .is_none_or(|c| c.terminating || c.restored_from == v.restore_from)
         });
     recorded || seen
-}
-
-/// What a person reads when a rollback stops after replacing volumes: each volume, what it
-/// holds now and where its data is.
-pub fn report(restores: &[RestoreRecord]) -> String {
-    restores
-        .iter()
-        .map(|r| {
-            let kept = match &r.safety_snapshot {
-                Some(safety) => format!("the data it held is in safety snapshot {safety}"),
-                None => "the data it held was not snapshotted (safetySnapshot: false)".to_owned(),
-            };
-            let why = r
-                .problem
-                .as_deref()
-                .map_or(String::new(), |p| format!(": {p}"));
-            match r.state {
-                RestoreState::Restored => {
-                    format!("{} restored from {} ({kept})", r.pvc, r.snapshot)
-                }
-                RestoreState::Deleted => format!(
-                    "{} MISSING: deleted and not recreated from {}{why} ({kept})",
-                    r.pvc, r.snapshot
-                ),
-                RestoreState::Pending => format!(
-                    "{} not restored: it still holds the data it had{why}",
-                    r.pvc
-                ),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
