@@ -519,11 +519,14 @@ fn hold_replaced_volumes(
     if observed.claims_read {
         d.status.restores = phases::restore_records(plan, &d.status, observed);
     }
-    for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
-        d.actions.push(Action::SetSuspend {
-            object: object.clone(),
-            suspend: true,
-        });
+    // Reconcile resumes Flux; before it, Flux is still held by Suspend.
+    if matches!(phase, Phase::Reconcile | Phase::Verify) {
+        for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
+            d.actions.push(Action::SetSuspend {
+                object: object.clone(),
+                suspend: true,
+            });
+        }
     }
     d.actions.push(Action::Finish(finish(
         Some(plan),

@@ -1335,6 +1335,22 @@ fn a_rollback_failing_after_its_restore_is_frozen_and_suspends_flux_again() {
         &observed,
     );
     assert_eq!(d.status.phase, Some(Phase::Frozen));
+    assert!(
+        matches!(&d.actions[..], [Action::Finish(_)]),
+        "Flux is still held from Suspend: {:?}",
+        d.actions
+    );
+    // Past Reconcile (which resumed Flux), Flux is suspended again.
+    status.phase = Some(Phase::Verify);
+    status.commit = Some(sha());
+    let d = on_action_error(
+        &rollback,
+        &policy,
+        &status,
+        &Problem::terminal("HealthCheckFailed", "0/2 pods ready"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
     let suspended: Vec<&str> = d
         .actions
         .iter()
@@ -1347,6 +1363,8 @@ fn a_rollback_failing_after_its_restore_is_frozen_and_suspends_flux_again() {
         })
         .collect();
     assert_eq!(suspended, vec!["apps", "db"], "Flux held, parents first");
+    status.phase = Some(Phase::Revert);
+    status.commit = None;
 
     // A rollback with nothing to restore (the upgrade took no snapshots) replaced no data:
     // it puts everything back and fails as usual.
