@@ -40,6 +40,7 @@ async fn health_is_reported_object_by_object() {
             namespace: "apps".into(),
             replicas: 2,
             autoscaler: None,
+            claim_retention: None,
         },
         PlannedWorkload {
             kind: WorkloadKind::StatefulSet,
@@ -47,6 +48,7 @@ async fn health_is_reported_object_by_object() {
             namespace: "apps".into(),
             replicas: 1,
             autoscaler: None,
+            claim_retention: None,
         },
     ];
     let checks: Vec<HealthCheck> = vec![serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "condition": "Available"})).unwrap()];

@@ -70,6 +70,7 @@ async fn scaling_changes_only_replicas() {
         namespace: "apps".into(),
         replicas: 2,
         autoscaler: None,
+        claim_retention: None,
     };
     assert_eq!(
         replicas(&client, WorkloadKind::StatefulSet, "apps", "db")

@@ -1,14 +1,15 @@
-//! What the invariant tests, the crash matrix and the fault soak check, shared: the
-//! operator's own requests in kubesim's log, and the end state of an upgrade or a rollback
-//! counted from the cluster and Git (snapshots, commits carrying a request's UID, rollback
-//! requests, PVC restores, Flux and replicas put back).
+//! What the invariant tests, the crash matrix, the fault soak and the data-loss catalogue
+//! check, shared: the operator's own requests in kubesim's log, the end state of an upgrade
+//! or a rollback counted from the cluster and Git (snapshots, commits carrying a request's
+//! UID, rollback requests, PVC restores, Flux and replicas put back), and where every piece
+//! of the app's data is ([`Ledger`]: the content tokens of its PVCs, PVs and snapshots).
 
 use fluxgate::api::{FluxObjectKind, Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::cluster::snapshots::{REQUEST_UID_LABEL, VolumeSnapshot};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kubesim::{Match, RequestRecord};
@@ -312,4 +313,127 @@ pub async fn rollback_problems(
     }
     problems.extend(put_back_problems(story).await);
     problems
+}
+
+/// Where the app's data is: the content token (see `sim::volumes`) of each PVC in namespace
+/// `apps` with the PersistentVolume it is bound to, of each PersistentVolume that was made
+/// for one of them (also one whose claim is gone), and of each VolumeSnapshot there. What a
+/// data-loss story compares before and after: every token held before must still be held
+/// somewhere.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ledger {
+    /// PVC → (the PV it is bound to, what it holds).
+    pub claims: BTreeMap<String, (Option<String>, Option<String>)>,
+    /// PV → (the claim it was made for, `namespace/name`; what it holds).
+    pub volumes: BTreeMap<String, (Option<String>, Option<String>)>,
+    /// VolumeSnapshot → what it holds (None before it is cut, or when its content is gone).
+    pub snapshots: BTreeMap<String, Option<String>>,
+}
+
+impl Ledger {
+    /// The ledger now; panics naming what could not be read.
+    pub async fn read(story: &DemoWorld) -> Ledger {
+        let mut ledger = Ledger::default();
+        let claims = Api::<PersistentVolumeClaim>::namespaced(story.client.clone(), "apps")
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing PVCs in apps: {e}"));
+        for claim in claims.items {
+            let name = claim.name_any();
+            let token = sim::volumes::content_token(&story.client, "apps", &name)
+                .await
+                .unwrap_or_else(|e| panic!("reading what PVC apps/{name} holds: {e:#}"));
+            let volume = claim
+                .spec
+                .and_then(|s| s.volume_name)
+                .filter(|v| !v.is_empty());
+            ledger.claims.insert(name, (volume, token));
+        }
+        let volumes = Api::<PersistentVolume>::all(story.client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing PersistentVolumes: {e}"));
+        for volume in volumes.items {
+            let claim = volume
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|r| {
+                    Some(format!(
+                        "{}/{}",
+                        r.namespace.as_deref()?,
+                        r.name.as_deref()?
+                    ))
+                });
+            if claim.as_deref().is_some_and(|c| c.starts_with("apps/")) {
+                ledger
+                    .volumes
+                    .insert(volume.name_any(), (claim, sim::csi::stored_token(&volume)));
+            }
+        }
+        let snapshots = Api::<VolumeSnapshot>::namespaced(story.client.clone(), "apps")
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing VolumeSnapshots in apps: {e}"));
+        for snapshot in snapshots.items {
+            let name = snapshot.name_any();
+            let token = sim::volumes::snapshot_token(&story.client, "apps", &name)
+                .await
+                .unwrap_or_else(|e| panic!("reading what VolumeSnapshot apps/{name} holds: {e:#}"));
+            ledger.snapshots.insert(name, token);
+        }
+        ledger
+    }
+
+    /// What PVC `pvc` holds now (None when it is gone or unbound).
+    pub fn claim(&self, pvc: &str) -> Option<&str> {
+        self.claims.get(pvc).and_then(|(_, t)| t.as_deref())
+    }
+
+    /// The PV PVC `pvc` is bound to.
+    pub fn volume_of(&self, pvc: &str) -> Option<&str> {
+        self.claims.get(pvc).and_then(|(v, _)| v.as_deref())
+    }
+
+    /// What VolumeSnapshot `name` holds.
+    pub fn snapshot(&self, name: &str) -> Option<&str> {
+        self.snapshots.get(name).and_then(|t| t.as_deref())
+    }
+
+    /// Everywhere `token` is held: `PVC x`, `PV y`, `VolumeSnapshot z`.
+    pub fn holders(&self, token: &str) -> Vec<String> {
+        let claims = self
+            .claims
+            .iter()
+            .filter(|(_, (_, t))| t.as_deref() == Some(token))
+            .map(|(n, _)| format!("PVC {n}"));
+        let volumes = self
+            .volumes
+            .iter()
+            .filter(|(_, (_, t))| t.as_deref() == Some(token))
+            .map(|(n, _)| format!("PV {n}"));
+        let snapshots = self
+            .snapshots
+            .iter()
+            .filter(|(_, t)| t.as_deref() == Some(token))
+            .map(|(n, _)| format!("VolumeSnapshot {n}"));
+        claims.chain(volumes).chain(snapshots).collect()
+    }
+
+    /// Every token held `before` and nowhere now, each with where it was.
+    pub fn lost_since(&self, before: &Ledger) -> BTreeMap<String, Vec<String>> {
+        let mut lost = BTreeMap::new();
+        let all = before
+            .claims
+            .values()
+            .chain(before.volumes.values())
+            .filter_map(|(_, t)| t.clone())
+            .chain(before.snapshots.values().flatten().cloned());
+        for token in all {
+            if self.holders(&token).is_empty() {
+                lost.insert(token.clone(), before.holders(&token));
+            }
+        }
+        lost
+    }
 }

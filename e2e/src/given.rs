@@ -150,6 +150,7 @@ pub fn rollback(name: &str, upgrade: &str) -> Rollback {
             upgrade_request: upgrade.to_owned(),
             safety_snapshot: true,
             dry_run: false,
+            force: false,
         },
     }
 }
@@ -165,6 +166,12 @@ impl Rollback {
     /// Overwrites the failed state without snapshotting it first (`spec.safetySnapshot: false`).
     pub fn without_safety_snapshot(mut self) -> Rollback {
         self.spec.safety_snapshot = false;
+        self
+    }
+
+    /// Rolls back even when the upgrade is no longer the app's last change (`spec.force`).
+    pub fn force(mut self) -> Rollback {
+        self.spec.force = true;
         self
     }
 
@@ -511,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_can_skip_its_safety_snapshot_and_only_dry_run() {
+    fn a_rollback_can_skip_its_safety_snapshot_dry_run_or_be_forced() {
         let undo = rollback("undo", "db-2-0-0")
             .without_safety_snapshot()
             .dry_run()
@@ -521,10 +528,13 @@ mod tests {
             json!({"apiVersion": "fluxgate.dev/v1alpha1", "kind": "RollbackRequest",
                    "metadata": {"name": "undo", "namespace": "apps"},
                    "spec": {"upgradeRequest": "db-2-0-0", "safetySnapshot": false,
-                            "dryRun": true}})
+                            "dryRun": true, "force": false}})
         );
         let defaults = serde_json::to_value(rollback("undo", "db-2-0-0").build()).unwrap();
         assert_eq!(defaults["spec"]["safetySnapshot"], true);
+        assert_eq!(defaults["spec"]["force"], false);
+        let forced = serde_json::to_value(rollback("undo", "db-2-0-0").force().build()).unwrap();
+        assert_eq!(forced["spec"]["force"], true);
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Does what happens to a running world in a story, by name: a person deleting a request or
 //! an app, changing the app's update policy, Renovate writing its report, the operator
-//! restarted to read Renovate's output.
+//! restarted to read Renovate's output, and what befalls the app's data: a snapshot deleted
+//! or its content lost, a PVC's deletion held back.
 
 use crate::api;
 use crate::then;
 use fluxgate::api::{ManagedApp, UpdatePolicy, UpgradeRequest};
+use fluxgate::cluster::snapshots::VolumeSnapshot;
 use fluxgate::controller::renovate_input::RenovateSettings;
 use fluxgate::demo::world::{DemoWorld, wait_until};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -112,4 +115,167 @@ pub fn renovate_configmap() -> RenovateSettings {
         configmap: Some((namespace.into(), name.into())),
         file: None,
     }
+}
+
+/// A finalizer of the stories' own, to hold a PVC's deletion for a moment.
+pub const HOLD_FINALIZER: &str = "e2e.fluxgate.dev/hold";
+
+/// A person deletes VolumeSnapshot `name` (in `apps`); returns once it is gone.
+pub async fn snapshot_deleted(story: &DemoWorld, name: &str) {
+    api::<VolumeSnapshot>(story)
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting VolumeSnapshot {name}: {e}"));
+    wait_until(
+        &format!("VolumeSnapshot {name} to go"),
+        DELETION,
+        async || {
+            api::<VolumeSnapshot>(story)
+                .get_opt(name)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The storage loses what VolumeSnapshot `name` (in `apps`) kept: its VolumeSnapshotContent
+/// goes (finalizers and all, as when the driver's backend lost it). Returns once the
+/// snapshot-controller has noticed: it reports the snapshot in error, as it does for a bound
+/// content that is missing (external-snapshotter v8.6.0 `syncReadySnapshot`:
+/// `VolumeSnapshotContent is missing`, `readyToUse: false`), or — the PVC still there — has
+/// already made a new content for it (`syncUnreadySnapshot`), to cut it again.
+pub async fn snapshot_content_lost(story: &DemoWorld, name: &str) {
+    let snapshot = api::<VolumeSnapshot>(story)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading VolumeSnapshot {name}: {e}"));
+    let content = snapshot
+        .status
+        .as_ref()
+        .and_then(|s| s.rest.get("boundVolumeSnapshotContentName"))
+        .and_then(|c| c.as_str())
+        .unwrap_or_else(|| panic!("VolumeSnapshot {name} is bound to no content"))
+        .to_owned();
+    let contents = kube::Api::<DynamicObject>::all_with(
+        story.client.clone(),
+        &sim::kinds::volume_snapshot_content(),
+    );
+    let lost = contents
+        .get(&content)
+        .await
+        .unwrap_or_else(|e| panic!("reading VolumeSnapshotContent {content}: {e}"))
+        .uid();
+    // Deleted first: once it is being deleted no controller can add a finalizer back.
+    match contents.delete(&content, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("deleting VolumeSnapshotContent {content}: {e}"),
+    }
+    match contents
+        .patch(
+            &content,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("clearing the finalizers of VolumeSnapshotContent {content}: {e}"),
+    }
+    // A content of the same name made since is the snapshot-controller's new one.
+    let replaced = async || {
+        let now = contents.get_opt(&content).await.ok()?;
+        Some(now.is_none_or(|c| c.uid() != lost))
+    };
+    wait_until(
+        &format!("VolumeSnapshotContent {content} to go"),
+        DELETION,
+        async || replaced().await.filter(|gone| *gone).map(|_| ()),
+    )
+    .await
+    .unwrap();
+    wait_until(
+        &format!("the snapshot-controller to notice that VolumeSnapshot {name} lost its content"),
+        DELETION,
+        async || {
+            let status = api::<VolumeSnapshot>(story).get(name).await.ok()?.status?;
+            let erred = status.error.and_then(|e| e.message).is_some()
+                && status.ready_to_use == Some(false);
+            let recut = contents
+                .get_opt(&content)
+                .await
+                .ok()?
+                .is_some_and(|c| c.uid() != lost);
+            (erred || recut).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// PVC `name` (in `apps`) gets [`HOLD_FINALIZER`]: once deleted it stays Terminating until
+/// [`claim_let_go`].
+pub async fn claim_held(story: &DemoWorld, name: &str) {
+    let claims = api::<PersistentVolumeClaim>(story);
+    let claim = claims
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading PVC {name}: {e}"));
+    let mut finalizers = claim.finalizers().to_vec();
+    finalizers.push(HOLD_FINALIZER.to_owned());
+    claims
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": finalizers,
+                                              "resourceVersion": claim.resource_version()}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("holding PVC {name}: {e}"));
+}
+
+/// Waits until PVC `name` (in `apps`) is being deleted, and returns it.
+pub async fn claim_deleting(
+    story: &DemoWorld,
+    name: &str,
+    timeout: Duration,
+) -> PersistentVolumeClaim {
+    wait_until(&format!("PVC {name} to be deleted"), timeout, async || {
+        let claim = api::<PersistentVolumeClaim>(story)
+            .get_opt(name)
+            .await
+            .ok()??;
+        claim.metadata.deletion_timestamp.is_some().then_some(claim)
+    })
+    .await
+    .unwrap()
+}
+
+/// PVC `name` (in `apps`) loses [`HOLD_FINALIZER`] again.
+pub async fn claim_let_go(story: &DemoWorld, name: &str) {
+    let claims = api::<PersistentVolumeClaim>(story);
+    let claim = claims
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading PVC {name}: {e}"));
+    let finalizers: Vec<String> = claim
+        .finalizers()
+        .iter()
+        .filter(|f| *f != HOLD_FINALIZER)
+        .cloned()
+        .collect();
+    claims
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": finalizers,
+                                              "resourceVersion": claim.resource_version()}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("letting PVC {name} go: {e}"));
 }

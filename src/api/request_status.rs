@@ -54,7 +54,10 @@ pub enum Phase {
     Failed,
     /// Finished: the upgrade failed and was rolled back (data and Git).
     RolledBack,
-    /// Stopped for a person (`onFailure: Freeze`): Flux stays suspended, nothing is undone.
+    /// Stopped for a person: an upgrade that failed after its commit with `onFailure:
+    /// Freeze`, or a rollback that failed once it had deleted a PVC (never resumed on
+    /// missing or partial data; `restores` says what was replaced and where the data is).
+    /// Flux stays suspended and nothing is undone until a person acts.
     Frozen,
 }
 
@@ -229,7 +232,27 @@ pub struct PlannedWorkload {
     /// A HorizontalPodAutoscaler that targets this workload, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler: Option<String>,
+    /// A StatefulSet's `persistentVolumeClaimRetentionPolicy` before the request, recorded
+    /// when its `whenScaled` is `Delete`: scaling it to zero would delete its PVCs, so the
+    /// request sets `whenScaled: Retain` before it scales it down and puts this back at
+    /// every end (done, undone, or the request deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_retention: Option<ClaimRetention>,
 }
+
+/// The part of a StatefulSet's `persistentVolumeClaimRetentionPolicy` a request changes, as
+/// Kubernetes spells it (`whenDeleted` is never touched).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRetention {
+    /// What happens to the PVCs of pods removed by a scale-down: `Retain` or `Delete`.
+    pub when_scaled: String,
+}
+
+/// The value of `whenScaled` (and `whenDeleted`) that keeps the PVCs.
+pub const RETAIN_CLAIMS: &str = "Retain";
+/// The value of `whenScaled` (and `whenDeleted`) that deletes the PVCs.
+pub const DELETE_CLAIMS: &str = "Delete";
 
 /// A volume with everything needed to snapshot it and to recreate it exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -265,6 +288,12 @@ pub struct PlannedVolume {
     /// For a rollback: the VolumeSnapshot to restore it from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<String>,
+    /// For a rollback: the CSI driver's handle of that snapshot when the upgrade took it
+    /// (its VolumeSnapshotContent's `status.snapshotHandle`). A snapshot whose content was
+    /// lost is cut again by the snapshot-controller under the same name, from the PVC as it
+    /// is then: another handle means other data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from_handle: Option<String>,
 }
 
 /// A VolumeSnapshot the request took.
@@ -284,6 +313,75 @@ pub struct SnapshotRecord {
     /// The snapshotter's error, if it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The CSI driver's handle of the cut (its VolumeSnapshotContent's
+    /// `status.snapshotHandle`), once ready: what a rollback checks the snapshot against, since
+    /// one cut again later (its content lost) holds other data under the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_handle: Option<String>,
+}
+
+/// How far the restore of one volume got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestoreState {
+    /// Not touched: the PVC holds the data it held before the rollback.
+    Pending,
+    /// Its PVC is being deleted or is gone, not recreated yet: the volume is missing.
+    Deleted,
+    /// Recreated from its snapshot.
+    Restored,
+}
+
+/// One volume of a rollback: where its restore stands and where its data is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRecord {
+    /// The PersistentVolumeClaim.
+    pub pvc: String,
+    /// The upgrade's VolumeSnapshot it is restored from.
+    pub snapshot: String,
+    /// How far its restore got.
+    pub state: RestoreState,
+    /// The rollback's safety snapshot of it: the data the PVC held before the rollback
+    /// replaced it. Absent when none was taken (`safetySnapshot: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_snapshot: Option<String>,
+    /// Why it cannot be restored, when the snapshot is unusable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// What a person reads when a rollback stops after replacing volumes: each volume, what it
+/// holds now and where the data it held is.
+pub fn restores_report(restores: &[RestoreRecord]) -> String {
+    restores
+        .iter()
+        .map(|r| {
+            let kept = match &r.safety_snapshot {
+                Some(safety) => format!("the data it held is in safety snapshot {safety}"),
+                None => "the data it held was not snapshotted (safetySnapshot: false)".to_owned(),
+            };
+            let why = r
+                .problem
+                .as_deref()
+                .map_or(String::new(), |p| format!(": {p}"));
+            match r.state {
+                RestoreState::Restored => {
+                    format!("{} restored from {} ({kept})", r.pvc, r.snapshot)
+                }
+                RestoreState::Deleted => format!(
+                    "{} MISSING: deleted and not recreated from {}{why} ({kept})",
+                    r.pvc, r.snapshot
+                ),
+                RestoreState::Pending => {
+                    format!(
+                        "{} not restored: it still holds the data it had{why}",
+                        r.pvc
+                    )
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The Git commit the request pushed.
@@ -349,6 +447,11 @@ pub struct RequestStatus {
     /// The RollbackRequest created for this upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_ref: Option<LocalObjectReference>,
+    /// A rollback's volumes: the snapshot each is restored from, how far its restore got
+    /// and where the data it held before is kept. What a person reads when a rollback is
+    /// `Frozen` after replacing some of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<RestoreRecord>,
     /// kstatus conditions: `Ready` (finished successfully), `Reconciling` (in progress),
     /// `Stalled` (finished unsuccessfully or stuck).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

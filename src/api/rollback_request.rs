@@ -41,4 +41,12 @@ pub struct RollbackRequestSpec {
     /// never restore, commit or snapshot; everything is put back.
     #[serde(default)]
     pub dry_run: bool,
+    /// Roll back even when the upgrade is no longer the app's last change: Git holds other
+    /// versions than the upgrade's target, or a later upgrade changed the app since. The
+    /// volumes then go back to their state before this upgrade (everything written since is
+    /// overwritten; the safety snapshot keeps it) and Git goes back to this upgrade's
+    /// previous versions, from whatever it holds. Without it such a rollback is refused,
+    /// saying what it would do.
+    #[serde(default)]
+    pub force: bool,
 }

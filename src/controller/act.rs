@@ -15,15 +15,17 @@ use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::{
     chart_helm_repository, git_source, request_reconcile, set_suspend,
 };
-use crate::cluster::snapshots::ops::{create_claim, create_snapshot, delete_claim, snapshot};
-use crate::cluster::snapshots::{restored_claim, snapshot_for};
-use crate::cluster::workloads::ops::scale;
+use crate::cluster::snapshots::ops::{
+    create_claim, create_snapshot, delete_claim, snapshot_and_handle,
+};
+use crate::cluster::snapshots::{restored_claim, snapshot_for, unusable_for_restore};
+use crate::cluster::workloads::ops::{scale, set_when_scaled};
 use crate::git::{
     CommitRequest, EditError, EditResult, FileEdit, REQUEST_UID_TRAILER, request_trailers,
 };
 use crate::manifest::fields::{FieldError, edit_file_expecting};
 use crate::workflow::RequestKind;
-use crate::workflow::{Action, Problem, Request};
+use crate::workflow::{Action, Problem, Request, SNAPSHOT_UNUSABLE};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
@@ -192,26 +194,35 @@ pub async fn perform(
                 .await
                 .map_err(Problem::from)
         }
-        Action::DeleteClaim { volume } => delete_claim(cluster, &volume.namespace, &volume.name)
+        Action::SetClaimRetention {
+            workload,
+            when_scaled,
+        } => set_when_scaled(cluster, workload, when_scaled)
             .await
             .map_err(Problem::from),
+        Action::DeleteClaim { volume } => {
+            // The last look before data is destroyed: the snapshot that will replace it,
+            // read fresh, must be fit to restore from, or the PVC stays as it is.
+            let name = volume.restore_from.as_deref().ok_or_else(|| {
+                Problem::terminal(
+                    "Internal",
+                    format!(
+                        "PVC {}/{} has no snapshot to restore from; not deleting it",
+                        volume.namespace, volume.name
+                    ),
+                )
+            })?;
+            usable_source(cluster, volume, name).await?;
+            delete_claim(cluster, &volume.namespace, &volume.name)
+                .await
+                .map_err(Problem::from)
+        }
         Action::RestoreClaim {
             volume,
             snapshot: name,
         } => {
             // Read fresh: the claim's data is restored from what this read finds.
-            let source = snapshot(&cluster.fresh(), &volume.namespace, name)
-                .await
-                .map_err(Problem::from)?
-                .ok_or_else(|| {
-                    Problem::terminal(
-                        "SnapshotNotFound",
-                        format!(
-                            "VolumeSnapshot {}/{name} to restore {} from is gone",
-                            volume.namespace, volume.name
-                        ),
-                    )
-                })?;
+            let source = usable_source(cluster, volume, name).await?;
             let restore_size = source.status.and_then(|s| s.restore_size);
             create_claim(
                 cluster,
@@ -222,6 +233,35 @@ pub async fn perform(
         }
         Action::Commit { versions, subject } => commit(ctx, acting, versions, subject).await,
         Action::CreateRollback { name } => create_rollback(ctx, acting, name).await,
+    }
+}
+
+/// The snapshot `name` to restore `volume` from, read fresh from the API server, if it is
+/// fit to restore from; else the terminal problem saying which snapshot and why.
+async fn usable_source(
+    cluster: &Cluster,
+    volume: &crate::api::PlannedVolume,
+    name: &str,
+) -> Result<crate::cluster::snapshots::VolumeSnapshot, Problem> {
+    let (found, handle) = snapshot_and_handle(&cluster.fresh(), &volume.namespace, name)
+        .await
+        .map_err(Problem::from)?;
+    match (
+        unusable_for_restore(
+            found.as_ref(),
+            handle.as_deref(),
+            &volume.namespace,
+            name,
+            &volume.name,
+            volume.restore_from_handle.as_deref(),
+        ),
+        found,
+    ) {
+        (None, Some(source)) => Ok(source),
+        (why, _) => Err(Problem::terminal(
+            SNAPSHOT_UNUSABLE,
+            why.unwrap_or_else(|| format!("VolumeSnapshot {}/{name} is gone", volume.namespace)),
+        )),
     }
 }
 
@@ -332,6 +372,7 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
             upgrade_request: upgrade.name_any(),
             safety_snapshot: true,
             dry_run: false,
+            force: false,
         },
     );
     rollback.metadata.namespace = Some(namespace.clone());

@@ -4,16 +4,23 @@
 //! and the volumes with their full spec. A rollback's plan is derived from its upgrade's.
 
 use super::Context;
-use super::git_access::{GIT_REF_NOT_BRANCH, VersionFiles, location, open, version_fields};
+use super::git_access::{GIT_REF_NOT_BRANCH, VersionFiles, locate, location, open, version_fields};
 use super::git_write::{check_push_access, check_signing};
+use super::rollback_checks::{later_changes, moved_in_git, refusal};
 use super::suspend_in_git::refuse_suspend_in_git;
-use crate::api::{ManagedApp, Phase, Plan, PlannedGit, RequestStatus, UpgradeRequest};
-use crate::cluster::discovery::ops::{VolumeSelection, discover_app};
+use crate::api::{
+    ManagedApp, Phase, Plan, PlannedGit, RequestStatus, RollbackRequestSpec, UpgradeRequest,
+    WorkloadKind,
+};
+use crate::cluster::discovery::ops::{VolumeSelection, claims_deleted_on_scale_down, discover_app};
+use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::{chain_error_reason, git_source, suspend_chain};
-use crate::cluster::snapshots::ops::classes;
+use crate::cluster::snapshots::ops::{classes, snapshot_and_handle};
+use crate::cluster::snapshots::unusable_for_restore;
 use crate::manifest::fields::{check_target, current_versions, edit_file};
 use crate::manifest::versions_equal;
-use crate::workflow::Problem;
+use crate::workflow::{Problem, SNAPSHOT_UNUSABLE};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 
@@ -219,8 +226,16 @@ pub async fn upgrade_plan(
 
 /// The plan of a RollbackRequest: its upgrade's plan reversed — back to the upgrade's
 /// `from` versions, the same Flux objects and workloads with their original state, and each
-/// volume restored from the upgrade's ready snapshot of it.
-pub fn rollback_plan(upgrade: &UpgradeRequest) -> Result<Plan, Problem> {
+/// volume restored from the upgrade's ready snapshot of it — once it is safe to touch
+/// anything: the upgrade is still the app's last change (or the request says `force`),
+/// and every snapshot it restores from exists, is ready with no error and was taken of
+/// its PVC. Otherwise the refusal says which and why, before anything is touched.
+pub async fn rollback_plan(
+    ctx: &Context,
+    rollback: &RollbackRequestSpec,
+    upgrade: &UpgradeRequest,
+    app: &ManagedApp,
+) -> Result<Plan, Problem> {
     let name = upgrade.name_any();
     let status: &RequestStatus = upgrade.status.as_ref().ok_or_else(|| {
         Problem::terminal(
@@ -245,18 +260,111 @@ pub fn rollback_plan(upgrade: &UpgradeRequest) -> Result<Plan, Problem> {
     }
     let mut volumes = plan.volumes.clone();
     for volume in &mut volumes {
-        volume.restore_from = status
+        let taken = status
             .snapshots
             .iter()
-            .find(|s| s.pvc == volume.name && s.ready_to_use)
-            .map(|s| s.name.clone());
+            .find(|s| s.pvc == volume.name && s.ready_to_use);
+        volume.restore_from = taken.map(|s| s.name.clone());
+        volume.restore_from_handle = taken.and_then(|s| s.snapshot_handle.clone());
     }
+    // Read fresh: this decides whether old data may replace what the app holds now.
+    let cluster = &ctx.cluster.fresh();
+    let namespace = upgrade.namespace().unwrap_or_default();
+    let location = locate(ctx, app, &plan.flux_objects).await?;
+    let repo = open(ctx, &location).await?;
+    let VersionFiles { head, fields, .. } = version_fields(repo.as_ref(), app).await?;
+    let current = current_versions(&fields).map_err(Problem::from)?;
+    let moved = moved_in_git(&plan.to, &current);
+    let upgrades: Vec<UpgradeRequest> = cluster
+        .list::<UpgradeRequest>(&namespace)
+        .await
+        .map_err(|e| {
+            cluster_problem(
+                "ApiError",
+                ClusterError::api("listing", format!("UpgradeRequests in {namespace}"), e),
+            )
+        })?
+        .iter()
+        .map(|u| u.as_ref().clone())
+        .collect();
+    let app_status = app.status.clone().unwrap_or_default();
+    let later = later_changes(upgrade, &upgrades, &app_status);
+    if (!moved.is_empty() || !later.is_empty()) && !rollback.force {
+        return Err(refusal(
+            &name,
+            &moved,
+            &later,
+            &plan.from,
+            &volumes,
+            rollback.safety_snapshot,
+        ));
+    }
+    let mut unusable = Vec::new();
+    for volume in &volumes {
+        let Some(source) = &volume.restore_from else {
+            continue;
+        };
+        let (found, handle) = snapshot_and_handle(cluster, &volume.namespace, source)
+            .await
+            .map_err(Problem::from)?;
+        unusable.extend(unusable_for_restore(
+            found.as_ref(),
+            handle.as_deref(),
+            &volume.namespace,
+            source,
+            &volume.name,
+            volume.restore_from_handle.as_deref(),
+        ));
+    }
+    if !unusable.is_empty() {
+        return Err(Problem::terminal(
+            SNAPSHOT_UNUSABLE,
+            format!(
+                "{}; nothing was touched: every volume keeps the data it holds now",
+                unusable.join("; ")
+            ),
+        ));
+    }
+    // A StatefulSet's PVC retention as it must be put back: the upgrade's record while the
+    // upgrade still holds the app (it may not have put it back yet), else as it is now.
+    let upgrade_holds_app = status.phase.is_some_and(Phase::holds_app);
+    let mut workloads = plan.workloads.clone();
+    for workload in &mut workloads {
+        if workload.kind != WorkloadKind::StatefulSet
+            || (upgrade_holds_app && workload.claim_retention.is_some())
+        {
+            continue;
+        }
+        workload.claim_retention = cluster
+            .get::<StatefulSet>(&workload.namespace, &workload.name)
+            .await
+            .map_err(|e| {
+                cluster_problem(
+                    "ApiError",
+                    ClusterError::api(
+                        "reading",
+                        format!("StatefulSet {}/{}", workload.namespace, workload.name),
+                        e,
+                    ),
+                )
+            })?
+            .and_then(|live| claims_deleted_on_scale_down(&live));
+    }
+    let from = plan
+        .to
+        .keys()
+        .filter_map(|k| current.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    let git = plan.git.clone().map(|g| PlannedGit {
+        revision: head,
+        ..g
+    });
     Ok(Plan {
-        from: plan.to.clone(),
+        from,
         to: plan.from.clone(),
-        git: plan.git.clone(),
+        git,
         flux_objects: plan.flux_objects.clone(),
-        workloads: plan.workloads.clone(),
+        workloads,
         volumes,
     })
 }

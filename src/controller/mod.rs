@@ -14,6 +14,7 @@ pub mod observe;
 pub mod preflight;
 pub mod renovate_input;
 pub mod requests;
+pub mod rollback_checks;
 pub mod suspend_in_git;
 
 use crate::cluster::cache::{Caches, Cluster};

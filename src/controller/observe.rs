@@ -1,6 +1,7 @@
 //! Observing what a request's current phase decides on — and only that: Flux objects'
-//! suspend state, workload replicas, pods holding volumes, snapshots, restored PVCs, the
-//! request's commit in Git, Flux's progress and the app's health.
+//! suspend state, workload replicas and PVC retention, pods holding volumes, snapshots,
+//! restored PVCs and the snapshots they come from, the request's commit in Git, Flux's
+//! progress and the app's health.
 
 use super::Context;
 use super::git_access::{VersionFiles, locate, open, version_fields};
@@ -15,15 +16,21 @@ use crate::cluster::flux::HelmRelease;
 use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hold, served_commit};
 use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
-use crate::cluster::snapshots::ops::{claim, snapshot, storage_class};
-use crate::cluster::snapshots::{RESTORED_FROM_ANNOTATION, binds_on_first_consumer, snapshot_name};
+use crate::cluster::snapshots::ops::{
+    claim, content_handle, snapshot, snapshot_and_handle, storage_class,
+};
+use crate::cluster::snapshots::{
+    RESTORED_FROM_ANNOTATION, binds_on_first_consumer, bound_content, snapshot_name,
+    unusable_for_restore,
+};
 use crate::cluster::workloads::PodMount;
-use crate::cluster::workloads::ops::{mounts, replicas};
+use crate::cluster::workloads::ops::{mounts, replicas, when_scaled};
 use crate::git::{CommitInfo, REQUEST_UID_TRAILER};
 use crate::manifest::fields::current_versions;
 use crate::workflow::observations::ChildRollback;
 use crate::workflow::{
     ClaimState, CommitState, ObjectKey, Observed, Problem, Request, SnapshotState, needs,
+    sources_needed,
 };
 use kube::ResourceExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,7 +74,10 @@ pub async fn observe_phase(
     }
     if needs.claims {
         // Read fresh: Restore deletes and recreates claims on what it sees here.
-        observed.claims = claims_of(&ctx.cluster.fresh(), plan).await?;
+        let fresh = ctx.cluster.fresh();
+        observed.claims = claims_of(&fresh, plan).await?;
+        observed.claims_read = true;
+        observed.sources = sources_of(&fresh, plan, &observed.claims).await?;
     }
     if needs.commit {
         observed.commit = commit_state(ctx, request, app, plan).await?;
@@ -120,13 +130,26 @@ async fn snapshots_of(
             .await
             .map_err(Problem::from)?
         {
+            let ready = snapshot
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_to_use)
+                .unwrap_or(false);
+            // The driver's handle of a ready cut: what a rollback will check it against.
+            let handle = match bound_content(&snapshot).filter(|_| ready) {
+                Some(content) => content_handle(cluster, content)
+                    .await
+                    .map_err(Problem::from)?,
+                None => None,
+            };
             let status = snapshot.status.unwrap_or_default();
             found.insert(
                 ObjectKey::claim(volume),
                 SnapshotState {
-                    ready: status.ready_to_use.unwrap_or(false),
+                    ready,
                     error: status.error.and_then(|e| e.message),
                     restore_size: status.restore_size,
+                    handle,
                 },
             );
         }
@@ -147,22 +170,58 @@ async fn claims_of(
         else {
             continue;
         };
+        let restored_from = pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned();
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        // Whether binding is to be waited for matters only for a restored claim not bound yet.
         let waits = match &volume.storage_class_name {
-            Some(class) => storage_class(cluster, class)
-                .await
-                .map_err(Problem::from)?
-                .is_some_and(|c| binds_on_first_consumer(&c)),
-            None => false,
+            Some(class) if !bound && restored_from == volume.restore_from => {
+                storage_class(cluster, class)
+                    .await
+                    .map_err(Problem::from)?
+                    .is_some_and(|c| binds_on_first_consumer(&c))
+            }
+            _ => false,
         };
         found.insert(
             ObjectKey::claim(volume),
             ClaimState {
                 terminating: pvc.metadata.deletion_timestamp.is_some(),
-                restored_from: pvc.annotations().get(RESTORED_FROM_ANNOTATION).cloned(),
-                bound: pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"),
+                restored_from,
+                bound,
                 waits_for_first_consumer: waits,
             },
         );
+    }
+    Ok(found)
+}
+
+/// Whether the snapshots a Restore step is about to rely on ([`sources_needed`]) can be
+/// restored from now (see [`unusable_for_restore`]), read from the API server.
+async fn sources_of(
+    cluster: &Cluster,
+    plan: &Plan,
+    claims: &BTreeMap<ObjectKey, ClaimState>,
+) -> Result<BTreeMap<ObjectKey, Result<(), String>>, Problem> {
+    let mut found = BTreeMap::new();
+    for volume in sources_needed(plan, claims) {
+        let Some(name) = volume.restore_from.as_deref() else {
+            continue;
+        };
+        let (source, handle) = snapshot_and_handle(cluster, &volume.namespace, name)
+            .await
+            .map_err(Problem::from)?;
+        let verdict = match unusable_for_restore(
+            source.as_ref(),
+            handle.as_deref(),
+            &volume.namespace,
+            name,
+            &volume.name,
+            volume.restore_from_handle.as_deref(),
+        ) {
+            None => Ok(()),
+            Some(why) => Err(why),
+        };
+        found.insert(ObjectKey::claim(volume), verdict);
     }
     Ok(found)
 }
@@ -337,6 +396,15 @@ pub async fn observe_plan_state(
             observed
                 .replicas
                 .insert(ObjectKey::workload(workload), count);
+        }
+        if workload.claim_retention.is_some()
+            && let Some(policy) = when_scaled(cluster, &workload.namespace, &workload.name)
+                .await
+                .map_err(Problem::from)?
+        {
+            observed
+                .when_scaled
+                .insert(ObjectKey::workload(workload), policy);
         }
     }
     Ok(())

@@ -8,7 +8,8 @@ use super::app_status::Holder;
 use super::observe::observe_phase;
 use super::{Context, FINALIZER};
 use crate::api::{
-    ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, UpgradeRequest,
+    ManagedApp, OperationKind, Phase, RequestStatus, RollbackRequest, RollbackRequestSpec,
+    UpgradeRequest,
 };
 use crate::cluster::cache::{Caches, Change, Watched, WatchedKind};
 use crate::cluster::error::describe;
@@ -67,6 +68,10 @@ trait RequestObject: Watched + serde::Serialize {
     const REQUEST_KIND: RequestKind;
     fn status(&self) -> Option<&RequestStatus>;
     fn set_status(&mut self, status: RequestStatus);
+    /// A RollbackRequest's spec; None for an UpgradeRequest.
+    fn rollback_spec(&self) -> Option<&RollbackRequestSpec> {
+        None
+    }
 }
 
 impl RequestObject for UpgradeRequest {
@@ -86,6 +91,9 @@ impl RequestObject for RollbackRequest {
     }
     fn set_status(&mut self, status: RequestStatus) {
         self.status = Some(status);
+    }
+    fn rollback_spec(&self) -> Option<&RollbackRequestSpec> {
+        Some(&self.spec)
     }
 }
 
@@ -387,11 +395,16 @@ async fn reconcile_rollback(
         Some(upgrade) => app_named(&ctx, &namespace, &upgrade.spec.managed_app).await?,
         None => None,
     };
-    let request = request_of(
+    let mut request = request_of(
         rollback.as_ref(),
         rollback.spec.dry_run,
         !rollback.spec.safety_snapshot,
     );
+    request.undoes = upgrade
+        .as_ref()
+        .and_then(|u| u.status.as_ref()?.plan.as_ref())
+        .map(|p| p.to.clone())
+        .unwrap_or_default();
     reconcile(ctx, conflicts, rollback.clone(), request, app, upgrade).await
 }
 
@@ -404,6 +417,7 @@ fn request_of<K: RequestObject>(object: &K, dry_run: bool, skip_snapshot: bool) 
         dry_run,
         skip_snapshot,
         deleting: object.meta().deletion_timestamp.is_some(),
+        undoes: Default::default(),
     }
 }
 
@@ -570,7 +584,13 @@ async fn observe_lock_and_queue<K: RequestObject>(
         observed.admission = Some(match (K::REQUEST_KIND, upgrade, app, gone) {
             (_, _, _, Some(gone)) => Err(gone.clone()),
             (RequestKind::Upgrade, Some(u), Some(app), _) => upgrade_plan(ctx, u, app).await,
-            (RequestKind::Rollback, Some(u), _, _) => rollback_plan(u),
+            (RequestKind::Rollback, Some(u), Some(app), _) => match loaded.object.rollback_spec() {
+                Some(spec) => rollback_plan(ctx, spec, u, app).await,
+                None => Err(Problem::terminal(
+                    "Internal",
+                    "a rollback without a RollbackRequest spec",
+                )),
+            },
             _ => Err(Problem::terminal(
                 "UpgradeRequestNotFound",
                 "the UpgradeRequest to roll back does not exist",

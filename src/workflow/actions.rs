@@ -25,6 +25,12 @@ pub enum Action {
         workload: PlannedWorkload,
         replicas: i32,
     },
+    /// Set a StatefulSet's `persistentVolumeClaimRetentionPolicy.whenScaled` (`Retain` before
+    /// it is scaled down, the recorded value when it is put back).
+    SetClaimRetention {
+        workload: PlannedWorkload,
+        when_scaled: String,
+    },
     /// Create the VolumeSnapshot of a volume (deterministic name).
     CreateSnapshot { volume: PlannedVolume, name: String },
     /// Commit the versions to Git with the request's trailers and push (re-applied on a
@@ -33,7 +39,8 @@ pub enum Action {
         versions: BTreeMap<String, String>,
         subject: String,
     },
-    /// Delete a PVC so it can be recreated from its snapshot.
+    /// Delete a PVC so it can be recreated from its snapshot (`volume.restore_from`), which
+    /// is read once more right before: the PVC is left alone unless it can be restored.
     DeleteClaim { volume: PlannedVolume },
     /// Recreate a deleted PVC from a snapshot.
     RestoreClaim {

@@ -386,8 +386,13 @@ fn conclude(
         terminal != Phase::Frozen,
     );
     if succeeded_for_real && request.kind == RequestKind::Rollback {
-        // A rollback undoes the upgrade's target: remember it as failed.
-        record.failed_versions = plan.from.clone();
+        // A rollback undoes the upgrade's target: remember it as failed. (A forced rollback
+        // starts from what Git held then, which may be a later upgrade's versions.)
+        record.failed_versions = if request.undoes.is_empty() {
+            plan.from.clone()
+        } else {
+            request.undoes.clone()
+        };
     }
     d.actions.push(Action::Finish(record));
     enter(
@@ -427,6 +432,13 @@ fn fail(
     let committed =
         request.kind == RequestKind::Upgrade && !request.dry_run && d.status.commit.is_some();
     let plan = d.status.plan.clone().unwrap_or_default();
+    if request.kind == RequestKind::Rollback
+        && !request.dry_run
+        && phases::volumes_replaced(&plan, &d.status, observed, phase)
+    {
+        hold_replaced_volumes(request, d, observed, &plan, phase, &problem, outcome);
+        return;
+    }
     if !committed {
         let message = format!(
             "{} failed ({}): {}; putting Flux and replicas back",
@@ -488,6 +500,66 @@ fn fail(
             d.requeue_after = Some(Duration::ZERO);
         }
     }
+}
+
+/// A rollback that fails once it has deleted a PVC never puts the app back to run on
+/// missing or partial data: it ends `Frozen` for a person, Flux held suspended (suspended
+/// again if Reconcile had resumed it) and the workloads left as they are, saying what was
+/// replaced, what is missing and where the data is. Deleting it puts Flux and the workloads
+/// back (Resume), once a person has decided to.
+fn hold_replaced_volumes(
+    request: &Request,
+    d: &mut Decision,
+    observed: &Observed,
+    plan: &Plan,
+    phase: Phase,
+    problem: &Problem,
+    outcome: PhaseOutcome,
+) {
+    if observed.claims_read {
+        d.status.restores = phases::restore_records(plan, &d.status, observed);
+    }
+    // Reconcile resumes Flux; before it, Flux is still held by Suspend.
+    if matches!(phase, Phase::Reconcile | Phase::Verify) {
+        for object in plan.flux_objects.iter().filter(|o| !o.was_suspended) {
+            d.actions.push(Action::SetSuspend {
+                object: object.clone(),
+                suspend: true,
+            });
+        }
+    }
+    d.actions.push(Action::Finish(finish(
+        Some(plan),
+        Some(Phase::Frozen),
+        false,
+        false,
+    )));
+    let git = if d.status.commit.is_some() {
+        format!("Git was reverted to {}", versions_summary(&plan.to))
+    } else {
+        format!(
+            "Git still holds {} (not reverted)",
+            versions_summary(&plan.from)
+        )
+    };
+    let message = format!(
+        "{} failed ({}) after volumes were replaced: {}; FROZEN for a person, never resumed on missing or \
+         partial data: Flux stays suspended and the workloads as they are. {}. {git}. Restore what is \
+         missing (e.g. a PVC with the safety snapshot as its dataSource), then delete this RollbackRequest \
+         to put Flux and the workloads back",
+        phase_name(phase),
+        problem.reason,
+        problem.message,
+        crate::api::restores_report(&d.status.restores)
+    );
+    enter(
+        d,
+        Phase::Frozen,
+        outcome,
+        &message,
+        observed.now,
+        request.generation,
+    );
 }
 
 /// The deterministic name of an upgrade's automatic RollbackRequest.

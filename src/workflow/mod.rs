@@ -19,5 +19,5 @@ pub use machine::{decide, on_action_error, rollback_name};
 pub use observations::{
     ClaimState, CommitState, LockState, ObjectKey, Observed, ObservedKind, Problem, SnapshotState,
 };
-pub use phases::{Needs, needs};
+pub use phases::{Needs, SNAPSHOT_UNUSABLE, needs, sources_needed};
 pub use policy::{AppPolicy, Request, RequestKind};

@@ -184,6 +184,8 @@ pub struct SnapshotState {
     pub error: Option<String>,
     /// Its restore size, once known.
     pub restore_size: Option<Quantity>,
+    /// The CSI driver's handle of the cut, once ready.
+    pub handle: Option<String>,
 }
 
 /// A PVC being restored, as observed.
@@ -248,12 +250,22 @@ pub struct Observed {
     pub flux_unsettled: BTreeMap<ObjectKey, String>,
     /// `spec.replicas` of each planned workload, by [`ObjectKey`]; absent = not found.
     pub replicas: BTreeMap<ObjectKey, i32>,
+    /// `persistentVolumeClaimRetentionPolicy.whenScaled` (`Retain` when unset) of each
+    /// planned StatefulSet whose policy the plan records, by [`ObjectKey`]; absent = not
+    /// found.
+    pub when_scaled: BTreeMap<ObjectKey, String>,
     /// Pods that still hold planned volumes.
     pub mounts: Vec<PodMount>,
     /// Snapshots the request takes, by `namespace/pvc`.
     pub snapshots: BTreeMap<ObjectKey, SnapshotState>,
     /// Restored PVCs, by `namespace/pvc`; absent = the PVC does not exist.
     pub claims: BTreeMap<ObjectKey, ClaimState>,
+    /// Whether `claims` was read this reconcile (an absent claim then means it is gone).
+    pub claims_read: bool,
+    /// The snapshot each volume of a rollback is restored from, read fresh, by
+    /// `namespace/pvc`: `Ok` when it can be restored from, else why not (see
+    /// [`crate::cluster::snapshots::unusable_for_restore`]).
+    pub sources: BTreeMap<ObjectKey, Result<(), String>>,
     /// The request's commit.
     pub commit: CommitState,
     /// Flux objects that must stay suspended a little longer in Reconcile, by

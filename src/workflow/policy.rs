@@ -2,6 +2,7 @@
 //! switches, and the app's timeouts, failure policy and stabilization time.
 
 use crate::api::{GoDuration, HealthPolicy, ManagedAppSpec, OnFailure, Phase, PhaseTimeouts};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The two kinds of request.
@@ -31,6 +32,9 @@ pub struct Request {
     pub skip_snapshot: bool,
     /// The request is being deleted: undo and let it go.
     pub deleting: bool,
+    /// A rollback: the target versions of the upgrade it undoes, recorded as failed when it
+    /// succeeds (empty for an upgrade).
+    pub undoes: BTreeMap<String, String>,
 }
 
 /// The app's settings that shape a run.

@@ -2,9 +2,10 @@
 
 use super::observations::ChildRollback;
 use super::*;
+use crate::api::conditions::find_condition;
 use crate::api::{
     CommitRecord, FluxObjectKind, OnFailure, Phase, PhaseOutcome, Plan, PlannedFluxObject,
-    PlannedVolume, PlannedWorkload, RequestStatus, WorkloadKind,
+    PlannedVolume, PlannedWorkload, RequestStatus, RestoreState, WorkloadKind,
 };
 use crate::cluster::flux::progress::Progress;
 use crate::cluster::health::{HealthReport, ObjectHealth};
@@ -28,6 +29,7 @@ fn request(kind: RequestKind) -> Request {
         dry_run: false,
         skip_snapshot: false,
         deleting: false,
+        undoes: BTreeMap::new(),
     }
 }
 
@@ -69,6 +71,7 @@ fn plan() -> Plan {
             namespace: "apps".into(),
             replicas: 2,
             autoscaler: None,
+            claim_retention: None,
         }],
         volumes: vec![volume("data-db-0"), volume("data-db-1")],
     }
@@ -87,6 +90,7 @@ fn volume(name: &str) -> PlannedVolume {
         csi_driver: Some("hostpath.csi.k8s.io".into()),
         snapshot_class_name: Some("snap".into()),
         restore_from: None,
+        restore_from_handle: None,
     }
 }
 
@@ -935,66 +939,548 @@ fn the_preflight_notes_are_in_the_phase_record() {
     );
 }
 
-#[test]
-fn a_rollback_deletes_and_recreates_each_volume_once() {
-    let mut rollback_plan = plan();
-    for v in &mut rollback_plan.volumes {
+/// A rollback's plan: each volume restored from the upgrade's snapshot of it.
+fn rollback_plan() -> Plan {
+    let mut plan = plan();
+    std::mem::swap(&mut plan.from, &mut plan.to);
+    for v in &mut plan.volumes {
         v.restore_from = Some(format!("fluxgate-up-{}", v.name));
     }
-    let status = RequestStatus {
-        plan: Some(rollback_plan.clone()),
+    plan
+}
+
+/// A rollback in Restore whose safety snapshots are ready.
+fn restoring() -> RequestStatus {
+    RequestStatus {
+        plan: Some(rollback_plan()),
+        snapshots: ["data-db-0", "data-db-1"]
+            .iter()
+            .map(|pvc| crate::api::SnapshotRecord {
+                pvc: (*pvc).into(),
+                name: format!("fluxgate-rb-{pvc}"),
+                ready_to_use: true,
+                restore_size: None,
+                error: None,
+                snapshot_handle: None,
+            })
+            .collect(),
         ..in_phase(Phase::Restore, 0)
-    };
+    }
+}
+
+/// The claims as a Restore reconcile reads them, every source snapshot fit to restore from.
+fn claims(observed: &mut Observed, states: &[(&str, Option<ClaimState>)]) {
+    observed.claims_read = true;
+    observed.claims.clear();
+    for (pvc, state) in states {
+        let key = ObjectKey::claim_named("apps", pvc);
+        if let Some(state) = state {
+            observed.claims.insert(key.clone(), state.clone());
+        }
+        observed.sources.entry(key).or_insert(Ok(()));
+    }
+}
+
+fn old_claim() -> Option<ClaimState> {
+    Some(ClaimState {
+        bound: true,
+        ..Default::default()
+    })
+}
+
+fn restored(pvc: &str) -> Option<ClaimState> {
+    Some(ClaimState {
+        restored_from: Some(format!("fluxgate-up-{pvc}")),
+        bound: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_rollback_restores_one_volume_at_a_time_and_each_once() {
     let rollback = request(RequestKind::Rollback);
-    let mut observed = world(&rollback_plan, 1);
-    observed.claims.insert(
-        ObjectKey::claim_named("apps", "data-db-0"),
-        ClaimState {
-            bound: true,
-            ..Default::default()
-        },
+    let policy = app(OnFailure::Rollback);
+    let status = restoring();
+    let mut observed = world(&rollback_plan(), 1);
+    let step = |observed: &Observed| decide(&rollback, &policy, &status, observed);
+    claims(
+        &mut observed,
+        &[("data-db-0", old_claim()), ("data-db-1", old_claim())],
     );
-    let d = decide(&rollback, &app(OnFailure::Rollback), &status, &observed);
+    let d = step(&observed);
     assert!(
-        matches!(&d.actions[..], [Action::DeleteClaim { volume }, Action::RestoreClaim { snapshot, .. }]
-        if volume.name == "data-db-0" && snapshot == "fluxgate-up-data-db-1")
-    );
-    observed.claims.insert(
-        ObjectKey::claim_named("apps", "data-db-0"),
-        ClaimState {
-            terminating: true,
-            bound: true,
-            ..Default::default()
-        },
-    );
-    observed.claims.insert(
-        ObjectKey::claim_named("apps", "data-db-1"),
-        ClaimState {
-            restored_from: Some("fluxgate-up-data-db-1".into()),
-            waits_for_first_consumer: true,
-            ..Default::default()
-        },
-    );
-    let d = decide(&rollback, &app(OnFailure::Rollback), &status, &observed);
-    assert!(
-        d.actions.is_empty(),
-        "a terminating PVC is waited for; a restored one is left alone: {:?}",
+        matches!(&d.actions[..], [Action::DeleteClaim { volume }] if volume.name == "data-db-0"),
+        "only the first PVC is deleted: {:?}",
         d.actions
     );
-    observed.claims.insert(
-        ObjectKey::claim_named("apps", "data-db-0"),
-        ClaimState {
-            restored_from: Some("fluxgate-up-data-db-0".into()),
-            bound: true,
-            ..Default::default()
-        },
+    claims(
+        &mut observed,
+        &[
+            (
+                "data-db-0",
+                Some(ClaimState {
+                    terminating: true,
+                    ..Default::default()
+                }),
+            ),
+            ("data-db-1", old_claim()),
+        ],
     );
-    let d = decide(&rollback, &app(OnFailure::Rollback), &status, &observed);
+    let d = step(&observed);
+    assert!(d.actions.is_empty(), "the next waits: {:?}", d.actions);
+    let states: Vec<RestoreState> = d.status.restores.iter().map(|r| r.state).collect();
+    assert_eq!(states, vec![RestoreState::Deleted, RestoreState::Pending]);
+    claims(
+        &mut observed,
+        &[("data-db-0", None), ("data-db-1", old_claim())],
+    );
+    let d = step(&observed);
+    assert!(
+        matches!(&d.actions[..], [Action::RestoreClaim { volume, snapshot }]
+            if volume.name == "data-db-0" && snapshot == "fluxgate-up-data-db-0"),
+        "{:?}",
+        d.actions
+    );
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    let d = step(&observed);
+    assert!(
+        matches!(&d.actions[..], [Action::DeleteClaim { volume }] if volume.name == "data-db-1"),
+        "{:?}",
+        d.actions
+    );
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            (
+                "data-db-1",
+                Some(ClaimState {
+                    restored_from: Some("fluxgate-up-data-db-1".into()),
+                    waits_for_first_consumer: true,
+                    ..Default::default()
+                }),
+            ),
+        ],
+    );
+    let d = step(&observed);
     assert_eq!(
         d.status.phase,
         Some(Phase::Revert),
         "WaitForFirstConsumer is not waited on for Bound"
     );
+    let kept: Vec<Option<&str>> = d
+        .status
+        .restores
+        .iter()
+        .map(|r| r.safety_snapshot.as_deref())
+        .collect();
+    assert_eq!(
+        kept,
+        vec![Some("fluxgate-rb-data-db-0"), Some("fluxgate-rb-data-db-1")]
+    );
+}
+
+#[test]
+fn restore_reads_each_source_snapshot_right_before_it_relies_on_it() {
+    let plan = rollback_plan();
+    let names = |observed: &Observed| -> Vec<String> {
+        sources_needed(&plan, &observed.claims)
+            .iter()
+            .map(|v| v.name.clone())
+            .collect()
+    };
+    let mut observed = world(&plan, 1);
+    // Before the first PVC is deleted: every one.
+    claims(
+        &mut observed,
+        &[("data-db-0", old_claim()), ("data-db-1", old_claim())],
+    );
+    assert_eq!(names(&observed), vec!["data-db-0", "data-db-1"]);
+    // A PVC being deleted is only waited on.
+    claims(
+        &mut observed,
+        &[
+            (
+                "data-db-0",
+                Some(ClaimState {
+                    terminating: true,
+                    ..Default::default()
+                }),
+            ),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    assert!(names(&observed).is_empty());
+    // Gone: its source, right before the recreate; then the next one, before its delete.
+    claims(
+        &mut observed,
+        &[("data-db-0", None), ("data-db-1", old_claim())],
+    );
+    assert_eq!(names(&observed), vec!["data-db-0"]);
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    assert_eq!(names(&observed), vec!["data-db-1"]);
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", restored("data-db-1")),
+        ],
+    );
+    assert!(names(&observed).is_empty());
+}
+
+#[test]
+fn an_unusable_snapshot_fails_the_rollback_before_any_pvc_is_touched() {
+    let rollback = request(RequestKind::Rollback);
+    let mut observed = world(&rollback_plan(), 1);
+    observed.sources.insert(
+        ObjectKey::claim_named("apps", "data-db-1"),
+        Err("VolumeSnapshot apps/fluxgate-up-data-db-1 (of PVC data-db-1) is gone".into()),
+    );
+    claims(
+        &mut observed,
+        &[("data-db-0", old_claim()), ("data-db-1", old_claim())],
+    );
+    let d = decide(
+        &rollback,
+        &app(OnFailure::Rollback),
+        &restoring(),
+        &observed,
+    );
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteClaim { .. })),
+        "{:?}",
+        d.actions
+    );
+    // Nothing was replaced: the rollback undoes itself (Flux and replicas back) and fails.
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+    let failure = d.status.failure.unwrap();
+    assert_eq!(
+        (failure.phase, failure.reason.as_str()),
+        (Phase::Restore, "SnapshotUnusable")
+    );
+    assert!(
+        failure.message.contains("fluxgate-up-data-db-1") && failure.message.contains("is gone")
+    );
+}
+
+#[test]
+fn a_rollback_that_fails_after_replacing_a_volume_is_frozen_never_resumed() {
+    let rollback = request(RequestKind::Rollback);
+    let policy = app(OnFailure::Rollback);
+    // data-db-0 is back from its snapshot; the snapshot of data-db-1 went bad meanwhile.
+    let mut observed = world(&rollback_plan(), 1);
+    observed.replicas.values_mut().for_each(|r| *r = 0);
+    observed.sources.insert(
+        ObjectKey::claim_named("apps", "data-db-1"),
+        Err("VolumeSnapshot apps/fluxgate-up-data-db-1 (of PVC data-db-1) reports an error: VolumeSnapshotContent is missing".into()),
+    );
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    let d = decide(&rollback, &policy, &restoring(), &observed);
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    assert!(
+        !d.actions.iter().any(|a| matches!(
+            a,
+            Action::Scale { .. }
+                | Action::DeleteClaim { .. }
+                | Action::SetSuspend { suspend: false, .. }
+        )),
+        "nothing is put back or touched: {:?}",
+        d.actions
+    );
+    assert!(
+        matches!(d.actions.last(), Some(Action::Finish(f)) if !f.release_lock && f.result == Some(Phase::Frozen)),
+        "{:?}",
+        d.actions
+    );
+    let message = &find_condition(&d.status.conditions, crate::api::conditions::READY)
+        .unwrap()
+        .message;
+    for part in [
+        "FROZEN",
+        "data-db-0 restored from fluxgate-up-data-db-0 (the data it held is in safety snapshot fluxgate-rb-data-db-0)",
+        "data-db-1 not restored: it still holds the data it had: VolumeSnapshot apps/fluxgate-up-data-db-1",
+        "Git still holds 1.5.0 (not reverted)",
+        "delete this RollbackRequest",
+    ] {
+        assert!(message.contains(part), "{part}\n{message}");
+    }
+    // Once frozen it stays so: a later reconcile changes nothing.
+    let again = decide(&rollback, &policy, &d.status, &observed);
+    assert_eq!(again.status, d.status);
+
+    // The snapshot went bad between the delete of a PVC and its recreate: it is missing.
+    claims(
+        &mut observed,
+        &[("data-db-0", None), ("data-db-1", old_claim())],
+    );
+    observed.sources.insert(
+        ObjectKey::claim_named("apps", "data-db-0"),
+        Err("VolumeSnapshot apps/fluxgate-up-data-db-0 (of PVC data-db-0) is being deleted".into()),
+    );
+    let d = decide(&rollback, &policy, &restoring(), &observed);
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    let failure = d.status.failure.clone().unwrap();
+    assert_eq!(failure.reason, "SnapshotUnusable");
+    let message = &find_condition(&d.status.conditions, crate::api::conditions::READY)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("data-db-0 MISSING: deleted and not recreated from fluxgate-up-data-db-0: VolumeSnapshot apps/fluxgate-up-data-db-0 (of PVC data-db-0) is being deleted (the data it held is in safety snapshot fluxgate-rb-data-db-0)"),
+        "{message}"
+    );
+
+    // Deleting the frozen rollback is a person's decision: then Flux and replicas go back.
+    let mut deleting = rollback.clone();
+    deleting.deleting = true;
+    let d = decide(&deleting, &policy, &d.status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+}
+
+#[test]
+fn a_delete_whose_status_write_a_crash_lost_still_counts_as_replacing() {
+    let rollback = request(RequestKind::Rollback);
+    let mut observed = world(&rollback_plan(), 1);
+    // The status says nothing was touched, but the claim is already going.
+    claims(
+        &mut observed,
+        &[
+            (
+                "data-db-0",
+                Some(ClaimState {
+                    terminating: true,
+                    ..Default::default()
+                }),
+            ),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    let d = on_action_error(
+        &rollback,
+        &app(OnFailure::Rollback),
+        &restoring(),
+        &Problem::terminal("Forbidden", "RBAC denies creating PVCs"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    assert_eq!(d.status.restores[0].state, RestoreState::Deleted);
+    // A PVC an earlier rollback restored (from another snapshot) is not one this one replaced.
+    claims(
+        &mut observed,
+        &[
+            (
+                "data-db-0",
+                Some(ClaimState {
+                    restored_from: Some("fluxgate-older-data-db-0".into()),
+                    bound: true,
+                    ..Default::default()
+                }),
+            ),
+            ("data-db-1", old_claim()),
+        ],
+    );
+    let d = on_action_error(
+        &rollback,
+        &app(OnFailure::Rollback),
+        &restoring(),
+        &Problem::terminal("Forbidden", "RBAC denies deleting PVCs"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+    // Not read this reconcile: an absent claim says nothing, the record decides.
+    observed.claims_read = false;
+    observed.claims.clear();
+    let d = on_action_error(
+        &rollback,
+        &app(OnFailure::Rollback),
+        &restoring(),
+        &Problem::terminal("Forbidden", "RBAC denies reading PVCs"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+}
+
+#[test]
+fn a_rollback_failing_after_its_restore_is_frozen_and_suspends_flux_again() {
+    let rollback = request(RequestKind::Rollback);
+    let policy = app(OnFailure::Rollback);
+    let mut status = restoring();
+    status.phase = Some(Phase::Revert);
+    let observed = world(&rollback_plan(), 1);
+    let d = on_action_error(
+        &rollback,
+        &policy,
+        &status,
+        &Problem::terminal("VersionChangedInGit", "Git holds chart 1.7.0"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    assert!(
+        matches!(&d.actions[..], [Action::Finish(_)]),
+        "Flux is still held from Suspend: {:?}",
+        d.actions
+    );
+    // Past Reconcile (which resumed Flux), Flux is suspended again.
+    status.phase = Some(Phase::Verify);
+    status.commit = Some(sha());
+    let d = on_action_error(
+        &rollback,
+        &policy,
+        &status,
+        &Problem::terminal("HealthCheckFailed", "0/2 pods ready"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    let suspended: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetSuspend {
+                object,
+                suspend: true,
+            } => Some(object.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(suspended, vec!["apps", "db"], "Flux held, parents first");
+    status.phase = Some(Phase::Revert);
+    status.commit = None;
+
+    // A rollback with nothing to restore (the upgrade took no snapshots) replaced no data:
+    // it puts everything back and fails as usual.
+    let mut plain = status.clone();
+    if let Some(plan) = plain.plan.as_mut() {
+        plan.volumes.iter_mut().for_each(|v| v.restore_from = None);
+    }
+    let d = on_action_error(
+        &rollback,
+        &policy,
+        &plain,
+        &Problem::terminal("VersionChangedInGit", "Git holds chart 1.7.0"),
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Resume));
+}
+
+#[test]
+fn an_upgrade_whose_rollback_froze_is_frozen_too() {
+    let status = RequestStatus {
+        commit: Some(sha()),
+        ..in_phase(Phase::RollingBack, 0)
+    };
+    let mut observed = world(&plan(), 10);
+    observed.rollback = Some(ChildRollback {
+        phase: Some(Phase::Frozen),
+        failure: Some("VolumeSnapshot apps/x is gone".into()),
+    });
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(d.status.phase, Some(Phase::Frozen));
+    assert!(
+        matches!(&d.actions[..], [Action::Finish(f)] if !f.release_lock),
+        "it keeps the app for a person: {:?}",
+        d.actions
+    );
+}
+
+/// The plan with StatefulSet `db` deleting its PVCs on scale-down.
+fn deleting_claims_plan() -> Plan {
+    let mut plan = plan();
+    plan.workloads[0].claim_retention = Some(crate::api::ClaimRetention {
+        when_scaled: "Delete".into(),
+    });
+    plan
+}
+
+#[test]
+fn a_statefulset_that_deletes_its_pvcs_on_scale_down_keeps_them_for_the_operation() {
+    let plan = deleting_claims_plan();
+    let key = ObjectKey::workload(&plan.workloads[0]);
+    let status = RequestStatus {
+        plan: Some(plan.clone()),
+        ..in_phase(Phase::Quiesce, 0)
+    };
+    let mut observed = world(&plan, 1);
+    observed.when_scaled.insert(key.clone(), "Delete".into());
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert_eq!(
+        d.actions,
+        vec![Action::SetClaimRetention {
+            workload: plan.workloads[0].clone(),
+            when_scaled: "Retain".into()
+        }],
+        "not scaled before it retains its PVCs"
+    );
+    observed.when_scaled.insert(key.clone(), "Retain".into());
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &status, &observed);
+    assert!(
+        matches!(&d.actions[..], [Action::Scale { replicas: 0, .. }]),
+        "{:?}",
+        d.actions
+    );
+
+    // Every way out puts it back: Resume (undo, dry run, deletion) ...
+    observed.replicas.insert(key.clone(), 0);
+    let resuming = RequestStatus {
+        plan: Some(plan.clone()),
+        ..in_phase(Phase::Resume, 0)
+    };
+    let d = decide(&upgrade(), &app(OnFailure::Rollback), &resuming, &observed);
+    assert!(d.actions.contains(&Action::SetClaimRetention {
+        workload: plan.workloads[0].clone(),
+        when_scaled: "Delete".into()
+    }));
+    assert_eq!(d.status.phase, Some(Phase::Resume), "until it is seen back");
+    // ... and Reconcile, once Flux applied the commit (unless Flux re-applied it already).
+    let reconciling = RequestStatus {
+        plan: Some(plan.clone()),
+        commit: Some(sha()),
+        ..in_phase(Phase::Reconcile, 0)
+    };
+    observed.replicas.insert(key.clone(), 2);
+    observed.flux_progress = Some(Progress::Done);
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &reconciling,
+        &observed,
+    );
+    assert_eq!(
+        d.actions
+            .iter()
+            .filter(|a| matches!(a, Action::SetClaimRetention { when_scaled, .. } if when_scaled == "Delete"))
+            .count(),
+        1,
+        "{:?}",
+        d.actions
+    );
+    observed.when_scaled.insert(key, "Delete".into());
+    let d = decide(
+        &upgrade(),
+        &app(OnFailure::Rollback),
+        &reconciling,
+        &observed,
+    );
+    assert_eq!(d.status.phase, Some(Phase::Verify));
 }
 
 #[test]
@@ -1027,6 +1513,20 @@ fn a_successful_rollback_records_the_undone_versions_as_failed() {
     };
     assert_eq!(finish.failed_versions["chart"], "1.5.0");
     assert_eq!(finish.current_versions.as_ref().unwrap()["chart"], "1.4.0");
+
+    // A forced rollback started from what Git held (a later upgrade's version): the
+    // version recorded as failed is still the target of the upgrade it undid.
+    let mut forced = request(RequestKind::Rollback);
+    forced.undoes = BTreeMap::from([("chart".into(), "1.5.0".into())]);
+    let mut later = first.status.clone();
+    if let Some(plan) = later.plan.as_mut() {
+        plan.from = BTreeMap::from([("chart".into(), "1.7.0".into())]);
+    }
+    let d = decide(&forced, &app(OnFailure::Rollback), &later, &observed);
+    let Some(Action::Finish(finish)) = d.actions.first() else {
+        panic!("{:?}", d.actions)
+    };
+    assert_eq!(finish.failed_versions["chart"], "1.5.0");
 }
 
 #[test]
@@ -1166,12 +1666,16 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
         #[test]
-        fn invariants_hold_in_any_world(turns in prop::collection::vec(turn(), 1..80), policy in on_failure(), skip in any::<bool>(), dry in any::<bool>(), delete_at in prop::option::of(0usize..80)) {
+        fn invariants_hold_in_any_world(turns in prop::collection::vec(turn(), 1..80), policy in on_failure(), skip in any::<bool>(), dry in any::<bool>(), delete_at in prop::option::of(0usize..80), deletes_claims in any::<bool>()) {
             let mut req = upgrade();
             req.skip_snapshot = skip;
             req.dry_run = dry;
             let app = app(policy);
+            let plan = || if deletes_claims { deleting_claims_plan() } else { super::plan() };
             let mut observed = world(&plan(), 0);
+            if deletes_claims {
+                observed.when_scaled.insert(ObjectKey::workload(&plan().workloads[0]), "Delete".into());
+            }
             observed.lock = Some(LockState::Free);
             observed.admission = Some(Ok(plan()));
             observed.preflight = Some(Ok(String::new()));
@@ -1221,7 +1725,12 @@ mod properties {
                             if turn.applies { created_snapshots.insert(ObjectKey::claim(volume)); }
                         }
                         Action::SetSuspend { object, suspend } if turn.applies => { observed.flux_suspended.insert(ObjectKey::flux(object), *suspend); }
-                        Action::Scale { workload, replicas } if turn.applies => { observed.replicas.insert(ObjectKey::workload(workload), *replicas); }
+                        Action::Scale { workload, replicas } => {
+                            let key = ObjectKey::workload(workload);
+                            prop_assert!(*replicas != 0 || observed.when_scaled.get(&key).is_none_or(|w| w == "Retain"), "scaled down while it deletes its PVCs: {:#?}", trace);
+                            if turn.applies { observed.replicas.insert(key, *replicas); }
+                        }
+                        Action::SetClaimRetention { workload, when_scaled } if turn.applies => { observed.when_scaled.insert(ObjectKey::workload(workload), when_scaled.clone()); }
                         _ => {}
                     }
                 }
@@ -1235,6 +1744,9 @@ mod properties {
                     }
                     for w in &plan().workloads {
                         prop_assert!(observed.replicas[&ObjectKey::workload(w)] != 0, "workload left at zero");
+                        if deletes_claims {
+                            prop_assert_eq!(observed.when_scaled[&ObjectKey::workload(w)].as_str(), "Delete", "PVC retention not put back: {:#?}", trace);
+                        }
                     }
                 }
             }

@@ -28,6 +28,11 @@ pub struct RollbackArgs {
     /// Do not snapshot the current (failed) state before overwriting it.
     #[arg(long)]
     pub no_safety_snapshot: bool,
+    /// Roll back even when the upgrade is no longer the app's last change (Git or a later
+    /// upgrade moved on): the volumes go back to their state before it and Git to its
+    /// previous versions, overwriting everything since.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub follow: WaitArgs,
     #[command(flatten)]
@@ -123,6 +128,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
             upgrade_request: args.upgrade.clone(),
             safety_snapshot: !args.no_safety_snapshot,
             dry_run: args.dry_run,
+            force: args.force,
         },
         status: None,
     };

@@ -7,7 +7,9 @@ use super::{
     ObjectId, Workload, claims_of_workload, inventory_objects, select_claims, workloads_in_manifest,
 };
 use crate::api::FluxObjectKind;
-use crate::api::{PlannedVolume, PlannedWorkload, SourceKind, WorkloadKind};
+use crate::api::{
+    ClaimRetention, DELETE_CLAIMS, PlannedVolume, PlannedWorkload, SourceKind, WorkloadKind,
+};
 use crate::cluster::cache::Cluster;
 use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::get_typed;
@@ -170,16 +172,18 @@ async fn deployed(
 
 /// A live workload as a plan records it (its namespace defaults to the Flux object's).
 fn planned_workload(workload: &Workload, namespace: &str) -> PlannedWorkload {
-    let (kind, meta, replicas) = match workload {
+    let (kind, meta, replicas, claim_retention) = match workload {
         Workload::Deployment(d) => (
             WorkloadKind::Deployment,
             &d.metadata,
             d.spec.replicas.unwrap_or(1),
+            None,
         ),
         Workload::StatefulSet(s) => (
             WorkloadKind::StatefulSet,
             &s.metadata,
             s.spec.replicas.unwrap_or(1),
+            claims_deleted_on_scale_down(s),
         ),
     };
     PlannedWorkload {
@@ -191,7 +195,20 @@ fn planned_workload(workload: &Workload, namespace: &str) -> PlannedWorkload {
             .unwrap_or_else(|| namespace.to_owned()),
         replicas,
         autoscaler: None,
+        claim_retention,
     }
+}
+
+/// A StatefulSet's PVC retention policy when it deletes the PVCs of the pods a scale-down
+/// removes (`whenScaled: Delete`): the kube-controller-manager's StatefulSet controller
+/// then gives each such PVC an owner reference to its pod and the garbage collector
+/// deletes it with the pod (k8s.io/kubernetes v1.36.3
+/// `pkg/controller/statefulset/stateful_set_utils.go`, `updateClaimOwnerRefForSetAndPod`).
+pub fn claims_deleted_on_scale_down(set: &StatefulSet) -> Option<ClaimRetention> {
+    let policy = set.spec.persistent_volume_claim_retention_policy.as_ref()?;
+    (policy.when_scaled.as_deref() == Some(DELETE_CLAIMS)).then(|| ClaimRetention {
+        when_scaled: DELETE_CLAIMS.to_owned(),
+    })
 }
 
 async fn claim_names(cluster: &Cluster, namespace: &str) -> Result<Vec<String>, ClusterError> {

@@ -287,6 +287,7 @@ pub fn capture_volume(
         csi_driver,
         snapshot_class_name,
         restore_from: None,
+        restore_from_handle: None,
     }
 }
 
@@ -344,6 +345,70 @@ pub fn restored_from(claim: &PersistentVolumeClaim, snapshot: &str) -> bool {
         .as_ref()
         .and_then(|a| a.get(RESTORED_FROM_ANNOTATION))
         .is_some_and(|s| s == snapshot)
+}
+
+/// Why a VolumeSnapshot cannot be restored into PVC `pvc` (`None` when it can): it must
+/// exist, not be being deleted (the CSI external-provisioner refuses such a source), be
+/// `readyToUse` with no `error`, have been taken of that PVC and — when the upgrade recorded
+/// the driver's handle of its cut (`expected`) — still be that cut: external-snapshotter's
+/// snapshot-controller (v8.6.0, `syncUnreadySnapshot`) answers a bound content gone
+/// missing by creating a new one, so the same VolumeSnapshot becomes ready again holding
+/// the PVC's data of that later moment (and keeps its old `creationTime`:
+/// `updateSnapshotStatus` sets it only once). `found` is the snapshot as just read (`None`:
+/// gone), `handle` the `status.snapshotHandle` of the content it is bound to now (`None`:
+/// not bound, or the content is gone). The answer names the snapshot and says why, for a
+/// person reading why a rollback stopped.
+pub fn unusable_for_restore(
+    found: Option<&VolumeSnapshot>,
+    handle: Option<&str>,
+    namespace: &str,
+    name: &str,
+    pvc: &str,
+    expected: Option<&str>,
+) -> Option<String> {
+    let what = format!("VolumeSnapshot {namespace}/{name} (of PVC {pvc})");
+    let Some(snapshot) = found else {
+        return Some(format!("{what} is gone"));
+    };
+    if snapshot.metadata.deletion_timestamp.is_some() {
+        return Some(format!("{what} is being deleted"));
+    }
+    let status = snapshot.status.clone().unwrap_or_default();
+    if let Some(error) = status.error.as_ref().and_then(|e| e.message.as_deref()) {
+        return Some(format!("{what} reports an error: {error}"));
+    }
+    if status.ready_to_use != Some(true) {
+        return Some(format!("{what} is not ready to use"));
+    }
+    match (expected, handle) {
+        (Some(_), None) => {
+            return Some(format!("{what} has lost its VolumeSnapshotContent"));
+        }
+        (Some(expected), Some(handle)) if expected != handle => {
+            return Some(format!(
+                "{what} was cut again (driver handle {handle}; the upgrade's cut was {expected}): its \
+                 content was lost and it now holds the PVC's data of a later moment"
+            ));
+        }
+        _ => {}
+    }
+    match snapshot.spec.source.persistent_volume_claim_name.as_deref() {
+        Some(source) if source == pvc => None,
+        Some(source) => Some(format!("{what} was taken of PVC {source}, not of {pvc}")),
+        None => Some(format!(
+            "{what} was not taken of a PVC (it names pre-provisioned content)"
+        )),
+    }
+}
+
+/// The name of the VolumeSnapshotContent a snapshot is bound to.
+pub fn bound_content(snapshot: &VolumeSnapshot) -> Option<&str> {
+    snapshot
+        .status
+        .as_ref()?
+        .rest
+        .get("boundVolumeSnapshotContentName")?
+        .as_str()
 }
 
 /// Whether a StorageClass binds its volumes only when a pod uses them; a restore must then
@@ -460,7 +525,87 @@ mod tests {
             csi_driver: Some("hostpath.csi.k8s.io".into()),
             snapshot_class_name: Some("csi-hostpath".into()),
             restore_from: None,
+            restore_from_handle: None,
         }
+    }
+
+    fn taken(of: &str, status: serde_json::Value) -> VolumeSnapshot {
+        serde_json::from_value(json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": "fluxgate-u1-data-db-0", "namespace": "apps"},
+            "spec": {"source": {"persistentVolumeClaimName": of}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_is_restored_from_only_when_it_is_ready_clean_and_of_that_pvc() {
+        let check = |found: Option<&VolumeSnapshot>, handle: Option<&str>| {
+            unusable_for_restore(
+                found,
+                handle,
+                "apps",
+                "fluxgate-u1-data-db-0",
+                "data-db-0",
+                Some("snap-1"),
+            )
+        };
+        let why = |s: Option<String>| s.expect("refused");
+        let ready = taken(
+            "data-db-0",
+            json!({"readyToUse": true, "restoreSize": "1Gi"}),
+        );
+        assert_eq!(check(Some(&ready), Some("snap-1")), None);
+        assert_eq!(
+            why(check(None, None)),
+            "VolumeSnapshot apps/fluxgate-u1-data-db-0 (of PVC data-db-0) is gone"
+        );
+        // The snapshot-controller's word when the content went away (external-snapshotter
+        // v8.6.0 syncReadySnapshot): readyToUse false and the error.
+        let lost = taken(
+            "data-db-0",
+            json!({"readyToUse": false, "error": {"message": "VolumeSnapshotContent is missing"}}),
+        );
+        assert!(
+            why(check(Some(&lost), None))
+                .ends_with("reports an error: VolumeSnapshotContent is missing")
+        );
+        // ... and then a new content, cut from the PVC as it is now: ready, yet other data.
+        assert!(
+            why(check(Some(&ready), Some("snap-2")))
+                .contains("was cut again (driver handle snap-2; the upgrade's cut was snap-1)")
+        );
+        assert!(why(check(Some(&ready), None)).ends_with("has lost its VolumeSnapshotContent"));
+        // A record from before handles were kept checks the rest only.
+        assert_eq!(
+            unusable_for_restore(
+                Some(&ready),
+                Some("snap-2"),
+                "apps",
+                "fluxgate-u1-data-db-0",
+                "data-db-0",
+                None
+            ),
+            None
+        );
+        let erred_yet_ready = taken(
+            "data-db-0",
+            json!({"readyToUse": true, "error": {"message": "quota exceeded"}}),
+        );
+        assert!(why(check(Some(&erred_yet_ready), Some("snap-1"))).contains("quota exceeded"));
+        let cutting = taken("data-db-0", json!({"readyToUse": false}));
+        assert!(why(check(Some(&cutting), None)).ends_with("is not ready to use"));
+        let other = taken("data-db-1", json!({"readyToUse": true}));
+        assert!(
+            why(check(Some(&other), Some("snap-1")))
+                .ends_with("was taken of PVC data-db-1, not of data-db-0")
+        );
+        let mut going = ready.clone();
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(why(check(Some(&going), Some("snap-1"))).ends_with("is being deleted"));
     }
 
     #[test]

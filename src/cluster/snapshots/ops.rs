@@ -1,8 +1,8 @@
 //! Talking to the API about snapshots and volumes: snapshot classes, creating and reading
-//! VolumeSnapshots (creation is idempotent by name), the CSI driver behind a PVC, and
-//! deleting and recreating PVCs for a restore.
+//! VolumeSnapshots (creation is idempotent by name) and the driver's handle of each cut,
+//! the CSI driver behind a PVC, and deleting and recreating PVCs for a restore.
 
-use super::{VolumeSnapshot, VolumeSnapshotClass};
+use super::{VolumeSnapshot, VolumeSnapshotClass, bound_content};
 use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::{ClusterError, already_exists};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -54,6 +54,43 @@ pub async fn snapshot(
         .get_opt(name)
         .await
         .map_err(|e| ClusterError::api("reading", format!("VolumeSnapshot {namespace}/{name}"), e))
+}
+
+/// A VolumeSnapshot and the CSI driver's handle of its cut (the `status.snapshotHandle` of
+/// the VolumeSnapshotContent it is bound to; `None` while unbound or when that content is
+/// gone), read together: what a restore checks before it destroys anything.
+pub async fn snapshot_and_handle(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<(Option<VolumeSnapshot>, Option<String>), ClusterError> {
+    let Some(found) = snapshot(cluster, namespace, name).await? else {
+        return Ok((None, None));
+    };
+    let handle = match bound_content(&found) {
+        Some(content) => content_handle(cluster, content).await?,
+        None => None,
+    };
+    Ok((Some(found), handle))
+}
+
+/// The `status.snapshotHandle` of VolumeSnapshotContent `name` (cluster-scoped); `None` when
+/// it has none or is gone.
+pub async fn content_handle(cluster: &Cluster, name: &str) -> Result<Option<String>, ClusterError> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshotContent",
+    ));
+    let content = Api::<DynamicObject>::all_with(cluster.client().clone(), &resource)
+        .get_opt(name)
+        .await
+        .map_err(|e| ClusterError::api("reading", format!("VolumeSnapshotContent {name}"), e))?;
+    Ok(content.and_then(|c| {
+        c.data["status"]["snapshotHandle"]
+            .as_str()
+            .map(str::to_owned)
+    }))
 }
 
 /// The VolumeSnapshots carrying a label selector, e.g. an app's for retention.

@@ -1,8 +1,9 @@
 //! Talking to the API about workloads: their replicas, scaling them (a merge patch of
-//! `spec.replicas` only), and the pods that still hold an app's volumes.
+//! `spec.replicas` only), a StatefulSet's PVC retention on scale-down, and the pods that
+//! still hold an app's volumes.
 
 use super::{PodMount, pods_mounting};
-use crate::api::{PlannedWorkload, WorkloadKind};
+use crate::api::{PlannedWorkload, RETAIN_CLAIMS, WorkloadKind};
 use crate::cluster::cache::{Cluster, WatchedKind};
 use crate::cluster::error::ClusterError;
 use crate::cluster::patch_params;
@@ -38,6 +39,55 @@ pub async fn replicas(
             .map_err(error)?
             .map(|s| s.spec.replicas.unwrap_or(1)),
     })
+}
+
+/// A StatefulSet's `persistentVolumeClaimRetentionPolicy.whenScaled` (`Retain`, the API's
+/// default, when unset), or None when it does not exist.
+pub async fn when_scaled(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, ClusterError> {
+    Ok(cluster
+        .get::<StatefulSet>(namespace, name)
+        .await
+        .map_err(|e| {
+            ClusterError::api(
+                "reading",
+                describe(WorkloadKind::StatefulSet, namespace, name),
+                e,
+            )
+        })?
+        .map(|s| {
+            s.spec
+                .persistent_volume_claim_retention_policy
+                .as_ref()
+                .and_then(|p| p.when_scaled.clone())
+                .unwrap_or_else(|| RETAIN_CLAIMS.to_owned())
+        }))
+}
+
+/// Sets a StatefulSet's `persistentVolumeClaimRetentionPolicy.whenScaled` (a merge patch of
+/// that field only; `whenDeleted` is left as it is).
+pub async fn set_when_scaled(
+    cluster: &Cluster,
+    workload: &PlannedWorkload,
+    when_scaled: &str,
+) -> Result<(), ClusterError> {
+    let patch = Patch::Merge(
+        json!({"spec": {"persistentVolumeClaimRetentionPolicy": {"whenScaled": when_scaled}}}),
+    );
+    Api::<StatefulSet>::namespaced(cluster.client().clone(), &workload.namespace)
+        .patch(&workload.name, &patch_params(), &patch)
+        .await
+        .map(|written| cluster.wrote(WatchedKind::StatefulSet, &written))
+        .map_err(|e| {
+            ClusterError::api(
+                "setting the PVC retention policy of",
+                describe(workload.kind, &workload.namespace, &workload.name),
+                e,
+            )
+        })
 }
 
 /// Sets a workload's replicas.

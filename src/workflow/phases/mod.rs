@@ -14,6 +14,9 @@ mod snapshot;
 mod suspend;
 mod verify;
 
+pub use restore::{SNAPSHOT_UNUSABLE, sources_needed};
+pub(super) use restore::{records as restore_records, volumes_replaced};
+
 use super::actions::Decision;
 use super::observations::{Observed, Problem};
 use super::policy::{AppPolicy, Request, RequestKind};
@@ -52,7 +55,8 @@ pub struct Needs {
     pub mounts: bool,
     /// This request's VolumeSnapshots: `snapshots`.
     pub snapshots: bool,
-    /// The PVCs being restored, read fresh: `claims`.
+    /// The PVCs being restored and the snapshots they are restored from, read fresh:
+    /// `claims`, `claims_read`, `sources`.
     pub claims: bool,
     /// The request's commit in Git: `commit`.
     pub commit: bool,

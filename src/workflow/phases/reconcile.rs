@@ -1,6 +1,6 @@
 //! Reconcile: Flux resumed (a HelmRelease held back until its parents applied the commit), asked to reconcile now, until it applied our commit; replicas it left at zero restored.
 
-use super::resume::{restore_replicas, resume_flux};
+use super::resume::{restore_claim_retention, restore_replicas, resume_flux};
 use super::{Needs, Seen, Step};
 use crate::api::PhaseOutcome;
 use crate::cluster::flux::progress::Progress;
@@ -40,8 +40,13 @@ pub(super) fn step(seen: &Seen, d: &mut Decision) -> Step {
             Step::Fail(Problem::terminal(reason, message.clone()))
         }
         Some(Progress::Done) => {
-            if restore_replicas(d, plan, observed) > 0 {
-                Step::Wait("Flux applied the commit; restoring replicas it left at zero".into())
+            let replicas = restore_replicas(d, plan, observed);
+            let retention = restore_claim_retention(d, plan, observed);
+            if replicas + retention > 0 {
+                Step::Wait(
+                    "Flux applied the commit; restoring replicas it left at zero and PVC retention policies"
+                        .into(),
+                )
             } else {
                 Step::Advance("Flux applied the commit".into(), PhaseOutcome::Succeeded)
             }

@@ -1,4 +1,4 @@
-//! Resume: the undo path — Flux objects back to their `suspend` before the request and workloads to their recorded replicas; it never gives up.
+//! Resume: the undo path — Flux objects back to their `suspend` before the request, workloads to their recorded replicas and PVC retention policies; it never gives up.
 
 use super::{Needs, Seen, Step};
 use crate::api::{PhaseOutcome, Plan};
@@ -13,14 +13,18 @@ pub(super) const NEEDS: Needs = Needs {
 
 pub(super) fn step(seen: &Seen, d: &mut Decision) -> Step {
     let (plan, observed) = (seen.plan, seen.observed);
-    let changes = resume_flux(d, plan, observed) + restore_replicas(d, plan, observed);
+    let changes = resume_flux(d, plan, observed)
+        + restore_replicas(d, plan, observed)
+        + restore_claim_retention(d, plan, observed);
     if changes == 0 {
         Step::Advance(
-            "Flux and replicas are back as they were".into(),
+            "Flux, replicas and PVC retention are back as they were".into(),
             PhaseOutcome::Succeeded,
         )
     } else {
-        Step::Wait(format!("putting back {changes} Flux objects and workloads"))
+        Step::Wait(format!(
+            "putting back {changes} Flux objects, workloads and PVC retention policies"
+        ))
     }
 }
 
@@ -54,6 +58,27 @@ pub(super) fn restore_replicas(d: &mut Decision, plan: &Plan, observed: &Observe
             d.actions.push(Action::Scale {
                 workload: workload.clone(),
                 replicas: workload.replicas,
+            });
+            changed += 1;
+        }
+    }
+    changed
+}
+
+/// StatefulSets whose PVC retention the request changed get their recorded `whenScaled`
+/// back (idempotent: only where it still differs, e.g. Flux has not re-applied it); returns
+/// how many change.
+pub(super) fn restore_claim_retention(d: &mut Decision, plan: &Plan, observed: &Observed) -> usize {
+    let mut changed = 0;
+    for workload in &plan.workloads {
+        let Some(recorded) = &workload.claim_retention else {
+            continue;
+        };
+        let now = observed.when_scaled.get(&ObjectKey::workload(workload));
+        if now.is_some_and(|now| *now != recorded.when_scaled) {
+            d.actions.push(Action::SetClaimRetention {
+                workload: workload.clone(),
+                when_scaled: recorded.when_scaled.clone(),
             });
             changed += 1;
         }

@@ -1,4 +1,4 @@
-//! RollingBack: an upgrade hands its app to its RollbackRequest (created here) and ends with it: RolledBack, or back through Resume when the rollback failed.
+//! RollingBack: an upgrade hands its app to its RollbackRequest (created here) and ends with it: RolledBack, Frozen with a frozen rollback, or back through Resume when the rollback failed.
 
 use super::{Needs, Seen, Step, phase_name};
 use crate::api::{Phase, PhaseOutcome};
@@ -35,6 +35,28 @@ pub(super) fn step(seen: &Seen, d: &mut Decision) -> Step {
                 Phase::RolledBack,
                 PhaseOutcome::Succeeded,
                 &format!("rolled back by {name}: data restored and Git reverted"),
+                observed.now,
+                request.generation,
+            );
+            Step::Concluded
+        }
+        Some(Phase::Frozen) => {
+            // The rollback stopped after replacing volumes and holds the app for a person:
+            // so does its upgrade (a person's later rollback or deletion ends both).
+            let why = child.failure.clone().unwrap_or_default();
+            d.actions.push(Action::Finish(finish(
+                Some(plan),
+                Some(Phase::Frozen),
+                false,
+                false,
+            )));
+            enter(
+                d,
+                Phase::Frozen,
+                PhaseOutcome::Failed,
+                &format!(
+                    "rollback {name} is FROZEN after replacing volumes ({why}); see its status.restores"
+                ),
                 observed.now,
                 request.generation,
             );

@@ -41,6 +41,7 @@ pub(super) fn step(seen: &Seen, d: &mut Decision) -> Step {
             ready_to_use: state.is_some_and(|s| s.ready),
             restore_size: state.and_then(|s| s.restore_size.clone()),
             error: state.and_then(|s| s.error.clone()),
+            snapshot_handle: state.and_then(|s| s.handle.clone()),
         });
     }
     d.status.snapshots = records;

@@ -8,6 +8,8 @@
 //! - `replicaCount` or `replicas` (default 1);
 //! - `persistence`: a list of `{name, size, storageClass?}`; a StatefulSet gets one
 //!   `volumeClaimTemplate` each, a Deployment one PVC `<release>-<name>` each;
+//! - `persistentVolumeClaimRetentionPolicy` (`{whenScaled, whenDeleted}`): copied into a
+//!   StatefulSet's spec as charts commonly expose it;
 //! - `podAnnotations`: extra pod template annotations.
 //!
 //! Its twin for real Helm is `test/sim/charts/app` (the e2e stories on real Flux package
@@ -120,6 +122,10 @@ pub fn render(
         pod_spec["volumes"] = json!(volumes);
     } else {
         spec["serviceName"] = json!(release);
+        let retention = &values["persistentVolumeClaimRetentionPolicy"];
+        if retention.is_object() {
+            spec["persistentVolumeClaimRetentionPolicy"] = retention.clone();
+        }
         spec["volumeClaimTemplates"] = json!(persistence
             .iter()
             .map(|(n, size, class)| json!({"metadata": {"name": n}, "spec": claim_spec(size, class)}))

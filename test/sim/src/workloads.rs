@@ -533,6 +533,19 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
         .collect();
     condemned.sort_by_key(|p| std::cmp::Reverse(ordinal_of(p)));
     outdated.sort_by_key(|p| std::cmp::Reverse(ordinal_of(p)));
+    // The PVC retention policy, before any pod goes: claims of pods to be removed get the
+    // owner references that make the garbage collector delete them with their pod.
+    for pod in &pods {
+        for t in &templates {
+            let claim = format!(
+                "{}-{}",
+                t["metadata"]["name"].as_str().unwrap_or_default(),
+                pod.name_any()
+            );
+            let scaled_down = ordinal_of(pod) >= desired;
+            fix_claim_owners(client, &ns, &claim, &sts, pod, scaled_down).await?;
+        }
+    }
     let victims: Vec<&Pod> = condemned.into_iter().chain(outdated).collect();
     let take = if !ordered {
         victims.len()
@@ -590,4 +603,97 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
         .await?;
     }
     Ok(Action::await_change())
+}
+
+/// The owner references a StatefulSet's PVC retention policy asks for on the claim of one
+/// of its pods, as k8s.io/kubernetes v1.36.3 `pkg/controller/statefulset` sets them
+/// (`stateful_set_utils.go`: `isClaimOwnerUpToDate`, `updateClaimOwnerRefForSetAndPod`;
+/// `stateful_pod_control.go`: `UpdatePodClaimForRetentionPolicy`, run for each pod in range
+/// and, before any is deleted, for each condemned one): `whenDeleted: Delete` → the set
+/// owns the claim of a pod in range; `whenScaled: Delete` → the pod owns the claim of a pod
+/// a scale-down removes, so the garbage collector deletes the claim once the pod is gone.
+/// Claims with a stale reference (our name, another UID) are left alone; a claim with
+/// another controller only loses our references.
+async fn fix_claim_owners(
+    client: &Client,
+    ns: &str,
+    claim: &str,
+    sts: &StatefulSet,
+    pod: &Pod,
+    scaled_down: bool,
+) -> Result<(), SimError> {
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let Some(pvc) = pvcs.get_opt(claim).await? else {
+        return Ok(());
+    };
+    let policy = sts
+        .spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap_or_default();
+    let delete = |p: &Option<String>| p.as_deref() == Some("Delete");
+    let (when_scaled, when_deleted) = (delete(&policy.when_scaled), delete(&policy.when_deleted));
+    let refs = pvc.metadata.owner_references.clone().unwrap_or_default();
+    let ours = |r: &OwnerReference| {
+        (r.kind == "StatefulSet"
+            && r.api_version == "apps/v1"
+            && Some(&r.name) == sts.metadata.name.as_ref())
+            || (r.kind == "Pod"
+                && r.api_version == "v1"
+                && Some(&r.name) == pod.metadata.name.as_ref())
+    };
+    let uid_of = |r: &OwnerReference| {
+        if r.kind == "Pod" {
+            pod.uid()
+        } else {
+            sts.uid()
+        }
+    };
+    if refs
+        .iter()
+        .any(|r| ours(r) && Some(&r.uid) != uid_of(r).as_ref())
+    {
+        return Ok(());
+    }
+    let retains = !when_scaled && !when_deleted;
+    let other_controller = !retains && refs.iter().any(|r| !ours(r) && r.controller == Some(true));
+    let mut wanted: Vec<OwnerReference> = refs.iter().filter(|r| !ours(r)).cloned().collect();
+    if !other_controller {
+        if when_scaled && scaled_down {
+            wanted.push(serde_json::from_value(controller_ref(pod)).map_err(|e| {
+                SimError::invalid(anyhow::anyhow!(
+                    "owner reference of pod {}: {e}",
+                    pod.name_any()
+                ))
+            })?);
+        }
+        if when_deleted && !(when_scaled && scaled_down) {
+            wanted.push(serde_json::from_value(controller_ref(sts)).map_err(|e| {
+                SimError::invalid(anyhow::anyhow!(
+                    "owner reference of StatefulSet {}: {e}",
+                    sts.name_any()
+                ))
+            })?);
+        }
+    }
+    let key = |r: &OwnerReference| r.uid.clone();
+    let mut before: Vec<String> = refs.iter().map(key).collect();
+    let mut after: Vec<String> = wanted.iter().map(key).collect();
+    before.sort();
+    after.sort();
+    if before == after {
+        return Ok(());
+    }
+    let owners = if wanted.is_empty() {
+        Value::Null
+    } else {
+        json!(wanted)
+    };
+    pvcs.patch(
+        claim,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"ownerReferences": owners}})),
+    )
+    .await?;
+    Ok(())
 }

@@ -88,8 +88,11 @@
 //! - Deployments replace all old pods at once (as `Recreate`, no surge). StatefulSets
 //!   (OrderedReady) start pods in order and scale down one at a time from the top, but a
 //!   rolling update replaces pods one at a time without waiting for readiness, and an
-//!   unready pod does not block scale-down; `updateStrategy`, `partition` and the PVC
-//!   retention policy are ignored (claims are always retained). No ControllerRevisions,
+//!   unready pod does not block scale-down; `updateStrategy` and `partition` are ignored.
+//!   The PVC retention policy sets the claims' owner references as the real controller
+//!   does, so kubesim's garbage collector deletes a scaled-down pod's claims with it under
+//!   `whenScaled: Delete` (the stale-reference and conflicting-controller events are not
+//!   written). No ControllerRevisions,
 //!   `minReadySeconds`, PodDisruptionBudgets, HPAs, DaemonSets or Jobs.
 //!   Pods have no nodes, probes, restarts or logs; a pod is ready unless its image or chart
 //!   version is declared failing.

@@ -163,6 +163,7 @@ mod tests {
             ready_to_use: true,
             restore_size: None,
             error: None,
+            snapshot_handle: None,
         }
     }
 

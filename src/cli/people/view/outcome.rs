@@ -88,6 +88,16 @@ pub fn conclusion(
                 ),
             })
         }
+        (Ended::Rollback { .. }, Phase::Frozen) => Err(Outcome {
+            code: EXIT_FROZEN,
+            message: format!(
+                "rollback {name} ({versions}) failed{why}. It is Frozen after {took}, after replacing volumes: it never \
+                 resumes the app on missing or partial data, so Flux stays suspended and the workloads stopped. {}. \
+                 Restore what is missing (e.g. a PVC with its safety snapshot as dataSource), then delete it \
+                 (`kubectl delete rollbackrequest {name} -n {namespace}`) to put Flux and the workloads back.",
+                crate::api::restores_report(&status.restores)
+            ),
+        }),
         (ended, Phase::Frozen) => {
             let subject = match ended {
                 Ended::Upgrade { .. } => "upgrade",
@@ -255,6 +265,39 @@ mod tests {
         assert_eq!(frozen.code, EXIT_FROZEN);
         assert!(
             frozen.message.contains("fluxgate rollback db-2 -n apps"),
+            "{}",
+            frozen.message
+        );
+        // A rollback frozen after replacing volumes says where the data is, and no
+        // rollback of a rollback.
+        let mut replaced = status(Phase::Frozen);
+        replaced.restores = vec![crate::api::RestoreRecord {
+            pvc: "data-db-0".into(),
+            snapshot: "fluxgate-u-data-db-0".into(),
+            state: crate::api::RestoreState::Deleted,
+            safety_snapshot: Some("fluxgate-r-data-db-0".into()),
+            problem: Some(
+                "VolumeSnapshot apps/fluxgate-u-data-db-0 (of PVC data-db-0) is gone".into(),
+            ),
+        }];
+        let frozen = conclusion(
+            Ended::Rollback { upgrade: "db-2" },
+            "apps",
+            "db-2-rollback",
+            &replaced,
+            Duration::ZERO,
+        )
+        .unwrap_err();
+        assert_eq!(frozen.code, EXIT_FROZEN);
+        for part in [
+            "data-db-0 MISSING: deleted and not recreated from fluxgate-u-data-db-0",
+            "safety snapshot fluxgate-r-data-db-0",
+            "kubectl delete rollbackrequest db-2-rollback -n apps",
+        ] {
+            assert!(frozen.message.contains(part), "{part}: {}", frozen.message);
+        }
+        assert!(
+            !frozen.message.contains("fluxgate rollback"),
             "{}",
             frozen.message
         );

@@ -341,6 +341,7 @@ mod tests {
             ready_to_use: true,
             restore_size: None,
             error: None,
+            snapshot_handle: None,
         }];
         let lines = progress.observe("upgrade", Some(&s), Duration::from_secs(2));
         assert_eq!(

@@ -311,13 +311,30 @@ pub fn warnings(view: &AppView) -> Vec<String> {
                 } else {
                     format!(" ({} stay suspended)", held.join(", "))
                 };
-                out.push(format!(
-                    "{namespace}/{app}: {} {} is Frozen: it failed after its commit and left everything as it was for a person{flux}. \
-                     Inspect the app, then undo it with `fluxgate rollback {} -n {namespace}`",
-                    kind_word(active.kind),
-                    active.name,
-                    active.name
-                ))
+                let status = active.status.as_ref();
+                let frozen_rollback = match active.kind {
+                    OperationKind::RollbackRequest => Some(active.name.clone()),
+                    OperationKind::UpgradeRequest => status
+                        .and_then(|s| s.rollback_ref.as_ref())
+                        .map(|r| r.name.clone()),
+                };
+                out.push(match frozen_rollback {
+                    Some(rollback) => format!(
+                        "{namespace}/{app}: {} {} is Frozen: rollback {rollback} failed after replacing volumes and holds the app \
+                         for a person{flux}, never resumed on missing data. Its status.restores says what is missing and which \
+                         safety snapshot holds the data (`kubectl get rr {rollback} -n {namespace} -o yaml`); restore that, \
+                         then delete the RollbackRequest",
+                        kind_word(active.kind),
+                        active.name
+                    ),
+                    None => format!(
+                        "{namespace}/{app}: {} {} is Frozen: it failed after its commit and left everything as it was for a person{flux}. \
+                         Inspect the app, then undo it with `fluxgate rollback {} -n {namespace}`",
+                        kind_word(active.kind),
+                        active.name,
+                        active.name
+                    ),
+                })
             }
             _ if active.status.is_none() => out.push(format!(
                 "{namespace}/{app}: the app is held by {} {}, which no longer exists; the operator releases the lock on its next reconcile (is it running?)",
@@ -704,8 +721,27 @@ mod tests {
             warnings[0].contains("fluxgate rollback db-2 -n apps"),
             "{warnings:?}"
         );
-        let text = render_table(&[view], false);
+        let text = render_table(std::slice::from_ref(&view), false);
         assert!(text.contains("upgrade db-2 (Frozen)   1 by db-2"), "{text}");
+
+        // Frozen because its rollback froze after replacing volumes: no rollback of it again,
+        // but where the data is and how to let go.
+        let mut held = view;
+        if let Some(status) = held.active.as_mut().and_then(|a| a.status.as_mut()) {
+            status.rollback_ref = Some(crate::api::LocalObjectReference {
+                name: "db-2-rollback".into(),
+            });
+        }
+        let said = super::warnings(&held);
+        assert_eq!(said.len(), 1, "{said:?}");
+        for part in [
+            "rollback db-2-rollback failed after replacing volumes",
+            "kubectl get rr db-2-rollback -n apps -o yaml",
+            "then delete the RollbackRequest",
+        ] {
+            assert!(said[0].contains(part), "{part}: {said:?}");
+        }
+        assert!(!said[0].contains("fluxgate rollback"), "{said:?}");
     }
 
     #[test]

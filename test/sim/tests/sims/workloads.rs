@@ -357,3 +357,50 @@ async fn an_unusable_template_is_skipped_until_fixed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_scale_down_deletes_the_claims_of_removed_pods_only_under_when_scaled_delete() {
+    let mut options = WorldOptions::fast();
+    options.pods.termination_delay = Duration::from_millis(200);
+    let env = env_with(options).await;
+    seed::namespace(&env.client, "apps").await.unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "apps");
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "apps");
+    let mut set = statefulset("ghcr.io/example/db:1.0.0", 2);
+    set["spec"]["persistentVolumeClaimRetentionPolicy"] =
+        json!({"whenScaled": "Delete", "whenDeleted": "Retain"});
+    seed::put(&env.client, set.clone()).await.unwrap();
+    let api: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
+    wait_for(&api, "db", "running", |s| {
+        s.status.as_ref().and_then(|st| st.ready_replicas) == Some(2)
+    })
+    .await;
+    // In range, a claim has no owner (whenDeleted: Retain): nothing deletes it.
+    let kept = claims.get("data-db-0").await.unwrap();
+    assert!(kept.owner_references().is_empty(), "{kept:?}");
+
+    // Scaled to one: the claim of the removed pod goes with it, as the real controller's
+    // owner reference to the pod makes the garbage collector do.
+    set["spec"]["replicas"] = json!(1);
+    seed::put(&env.client, set.clone()).await.unwrap();
+    let owned = wait_for(&claims, "data-db-1", "owned by its condemned pod", |c| {
+        c.owner_references()
+            .iter()
+            .any(|o| o.kind == "Pod" && o.name == "db-1" && o.controller == Some(true))
+    })
+    .await;
+    assert_eq!(owned.owner_references().len(), 1);
+    wait_gone(&pods, "db-1", "the removed pod").await;
+    wait_gone(&claims, "data-db-1", "the removed pod's claim").await;
+    assert!(claims.get_opt("data-db-0").await.unwrap().is_some());
+
+    // With whenScaled: Retain set before the scale-down, the claims stay.
+    set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"] = json!("Retain");
+    seed::put(&env.client, set.clone()).await.unwrap();
+    set["spec"]["replicas"] = json!(0);
+    seed::put(&env.client, set).await.unwrap();
+    wait_gone(&pods, "db-0", "the last pod").await;
+    let retained = claims.get("data-db-0").await.unwrap();
+    assert!(retained.metadata.deletion_timestamp.is_none());
+    assert!(retained.owner_references().is_empty(), "{retained:?}");
+}
