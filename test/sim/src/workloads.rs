@@ -519,13 +519,21 @@ async fn reconcile_statefulset(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<A
             .await?;
         }
     }
-    // Outdated pods are replaced from the highest ordinal; under OrderedReady one at a
-    // time (without waiting for readiness, so a broken version cannot wedge a rollback).
+    // Outdated pods are replaced from the highest ordinal; under OrderedReady one at a time,
+    // and only once every pod below the desired count is running and ready:
+    // kube-controller-manager v1.36.3 (stateful_set_control.go `processReplica`) returns
+    // before the rolling update otherwise. So a pod of a broken version is never replaced,
+    // even after the template is reverted — Kubernetes' documented "forced rollback".
+    let replicas_ready = (0..desired).all(|ordinal| {
+        pods.iter()
+            .any(|p| ordinal_of(p) == ordinal && !terminating(p) && pod_ready(p))
+    });
     let mut outdated: Vec<&Pod> = pods
         .iter()
         .filter(|p| {
             ordinal_of(p) < desired && !terminating(*p) && revision_of(p) != update_revision
         })
+        .filter(|_| replicas_ready || !ordered)
         .collect();
     let mut condemned: Vec<&Pod> = pods
         .iter()

@@ -1,14 +1,15 @@
-//! The simulated Flux held to the real one: each case runs the same steps and checks on the
-//! sims (kubesim + test/sim's source- and kustomize-controller) and on the real Flux
-//! controllers on the real control plane (test/realstack), so what Fluxgate's fast suite
-//! sees of Flux is what a cluster shows. A case that fails only `on_sim_flux` is a sim that
-//! is wrong about Flux.
+//! The sims held to the real components: each case runs the same steps and checks on the
+//! sims (kubesim + test/sim's Flux and workload controllers) and on the real ones (the Flux
+//! controllers and kube-controller-manager on the real control plane of test/realstack), so
+//! what Fluxgate's fast suite sees is what a cluster shows. A case that fails only
+//! `on_sims` is a sim that is wrong about the real component.
 //!
-//! Without the real stack's binaries the `on_real_flux` half prints `SKIPPED: …` and passes,
+//! Without the real stack's binaries the `on_real` half prints `SKIPPED: …` and passes,
 //! unless FLUXGATE_REQUIRE_REAL_STACK=1.
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -29,15 +30,15 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The path of the Git repository the Kustomization applies.
 const APP_PATH: &str = "app";
 
-/// Flux, simulated or real, with a namespace of the case's own.
-struct FluxUnderTest {
+/// The sims or the real components, with a namespace of the case's own.
+struct Components {
     client: Client,
     namespace: String,
     _keep: Option<(KubeSim, World)>,
 }
 
 /// The sims on kubesim.
-async fn sim_flux(namespace: &str) -> FluxUnderTest {
+async fn sims(namespace: &str) -> Components {
     let kube = KubeSim::start().await;
     kube.load_third_party_crds()
         .expect("kubesim's Flux and VolumeSnapshot CRDs load");
@@ -46,15 +47,15 @@ async fn sim_flux(namespace: &str) -> FluxUnderTest {
         .await
         .expect("the simulated world starts");
     create_namespace(&client, namespace).await;
-    FluxUnderTest {
+    Components {
         client,
         namespace: namespace.to_owned(),
         _keep: Some((kube, world)),
     }
 }
 
-/// The real controllers on the shared real control plane; `None` when it is not built.
-async fn real_flux(namespace: &str) -> Option<FluxUnderTest> {
+/// The real Flux controllers and control plane, shared by the process; `None` when not built.
+async fn real(namespace: &str) -> Option<Components> {
     let flux = Flux::shared_or_skip()?;
     let client = flux
         .cluster()
@@ -62,7 +63,7 @@ async fn real_flux(namespace: &str) -> Option<FluxUnderTest> {
         .await
         .expect("a client of the real control plane");
     create_namespace(&client, namespace).await;
-    Some(FluxUnderTest {
+    Some(Components {
         client,
         namespace: namespace.to_owned(),
         _keep: None,
@@ -83,20 +84,20 @@ async fn create_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
 }
 
-/// Each case as `::on_sim_flux` and `::on_real_flux`.
-macro_rules! on_both_fluxes {
+/// Each case as `::on_sims` and `::on_real`.
+macro_rules! on_sims_and_real {
     ($($case:ident),+ $(,)?) => {
         $(
             mod $case {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn on_sim_flux() {
-                    let flux = super::sim_flux(&super::namespace_of(stringify!($case), "sim")).await;
+                async fn on_sims() {
+                    let flux = super::sims(&super::namespace_of(stringify!($case), "sim")).await;
                     super::$case(flux).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn on_real_flux() {
-                    if let Some(flux) = super::real_flux(&super::namespace_of(stringify!($case), "real")).await {
+                async fn on_real() {
+                    if let Some(flux) = super::real(&super::namespace_of(stringify!($case), "real")).await {
                         super::$case(flux).await
                     }
                 }
@@ -111,11 +112,12 @@ fn namespace_of(case: &str, stack: &str) -> String {
     format!("{}-{stack}", short.trim_end_matches('-'))
 }
 
-on_both_fluxes!(
+on_sims_and_real!(
     a_new_flux_object_starts_at_observed_generation_minus_one,
     a_suspended_kustomization_records_its_generation_and_the_request_but_applies_nothing,
     ready_is_written_before_the_revision_fields_it_announces,
     pruning_spares_what_is_opted_out_or_owned_by_another_kustomization,
+    an_ordered_statefulset_never_replaces_an_unready_pod_of_a_reverted_version,
 );
 
 /// The manifest the Kustomization applies: one ConfigMap saying `version`.
@@ -146,12 +148,12 @@ struct Applied {
     first: String,
 }
 
-async fn applied(flux: &FluxUnderTest) -> Applied {
+async fn applied(flux: &Components) -> Applied {
     applied_files(flux, app_files("v1")).await
 }
 
 /// [`applied`] with `files` as the first commit.
-async fn applied_files(flux: &FluxUnderTest, files: Vec<(String, String)>) -> Applied {
+async fn applied_files(flux: &Components, files: Vec<(String, String)>) -> Applied {
     let mut builder = GitServer::builder().http().branch("main");
     for (path, contents) in files {
         builder = builder.file(&path, contents);
@@ -194,7 +196,7 @@ async fn applied_files(flux: &FluxUnderTest, files: Vec<(String, String)>) -> Ap
 }
 
 async fn a_suspended_kustomization_records_its_generation_and_the_request_but_applies_nothing(
-    flux: FluxUnderTest,
+    flux: Components,
 ) {
     let Applied { git, first } = applied(&flux).await;
     let ks_api = kustomizations(&flux);
@@ -253,7 +255,7 @@ async fn a_suspended_kustomization_records_its_generation_and_the_request_but_ap
     assert_eq!(applied_version(&flux).await, "v2");
 }
 
-async fn ready_is_written_before_the_revision_fields_it_announces(flux: FluxUnderTest) {
+async fn ready_is_written_before_the_revision_fields_it_announces(flux: Components) {
     let Applied { git, first } = applied(&flux).await;
     let ks_api = kustomizations(&flux);
     let seen = Watched::start(&ks_api, "app");
@@ -299,7 +301,7 @@ async fn ready_is_written_before_the_revision_fields_it_announces(flux: FluxUnde
     );
 }
 
-async fn a_new_flux_object_starts_at_observed_generation_minus_one(flux: FluxUnderTest) {
+async fn a_new_flux_object_starts_at_observed_generation_minus_one(flux: Components) {
     // The Flux CRDs default `status` to `{observedGeneration: -1}`: a reader comparing it
     // with the generation sees "not reconciled yet" from the create on, never a missing
     // status it must special-case.
@@ -349,7 +351,7 @@ async fn a_new_flux_object_starts_at_observed_generation_minus_one(flux: FluxUnd
     }
 }
 
-async fn pruning_spares_what_is_opted_out_or_owned_by_another_kustomization(flux: FluxUnderTest) {
+async fn pruning_spares_what_is_opted_out_or_owned_by_another_kustomization(flux: Components) {
     // kustomize-controller v1.9.4 prunes through fluxcd/pkg/ssa's ResourceManager.Delete:
     // an object whose labels no longer name this Kustomization, or that carries
     // `kustomize.toolkit.fluxcd.io/prune: disabled`, is skipped — how people keep a PVC's
@@ -416,7 +418,7 @@ async fn pruning_spares_what_is_opted_out_or_owned_by_another_kustomization(flux
 }
 
 /// Asks the GitRepository to fetch and waits until its artifact is `revision`.
-async fn fetched(flux: &FluxUnderTest, revision: &str) {
+async fn fetched(flux: &Components, revision: &str) {
     let sources = dyn_api(&flux.client, &git_repository(), &flux.namespace);
     request_reconcile(&sources, "app").await;
     eventually("the GitRepository fetched the new commit", || async {
@@ -425,6 +427,117 @@ async fn fetched(flux: &FluxUnderTest, revision: &str) {
         (artifact == Some(revision))
             .then_some(())
             .ok_or_else(|| format!("artifact {artifact:?}"))
+    })
+    .await;
+}
+
+/// A StatefulSet `db` of two replicas whose pods say `version` (never ready when `broken`).
+fn statefulset(version: &str, broken: bool) -> StatefulSet {
+    let mut annotations = json!({"example.com/version": version});
+    if broken {
+        annotations[sim::faults::NEVER_READY_ANNOTATION] = json!("true");
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 2, "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}, "annotations": annotations},
+                "spec": {"containers": [{"name": "db", "image": "example.com/db:1"}]},
+            },
+        },
+    }))
+    .expect("a valid StatefulSet")
+}
+
+async fn an_ordered_statefulset_never_replaces_an_unready_pod_of_a_reverted_version(
+    flux: Components,
+) {
+    // kube-controller-manager v1.36.3 (stateful_set_control.go `processReplica`): under
+    // OrderedReady a pod that is not running and ready stops the sync before the rolling
+    // update is reached — a pod of a broken version stays after the template is reverted
+    // (Kubernetes' documented "forced rollback": someone must delete it). Whoever restores
+    // replicas before the template is right gets such a pod.
+    let sets = Api::<StatefulSet>::namespaced(flux.client.clone(), &flux.namespace);
+    let pods = Api::<Pod>::namespaced(flux.client.clone(), &flux.namespace);
+    let apply = |set: StatefulSet| {
+        let sets = sets.clone();
+        async move {
+            sets.patch(
+                "db",
+                &PatchParams::apply("conformance").force(),
+                &Patch::Apply(&set),
+            )
+            .await
+            .expect("applying StatefulSet db");
+        }
+    };
+    let version_of = |pod: &Pod| {
+        pod.annotations()
+            .get("example.com/version")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let pod_state = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let pod = pods.get_opt(name).await.expect("reading a pod");
+            pod.map(|p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                (
+                    version_of(&p),
+                    ready,
+                    p.metadata.deletion_timestamp.is_some(),
+                )
+            })
+        }
+    };
+    apply(statefulset("v1", false)).await;
+    for name in ["db-0", "db-1"] {
+        eventually(&format!("{name} ready at v1"), || async {
+            match pod_state(name).await {
+                Some((v, true, false)) if v == "v1" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+
+    apply(statefulset("v2", true)).await;
+    eventually("db-1 replaced by an unready pod of v2", || async {
+        match pod_state("db-1").await {
+            Some((v, false, false)) if v == "v2" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    apply(statefulset("v1", false)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pod_state("db-1").await,
+        Some(("v2".to_owned(), false, false)),
+        "the unready pod of the reverted version stays"
+    );
+    assert_eq!(
+        pod_state("db-0").await,
+        Some(("v1".to_owned(), true, false))
+    );
+
+    pods.delete("db-1", &Default::default())
+        .await
+        .expect("deleting db-1 by hand");
+    eventually("db-1 back at v1 and ready", || async {
+        match pod_state("db-1").await {
+            Some((v, true, false)) if v == "v1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
 }
@@ -459,7 +572,7 @@ impl Watched {
     }
 }
 
-fn kustomizations(flux: &FluxUnderTest) -> Api<DynamicObject> {
+fn kustomizations(flux: &Components) -> Api<DynamicObject> {
     dyn_api(&flux.client, &kustomization(), &flux.namespace)
 }
 
@@ -524,7 +637,7 @@ fn status_line(obj: &Value) -> String {
 }
 
 /// The version the applied ConfigMap says.
-async fn applied_version(flux: &FluxUnderTest) -> String {
+async fn applied_version(flux: &Components) -> String {
     let cm = Api::<ConfigMap>::namespaced(flux.client.clone(), &flux.namespace)
         .get("app")
         .await
