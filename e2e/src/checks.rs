@@ -1,5 +1,6 @@
 //! What the invariant tests, the crash matrix, the fault soak and the data-loss catalogue
-//! check, shared: the operator's own requests in kubesim's log, the end state of an upgrade
+//! check, shared: the operator's own requests in the request log (kubesim's, or on the real
+//! stack the proxy's: `DemoWorld::apiserver`), the end state of an upgrade
 //! or a rollback counted from the cluster and Git (snapshots, commits carrying a request's
 //! UID, rollback requests, PVC restores, Flux and replicas put back), and where every piece
 //! of the app's data is ([`Ledger`]: the content tokens of its PVCs, PVs and snapshots).
@@ -150,7 +151,7 @@ pub async fn replicas(story: &DemoWorld) -> Option<i32> {
 pub fn restores(story: &DemoWorld) -> BTreeMap<String, usize> {
     let mut by_name = BTreeMap::new();
     let creates = story
-        .kubesim()
+        .apiserver()
         .requests(&operator().verb("create").resource("persistentvolumeclaims"));
     for create in creates.iter().filter(|r| r.code < 300) {
         let name = create
