@@ -129,7 +129,13 @@ async fn at_most_one_status_write_per_reconcile() {
     let writes = status_writes();
     *writes.0.lock().unwrap() = Counts::default();
     // A failing version: an upgrade and its automatic rollback, both kinds in one run.
-    let story = app().health_timeout("5s").running_at("v1.4.0").await;
+    // Helm gives up on the never-ready version soon after the health timeout (on real Flux
+    // its default 5m wait would hold the rollback that long; see rollback.rs).
+    let story = app()
+        .health_timeout("5s")
+        .helm_timeout("15s")
+        .running_at("v1.4.0")
+        .await;
     story.world.failures.fail_chart_version("v2.0.0");
     let before = content_tokens(&story).await;
     story.upgrade("db-2-0-0", "v2.0.0").await.unwrap();
