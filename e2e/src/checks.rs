@@ -1,5 +1,6 @@
 //! What the invariant tests, the crash matrix, the fault soak and the data-loss catalogue
-//! check, shared: the operator's own requests in kubesim's log, the end state of an upgrade
+//! check, shared: the operator's own requests in the request log (kubesim's, or on the real
+//! stack the proxy's: `DemoWorld::apiserver`), the end state of an upgrade
 //! or a rollback counted from the cluster and Git (snapshots, commits carrying a request's
 //! UID, rollback requests, PVC restores, Flux and replicas put back), and where every piece
 //! of the app's data is ([`Ledger`]: the content tokens of its PVCs, PVs and snapshots).
@@ -7,7 +8,7 @@
 use fluxgate::api::{FluxObjectKind, Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::cluster::snapshots::{REQUEST_UID_LABEL, VolumeSnapshot};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
+use fluxgate::demo::world::{APP_FILE, DemoWorld};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
@@ -150,7 +151,7 @@ pub async fn replicas(story: &DemoWorld) -> Option<i32> {
 pub fn restores(story: &DemoWorld) -> BTreeMap<String, usize> {
     let mut by_name = BTreeMap::new();
     let creates = story
-        .kubesim()
+        .apiserver()
         .requests(&operator().verb("create").resource("persistentvolumeclaims"));
     for create in creates.iter().filter(|r| r.code < 300) {
         let name = create
@@ -163,6 +164,23 @@ pub fn restores(story: &DemoWorld) -> BTreeMap<String, usize> {
         *by_name.entry(name).or_insert(0) += 1;
     }
     by_name
+}
+
+/// File `path` at commit `revision` of the story's repository.
+fn file_at(story: &DemoWorld, revision: &str, path: &str) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(story.git.repo_path())
+        .args(["show", &format!("{revision}:{path}")])
+        .output()
+        .map_err(|e| format!("running git show {revision}:{path}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git show {revision}:{path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|_| format!("{path} at {revision} is not UTF-8"))
 }
 
 /// Everything wrong with a finished upgrade that should have succeeded to `version`
@@ -192,7 +210,7 @@ pub async fn upgrade_problems(
         problems.push(format!("{snapshots} snapshots for {claims} PVCs"));
     }
     problems.extend(put_back_problems(story).await);
-    if story.git.read_file(APP_FILE).ok().flatten() != Some(app_manifest(version)) {
+    if story.git.read_file(APP_FILE).ok().flatten() != Some(story.app_manifest(version)) {
         problems.push(format!("{APP_FILE} is not exactly the app at {version}"));
     }
     problems
@@ -222,7 +240,8 @@ pub async fn put_back_problems(story: &DemoWorld) -> Vec<String> {
 
 /// Everything wrong with an upgrade that should have been rolled back (empty when right):
 /// upgrade RolledBack, one RollbackRequest that Succeeded, one commit each with the
-/// upgrade's and the rollback's UID, Git back at `from` byte for byte, one snapshot and one
+/// upgrade's and the rollback's UID, Git back at `from` byte for byte (the app's file as it was
+/// at the revision the upgrade planned from, whatever the story wrote there), one snapshot and one
 /// safety snapshot per PVC, each PVC restored exactly once and holding the content it had
 /// before the upgrade (`before`), Flux and replicas back.
 pub async fn rollback_problems(
@@ -283,8 +302,15 @@ pub async fn rollback_problems(
             ));
         }
     }
-    if story.git.read_file(APP_FILE).ok().flatten() != Some(app_manifest(from)) {
-        problems.push(format!("{APP_FILE} is not back at {from} byte for byte"));
+    let planned = status.plan.as_ref().and_then(|p| p.git.as_ref());
+    let was = match planned {
+        Some(git) => file_at(story, &git.revision, APP_FILE),
+        None => Err("the upgrade planned no Git revision".to_owned()),
+    };
+    match was {
+        Ok(was) if story.git.read_file(APP_FILE).ok().flatten().as_ref() == Some(&was) => {}
+        Ok(_) => problems.push(format!("{APP_FILE} is not back at {from} byte for byte")),
+        Err(e) => problems.push(format!("{APP_FILE} before the upgrade: {e}")),
     }
     let restores = restores(story);
     for claim in &claims {

@@ -24,6 +24,7 @@ use kube::config::Kubeconfig;
 use kube::{Client, ResourceExt};
 use realstack::RealCluster;
 use realstack::audit::{AuditLog, Events, Mark};
+use realstack::proxy::ApiProxy;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -74,6 +75,8 @@ pub struct ChartInstall {
     release: Release,
     third_party_crds: String,
     kubeconfig: PathBuf,
+    /// The ServiceAccount's token in [`ChartInstall::kubeconfig`].
+    token: String,
 }
 
 static SHARED: OnceLock<Result<ChartInstall, String>> = OnceLock::new();
@@ -165,6 +168,7 @@ impl ChartInstall {
             release,
             third_party_crds,
             kubeconfig,
+            token,
         })
     }
 
@@ -193,6 +197,21 @@ impl ChartInstall {
     /// runtime.
     pub async fn operator_client(&self) -> anyhow::Result<Client> {
         Ok(connect::connect(Some(&self.kubeconfig), None).await?.client)
+    }
+
+    /// [`ChartInstall::operator_client`] through `proxy`: the same identity and code, the
+    /// kubeconfig's server the proxy (its request log, faults and gates then see every
+    /// request of the operator).
+    pub async fn operator_client_via(&self, proxy: &ApiProxy) -> anyhow::Result<Client> {
+        let path = self
+            .cluster
+            .dir()
+            .join("fluxgate-operator-proxied.kubeconfig");
+        write_private(
+            &path,
+            &proxy.kubeconfig_yaml(&self.token, chart::RELEASE_NAMESPACE),
+        )?;
+        Ok(connect::connect(Some(&path), None).await?.client)
     }
 
     /// How `fluxgate run` is configured by the chart's Deployment: each literal variable of
@@ -563,8 +582,6 @@ async fn service_account_token(admin: &Client, release: &Release) -> anyhow::Res
 
 /// Writes a kubeconfig (mode 0600) for `cluster` whose user authenticates with `token`.
 fn write_token_kubeconfig(cluster: &RealCluster, token: &str, path: &Path) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     // The CA comes from the admin kubeconfig, which holds it inline.
     let admin = Kubeconfig::read_from(cluster.kubeconfig())
         .with_context(|| format!("reading {}", cluster.kubeconfig().display()))?;
@@ -587,12 +604,19 @@ fn write_token_kubeconfig(cluster: &RealCluster, token: &str, path: &Path) -> an
         cluster.server(),
         chart::RELEASE_NAMESPACE,
     );
+    write_private(path, &yaml)
+}
+
+/// Writes `text` to `path` readable by its owner only (a kubeconfig holding a token).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .and_then(|mut f| f.write_all(yaml.as_bytes()))
+        .and_then(|mut f| f.write_all(text.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
 }

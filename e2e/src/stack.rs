@@ -8,14 +8,18 @@
 use crate::real_flux::StoryFlux;
 use crate::real_operator::{ChartInstall, InstalledIn, shared_values};
 use fluxgate::demo::world::{RealStack, Stack};
+use realstack::proxy::ApiProxy;
 use realstack::{RealCluster, Unavailable};
 use std::io::Write as _;
 use std::sync::Arc;
 
-/// A story's real stack: its control plane with the chart installed, and real Flux if asked.
+/// A story's real stack: its control plane with the chart installed, real Flux if asked, and
+/// the proxy Fluxgate's client reaches the API server through (its request log, faults and
+/// gates: the world's `apiserver()`).
 struct RealRun {
     install: Arc<ChartInstall>,
     flux: Option<Arc<StoryFlux>>,
+    proxy: Arc<ApiProxy>,
 }
 
 tokio::task_local! {
@@ -94,6 +98,11 @@ pub async fn run_on_real_stack<F: std::future::Future<Output = ()>>(
                 .unwrap_or_else(|e| panic!("real Flux for {name}: {e:#}")),
         )),
     };
+    let proxy = Arc::new(
+        ApiProxy::start(install.cluster())
+            .await
+            .unwrap_or_else(|e| panic!("the API proxy for {name}: {e:#}")),
+    );
     let mark = install
         .audit_log()
         .mark()
@@ -102,6 +111,7 @@ pub async fn run_on_real_stack<F: std::future::Future<Output = ()>>(
     let run = Arc::new(RealRun {
         install: install.clone(),
         flux: real_flux,
+        proxy,
     });
     ON_REAL_STACK.scope(run, story).await;
     eprintln!(
@@ -139,7 +149,8 @@ pub fn is_real() -> bool {
 }
 
 /// The stack for a world starting now: kubesim, or — inside [`on_real_stack`] — the story's
-/// real control plane, where Fluxgate's client is the chart's ServiceAccount.
+/// real control plane, where Fluxgate's client is the chart's ServiceAccount, through the story's
+/// API proxy.
 pub async fn current() -> Stack {
     let Ok(run) = ON_REAL_STACK.try_with(Arc::clone) else {
         return Stack::Simulated;
@@ -151,7 +162,7 @@ pub async fn current() -> Stack {
         .await
         .unwrap_or_else(|e| panic!("a client of the real control plane: {e:#}"));
     let operator_client = install
-        .operator_client()
+        .operator_client_via(&run.proxy)
         .await
         .unwrap_or_else(|e| panic!("a client as the chart's ServiceAccount: {e:#}"));
     Stack::Real(Box::new(RealStack {
@@ -161,6 +172,7 @@ pub async fn current() -> Stack {
         kubectl: cluster.kubectl(),
         snapshot_controller: true,
         audit_log: cluster.audit_log().to_owned(),
+        api: run.proxy.clone(),
         flux: run
             .flux
             .clone()

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
-use kubesim::KubeSim;
+use kubesim::{ControlledApi, KubeSim};
 use serde_json::json;
 use sim::faults::Failures;
 use sim::git_server::{GitServer, WriteRefusal};
@@ -226,6 +226,9 @@ pub struct RealStack {
     pub snapshot_controller: bool,
     /// The API server's audit log (JSON lines), which shows what Fluxgate sent.
     pub audit_log: std::path::PathBuf,
+    /// The test controls of the path Fluxgate's client takes to the API server (a proxy in
+    /// the tests): its request log, faults and gates, as kubesim has them.
+    pub api: Arc<dyn ControlledApi>,
     /// The real Flux controllers, if they run there; else the Flux sims play Flux.
     pub flux: Option<Arc<dyn RealFlux>>,
     /// What must live as long as the world (the cluster's processes).
@@ -237,6 +240,7 @@ enum Backend {
     Simulated(KubeSim),
     Real {
         operator_client: Client,
+        api: Arc<dyn ControlledApi>,
         audit_log: std::path::PathBuf,
         kubeconfig: std::path::PathBuf,
         kubectl: std::path::PathBuf,
@@ -533,6 +537,7 @@ impl DemoWorld {
                 real_flux = real.flux;
                 let backend = Backend::Real {
                     operator_client: real.operator_client,
+                    api: real.api,
                     audit_log: real.audit_log,
                     kubeconfig: real.kubeconfig,
                     kubectl: real.kubectl,
@@ -792,6 +797,17 @@ impl DemoWorld {
         if let Some(operator) = self.operator.take() {
             operator.abort();
             let _ = operator.await;
+        }
+    }
+
+    /// The request log, faults and gates of Fluxgate's way to the API server, on either
+    /// stack: kubesim's own (every client's requests), or on a real stack those of the proxy
+    /// Fluxgate's client goes through (Fluxgate's requests only; the real controllers and
+    /// the story talk to the API server directly).
+    pub fn apiserver(&self) -> &dyn ControlledApi {
+        match &self.backend {
+            Backend::Simulated(kube) => kube,
+            Backend::Real { api, .. } => api.as_ref(),
         }
     }
 

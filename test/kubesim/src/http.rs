@@ -1,6 +1,6 @@
 //! HTTP routing: turns Kubernetes REST paths and query parameters into store operations and answers.
 
-use crate::controls::{Controls, FaultAction, RequestInfo};
+use crate::controls::{Controls, FaultAction};
 use crate::discovery;
 use crate::managed;
 use crate::openapi;
@@ -11,6 +11,7 @@ use crate::status::{ApiError, ApiResult, Cause};
 use crate::store::{DeleteOpts, Inner, Obj, Propagation, WriteOpts};
 use crate::table;
 use crate::watch::{self, WatchRequest};
+use apicontrols::request::{Route, parse_query, parse_route, request_info};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -55,69 +56,6 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
         .fallback(handle)
         .layer(axum::extract::DefaultBodyLimit::max(3 * 1024 * 1024))
         .with_state(shared)
-}
-
-#[derive(Debug)]
-enum Route {
-    Version,
-    Health,
-    Api,
-    Apis,
-    ApiGroup(String),
-    ResourceList(String, String),
-    OpenApiIndex,
-    OpenApiDoc(String, String),
-    OpenApiV2,
-    Resource {
-        group: String,
-        version: String,
-        plural: String,
-        namespace: Option<String>,
-        name: Option<String>,
-        sub: Option<String>,
-    },
-    Unknown,
-}
-
-fn parse_route(path: &str) -> Route {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let resource = |group: &str, version: &str, rest: &[&str]| -> Route {
-        let (namespace, rest) = if rest.len() >= 3
-            && rest[0] == "namespaces"
-            && !(rest.len() == 3 && (rest[2] == "status" || rest[2] == "finalize"))
-        {
-            (Some(rest[1].to_string()), &rest[2..])
-        } else {
-            (None, rest)
-        };
-        if rest.is_empty() || rest.len() > 3 {
-            return Route::Unknown;
-        }
-        Route::Resource {
-            group: group.to_string(),
-            version: version.to_string(),
-            plural: rest[0].to_string(),
-            namespace,
-            name: rest.get(1).map(|s| s.to_string()),
-            sub: rest.get(2).map(|s| s.to_string()),
-        }
-    };
-    match segs.as_slice() {
-        ["version"] => Route::Version,
-        ["healthz" | "readyz" | "livez", ..] => Route::Health,
-        ["api"] => Route::Api,
-        ["api", v] => Route::ResourceList(String::new(), v.to_string()),
-        ["api", v, rest @ ..] => resource("", v, rest),
-        ["apis"] => Route::Apis,
-        ["apis", g] => Route::ApiGroup(g.to_string()),
-        ["apis", g, v] => Route::ResourceList(g.to_string(), v.to_string()),
-        ["apis", g, v, rest @ ..] => resource(g, v, rest),
-        ["openapi", "v3"] => Route::OpenApiIndex,
-        ["openapi", "v3", "api", v] => Route::OpenApiDoc(String::new(), v.to_string()),
-        ["openapi", "v3", "apis", g, v] => Route::OpenApiDoc(g.to_string(), v.to_string()),
-        ["openapi", "v2"] => Route::OpenApiV2,
-        _ => Route::Unknown,
-    }
 }
 
 fn json_response(code: u16, body: &Value) -> Response {
@@ -241,72 +179,6 @@ impl Req {
     }
 }
 
-fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
-}
-
-fn request_info(route: &Route, req: &Req, path: &str) -> RequestInfo {
-    let mut info = RequestInfo {
-        verb: "discovery".into(),
-        group: String::new(),
-        version: String::new(),
-        resource: String::new(),
-        namespace: None,
-        name: None,
-        subresource: None,
-        patch_type: None,
-        selected_name: None,
-        path: path.to_string(),
-        user_agent: req.user_agent(),
-    };
-    if let Route::Resource {
-        group,
-        version,
-        plural,
-        namespace,
-        name,
-        sub,
-    } = route
-    {
-        info.verb = match (&req.method, name.is_some()) {
-            (&Method::GET, true) => "get",
-            (&Method::GET, false) if req.flag("watch") => "watch",
-            (&Method::GET, false) => "list",
-            (&Method::POST, _) => "create",
-            (&Method::PUT, _) => "update",
-            (&Method::PATCH, _) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            _ => "unknown",
-        }
-        .to_string();
-        info.group = group.clone();
-        info.version = version.clone();
-        info.resource = plural.clone();
-        info.namespace = namespace.clone();
-        info.name = name.clone();
-        info.subresource = sub.clone();
-        if matches!(info.verb.as_str(), "list" | "watch") {
-            info.selected_name = req.q("fieldSelector").and_then(|selector| {
-                selector
-                    .split(',')
-                    .find_map(|term| {
-                        let term = term.trim();
-                        term.strip_prefix("metadata.name==")
-                            .or_else(|| term.strip_prefix("metadata.name="))
-                    })
-                    .map(str::to_owned)
-            });
-        }
-        if req.method == Method::PATCH {
-            info.patch_type =
-                PatchType::from_content_type(req.content_type()).map(|p| p.as_str().to_string());
-        }
-    }
-    info
-}
-
 /// Write bodies go into the request log so tests can check what was sent.
 fn logged_body(req: &Req) -> Option<Value> {
     let write = matches!(req.method, Method::POST | Method::PUT | Method::PATCH);
@@ -329,7 +201,7 @@ async fn handle(
         headers,
         body,
     };
-    let info = request_info(&route, &req, uri.path());
+    let info = request_info(&route, &req.method, &req.query, &req.headers, uri.path());
     if let Some(code) = shared.controls.pass_gates(&info).await {
         shared.controls.record(info, code, logged_body(&req));
         return error_response(&ApiError::injected(code));

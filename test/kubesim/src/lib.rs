@@ -183,7 +183,7 @@
 
 pub mod builtin;
 pub mod cel;
-pub mod controls;
+pub use apicontrols::controls;
 pub mod crd;
 pub mod discovery;
 pub mod http;
@@ -200,6 +200,7 @@ pub mod table;
 pub mod third_party;
 pub mod watch;
 
+pub use apicontrols::ControlledApi;
 pub use controls::{Fault, FaultAction, Gate, Match, RequestInfo, RequestRecord};
 pub use http::Config;
 pub use status::{ApiError, Cause};
@@ -515,6 +516,18 @@ impl KubeSim {
     /// Stops serving; open watches end.
     pub fn shutdown(self) {
         drop(self);
+    }
+}
+
+/// kubesim's own request log, faults and gates, as a story uses them on any stack.
+impl apicontrols::ControlledApi for KubeSim {
+    fn controls(&self) -> &Arc<controls::Controls> {
+        &self.shared.controls
+    }
+
+    fn expire_history<'a>(&'a self, group: &'a str, plural: &'a str) -> apicontrols::Expiring<'a> {
+        KubeSim::expire_history(self, group, plural);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -4,37 +4,7 @@ use crate::status::{ApiError, ApiResult};
 use serde_json::{Map, Value};
 
 /// The patch flavours, by request content type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchType {
-    Merge,
-    Json,
-    Strategic,
-    Apply,
-}
-
-impl PatchType {
-    pub fn from_content_type(ct: &str) -> Option<Self> {
-        let base = ct.split(';').next().unwrap_or("").trim();
-        match base {
-            "application/merge-patch+json" => Some(PatchType::Merge),
-            "application/json-patch+json" => Some(PatchType::Json),
-            "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => {
-                Some(PatchType::Apply)
-            }
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PatchType::Merge => "merge",
-            PatchType::Json => "json",
-            PatchType::Strategic => "strategic",
-            PatchType::Apply => "apply",
-        }
-    }
-}
+pub use apicontrols::request::PatchType;
 
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);

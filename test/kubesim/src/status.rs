@@ -172,47 +172,14 @@ impl ApiError {
 
     /// An error a test asked for; the reason matches what a real server sends for that code.
     pub fn injected(code: u16) -> Self {
-        let (reason, msg) = match code {
-            400 => ("BadRequest", "injected bad request"),
-            401 => ("Unauthorized", "Unauthorized"),
-            403 => ("Forbidden", "injected: forbidden"),
-            404 => ("NotFound", "injected: not found"),
-            409 => (
-                "Conflict",
-                "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again (injected)",
-            ),
-            410 => ("Expired", "too old resource version (injected)"),
-            422 => ("Invalid", "injected: invalid"),
-            429 => (
-                "TooManyRequests",
-                "Too many requests, please try again later. (injected)",
-            ),
-            500 => ("InternalError", "Internal error occurred: injected failure"),
-            503 => ("ServiceUnavailable", "injected: service unavailable"),
-            504 => ("Timeout", "injected: timeout"),
-            _ => ("Unknown", "injected failure"),
-        };
-        let mut e = Self::new(code, reason, msg);
-        if code == 429 {
-            e.details = Some(json!({"retryAfterSeconds": 1}));
-        }
+        let (reason, message) = apicontrols::request::injected_reason(code);
+        let mut e = Self::new(code, reason, message);
+        e.details = apicontrols::request::injected_details(code);
         e
     }
 
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            v["details"] = d.clone();
-        }
-        v
+        apicontrols::request::status(self.code, &self.reason, &self.message, self.details.clone())
     }
 }
 

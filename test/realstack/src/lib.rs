@@ -34,6 +34,7 @@ pub mod loopback_http;
 pub mod manifest;
 mod pki;
 mod process;
+pub mod proxy;
 pub mod snapshotter;
 pub mod webhook;
 
@@ -272,6 +273,11 @@ impl RealCluster {
     /// `https://127.0.0.1:<port>`.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The cluster CA's certificate (PEM): what the API server's serving certificate chains to.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     /// The apiserver's audit log (JSON lines, audit.k8s.io/v1 Event).
