@@ -7,7 +7,7 @@
 use fluxgate::api::{FluxObjectKind, Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::flux::ops::{get, is_suspended};
 use fluxgate::cluster::snapshots::{REQUEST_UID_LABEL, VolumeSnapshot};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest};
+use fluxgate::demo::world::{APP_FILE, DemoWorld};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
@@ -192,7 +192,7 @@ pub async fn upgrade_problems(
         problems.push(format!("{snapshots} snapshots for {claims} PVCs"));
     }
     problems.extend(put_back_problems(story).await);
-    if story.git.read_file(APP_FILE).ok().flatten() != Some(app_manifest(version)) {
+    if story.git.read_file(APP_FILE).ok().flatten() != Some(story.app_manifest(version)) {
         problems.push(format!("{APP_FILE} is not exactly the app at {version}"));
     }
     problems
@@ -283,7 +283,7 @@ pub async fn rollback_problems(
             ));
         }
     }
-    if story.git.read_file(APP_FILE).ok().flatten() != Some(app_manifest(from)) {
+    if story.git.read_file(APP_FILE).ok().flatten() != Some(story.app_manifest(from)) {
         problems.push(format!("{APP_FILE} is not back at {from} byte for byte"));
     }
     let restores = restores(story);
