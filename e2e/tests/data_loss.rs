@@ -222,7 +222,8 @@ async fn a_statefulset_deleting_its_pvcs_on_scale_down_keeps_them_through_upgrad
     // StatefulSet controller delete the PVCs of every pod a scale to zero removes.
     // Helm gives up on the never-ready v2.0.0 after 15 s, not its default 5m (until then
     // real helm-controller sees no suspend, and the rollback waits for it).
-    let deleting = "    persistentVolumeClaimRetentionPolicy:\n      whenScaled: Delete\n  timeout: 15s\n";
+    let deleting =
+        "    persistentVolumeClaimRetentionPolicy:\n      whenScaled: Delete\n  timeout: 15s\n";
     let story = given::world(Fleet::new().helm_app_with(
         APP,
         "v1.5.0",
