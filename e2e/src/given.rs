@@ -466,19 +466,29 @@ impl NewHelmRelease {
 // ---------------------------------------------------------------------------------------
 // Renovate.
 
-/// Renovate's report (`reportType: file`) for `repository` (as Renovate names it, see
-/// [`renovate_repository`]): the app's chart tag in `clusters/prod/db.yaml` at `current`,
-/// with these updates (version, update type) offered.
-pub fn renovate_report(repository: &str, current: &str, updates: &[(&str, &str)]) -> String {
+/// Renovate's report (`reportType: file`) for the story's fleet repository (as Renovate
+/// names it, see [`renovate_repository`]): the app's chart tag in `clusters/prod/db.yaml` at
+/// `current`, with these updates (version, update type) offered.
+pub fn renovate_report(story: &DemoWorld, current: &str, updates: &[(&str, &str)]) -> String {
     let updates: Vec<Value> = updates
         .iter()
         .map(|(version, kind)| json!({"newValue": version, "updateType": kind}))
         .collect();
-    json!({"repositories": {repository: {"problems": [], "packageFiles": {"flux": [
+    json!({"repositories": {renovate_repository(story): {"problems": [], "packageFiles": {"flux": [
         {"packageFile": fluxgate::demo::world::APP_FILE, "deps": [
-            {"depName": "ghcr.io/example/charts/db", "currentValue": current,
+            {"depName": renovate_chart_package(), "currentValue": current,
              "datasource": "docker", "updates": updates}]}]}}}})
     .to_string()
+}
+
+/// The package name Renovate's flux manager gives the app's chart on the stack of the
+/// calling story: its OCIRepository's `spec.url` without `oci://`
+/// (`ghcr.io/example/charts/db`; on real Flux the local registry's repository, which is
+/// what the file in Git names).
+pub fn renovate_chart_package() -> String {
+    crate::stack::oci_chart_url(APP)
+        .trim_start_matches("oci://")
+        .to_owned()
 }
 
 /// The name Renovate gives the story's fleet repository: its path on the host, which for

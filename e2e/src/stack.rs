@@ -143,6 +143,21 @@ pub async fn run_on_real_stack<F: std::future::Future<Output = ()>>(
     );
 }
 
+/// Where the fleet's OCIRepositories find chart `chart` in a world started by the calling
+/// story, as its files in Git name it: `<OCI_CHARTS>/<chart>`, on real Flux the story's
+/// registry (known before the world starts, for what a story prepares beforehand).
+pub fn oci_chart_url(chart: &str) -> String {
+    use fluxgate::demo::world::RealFlux as _;
+    match ON_REAL_STACK
+        .try_with(|run| run.flux.clone())
+        .ok()
+        .flatten()
+    {
+        Some(flux) => format!("{}/{chart}", flux.oci_charts_url()),
+        None => format!("{}/{chart}", fluxgate::demo::world::OCI_CHARTS),
+    }
+}
+
 /// Whether the calling story runs on the real stack.
 pub fn is_real() -> bool {
     ON_REAL_STACK.try_with(|_| ()).is_ok()

@@ -1,11 +1,12 @@
 //! Does what happens to a running world in a story, by name: a person deleting a request or
-//! an app, changing the app's update policy, Renovate writing its report, the operator
+//! an app, pushing to the fleet by hand, changing the app's update policy, Renovate writing its report, the operator
 //! restarted to read Renovate's output, and what befalls the app's data: a snapshot deleted
 //! or its content lost, a PVC's deletion held back.
 
 use crate::api;
 use crate::then;
-use fluxgate::api::{ManagedApp, UpdatePolicy, UpgradeRequest};
+use fluxgate::api::{FluxObjectKind, ManagedApp, UpdatePolicy, UpgradeRequest};
+use fluxgate::cluster::flux::ops::request_reconcile;
 use fluxgate::cluster::snapshots::VolumeSnapshot;
 use fluxgate::controller::renovate_input::RenovateSettings;
 use fluxgate::demo::world::{DemoWorld, wait_until};
@@ -62,6 +63,28 @@ pub async fn update_policy_set(story: &DemoWorld, policy: &UpdatePolicy) {
         )
         .await
         .unwrap_or_else(|e| panic!("setting the update policy of db: {e}"));
+}
+
+/// Someone else pushes `files` (path, contents) to the fleet's branch as one commit and
+/// asks Flux to fetch it now, as `flux reconcile source git flux-system` does
+/// (`reconcile.fluxcd.io/requestedAt` on GitRepository `flux-system/flux-system`): real
+/// source-controller would see it only at its next interval (gotk-sync's 1m0s).
+/// Returns the commit's SHA.
+pub async fn pushed_by_hand(story: &DemoWorld, files: &[(&str, &str)], message: &str) -> String {
+    let sha = story
+        .git
+        .push_commit(files, message)
+        .unwrap_or_else(|e| panic!("pushing {message:?}: {e}"));
+    request_reconcile(
+        &story.cluster(),
+        FluxObjectKind::GitRepository,
+        "flux-system",
+        "flux-system",
+        &k8s_openapi::jiff::Timestamp::now().to_string(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("asking Flux to fetch {sha}: {e}"));
+    sha
 }
 
 /// Renovate writes `report` to [`RENOVATE_CONFIGMAP`] (creating it the first time, as

@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     j_invalid_objects_are_refused_at_apply_naming_the_field,
     j_bad_input_at_run_time_fails_clearly_and_loses_nothing
 );

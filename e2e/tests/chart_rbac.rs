@@ -20,7 +20,7 @@
 //! or a Python with helm-python (HELM_PYTHON), unless FLUXGATE_REQUIRE_REAL_STACK=1.
 
 use e2e::chart::{self, Access, Rule};
-use e2e::given::{self, app, auto_update, renovate_report, renovate_repository, upgrade};
+use e2e::given::{self, app, auto_update, renovate_report, upgrade};
 use e2e::real_operator::{self, ChartInstall, RealOperator};
 use e2e::then;
 use e2e::when::{self, RENOVATE_CONFIGMAP};
@@ -219,11 +219,7 @@ async fn operator_accesses() -> BTreeSet<Access> {
     assert_eq!(failed.status.unwrap().phase, Some(Phase::RolledBack));
 
     // Renovate offers a patch; the app takes patches automatically, any time.
-    let report = renovate_report(
-        &renovate_repository(&story),
-        "v1.5.0",
-        &[("v1.5.1", "patch")],
-    );
+    let report = renovate_report(&story, "v1.5.0", &[("v1.5.1", "patch")]);
     when::renovate_writes(&story, &report).await;
     when::update_policy_set(&story, &auto_update(AutoUpdate::Patch, "* * * * *", "1h")).await;
     let automatic = wait_until(

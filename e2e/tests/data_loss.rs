@@ -10,7 +10,7 @@ use e2e::given::{self, APP, app};
 use e2e::{then, when};
 use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{Phase, RestoreState, RollbackRequest, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, wait_until};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,7 +29,7 @@ const DATA_AND_FLUX: &[&str] = &[
     "kustomizations",
 ];
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     a_rollback_whose_snapshots_are_gone_or_broken_touches_nothing,
     a_rollback_of_an_upgrade_that_is_no_longer_the_last_change_needs_force,
     a_statefulset_deleting_its_pvcs_on_scale_down_keeps_them_through_upgrade_and_rollback,
@@ -168,7 +168,7 @@ async fn a_rollback_of_an_upgrade_that_is_no_longer_the_last_change_needs_force(
     assert_eq!(then::operator_writes(&story, DATA_AND_FLUX).await, writes);
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.7.0"))
+        Some(story.app_manifest("v1.7.0"))
     );
 
     // Forced, it does what it said: data from before db-a, Git at v1.5.0.
@@ -188,7 +188,7 @@ async fn a_rollback_of_an_upgrade_that_is_no_longer_the_last_change_needs_force(
     );
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0"))
+        Some(story.app_manifest("v1.5.0"))
     );
     let after = Ledger::read(&story).await;
     let safety = snapshots_by_pvc(&status);
@@ -220,7 +220,10 @@ async fn a_rollback_of_an_upgrade_that_is_no_longer_the_last_change_needs_force(
 async fn a_statefulset_deleting_its_pvcs_on_scale_down_keeps_them_through_upgrade_and_rollback() {
     // The chart exposes the policy, as common charts do; whenScaled: Delete would have the
     // StatefulSet controller delete the PVCs of every pod a scale to zero removes.
-    let deleting = "    persistentVolumeClaimRetentionPolicy:\n      whenScaled: Delete\n";
+    // Helm gives up on the never-ready v2.0.0 after 15 s, not its default 5m (until then
+    // real helm-controller sees no suspend, and the rollback waits for it).
+    let deleting =
+        "    persistentVolumeClaimRetentionPolicy:\n      whenScaled: Delete\n  timeout: 15s\n";
     let story = given::world(Fleet::new().helm_app_with(
         APP,
         "v1.5.0",
@@ -302,7 +305,11 @@ async fn a_statefulset_deleting_its_pvcs_on_scale_down_keeps_them_through_upgrad
 }
 
 async fn a_snapshot_lost_during_restore_freezes_the_rollback_with_every_byte_accounted_for() {
-    let story = app().health_timeout("5s").running_at("v1.5.0").await;
+    let story = app()
+        .health_timeout("5s")
+        .helm_timeout("15s")
+        .running_at("v1.5.0")
+        .await;
     // The story holds data-db-0 once it is deleted, to break its snapshot right then.
     when::claim_held(&story, "data-db-0").await;
     story.world.failures.fail_chart_version("v2.0.0");
@@ -365,7 +372,7 @@ async fn a_snapshot_lost_during_restore_freezes_the_rollback_with_every_byte_acc
     );
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v2.0.0"))
+        Some(story.app_manifest("v2.0.0"))
     );
 
     // Every byte accounted for: what data-db-0 held is in its safety snapshot, data-db-1

@@ -10,12 +10,12 @@ use e2e::given::{app, upgrade};
 use e2e::then;
 use fluxgate::api::{Phase, RollbackRequest, UpgradeRequest};
 use fluxgate::cluster::snapshots::{APP_LABEL, PVC_LABEL, REQUEST_LABEL};
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest, wait_until};
+use fluxgate::demo::world::{DemoWorld, Fleet, OCI_CHARTS, helm_app_manifest_with, wait_until};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-e2e::on_both_stacks!(long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention);
+e2e::on_all_stacks!(long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention);
 
 /// 70 characters.
 const APP: &str = "accounting-postgres-primary-database-for-the-finance-team-eu-west-01-x";
@@ -59,11 +59,19 @@ fn snapshot_names(upgrade: &UpgradeRequest) -> BTreeSet<String> {
 
 async fn long_app_request_and_volume_names_upgrade_roll_back_and_keep_retention() {
     assert_eq!(APP.len(), 70);
-    let manifest = helm_app_manifest(RELEASE, "1.4.0", 2)
+    // Helm gives up on the never-ready 2.0.0 after 15 s, not its default 5m (until then
+    // real helm-controller sees no suspend, and the rollback waits for it).
+    let manifest = helm_app_manifest_with(RELEASE, "1.4.0", 2, "  timeout: 15s\n")
         .replace("    - name: data\n", &format!("    - name: {VOLUME}\n"));
     assert!(manifest.contains(VOLUME));
     let spec = app().keep_snapshots(1).health_timeout("5s");
-    let fleet = Fleet::new().helm_app_written(APP, RELEASE, &manifest, 2, spec.into());
+    let chart = format!("{OCI_CHARTS}/{RELEASE}");
+    let fleet = ["1.4.0", "1.4.1", "2.0.0", "1.5.0"]
+        .into_iter()
+        .fold(Fleet::new(), |fleet, version| {
+            fleet.published_chart(&chart, version)
+        })
+        .helm_app_written(APP, RELEASE, &manifest, 2, spec.into());
     let story = e2e::given::world(fleet).await.unwrap();
     story.world.failures.fail_chart_version("2.0.0");
 

@@ -3,15 +3,15 @@
 //! prototype's Ready was set once and went stale.
 
 use e2e::given::app;
-use e2e::then;
+use e2e::{then, when};
 use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{ManagedApp, ManagedAppStatus, Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, wait_until};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     versions_and_readiness_follow_git_and_the_live_app_without_a_request,
     a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs
 );
@@ -22,7 +22,9 @@ fn ready(status: &ManagedAppStatus) -> Option<(String, String, String)> {
 }
 
 async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() {
-    let story = app().running_at("v1.4.0").await;
+    // Helm gives up on the never-ready version pushed below after 15 s, not its default
+    // 5m: until then real helm-controller sees no suspend, and the upgrade waits for it.
+    let story = app().helm_timeout("15s").running_at("v1.4.0").await;
 
     let status = wait_until(
         "the app's versions and readiness",
@@ -45,13 +47,13 @@ async fn versions_and_readiness_follow_git_and_the_live_app_without_a_request() 
     // Someone pushes a new chart version straight to Git, one whose pods never become
     // ready. Flux deploys it; the ManagedApp follows both Git and the app's health.
     story.world.failures.fail_chart_version("v1.4.1");
-    story
-        .git
-        .push_commit(
-            &[(APP_FILE, &app_manifest("v1.4.1"))],
-            "db: chart v1.4.1 (by hand)",
-        )
-        .unwrap();
+    story.publish_app_chart("db", "v1.4.1").await.unwrap();
+    when::pushed_by_hand(
+        &story,
+        &[(APP_FILE, &story.app_manifest("v1.4.1"))],
+        "db: chart v1.4.1 (by hand)",
+    )
+    .await;
     let status = wait_until(
         "the pushed version and the failing health to show",
         Duration::from_secs(60),
@@ -156,6 +158,6 @@ async fn a_lock_whose_request_is_gone_is_released_and_the_next_upgrade_runs() {
     assert_eq!(done.status.unwrap().phase, Some(Phase::Succeeded));
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0"))
+        Some(story.app_manifest("v1.5.0"))
     );
 }

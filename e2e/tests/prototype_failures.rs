@@ -34,7 +34,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
 
-e2e::on_both_stacks!(volumes_are_snapshotted_even_when_no_pod_runs);
+e2e::on_all_stacks!(volumes_are_snapshotted_even_when_no_pod_runs);
 
 async fn volumes_are_snapshotted_even_when_no_pod_runs() {
     let story = app().running_at("v1.4.0").await;

@@ -9,11 +9,11 @@
 use e2e::checks::flux_and_replicas;
 use e2e::given::app;
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet};
 use sim::git_server::OTHER_EMAIL;
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     g_an_unrelated_push_during_the_commit_is_kept_and_ours_lands_on_top,
     g_a_push_that_changes_the_same_field_is_never_overwritten
 );
@@ -87,7 +87,7 @@ async fn g_an_unrelated_push_during_the_commit_is_kept_and_ours_lands_on_top() {
     assert_eq!(fluxgate_commits, 1, "exactly one Fluxgate commit");
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0").replace(header, owned)),
+        Some(story.app_manifest("v1.5.0").replace(header, owned)),
         "both changes are in the file"
     );
     assert_eq!(
@@ -104,6 +104,8 @@ async fn g_an_unrelated_push_during_the_commit_is_kept_and_ours_lands_on_top() {
 
 async fn g_a_push_that_changes_the_same_field_is_never_overwritten() {
     let story = start().await;
+    // The colleague's version exists (on real Flux the registry serves only what was pushed).
+    story.publish_app_chart("db", "v1.6.0").await.unwrap();
     story
         .git
         .install_hook(
@@ -134,7 +136,7 @@ async fn g_a_push_that_changes_the_same_field_is_never_overwritten() {
     assert_eq!(log[0].author_email, OTHER_EMAIL);
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.6.0")),
+        Some(story.app_manifest("v1.6.0")),
         "the colleague's version stays"
     );
     assert_eq!(

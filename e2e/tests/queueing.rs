@@ -8,14 +8,12 @@ use e2e::given::{app, upgrade};
 use e2e::then;
 use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{
-    APP_FILE, Fleet, app_manifest, helm_app_manifest, holds_for, wait_until,
-};
+use fluxgate::demo::world::{APP_FILE, Fleet, helm_app_manifest, holds_for, wait_until};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_first,
     f_ten_apps_of_one_repository_upgrade_at_once
 );
@@ -140,7 +138,7 @@ async fn f_a_second_request_for_an_app_waits_queued_then_runs_on_top_of_the_firs
     );
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.6.0"))
+        Some(story.app_manifest("v1.6.0"))
     );
     let app = then::app_records(&story, "db", "chart", "v1.6.0").await;
     assert_eq!(app.active_operation, None);
@@ -193,7 +191,7 @@ async fn f_ten_apps_of_one_repository_upgrade_at_once() {
                 .git
                 .read_file(&format!("clusters/prod/{name}.yaml"))
                 .unwrap(),
-            Some(helm_app_manifest(name, "v1.1.0", 1)),
+            Some(story.fleet_text(&helm_app_manifest(name, "v1.1.0", 1))),
             "{name} at its new version, nothing else changed"
         );
         assert!(

@@ -14,12 +14,12 @@
 use e2e::checks::{put_back_problems, snapshots_of, suspended};
 use e2e::given::{app, upgrade};
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet};
 use kube::ResourceExt;
 use sim::git_server::WriteRefusal;
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     a_read_only_deploy_key_is_refused_at_admit_before_anything_is_touched,
     a_dry_run_finds_the_read_only_deploy_key,
     a_push_refused_only_at_push_names_the_credentials_and_the_fix
@@ -57,7 +57,7 @@ async fn untouched(story: &DemoWorld, done: &UpgradeRequest, phases: &[Phase]) {
     assert_eq!(story.git.log().unwrap().len(), 1, "Git unchanged");
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.4.0"))
+        Some(story.app_manifest("v1.4.0"))
     );
 }
 

@@ -5,7 +5,7 @@
 //! the app. A changed `--renovate-file` (a mounted ConfigMap, swapped by symlink) is seen
 //! within seconds, not at the next resync half an hour later.
 
-use e2e::given::app;
+use e2e::given::{app, renovate_chart_package};
 use e2e::{then, when};
 use fluxgate::api::conditions::{UPDATE_AVAILABLE, find_condition};
 use fluxgate::api::{AvailableUpdate, ManagedApp};
@@ -16,7 +16,7 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     a_local_platform_report_is_shown_and_a_cut_one_keeps_the_offer,
     a_renovate_file_swapped_by_the_kubelet_is_seen_within_seconds
 );
@@ -33,7 +33,7 @@ fn local_report(current: &str, updates: &[(&str, &str)]) -> String {
     serde_json::to_string_pretty(&json!({"repositories": {"local": {"problems": [],
         "packageFiles": {"flux": [
         {"packageFile": APP_FILE, "deps": [
-            {"depName": "ghcr.io/example/charts/db", "currentValue": current,
+            {"depName": renovate_chart_package(), "currentValue": current,
              "datasource": "docker", "updates": updates}]}]}}}}))
     .unwrap()
 }

@@ -13,7 +13,7 @@ use e2e::checks::{snapshots_of, suspended, upgrade_problems};
 use e2e::given::{app, create};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::cluster::flux::ops::get;
-use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, wait_until};
 use fluxgate::git::{
     Author, CommitRequest, EditResult, FileEdit, Git2Repo, GitAuth, GitConfig, GitRepo, RemoteSpec,
     SigningKey,
@@ -26,7 +26,7 @@ use ssh_key::private::Ed25519Keypair;
 use ssh_key::{LineEnding, PrivateKey};
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     a_signed_upgrade_on_a_verifying_repository_is_served,
     an_app_without_a_signing_key_is_refused_at_admit
 );
@@ -234,7 +234,7 @@ async fn an_app_without_a_signing_key_is_refused_at_admit() {
     assert_eq!(story.git.log().unwrap().len(), 2, "Git unchanged");
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.4.0"))
+        Some(story.app_manifest("v1.4.0"))
     );
     let repository = repository(&story).await;
     assert_eq!(condition(&repository, "Ready").unwrap()["status"], "True");

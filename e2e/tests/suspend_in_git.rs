@@ -7,17 +7,17 @@
 
 use e2e::checks::suspended;
 use e2e::given::{app, upgrade};
-use e2e::then;
+use e2e::{then, when};
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, wait_until};
 use std::time::Duration;
 
-e2e::on_both_stacks!(an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit);
+e2e::on_all_stacks!(an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit);
 
 /// The app's manifests with `spec.suspend: false` written on its HelmRelease, as some
 /// repositories do to "document" the default.
-fn with_suspend_written() -> String {
-    let manifest = app_manifest("v1.4.0");
+fn with_suspend_written(story: &DemoWorld) -> String {
+    let manifest = story.app_manifest("v1.4.0");
     let written = manifest.replace("  chartRef:\n", "  suspend: false\n  chartRef:\n");
     assert_ne!(written, manifest);
     written
@@ -41,16 +41,15 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     let story = app().running_at("v1.4.0").await;
     // The root's own spec.suspend does not count: it applies itself only while it runs,
     // that is after Fluxgate resumed it.
-    let pushed = story
-        .git
-        .push_commit(
-            &[
-                (APP_FILE, &with_suspend_written()),
-                (GOTK_SYNC, &root_with_suspend_written(&story)),
-            ],
-            "db: write spec.suspend",
-        )
-        .unwrap();
+    let pushed = when::pushed_by_hand(
+        &story,
+        &[
+            (APP_FILE, &with_suspend_written(&story)),
+            (GOTK_SYNC, &root_with_suspend_written(&story)),
+        ],
+        "db: write spec.suspend",
+    )
+    .await;
     // Flux applies it: the root Kustomization now owns the HelmRelease's spec.suspend.
     wait_until(
         "the root Kustomization to apply the commit",
@@ -110,13 +109,12 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     assert!(touched.is_empty(), "the operator wrote {touched:?}");
 
     // The user removes the field from Git; the upgrade then goes through.
-    story
-        .git
-        .push_commit(
-            &[(APP_FILE, &app_manifest("v1.4.0"))],
-            "db: leave spec.suspend to Flux",
-        )
-        .unwrap();
+    when::pushed_by_hand(
+        &story,
+        &[(APP_FILE, &story.app_manifest("v1.4.0"))],
+        "db: leave spec.suspend to Flux",
+    )
+    .await;
     story.upgrade("db-1-5-0-again", "v1.5.0").await.unwrap();
     let done: UpgradeRequest = story
         .finished("db-1-5-0-again", Duration::from_secs(90))
@@ -126,7 +124,7 @@ async fn an_app_whose_manifest_sets_spec_suspend_is_refused_at_admit() {
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0"))
+        Some(story.app_manifest("v1.5.0"))
     );
     assert!(
         story

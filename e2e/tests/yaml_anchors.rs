@@ -11,9 +11,11 @@ use fluxgate::api::{Phase, UpgradeRequest};
 use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
 use std::time::Duration;
 
-e2e::on_both_stacks!(an_anchored_image_tag_is_edited_once_at_its_definition);
+e2e::on_all_stacks!(an_anchored_image_tag_is_edited_once_at_its_definition);
 
 const FILE: &str = "clusters/prod/db.yaml";
+/// The app's chart, at 1.4.0 throughout (the image is what changes).
+const CHART: &str = "oci://ghcr.io/example/charts/db";
 const BACKUP_TAG: &str = ".spec.values.controllers.backup.containers.app.image.tag";
 
 /// The db app with its values in app-template style, the image written once at `tag`.
@@ -49,16 +51,19 @@ async fn running_image(story: &DemoWorld) -> Option<String> {
 
 async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
     let before = anchored("16.4.0");
-    let fleet = Fleet::new().helm_app_written(
-        "db",
-        "db",
-        &before,
-        2,
-        app()
-            .versions(vec![version_field("image", BACKUP_TAG, "HelmRelease/db")])
-            .into(),
-    );
+    let fleet = Fleet::new()
+        .published_chart(CHART, "1.4.0")
+        .helm_app_written(
+            "db",
+            "db",
+            &before,
+            2,
+            app()
+                .versions(vec![version_field("image", BACKUP_TAG, "HelmRelease/db")])
+                .into(),
+        );
     let story = e2e::given::world(fleet).await.unwrap();
+    let before = story.fleet_text(&before);
     assert_eq!(
         running_image(&story).await.as_deref(),
         Some("ghcr.io/example/db:16.4.0"),
@@ -124,7 +129,7 @@ async fn an_anchored_image_tag_is_edited_once_at_its_definition() {
     let status = done.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
     let after = story.git.read_file(FILE).unwrap().unwrap();
-    assert_eq!(after, anchored("16.5.0"));
+    assert_eq!(after, story.fleet_text(&anchored("16.5.0")));
     let changed: Vec<(&str, &str)> = before
         .lines()
         .zip(after.lines())

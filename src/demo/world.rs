@@ -267,6 +267,8 @@ pub struct DemoWorld {
     real_flux: Option<Arc<dyn RealFlux>>,
     /// The fleet's OCI apps: ManagedApp → chart (for [`DemoWorld::prepare_upgrade`]).
     oci_charts: BTreeMap<String, String>,
+    /// The HelmRelease spec lines app `db` was written with ([`Fleet::helm_app_with`]).
+    app_release_spec: String,
     /// The manifest digest of each chart the fleet published: (URL, tag) → `sha256:…`.
     digests: BTreeMap<(String, String), String>,
     _cache: tempfile::TempDir,
@@ -298,6 +300,8 @@ pub struct Fleet {
     charts: Vec<(String, String)>,
     /// OCI apps written by [`Fleet::helm_app_with`]: (ManagedApp, chart, tag).
     oci_apps: Vec<(String, String, String)>,
+    /// The `release_spec` each app of [`Fleet::helm_app_with`] was written with.
+    release_specs: BTreeMap<String, String>,
     /// Read-only credentials Flux fetches with (see [`Fleet::bootstrap_deploy_key`]).
     deploy_key: Option<(String, String, WriteRefusal)>,
 }
@@ -342,6 +346,8 @@ impl Fleet {
         let manifest = helm_app_manifest_with(name, tag, replicas, release_spec);
         self.oci_apps
             .push((name.to_owned(), name.to_owned(), tag.to_owned()));
+        self.release_specs
+            .insert(name.to_owned(), release_spec.to_owned());
         self.helm_app_written(name, name, &manifest, replicas, app_spec)
     }
 
@@ -761,6 +767,7 @@ impl DemoWorld {
             operator: None,
             real_flux,
             digests,
+            app_release_spec: fleet.release_specs.get("db").cloned().unwrap_or_default(),
             oci_charts: fleet
                 .oci_apps
                 .iter()
@@ -916,6 +923,14 @@ impl DemoWorld {
     /// on real Flux, an OCI app's chart pushed at that tag (a real registry serves only what
     /// was pushed; the simulated one answers any tag). Nothing otherwise.
     pub async fn prepare_upgrade(&self, app: &str, version: &str) -> anyhow::Result<()> {
+        self.publish_app_chart(app, version).await
+    }
+
+    /// Pushes the chart of OCI app `app` (ManagedApp name) at tag `version` on real Flux, for
+    /// a version that reaches Git by other hands than an UpgradeRequest (a colleague's
+    /// commit, say); nothing on the sims, whose registry answers any tag, nor for an app
+    /// whose chart is not the fleet's OCI chart.
+    pub async fn publish_app_chart(&self, app: &str, version: &str) -> anyhow::Result<()> {
         match (&self.real_flux, self.oci_charts.get(app)) {
             (Some(flux), Some(chart)) => publish_on(flux, ChartPlace::Oci, chart, version).await,
             _ => Ok(()),
@@ -955,9 +970,15 @@ impl DemoWorld {
             .with_context(|| format!("{url}:{tag} was not published with Fleet::published_chart"))
     }
 
-    /// [`app_manifest`] as this world writes it ([`DemoWorld::fleet_text`]).
+    /// [`app_manifest`] as this world writes it ([`DemoWorld::fleet_text`]), with the
+    /// HelmRelease spec lines app `db` was started with (e.g. its Helm timeout).
     pub fn app_manifest(&self, tag: &str) -> String {
-        self.fleet_text(&app_manifest(tag))
+        self.fleet_text(&helm_app_manifest_with(
+            "db",
+            tag,
+            2,
+            &self.app_release_spec,
+        ))
     }
 
     /// The cluster as the story reads it: every read from the API server.

@@ -528,22 +528,6 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
     let kwok = kubeconfig_for("kwok", "kwok-controller", Some("system:masters"))?;
 
     sup.spawn(
-        "kube-controller-manager",
-        &bin.join("kube-controller-manager"),
-        &[
-            arg("kubeconfig", &path(&kcm)),
-            arg("secure-port", &0),
-            arg("leader-elect", &false),
-            arg("controllers", &"*"),
-            arg("use-service-account-credentials", &true),
-            arg("service-account-private-key-file", &sa_key),
-            arg("root-ca-file", &path(&pki.ca.cert)),
-            arg("cluster-signing-cert-file", &path(&pki.ca.cert)),
-            arg("cluster-signing-key-file", &path(&pki.ca.key)),
-        ],
-        &logs.join("kube-controller-manager.log"),
-    )?;
-    sup.spawn(
         "kube-scheduler",
         &bin.join("kube-scheduler"),
         &[
@@ -598,6 +582,29 @@ async fn launch(bin: PathBuf) -> Result<RealCluster> {
         Ok((body.trim() == "ok").then_some(()))
     })
     .await?;
+
+    // kube-controller-manager only now: it gives the apiserver 10 s to answer /healthz
+    // (`WaitForAPIServer(versionedClient, 10*time.Second)` in v1.36.3's
+    // cmd/kube-controller-manager/app/controllermanager.go) and exits otherwise — under load
+    // (several control planes starting at once on 2 cores) the apiserver's RBAC bootstrap
+    // took longer, and KCM exited with `forbidden: … cannot get path "/healthz"`. In a real
+    // cluster the kubelet would restart it; here nothing would.
+    sup.spawn(
+        "kube-controller-manager",
+        &bin.join("kube-controller-manager"),
+        &[
+            arg("kubeconfig", &path(&kcm)),
+            arg("secure-port", &0),
+            arg("leader-elect", &false),
+            arg("controllers", &"*"),
+            arg("use-service-account-credentials", &true),
+            arg("service-account-private-key-file", &sa_key),
+            arg("root-ca-file", &path(&pki.ca.cert)),
+            arg("cluster-signing-cert-file", &path(&pki.ca.cert)),
+            arg("cluster-signing-key-file", &path(&pki.ca.key)),
+        ],
+        &logs.join("kube-controller-manager.log"),
+    )?;
 
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(serde_json::json!({
