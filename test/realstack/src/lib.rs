@@ -36,6 +36,7 @@ mod pki;
 mod process;
 pub mod proxy;
 pub mod snapshotter;
+pub mod testing;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -24,8 +24,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use realstack::{NODE_NAME, RealCluster};
 use serde_json::json;
 
-mod common;
-use common::{eventually, namespace};
+use realstack::testing::{eventually, namespace};
 
 #[tokio::test]
 async fn control_plane_comes_up_and_serves_kube_rs_and_kubectl() {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use kube::{Client, ResourceExt};
 use realstack::audit::{AuditLog, Events, Mark};
 use realstack::flux::{Flux, OciRegistry};
@@ -29,8 +29,8 @@ use realstack::loopback_http::StaticFiles;
 use serde_json::{Value, json};
 use sim::git_server::GitServer;
 
-mod common;
-use common::{eventually, namespace};
+use realstack::testing::{create, get, merge, request_reconcile};
+use realstack::testing::{eventually, namespace};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const HELM_CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
@@ -94,39 +94,6 @@ fn helm_releases(c: &Client, ns: &str) -> Api<DynamicObject> {
         "helmreleases",
     );
     Api::namespaced_with(c.clone(), ns, &r)
-}
-
-async fn create(api: &Api<DynamicObject>, value: Value) -> DynamicObject {
-    let obj: DynamicObject = serde_json::from_value(value).expect("a valid object");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| panic!("creating {}: {e}", obj.name_any()))
-}
-
-async fn merge(api: &Api<DynamicObject>, name: &str, patch: Value) {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("patching {name} with {patch}: {e}"));
-}
-
-/// Asks for a reconcile now, as `flux reconcile` does.
-async fn request_reconcile(api: &Api<DynamicObject>, name: &str) -> String {
-    let at = jiff::Timestamp::now().to_string();
-    merge(
-        api,
-        name,
-        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": at}}}),
-    )
-    .await;
-    at
-}
-
-async fn get(api: &Api<DynamicObject>, name: &str) -> Value {
-    let obj = api
-        .get(name)
-        .await
-        .unwrap_or_else(|e| panic!("reading {name}: {e}"));
-    serde_json::to_value(obj).expect("an object as JSON")
 }
 
 fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {

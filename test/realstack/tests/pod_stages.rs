@@ -16,8 +16,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use realstack::{NEVER_READY_ANNOTATION, NODE_NAME, RealCluster, TERMINATION_SECONDS_ANNOTATION};
 use serde_json::json;
 
-mod common;
-use common::{eventually, namespace};
+use realstack::testing::{eventually, namespace};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

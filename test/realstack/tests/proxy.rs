@@ -21,8 +21,7 @@ use realstack::proxy::ApiProxy;
 use serde_json::json;
 
 #[allow(dead_code)] // the shared helpers; this file needs only `namespace`
-mod common;
-use common::namespace;
+use realstack::testing::namespace;
 
 /// The User-Agent of the proxied client, to tell its requests apart in the log.
 const AGENT: &str = "proxy-test/1";

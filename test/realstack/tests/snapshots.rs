@@ -22,8 +22,7 @@ use kube::{Client, ResourceExt};
 use realstack::RealCluster;
 use serde_json::{Value, json};
 
-mod common;
-use common::{eventually, namespace};
+use realstack::testing::{eventually, namespace};
 
 const DRIVER: &str = "hostpath.csi.k8s.io";
 const STORAGE_CLASS: &str = "realstack-hostpath";

@@ -9,12 +9,13 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubesim::KubeSim;
 use realstack::flux::Flux;
+use realstack::testing::{create, get, merge, namespace, request_reconcile};
 use serde_json::{Value, json};
 use sim::git_server::GitServer;
 use sim::kinds::{
@@ -23,7 +24,7 @@ use sim::kinds::{
 use sim::world::{World, WorldOptions};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long any wait may take: real Flux polls some things every few seconds.
 const WAIT: Duration = Duration::from_secs(60);
@@ -38,7 +39,7 @@ struct Components {
 }
 
 /// The sims on kubesim.
-async fn sims(namespace: &str) -> Components {
+async fn sims(name: &str) -> Components {
     let kube = KubeSim::start().await;
     kube.load_third_party_crds()
         .expect("kubesim's Flux and VolumeSnapshot CRDs load");
@@ -46,42 +47,28 @@ async fn sims(namespace: &str) -> Components {
     let world = World::start(client.clone(), WorldOptions::fast())
         .await
         .expect("the simulated world starts");
-    create_namespace(&client, namespace).await;
+    namespace(&client, name).await;
     Components {
         client,
-        namespace: namespace.to_owned(),
+        namespace: name.to_owned(),
         _keep: Some((kube, world)),
     }
 }
 
 /// The real Flux controllers and control plane, shared by the process; `None` when not built.
-async fn real(namespace: &str) -> Option<Components> {
+async fn real(name: &str) -> Option<Components> {
     let flux = Flux::shared_or_skip()?;
     let client = flux
         .cluster()
         .client()
         .await
         .expect("a client of the real control plane");
-    create_namespace(&client, namespace).await;
+    namespace(&client, name).await;
     Some(Components {
         client,
-        namespace: namespace.to_owned(),
+        namespace: name.to_owned(),
         _keep: None,
     })
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
 }
 
 /// Each case as `::on_sims` and `::on_real`.
@@ -184,14 +171,7 @@ async fn applied_files(flux: &Components, files: Vec<(String, String)>) -> Appli
     )
     .await;
     let first = format!("main@sha1:{}", git.head().expect("the Git head"));
-    eventually("the Kustomization applied the first commit", || async {
-        let ks = get(&kustomizations(flux), "app").await;
-        applied_revision(&ks)
-            .filter(|r| *r == first)
-            .map(|_| ())
-            .ok_or_else(|| status_line(&ks))
-    })
-    .await;
+    wait_applied(flux, &first, "the Kustomization applied the first commit").await;
     Applied { git, first }
 }
 
@@ -241,15 +221,10 @@ async fn a_suspended_kustomization_records_its_generation_and_the_request_but_ap
     );
 
     merge(&ks_api, "app", json!({"spec": {"suspend": false}})).await;
-    eventually(
+    wait_applied(
+        &flux,
+        &second,
         "the resumed Kustomization applied the held-back commit",
-        || async {
-            let ks = get(&ks_api, "app").await;
-            applied_revision(&ks)
-                .filter(|r| *r == second)
-                .map(|_| ())
-                .ok_or_else(|| status_line(&ks))
-        },
     )
     .await;
     assert_eq!(applied_version(&flux).await, "v2");
@@ -272,13 +247,11 @@ async fn ready_is_written_before_the_revision_fields_it_announces(flux: Componen
     let sources = dyn_api(&flux.client, &git_repository(), &flux.namespace);
     request_reconcile(&sources, "app").await;
     request_reconcile(&ks_api, "app").await;
-    eventually("the Kustomization applied the second commit", || async {
-        let ks = get(&ks_api, "app").await;
-        applied_revision(&ks)
-            .filter(|r| *r == second)
-            .map(|_| ())
-            .ok_or_else(|| status_line(&ks))
-    })
+    wait_applied(
+        &flux,
+        &second,
+        "the Kustomization applied the second commit",
+    )
     .await;
     let states = seen.stop();
 
@@ -390,13 +363,11 @@ async fn pruning_spares_what_is_opted_out_or_owned_by_another_kustomization(flux
     fetched(&flux, &second).await;
     let ks_api = kustomizations(&flux);
     request_reconcile(&ks_api, "app").await;
-    eventually("the Kustomization applied the second commit", || async {
-        let ks = get(&ks_api, "app").await;
-        applied_revision(&ks)
-            .filter(|r| *r == second)
-            .map(|_| ())
-            .ok_or_else(|| status_line(&ks))
-    })
+    wait_applied(
+        &flux,
+        &second,
+        "the Kustomization applied the second commit",
+    )
     .await;
     eventually("ConfigMap gone pruned", || async {
         match config_maps.get_opt("gone").await {
@@ -542,6 +513,28 @@ async fn an_ordered_statefulset_never_replaces_an_unready_pod_of_a_reverted_vers
     .await;
 }
 
+/// Waits until the Kustomization has applied `revision` (`what` names the wait).
+async fn wait_applied(flux: &Components, revision: &str, what: &str) {
+    let api = kustomizations(flux);
+    eventually(what, || async {
+        let ks = get(&api, "app").await;
+        applied_revision(&ks)
+            .filter(|r| r == revision)
+            .map(|_| ())
+            .ok_or_else(|| status_line(&ks))
+    })
+    .await;
+}
+
+/// [`realstack::testing::eventually`] with [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    realstack::testing::eventually(what, WAIT, probe).await
+}
+
 /// Every state of an object a watch delivered, in order.
 struct Watched {
     states: Arc<Mutex<Vec<Value>>>,
@@ -574,39 +567,6 @@ impl Watched {
 
 fn kustomizations(flux: &Components) -> Api<DynamicObject> {
     dyn_api(&flux.client, &kustomization(), &flux.namespace)
-}
-
-async fn create(api: &Api<DynamicObject>, value: Value) {
-    let obj: DynamicObject = serde_json::from_value(value).expect("a valid object");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| panic!("creating {}: {e}", obj.name_any()));
-}
-
-async fn merge(api: &Api<DynamicObject>, name: &str, patch: Value) {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("patching {name} with {patch}: {e}"));
-}
-
-async fn get(api: &Api<DynamicObject>, name: &str) -> Value {
-    let obj = api
-        .get(name)
-        .await
-        .unwrap_or_else(|e| panic!("reading {name}: {e}"));
-    serde_json::to_value(obj).expect("an object as JSON")
-}
-
-/// Asks for a reconcile now, as `flux reconcile` does; returns the token.
-async fn request_reconcile(api: &Api<DynamicObject>, name: &str) -> String {
-    let at = jiff::Timestamp::now().to_string();
-    merge(
-        api,
-        name,
-        json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": at}}}),
-    )
-    .await;
-    at
 }
 
 fn applied_revision(ks: &Value) -> Option<String> {
@@ -645,26 +605,4 @@ async fn applied_version(flux: &Components) -> String {
     cm.data
         .and_then(|d| d.get("version").cloned())
         .unwrap_or_default()
-}
-
-/// Polls `probe` every 100 ms until it returns `Ok`, panicking with `what` and the last
-/// observation after [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!(
-                    "timed out after {} s waiting for {what}; last seen: {last}",
-                    WAIT.as_secs()
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }

@@ -28,26 +28,13 @@ use std::time::{Duration, Instant};
 const NS: &str = "csi-standin";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Polls `probe` every 200 ms until it returns `Ok`, panicking with `what` and the last
-/// observation after [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// [`realstack::testing::eventually`] with [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > deadline => {
-                panic!(
-                    "timed out after {} s waiting for {what}; last seen: {last}",
-                    WAIT.as_secs()
-                )
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    realstack::testing::eventually(what, WAIT, probe).await
 }
 
 /// The VolumeSnapshot CRDs kubesim serves (client/v8's, see kubesim's crds/upstream.txt),
