@@ -17,7 +17,7 @@ use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hol
 use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{
-    claim, content_handle, snapshot, snapshot_and_handle, storage_class,
+    claim, content_handle, released_volumes, snapshot, snapshot_and_handle, storage_class,
 };
 use crate::cluster::snapshots::{
     RESTORED_FROM_ANNOTATION, binds_on_first_consumer, bound_content, snapshot_name,
@@ -77,6 +77,12 @@ pub async fn observe_phase(
         let fresh = ctx.cluster.fresh();
         observed.claims = claims_of(&fresh, plan).await?;
         observed.claims_read = true;
+        observed.released = released_volumes(&fresh, &request.uid)
+            .await
+            .map_err(Problem::from)?
+            .into_iter()
+            .map(|(namespace, pvc, volume)| (ObjectKey::claim_named(&namespace, &pvc), volume))
+            .collect();
         observed.sources = sources_of(&fresh, plan, &observed.claims).await?;
     }
     if needs.commit {
@@ -189,6 +195,11 @@ async fn claims_of(
                 restored_from,
                 bound,
                 waits_for_first_consumer: waits,
+                volume: pvc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.clone())
+                    .filter(|v| !v.is_empty()),
             },
         );
     }

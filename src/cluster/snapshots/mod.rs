@@ -23,6 +23,16 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-de
 /// is longer: see [`crate::cluster::labels`]); the annotation of the same key holds the
 /// full name.
 pub const APP_LABEL: &str = "fluxgate.dev/app";
+/// Label on snapshots: the UID of the ManagedApp they protect. Retention selects by it, so
+/// two apps of the same name (in different namespaces, their volumes in one) never prune
+/// each other's snapshots.
+pub const APP_UID_LABEL: &str = "fluxgate.dev/app-uid";
+/// Label on snapshots: why they were taken, [`PRE_UPGRADE`] or [`SAFETY`].
+pub const PURPOSE_LABEL: &str = "fluxgate.dev/purpose";
+/// An upgrade's snapshot of the data before it: what a rollback restores from.
+pub const PRE_UPGRADE: &str = "pre-upgrade";
+/// A rollback's snapshot of the data it replaces: never pruned.
+pub const SAFETY: &str = "safety";
 /// Label on snapshots: the name of the request that took them (shortened like the app's;
 /// full name in the annotation of the same key).
 pub const REQUEST_LABEL: &str = "fluxgate.dev/request";
@@ -34,6 +44,17 @@ pub const PVC_LABEL: &str = "fluxgate.dev/pvc";
 /// Annotation on a restored PVC: the snapshot it was restored from (so it is never
 /// restored twice).
 pub const RESTORED_FROM_ANNOTATION: &str = "fluxgate.dev/restored-from";
+
+/// Label on a PersistentVolume a rollback released: the request that deleted its PVC
+/// (shortened like the app's; full name in the annotation of the same key).
+pub const RELEASED_BY_LABEL: &str = "fluxgate.dev/released-by";
+/// Label on a PersistentVolume a rollback released: the UID of that request.
+pub const RELEASED_BY_UID_LABEL: &str = "fluxgate.dev/released-by-uid";
+/// Annotation on a released PersistentVolume: the PVC it held the data of, `namespace/name`.
+pub const RELEASED_CLAIM_ANNOTATION: &str = "fluxgate.dev/released-claim";
+/// Annotation on a released PersistentVolume: its `persistentVolumeReclaimPolicy` before the
+/// rollback set it to `Retain` (written once, so a repeat after a crash keeps the original).
+pub const RECLAIM_POLICY_BEFORE_ANNOTATION: &str = "fluxgate.dev/reclaim-policy-before";
 
 /// Where a snapshot's data comes from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -201,16 +222,31 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The VolumeSnapshot a request takes of a planned volume, labelled with app, request and
-/// PVC (label values within the API's limits, the full names in annotations).
+/// Whose snapshot it is and why: the ManagedApp (name and UID) and [`PRE_UPGRADE`] or
+/// [`SAFETY`].
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotOwner<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub purpose: &'static str,
+}
+
+/// The VolumeSnapshot a request takes of a planned volume, labelled with app (name and
+/// UID), purpose, request and PVC (label values within the API's limits, the full names in
+/// annotations).
 pub fn snapshot_for(
     volume: &PlannedVolume,
-    app: &str,
+    app: &SnapshotOwner<'_>,
     request: &str,
     request_uid: &str,
     class: &str,
 ) -> VolumeSnapshot {
-    let mut labels = BTreeMap::from([(REQUEST_UID_LABEL.to_owned(), request_uid.to_owned())]);
+    let mut labels = BTreeMap::from([
+        (REQUEST_UID_LABEL.to_owned(), request_uid.to_owned()),
+        (APP_UID_LABEL.to_owned(), app.uid.to_owned()),
+        (PURPOSE_LABEL.to_owned(), app.purpose.to_owned()),
+    ]);
+    let app = app.name;
     let mut annotations = BTreeMap::new();
     for (key, name) in [
         (APP_LABEL, app),
@@ -470,10 +506,86 @@ pub struct RetainedSnapshot {
     pub pvc: String,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// A rollback may still need it (the app's last upgrade took it, or a rollback not
+    /// finished restores from it): counted, never deleted.
+    pub needed: bool,
+}
+
+/// Whose snapshots retention looks at and which it must keep besides the newest.
+#[derive(Clone, Debug)]
+pub struct RetentionScope<'a> {
+    /// The ManagedApp's UID: only snapshots labelled with it are considered.
+    pub app_uid: &'a str,
+    /// The UID of the app's last upgrade (the one that just succeeded): a rollback of it
+    /// restores from its snapshots.
+    pub last_upgrade_uid: &'a str,
+    /// What rollbacks not finished restore from.
+    pub restoring: PendingRestores,
+    /// How many of each PVC's snapshots to keep.
+    pub max_count: usize,
+    /// How old a snapshot may grow, in seconds.
+    pub max_age_secs: Option<i64>,
+}
+
+/// The snapshots rollbacks not finished yet restore from.
+#[derive(Clone, Debug, Default)]
+pub struct PendingRestores {
+    /// `(namespace, name)` of each snapshot named in an admitted rollback's plan.
+    pub snapshots: std::collections::BTreeSet<(String, String)>,
+    /// Names of the upgrades that rollbacks not yet admitted undo.
+    pub upgrades: std::collections::BTreeSet<String>,
+}
+
+impl RetentionScope<'_> {
+    /// Whether retention may look at `snapshot` at all, and if so, as a [`RetainedSnapshot`]
+    /// (`needed` when a rollback may restore from it). Safety snapshots and other apps'
+    /// snapshots are left out; so is one whose PVC cannot be told.
+    pub fn candidate(&self, snapshot: &VolumeSnapshot) -> Option<RetainedSnapshot> {
+        let labels = snapshot.metadata.labels.as_ref()?;
+        let annotations = snapshot.metadata.annotations.as_ref();
+        if labels.get(APP_UID_LABEL).map(String::as_str) != Some(self.app_uid)
+            || labels.get(PURPOSE_LABEL).map(String::as_str) == Some(SAFETY)
+        {
+            return None;
+        }
+        let name = snapshot.metadata.name.clone()?;
+        let namespace = snapshot.metadata.namespace.clone().unwrap_or_default();
+        let pvc = snapshot
+            .spec
+            .source
+            .persistent_volume_claim_name
+            .clone()
+            .or_else(|| annotations.and_then(|a| a.get(PVC_LABEL)).cloned())
+            .or_else(|| labels.get(PVC_LABEL).cloned())?;
+        let of_upgrade = |upgrade: &str| {
+            crate::cluster::labels::names(Some(labels), annotations, REQUEST_LABEL, upgrade)
+        };
+        let needed = labels.get(REQUEST_UID_LABEL).map(String::as_str)
+            == Some(self.last_upgrade_uid)
+            || self
+                .restoring
+                .snapshots
+                .contains(&(namespace, name.clone()))
+            || self.restoring.upgrades.iter().any(|u| of_upgrade(u));
+        Some(RetainedSnapshot {
+            name,
+            pvc,
+            created: snapshot.metadata.creation_timestamp.as_ref()?.0.as_second(),
+            needed,
+        })
+    }
+}
+
+/// Whether a snapshot is not fit to keep for its request: it reports an error or is not
+/// ready to use (a request ending leaves it pinning its PVC otherwise).
+pub fn unready(snapshot: &VolumeSnapshot) -> bool {
+    let status = snapshot.status.as_ref();
+    status.and_then(|s| s.ready_to_use) != Some(true)
+        || status.and_then(|s| s.error.as_ref()).is_some()
 }
 
 /// The snapshots retention deletes: per PVC, all but the newest `max_count`, and those
-/// older than `max_age_secs` — but never a PVC's newest snapshot.
+/// older than `max_age_secs` — but never a PVC's newest snapshot, nor one still needed.
 pub fn expired_snapshots(
     snapshots: &[RetainedSnapshot],
     max_count: usize,
@@ -490,7 +602,7 @@ pub fn expired_snapshots(
         for (index, snapshot) in list.iter().enumerate().skip(1) {
             let too_many = index >= max_count.max(1);
             let too_old = max_age_secs.is_some_and(|age| now - snapshot.created > age);
-            if too_many || too_old {
+            if (too_many || too_old) && !snapshot.needed {
                 expired.push(snapshot.name.clone());
             }
         }
@@ -663,7 +775,12 @@ mod tests {
             name: format!("postgres-database-storage-{app}-0"),
             ..volume()
         };
-        let snapshot = snapshot_for(&volume, &app, &request, "uid-1", "csi-hostpath");
+        let owner = SnapshotOwner {
+            name: &app,
+            uid: "app-uid",
+            purpose: PRE_UPGRADE,
+        };
+        let snapshot = snapshot_for(&volume, &owner, &request, "uid-1", "csi-hostpath");
         let labels = snapshot.metadata.labels.clone().unwrap();
         let annotations = snapshot.metadata.annotations.clone().unwrap();
         for (key, full) in [
@@ -689,9 +806,16 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_labelled_with_app_request_and_pvc() {
-        let snapshot = snapshot_for(&volume(), "db", "db-1-5-0", "uid-1", "csi-hostpath");
+        let owner = SnapshotOwner {
+            name: "db",
+            uid: "app-uid",
+            purpose: SAFETY,
+        };
+        let snapshot = snapshot_for(&volume(), &owner, "db-1-5-0", "uid-1", "csi-hostpath");
         let labels = snapshot.metadata.labels.unwrap();
         assert_eq!(labels[APP_LABEL], "db");
+        assert_eq!(labels[APP_UID_LABEL], "app-uid");
+        assert_eq!(labels[PURPOSE_LABEL], "safety");
         assert_eq!(labels[REQUEST_UID_LABEL], "uid-1");
         assert_eq!(labels[PVC_LABEL], "data-db-0");
         assert_eq!(snapshot.metadata.namespace.as_deref(), Some("apps"));
@@ -786,6 +910,7 @@ mod tests {
             name: name.into(),
             pvc: pvc.into(),
             created,
+            needed: false,
         };
         let all = vec![
             snap("a1", "a", 100),
@@ -804,5 +929,14 @@ mod tests {
             vec!["a1", "a2", "a3"],
             "old ones go, but b1 is b's newest and stays"
         );
+        // One a rollback may still need stays, and still counts.
+        let mut needed = all.clone();
+        needed[1].needed = true;
+        let mut expired = expired_snapshots(&needed, 2, None, 1000);
+        expired.sort();
+        assert_eq!(expired, vec!["a1"], "a2 is needed, a1 beyond the count");
+        let mut expired = expired_snapshots(&needed, 10, Some(650), 1000);
+        expired.sort();
+        assert_eq!(expired, vec!["a1", "a3"]);
     }
 }
