@@ -355,7 +355,9 @@ async fn a_snapshot_lost_during_restore_freezes_the_rollback_with_every_byte_acc
         ),
         format!(
             "the data it held is on PersistentVolume {} (kept: reclaim policy Retain) and in safety snapshot {}",
-            before.volume_of("data-db-0").expect("bound while being deleted"),
+            before
+                .volume_of("data-db-0")
+                .expect("bound while being deleted"),
             safety["data-db-0"]
         ),
         "Git still holds v2.0.0 (not reverted)".to_owned(),

@@ -353,6 +353,11 @@ pub struct RestoreRecord {
     /// (`Released`) until a person cleans it up or binds it again (docs/operations.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_volume: Option<ReleasedVolume>,
+    /// Set when the restored PVC is larger than its manifest asks for (the snapshot's
+    /// restore size is): what that means for Flux's next apply, and the request to put in
+    /// Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub larger_than_manifest: Option<String>,
 }
 
 /// A PersistentVolume a rollback released: kept with reclaim policy `Retain` and labelled

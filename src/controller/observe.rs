@@ -20,8 +20,8 @@ use crate::cluster::snapshots::ops::{
     claim, content_handle, released_volumes, snapshot, snapshot_and_handle, storage_class,
 };
 use crate::cluster::snapshots::{
-    RESTORED_FROM_ANNOTATION, binds_on_first_consumer, bound_content, snapshot_name,
-    unusable_for_restore,
+    RESTORED_FROM_ANNOTATION, RESTORED_LARGER_ANNOTATION, binds_on_first_consumer, bound_content,
+    snapshot_name, unusable_for_restore,
 };
 use crate::cluster::workloads::PodMount;
 use crate::cluster::workloads::ops::{mounts, replicas, when_scaled};
@@ -200,6 +200,7 @@ async fn claims_of(
                     .as_ref()
                     .and_then(|s| s.volume_name.clone())
                     .filter(|v| !v.is_empty()),
+                larger_than_manifest: pvc.annotations().get(RESTORED_LARGER_ANNOTATION).cloned(),
             },
         );
     }

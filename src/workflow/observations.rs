@@ -202,6 +202,9 @@ pub struct ClaimState {
     /// The PersistentVolume it is bound to (`spec.volumeName`), whose data a delete would
     /// release.
     pub volume: Option<String>,
+    /// Why a restored claim is larger than its manifest asks for (its
+    /// `fluxgate.dev/restored-larger` annotation).
+    pub larger_than_manifest: Option<String>,
 }
 
 /// The request's commit, looked up in Git by its `Fluxgate-Request-UID` trailer.

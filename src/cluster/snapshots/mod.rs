@@ -6,8 +6,8 @@ pub mod ops;
 
 use crate::api::PlannedVolume;
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedObjectReference,
-    VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedLocalObjectReference,
+    TypedObjectReference, VolumeResourceRequirements,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -308,7 +308,9 @@ pub fn capture_volume(
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| {
-            k != RESTORED_FROM_ANNOTATION && !SYSTEM_ANNOTATIONS.iter().any(|p| k.starts_with(p))
+            k != RESTORED_FROM_ANNOTATION
+                && k != RESTORED_LARGER_ANNOTATION
+                && !SYSTEM_ANNOTATIONS.iter().any(|p| k.starts_with(p))
         })
         .collect();
     PlannedVolume {
@@ -327,24 +329,71 @@ pub fn capture_volume(
     }
 }
 
+/// Annotation on a restored PVC that had to be made larger than its manifest asks for (the
+/// snapshot's restore size is above the captured request): what it asks, what it got, and
+/// what that means for the next Flux apply.
+pub const RESTORED_LARGER_ANNOTATION: &str = "fluxgate.dev/restored-larger";
+/// kustomize-controller's annotation that makes it leave an object in the cluster as it is
+/// (fluxcd/kustomize-controller v1.9.4 `ExclusionSelector`, matched on the in-cluster
+/// object too by fluxcd/pkg/ssa v0.76.1 `shouldSkipApply`).
+pub const KUSTOMIZE_SSA_ANNOTATION: &str = "kustomize.toolkit.fluxcd.io/ssa";
+/// kustomize-controller labels every object it applies with its Kustomization's name.
+const KUSTOMIZE_NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
+
 /// The PVC to recreate from `snapshot`: the captured spec (storage class, access modes,
-/// volume mode, labels, annotations), size `max(original, restoreSize)`, `dataSourceRef`
-/// to the snapshot, and an annotation naming the snapshot it came from.
+/// volume mode, labels, annotations), `dataSource` and `dataSourceRef` both naming the
+/// snapshot (older clusters and some provisioners read only one), and an annotation naming
+/// the snapshot it came from. Its size is the captured request, or the snapshot's restore
+/// size when that is larger (a provisioner refuses a volume smaller than its source).
+///
+/// A larger claim cannot be applied back to the manifest's request: the API server refuses
+/// a bound claim's request below its capacity (422, `field can not be less than
+/// status.capacity`; ValidatePersistentVolumeClaimUpdate, k8s.io/kubernetes v1.36.3), and
+/// fluxcd/pkg/ssa counts that as an immutable-field error — the Kustomization fails, or
+/// with `force` deletes and recreates the claim empty. So a larger claim that
+/// kustomize-controller applies is marked for it to leave alone (`ssa: Ignore`), and every
+/// larger claim says so in [`RESTORED_LARGER_ANNOTATION`] for the person to raise the
+/// request in Git (helm-controller has no such switch: its upgrade fails until then).
 pub fn restored_claim(
     volume: &PlannedVolume,
     snapshot: &str,
     restore_size: Option<&Quantity>,
 ) -> PersistentVolumeClaim {
+    let mut annotations = volume.annotations.clone();
+    annotations.insert(RESTORED_FROM_ANNOTATION.to_owned(), snapshot.to_owned());
     let size = match restore_size {
         Some(restore)
             if quantity_bytes(restore).unwrap_or(0) > quantity_bytes(&volume.size).unwrap_or(0) =>
         {
+            let by_kustomize = volume.labels.contains_key(KUSTOMIZE_NAME_LABEL);
+            let effect = if by_kustomize {
+                annotations.insert(KUSTOMIZE_SSA_ANNOTATION.to_owned(), "Ignore".to_owned());
+                format!(
+                    "kustomize-controller leaves it alone ({KUSTOMIZE_SSA_ANNOTATION}: Ignore) until Git asks for at least {} and the annotation is removed",
+                    restore.0
+                )
+            } else {
+                format!(
+                    "an apply of the manifest's {} is refused by the API server until Git asks for at least {}",
+                    volume.size.0, restore.0
+                )
+            };
+            annotations.insert(
+                RESTORED_LARGER_ANNOTATION.to_owned(),
+                format!(
+                    "restored at {} (the snapshot's restore size), larger than the {} its manifest asks for: {effect}",
+                    restore.0, volume.size.0
+                ),
+            );
             restore.clone()
         }
         _ => volume.size.clone(),
     };
-    let mut annotations = volume.annotations.clone();
-    annotations.insert(RESTORED_FROM_ANNOTATION.to_owned(), snapshot.to_owned());
+    let source = TypedLocalObjectReference {
+        api_group: Some("snapshot.storage.k8s.io".to_owned()),
+        kind: "VolumeSnapshot".to_owned(),
+        name: snapshot.to_owned(),
+    };
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(volume.name.clone()),
@@ -362,11 +411,12 @@ pub fn restored_claim(
                 ..Default::default()
             }),
             data_source_ref: Some(TypedObjectReference {
-                api_group: Some("snapshot.storage.k8s.io".to_owned()),
-                kind: "VolumeSnapshot".to_owned(),
-                name: snapshot.to_owned(),
+                api_group: source.api_group.clone(),
+                kind: source.kind.clone(),
+                name: source.name.clone(),
                 namespace: None,
             }),
+            data_source: Some(source),
             ..Default::default()
         }),
         status: None,
@@ -840,14 +890,50 @@ mod tests {
             Quantity("12Gi".into())
         );
         assert_eq!(spec.data_source_ref.as_ref().unwrap().name, "snap-1");
+        let source = spec.data_source.as_ref().unwrap();
+        assert_eq!(
+            (
+                source.api_group.as_deref(),
+                source.kind.as_str(),
+                source.name.as_str()
+            ),
+            (Some("snapshot.storage.k8s.io"), "VolumeSnapshot", "snap-1"),
+            "dataSource too, equal to dataSourceRef as the API server requires"
+        );
         assert_eq!(claim.metadata.labels.as_ref().unwrap()["app"], "db");
         let annotations = claim.metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations["backup.example.com/tier"], "gold");
+        assert!(
+            annotations[RESTORED_LARGER_ANNOTATION]
+                .contains("restored at 12Gi (the snapshot's restore size), larger than the 10Gi"),
+            "{annotations:?}"
+        );
+        assert!(
+            !annotations.contains_key(KUSTOMIZE_SSA_ANNOTATION),
+            "not applied by kustomize-controller"
+        );
+        // One that kustomize-controller applies is left to it no more, until Git catches up.
+        let mut applied = volume();
+        applied
+            .labels
+            .insert(KUSTOMIZE_NAME_LABEL.into(), "apps".into());
+        let kustomized = restored_claim(&applied, "snap-1", Some(&Quantity("12Gi".into())));
+        let annotations = kustomized.metadata.annotations.unwrap();
+        assert_eq!(annotations[KUSTOMIZE_SSA_ANNOTATION], "Ignore");
         assert!(restored_from(&claim, "snap-1") && !restored_from(&claim, "snap-2"));
         let smaller = restored_claim(&volume(), "snap-1", Some(&Quantity("5Gi".into())));
+        assert!(
+            !smaller
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(RESTORED_LARGER_ANNOTATION)
+        );
         assert_eq!(
             smaller.spec.unwrap().resources.unwrap().requests.unwrap()["storage"],
-            Quantity("10Gi".into())
+            Quantity("10Gi".into()),
+            "the manifest's request, so the next apply changes nothing"
         );
     }
 

@@ -161,6 +161,10 @@ pub fn records(plan: &Plan, status: &RequestStatus, observed: &Observed) -> Vec<
                     .get(&key)
                     .cloned()
                     .or_else(|| recorded.and_then(|r| r.released_volume.clone())),
+                larger_than_manifest: match observed.claims.get(&key) {
+                    Some(c) if state == RestoreState::Restored => c.larger_than_manifest.clone(),
+                    _ => recorded.and_then(|r| r.larger_than_manifest.clone()),
+                },
             }
         })
         .collect()

@@ -65,8 +65,13 @@ pub fn conclusion(
                      delete them or bind them again as docs/operations.md says."
                 ),
             };
+            let larger: String = status
+                .restores
+                .iter()
+                .filter_map(|r| Some(format!(" {}: {}.", r.pvc, r.larger_than_manifest.as_ref()?)))
+                .collect();
             Ok(format!(
-                "Rolled back {upgrade} ({versions}) in {took}: volumes restored from their snapshots and Git reverted{commit}.{released}"
+                "Rolled back {upgrade} ({versions}) in {took}: volumes restored from their snapshots and Git reverted{commit}.{released}{larger}"
             ))
         }
         (Ended::Upgrade { app, .. }, Phase::RolledBack) => {
@@ -292,6 +297,7 @@ mod tests {
                 name: "pvc-0a1b".into(),
                 reclaim_policy_before: "Delete".into(),
             }),
+            larger_than_manifest: None,
         }];
         let frozen = conclusion(
             Ended::Rollback { upgrade: "db-2" },
