@@ -119,8 +119,19 @@ impl Upgrade {
         upgrade
     }
 
-    /// Creates it in the story's cluster.
+    /// Creates it in the story's cluster, after what the world needs for it
+    /// ([`DemoWorld::prepare_upgrade`]: on real Flux, the chart pushed at that version).
     pub async fn create(self, story: &DemoWorld) -> anyhow::Result<UpgradeRequest> {
+        let version = self
+            .spec
+            .version
+            .clone()
+            .or_else(|| self.spec.target.as_ref()?.get("chart").cloned());
+        if let Some(version) = version {
+            story
+                .prepare_upgrade(&self.spec.managed_app, &version)
+                .await?;
+        }
         self.create_with(&story.client).await
     }
 
@@ -190,19 +201,23 @@ impl Rollback {
 /// 1 s stabilization): only what a story sets is written, so everything else keeps the
 /// basics or the API's defaults. With nothing set it is the app as the world makes it.
 pub fn app() -> AppSettings {
-    AppSettings(Map::new())
+    AppSettings::default()
 }
 
 /// Settings for one ManagedApp; see [`app`].
 #[derive(Clone, Debug, Default)]
-pub struct AppSettings(Map<String, Value>);
+pub struct AppSettings {
+    spec: Map<String, Value>,
+    /// Lines for the HelmRelease's `spec` ([`AppSettings::helm_timeout`]).
+    release_spec: String,
+}
 
 impl AppSettings {
     /// Sets the field at `path` (JSON names) to `value` as the API serializes it.
     fn set(mut self, path: &[&str], value: impl Serialize) -> AppSettings {
         let value = serde_json::to_value(value).expect("API types serialize");
         let (last, parents) = path.split_last().expect("a field path");
-        let mut object = &mut self.0;
+        let mut object = &mut self.spec;
         for key in parents {
             object = object
                 .entry(*key)
@@ -218,6 +233,16 @@ impl AppSettings {
     /// short for a version meant to fail, so the story does not wait the default 5 minutes.
     pub fn health_timeout(self, timeout: &str) -> AppSettings {
         self.set(&["health", "timeout"], GoDuration::from(timeout))
+    }
+
+    /// How long helm-controller's Helm actions wait for readiness (the HelmRelease's
+    /// `spec.timeout`, default 5m): for a story whose version never becomes ready, so that
+    /// real Helm gives up about when the app's health timeout fires. Until Helm's wait ends,
+    /// helm-controller sees no suspend (Fluxgate's rollback waits for that before it
+    /// quiesces), and a failing version's wait lasts the whole timeout.
+    pub fn helm_timeout(mut self, timeout: &str) -> AppSettings {
+        self.release_spec = format!("  timeout: {timeout}\n");
+        self
     }
 
     /// What a failure after the commit does (`rollback.onFailure`).
@@ -264,13 +289,14 @@ impl AppSettings {
 
     /// The settings as the merge patch [`DemoWorld::start`] and `Fleet` take.
     pub fn spec(self) -> Value {
-        Value::Object(self.0)
+        Value::Object(self.spec)
     }
 
     /// Starts the world with app [`APP`] at chart tag `tag` and these settings, Fluxgate
     /// running ([`DemoWorld::start`]), on the stack of the calling test.
     pub async fn running_at(self, tag: &str) -> DemoWorld {
-        world(Fleet::new().helm_app(APP, tag, 2, self.spec()))
+        let release_spec = self.release_spec.clone();
+        world(Fleet::new().helm_app_with(APP, tag, 2, &release_spec, self.spec()))
             .await
             .unwrap_or_else(|e| panic!("starting the world with {APP} at {tag}: {e:#}"))
     }

@@ -4,14 +4,16 @@
 //! checks the invariant, crash and fault tests share (`checks`). A story runs on kubesim and
 //! the simulated world, and — declared with [`on_both_stacks!`] — also on a real control
 //! plane of its own (`stack`), with the chart installed by real Helm and Fluxgate running
-//! as its ServiceAccount (`real_operator`). Also the benchmarks (`src/bin/`) and the Helm
-//! chart rendered with real Helm (`chart`). Story (a) also runs against a cluster of yours
+//! as its ServiceAccount (`real_operator`); declared with [`on_all_stacks!`] the real control
+//! plane runs the real Flux controllers too (`real_flux`). Also the benchmarks (`src/bin/`)
+//! and the Helm chart rendered with real Helm (`chart`). Story (a) also runs against a cluster of yours
 //! when `FLUXGATE_E2E_KUBECONFIG` is set (`tests/real_cluster.rs`, set up as the README
 //! says); without it that test reports itself skipped.
 
 pub mod chart;
 pub mod checks;
 pub mod given;
+pub mod real_flux;
 pub mod real_operator;
 pub mod stack;
 pub mod then;

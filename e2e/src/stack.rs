@@ -1,16 +1,35 @@
 //! Which cluster a story runs on: kubesim, or a real control plane of its own
-//! (test/realstack). [`on_both_stacks!`](crate::on_both_stacks) runs one story on both; the `given` builders start the world on the stack of the test that calls them.
+//! (test/realstack), with Flux simulated or real. [`on_both_stacks!`](crate::on_both_stacks)
+//! runs one story on kubesim and on the real control plane with the Flux sims;
+//! [`on_all_stacks!`](crate::on_all_stacks) on kubesim and on the real control plane with the
+//! real Flux controllers. The `given` builders start the world on the stack of the test that
+//! calls them.
 
+use crate::real_flux::StoryFlux;
 use crate::real_operator::{ChartInstall, InstalledIn, shared_values};
 use fluxgate::demo::world::{RealStack, Stack};
 use realstack::{RealCluster, Unavailable};
 use std::io::Write as _;
 use std::sync::Arc;
 
+/// A story's real stack: its control plane with the chart installed, and real Flux if asked.
+struct RealRun {
+    install: Arc<ChartInstall>,
+    flux: Option<Arc<StoryFlux>>,
+}
+
 tokio::task_local! {
-    /// Set while a story runs on the real stack: the control plane started for it, with
-    /// the chart installed.
-    static ON_REAL_STACK: Arc<ChartInstall>;
+    /// Set while a story runs on the real stack.
+    static ON_REAL_STACK: Arc<RealRun>;
+}
+
+/// Which Flux a story on the real stack runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FluxOf {
+    /// test/sim's Flux controllers, writing to the real API server.
+    Sims,
+    /// The real source-, kustomize- and helm-controller ([`StoryFlux`]).
+    Real,
 }
 
 /// Runs `story` on a real control plane of its own with `charts/fluxgate` installed by
@@ -20,6 +39,22 @@ tokio::task_local! {
 /// harness's capture) and returns without running the story, unless they are required
 /// (`FLUXGATE_REQUIRE_REAL_STACK=1`): then it panics.
 pub async fn on_real_stack<F: std::future::Future<Output = ()>>(name: &str, story: F) {
+    run_on_real_stack(name, FluxOf::Sims, story).await
+}
+
+/// [`on_real_stack`] with the real Flux controllers started on the story's control plane
+/// ([`StoryFlux`]: registry, Helm repository and pod webhook too) instead of the Flux sims.
+pub async fn on_real_flux<F: std::future::Future<Output = ()>>(name: &str, story: F) {
+    run_on_real_stack(name, FluxOf::Real, story).await
+}
+
+/// [`on_real_stack`] with `flux`.
+pub async fn run_on_real_stack<F: std::future::Future<Output = ()>>(
+    name: &str,
+    flux: FluxOf,
+    story: F,
+) {
+    let started = std::time::Instant::now();
     let required = std::env::var(realstack::REQUIRE_ENV).is_ok_and(|v| v == "1");
     let Some(python) = crate::chart::helm_python(name) else {
         assert!(
@@ -51,11 +86,29 @@ pub async fn on_real_stack<F: std::future::Future<Output = ()>>(name: &str, stor
     .await
     .unwrap_or_else(|e| panic!("installing charts/fluxgate for {name}: {e:#}"));
     let install = Arc::new(install);
+    let real_flux = match flux {
+        FluxOf::Sims => None,
+        FluxOf::Real => Some(Arc::new(
+            StoryFlux::start(install.cluster(), &python)
+                .await
+                .unwrap_or_else(|e| panic!("real Flux for {name}: {e:#}")),
+        )),
+    };
     let mark = install
         .audit_log()
         .mark()
         .unwrap_or_else(|e| panic!("reading the audit log: {e:#}"));
-    ON_REAL_STACK.scope(install.clone(), story).await;
+    let ready = started.elapsed();
+    let run = Arc::new(RealRun {
+        install: install.clone(),
+        flux: real_flux,
+    });
+    ON_REAL_STACK.scope(run, story).await;
+    eprintln!(
+        "realstack: {name} ({flux:?} Flux): stack ready in {:.1} s, story {:.1} s",
+        ready.as_secs_f64(),
+        (started.elapsed() - ready).as_secs_f64()
+    );
     let requests = install
         .requests_since(&mark)
         .await
@@ -88,9 +141,10 @@ pub fn is_real() -> bool {
 /// The stack for a world starting now: kubesim, or — inside [`on_real_stack`] — the story's
 /// real control plane, where Fluxgate's client is the chart's ServiceAccount.
 pub async fn current() -> Stack {
-    let Ok(install) = ON_REAL_STACK.try_with(Arc::clone) else {
+    let Ok(run) = ON_REAL_STACK.try_with(Arc::clone) else {
         return Stack::Simulated;
     };
+    let install = run.install.clone();
     let cluster = install.cluster();
     let client = cluster
         .client()
@@ -107,7 +161,11 @@ pub async fn current() -> Stack {
         kubectl: cluster.kubectl(),
         snapshot_controller: true,
         audit_log: cluster.audit_log().to_owned(),
-        keep_alive: Box::new(install),
+        flux: run
+            .flux
+            .clone()
+            .map(|flux| flux as Arc<dyn fluxgate::demo::world::RealFlux>),
+        keep_alive: Box::new(run),
     }))
 }
 
@@ -133,6 +191,30 @@ macro_rules! on_both_stacks {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_the_real_stack() {
                     $crate::stack::on_real_stack(stringify!($story), super::$story()).await
+                }
+            }
+        )+
+    };
+}
+
+/// Runs each named story on kubesim (`<story>::on_kubesim`) and on a real control plane of
+/// its own with the real Flux controllers (`<story>::on_real_flux`, [`on_real_flux`]): the
+/// same body, the world started on the stack of the test. Stories move here from
+/// [`on_both_stacks!`](crate::on_both_stacks) once they pass on real Flux (the real Flux run
+/// replaces the run with the Flux sims on the real control plane).
+#[macro_export]
+macro_rules! on_all_stacks {
+    ($($story:ident),+ $(,)?) => {
+        $(
+            mod $story {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_kubesim() {
+                    super::$story().await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_real_flux() {
+                    $crate::stack::on_real_flux(stringify!($story), super::$story()).await
                 }
             }
         )+

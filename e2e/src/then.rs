@@ -241,3 +241,21 @@ pub async fn operator_writes(story: &DemoWorld, resources: &[&str]) -> Vec<Strin
         })
         .collect()
 }
+
+/// How long each phase of a request took (`Admit 0.0s, Suspend 0.1s, …`, from the phase
+/// records' second-precision times), printed by stories to compare the stacks.
+pub fn phase_times(status: &fluxgate::api::RequestStatus) -> String {
+    status
+        .phases
+        .iter()
+        .map(|p| {
+            let took = p
+                .completed_at
+                .as_ref()
+                .map(|end| (end.0.as_second() - p.started_at.0.as_second()).to_string())
+                .unwrap_or_else(|| "…".into());
+            format!("{:?} {took}s", p.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

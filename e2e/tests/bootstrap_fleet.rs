@@ -9,11 +9,11 @@ use e2e::checks::{flux_resumed, snapshots_of};
 use e2e::given::app;
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, Fleet, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, Fleet, wait_until};
 use kube::ResourceExt;
 use std::time::Duration;
 
-e2e::on_both_stacks!(an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works);
+e2e::on_all_stacks!(an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works);
 
 async fn an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works() {
     let story = e2e::given::world(
@@ -103,7 +103,7 @@ async fn an_app_on_a_bootstrapped_fleet_is_upgraded_and_its_git_view_works() {
     assert_eq!(git.branch, "main");
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0"))
+        Some(story.app_manifest("v1.5.0"))
     );
     assert_eq!(snapshots_of(&story, &done.uid().unwrap()).await, 2);
     assert!(flux_resumed(&story).await);

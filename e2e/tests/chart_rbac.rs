@@ -88,6 +88,12 @@ const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
     (
         "get",
         "source.toolkit.fluxcd.io",
+        "ocirepositories",
+        "OCIRepositories are cached; a read before the watch's first list goes to the API server",
+    ),
+    (
+        "get",
+        "source.toolkit.fluxcd.io",
         "helmrepositories",
         "a HelmRepository named in spec.suspend is read for its suspend state",
     ),
@@ -137,6 +143,7 @@ const WATCHED: &[&str] = &[
     "kustomizations.kustomize.toolkit.fluxcd.io",
     "helmreleases.helm.toolkit.fluxcd.io",
     "gitrepositories.source.toolkit.fluxcd.io",
+    "ocirepositories.source.toolkit.fluxcd.io",
 ];
 
 fn log_access(record: &kubesim::RequestRecord) -> Option<Access> {

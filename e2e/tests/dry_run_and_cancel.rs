@@ -7,10 +7,10 @@ use e2e::checks::{flux_and_replicas, wait_phase};
 use e2e::given::{app, upgrade};
 use e2e::{then, when};
 use fluxgate::api::{Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, wait_until};
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     a_dry_run_checks_and_cycles_but_changes_nothing,
     deleting_a_running_upgrade_puts_everything_back_before_it_goes,
     deleting_the_managed_app_under_a_running_upgrade_still_puts_everything_back
@@ -56,7 +56,7 @@ async fn a_dry_run_checks_and_cycles_but_changes_nothing() {
     );
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.4.0"))
+        Some(story.app_manifest("v1.4.0"))
     );
     assert!(
         then::snapshots(&story).await.is_empty(),

@@ -9,11 +9,11 @@ use e2e::given::app;
 use e2e::{then, when};
 use fluxgate::api::conditions::{READY, STALLED, find_condition};
 use fluxgate::api::{OnFailure, Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, helm_app_manifest_with, wait_until};
 use k8s_openapi::api::core::v1::Event;
 use std::time::Duration;
 
-e2e::on_both_stacks!(e_a_frozen_upgrade_undoes_nothing_and_says_so);
+e2e::on_all_stacks!(e_a_frozen_upgrade_undoes_nothing_and_says_so);
 
 async fn suspended(story: &DemoWorld) -> (bool, bool) {
     e2e::checks::suspended(story)
@@ -25,6 +25,8 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
     let story = app()
         .on_failure(OnFailure::Freeze)
         .health_timeout("5s")
+        // Real Helm waits this long for the never-ready version (its default is 5m).
+        .helm_timeout("15s")
         .running_at("v1.4.0")
         .await;
     story.world.failures.fail_chart_version("v2.0.0");
@@ -47,7 +49,12 @@ async fn e_a_frozen_upgrade_undoes_nothing_and_says_so() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v2.0.0"))
+        Some(story.fleet_text(&helm_app_manifest_with(
+            "db",
+            "v2.0.0",
+            2,
+            "  timeout: 15s\n"
+        )))
     );
     assert_eq!(
         status.commit.as_ref().map(|c| c.sha.as_str()),

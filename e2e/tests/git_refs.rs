@@ -8,11 +8,11 @@ use e2e::checks::{snapshots_of, suspended};
 use e2e::given::{app, ref_name, tag_ref, upgrade};
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, RequestStatus, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, app_manifest, wait_until};
+use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, wait_until};
 use kube::ResourceExt;
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     an_app_whose_git_repository_follows_a_ref_name_is_upgraded_on_that_branch,
     an_app_whose_git_repository_follows_a_tag_is_refused_before_anything_is_touched
 );
@@ -64,7 +64,7 @@ async fn an_app_whose_git_repository_follows_a_ref_name_is_upgraded_on_that_bran
     assert_eq!(story.git.head().unwrap(), commit.sha);
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0"))
+        Some(story.app_manifest("v1.5.0"))
     );
     assert_eq!(
         served_revision(&story).await,

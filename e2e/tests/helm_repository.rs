@@ -7,10 +7,10 @@
 use e2e::given::app;
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{CHARTS_URL, Fleet};
+use fluxgate::demo::world::Fleet;
 use std::time::Duration;
 
-e2e::on_both_stacks!(a_chart_published_after_the_repository_refreshed_is_upgraded_to);
+e2e::on_all_stacks!(a_chart_published_after_the_repository_refreshed_is_upgraded_to);
 
 async fn a_chart_published_after_the_repository_refreshed_is_upgraded_to() {
     let story = e2e::given::world(Fleet::new().helm_repository_app("db", "1.4.0", 2, app().into()))
@@ -21,7 +21,7 @@ async fn a_chart_published_after_the_repository_refreshed_is_upgraded_to() {
     assert!(stale_index.is_some(), "{stale_index:?}");
 
     // Published now, minutes before the repository's next hourly refresh.
-    story.world.charts.publish(CHARTS_URL, "db", "1.5.0");
+    story.publish_chart("db", "1.5.0").await.unwrap();
     story.upgrade("db-1-5-0", "1.5.0").await.unwrap();
     let done: UpgradeRequest = story
         .finished("db-1-5-0", Duration::from_secs(90))

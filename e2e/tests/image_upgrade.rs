@@ -9,7 +9,7 @@ use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
 use fluxgate::demo::world::{Fleet, WEB_FILE, web_deployment};
 use std::time::Duration;
 
-e2e::on_both_stacks!(b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit);
+e2e::on_all_stacks!(b_a_digest_pinned_deployment_image_is_upgraded_as_one_unit);
 
 fn image(tag: &str, digit: char) -> String {
     format!(

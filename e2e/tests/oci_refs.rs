@@ -9,11 +9,10 @@
 use e2e::given::{app, upgrade};
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{DemoWorld, Fleet, helm_app_manifest};
-use sim::oci_source::manifest_digest;
+use fluxgate::demo::world::{DemoWorld, Fleet, digest_placeholder, helm_app_manifest};
 use std::time::Duration;
 
-e2e::on_both_stacks!(
+e2e::on_all_stacks!(
     a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit,
     an_oci_repository_following_a_semver_range_is_refused_at_admit
 );
@@ -39,14 +38,21 @@ async fn served_revision(story: &DemoWorld, name: &str) -> Option<String> {
 }
 
 async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
-    let old = manifest_digest(DB_URL, "1.4.0");
-    let new = manifest_digest(DB_URL, "1.5.0");
-    let before = with_ref("db", 2, &pinned("1.4.0", &old));
+    // The digests are the registry's, known once the world pushed the charts.
+    let written = with_ref(
+        "db",
+        2,
+        &pinned("1.4.0", &digest_placeholder(DB_URL, "1.4.0")),
+    );
     let fleet = Fleet::new()
         .published_chart(DB_URL, "1.4.0")
         .published_chart(DB_URL, "1.5.0")
-        .helm_app_written("db", "db", &before, 2, app().into());
+        .helm_app_written("db", "db", &written, 2, app().into());
     let story = e2e::given::world(fleet).await.unwrap();
+    let old = story.chart_digest(DB_URL, "1.4.0").unwrap();
+    let new = story.chart_digest(DB_URL, "1.5.0").unwrap();
+    let before = story.fleet_text(&written);
+    assert!(before.contains(&old), "{before}");
     assert_eq!(
         served_revision(&story, "db").await,
         Some(old.clone()),
@@ -97,7 +103,10 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert!(log[0].message.contains("Fluxgate-Request: apps/db-1-5-0"));
     let after = story.git.read_file(DB_FILE).unwrap().unwrap();
-    assert_eq!(after, with_ref("db", 2, &pinned("1.5.0", &new)));
+    assert_eq!(
+        after,
+        story.fleet_text(&with_ref("db", 2, &pinned("1.5.0", &new)))
+    );
     assert_eq!(after.len(), before.len(), "only the two scalars changed");
     assert!(
         !after.contains("tag: 1.5.0@"),
@@ -113,7 +122,9 @@ async fn a_digest_pinned_oci_repository_changes_tag_and_digest_in_one_commit() {
             .unwrap_or_default()
             .get("helm.sh/chart")
             .map(String::as_str),
-        Some("db-1.5.0")
+        // helm-controller releases a digest-pulled chart as `1.5.0+<12 hex of the digest>`
+        // (mutateChartWithSourceRevision), which the chart's label spells with `_`.
+        Some(format!("db-1.5.0_{}", &new.trim_start_matches("sha256:")[..12]).as_str())
     );
     then::app_records(&story, "db", "chart", &target).await;
     story.stop().await;

@@ -8,7 +8,7 @@ use fluxgate::demo::world::wait_until;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-e2e::on_both_stacks!(only_the_newest_snapshots_are_kept_per_volume);
+e2e::on_all_stacks!(only_the_newest_snapshots_are_kept_per_volume);
 
 async fn only_the_newest_snapshots_are_kept_per_volume() {
     let story = app().keep_snapshots(1).running_at("v1.4.0").await;

@@ -7,10 +7,10 @@ use e2e::checks::replicas;
 use e2e::given::app;
 use e2e::then;
 use fluxgate::api::{FluxObjectKind, Phase, UpgradeRequest};
-use fluxgate::demo::world::{APP_FILE, app_manifest};
+use fluxgate::demo::world::APP_FILE;
 use std::time::Duration;
 
-e2e::on_both_stacks!(a_helm_release_app_is_upgraded_end_to_end);
+e2e::on_all_stacks!(a_helm_release_app_is_upgraded_end_to_end);
 
 async fn a_helm_release_app_is_upgraded_end_to_end() {
     let story = app().running_at("v1.4.0").await;
@@ -20,6 +20,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
         .await
         .unwrap();
     let status = done.status.clone().unwrap();
+    eprintln!("phases: {}", then::phase_times(&status));
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
 
     // Git: exactly one new commit, ours, with the trailers and a one-value diff.
@@ -37,7 +38,7 @@ async fn a_helm_release_app_is_upgraded_end_to_end() {
     )));
     assert_eq!(
         story.git.read_file(APP_FILE).unwrap(),
-        Some(app_manifest("v1.5.0"))
+        Some(story.app_manifest("v1.5.0"))
     );
     assert_eq!(
         status.commit.as_ref().map(|c| c.sha.as_str()),

@@ -40,6 +40,11 @@ pub enum WatchedKind {
     Kustomization,
     HelmRelease,
     GitRepository,
+    /// A HelmRelease's `chartRef` source: its new artifact is what lets Fluxgate resume the
+    /// HelmRelease it holds back (the real source-controller stores it after
+    /// kustomize-controller reported the commit applied, and helm-controller writes nothing
+    /// while the HelmRelease is suspended, so nothing else would wake the request).
+    OciRepository,
     /// Metadata only: pods only wake reconciles (which pods hold a volume is read fresh).
     Pod,
     /// Metadata only: PVCs only wake reconciles (a restore reads them fresh).
@@ -53,6 +58,7 @@ impl WatchedKind {
             FluxObjectKind::Kustomization => Some(WatchedKind::Kustomization),
             FluxObjectKind::HelmRelease => Some(WatchedKind::HelmRelease),
             FluxObjectKind::GitRepository => Some(WatchedKind::GitRepository),
+            FluxObjectKind::OciRepository => Some(WatchedKind::OciRepository),
             _ => None,
         }
     }
@@ -171,6 +177,7 @@ impl Caches {
             (WatchedKind::Kustomization, FluxObjectKind::Kustomization),
             (WatchedKind::HelmRelease, FluxObjectKind::HelmRelease),
             (WatchedKind::GitRepository, FluxObjectKind::GitRepository),
+            (WatchedKind::OciRepository, FluxObjectKind::OciRepository),
         ] {
             let writer = reflector::store::Writer::new(api_resource(kind));
             flux.insert(watched, writer.as_reader());

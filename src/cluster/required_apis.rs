@@ -60,6 +60,12 @@ pub const REQUIRED_APIS: &[RequiredApi] = &[
         install: FLUX,
     },
     RequiredApi {
+        group: "source.toolkit.fluxcd.io",
+        version: "v1",
+        plural: "ocirepositories",
+        install: FLUX,
+    },
+    RequiredApi {
         group: "snapshot.storage.k8s.io",
         version: "v1",
         plural: "volumesnapshots",

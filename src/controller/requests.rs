@@ -264,7 +264,11 @@ fn rollbacks_woken_by(caches: &Caches, change: &Change) -> Vec<ObjectRef<Rollbac
 fn running_in<K: RequestObject>(requests: &[Arc<K>], change: &Change) -> Vec<ObjectRef<K>> {
     let namespace = match change {
         Change::Object {
-            kind: WatchedKind::Kustomization | WatchedKind::HelmRelease | WatchedKind::GitRepository,
+            kind:
+                WatchedKind::Kustomization
+                | WatchedKind::HelmRelease
+                | WatchedKind::GitRepository
+                | WatchedKind::OciRepository,
             ..
         }
         | Change::Relisted(_) => None,
@@ -894,4 +898,64 @@ async fn first_in_queue(
         .collect();
     queue.sort();
     Ok(queue.first().is_none_or(|(_, _, uid)| *uid == request.uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    /// An UpgradeRequest in Reconcile whose plan holds HelmRelease `apps/db` (its
+    /// OCIRepository is not part of the plan: it is found through the HelmRelease's
+    /// chartRef).
+    fn reconciling() -> Arc<UpgradeRequest> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
+                "metadata": {"name": "db-1-5-0", "namespace": "apps"},
+                "spec": {"managedApp": "db", "version": "v1.5.0"},
+                "status": {"phase": "Reconcile", "plan": {
+                    "from": {"chart": "v1.4.0"}, "to": {"chart": "v1.5.0"},
+                    "fluxObjects": [{"kind": "HelmRelease", "name": "db", "namespace": "apps",
+                                     "wasSuspended": false}],
+                    "workloads": [], "volumes": []}}
+            }))
+            .expect("an UpgradeRequest"),
+        )
+    }
+
+    fn change(kind: WatchedKind, namespace: &str, name: &str) -> Change {
+        Change::Object {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_new_oci_artifact_wakes_the_request_holding_its_helm_release_back() {
+        // Found on the real Flux controllers (e2e/tests/upgrade.rs on_real_flux): the
+        // request holds the HelmRelease suspended until its OCIRepository serves the new
+        // chart; source-controller stores that artifact after kustomize-controller wrote
+        // its final status, and helm-controller writes nothing for a suspended
+        // HelmRelease, so only the OCIRepository's own change can wake the request (else
+        // it waited for the 60 s fallback).
+        let requests = [reconciling()];
+        for namespace in ["apps", "flux-system"] {
+            let woken = running_in(
+                &requests,
+                &change(WatchedKind::OciRepository, namespace, "db"),
+            );
+            assert_eq!(woken.len(), 1, "an OCIRepository in {namespace}");
+        }
+        // Objects of other kinds still wake it only where its plan has something.
+        assert!(running_in(&requests, &change(WatchedKind::StatefulSet, "other", "x")).is_empty());
+        assert_eq!(
+            WatchedKind::of_flux(crate::api::FluxObjectKind::OciRepository),
+            Some(WatchedKind::OciRepository),
+            "OCIRepositories are cached and watched"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! The world the demo and the end-to-end stories run in: a cluster with every CRD (kubesim
 //! in process, or a real control plane: [`Stack`]), a Git server holding a small fleet
-//! repository, the simulated Flux, CSI driver and — on kubesim — workload controllers, and
-//! Fluxgate's controllers running in-process.
+//! repository, Flux (simulated, or the real controllers: [`RealFlux`]), the CSI driver
+//! stand-in and — on kubesim — workload controllers, and Fluxgate's controllers running
+//! in-process.
 
 use crate::api::{ManagedApp, Phase, RollbackRequest, UpgradeRequest};
 use crate::controller::{Context, Settings};
@@ -11,8 +12,10 @@ use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use kubesim::KubeSim;
 use serde_json::json;
+use sim::faults::Failures;
 use sim::git_server::{GitServer, WriteRefusal};
 use sim::world::{World, WorldOptions};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,10 @@ pub const FLEET_PATH: &str = "./clusters/prod";
 pub fn app_manifest(tag: &str) -> String {
     helm_app_manifest("db", tag, 2)
 }
+
+/// Where the fleet's OCIRepositories find their charts (`<this>/<chart>`); on real Flux the
+/// world rewrites it to [`RealFlux::oci_charts_url`].
+pub const OCI_CHARTS: &str = "oci://ghcr.io/example/charts";
 
 /// The manifests of a HelmRelease app `name` in namespace `apps` at chart tag `tag`: an
 /// OCIRepository and a HelmRelease whose chart runs a StatefulSet of `replicas` pods with a
@@ -49,7 +56,7 @@ metadata:
   namespace: apps
 spec:
   interval: 10m
-  url: oci://ghcr.io/example/charts/{name}
+  url: {OCI_CHARTS}/{name}
   ref:
     tag: {tag} # pinned by Fluxgate
 ---
@@ -163,6 +170,48 @@ pub enum Stack {
     Real(Box<RealStack>),
 }
 
+/// Where a chart version is published for real Flux ([`RealFlux::publish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChartPlace {
+    /// The OCI registry, as `helm push` does: repository `<oci_charts_url>/<chart>`, tag =
+    /// the version.
+    Oci,
+    /// The Helm repository at [`RealFlux::helm_repository_url`]: the packaged chart and a
+    /// regenerated `index.yaml`.
+    HelmRepository,
+}
+
+/// The real Flux controllers (source-, kustomize- and helm-controller) on a real stack, as
+/// the harness that started them lets the world use them: this crate depends neither on the
+/// harness (test/realstack) nor on real Helm, so the harness hands over this handle in
+/// [`RealStack::flux`]. With it the world runs no Flux sims ([`WorldOptions::flux`] off) and:
+/// - serves the fleet's Git repository over smart HTTP with basic auth (source-controller
+///   cannot read `file://`): GitRepository `flux-system` names that URL and Secret
+///   `flux-system/flux-system` holds the credentials, as `flux bootstrap --token-auth`
+///   leaves them;
+/// - rewrites chart locations in the fleet's files ([`DemoWorld::fleet_text`]):
+///   `<OCI_CHARTS>/<chart>` becomes `<oci_charts_url>/<chart>` with `insecure: true` (a
+///   plain-HTTP registry), [`CHARTS_URL`] becomes [`RealFlux::helm_repository_url`];
+/// - publishes every chart version the fleet starts at or a story publishes, and the version
+///   of each UpgradeRequest made for an OCI app ([`DemoWorld::prepare_upgrade`]), since a
+///   real registry only serves what was pushed;
+/// - shares [`RealFlux::failures`] as the world's `failures`: the harness marks the pods of
+///   a chart version or image declared failing so that they never become ready, as the
+///   helm sim does when it renders them.
+pub trait RealFlux: Send + Sync {
+    /// `oci://<host>/<path>`: chart `c` is pushed to repository `<path>/c` there.
+    fn oci_charts_url(&self) -> String;
+    /// The Helm repository's base URL (where `index.yaml` is served).
+    fn helm_repository_url(&self) -> String;
+    /// Publishes chart `chart` at `version` in `place` (blocking: real Helm packages it).
+    fn publish(&self, place: ChartPlace, chart: &str, version: &str) -> anyhow::Result<()>;
+    /// The manifest digest (`sha256:…`) of chart `chart` at tag `tag` in the OCI registry
+    /// (blocking).
+    fn oci_digest(&self, chart: &str, tag: &str) -> anyhow::Result<String>;
+    /// The failures the harness applies to the pods it admits.
+    fn failures(&self) -> Failures;
+}
+
 /// A real control plane a world runs on (see [`Stack::Real`]).
 pub struct RealStack {
     /// A client with every right, for the sims and the story.
@@ -177,6 +226,8 @@ pub struct RealStack {
     pub snapshot_controller: bool,
     /// The API server's audit log (JSON lines), which shows what Fluxgate sent.
     pub audit_log: std::path::PathBuf,
+    /// The real Flux controllers, if they run there; else the Flux sims play Flux.
+    pub flux: Option<Arc<dyn RealFlux>>,
     /// What must live as long as the world (the cluster's processes).
     pub keep_alive: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -208,6 +259,12 @@ pub struct DemoWorld {
     pub settings: Settings,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     operator: Option<tokio::task::JoinHandle<()>>,
+    /// The real Flux, where it runs instead of the sims.
+    real_flux: Option<Arc<dyn RealFlux>>,
+    /// The fleet's OCI apps: ManagedApp → chart (for [`DemoWorld::prepare_upgrade`]).
+    oci_charts: BTreeMap<String, String>,
+    /// The manifest digest of each chart the fleet published: (URL, tag) → `sha256:…`.
+    digests: BTreeMap<(String, String), String>,
     _cache: tempfile::TempDir,
 }
 
@@ -235,6 +292,8 @@ pub struct Fleet {
     published: Vec<(String, String)>,
     /// Charts (name, version) published in the simulated Helm repository at [`CHARTS_URL`].
     charts: Vec<(String, String)>,
+    /// OCI apps written by [`Fleet::helm_app_with`]: (ManagedApp, chart, tag).
+    oci_apps: Vec<(String, String, String)>,
     /// Read-only credentials Flux fetches with (see [`Fleet::bootstrap_deploy_key`]).
     deploy_key: Option<(String, String, WriteRefusal)>,
 }
@@ -269,7 +328,7 @@ impl Fleet {
     /// [`Fleet::helm_app`] whose HelmRelease's spec ends with `release_spec` (see
     /// [`helm_app_manifest_with`]).
     pub fn helm_app_with(
-        self,
+        mut self,
         name: &str,
         tag: &str,
         replicas: u32,
@@ -277,6 +336,8 @@ impl Fleet {
         app_spec: serde_json::Value,
     ) -> Fleet {
         let manifest = helm_app_manifest_with(name, tag, replicas, release_spec);
+        self.oci_apps
+            .push((name.to_owned(), name.to_owned(), tag.to_owned()));
         self.helm_app_written(name, name, &manifest, replicas, app_spec)
     }
 
@@ -377,7 +438,8 @@ spec:
 
     /// Pushes chart tag `tag` to the simulated OCI registry at `url` before Flux starts, so
     /// that an OCIRepository pinning its digest or a semver range finds it (the digest is
-    /// `sim::oci_source::manifest_digest(url, tag)`).
+    /// `sim::oci_source::manifest_digest(url, tag)`). On real Flux `url` must be
+    /// `<OCI_CHARTS>/<chart>`: the chart is pushed to the real registry.
     pub fn published_chart(mut self, url: &str, tag: &str) -> Fleet {
         self.published.push((url.to_owned(), tag.to_owned()));
         self
@@ -445,6 +507,7 @@ impl DemoWorld {
     /// [`DemoWorld::start_fleet`] on `stack`.
     pub async fn start_fleet_on(fleet: Fleet, stack: Stack) -> anyhow::Result<DemoWorld> {
         let mut options = WorldOptions::fast();
+        let mut real_flux = None;
         let (backend, client) = match stack {
             Stack::Simulated => {
                 let kube = KubeSim::start().await;
@@ -463,6 +526,11 @@ impl DemoWorld {
                 install_crds(&real.client).await?;
                 options.kube_controllers = false;
                 options.snapshot_controller = !real.snapshot_controller;
+                if let Some(flux) = &real.flux {
+                    options.flux = false;
+                    options.failures = Some(flux.failures());
+                }
+                real_flux = real.flux;
                 let backend = Backend::Real {
                     operator_client: real.operator_client,
                     audit_log: real.audit_log,
@@ -483,7 +551,10 @@ impl DemoWorld {
             .flux_ref
             .clone()
             .unwrap_or_else(|| json!({"branch": "main"}));
-        let flux_url = if fleet.apps_follow_flux {
+        // Real source-controller reads Git over HTTP(S) or SSH only: serve it as for
+        // apps_follow_flux, with the bootstrap credentials.
+        let flux_over_http = fleet.apps_follow_flux || real_flux.is_some();
+        let flux_url = if flux_over_http {
             sim::git_server::HTTP_URL_PLACEHOLDER
         } else {
             FLEET_URL
@@ -498,6 +569,48 @@ impl DemoWorld {
                 (username.to_owned(), password.to_owned())
             }
         };
+        // Charts first: the fleet's files may pin their digests (`digest_placeholder`).
+        let registry = sim::oci_source::OciRegistry::default();
+        options.registry = Some(registry.clone());
+        let mut digests = BTreeMap::new();
+        match &real_flux {
+            None => {
+                for (url, tag) in &fleet.published {
+                    let digest = registry.publish(url, tag);
+                    digests.insert((url.clone(), tag.clone()), digest);
+                }
+            }
+            Some(flux) => {
+                let mut oci: Vec<(String, String)> = fleet
+                    .oci_apps
+                    .iter()
+                    .map(|(_, chart, tag)| (chart.clone(), tag.clone()))
+                    .collect();
+                for (url, tag) in &fleet.published {
+                    oci.push((oci_chart_name(url)?.to_owned(), tag.clone()));
+                }
+                oci.sort();
+                oci.dedup();
+                for (chart, tag) in &oci {
+                    publish_on(flux, ChartPlace::Oci, chart, tag).await?;
+                }
+                for (url, tag) in &fleet.published {
+                    let chart = oci_chart_name(url)?.to_owned();
+                    let (flux, tag_) = (flux.clone(), tag.clone());
+                    let digest =
+                        tokio::task::spawn_blocking(move || flux.oci_digest(&chart, &tag_))
+                            .await
+                            .context("the digest task panicked")?
+                            .with_context(|| {
+                                format!("the digest of {url}:{tag} in the real registry")
+                            })?;
+                    digests.insert((url.clone(), tag.clone()), digest);
+                }
+                for (chart, version) in &fleet.charts {
+                    publish_on(flux, ChartPlace::HelmRepository, chart, version).await?;
+                }
+            }
+        }
         let mut builder = GitServer::builder()
             .file("clusters/prod/kustomization.yaml", resources)
             .file(
@@ -517,7 +630,8 @@ impl DemoWorld {
                 "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n",
             );
         for (path, contents) in &fleet.files {
-            builder = builder.file(path, contents);
+            let text = resolve_digests(&fleet_text(real_flux.as_deref(), contents), &digests);
+            builder = builder.file(path, text);
         }
         for tag in &fleet.tags {
             builder = builder.tag(tag);
@@ -529,7 +643,7 @@ impl DemoWorld {
             Some((username, password, refusal)) => {
                 builder = builder.http_read_only_credentials(username, password, *refusal);
             }
-            None if fleet.apps_follow_flux && fleet.credentials.is_none() => {
+            None if flux_over_http && fleet.credentials.is_none() => {
                 let (username, password) = &bootstrap_credentials;
                 builder = builder.http_credentials(username, password);
             }
@@ -538,7 +652,7 @@ impl DemoWorld {
         let git = builder
             .start()
             .context("starting the local Git server (is `git` installed?)")?;
-        let flux_url = if fleet.apps_follow_flux {
+        let flux_url = if flux_over_http {
             git.http_url().context("the Git server serves HTTP")?
         } else {
             FLEET_URL.to_owned()
@@ -549,11 +663,10 @@ impl DemoWorld {
         let world = World::start(client.clone(), options)
             .await
             .context("starting the simulated controllers")?;
-        for (url, tag) in &fleet.published {
-            world.registry.publish(url, tag);
-        }
-        for (chart, version) in &fleet.charts {
-            world.charts.publish(CHARTS_URL, chart, version);
+        if real_flux.is_none() {
+            for (chart, version) in &fleet.charts {
+                world.charts.publish(CHARTS_URL, chart, version);
+            }
         }
         sim::seed::storage(&client)
             .await
@@ -567,6 +680,16 @@ impl DemoWorld {
         for running in &fleet.running {
             match running {
                 Running::StatefulSet(name, replicas) => {
+                    // Deployed means Flux finished: the real helm-controller readies the
+                    // workload before it marks the release deployed (Helm's install waits
+                    // with the release `pending-install`), and a ManagedApp admits nothing
+                    // without a deployed release.
+                    wait_until(
+                        &format!("HelmRelease {name} to be Ready"),
+                        Duration::from_secs(60),
+                        async || flux_done(&client, HELM_RELEASES, "apps", name).await,
+                    )
+                    .await?;
                     wait_until(
                         &format!("StatefulSet {name} to run"),
                         Duration::from_secs(60),
@@ -578,6 +701,12 @@ impl DemoWorld {
                     .await?
                 }
                 Running::Deployment(name, replicas) => {
+                    wait_until(
+                        &format!("Kustomization {name} to be Ready"),
+                        Duration::from_secs(60),
+                        async || flux_done(&client, KUSTOMIZATIONS, "flux-system", name).await,
+                    )
+                    .await?;
                     wait_until(
                         &format!("Deployment {name} to run"),
                         Duration::from_secs(60),
@@ -625,6 +754,13 @@ impl DemoWorld {
             metrics: crate::telemetry::metrics::Metrics::new(),
             stop: None,
             operator: None,
+            real_flux,
+            digests,
+            oci_charts: fleet
+                .oci_apps
+                .iter()
+                .map(|(app, chart, _)| (app.clone(), chart.clone()))
+                .collect(),
             _cache: cache,
         };
         story.start_operator()?;
@@ -707,12 +843,19 @@ impl DemoWorld {
             .await
     }
 
-    /// Creates an UpgradeRequest named `name` (namespace `apps`) with this spec.
+    /// Creates an UpgradeRequest named `name` (namespace `apps`) with this spec (after
+    /// [`DemoWorld::prepare_upgrade`] of its app and `version` or `target.chart`).
     pub async fn request(
         &self,
         name: &str,
         spec: serde_json::Value,
     ) -> anyhow::Result<UpgradeRequest> {
+        let version = spec["version"]
+            .as_str()
+            .or(spec["target"]["chart"].as_str());
+        if let (Some(app), Some(version)) = (spec["managedApp"].as_str(), version) {
+            self.prepare_upgrade(app, version).await?;
+        }
         let upgrade: UpgradeRequest = serde_json::from_value(json!({
             "apiVersion": "fluxgate.dev/v1alpha1", "kind": "UpgradeRequest",
             "metadata": {"name": name, "namespace": "apps"}, "spec": spec
@@ -751,6 +894,54 @@ impl DemoWorld {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// What an upgrade of ManagedApp `app` to chart `version` needs before it is asked for:
+    /// on real Flux, an OCI app's chart pushed at that tag (a real registry serves only what
+    /// was pushed; the simulated one answers any tag). Nothing otherwise.
+    pub async fn prepare_upgrade(&self, app: &str, version: &str) -> anyhow::Result<()> {
+        match (&self.real_flux, self.oci_charts.get(app)) {
+            (Some(flux), Some(chart)) => publish_on(flux, ChartPlace::Oci, chart, version).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes chart `chart` at `version` in the fleet's Helm repository ([`CHARTS_URL`]):
+    /// a HelmRepository sees it at its next refresh of the index.
+    pub async fn publish_chart(&self, chart: &str, version: &str) -> anyhow::Result<()> {
+        match &self.real_flux {
+            Some(flux) => publish_on(flux, ChartPlace::HelmRepository, chart, version).await,
+            None => {
+                self.world.charts.publish(CHARTS_URL, chart, version);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the real Flux controllers play Flux (else the sims do).
+    pub fn on_real_flux(&self) -> bool {
+        self.real_flux.is_some()
+    }
+
+    /// `text` (a fleet file) as the world writes it into Git: on real Flux with the chart
+    /// locations rewritten (see [`RealFlux`]), and every [`digest_placeholder`] of a chart
+    /// the fleet published replaced by its digest.
+    pub fn fleet_text(&self, text: &str) -> String {
+        resolve_digests(&fleet_text(self.real_flux.as_deref(), text), &self.digests)
+    }
+
+    /// The manifest digest (`sha256:…`) of chart tag `tag` published at `url` with
+    /// [`Fleet::published_chart`]: the simulated registry's, or the real one's.
+    pub fn chart_digest(&self, url: &str, tag: &str) -> anyhow::Result<String> {
+        self.digests
+            .get(&(url.to_owned(), tag.to_owned()))
+            .cloned()
+            .with_context(|| format!("{url}:{tag} was not published with Fleet::published_chart"))
+    }
+
+    /// [`app_manifest`] as this world writes it ([`DemoWorld::fleet_text`]).
+    pub fn app_manifest(&self, tag: &str) -> String {
+        self.fleet_text(&app_manifest(tag))
     }
 
     /// The cluster as the story reads it: every read from the API server.
@@ -795,6 +986,123 @@ impl DemoWorld {
 
 /// How long a graceful stop may take before the controllers are aborted.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// (group, version, kind, plural) of Flux's HelmRelease and Kustomization.
+const HELM_RELEASES: (&str, &str, &str, &str) = (
+    "helm.toolkit.fluxcd.io",
+    "v2",
+    "HelmRelease",
+    "helmreleases",
+);
+const KUSTOMIZATIONS: (&str, &str, &str, &str) = (
+    "kustomize.toolkit.fluxcd.io",
+    "v1",
+    "Kustomization",
+    "kustomizations",
+);
+
+/// `Some` once the Flux object says it is done with its generation: Ready True, no
+/// Reconciling True, and `status.observedGeneration` at `metadata.generation` (the real
+/// controllers write Ready in an earlier patch than observedGeneration).
+async fn flux_done(
+    client: &Client,
+    (group, version, kind, plural): (&str, &str, &str, &str),
+    namespace: &str,
+    name: &str,
+) -> Option<()> {
+    let resource = kube::api::ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &resource);
+    let object = api.get_opt(name).await.ok()??;
+    let status = object.data.get("status")?;
+    let condition = |type_: &str| {
+        status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == type_)
+            .map(|c| c["status"].as_str() == Some("True"))
+    };
+    let observed = status["observedGeneration"].as_i64() == object.metadata.generation;
+    (observed && condition("Ready") == Some(true) && condition("Reconciling") != Some(true))
+        .then_some(())
+}
+
+/// Stands in a fleet file for the manifest digest of chart tag `tag` published at `url`
+/// ([`Fleet::published_chart`]), which is known only once the world pushed it; the world
+/// writes the digest into Git in its place (see [`DemoWorld::fleet_text`]).
+pub fn digest_placeholder(url: &str, tag: &str) -> String {
+    format!("${{CHART_DIGEST {url} {tag}}}")
+}
+
+/// `text` with each [`digest_placeholder`] of `digests` replaced.
+fn resolve_digests(text: &str, digests: &BTreeMap<(String, String), String>) -> String {
+    let mut text = text.to_owned();
+    for ((url, tag), digest) in digests {
+        text = text.replace(&digest_placeholder(url, tag), digest);
+    }
+    text
+}
+
+/// Publishes with real Helm off the async workers (it blocks for a second or so).
+async fn publish_on(
+    flux: &Arc<dyn RealFlux>,
+    place: ChartPlace,
+    chart: &str,
+    version: &str,
+) -> anyhow::Result<()> {
+    let (flux, chart, version) = (flux.clone(), chart.to_owned(), version.to_owned());
+    tokio::task::spawn_blocking(move || {
+        flux.publish(place, &chart, &version).with_context(|| {
+            format!("publishing chart {chart} {version} ({place:?}) for real Flux")
+        })
+    })
+    .await
+    .context("the chart publishing task panicked")?
+}
+
+/// The chart of an OCI URL under [`OCI_CHARTS`] (`<OCI_CHARTS>/<chart>`).
+fn oci_chart_name(url: &str) -> anyhow::Result<&str> {
+    url.strip_prefix(OCI_CHARTS)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|chart| !chart.is_empty() && !chart.contains('/'))
+        .with_context(|| {
+            format!("chart URL {url}: on real Flux a published chart must be under {OCI_CHARTS}/")
+        })
+}
+
+/// A fleet file as written for `flux`: every `url: <OCI_CHARTS>/<chart>` line becomes the
+/// real registry's URL followed by `insecure: true` at the same indentation (the registry
+/// speaks plain HTTP), and [`CHARTS_URL`] the real Helm repository's URL. Unchanged without
+/// real Flux.
+fn fleet_text(flux: Option<&dyn RealFlux>, text: &str) -> String {
+    let Some(flux) = flux else {
+        return text.to_owned();
+    };
+    let (oci, charts) = (flux.oci_charts_url(), flux.helm_repository_url());
+    let oci_line = format!("url: {OCI_CHARTS}/");
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        match body.strip_prefix(&oci_line) {
+            Some(rest) => {
+                let rest = rest.strip_suffix('\n').unwrap_or(rest);
+                out.push_str(&format!(
+                    "{indent}url: {oci}/{rest}\n{indent}insecure: true\n"
+                ));
+            }
+            None => out.push_str(&line.replace(CHARTS_URL, &charts)),
+        }
+    }
+    out
+}
 
 /// Runs Fluxgate's controllers in-process against `client`, as `fluxgate run` does, until
 /// the returned sender is used or dropped (a graceful stop) or the task is aborted (a crash).

@@ -831,13 +831,13 @@ async fn part_a(args: &Args, report: &mut String) -> anyhow::Result<()> {
         slow.push(run);
     }
     // Near-instant source: the simulated source-controller polls Git every FAST_POLL.
-    story.world.source = SourceController::start(
+    story.world.source = Some(SourceController::start(
         story.client.clone(),
         SourceOptions {
             interval: Some(FAST_POLL),
             url_rewrites: vec![(FLEET_URL.into(), story.git.file_url())],
         },
-    )?;
+    )?);
     let mut fast = Vec::new();
     for i in 0..args.upgrades {
         stagger(i, args.upgrades, FAST_POLL).await;

@@ -125,6 +125,13 @@ pub fn helm_release_progress(release: &HelmRelease, chart_version: Option<&str>)
     if attempted_ours && let Some((reason, message)) = remediation(release) {
         return Progress::Failed { reason, message };
     }
+    // Not while helm-controller is still running the action (`Reconciling=True/Progressing
+    // "Running 'upgrade' action with timeout of <t>"`, patched with lastAttempted* before
+    // the action; observedGeneration only when it returns: AtomicRelease.Reconcile in
+    // helm-controller v1.6.4 internal/reconcile/atomic_release.go). Helm applies the chart
+    // a moment after that patch, then waits up to the timeout: replicas restored before the
+    // apply start pods of the old template, and a StatefulSet (OrderedReady) never replaces
+    // such a pod while it is unready — with the failed version's template, never.
     if !generation_observed(release.metadata.generation, status.observed_generation)
         || !generation_observed(
             release.metadata.generation,
@@ -379,6 +386,29 @@ mod tests {
             Progress::Done
         );
         assert!(!helm_release_progress(&release, Some("1.6.0")).is_done());
+    }
+
+    #[test]
+    fn a_helm_release_is_not_done_while_helm_runs_our_upgrade() {
+        // As helm-controller v1.6.4 leaves it from just before Helm applies the chart to the
+        // end of Helm's wait (e2e rollback.rs on real Flux): attempted generation 5 and our
+        // chart, observedGeneration still 4. Calling that done restored the StatefulSet's
+        // replicas 0.3 s before Helm applied the reverted template, so its first pod was one
+        // of the failed version, never ready, and the StatefulSet stayed stuck on it.
+        let message = "Running 'upgrade' action with timeout of 5m0s";
+        let mut release = helm_release(
+            json!([
+                {"type": "Reconciling", "status": "True", "reason": "Progressing",
+                 "message": message, "lastTransitionTime": "2026-11-23T10:00:00Z",
+                 "observedGeneration": 5},
+                {"type": "Ready", "status": "Unknown", "reason": "Progressing",
+                 "message": message, "lastTransitionTime": "2026-11-23T10:00:00Z",
+                 "observedGeneration": 5}]),
+            "1.4.0+0fc5bc26124a",
+        );
+        release.status.as_mut().unwrap().observed_generation = Some(4);
+        assert!(matches!(helm_release_progress(&release, Some("v1.4.0")),
+                     Progress::Waiting(m) if m.contains("has not acted on its latest spec")));
     }
 
     #[test]

@@ -208,9 +208,10 @@ fn apps_woken_by(
             seen.insert((namespace.clone(), name.clone()), revision);
             all_apps(&apps)
         }
-        WatchedKind::VolumeSnapshot | WatchedKind::Pod | WatchedKind::PersistentVolumeClaim => {
-            Vec::new()
-        }
+        WatchedKind::VolumeSnapshot
+        | WatchedKind::Pod
+        | WatchedKind::PersistentVolumeClaim
+        | WatchedKind::OciRepository => Vec::new(),
     }
 }
 

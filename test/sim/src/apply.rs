@@ -130,6 +130,48 @@ impl Applier {
 
     /// Deletes the object an inventory entry names; already gone is fine.
     pub async fn delete(&self, entry: &Entry) -> Result<()> {
+        let (api, name, kind) = self.api_of(entry).await?;
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {kind}/{name}")),
+        }
+    }
+
+    /// Prunes the object an inventory entry names as kustomize-controller does
+    /// (`deleteObjects` in v1.9.4, fluxcd/pkg/ssa v0.76.1 `ResourceManager.Delete`): only
+    /// while its labels still name `owner` (another Kustomization may have taken it over),
+    /// and never when a label or annotation opts it out ([`PRUNE_EXCLUSIONS`]). Already gone
+    /// and skipped are both settled.
+    pub async fn prune(&self, entry: &Entry, owner: &[(&str, &str)]) -> Result<()> {
+        let (api, name, kind) = self.api_of(entry).await?;
+        let Some(existing) = api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading {kind}/{name} to prune it"))?
+        else {
+            return Ok(());
+        };
+        let meta = &existing.metadata;
+        let value_of = |map: &Option<std::collections::BTreeMap<String, String>>, key: &str| {
+            map.as_ref().and_then(|m| m.get(key)).cloned()
+        };
+        let owned = owner
+            .iter()
+            .all(|(k, v)| value_of(&meta.labels, k).as_deref() == Some(*v));
+        let opted_out = PRUNE_EXCLUSIONS.iter().any(|(k, v)| {
+            [&meta.labels, &meta.annotations]
+                .into_iter()
+                .any(|m| value_of(m, k).is_some_and(|found| found.eq_ignore_ascii_case(v)))
+        });
+        if !owned || opted_out {
+            return Ok(());
+        }
+        self.delete(entry).await
+    }
+
+    /// The API, name and kind of what an inventory entry names.
+    async fn api_of<'e>(&self, entry: &'e Entry) -> Result<(Api<DynamicObject>, &'e str, &'e str)> {
         let (ns, name, group, kind) = entry
             .parts()
             .ok_or_else(|| anyhow!("malformed inventory id {}", entry.id))?;
@@ -144,13 +186,18 @@ impl Applier {
         } else {
             Api::all_with(self.client.clone(), &ar)
         };
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting {kind}/{name}")),
-        }
+        Ok((api, name, kind))
     }
 }
+
+/// Labels and annotations that keep an object from being pruned, as kustomize-controller's
+/// `deleteObjects` (v1.9.4) passes them to fluxcd/pkg/ssa: matched in labels or annotations,
+/// the value case-insensitively (`utils.AnyInMetadata`).
+pub const PRUNE_EXCLUSIONS: [(&str, &str); 3] = [
+    ("kustomize.toolkit.fluxcd.io/prune", "disabled"),
+    ("kustomize.toolkit.fluxcd.io/reconcile", "disabled"),
+    ("kustomize.toolkit.fluxcd.io/ssa", "ignore"),
+];
 
 #[cfg(test)]
 mod tests {

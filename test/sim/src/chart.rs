@@ -11,6 +11,11 @@
 //! - `persistentVolumeClaimRetentionPolicy` (`{whenScaled, whenDeleted}`): copied into a
 //!   StatefulSet's spec as charts commonly expose it;
 //! - `podAnnotations`: extra pod template annotations.
+//!
+//! Its twin for real Helm is `test/sim/charts/app` (the e2e stories on real Flux package
+//! it per version): the same objects, labels on the workload, its claims and its pods
+//! (`app.kubernetes.io/version` is the version the chart was published as, which a pod
+//! webhook reads to mark the pods of a version declared failing).
 
 use crate::faults::NEVER_READY_ANNOTATION;
 use serde_json::{Value, json};
@@ -24,8 +29,13 @@ pub struct Rendered {
     pub manifest: String,
 }
 
-/// Renders the chart `chart` at `version` for release `release` in `namespace`.
-/// `failing` marks the pods as never ready (a broken version).
+/// Renders the chart `chart` at `version` — as helm-controller hands it to Helm, with the
+/// build metadata it may have appended (`1.5.0+<12 hex>` for an OCIRepository chart) — for
+/// release `release` in `namespace`. `failing` marks the pods as never ready (a broken
+/// version). Like `test/sim/charts/app`: the image tag and `app.kubernetes.io/version` are
+/// the version as published (the chart's appVersion there), `helm.sh/chart` is
+/// `<chart>-<.Chart.Version>` with `+` spelled `_` (a label value cannot hold `+`), as
+/// `helm create`'s charts write it.
 pub fn render(
     chart: &str,
     version: &str,
@@ -34,6 +44,8 @@ pub fn render(
     values: &Value,
     failing: bool,
 ) -> Rendered {
+    let chart_version = version;
+    let version = crate::helm::chart_version_without_build(version);
     let repository = values["image"]["repository"]
         .as_str()
         .map(str::to_owned)
@@ -53,7 +65,7 @@ pub fn render(
         "app.kubernetes.io/instance": release,
         "app.kubernetes.io/version": version,
         "app.kubernetes.io/managed-by": "Helm",
-        "helm.sh/chart": format!("{chart}-{version}"),
+        "helm.sh/chart": helm_chart_label(chart, chart_version),
     });
     let selector = json!({"app.kubernetes.io/name": chart, "app.kubernetes.io/instance": release});
     let mut annotations = values["podAnnotations"].clone();
@@ -120,7 +132,7 @@ pub fn render(
             .collect::<Vec<_>>());
     }
     spec["template"] = json!({
-        "metadata": {"labels": selector, "annotations": annotations},
+        "metadata": {"labels": labels, "annotations": annotations},
         "spec": pod_spec,
     });
     let kind = if kind == "Deployment" {
@@ -143,6 +155,17 @@ pub fn render(
         .collect::<Vec<_>>()
         .join("\n");
     Rendered { objects, manifest }
+}
+
+/// `helm.sh/chart` as `helm create`'s `_helpers.tpl` writes it: `printf "%s-%s" .Chart.Name
+/// .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-"`.
+pub fn helm_chart_label(chart: &str, chart_version: &str) -> String {
+    let label: String = format!("{chart}-{chart_version}")
+        .replace('+', "_")
+        .chars()
+        .take(63)
+        .collect();
+    label.trim_end_matches('-').to_owned()
 }
 
 #[cfg(test)]
@@ -181,6 +204,28 @@ mod tests {
         );
         let docs: Vec<Value> = serde_saphyr::from_multiple(&r.manifest).unwrap();
         assert_eq!(docs.iter().filter(|d| d.is_object()).count(), 1);
+    }
+
+    #[test]
+    fn an_oci_chart_version_labels_with_its_digest_and_runs_the_published_version() {
+        let r = render("db", "1.5.0+f020b3f2f52d", "db", "apps", &json!({}), false);
+        let sts = &r.objects[0];
+        assert_eq!(
+            sts["metadata"]["labels"]["helm.sh/chart"],
+            "db-1.5.0_f020b3f2f52d"
+        );
+        assert_eq!(
+            sts["metadata"]["labels"]["app.kubernetes.io/version"],
+            "1.5.0"
+        );
+        assert_eq!(
+            sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"],
+            "1.5.0"
+        );
+        assert_eq!(
+            sts["spec"]["template"]["spec"]["containers"][0]["image"],
+            "ghcr.io/example/db:1.5.0"
+        );
     }
 
     #[test]

@@ -430,6 +430,16 @@ impl GitServer {
     /// [`OTHER_NAME`] and pushes it, like a colleague would: through the `git` CLI in a fresh
     /// clone. Returns the new head sha. Synchronous: when it returns, the push is visible.
     pub fn push_commit(&self, files: &[(&str, &str)], message: &str) -> io::Result<String> {
+        self.push_change(files, &[], message)
+    }
+
+    /// [`push_commit`](Self::push_commit) that also deletes the files at `removed`.
+    pub fn push_change(
+        &self,
+        files: &[(&str, &str)],
+        removed: &[String],
+        message: &str,
+    ) -> io::Result<String> {
         let n = self.scratch.fetch_add(1, Ordering::SeqCst);
         let work = self.root.path().join(format!("scratch-{n}"));
         let work_str = work.to_string_lossy().into_owned();
@@ -451,6 +461,9 @@ impl GitServer {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(&target, contents)?;
+        }
+        for path in removed {
+            std::fs::remove_file(work.join(path))?;
         }
         git(&work, &["add", "--all"])?;
         let author = format!("{OTHER_NAME} <{OTHER_EMAIL}>");

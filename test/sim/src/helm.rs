@@ -537,7 +537,7 @@ async fn release(
     let version = version.as_str();
     let rendered = render(
         chart,
-        chart_version_without_build(version),
+        version,
         &target.name,
         &target.namespace,
         values,
@@ -643,7 +643,7 @@ async fn rollback(
     };
     let rendered = render(
         &to.chart,
-        chart_version_without_build(&to.chart_version),
+        &to.chart_version,
         &target.name,
         &target.namespace,
         &to.values,

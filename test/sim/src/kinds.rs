@@ -116,20 +116,31 @@ pub fn dyn_api(client: &Client, ar: &ApiResource, namespace: &str) -> Api<Dynami
     Api::namespaced_with(client.clone(), namespace, ar)
 }
 
-/// Merge-patches an object's status subresource.
+/// Merge-patches a Flux object's status the way the Flux controllers' patch helper writes it
+/// (fluxcd/pkg/runtime v0.110 `patch.Helper.Patch`: "Patch the conditions first", then the
+/// rest of the status): the conditions in a patch of their own before the other fields, so
+/// a watcher sees e.g. Ready announce a revision that `lastAppliedRevision` does not yet hold.
 pub async fn patch_status(
     api: &Api<DynamicObject>,
     name: &str,
-    status: Value,
+    mut status: Value,
     manager: &str,
 ) -> Result<(), SimError> {
-    api.patch_status(
-        name,
-        &self::manager(manager),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("status patch of {name}: {e}"))?;
+    let conditions = status.as_object_mut().and_then(|s| s.remove("conditions"));
+    let rest = status.as_object().is_some_and(|s| !s.is_empty());
+    let patches = conditions
+        .map(|c| json!({ "conditions": c }))
+        .into_iter()
+        .chain(rest.then_some(status));
+    for patch in patches {
+        api.patch_status(
+            name,
+            &self::manager(manager),
+            &Patch::Merge(json!({ "status": patch })),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("status patch of {name}: {e}"))?;
+    }
     Ok(())
 }
 

@@ -140,6 +140,9 @@ async fn reconcile(cached: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, 
     };
     let v = to_value(&obj);
     if suspended(&v) {
+        if let Some(seen) = suspended_status(&v, obj.metadata.generation) {
+            patch_status(&api, &obj.name_any(), seen, "kustomize-controller").await?;
+        }
         return Ok(Action::await_change());
     }
     let ns = obj.namespace().unwrap_or_default();
@@ -382,7 +385,7 @@ async fn attempt(
         for old in Entry::list_from(&ks["status"]["inventory"]) {
             if !keep.contains(old.id.as_str()) {
                 ctx.applier
-                    .delete(&old)
+                    .prune(&old, &[(NAME_LABEL, name), (NAMESPACE_LABEL, ns)])
                     .await
                     .context("pruning")
                     .map_err(fail("PruneFailed"))?;
@@ -390,4 +393,25 @@ async fn attempt(
         }
     }
     Ok(entries)
+}
+
+/// What kustomize-controller writes for a suspended Kustomization, if anything changed: its
+/// deferred `finalizeStatus` runs for a suspended object too (kustomization_controller.go,
+/// v1.9.4) — `lastHandledReconcileAt` takes a reconcile request, and `observedGeneration`
+/// the generation while Ready is True — though nothing is applied.
+fn suspended_status(ks: &Value, generation: Option<i64>) -> Option<Value> {
+    let status = &ks["status"];
+    let mut seen = serde_json::Map::new();
+    if let Some(at) = requested_at(ks)
+        && status["lastHandledReconcileAt"].as_str() != Some(at.as_str())
+    {
+        seen.insert("lastHandledReconcileAt".into(), json!(at));
+    }
+    let ready = conditions_of(ks)
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if ready && status["observedGeneration"].as_i64() != generation {
+        seen.insert("observedGeneration".into(), json!(generation));
+    }
+    (!seen.is_empty()).then_some(Value::Object(seen))
 }

@@ -1,8 +1,8 @@
 //! The whole simulated world in one call: every sim started against one `kube::Client`
 //! (kubesim or a real cluster), sharing one [`Failures`] handle; dropping it stops them.
 //! On a real control plane, switch off the sims of what runs there for real
-//! ([`WorldOptions::kube_controllers`], [`WorldOptions::snapshot_controller`]); the CSI
-//! driver stand-in and the Flux sims always run.
+//! ([`WorldOptions::kube_controllers`], [`WorldOptions::snapshot_controller`],
+//! [`WorldOptions::flux`]); the CSI driver stand-in always runs.
 //!
 //! ```no_run
 //! # async fn t(client: kube::Client) -> anyhow::Result<()> {
@@ -60,7 +60,9 @@
 //!   does not wait for workloads to become ready — a version fails only when declared
 //!   failing — and a failed release with its whole retry/remediation cycle is settled in
 //!   one reconcile (watchers see the outcome, not each retry). `status.history` timestamps
-//!   are the time of the status write. Release names longer than 53 characters are not
+//!   are the time of the status write. The release Secret is written after the objects are
+//!   applied, as `deployed` at once (Helm writes it `pending-install`/`pending-upgrade`
+//!   first and marks it `deployed` after its wait). Release names longer than 53 characters are not
 //!   shortened as Flux does; a `spec.chart` HelmChart is created and updated but not
 //!   deleted with its HelmRelease.
 //!
@@ -127,6 +129,12 @@ pub struct WorldOptions {
     /// Run the sim of external-snapshotter's snapshot-controller (default `true`). `false`
     /// where the real one runs.
     pub snapshot_controller: bool,
+    /// Run the Flux sims: source (Git, HelmRepository, HelmChart, OCIRepository), kustomize
+    /// and helm controllers (default `true`). `false` where the real Flux controllers run
+    /// (test/realstack's `flux`): then [`World::charts`] and [`World::registry`] are only
+    /// bookkeeping, and [`World::failures`] reaches pods only through whoever marks them
+    /// (on the real stack, e2e's pod webhook).
+    pub flux: bool,
     /// Git URL rewrites for both Flux controllers that read Git (see
     /// [`crate::git_mirror::Mirror::new`]); added to those in `source` and `kustomize`.
     pub git_url_rewrites: Vec<(String, String)>,
@@ -147,6 +155,7 @@ impl Default for WorldOptions {
             pods: PodOptions::default(),
             kube_controllers: true,
             snapshot_controller: true,
+            flux: true,
             git_url_rewrites: Vec::new(),
             failures: None,
             registry: None,
@@ -176,7 +185,7 @@ impl WorldOptions {
 }
 
 /// Every sim, running. Dropping the world stops them all. The sims of the cluster's own
-/// controllers are `None` when switched off in [`WorldOptions`].
+/// controllers and of Flux are `None` when switched off in [`WorldOptions`].
 #[derive(Debug)]
 pub struct World {
     /// Declared failures (chart versions, images, snapshots), shared by the sims.
@@ -186,12 +195,12 @@ pub struct World {
     pub registry: OciRegistry,
     /// The charts published in the simulated Helm repositories (by URL).
     pub charts: ChartRepositories,
-    pub source: SourceController,
-    pub helm_repository: HelmRepositoryController,
-    pub helm_chart: HelmChartController,
-    pub oci: OciSourceController,
-    pub kustomize: KustomizeController,
-    pub helm: HelmController,
+    pub source: Option<SourceController>,
+    pub helm_repository: Option<HelmRepositoryController>,
+    pub helm_chart: Option<HelmChartController>,
+    pub oci: Option<OciSourceController>,
+    pub kustomize: Option<KustomizeController>,
+    pub helm: Option<HelmController>,
     /// The CSI driver stand-in: provisioner, snapshotter sidecar, node plugin.
     pub csi: CsiDriver,
     /// external-snapshotter's snapshot-controller.
@@ -218,18 +227,26 @@ impl World {
         kustomize.url_rewrites.extend(options.git_url_rewrites);
         let charts = ChartRepositories::default();
         let kube = options.kube_controllers;
+        let flux = options.flux;
         Ok(World {
-            source: SourceController::start(client.clone(), source)?,
-            helm_repository: HelmRepositoryController::start(
-                client.clone(),
-                charts.clone(),
-                options.helm_repository,
-            ),
-            helm_chart: HelmChartController::start(client.clone(), charts.clone()),
+            source: flux
+                .then(|| SourceController::start(client.clone(), source))
+                .transpose()?,
+            helm_repository: flux.then(|| {
+                HelmRepositoryController::start(
+                    client.clone(),
+                    charts.clone(),
+                    options.helm_repository,
+                )
+            }),
+            helm_chart: flux.then(|| HelmChartController::start(client.clone(), charts.clone())),
+            oci: flux.then(|| OciSourceController::start(client.clone(), registry.clone())),
+            kustomize: flux
+                .then(|| KustomizeController::start(client.clone(), kustomize))
+                .transpose()?,
+            helm: flux
+                .then(|| HelmController::start(client.clone(), failures.clone(), options.helm)),
             charts,
-            oci: OciSourceController::start(client.clone(), registry.clone()),
-            kustomize: KustomizeController::start(client.clone(), kustomize)?,
-            helm: HelmController::start(client.clone(), failures.clone(), options.helm),
             csi: CsiDriver::start(client.clone(), failures.clone(), options.csi),
             snapshots: options
                 .snapshot_controller

@@ -85,6 +85,18 @@ fn attempted(hr: &DynamicObject, version: &str) -> bool {
         && cond(&v, "Reconciling").is_null()
 }
 
+/// [`attempted`], and the rest of its status written too: helm-controller patches the
+/// conditions first and the other status fields after (fluxcd/pkg/runtime `patch.Helper`),
+/// so Ready can be final while `field` still holds the value before.
+fn attempted_with(hr: &DynamicObject, version: &str, field: &str, value: Value) -> bool {
+    attempted(hr, version) && json_of(hr)["status"][field] == value
+}
+
+/// [`attempted`], and an inventory written.
+fn installed(hr: &DynamicObject, version: &str) -> bool {
+    attempted(hr, version) && json_of(hr)["status"]["inventory"].is_object()
+}
+
 async fn app(env: &Env, annotations: Value, upgrade: Value) -> Api<DynamicObject> {
     seed::namespace(&env.client, "apps").await.unwrap();
     seed::oci_chart(
@@ -114,7 +126,7 @@ async fn app(env: &Env, annotations: Value, upgrade: Value) -> Api<DynamicObject
 async fn helm_release_installs_statefulset_with_pvcs_and_real_release_secrets() {
     let env = env().await;
     let api = app(&env, json!({}), json!({})).await;
-    let hr = wait_for(&api, "db", "install", |o| attempted(o, "1.0.0")).await;
+    let hr = wait_for(&api, "db", "install", |o| installed(o, "1.0.0")).await;
     let v = json_of(&hr);
     assert_eq!(cond(&v, "Ready")["status"], "True", "{v}");
     assert_eq!(cond(&v, "Ready")["reason"], "InstallSucceeded");
@@ -159,7 +171,10 @@ async fn helm_release_installs_statefulset_with_pvcs_and_real_release_secrets() 
         json!({"spec": {"ref": {"tag": "1.1.0"}}}),
     )
     .await;
-    let hr = wait_for(&api, "db", "upgrade", |o| attempted(o, "1.1.0")).await;
+    let hr = wait_for(&api, "db", "upgrade", |o| {
+        attempted(o, "1.1.0") && history(o).len() == 2
+    })
+    .await;
     assert_eq!(cond(&json_of(&hr), "Ready")["reason"], "UpgradeSucceeded");
     assert_eq!(
         history(&hr),
@@ -200,14 +215,16 @@ async fn failing_version_is_remediated_by_rollback_when_retries_allow() {
         json!({"spec": {"ref": {"tag": "2.0.0"}}}),
     )
     .await;
-    let hr = wait_for(&api, "db", "failed upgrade", |o| attempted(o, "2.0.0")).await;
+    let hr = wait_for(&api, "db", "failed upgrade", |o| {
+        attempted_with(o, "2.0.0", "upgradeFailures", json!(2))
+    })
+    .await;
     let v = json_of(&hr);
     assert_eq!(cond(&v, "Ready")["status"], "False");
     assert_eq!(cond(&v, "Released")["reason"], "UpgradeFailed");
     assert_eq!(cond(&v, "Remediated")["status"], "True");
     assert_eq!(cond(&v, "Remediated")["reason"], "RollbackSucceeded");
     assert_eq!(cond(&v, "Stalled")["reason"], "RetriesExceeded");
-    assert_eq!(v["status"]["upgradeFailures"], 2);
     // Two failed attempts, each rolled back to 1.0.0.
     assert_eq!(
         releases(&env, "apps", "db").await,
@@ -327,11 +344,13 @@ async fn failing_version_without_remediation_leaves_pods_unready() {
         json!({"spec": {"ref": {"tag": "1.0.0"}}}),
     )
     .await;
-    let hr = wait_for(&api, "db", "reverted release", |o| attempted(o, "1.0.0")).await;
+    let hr = wait_for(&api, "db", "reverted release", |o| {
+        attempted_with(o, "1.0.0", "upgradeFailures", json!(0))
+    })
+    .await;
     let v = json_of(&hr);
     assert_eq!(cond(&v, "Ready")["reason"], "UpgradeSucceeded", "{v}");
     assert!(cond(&v, "Stalled").is_null());
-    assert_eq!(v["status"]["upgradeFailures"], 0);
     assert_eq!(
         releases(&env, "apps", "db").await[2],
         (3, "deployed".into(), "1.0.0".into())
@@ -419,12 +438,14 @@ async fn failing_install_is_remediated_by_uninstall() {
     .await
     .unwrap();
     let api = dynamic(&env.client, &helm_release(), "apps");
-    let hr = wait_for(&api, "db", "failed install", |o| attempted(o, "1.0.0")).await;
+    let hr = wait_for(&api, "db", "failed install", |o| {
+        attempted_with(o, "1.0.0", "installFailures", json!(2))
+    })
+    .await;
     let v = json_of(&hr);
     assert_eq!(cond(&v, "Released")["reason"], "InstallFailed");
     assert_eq!(cond(&v, "Remediated")["reason"], "UninstallSucceeded");
     assert_eq!(cond(&v, "Stalled")["reason"], "RetriesExceeded");
-    assert_eq!(v["status"]["installFailures"], 2);
     // Flux's default release name with a target namespace; uninstalled without history.
     assert!(releases(&env, "apps", "apps-db").await.is_empty());
     let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), "apps");
@@ -458,7 +479,7 @@ async fn chart_spec_version_renders_a_deployment_in_the_target_namespace() {
     .await
     .unwrap();
     let api = dynamic(&env.client, &helm_release(), "flux-system");
-    let hr = wait_for(&api, "site", "install", |o| attempted(o, "3.1.0")).await;
+    let hr = wait_for(&api, "site", "install", |o| installed(o, "3.1.0")).await;
     let v = json_of(&hr);
     assert_eq!(cond(&v, "Ready")["status"], "True");
     assert_eq!(v["status"]["helmChart"], "flux-system/flux-system-site");
