@@ -5,7 +5,7 @@
 
 use e2e::given::{APP, app, upgrade};
 use fluxgate::api::conditions::find_condition;
-use fluxgate::api::{ManagedApp, Phase, SnapshottedVolume, UpgradeRequest};
+use fluxgate::api::{ManagedApp, SnapshottedVolume};
 use fluxgate::demo::world::wait_until;
 use kube::api::Api;
 use std::time::Duration;
@@ -48,18 +48,7 @@ async fn what_an_upgrade_would_protect_is_visible_before_the_first_one() {
         .create(&story)
         .await
         .unwrap();
-    let done: UpgradeRequest = story
-        .finished("db-dry", Duration::from_secs(60))
-        .await
-        .unwrap();
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
-    let preflight = status
-        .phases
-        .iter()
-        .find(|p| p.name == Phase::Preflight)
-        .and_then(|p| p.message.clone())
-        .unwrap_or_default();
+    let preflight = e2e::then::preflight_message(&story, "db-dry").await;
     for pvc in ["data-db-0", "data-db-1"] {
         let said = format!(
             "would snapshot PVC apps/{pvc} with {} (deletionPolicy Delete)",

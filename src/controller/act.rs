@@ -491,16 +491,7 @@ async fn apply_snapshot_retention(
 /// What the app's rollbacks not finished yet restore from: the snapshots their plans name
 /// and, for one not admitted yet, every snapshot of the upgrade it undoes (by request name).
 async fn pending_restores(cluster: &Cluster, namespace: &str) -> Result<PendingRestores, Problem> {
-    let rollbacks = cluster
-        .list::<RollbackRequest>(namespace)
-        .await
-        .map_err(|e| {
-            Problem::from(ClusterError::api(
-                "listing",
-                format!("RollbackRequests in {namespace}"),
-                e,
-            ))
-        })?;
+    let rollbacks = super::observe::rollback_requests(cluster, namespace).await?;
     let mut pending = PendingRestores::default();
     for rollback in rollbacks.iter() {
         let status = rollback.status.as_ref();

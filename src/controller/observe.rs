@@ -461,17 +461,7 @@ async fn child_rollback(
     app: &ManagedApp,
 ) -> Result<Option<ChildRollback>, Problem> {
     let namespace = app.namespace().unwrap_or_default();
-    let rollbacks = ctx
-        .cluster
-        .list::<RollbackRequest>(&namespace)
-        .await
-        .map_err(|e| {
-            Problem::from(ClusterError::api(
-                "listing",
-                format!("RollbackRequests in {namespace}"),
-                e,
-            ))
-        })?;
+    let rollbacks = rollback_requests(&ctx.cluster, &namespace).await?;
     let mut mine: Vec<Arc<RollbackRequest>> = rollbacks
         .into_iter()
         .filter(|r| r.spec.upgrade_request == request.name)
@@ -484,4 +474,21 @@ async fn child_rollback(
             failure: status.failure.map(|f| f.message),
         }
     }))
+}
+
+/// The RollbackRequests in `namespace`.
+pub(super) async fn rollback_requests(
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<Vec<Arc<RollbackRequest>>, Problem> {
+    cluster
+        .list::<RollbackRequest>(namespace)
+        .await
+        .map_err(|e| {
+            Problem::from(ClusterError::api(
+                "listing",
+                format!("RollbackRequests in {namespace}"),
+                e,
+            ))
+        })
 }
