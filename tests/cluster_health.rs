@@ -7,6 +7,7 @@ use fluxgate::api::{HealthCheck, PlannedWorkload, SourceKind, WorkloadKind};
 use fluxgate::cluster::cache::Cluster;
 use fluxgate::cluster::health::ops::app_health;
 use fluxgate::cluster::snapshots::ops::{apply_retention, snapshots_with};
+use fluxgate::cluster::snapshots::{PendingRestores, RetentionScope};
 use serde_json::json;
 
 fn deployment(name: &str) -> serde_json::Value {
@@ -108,31 +109,58 @@ async fn health_is_reported_object_by_object() {
 }
 
 #[tokio::test]
-async fn retention_keeps_the_newest_snapshots_per_pvc() {
+async fn retention_keeps_the_newest_snapshots_per_pvc_and_every_one_that_matters() {
     let sim = cluster(&["apps"]).await;
-    for (name, pvc) in [
-        ("s1", "data"),
-        ("s2", "data"),
-        ("s3", "data"),
-        ("t1", "logs"),
+    // (name, pvc, app UID, purpose, request UID, request name): oldest first.
+    for (name, pvc, app, purpose, request_uid, request) in [
+        ("s0", "data", "uid-db", "pre-upgrade", "u0", "db-0"),
+        ("s1", "data", "uid-db", "pre-upgrade", "u1", "db-1"),
+        ("s2", "data", "uid-db", "safety", "r2", "db-1-rollback"),
+        ("s3", "data", "uid-db", "pre-upgrade", "u3", "db-3"),
+        ("s4", "data", "uid-db", "pre-upgrade", "u4", "db-4"),
+        ("s5", "data", "uid-db", "pre-upgrade", "u5", "db-5"),
+        // The same name, another app (another namespace's ManagedApp "db").
+        ("o1", "data", "uid-other-db", "pre-upgrade", "o1", "db-x"),
+        ("t1", "logs", "uid-db", "pre-upgrade", "u5", "db-5"),
     ] {
         sim.put(json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-            "metadata": {"name": name, "namespace": "apps", "labels": {"fluxgate.dev/app": "db", "fluxgate.dev/pvc": pvc}},
+            "metadata": {"name": name, "namespace": "apps", "labels": {
+                "fluxgate.dev/app": "db", "fluxgate.dev/app-uid": app, "fluxgate.dev/purpose": purpose,
+                "fluxgate.dev/request-uid": request_uid, "fluxgate.dev/request": request,
+                "fluxgate.dev/pvc": pvc}},
             "spec": {"source": {"persistentVolumeClaimName": pvc}}}))
             .unwrap();
         // Creation timestamps have one-second resolution: keep them apart.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
     let client = Cluster::direct(sim.client());
-    let deleted = apply_retention(&client, "apps", "db", 2, None, jiff::Timestamp::now())
+    // db-3 just succeeded (it is the app's last upgrade, though not its newest snapshot:
+    // s4 and s5 stand for upgrades of a test world's fast clock); a rollback of db-0 waits
+    // for admission.
+    let scope = RetentionScope {
+        app_uid: "uid-db",
+        last_upgrade_uid: "u3",
+        restoring: PendingRestores {
+            upgrades: ["db-0".to_owned()].into(),
+            ..Default::default()
+        },
+        max_count: 1,
+        max_age_secs: None,
+    };
+    let deleted = apply_retention(&client, "apps", &scope, jiff::Timestamp::now())
         .await
         .unwrap();
-    assert_eq!(deleted, vec!["s1".to_owned()]);
+    assert_eq!(
+        deleted,
+        vec!["s4".to_owned(), "s1".to_owned()],
+        "only snapshots nobody may need: not the newest (s5), the last upgrade's (s3), the \
+         safety snapshot (s2), the pending rollback's (s0), nor another app's (o1)"
+    );
     let left: Vec<String> = snapshots_with(&client, "apps", "fluxgate.dev/app=db")
         .await
         .unwrap()
         .into_iter()
         .map(|s| s.metadata.name.unwrap())
         .collect();
-    assert_eq!(left, vec!["s2", "s3", "t1"]);
+    assert_eq!(left, vec!["o1", "s0", "s2", "s3", "s5", "t1"]);
 }

@@ -147,7 +147,12 @@ async fn a_volume_is_snapshotted_once_and_restored_with_its_spec() {
     )
     .unwrap();
     let volume = capture_volume(&original, driver, Some(class.clone()));
-    let wanted = snapshot_for(&volume, "db", "db-1-5-0", "uid-1", &class);
+    let owner = fluxgate::cluster::snapshots::SnapshotOwner {
+        name: "db",
+        uid: "app-uid",
+        purpose: fluxgate::cluster::snapshots::PRE_UPGRADE,
+    };
+    let wanted = snapshot_for(&volume, &owner, "db-1-5-0", "uid-1", &class);
     create_snapshot(&client, &wanted).await.unwrap();
     create_snapshot(&client, &wanted)
         .await

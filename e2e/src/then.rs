@@ -259,3 +259,19 @@ pub fn phase_times(status: &fluxgate::api::RequestStatus) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// What the Preflight phase of dry run `name` told, once it succeeded (panics otherwise).
+pub async fn preflight_message(story: &DemoWorld, name: &str) -> String {
+    let done: UpgradeRequest = story
+        .finished(name, std::time::Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("dry run {name} did not finish: {e:#}"));
+    let status = done.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    status
+        .phases
+        .iter()
+        .find(|p| p.name == Phase::Preflight)
+        .and_then(|p| p.message.clone())
+        .unwrap_or_default()
+}

@@ -42,6 +42,14 @@ use std::time::Duration;
 const JUSTIFIED: &[(&str, &str, &str, &str)] = &[
     // (verb, group, resource, why)
     (
+        "delete",
+        "snapshot.storage.k8s.io",
+        "volumesnapshots",
+        "retention prunes an app's snapshots beyond maxCount (these stories keep fewer than \
+         that, and never the last upgrade's or a safety snapshot), and a request deletes its \
+         snapshots that never became ready (e2e/tests/retention.rs, data_loss.rs)",
+    ),
+    (
         "get",
         "fluxgate.dev",
         "rollbackrequests",

@@ -3,15 +3,22 @@
 //! and snapshot of the app before and after ([`Ledger`]): a rollback whose snapshots were
 //! deleted or broken, a rollback of an upgrade that is no longer the app's last change, a
 //! StatefulSet that deletes its PVCs on scale-down, a snapshot lost in the middle of a
-//! Restore, and the operator killed between a PVC's delete and its recreate.
+//! Restore, the operator killed between a PVC's delete and its recreate, a rollback
+//! without a safety snapshot (the released volumes keep what it replaced) and a snapshot
+//! that fails (deleted when its upgrade ends, so it pins no PVC).
 
 use e2e::checks::{Ledger, content_tokens, operator, put_back_problems, rollback_problems};
 use e2e::given::{self, APP, app};
 use e2e::{then, when};
 use fluxgate::api::conditions::{READY, find_condition};
 use fluxgate::api::{Phase, RestoreState, RollbackRequest, UpgradeRequest};
+use fluxgate::cluster::snapshots::{
+    RECLAIM_POLICY_BEFORE_ANNOTATION, RELEASED_BY_LABEL, RELEASED_CLAIM_ANNOTATION,
+};
 use fluxgate::demo::world::{APP_FILE, DemoWorld, Fleet, wait_until};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,6 +41,8 @@ e2e::on_all_stacks!(
     a_rollback_of_an_upgrade_that_is_no_longer_the_last_change_needs_force,
     a_statefulset_deleting_its_pvcs_on_scale_down_keeps_them_through_upgrade_and_rollback,
     a_snapshot_lost_during_restore_freezes_the_rollback_with_every_byte_accounted_for,
+    a_rollback_without_a_safety_snapshot_keeps_the_replaced_data_on_its_released_volumes,
+    a_snapshot_that_fails_is_deleted_when_its_upgrade_ends_and_pins_no_pvc,
 );
 
 /// Upgrades the app to `version` with request `name` and returns it once it succeeded.
@@ -352,7 +361,10 @@ async fn a_snapshot_lost_during_restore_freezes_the_rollback_with_every_byte_acc
             taken["data-db-0"], taken["data-db-0"]
         ),
         format!(
-            "the data it held is in safety snapshot {}",
+            "the data it held is on PersistentVolume {} (kept: reclaim policy Retain) and in safety snapshot {}",
+            before
+                .volume_of("data-db-0")
+                .expect("bound while being deleted"),
             safety["data-db-0"]
         ),
         "Git still holds v2.0.0 (not reverted)".to_owned(),
@@ -375,13 +387,16 @@ async fn a_snapshot_lost_during_restore_freezes_the_rollback_with_every_byte_acc
         Some(story.app_manifest("v2.0.0"))
     );
 
-    // Every byte accounted for: what data-db-0 held is in its safety snapshot, data-db-1
-    // untouched or restored; the only data gone is what the lost snapshot kept.
+    // Every byte accounted for: what data-db-0 held is in its safety snapshot and on its
+    // released volume, data-db-1 untouched or restored; the only data gone is what the lost
+    // snapshot kept.
     let after = Ledger::read(&story).await;
     assert_eq!(
         after.snapshot(&safety["data-db-0"]),
         before.claim("data-db-0")
     );
+    let old = before.volume_of("data-db-0").unwrap();
+    assert_eq!(after.volumes[old].1.as_deref(), before.claim("data-db-0"));
     let lost = after.lost_since(&before);
     let expected = BTreeMap::from([(
         before
@@ -435,5 +450,134 @@ async fn an_operator_killed_between_a_pvc_delete_and_its_recreate_restores_each_
     let after = Ledger::read(&story).await;
     assert_eq!(after.lost_since(&before), BTreeMap::new());
     assert_eq!(after.lost_since(&at_crash), BTreeMap::new());
+    story.stop().await;
+}
+
+/// Item 3: with `safetySnapshot: false` the released PersistentVolumes are the only copy of
+/// what the rollback replaced, so they must survive: each is set to `Retain` before its PVC
+/// is deleted, labelled with the rollback, listed in its status, and never deleted.
+async fn a_rollback_without_a_safety_snapshot_keeps_the_replaced_data_on_its_released_volumes() {
+    let story = app().running_at("v1.5.0").await;
+    let upgrade = upgraded(&story, "db-up", "v1.6.0").await;
+    let taken = snapshots_by_pvc(&upgrade.status.unwrap());
+    let before = Ledger::read(&story).await;
+    given::rollback("undo", "db-up")
+        .without_safety_snapshot()
+        .create(&story)
+        .await
+        .unwrap();
+    let done: RollbackRequest = story.finished("undo", WAIT).await.unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    assert!(status.snapshots.is_empty(), "no safety snapshot was taken");
+
+    let after = Ledger::read(&story).await;
+    let volumes = Api::<PersistentVolume>::all(story.client.clone());
+    let released = volumes
+        .list(&ListParams::default().labels(&format!("{RELEASED_BY_LABEL}=undo")))
+        .await
+        .unwrap();
+    let mut listed = BTreeMap::new();
+    for pvc in ["data-db-0", "data-db-1"] {
+        let old = before.volume_of(pvc).expect("bound before the rollback");
+        let record = status.restores.iter().find(|r| r.pvc == pvc).unwrap();
+        let kept = record
+            .released_volume
+            .as_ref()
+            .expect("its volume is listed");
+        assert_eq!(kept.name, old, "{pvc}: {record:?}");
+        assert_eq!(kept.reclaim_policy_before, "Delete");
+        listed.insert(kept.name.clone(), pvc);
+        let pv = volumes.get(old).await.unwrap();
+        let spec = pv.spec.clone().unwrap();
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
+        let annotations = pv.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get(RELEASED_CLAIM_ANNOTATION)
+                .map(String::as_str),
+            Some(format!("apps/{pvc}").as_str())
+        );
+        assert_eq!(
+            annotations
+                .get(RECLAIM_POLICY_BEFORE_ANNOTATION)
+                .map(String::as_str),
+            Some("Delete")
+        );
+        // What the PVC held under v1.6.0 is on its old volume; the PVC holds the upgrade's cut.
+        assert_eq!(after.volumes[old].1.as_deref(), before.claim(pvc), "{pvc}");
+        assert_eq!(after.claim(pvc), after.snapshot(&taken[pvc]), "{pvc}");
+        assert_ne!(after.volume_of(pvc), Some(old), "{pvc} has a new volume");
+    }
+    let labelled: BTreeMap<String, &str> = released
+        .items
+        .iter()
+        .map(|pv| {
+            let name = pv.metadata.name.clone().unwrap();
+            let pvc = listed.get(&name).copied().unwrap_or("?");
+            (name, pvc)
+        })
+        .collect();
+    assert_eq!(labelled, listed, "the labelled volumes are those listed");
+    assert_eq!(after.lost_since(&before), BTreeMap::new());
+    assert_eq!(put_back_problems(&story).await, Vec::<String>::new());
+    story.stop().await;
+}
+
+/// Item 6: a snapshot the driver fails is deleted when its upgrade ends, so
+/// external-snapshotter drops `pvc-as-source-protection` from its PVC (kept while any
+/// snapshot of it is not ready) and nothing later waits on a PVC stuck Terminating.
+async fn a_snapshot_that_fails_is_deleted_when_its_upgrade_ends_and_pins_no_pvc() {
+    const PIN: &str = "snapshot.storage.kubernetes.io/pvc-as-source-protection";
+    let story = app().snapshot_timeout("8s").running_at("v1.5.0").await;
+    let before = Ledger::read(&story).await;
+    story
+        .world
+        .failures
+        .fail_snapshots("data-db-1", "quota exceeded");
+    story.upgrade("db-up", "v1.6.0").await.unwrap();
+    let failed: UpgradeRequest = story.finished("db-up", WAIT).await.unwrap();
+    let status = failed.status.unwrap();
+    let failure = status.failure.clone().unwrap();
+    assert_eq!(
+        (status.phase, failure.phase),
+        (Some(Phase::Failed), Phase::Snapshot),
+        "{status:#?}"
+    );
+    let taken = snapshots_by_pvc(&status);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(story.client.clone(), "apps");
+    let settled = wait_until(
+        "the failed snapshot to go and its PVC to be let go",
+        Duration::from_secs(30),
+        async || {
+            let names = then::snapshot_names(&story).await;
+            let pinned = claims
+                .get("data-db-1")
+                .await
+                .ok()?
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f == PIN);
+            (!names.contains(&taken["data-db-1"]) && !pinned).then_some(names)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        settled.contains(&taken["data-db-0"]),
+        "the snapshot that was cut is kept: {settled:?}"
+    );
+    assert_eq!(put_back_problems(&story).await, Vec::<String>::new());
+
+    // The next upgrade goes through, on volumes nothing pins.
+    story.world.failures.clear_snapshot_failures();
+    upgraded(&story, "db-up-again", "v1.6.0").await;
+    let after = Ledger::read(&story).await;
+    assert_eq!(after.lost_since(&before), BTreeMap::new());
     story.stop().await;
 }

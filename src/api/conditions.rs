@@ -13,6 +13,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 /// Condition type of a ManagedApp: Renovate offers an update.
 pub const UPDATE_AVAILABLE: &str = "UpdateAvailable";
+/// ManagedApp: an upgrade would snapshot every volume of the app (`status.protection`).
+pub const PROTECTED: &str = "Protected";
 
 /// Builds a condition; `lastTransitionTime` is settled by [`set_condition`].
 pub fn condition(

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Current","type":"string","jsonPath":".status.current","description":"Versions in Git now"}"#,
     printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.available","description":"Update offered by Renovate"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Protected","type":"string","jsonPath":".status.conditions[?(@.type==\"Protected\")].status","description":"Whether an upgrade snapshots every volume of the app"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
@@ -535,9 +536,43 @@ pub struct ManagedAppStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// What an upgrade of the app would protect now, kept current while no request runs:
+    /// the volumes it would snapshot, the workloads it would stop, and what it cannot
+    /// protect and why. The `Protected` condition sums it up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<Protection>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// What an upgrade would protect, found as an upgrade's Admit finds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Protection {
+    /// The volumes an upgrade snapshots first, each with its VolumeSnapshotClass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshotted: Vec<SnapshottedVolume>,
+    /// The workloads an upgrade stops (scales to zero) while it snapshots, as `Kind
+    /// namespace/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped: Vec<String>,
+    /// What an upgrade cannot protect, or changes for the operation, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unprotected: Vec<String>,
+}
+
+/// A volume an upgrade snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshottedVolume {
+    /// The PersistentVolumeClaim, `namespace/name`.
+    pub pvc: String,
+    /// The VolumeSnapshotClass its snapshot is taken with.
+    pub snapshot_class: String,
+    /// That class's `deletionPolicy`: `Delete` (the cut goes with the VolumeSnapshot) or
+    /// `Retain`.
+    pub deletion_policy: String,
 }
 
 /// How big a step an update is.

@@ -348,6 +348,29 @@ pub struct RestoreRecord {
     /// Why it cannot be restored, when the snapshot is unusable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The PersistentVolume the PVC was bound to before the rollback replaced it: set to
+    /// reclaim policy `Retain` before the PVC was deleted, so the data it held stays on it
+    /// (`Released`) until a person cleans it up or binds it again (docs/operations.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_volume: Option<ReleasedVolume>,
+    /// Set when the restored PVC is larger than its manifest asks for (the snapshot's
+    /// restore size is): what that means for Flux's next apply, and the request to put in
+    /// Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub larger_than_manifest: Option<String>,
+}
+
+/// A PersistentVolume a rollback released: kept with reclaim policy `Retain` and labelled
+/// `fluxgate.dev/released-by: <request>`, never deleted by Fluxgate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasedVolume {
+    /// Name of the PersistentVolume.
+    pub name: String,
+    /// Its `persistentVolumeReclaimPolicy` before the rollback set it to `Retain`: what to
+    /// set it back to once its data is no longer wanted (`Delete` lets the provisioner
+    /// delete the volume and its data).
+    pub reclaim_policy_before: String,
 }
 
 /// What a person reads when a rollback stops after replacing volumes: each volume, what it
@@ -356,9 +379,19 @@ pub fn restores_report(restores: &[RestoreRecord]) -> String {
     restores
         .iter()
         .map(|r| {
-            let kept = match &r.safety_snapshot {
-                Some(safety) => format!("the data it held is in safety snapshot {safety}"),
-                None => "the data it held was not snapshotted (safetySnapshot: false)".to_owned(),
+            let kept = match (&r.released_volume, &r.safety_snapshot) {
+                (Some(pv), Some(safety)) => format!(
+                    "the data it held is on PersistentVolume {} (kept: reclaim policy Retain) and in safety snapshot {safety}",
+                    pv.name
+                ),
+                (Some(pv), None) => format!(
+                    "the data it held is on PersistentVolume {} (kept: reclaim policy Retain; no safety snapshot)",
+                    pv.name
+                ),
+                (None, Some(safety)) => format!("the data it held is in safety snapshot {safety}"),
+                (None, None) => {
+                    "the data it held was not snapshotted (safetySnapshot: false)".to_owned()
+                }
             };
             let why = r
                 .problem
@@ -382,6 +415,22 @@ pub fn restores_report(restores: &[RestoreRecord]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The PersistentVolumes a rollback released, for people: each with the PVC whose data it
+/// holds and its reclaim policy before; empty when none.
+pub fn released_report(restores: &[RestoreRecord]) -> String {
+    restores
+        .iter()
+        .filter_map(|r| {
+            let pv = r.released_volume.as_ref()?;
+            Some(format!(
+                "PersistentVolume {} (the data {} held before; reclaim policy was {})",
+                pv.name, r.pvc, pv.reclaim_policy_before
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The Git commit the request pushed.

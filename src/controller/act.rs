@@ -15,10 +15,14 @@ use crate::cluster::error::ClusterError;
 use crate::cluster::flux::ops::{
     chart_helm_repository, git_source, request_reconcile, set_suspend,
 };
+use crate::cluster::snapshots::ops::{apply_retention, delete_snapshot};
 use crate::cluster::snapshots::ops::{
-    create_claim, create_snapshot, delete_claim, snapshot_and_handle,
+    create_claim, create_snapshot, delete_claim, retain_volume, snapshot_and_handle,
 };
-use crate::cluster::snapshots::{restored_claim, snapshot_for, unusable_for_restore};
+use crate::cluster::snapshots::{
+    PRE_UPGRADE, PendingRestores, RetentionScope, SAFETY, SnapshotOwner, restored_claim,
+    snapshot_for, snapshot_name, unready, unusable_for_restore,
+};
 use crate::cluster::workloads::ops::{scale, set_when_scaled};
 use crate::git::{
     CommitRequest, EditError, EditResult, FileEdit, REQUEST_UID_TRAILER, request_trailers,
@@ -84,6 +88,12 @@ pub async fn perform(
             let Some(app) = acting.app else {
                 return Ok(());
             };
+            // A snapshot that failed or never became ready pins its PVC (external-snapshotter
+            // keeps pvc-as-source-protection on it until every snapshot of it is ready or
+            // gone): the request that took it deletes it as it ends.
+            if finish.result.is_some() {
+                discard_unready_snapshots(cluster, acting).await?;
+            }
             if finish.result == Some(Phase::Succeeded)
                 && acting.request.kind == RequestKind::Upgrade
                 && !acting.request.dry_run
@@ -183,9 +193,18 @@ pub async fn perform(
                 )
             })?;
             let app = needs_app(acting, "a snapshot (labelled with its app)")?;
+            let (name, uid) = (app.name_any(), app.uid().unwrap_or_default());
+            let owner = SnapshotOwner {
+                name: &name,
+                uid: &uid,
+                purpose: match acting.request.kind {
+                    RequestKind::Upgrade => PRE_UPGRADE,
+                    RequestKind::Rollback => SAFETY,
+                },
+            };
             let wanted = snapshot_for(
                 volume,
-                &app.name_any(),
+                &owner,
                 &acting.request.name,
                 &acting.request.uid,
                 &class,
@@ -200,6 +219,19 @@ pub async fn perform(
         } => set_when_scaled(cluster, workload, when_scaled)
             .await
             .map_err(Problem::from),
+        Action::RetainVolume {
+            volume,
+            persistent_volume,
+        } => retain_volume(
+            cluster,
+            persistent_volume,
+            &volume.namespace,
+            &volume.name,
+            &acting.request.name,
+            &acting.request.uid,
+        )
+        .await
+        .map_err(Problem::from),
         Action::DeleteClaim { volume } => {
             // The last look before data is destroyed: the snapshot that will replace it,
             // read fresh, must be fit to restore from, or the PVC stays as it is.
@@ -404,8 +436,10 @@ async fn create_rollback(ctx: &Context, acting: &Acting<'_>, name: &str) -> Resu
 }
 
 /// After a successful upgrade, prunes the app's older snapshots per its retention policy
-/// (never a PVC's newest), in every namespace its volumes live in. Runs before the lock is
-/// released, and again on a retry: pruning is idempotent.
+/// (never a PVC's newest), in every namespace its volumes live in. Only this app's (by its
+/// UID), never a safety snapshot, never one of this upgrade (now the app's last, which a
+/// rollback restores from) nor one a rollback not finished restores from. Runs before the
+/// lock is released, and again on a retry: pruning is idempotent.
 async fn apply_snapshot_retention(
     cluster: &Cluster,
     acting: &Acting<'_>,
@@ -432,21 +466,72 @@ async fn apply_snapshot_retention(
         .plan
         .map(|p| p.volumes.iter().map(|v| v.namespace.as_str()).collect())
         .unwrap_or_default();
+    let app_uid = app.uid().unwrap_or_default();
+    // Read fresh: retention deletes snapshots, and must see every one that exists.
+    let fresh = cluster.fresh();
+    let scope = RetentionScope {
+        app_uid: &app_uid,
+        last_upgrade_uid: &acting.request.uid,
+        restoring: pending_restores(&fresh, &app.namespace().unwrap_or_default()).await?,
+        max_count: usize::try_from(retention.max_count).unwrap_or(usize::MAX),
+        max_age_secs: max_age,
+    };
     let app = app.name_any();
     for namespace in namespaces {
-        // Read fresh: retention deletes snapshots, and must see every one that exists.
-        let deleted = crate::cluster::snapshots::ops::apply_retention(
-            &cluster.fresh(),
-            namespace,
-            &app,
-            usize::try_from(retention.max_count).unwrap_or(usize::MAX),
-            max_age,
-            now,
-        )
-        .await
-        .map_err(Problem::from)?;
+        let deleted = apply_retention(&fresh, namespace, &scope, now)
+            .await
+            .map_err(Problem::from)?;
         if !deleted.is_empty() {
             tracing::info!(%app, %namespace, ?deleted, "snapshot retention pruned old snapshots");
+        }
+    }
+    Ok(())
+}
+
+/// What the app's rollbacks not finished yet restore from: the snapshots their plans name
+/// and, for one not admitted yet, every snapshot of the upgrade it undoes (by request name).
+async fn pending_restores(cluster: &Cluster, namespace: &str) -> Result<PendingRestores, Problem> {
+    let rollbacks = super::observe::rollback_requests(cluster, namespace).await?;
+    let mut pending = PendingRestores::default();
+    for rollback in rollbacks.iter() {
+        let status = rollback.status.as_ref();
+        if status.and_then(|s| s.phase).is_some_and(Phase::is_done) {
+            continue;
+        }
+        match status.and_then(|s| s.plan.as_ref()) {
+            Some(plan) => pending.snapshots.extend(
+                plan.volumes
+                    .iter()
+                    .filter_map(|v| Some((v.namespace.clone(), v.restore_from.clone()?))),
+            ),
+            // Not admitted yet: it will restore from its upgrade's snapshots.
+            None => {
+                pending
+                    .upgrades
+                    .insert(rollback.spec.upgrade_request.clone());
+            }
+        }
+    }
+    Ok(pending)
+}
+
+/// Deletes the request's snapshots that are not ready to use (failed, or still being cut
+/// when the request ended), read fresh; a ready one is never touched here.
+async fn discard_unready_snapshots(cluster: &Cluster, acting: &Acting<'_>) -> Result<(), Problem> {
+    let Some(plan) = acting.plan else {
+        return Ok(());
+    };
+    let fresh = cluster.fresh();
+    for volume in &plan.volumes {
+        let name = snapshot_name(&acting.request.uid, &volume.name);
+        let found = crate::cluster::snapshots::ops::snapshot(&fresh, &volume.namespace, &name)
+            .await
+            .map_err(Problem::from)?;
+        if found.as_ref().is_some_and(unready) {
+            tracing::info!(request = %acting.request.name, snapshot = %name, "deleting a snapshot that never became ready");
+            delete_snapshot(&fresh, &volume.namespace, &name)
+                .await
+                .map_err(Problem::from)?;
         }
     }
     Ok(())

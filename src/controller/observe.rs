@@ -17,11 +17,11 @@ use crate::cluster::flux::ops::{apply_progress, get, get_typed, helm_release_hol
 use crate::cluster::flux::progress::{remediation_for, retried_failure};
 use crate::cluster::health::ops::app_health;
 use crate::cluster::snapshots::ops::{
-    claim, content_handle, snapshot, snapshot_and_handle, storage_class,
+    claim, content_handle, released_volumes, snapshot, snapshot_and_handle, storage_class,
 };
 use crate::cluster::snapshots::{
-    RESTORED_FROM_ANNOTATION, binds_on_first_consumer, bound_content, snapshot_name,
-    unusable_for_restore,
+    RESTORED_FROM_ANNOTATION, RESTORED_LARGER_ANNOTATION, binds_on_first_consumer, bound_content,
+    snapshot_name, unusable_for_restore,
 };
 use crate::cluster::workloads::PodMount;
 use crate::cluster::workloads::ops::{mounts, replicas, when_scaled};
@@ -77,6 +77,12 @@ pub async fn observe_phase(
         let fresh = ctx.cluster.fresh();
         observed.claims = claims_of(&fresh, plan).await?;
         observed.claims_read = true;
+        observed.released = released_volumes(&fresh, &request.uid)
+            .await
+            .map_err(Problem::from)?
+            .into_iter()
+            .map(|(namespace, pvc, volume)| (ObjectKey::claim_named(&namespace, &pvc), volume))
+            .collect();
         observed.sources = sources_of(&fresh, plan, &observed.claims).await?;
     }
     if needs.commit {
@@ -189,6 +195,12 @@ async fn claims_of(
                 restored_from,
                 bound,
                 waits_for_first_consumer: waits,
+                volume: pvc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.clone())
+                    .filter(|v| !v.is_empty()),
+                larger_than_manifest: pvc.annotations().get(RESTORED_LARGER_ANNOTATION).cloned(),
             },
         );
     }
@@ -449,17 +461,7 @@ async fn child_rollback(
     app: &ManagedApp,
 ) -> Result<Option<ChildRollback>, Problem> {
     let namespace = app.namespace().unwrap_or_default();
-    let rollbacks = ctx
-        .cluster
-        .list::<RollbackRequest>(&namespace)
-        .await
-        .map_err(|e| {
-            Problem::from(ClusterError::api(
-                "listing",
-                format!("RollbackRequests in {namespace}"),
-                e,
-            ))
-        })?;
+    let rollbacks = rollback_requests(&ctx.cluster, &namespace).await?;
     let mut mine: Vec<Arc<RollbackRequest>> = rollbacks
         .into_iter()
         .filter(|r| r.spec.upgrade_request == request.name)
@@ -472,4 +474,21 @@ async fn child_rollback(
             failure: status.failure.map(|f| f.message),
         }
     }))
+}
+
+/// The RollbackRequests in `namespace`.
+pub(super) async fn rollback_requests(
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<Vec<Arc<RollbackRequest>>, Problem> {
+    cluster
+        .list::<RollbackRequest>(namespace)
+        .await
+        .map_err(|e| {
+            Problem::from(ClusterError::api(
+                "listing",
+                format!("RollbackRequests in {namespace}"),
+                e,
+            ))
+        })
 }

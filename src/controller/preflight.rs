@@ -119,6 +119,22 @@ pub async fn preflight(ctx: &Context, app: &ManagedApp, plan: &Plan) -> Result<S
             .await?;
         }
     }
+    // What the real run would protect, as the ManagedApp's status says it.
+    let (protection, _) = crate::cluster::discovery::ops::protection(&ctx.cluster, app)
+        .await
+        .map_err(Problem::from)?;
+    notes.extend(protection.snapshotted.iter().map(|v| {
+        format!(
+            "would snapshot PVC {} with {} (deletionPolicy {})",
+            v.pvc, v.snapshot_class, v.deletion_policy
+        )
+    }));
+    notes.extend(
+        protection
+            .unprotected
+            .iter()
+            .map(|u| format!("NOT PROTECTED: {u}")),
+    );
     Ok(notes.join("; "))
 }
 

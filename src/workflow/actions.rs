@@ -39,6 +39,13 @@ pub enum Action {
         versions: BTreeMap<String, String>,
         subject: String,
     },
+    /// Set the PersistentVolume a PVC is bound to to reclaim policy `Retain` and label it
+    /// as released by this request (its policy before kept in an annotation), so deleting
+    /// the PVC releases the volume and its data instead of destroying them.
+    RetainVolume {
+        volume: PlannedVolume,
+        persistent_volume: String,
+    },
     /// Delete a PVC so it can be recreated from its snapshot (`volume.restore_from`), which
     /// is read once more right before: the PVC is left alone unless it can be restored.
     DeleteClaim { volume: PlannedVolume },

@@ -4,7 +4,7 @@
 
 use crate::api::{
     CommitRecord, FluxObjectKind, Phase, Plan, PlannedFluxObject, PlannedVolume, PlannedWorkload,
-    WorkloadKind,
+    ReleasedVolume, WorkloadKind,
 };
 use crate::cluster::flux::progress::Progress;
 use crate::cluster::health::HealthReport;
@@ -199,6 +199,12 @@ pub struct ClaimState {
     pub bound: bool,
     /// Its StorageClass binds on first consumer, so `Bound` is not to be waited for.
     pub waits_for_first_consumer: bool,
+    /// The PersistentVolume it is bound to (`spec.volumeName`), whose data a delete would
+    /// release.
+    pub volume: Option<String>,
+    /// Why a restored claim is larger than its manifest asks for (its
+    /// `fluxgate.dev/restored-larger` annotation).
+    pub larger_than_manifest: Option<String>,
 }
 
 /// The request's commit, looked up in Git by its `Fluxgate-Request-UID` trailer.
@@ -262,6 +268,10 @@ pub struct Observed {
     pub claims: BTreeMap<ObjectKey, ClaimState>,
     /// Whether `claims` was read this reconcile (an absent claim then means it is gone).
     pub claims_read: bool,
+    /// The PersistentVolumes this request has set to `Retain` before deleting their PVCs,
+    /// by the claim they were bound to (read with `claims`, from the volumes' own labels
+    /// and annotations, so a status write lost in a crash loses none of them).
+    pub released: BTreeMap<ObjectKey, ReleasedVolume>,
     /// The snapshot each volume of a rollback is restored from, read fresh, by
     /// `namespace/pvc`: `Ok` when it can be restored from, else why not (see
     /// [`crate::cluster::snapshots::unusable_for_restore`]).

@@ -5,7 +5,7 @@ use super::*;
 use crate::api::conditions::find_condition;
 use crate::api::{
     CommitRecord, FluxObjectKind, OnFailure, Phase, PhaseOutcome, Plan, PlannedFluxObject,
-    PlannedVolume, PlannedWorkload, RequestStatus, RestoreState, WorkloadKind,
+    PlannedVolume, PlannedWorkload, ReleasedVolume, RequestStatus, RestoreState, WorkloadKind,
 };
 use crate::cluster::flux::progress::Progress;
 use crate::cluster::health::{HealthReport, ObjectHealth};
@@ -1083,6 +1083,89 @@ fn a_rollback_restores_one_volume_at_a_time_and_each_once() {
     assert_eq!(
         kept,
         vec![Some("fluxgate-rb-data-db-0"), Some("fluxgate-rb-data-db-1")]
+    );
+}
+
+#[test]
+fn a_pvc_is_deleted_only_after_its_volume_is_kept_and_the_kept_volume_is_reported() {
+    let rollback = request(RequestKind::Rollback);
+    let policy = app(OnFailure::Rollback);
+    let status = restoring();
+    let mut observed = world(&rollback_plan(), 1);
+    let bound_to = |pv: &str| {
+        Some(ClaimState {
+            bound: true,
+            volume: Some(pv.into()),
+            ..Default::default()
+        })
+    };
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", bound_to("pv-0")),
+            ("data-db-1", bound_to("pv-1")),
+        ],
+    );
+    let d = decide(&rollback, &policy, &status, &observed);
+    assert!(
+        matches!(&d.actions[..], [
+            Action::RetainVolume { volume, persistent_volume },
+            Action::DeleteClaim { volume: deleted },
+        ] if volume.name == "data-db-0" && persistent_volume == "pv-0" && deleted.name == "data-db-0"),
+        "the volume is kept before its claim is deleted, in the same step: {:?}",
+        d.actions
+    );
+    // A crash after the volume was kept and before the delete: the volume's own labels say
+    // it is kept, so the repeat only deletes.
+    let kept = ReleasedVolume {
+        name: "pv-0".into(),
+        reclaim_policy_before: "Delete".into(),
+    };
+    observed
+        .released
+        .insert(ObjectKey::claim_named("apps", "data-db-0"), kept.clone());
+    let d = decide(&rollback, &policy, &status, &observed);
+    assert!(
+        matches!(&d.actions[..], [Action::DeleteClaim { volume }] if volume.name == "data-db-0"),
+        "{:?}",
+        d.actions
+    );
+    // Once the claim is gone (and the status write of that step was lost), the kept volume
+    // is read back from the cluster into the status, and stays there once restored.
+    claims(
+        &mut observed,
+        &[("data-db-0", None), ("data-db-1", bound_to("pv-1"))],
+    );
+    let d = decide(&rollback, &policy, &status, &observed);
+    assert_eq!(d.status.restores[0].released_volume, Some(kept.clone()));
+    assert_eq!(d.status.restores[1].released_volume, None);
+    let after = d.status.clone();
+    let mut later = observed.clone();
+    later.claims_read = false;
+    later.released.clear();
+    let d = decide(&rollback, &policy, &after, &later);
+    assert_eq!(d.status.restores[0].released_volume, Some(kept));
+    let report = crate::api::restores_report(&d.status.restores);
+    assert!(
+        report.contains("on PersistentVolume pv-0 (kept: reclaim policy Retain) and in safety snapshot fluxgate-rb-data-db-0"),
+        "{report}"
+    );
+    assert!(crate::api::released_report(&d.status.restores).contains(
+        "PersistentVolume pv-0 (the data data-db-0 held before; reclaim policy was Delete)"
+    ),);
+    // An unbound claim has no volume to keep: it is only deleted.
+    claims(
+        &mut observed,
+        &[
+            ("data-db-0", restored("data-db-0")),
+            ("data-db-1", Some(ClaimState::default())),
+        ],
+    );
+    let d = decide(&rollback, &policy, &status, &observed);
+    assert!(
+        matches!(&d.actions[..], [Action::DeleteClaim { volume }] if volume.name == "data-db-1"),
+        "{:?}",
+        d.actions
     );
 }
 

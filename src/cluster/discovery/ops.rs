@@ -356,3 +356,81 @@ async fn note_autoscalers(
     }
     Ok(())
 }
+
+/// What an upgrade of `app` would protect now (SPEC §8), found as Admit finds it: the
+/// volumes it would snapshot with their class and its `deletionPolicy`, the workloads it
+/// would stop, and what it cannot protect (a volume that is not CSI or has no usable
+/// snapshot class, snapshots turned off) or changes for the operation (a StatefulSet that
+/// deletes its PVCs on scale-down), each with why. Also whether every volume is protected.
+pub async fn protection(
+    cluster: &Cluster,
+    app: &crate::api::ManagedApp,
+) -> Result<(crate::api::Protection, bool), ClusterError> {
+    use crate::api::{Protection, SnapshottedVolume};
+    let snapshots = &app.spec.snapshots;
+    let selection = VolumeSelection {
+        include: &snapshots.include,
+        exclude: &snapshots.exclude,
+        class_name: snapshots.class_name.as_deref(),
+        classes: None,
+    };
+    let inventory = discover_app(
+        cluster,
+        app.spec.source.kind,
+        &app.source_namespace(),
+        &app.spec.source.name,
+        &selection,
+    )
+    .await?;
+    let mut found = Protection::default();
+    for workload in &inventory.workloads {
+        let what = format!(
+            "{:?} {}/{}",
+            workload.kind, workload.namespace, workload.name
+        );
+        if workload.claim_retention.is_some() {
+            found.unprotected.push(format!(
+                "{what} deletes its PVCs on scale-down (persistentVolumeClaimRetentionPolicy.whenScaled: Delete): \
+                 an operation sets it to Retain while it runs and puts it back after"
+            ));
+        }
+        found.stopped.push(what);
+    }
+    if !snapshots.enabled {
+        found.unprotected.push(format!(
+            "snapshots are off (spec.snapshots.enabled: false): none of the app's {} volumes is snapshotted, \
+             and a rollback has nothing to restore from",
+            inventory.volumes.len()
+        ));
+        return Ok((found, inventory.volumes.is_empty()));
+    }
+    let classes = crate::cluster::snapshots::ops::classes(cluster).await?;
+    let mut every_volume = true;
+    for volume in &inventory.volumes {
+        let pvc = format!("{}/{}", volume.namespace, volume.name);
+        let Some(driver) = volume.csi_driver.as_deref() else {
+            every_volume = false;
+            found.unprotected.push(format!(
+                "PVC {pvc} is not a CSI volume, so it cannot be snapshotted (an upgrade refuses to start \
+                 while it is included): exclude it with spec.snapshots.exclude and back it up another way"
+            ));
+            continue;
+        };
+        match class_for_driver(driver, selection.class_name, &classes) {
+            Ok(class) => found.snapshotted.push(SnapshottedVolume {
+                pvc,
+                deletion_policy: classes
+                    .iter()
+                    .find(|c| c.metadata.name.as_deref() == Some(class.as_str()))
+                    .map(|c| c.deletion_policy.clone())
+                    .unwrap_or_default(),
+                snapshot_class: class,
+            }),
+            Err(why) => {
+                every_volume = false;
+                found.unprotected.push(format!("PVC {pvc}: {why}"));
+            }
+        }
+    }
+    Ok((found, every_volume))
+}

@@ -6,8 +6,8 @@ pub mod ops;
 
 use crate::api::PlannedVolume;
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedObjectReference,
-    VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedLocalObjectReference,
+    TypedObjectReference, VolumeResourceRequirements,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -23,6 +23,16 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "snapshot.storage.kubernetes.io/is-de
 /// is longer: see [`crate::cluster::labels`]); the annotation of the same key holds the
 /// full name.
 pub const APP_LABEL: &str = "fluxgate.dev/app";
+/// Label on snapshots: the UID of the ManagedApp they protect. Retention selects by it, so
+/// two apps of the same name (in different namespaces, their volumes in one) never prune
+/// each other's snapshots.
+pub const APP_UID_LABEL: &str = "fluxgate.dev/app-uid";
+/// Label on snapshots: why they were taken, [`PRE_UPGRADE`] or [`SAFETY`].
+pub const PURPOSE_LABEL: &str = "fluxgate.dev/purpose";
+/// An upgrade's snapshot of the data before it: what a rollback restores from.
+pub const PRE_UPGRADE: &str = "pre-upgrade";
+/// A rollback's snapshot of the data it replaces: never pruned.
+pub const SAFETY: &str = "safety";
 /// Label on snapshots: the name of the request that took them (shortened like the app's;
 /// full name in the annotation of the same key).
 pub const REQUEST_LABEL: &str = "fluxgate.dev/request";
@@ -34,6 +44,17 @@ pub const PVC_LABEL: &str = "fluxgate.dev/pvc";
 /// Annotation on a restored PVC: the snapshot it was restored from (so it is never
 /// restored twice).
 pub const RESTORED_FROM_ANNOTATION: &str = "fluxgate.dev/restored-from";
+
+/// Label on a PersistentVolume a rollback released: the request that deleted its PVC
+/// (shortened like the app's; full name in the annotation of the same key).
+pub const RELEASED_BY_LABEL: &str = "fluxgate.dev/released-by";
+/// Label on a PersistentVolume a rollback released: the UID of that request.
+pub const RELEASED_BY_UID_LABEL: &str = "fluxgate.dev/released-by-uid";
+/// Annotation on a released PersistentVolume: the PVC it held the data of, `namespace/name`.
+pub const RELEASED_CLAIM_ANNOTATION: &str = "fluxgate.dev/released-claim";
+/// Annotation on a released PersistentVolume: its `persistentVolumeReclaimPolicy` before the
+/// rollback set it to `Retain` (written once, so a repeat after a crash keeps the original).
+pub const RECLAIM_POLICY_BEFORE_ANNOTATION: &str = "fluxgate.dev/reclaim-policy-before";
 
 /// Where a snapshot's data comes from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -201,16 +222,31 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The VolumeSnapshot a request takes of a planned volume, labelled with app, request and
-/// PVC (label values within the API's limits, the full names in annotations).
+/// Whose snapshot it is and why: the ManagedApp (name and UID) and [`PRE_UPGRADE`] or
+/// [`SAFETY`].
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotOwner<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub purpose: &'static str,
+}
+
+/// The VolumeSnapshot a request takes of a planned volume, labelled with app (name and
+/// UID), purpose, request and PVC (label values within the API's limits, the full names in
+/// annotations).
 pub fn snapshot_for(
     volume: &PlannedVolume,
-    app: &str,
+    app: &SnapshotOwner<'_>,
     request: &str,
     request_uid: &str,
     class: &str,
 ) -> VolumeSnapshot {
-    let mut labels = BTreeMap::from([(REQUEST_UID_LABEL.to_owned(), request_uid.to_owned())]);
+    let mut labels = BTreeMap::from([
+        (REQUEST_UID_LABEL.to_owned(), request_uid.to_owned()),
+        (APP_UID_LABEL.to_owned(), app.uid.to_owned()),
+        (PURPOSE_LABEL.to_owned(), app.purpose.to_owned()),
+    ]);
+    let app = app.name;
     let mut annotations = BTreeMap::new();
     for (key, name) in [
         (APP_LABEL, app),
@@ -272,7 +308,9 @@ pub fn capture_volume(
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| {
-            k != RESTORED_FROM_ANNOTATION && !SYSTEM_ANNOTATIONS.iter().any(|p| k.starts_with(p))
+            k != RESTORED_FROM_ANNOTATION
+                && k != RESTORED_LARGER_ANNOTATION
+                && !SYSTEM_ANNOTATIONS.iter().any(|p| k.starts_with(p))
         })
         .collect();
     PlannedVolume {
@@ -291,24 +329,71 @@ pub fn capture_volume(
     }
 }
 
+/// Annotation on a restored PVC that had to be made larger than its manifest asks for (the
+/// snapshot's restore size is above the captured request): what it asks, what it got, and
+/// what that means for the next Flux apply.
+pub const RESTORED_LARGER_ANNOTATION: &str = "fluxgate.dev/restored-larger";
+/// kustomize-controller's annotation that makes it leave an object in the cluster as it is
+/// (fluxcd/kustomize-controller v1.9.4 `ExclusionSelector`, matched on the in-cluster
+/// object too by fluxcd/pkg/ssa v0.76.1 `shouldSkipApply`).
+pub const KUSTOMIZE_SSA_ANNOTATION: &str = "kustomize.toolkit.fluxcd.io/ssa";
+/// kustomize-controller labels every object it applies with its Kustomization's name.
+const KUSTOMIZE_NAME_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
+
 /// The PVC to recreate from `snapshot`: the captured spec (storage class, access modes,
-/// volume mode, labels, annotations), size `max(original, restoreSize)`, `dataSourceRef`
-/// to the snapshot, and an annotation naming the snapshot it came from.
+/// volume mode, labels, annotations), `dataSource` and `dataSourceRef` both naming the
+/// snapshot (older clusters and some provisioners read only one), and an annotation naming
+/// the snapshot it came from. Its size is the captured request, or the snapshot's restore
+/// size when that is larger (a provisioner refuses a volume smaller than its source).
+///
+/// A larger claim cannot be applied back to the manifest's request: the API server refuses
+/// a bound claim's request below its capacity (422, `field can not be less than
+/// status.capacity`; ValidatePersistentVolumeClaimUpdate, k8s.io/kubernetes v1.36.3), and
+/// fluxcd/pkg/ssa counts that as an immutable-field error — the Kustomization fails, or
+/// with `force` deletes and recreates the claim empty. So a larger claim that
+/// kustomize-controller applies is marked for it to leave alone (`ssa: Ignore`), and every
+/// larger claim says so in [`RESTORED_LARGER_ANNOTATION`] for the person to raise the
+/// request in Git (helm-controller has no such switch: its upgrade fails until then).
 pub fn restored_claim(
     volume: &PlannedVolume,
     snapshot: &str,
     restore_size: Option<&Quantity>,
 ) -> PersistentVolumeClaim {
+    let mut annotations = volume.annotations.clone();
+    annotations.insert(RESTORED_FROM_ANNOTATION.to_owned(), snapshot.to_owned());
     let size = match restore_size {
         Some(restore)
             if quantity_bytes(restore).unwrap_or(0) > quantity_bytes(&volume.size).unwrap_or(0) =>
         {
+            let by_kustomize = volume.labels.contains_key(KUSTOMIZE_NAME_LABEL);
+            let effect = if by_kustomize {
+                annotations.insert(KUSTOMIZE_SSA_ANNOTATION.to_owned(), "Ignore".to_owned());
+                format!(
+                    "kustomize-controller leaves it alone ({KUSTOMIZE_SSA_ANNOTATION}: Ignore) until Git asks for at least {} and the annotation is removed",
+                    restore.0
+                )
+            } else {
+                format!(
+                    "an apply of the manifest's {} is refused by the API server until Git asks for at least {}",
+                    volume.size.0, restore.0
+                )
+            };
+            annotations.insert(
+                RESTORED_LARGER_ANNOTATION.to_owned(),
+                format!(
+                    "restored at {} (the snapshot's restore size), larger than the {} its manifest asks for: {effect}",
+                    restore.0, volume.size.0
+                ),
+            );
             restore.clone()
         }
         _ => volume.size.clone(),
     };
-    let mut annotations = volume.annotations.clone();
-    annotations.insert(RESTORED_FROM_ANNOTATION.to_owned(), snapshot.to_owned());
+    let source = TypedLocalObjectReference {
+        api_group: Some("snapshot.storage.k8s.io".to_owned()),
+        kind: "VolumeSnapshot".to_owned(),
+        name: snapshot.to_owned(),
+    };
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(volume.name.clone()),
@@ -326,11 +411,12 @@ pub fn restored_claim(
                 ..Default::default()
             }),
             data_source_ref: Some(TypedObjectReference {
-                api_group: Some("snapshot.storage.k8s.io".to_owned()),
-                kind: "VolumeSnapshot".to_owned(),
-                name: snapshot.to_owned(),
+                api_group: source.api_group.clone(),
+                kind: source.kind.clone(),
+                name: source.name.clone(),
                 namespace: None,
             }),
+            data_source: Some(source),
             ..Default::default()
         }),
         status: None,
@@ -470,10 +556,86 @@ pub struct RetainedSnapshot {
     pub pvc: String,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// A rollback may still need it (the app's last upgrade took it, or a rollback not
+    /// finished restores from it): counted, never deleted.
+    pub needed: bool,
+}
+
+/// Whose snapshots retention looks at and which it must keep besides the newest.
+#[derive(Clone, Debug)]
+pub struct RetentionScope<'a> {
+    /// The ManagedApp's UID: only snapshots labelled with it are considered.
+    pub app_uid: &'a str,
+    /// The UID of the app's last upgrade (the one that just succeeded): a rollback of it
+    /// restores from its snapshots.
+    pub last_upgrade_uid: &'a str,
+    /// What rollbacks not finished restore from.
+    pub restoring: PendingRestores,
+    /// How many of each PVC's snapshots to keep.
+    pub max_count: usize,
+    /// How old a snapshot may grow, in seconds.
+    pub max_age_secs: Option<i64>,
+}
+
+/// The snapshots rollbacks not finished yet restore from.
+#[derive(Clone, Debug, Default)]
+pub struct PendingRestores {
+    /// `(namespace, name)` of each snapshot named in an admitted rollback's plan.
+    pub snapshots: std::collections::BTreeSet<(String, String)>,
+    /// Names of the upgrades that rollbacks not yet admitted undo.
+    pub upgrades: std::collections::BTreeSet<String>,
+}
+
+impl RetentionScope<'_> {
+    /// Whether retention may look at `snapshot` at all, and if so, as a [`RetainedSnapshot`]
+    /// (`needed` when a rollback may restore from it). Safety snapshots and other apps'
+    /// snapshots are left out; so is one whose PVC cannot be told.
+    pub fn candidate(&self, snapshot: &VolumeSnapshot) -> Option<RetainedSnapshot> {
+        let labels = snapshot.metadata.labels.as_ref()?;
+        let annotations = snapshot.metadata.annotations.as_ref();
+        if labels.get(APP_UID_LABEL).map(String::as_str) != Some(self.app_uid)
+            || labels.get(PURPOSE_LABEL).map(String::as_str) == Some(SAFETY)
+        {
+            return None;
+        }
+        let name = snapshot.metadata.name.clone()?;
+        let namespace = snapshot.metadata.namespace.clone().unwrap_or_default();
+        let pvc = snapshot
+            .spec
+            .source
+            .persistent_volume_claim_name
+            .clone()
+            .or_else(|| annotations.and_then(|a| a.get(PVC_LABEL)).cloned())
+            .or_else(|| labels.get(PVC_LABEL).cloned())?;
+        let of_upgrade = |upgrade: &str| {
+            crate::cluster::labels::names(Some(labels), annotations, REQUEST_LABEL, upgrade)
+        };
+        let needed = labels.get(REQUEST_UID_LABEL).map(String::as_str)
+            == Some(self.last_upgrade_uid)
+            || self
+                .restoring
+                .snapshots
+                .contains(&(namespace, name.clone()))
+            || self.restoring.upgrades.iter().any(|u| of_upgrade(u));
+        Some(RetainedSnapshot {
+            name,
+            pvc,
+            created: snapshot.metadata.creation_timestamp.as_ref()?.0.as_second(),
+            needed,
+        })
+    }
+}
+
+/// Whether a snapshot is not fit to keep for its request: it reports an error or is not
+/// ready to use (a request ending leaves it pinning its PVC otherwise).
+pub fn unready(snapshot: &VolumeSnapshot) -> bool {
+    let status = snapshot.status.as_ref();
+    status.and_then(|s| s.ready_to_use) != Some(true)
+        || status.and_then(|s| s.error.as_ref()).is_some()
 }
 
 /// The snapshots retention deletes: per PVC, all but the newest `max_count`, and those
-/// older than `max_age_secs` — but never a PVC's newest snapshot.
+/// older than `max_age_secs` — but never a PVC's newest snapshot, nor one still needed.
 pub fn expired_snapshots(
     snapshots: &[RetainedSnapshot],
     max_count: usize,
@@ -490,7 +652,7 @@ pub fn expired_snapshots(
         for (index, snapshot) in list.iter().enumerate().skip(1) {
             let too_many = index >= max_count.max(1);
             let too_old = max_age_secs.is_some_and(|age| now - snapshot.created > age);
-            if too_many || too_old {
+            if (too_many || too_old) && !snapshot.needed {
                 expired.push(snapshot.name.clone());
             }
         }
@@ -663,7 +825,12 @@ mod tests {
             name: format!("postgres-database-storage-{app}-0"),
             ..volume()
         };
-        let snapshot = snapshot_for(&volume, &app, &request, "uid-1", "csi-hostpath");
+        let owner = SnapshotOwner {
+            name: &app,
+            uid: "app-uid",
+            purpose: PRE_UPGRADE,
+        };
+        let snapshot = snapshot_for(&volume, &owner, &request, "uid-1", "csi-hostpath");
         let labels = snapshot.metadata.labels.clone().unwrap();
         let annotations = snapshot.metadata.annotations.clone().unwrap();
         for (key, full) in [
@@ -689,9 +856,16 @@ mod tests {
 
     #[test]
     fn a_snapshot_is_labelled_with_app_request_and_pvc() {
-        let snapshot = snapshot_for(&volume(), "db", "db-1-5-0", "uid-1", "csi-hostpath");
+        let owner = SnapshotOwner {
+            name: "db",
+            uid: "app-uid",
+            purpose: SAFETY,
+        };
+        let snapshot = snapshot_for(&volume(), &owner, "db-1-5-0", "uid-1", "csi-hostpath");
         let labels = snapshot.metadata.labels.unwrap();
         assert_eq!(labels[APP_LABEL], "db");
+        assert_eq!(labels[APP_UID_LABEL], "app-uid");
+        assert_eq!(labels[PURPOSE_LABEL], "safety");
         assert_eq!(labels[REQUEST_UID_LABEL], "uid-1");
         assert_eq!(labels[PVC_LABEL], "data-db-0");
         assert_eq!(snapshot.metadata.namespace.as_deref(), Some("apps"));
@@ -716,14 +890,50 @@ mod tests {
             Quantity("12Gi".into())
         );
         assert_eq!(spec.data_source_ref.as_ref().unwrap().name, "snap-1");
+        let source = spec.data_source.as_ref().unwrap();
+        assert_eq!(
+            (
+                source.api_group.as_deref(),
+                source.kind.as_str(),
+                source.name.as_str()
+            ),
+            (Some("snapshot.storage.k8s.io"), "VolumeSnapshot", "snap-1"),
+            "dataSource too, equal to dataSourceRef as the API server requires"
+        );
         assert_eq!(claim.metadata.labels.as_ref().unwrap()["app"], "db");
         let annotations = claim.metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations["backup.example.com/tier"], "gold");
+        assert!(
+            annotations[RESTORED_LARGER_ANNOTATION]
+                .contains("restored at 12Gi (the snapshot's restore size), larger than the 10Gi"),
+            "{annotations:?}"
+        );
+        assert!(
+            !annotations.contains_key(KUSTOMIZE_SSA_ANNOTATION),
+            "not applied by kustomize-controller"
+        );
+        // One that kustomize-controller applies is left to it no more, until Git catches up.
+        let mut applied = volume();
+        applied
+            .labels
+            .insert(KUSTOMIZE_NAME_LABEL.into(), "apps".into());
+        let kustomized = restored_claim(&applied, "snap-1", Some(&Quantity("12Gi".into())));
+        let annotations = kustomized.metadata.annotations.unwrap();
+        assert_eq!(annotations[KUSTOMIZE_SSA_ANNOTATION], "Ignore");
         assert!(restored_from(&claim, "snap-1") && !restored_from(&claim, "snap-2"));
         let smaller = restored_claim(&volume(), "snap-1", Some(&Quantity("5Gi".into())));
+        assert!(
+            !smaller
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(RESTORED_LARGER_ANNOTATION)
+        );
         assert_eq!(
             smaller.spec.unwrap().resources.unwrap().requests.unwrap()["storage"],
-            Quantity("10Gi".into())
+            Quantity("10Gi".into()),
+            "the manifest's request, so the next apply changes nothing"
         );
     }
 
@@ -786,6 +996,7 @@ mod tests {
             name: name.into(),
             pvc: pvc.into(),
             created,
+            needed: false,
         };
         let all = vec![
             snap("a1", "a", 100),
@@ -804,5 +1015,14 @@ mod tests {
             vec!["a1", "a2", "a3"],
             "old ones go, but b1 is b's newest and stays"
         );
+        // One a rollback may still need stays, and still counts.
+        let mut needed = all.clone();
+        needed[1].needed = true;
+        let mut expired = expired_snapshots(&needed, 2, None, 1000);
+        expired.sort();
+        assert_eq!(expired, vec!["a1"], "a2 is needed, a1 beyond the count");
+        let mut expired = expired_snapshots(&needed, 10, Some(650), 1000);
+        expired.sort();
+        assert_eq!(expired, vec!["a1", "a3"]);
     }
 }

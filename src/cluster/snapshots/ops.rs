@@ -8,8 +8,9 @@ use crate::cluster::error::{ClusterError, already_exists};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use std::collections::BTreeMap;
 
 /// Every VolumeSnapshotClass.
 pub async fn classes(cluster: &Cluster) -> Result<Vec<VolumeSnapshotClass>, ClusterError> {
@@ -148,6 +149,111 @@ pub async fn delete_claim(
     delete_if_present::<PersistentVolumeClaim>(cluster, namespace, name).await
 }
 
+/// Keeps PersistentVolume `name` (bound to PVC `namespace/pvc`) when that PVC is deleted:
+/// sets its reclaim policy to `Retain` and labels it as released by the request, with its
+/// policy before in an annotation written only the first time (a repeat after a crash
+/// finds `Retain` already and must not record that as the original). The patch carries the
+/// resourceVersion read, so a concurrent change is read again rather than overwritten.
+pub async fn retain_volume(
+    cluster: &Cluster,
+    name: &str,
+    namespace: &str,
+    pvc: &str,
+    request: &str,
+    request_uid: &str,
+) -> Result<(), ClusterError> {
+    use super::{
+        RECLAIM_POLICY_BEFORE_ANNOTATION, RELEASED_BY_LABEL, RELEASED_BY_UID_LABEL,
+        RELEASED_CLAIM_ANNOTATION,
+    };
+    let api = Api::<PersistentVolume>::all(cluster.client().clone());
+    let what = || format!("PersistentVolume {name} (of PVC {namespace}/{pvc})");
+    let Some(pv) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| ClusterError::api("reading", what(), e))?
+    else {
+        // Gone already: nothing is left to keep (its claim's delete would not free it).
+        return Ok(());
+    };
+    let before = pv
+        .annotations()
+        .get(RECLAIM_POLICY_BEFORE_ANNOTATION)
+        .cloned()
+        .unwrap_or_else(|| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.persistent_volume_reclaim_policy.clone())
+                .unwrap_or_else(|| "Retain".to_owned())
+        });
+    let mut labels = BTreeMap::from([(RELEASED_BY_UID_LABEL.to_owned(), request_uid.to_owned())]);
+    let mut annotations = BTreeMap::from([
+        (
+            RELEASED_CLAIM_ANNOTATION.to_owned(),
+            format!("{namespace}/{pvc}"),
+        ),
+        (RECLAIM_POLICY_BEFORE_ANNOTATION.to_owned(), before),
+    ]);
+    crate::cluster::labels::set_name(&mut labels, &mut annotations, RELEASED_BY_LABEL, request);
+    let patch = serde_json::json!({
+        "metadata": {
+            "labels": labels,
+            "annotations": annotations,
+            "resourceVersion": pv.resource_version(),
+        },
+        "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| ClusterError::api("keeping (reclaim policy Retain)", what(), e))
+}
+
+/// The PersistentVolumes a request has released ([`retain_volume`]), by the PVC
+/// (`namespace`, `name`) each held the data of, with its reclaim policy before.
+pub async fn released_volumes(
+    cluster: &Cluster,
+    request_uid: &str,
+) -> Result<Vec<(String, String, crate::api::ReleasedVolume)>, ClusterError> {
+    use super::{
+        RECLAIM_POLICY_BEFORE_ANNOTATION, RELEASED_BY_UID_LABEL, RELEASED_CLAIM_ANNOTATION,
+    };
+    let list = Api::<PersistentVolume>::all(cluster.client().clone())
+        .list(&ListParams::default().labels(&format!("{RELEASED_BY_UID_LABEL}={request_uid}")))
+        .await
+        .map_err(|e| {
+            ClusterError::api(
+                "listing",
+                format!("PersistentVolumes released by request {request_uid}"),
+                e,
+            )
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|pv| {
+            let (namespace, pvc) = pv
+                .annotations()
+                .get(RELEASED_CLAIM_ANNOTATION)?
+                .split_once('/')
+                .map(|(n, c)| (n.to_owned(), c.to_owned()))?;
+            let before = pv
+                .annotations()
+                .get(RECLAIM_POLICY_BEFORE_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
+            Some((
+                namespace,
+                pvc,
+                crate::api::ReleasedVolume {
+                    name: pv.name_any(),
+                    reclaim_policy_before: before,
+                },
+            ))
+        })
+        .collect())
+}
+
 /// Creates a restored PVC; one that already exists is left to the caller to inspect (its
 /// `restored-from` annotation says whether it is ours).
 pub async fn create_claim(
@@ -262,46 +368,29 @@ pub async fn csi_driver(
 }
 
 /// Applies an app's snapshot retention in `namespace`: per PVC, keeps the newest
-/// `max_count` of Fluxgate's snapshots of the app and deletes older ones and those older
-/// than `max_age_secs` (never a PVC's newest). Returns the names deleted.
+/// `max_count` of the app's snapshots (selected by its UID, safety snapshots left out) and
+/// deletes older ones and those older than `max_age_secs` — never a PVC's newest, nor one a
+/// rollback may still restore from ([`RetentionScope::candidate`]). Returns the names
+/// deleted.
 pub async fn apply_retention(
     cluster: &Cluster,
     namespace: &str,
-    app: &str,
-    max_count: usize,
-    max_age_secs: Option<i64>,
+    scope: &super::RetentionScope<'_>,
     now: jiff::Timestamp,
 ) -> Result<Vec<String>, ClusterError> {
-    use super::{APP_LABEL, PVC_LABEL, RetainedSnapshot, expired_snapshots};
-    use crate::cluster::labels;
-    // The label may be a shortened name shared by another app; the annotation tells.
-    let snapshots = snapshots_with(cluster, namespace, &labels::selector(APP_LABEL, app)).await?;
-    let retained: Vec<RetainedSnapshot> = snapshots
+    use super::{APP_UID_LABEL, expired_snapshots};
+    let selector = format!("{APP_UID_LABEL}={}", scope.app_uid);
+    let snapshots = snapshots_with(cluster, namespace, &selector).await?;
+    let retained: Vec<_> = snapshots
         .iter()
-        .filter(|s| {
-            labels::names(
-                s.metadata.labels.as_ref(),
-                s.metadata.annotations.as_ref(),
-                APP_LABEL,
-                app,
-            )
-        })
-        .filter_map(|s| {
-            let pvc = s
-                .spec
-                .source
-                .persistent_volume_claim_name
-                .clone()
-                .or_else(|| s.annotations().get(PVC_LABEL).cloned())
-                .or_else(|| s.labels().get(PVC_LABEL).cloned())?;
-            Some(RetainedSnapshot {
-                name: s.name_any(),
-                pvc,
-                created: s.metadata.creation_timestamp.as_ref()?.0.as_second(),
-            })
-        })
+        .filter_map(|s| scope.candidate(s))
         .collect();
-    let expired = expired_snapshots(&retained, max_count, max_age_secs, now.as_second());
+    let expired = expired_snapshots(
+        &retained,
+        scope.max_count,
+        scope.max_age_secs,
+        now.as_second(),
+    );
     for name in &expired {
         delete_snapshot(cluster, namespace, name).await?;
     }

@@ -9,9 +9,9 @@ use super::git_memo::git_fields;
 use super::{AppError, Shared, resync_after};
 use crate::controller::app_status::{holder_exists, release_stale_lock};
 
-use crate::api::conditions::{READY, condition, set_condition};
+use crate::api::conditions::{PROTECTED, READY, condition, set_condition};
 use crate::api::{ManagedApp, ManagedAppStatus, versions_summary};
-use crate::cluster::discovery::ops::discover_workloads;
+use crate::cluster::discovery::ops::{discover_workloads, protection};
 use crate::cluster::health::ops::app_health;
 use crate::controller::Context;
 use crate::controller::app_status::update_status;
@@ -36,6 +36,12 @@ pub(super) struct View {
     pub(super) updates: Option<crate::renovate::status::Refreshed>,
     /// The UID of a lock whose request is gone.
     pub(super) stale_lock: Option<String>,
+    /// What an upgrade would protect, with the `Protected` condition; None when it could
+    /// not be found out now (what is known stays).
+    pub(super) protection: Option<(
+        crate::api::Protection,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+    )>,
     /// Warnings to publish as Events (reason, message).
     pub(super) warnings: Vec<(&'static str, String)>,
     /// Normal Events (reason, message).
@@ -59,6 +65,7 @@ pub(super) async fn reconcile(
         ready: None,
         updates: None,
         stale_lock: None,
+        protection: None,
         warnings: Vec::new(),
         notes: Vec::new(),
     };
@@ -90,6 +97,21 @@ pub(super) async fn reconcile(
         ),
         None => health_condition(ctx, &app, &namespace, now).await?,
     });
+
+    // While a request runs, its plan says what it protects; the app's view waits for it.
+    if status.active_operation.is_none() {
+        match protection(&ctx.cluster, &app).await {
+            Ok((found, every_volume)) => {
+                let condition = protected_condition(&found, every_volume, &app, now);
+                view.protection = Some((found, condition));
+            }
+            Err(e) if e.is_retryable() => return Err(AppError(e.to_string())),
+            Err(e) => view.warnings.push((
+                "ProtectionUnknown",
+                format!("finding what an upgrade would protect: {e}"),
+            )),
+        }
+    }
 
     let (renovate, news) = shared.renovate.read();
     if let Some(news) = news {
@@ -206,7 +228,37 @@ pub(super) fn apply(status: &mut ManagedAppStatus, view: &View, generation: Opti
                 .to_condition(generation, Time(jiff::Timestamp::now())),
         );
     }
+    if let Some((protection, condition)) = &view.protection {
+        status.protection = Some(protection.clone());
+        set_condition(&mut status.conditions, condition.clone());
+    }
     status.observed_generation = generation;
+}
+
+/// The `Protected` condition: True when an upgrade would snapshot every volume of the app
+/// (an app without volumes has nothing to lose), else False naming what is not.
+fn protected_condition(
+    protection: &crate::api::Protection,
+    every_volume: bool,
+    app: &ManagedApp,
+    now: jiff::Timestamp,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let (reason, message) = match (every_volume, protection.snapshotted.len()) {
+        (true, 0) => ("NoVolumes", "the app has no volumes to snapshot".to_owned()),
+        (true, n) => (
+            "AllVolumesSnapshotted",
+            format!("an upgrade snapshots all {n} volumes of the app first"),
+        ),
+        (false, _) => ("VolumesUnprotected", protection.unprotected.join("; ")),
+    };
+    condition(
+        PROTECTED,
+        every_volume,
+        reason,
+        message,
+        app.metadata.generation,
+        Time(now),
+    )
 }
 
 /// The `Ready` condition from the app's health now; a retryable failure to read it is an

@@ -55,7 +55,19 @@ pub(super) fn step(seen: &Seen, d: &mut Decision) -> Step {
             Some(claim) if claim.terminating => {
                 return Step::Wait(format!("{}: waiting for the old PVC to go", volume.name));
             }
-            Some(_) => {
+            Some(claim) => {
+                // The data the PVC holds outlives its delete: its volume is kept first.
+                let key = ObjectKey::claim(volume);
+                if let Some(pv) = claim
+                    .volume
+                    .as_ref()
+                    .filter(|pv| observed.released.get(&key).map(|r| &r.name) != Some(*pv))
+                {
+                    d.actions.push(Action::RetainVolume {
+                        volume: volume.clone(),
+                        persistent_volume: pv.clone(),
+                    });
+                }
                 d.actions.push(Action::DeleteClaim {
                     volume: volume.clone(),
                 });
@@ -144,6 +156,15 @@ pub fn records(plan: &Plan, status: &RequestStatus, observed: &Observed) -> Vec<
                     .find(|s| s.pvc == volume.name && s.ready_to_use)
                     .map(|s| s.name.clone()),
                 problem,
+                released_volume: observed
+                    .released
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| recorded.and_then(|r| r.released_volume.clone())),
+                larger_than_manifest: match observed.claims.get(&key) {
+                    Some(c) if state == RestoreState::Restored => c.larger_than_manifest.clone(),
+                    _ => recorded.and_then(|r| r.larger_than_manifest.clone()),
+                },
             }
         })
         .collect()

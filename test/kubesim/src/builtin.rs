@@ -1,5 +1,6 @@
 //! Rules of built-in kinds that operators trip over: Secret `stringData`, the storage kinds' defaults, immutable ConfigMaps and Secrets, and fields the real server forbids changing.
 
+use crate::quantity::quantity_bytes;
 use crate::resources::ResourceType;
 use crate::status::Cause;
 use base64::Engine;
@@ -239,14 +240,17 @@ pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<Cause
             }
         }
         ("", "persistentvolumeclaims") => {
-            let mut old_spec = strip(
-                &old["spec"],
-                &[&["resources", "requests"], &["volumeAttributesClassName"]],
-            );
-            let new_spec = strip(
-                &new["spec"],
-                &[&["resources", "requests"], &["volumeAttributesClassName"]],
-            );
+            // ValidatePersistentVolumeClaimUpdate (k8s.io/kubernetes v1.36.3,
+            // pkg/apis/core/validation/validation.go): only a bound claim may change its
+            // requests (and volumeAttributesClassName); the status is the old one on a spec
+            // update (the strategy's PrepareForUpdate keeps it).
+            let mutable: &[&[&str]] = if old["status"]["phase"] == "Bound" {
+                &[&["resources", "requests"], &["volumeAttributesClassName"]]
+            } else {
+                &[]
+            };
+            let mut old_spec = strip(&old["spec"], mutable);
+            let new_spec = strip(&new["spec"], mutable);
             // The binder may fill in volumeName once.
             if old_spec
                 .get("volumeName")
@@ -269,6 +273,28 @@ pub fn validate_update(rt: &ResourceType, new: &Value, old: &Value) -> Vec<Cause
                 causes.push(forbidden(
                     "spec",
                     "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+                ));
+            }
+            // A request may not shrink to status.capacity or below (RecoverVolumeExpansionFailure,
+            // GA and locked on since 1.34, allows shrinking only above it: to recover from a
+            // failed expansion). So a claim restored larger than its manifest asks for cannot
+            // be applied back to the manifest's size.
+            let size = |v: &Value| {
+                v["spec"]["resources"]["requests"]["storage"]
+                    .as_str()
+                    .and_then(quantity_bytes)
+            };
+            let capacity = old["status"]["capacity"]["storage"]
+                .as_str()
+                .and_then(quantity_bytes)
+                .unwrap_or(0);
+            if let (Some(new_size), Some(old_size)) = (size(new), size(old))
+                && new_size < old_size
+                && new_size <= capacity
+            {
+                causes.push(forbidden(
+                    "spec.resources.requests.storage",
+                    "field can not be less than status.capacity",
                 ));
             }
         }
@@ -375,11 +401,23 @@ mod tests {
     #[test]
     fn pvc_spec_is_immutable_but_requests_grow() {
         let pvc = rt("persistentvolumeclaims");
-        let old = json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+        let old = json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                         "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}});
         let mut grown = old.clone();
         grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
         grown["spec"]["volumeName"] = json!("pv-1");
         assert!(validate_update(&pvc, &grown, &old).is_empty());
+        let mut pending = old.clone();
+        pending["status"] = json!({"phase": "Pending"});
+        assert!(
+            !validate_update(&pvc, &grown, &pending).is_empty(),
+            "an unbound claim's requests are fixed"
+        );
+        let mut shrunk = grown.clone();
+        shrunk["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+        let causes = validate_update(&pvc, &shrunk, &grown);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(causes[0].reason, "FieldValueForbidden");
         let mut classed = old.clone();
         classed["spec"]["storageClassName"] = json!("standard");
         assert!(

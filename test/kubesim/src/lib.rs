@@ -191,6 +191,7 @@ pub mod managed;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -346,6 +346,12 @@ async fn storage_defaults_default_class_and_data_sources() {
 }
 
 #[tokio::test]
+async fn a_bound_claim_request_never_shrinks_to_its_capacity() {
+    let sim = KubeSim::start().await;
+    cases::a_bound_claim_request_never_shrinks_to_its_capacity(sim.client(), "default").await;
+}
+
+#[tokio::test]
 async fn namespace_deletion_removes_its_objects() {
     let sim = KubeSim::start().await;
     cases::namespace_deletion_removes_its_objects(sim.client(), "default").await;
@@ -1127,12 +1133,21 @@ async fn builtin_kind_rules_secrets_immutability_pvcs_statefulsets() {
     )
     .await
     .unwrap();
+    // A claim not bound yet may be given its volume once, but not another size (only a
+    // bound claim's requests change).
+    let st = status(
+        pvcs.patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})),
+        )
+        .await,
+    );
+    assert_eq!(st.code, 422, "{}", st.message);
     pvcs.patch(
         "data",
         &PatchParams::default(),
-        &Patch::Merge(
-            json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}, "volumeName": "pv-1"}}),
-        ),
+        &Patch::Merge(json!({"spec": {"volumeName": "pv-1"}})),
     )
     .await
     .unwrap();

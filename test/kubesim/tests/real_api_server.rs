@@ -98,6 +98,13 @@ async fn storage_defaults_default_class_and_data_sources() {
     }
 }
 
+#[tokio::test]
+async fn a_bound_claim_request_never_shrinks_to_its_capacity() {
+    if let Some((client, ns)) = real("claim-size").await {
+        cases::a_bound_claim_request_never_shrinks_to_its_capacity(client, &ns).await;
+    }
+}
+
 /// The Flux, VolumeSnapshot and Fluxgate CRDs, installed once into the shared real control
 /// plane (by kubectl, the same files and way as the kubectl cases) and Established.
 async fn with_flux_crds() {

@@ -57,9 +57,23 @@ pub fn conclusion(
         (Ended::Upgrade { app, .. }, Phase::Succeeded) => Ok(format!(
             "Upgraded {app} ({versions}) in {took}{commit}{snapshots}."
         )),
-        (Ended::Rollback { upgrade }, Phase::Succeeded) => Ok(format!(
-            "Rolled back {upgrade} ({versions}) in {took}: volumes restored from their snapshots and Git reverted{commit}."
-        )),
+        (Ended::Rollback { upgrade }, Phase::Succeeded) => {
+            let released = match crate::api::released_report(&status.restores) {
+                none if none.is_empty() => String::new(),
+                kept => format!(
+                    " Kept, not deleted: {kept}, labelled fluxgate.dev/released-by={name}; \
+                     delete them or bind them again as docs/operations.md says."
+                ),
+            };
+            let larger: String = status
+                .restores
+                .iter()
+                .filter_map(|r| Some(format!(" {}: {}.", r.pvc, r.larger_than_manifest.as_ref()?)))
+                .collect();
+            Ok(format!(
+                "Rolled back {upgrade} ({versions}) in {took}: volumes restored from their snapshots and Git reverted{commit}.{released}{larger}"
+            ))
+        }
         (Ended::Upgrade { app, .. }, Phase::RolledBack) => {
             let rollback = status
                 .rollback_ref
@@ -279,6 +293,11 @@ mod tests {
             problem: Some(
                 "VolumeSnapshot apps/fluxgate-u-data-db-0 (of PVC data-db-0) is gone".into(),
             ),
+            released_volume: Some(crate::api::ReleasedVolume {
+                name: "pvc-0a1b".into(),
+                reclaim_policy_before: "Delete".into(),
+            }),
+            larger_than_manifest: None,
         }];
         let frozen = conclusion(
             Ended::Rollback { upgrade: "db-2" },
@@ -292,6 +311,7 @@ mod tests {
         for part in [
             "data-db-0 MISSING: deleted and not recreated from fluxgate-u-data-db-0",
             "safety snapshot fluxgate-r-data-db-0",
+            "on PersistentVolume pvc-0a1b (kept: reclaim policy Retain)",
             "kubectl delete rollbackrequest db-2-rollback -n apps",
         ] {
             assert!(frozen.message.contains(part), "{part}: {}", frozen.message);

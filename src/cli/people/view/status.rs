@@ -4,7 +4,7 @@
 
 use super::table::Table;
 use super::{phase_name, ready_message, seconds_between, short_sha, transition, whole};
-use crate::api::conditions::{READY, find_condition};
+use crate::api::conditions::{PROTECTED, READY, find_condition};
 use crate::api::{
     FluxObjectKind, ManagedApp, OperationKind, Phase, RequestStatus, SourceKind, versions_summary,
 };
@@ -353,6 +353,36 @@ pub fn warnings(view: &AppView) -> Vec<String> {
 }
 
 /// The detailed view of one app at `now`.
+/// What an upgrade would protect (`status.protection`), one line per volume, workload and
+/// gap, under `Protected:` with the condition's status.
+fn protection_lines(
+    status: &crate::api::ManagedAppStatus,
+    field: &dyn Fn(&str, String) -> String,
+) -> String {
+    let Some(protection) = &status.protection else {
+        return field("Protected", "- (not found out yet)".to_owned());
+    };
+    let verdict =
+        find_condition(&status.conditions, PROTECTED).map_or("-".to_owned(), |c| c.status.clone());
+    let mut out = field("Protected", verdict);
+    for volume in &protection.snapshotted {
+        out.push_str(&field(
+            "",
+            format!(
+                "snapshots PVC {} with {} (deletionPolicy {})",
+                volume.pvc, volume.snapshot_class, volume.deletion_policy
+            ),
+        ));
+    }
+    for workload in &protection.stopped {
+        out.push_str(&field("", format!("stops {workload}")));
+    }
+    for gap in &protection.unprotected {
+        out.push_str(&field("", format!("NOT PROTECTED: {gap}")));
+    }
+    out
+}
+
 pub fn render_app(view: &AppView, now: Timestamp) -> String {
     let app = &view.app;
     let status = app.status.clone().unwrap_or_default();
@@ -423,6 +453,7 @@ pub fn render_app(view: &AppView, now: Timestamp) -> String {
             out.push_str(&field(if i == 0 { "Failed" } else { "" }, text));
         }
     }
+    out.push_str(&protection_lines(&status, &field));
     let ready = find_condition(&status.conditions, READY).map_or("-".to_owned(), |c| {
         if c.message.is_empty() {
             c.status.clone()
@@ -689,6 +720,43 @@ mod tests {
             detail.contains("chart v2.0.0 (rolled back from db-2, 1m30s ago: HealthCheckFailed); refused unless --force"),
             "{detail}"
         );
+    }
+
+    #[test]
+    fn the_app_view_shows_what_an_upgrade_would_protect_and_what_not() {
+        let mut status = with_versions();
+        status.protection = Some(crate::api::Protection {
+            snapshotted: vec![crate::api::SnapshottedVolume {
+                pvc: "apps/data-db-0".into(),
+                snapshot_class: "csi-snaps".into(),
+                deletion_policy: "Retain".into(),
+            }],
+            stopped: vec!["StatefulSet apps/db".into()],
+            unprotected: vec!["PVC apps/cache is not a CSI volume".into()],
+        });
+        status.conditions.push(crate::api::conditions::condition(
+            PROTECTED,
+            false,
+            "VolumesUnprotected",
+            "PVC apps/cache is not a CSI volume",
+            None,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(0)),
+        ));
+        let view = AppView {
+            app: app(status),
+            active: None,
+            queued: vec![],
+            flux: Ok(flux(false)),
+        };
+        let text = render_app(&view, ts(60));
+        for line in [
+            "Protected:    False",
+            "snapshots PVC apps/data-db-0 with csi-snaps (deletionPolicy Retain)",
+            "stops StatefulSet apps/db",
+            "NOT PROTECTED: PVC apps/cache is not a CSI volume",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 
     #[test]

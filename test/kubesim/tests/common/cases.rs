@@ -1099,3 +1099,98 @@ pub async fn storage_defaults_default_class_and_data_sources(client: Client, ns:
             .unwrap();
     }
 }
+
+/// A bound claim's request may not shrink to its capacity or below
+/// (ValidatePersistentVolumeClaimUpdate, k8s.io/kubernetes v1.36.3): neither by a patch nor
+/// by a server-side apply of a manifest asking for less, as kustomize-controller sends for a
+/// PVC restored larger than its manifest (the restore size of a snapshot rounded up). The
+/// refusal is 422 Invalid, which fluxcd/pkg/ssa (v0.76.1, `IsImmutableError`) counts as an
+/// immutable-field error: a Kustomization then fails, or with `force` deletes and recreates
+/// the claim.
+pub async fn a_bound_claim_request_never_shrinks_to_its_capacity(client: Client, ns: &str) {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pv_name = format!("{ns}-restored");
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = json!({"metadata": {"name": pv_name}, "spec": {
+        "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+        "claimRef": {"namespace": ns, "name": "restored"},
+        "csi": {"driver": "conformance.fluxgate.dev", "volumeHandle": "h-restored"}}});
+    volumes
+        .create(&PostParams::default(), &serde_json::from_value(pv).unwrap())
+        .await
+        .unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let claim = |storage: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "restored", "namespace": ns},
+               "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                        "volumeName": pv_name, "resources": {"requests": {"storage": storage}}}})
+    };
+    claims
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(claim("2Gi")).unwrap(),
+        )
+        .await
+        .unwrap();
+    // The real PV controller binds the pre-bound pair; on kubesim the case writes what it
+    // would (the same values, so the two writers agree).
+    let bound = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"],
+                                  "capacity": {"storage": "2Gi"}}});
+    claims
+        .patch_status("restored", &PatchParams::default(), &Patch::Merge(&bound))
+        .await
+        .unwrap();
+    eventually("the claim to be bound", async || {
+        claims
+            .get("restored")
+            .await
+            .ok()
+            .and_then(|c| c.status?.phase)
+            == Some("Bound".into())
+    })
+    .await;
+
+    let shrink = json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}});
+    let refused = status(
+        claims
+            .patch("restored", &PatchParams::default(), &Patch::Merge(&shrink))
+            .await,
+    );
+    let (code, message) = (refused.code, refused.message);
+    assert_eq!(code, 422, "{message}");
+    assert!(
+        message.contains(
+            "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+        ),
+        "{message}"
+    );
+    // As kustomize-controller applies its manifest.
+    let apply = PatchParams::apply("kustomize-controller").force();
+    let refused = status(
+        claims
+            .patch("restored", &apply, &Patch::Apply(claim("1Gi")))
+            .await,
+    );
+    let (code, message) = (refused.code, refused.message);
+    assert_eq!(code, 422, "{message}");
+    assert!(
+        message.contains("field can not be less than status.capacity"),
+        "{message}"
+    );
+    // The manifest's request at the claim's size applies. (Growing it is a matter for the
+    // PersistentVolumeClaimResize admission plugin and the class's allowVolumeExpansion,
+    // which kubesim does not model.)
+    let same = claims
+        .patch("restored", &apply, &Patch::Apply(claim("2Gi")))
+        .await
+        .expect("an apply of the same size");
+    let requests = same.spec.unwrap().resources.unwrap().requests.unwrap();
+    assert_eq!(requests["storage"].0, "2Gi");
+
+    claims
+        .delete("restored", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _ = volumes.delete(&pv_name, &DeleteParams::default()).await;
+}

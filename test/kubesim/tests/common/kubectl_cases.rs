@@ -57,7 +57,7 @@ pub fn managed_app(name: &str, file: &str) -> String {
 }
 
 /// The ManagedApp's status as Fluxgate writes it when an update is on offer.
-const READY_STATUS: &str = r#"{"status":{"current":"chart=1.0.0","available":"chart=1.1.0","conditions":[{"type":"Ready","status":"True","reason":"Idle","message":"watching for updates","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+const READY_STATUS: &str = r#"{"status":{"current":"chart=1.0.0","available":"chart=1.1.0","conditions":[{"type":"Ready","status":"True","reason":"Idle","message":"watching for updates","lastTransitionTime":"2026-01-01T00:00:00Z"},{"type":"Protected","status":"False","reason":"VolumesUnprotected","message":"PVC apps/cache is not a CSI volume","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
 
 /// The cells of a `kubectl get` table line (columns are separated by 3+ spaces; a cell
 /// may hold single spaces, as a message does).
@@ -690,15 +690,23 @@ pub async fn tables_of_crds_and_builtins(t: &Target) {
     assert_eq!(lines.len(), 3, "{table}");
     assert_eq!(
         words(lines[0]),
-        ["NAME", "SOURCE", "CURRENT", "AVAILABLE", "READY", "AGE"]
+        [
+            "NAME",
+            "SOURCE",
+            "CURRENT",
+            "AVAILABLE",
+            "READY",
+            "PROTECTED",
+            "AGE"
+        ]
     );
     let db = cells(lines[1]);
     assert_eq!(
-        db[..5],
-        ["db", "db", "chart=1.0.0", "chart=1.1.0", "True"],
+        db[..6],
+        ["db", "db", "chart=1.0.0", "chart=1.1.0", "True", "False"],
         "{table}"
     );
-    assert!(db[5].ends_with('s'), "an age: {table}");
+    assert!(db[6].ends_with('s'), "an age: {table}");
     // Absent status: the columns are empty (the server's cells are null).
     assert_eq!(words(lines[2]).len(), 3, "{table}");
     assert_eq!(words(lines[2])[..2], ["idle", "idle"], "{table}");
@@ -713,6 +721,7 @@ pub async fn tables_of_crds_and_builtins(t: &Target) {
             "CURRENT",
             "AVAILABLE",
             "READY",
+            "PROTECTED",
             "AGE",
             "MESSAGE"
         ]
