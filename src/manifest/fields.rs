@@ -10,6 +10,7 @@
 //! `spec.ref.semver` range is refused, since Flux picks the chart itself.
 
 use super::image::split_digest;
+use super::path::Segment;
 use super::{
     DocSelector, ImageRef, ManifestError, Sharing, YamlPath, get, set, sharing, versions_equal,
 };
@@ -37,7 +38,7 @@ pub struct ResolvedField {
     /// source-controller pulls instead of the tag; the field's version is then
     /// `tag@digest`.
     pub ref_digest: Option<String>,
-    /// The package the field versions, when known (see `renovate::mapping::infer_package`): a chart name,
+    /// The package the field versions, when known ([`infer_package`]): a chart name,
     /// an OCI repository or an image repository. It tells apart two dependencies of one
     /// file that happen to be at the same version (a chart and its image, both `6.5.0`).
     pub package: Option<String>,
@@ -380,6 +381,54 @@ fn with_value(
     read_in(&text, &field, &file)
 }
 
+/// The package a field versions, read from the field's neighbours in the manifest:
+/// `.spec.chart.spec.version` → `.spec.chart.spec.chart`; an OCIRepository's
+/// `.spec.ref.tag` → `.spec.url`; `….tag` → `….repository` (after `….registry/` when there
+/// is one); Kustomize `….newTag` → `….newName`, else `….name`; `format: image` → the
+/// image's name. `None` when the layout is not one of these.
+pub fn infer_package(
+    text: &str,
+    document: Option<&DocSelector>,
+    path: &YamlPath,
+    format: ValueFormat,
+) -> Option<String> {
+    let get = |parent: usize, key: &str| -> Option<String> {
+        let segments = path.segments();
+        let sibling = format!("{}.{key}", path.prefix(segments.len().checked_sub(parent)?));
+        let sibling = YamlPath::parse(&sibling).ok()?;
+        let value = get(text, document, &sibling).ok()?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    };
+    if format == ValueFormat::Image {
+        let value = super::get(text, document, path).ok()?;
+        return ImageRef::parse(&value).ok().map(|image| image.name);
+    }
+    let keys: Vec<&str> = path
+        .segments()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|segment| match segment {
+            Segment::Key(key) => key.as_str(),
+            _ => "",
+        })
+        .collect();
+    match keys.as_slice() {
+        ["version", ..] => get(1, "chart"),
+        ["tag", "ref"] => get(2, "url"),
+        ["tag", ..] => {
+            let repository = get(1, "repository")?;
+            Some(match get(1, "registry") {
+                Some(registry) => format!("{registry}/{repository}"),
+                None => repository,
+            })
+        }
+        ["newTag", ..] => get(1, "newName").or_else(|| get(1, "name")),
+        _ => None,
+    }
+}
+
 /// The path of an OCIRepository's tag.
 const REF_TAG: &str = ".spec.ref.tag";
 /// The path of the digest beside it.
@@ -454,6 +503,7 @@ fn read_in(text: &str, field: &ResolvedField, file: &str) -> Result<ResolvedFiel
     let mut read = ResolvedField {
         value,
         ref_digest: None,
+        package: infer_package(text, doc.as_ref(), &path, field.format),
         ..field.clone()
     };
     if let Some(reference) = reference {
@@ -685,6 +735,11 @@ spec:
             ("apps/db/oci.yaml", ".spec.ref.tag", "v1.4.2")
         );
         assert_eq!(current_versions(&fields).unwrap()["chart"], "v1.4.2");
+        // What tells this chart from an image of the same version in a Renovate report.
+        assert_eq!(
+            fields[0].package.as_deref(),
+            Some("oci://ghcr.io/acme/charts/db")
+        );
         let edited = edit_file(
             OCI,
             "apps/db/oci.yaml",
@@ -704,6 +759,7 @@ spec:
         let fields = locate_fields(&app, &files(&[("db.yaml", release)])).unwrap();
         assert_eq!(fields[0].document.as_deref(), Some("HelmRelease/db"));
         assert_eq!(current_versions(&fields).unwrap()["chart"], "1.4.0");
+        assert_eq!(fields[0].package.as_deref(), Some("postgres"));
     }
 
     #[test]

@@ -2,9 +2,7 @@
 //! same current value under the manifest module's normalisation, same package when known.
 
 use super::model::{Finding, normalize_repo_path};
-use crate::api::ValueFormat;
-use crate::manifest::path::Segment;
-use crate::manifest::{self, DocSelector, ImageRef, YamlPath, versions_equal};
+use crate::manifest::versions_equal;
 use std::collections::BTreeMap;
 
 pub use crate::manifest::fields::ResolvedField;
@@ -253,54 +251,6 @@ fn package_match(hint: &str, finding: &Finding) -> Option<PackageMatch> {
             }
         })
         .min()
-}
-
-/// The package a field versions, read from the field's neighbours in the manifest:
-/// `.spec.chart.spec.version` → `.spec.chart.spec.chart`; an OCIRepository's
-/// `.spec.ref.tag` → `.spec.url`; `….tag` → `….repository` (after `….registry/` when there
-/// is one); Kustomize `….newTag` → `….newName`, else `….name`; `format: image` → the
-/// image's name. `None` when the layout is not one of these.
-pub fn infer_package(
-    text: &str,
-    document: Option<&DocSelector>,
-    path: &YamlPath,
-    format: ValueFormat,
-) -> Option<String> {
-    let get = |parent: usize, key: &str| -> Option<String> {
-        let segments = path.segments();
-        let sibling = format!("{}.{key}", path.prefix(segments.len().checked_sub(parent)?));
-        let sibling = YamlPath::parse(&sibling).ok()?;
-        let value = manifest::get(text, document, &sibling).ok()?;
-        let value = value.trim();
-        (!value.is_empty()).then(|| value.to_owned())
-    };
-    if format == ValueFormat::Image {
-        let value = manifest::get(text, document, path).ok()?;
-        return ImageRef::parse(&value).ok().map(|image| image.name);
-    }
-    let keys: Vec<&str> = path
-        .segments()
-        .iter()
-        .rev()
-        .take(2)
-        .map(|segment| match segment {
-            Segment::Key(key) => key.as_str(),
-            _ => "",
-        })
-        .collect();
-    match keys.as_slice() {
-        ["version", ..] => get(1, "chart"),
-        ["tag", "ref"] => get(2, "url"),
-        ["tag", ..] => {
-            let repository = get(1, "repository")?;
-            Some(match get(1, "registry") {
-                Some(registry) => format!("{registry}/{repository}"),
-                None => repository,
-            })
-        }
-        ["newTag", ..] => get(1, "newName").or_else(|| get(1, "name")),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -586,7 +586,12 @@ fn field(
         path: path.to_owned(),
         format,
         ref_digest: None,
-        package: mapping::infer_package(&text, selector.as_ref(), &yaml_path, format),
+        package: crate::manifest::fields::infer_package(
+            &text,
+            selector.as_ref(),
+            &yaml_path,
+            format,
+        ),
         value,
     }
 }
@@ -1082,7 +1087,7 @@ mod choice_tests {
             format: ValueFormat::Plain,
             value: manifest::get(text, None, &path).expect("value"),
             ref_digest: None,
-            package: mapping::infer_package(text, None, &path, ValueFormat::Plain),
+            package: crate::manifest::fields::infer_package(text, None, &path, ValueFormat::Plain),
         };
         let finding = Finding {
             not_offered: Vec::new(),
