@@ -19,7 +19,7 @@ use kube::api::{DynamicObject, ListParams};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-async fn get_opt<K>(story: &DemoWorld, name: &str) -> Option<K>
+pub(crate) async fn get_opt<K>(story: &DemoWorld, name: &str) -> Option<K>
 where
     K: StoryKind,
 {

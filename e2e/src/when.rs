@@ -3,8 +3,7 @@
 //! restarted to read Renovate's output, and what befalls the app's data: a snapshot deleted
 //! or its content lost, a PVC's deletion held back.
 
-use crate::api;
-use crate::then;
+use crate::{StoryKind, api, then};
 use fluxgate::api::{FluxObjectKind, ManagedApp, UpdatePolicy, UpgradeRequest};
 use fluxgate::cluster::flux::ops::request_reconcile;
 use fluxgate::cluster::snapshots::VolumeSnapshot;
@@ -27,22 +26,7 @@ const DELETION: Duration = Duration::from_secs(30);
 
 /// A person deletes UpgradeRequest `name`; returns once it is gone (its finalizer done).
 pub async fn upgrade_deleted(story: &DemoWorld, name: &str) {
-    api::<UpgradeRequest>(story)
-        .delete(name, &DeleteParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("deleting UpgradeRequest {name}: {e}"));
-    wait_until(
-        &format!("UpgradeRequest {name} to go"),
-        DELETION,
-        async || {
-            then::upgrade_request(story, name)
-                .await
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await
-    .unwrap();
+    deleted_and_gone::<UpgradeRequest>(story, name).await;
 }
 
 /// A person deletes ManagedApp `name` (without waiting for it to go).
@@ -145,22 +129,23 @@ pub const HOLD_FINALIZER: &str = "e2e.fluxgate.dev/hold";
 
 /// A person deletes VolumeSnapshot `name` (in `apps`); returns once it is gone.
 pub async fn snapshot_deleted(story: &DemoWorld, name: &str) {
-    api::<VolumeSnapshot>(story)
+    deleted_and_gone::<VolumeSnapshot>(story, name).await;
+}
+
+/// Deletes `K` `name` (in the stories' namespace) and waits until it is gone, its
+/// finalizers done.
+async fn deleted_and_gone<K: StoryKind>(story: &DemoWorld, name: &str) {
+    let kind = K::kind(&());
+    api::<K>(story)
         .delete(name, &DeleteParams::default())
         .await
-        .unwrap_or_else(|e| panic!("deleting VolumeSnapshot {name}: {e}"));
-    wait_until(
-        &format!("VolumeSnapshot {name} to go"),
-        DELETION,
-        async || {
-            api::<VolumeSnapshot>(story)
-                .get_opt(name)
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
+        .unwrap_or_else(|e| panic!("deleting {kind} {name}: {e}"));
+    wait_until(&format!("{kind} {name} to go"), DELETION, async || {
+        then::get_opt::<K>(story, name)
+            .await
+            .is_none()
+            .then_some(())
+    })
     .await
     .unwrap();
 }

@@ -110,10 +110,7 @@ async fn a_client_through_the_proxy_is_logged_faulted_gated_and_watched() {
         .create(&PostParams::default(), &config_map("seen", "1"))
         .await
         .expect("creating seen");
-    match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await {
-        Ok(Ok(Some(WatchEvent::Added(cm)))) => assert_eq!(cm.name_any(), "seen"),
-        other => panic!("expected seen ADDED through the proxy, got {other:?}"),
-    }
+    next_added(&mut events, "seen", "through the proxy").await;
     // Dropped: the stream ends, as when the server ends a watch.
     proxy.drop_watches();
     match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await {
@@ -251,13 +248,13 @@ async fn a_client_through_the_proxy_is_logged_faulted_gated_and_watched() {
         .create(&PostParams::default(), &config_map("watched", "1"))
         .await
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), again.try_next()).await {
-        Ok(Ok(Some(WatchEvent::Added(cm)))) => assert_eq!(cm.name_any(), "watched"),
-        other => panic!(
-            "expected watched ADDED after the forced 410, got {other:?}; watches: {:#?}",
-            proxy.requests(&Match::any().verb("watch"))
-        ),
-    }
+    let watches = proxy.requests(&Match::any().verb("watch"));
+    next_added(
+        &mut again,
+        "watched",
+        &format!("after the forced 410 (watches: {watches:#?})"),
+    )
+    .await;
     drop(again);
 
     // An expired history: a resume from before it gets 410, one from a later list works.
@@ -307,10 +304,7 @@ async fn a_client_through_the_proxy_is_logged_faulted_gated_and_watched() {
         .create(&PostParams::default(), &config_map("after", "1"))
         .await
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), resumed.try_next()).await {
-        Ok(Ok(Some(WatchEvent::Added(cm)))) => assert_eq!(cm.name_any(), "after"),
-        other => panic!("expected after ADDED on the watch from a fresh list, got {other:?}"),
-    }
+    next_added(&mut resumed, "after", "on the watch from a fresh list").await;
 
     // What the proxy costs: the same GET, sequentially, straight and through it.
     let direct_maps: Api<ConfigMap> = Api::namespaced(direct, &ns);
@@ -330,4 +324,17 @@ async fn a_client_through_the_proxy_is_logged_faulted_gated_and_watched() {
         "GET configmap, mean of 200: direct {:?} / {:?}, through the proxy {:?} / {:?}",
         straight, straight_again, proxied, proxied_again
     );
+}
+
+/// Asserts that the next event of `events` (within 10 s) adds ConfigMap `name`; `when` says
+/// which watch, for the failure message.
+async fn next_added(
+    events: &mut futures::stream::BoxStream<'_, kube::Result<WatchEvent<ConfigMap>>>,
+    name: &str,
+    when: &str,
+) {
+    match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await {
+        Ok(Ok(Some(WatchEvent::Added(cm)))) => assert_eq!(cm.name_any(), name),
+        other => panic!("expected {name} ADDED {when}, got {other:?}"),
+    }
 }

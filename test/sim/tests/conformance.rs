@@ -182,15 +182,7 @@ async fn a_suspended_kustomization_records_its_generation_and_the_request_but_ap
     let ks_api = kustomizations(&flux);
     merge(&ks_api, "app", json!({"spec": {"suspend": true}})).await;
 
-    let files = app_files("v2");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let second = format!(
-        "main@sha1:{}",
-        git.push_commit(&files, "v2").expect("pushing v2")
-    );
+    let second = pushed_v2(&git);
     fetched(&flux, &second).await;
     let asked = request_reconcile(&ks_api, "app").await;
 
@@ -235,15 +227,7 @@ async fn ready_is_written_before_the_revision_fields_it_announces(flux: Componen
     let ks_api = kustomizations(&flux);
     let seen = Watched::start(&ks_api, "app");
 
-    let files = app_files("v2");
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    let second = format!(
-        "main@sha1:{}",
-        git.push_commit(&files, "v2").expect("pushing v2")
-    );
+    let second = pushed_v2(&git);
     let sources = dyn_api(&flux.client, &git_repository(), &flux.namespace);
     request_reconcile(&sources, "app").await;
     request_reconcile(&ks_api, "app").await;
@@ -386,6 +370,17 @@ async fn pruning_spares_what_is_opted_out_or_owned_by_another_kustomization(flux
             "ConfigMap {spared} was pruned"
         );
     }
+}
+
+/// Pushes the app at `v2` and returns the revision Flux will name it by.
+fn pushed_v2(git: &GitServer) -> String {
+    let files = app_files("v2");
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let sha = git.push_commit(&files, "v2").expect("pushing v2");
+    format!("main@sha1:{sha}")
 }
 
 /// Asks the GitRepository to fetch and waits until its artifact is `revision`.
